@@ -1,0 +1,477 @@
+//! The ABCI 2.0 adapter for CometBFT v0.38: decode the request, call the state machine, encode the
+//! response. No business rule lives here.
+//!
+//! Consensus-connection calls arrive one at a time; CheckTx and Query read the last committed
+//! state concurrently. Crash rules: FinalizeBlock computes the app hash and keeps the block in
+//! memory; Commit writes it atomically; Info reports the last committed height and hash, so after
+//! a crash CometBFT replays from there.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use neurodata_proto::chain::v1 as pb;
+use prost::Message as _;
+use tendermint::abci::types::ExecTxResult;
+use tendermint::abci::{Event as AbciEvent, EventAttributeIndexExt, response};
+use tendermint::merkle::proof::{ProofOp, ProofOps};
+use tendermint::v0_38::abci::request;
+use tendermint::v0_38::abci::{
+    ConsensusRequest, ConsensusResponse, InfoRequest, InfoResponse, MempoolRequest,
+    MempoolResponse, SnapshotRequest, SnapshotResponse,
+};
+use tower_abci::BoxError;
+
+use crate::address::Address;
+use crate::app::{self, BlockCtx, Mode};
+use crate::genesis::{self, AppState};
+use crate::governance::GovernanceRead;
+use crate::query::{self, QueryTarget};
+use crate::state::{Event, MemoryState, StateDelta, StateRead};
+use crate::storage::{PreparedCommit, Storage};
+use crate::tx::{EnvelopeLimits, Tx};
+use crate::verifier::SignatureVerifier;
+
+/// Name and version reported in Info.
+pub const APP_NAME: &str = "neurodata";
+
+/// A block executed by FinalizeBlock, waiting for Commit.
+struct PendingBlock {
+    prepared: PreparedCommit,
+}
+
+/// The application behind the four ABCI connections.
+pub struct Node {
+    storage: Storage,
+    verifier: SignatureVerifier,
+    pending: Mutex<Option<PendingBlock>>,
+    /// Next nonce per signer counting txs admitted to the mempool since the last commit; rebuilt
+    /// by CometBFT's recheck after every commit.
+    mempool_nonces: Mutex<BTreeMap<Address, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn abci_events(events: &[Event]) -> Vec<AbciEvent> {
+    events
+        .iter()
+        .map(|e| {
+            AbciEvent::new(
+                e.kind.clone(),
+                e.attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()).index()),
+            )
+        })
+        .collect()
+}
+
+impl Node {
+    /// A node over an opened store.
+    pub fn new(storage: Storage) -> Self {
+        Node {
+            storage,
+            verifier: SignatureVerifier::default(),
+            pending: Mutex::new(None),
+            mempool_nonces: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The store (for tests and tools).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Info: the last committed height and app hash (height 0 before the first block).
+    pub fn info(&self) -> Result<response::Info, BoxError> {
+        let (height, hash) = match (self.storage.committed()?, self.storage.genesis_height()?) {
+            (Some(c), Some(g)) if c.height > g => (c.height, c.app_hash.to_vec()),
+            _ => (0, Vec::new()),
+        };
+        Ok(response::Info {
+            data: APP_NAME.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            app_version: 1,
+            last_block_height: height.try_into()?,
+            last_block_app_hash: hash.try_into()?,
+        })
+    }
+
+    /// InitChain: writes the consortium from the genesis `app_state` and commits it as the
+    /// genesis height (initial height − 1). Idempotent: CometBFT calls it again if the node
+    /// crashed before its first block.
+    pub fn init_chain(&self, req: request::InitChain) -> Result<response::InitChain, BoxError> {
+        let app_state: AppState = serde_json::from_slice(&req.app_state_bytes)?;
+        let validators = req
+            .validators
+            .iter()
+            .map(|u| {
+                let key = u
+                    .pub_key
+                    .ed25519()
+                    .ok_or("only Ed25519 validator keys are supported")?;
+                let key: [u8; 32] = key.as_bytes().try_into()?;
+                Ok((key, i64::try_from(u.power.value())?))
+            })
+            .collect::<Result<Vec<_>, BoxError>>()?;
+        let genesis_height = req.initial_height.value().saturating_sub(1);
+        let empty = MemoryState::default();
+        let mut delta = StateDelta::new(&empty);
+        genesis::init_genesis(
+            &mut delta,
+            &req.chain_id,
+            &app_state,
+            &validators,
+            genesis_height,
+        )?;
+        let block = BlockCtx {
+            chain_id: req.chain_id.clone(),
+            height: genesis_height,
+            time: req.time.unix_timestamp(),
+        };
+        app::begin_block(&mut delta, &block, 0);
+        let changes = delta.into_changes();
+        let prepared = self.storage.prepare(genesis_height, true, changes.writes)?;
+        let committed = self.storage.commit(prepared)?;
+        tracing::info!(chain_id = %req.chain_id, app_hash = %hex::encode(committed.app_hash), "genesis committed");
+        Ok(response::InitChain {
+            consensus_params: None,
+            validators: vec![],
+            app_hash: committed.app_hash.to_vec().try_into()?,
+        })
+    }
+
+    fn limits(&self) -> Result<EnvelopeLimits, BoxError> {
+        let params = self.storage.params()?;
+        Ok(EnvelopeLimits {
+            chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
+            max_tx_bytes: params.max_tx_bytes,
+            max_messages: params.max_messages_per_tx,
+        })
+    }
+
+    /// PrepareProposal: keeps mempool order, drops txs that cannot even decode, stays under the
+    /// block byte limit.
+    pub fn prepare_proposal(
+        &self,
+        req: request::PrepareProposal,
+    ) -> Result<response::PrepareProposal, BoxError> {
+        let limits = self.limits()?;
+        let max = usize::try_from(req.max_tx_bytes).unwrap_or(usize::MAX);
+        let mut total = 0usize;
+        let mut txs = Vec::with_capacity(req.txs.len());
+        for tx in req.txs {
+            if Tx::decode(&tx, &limits).is_err() {
+                continue;
+            }
+            if total + tx.len() > max {
+                break;
+            }
+            total += tx.len();
+            txs.push(tx);
+        }
+        Ok(response::PrepareProposal { txs })
+    }
+
+    /// ProcessProposal: rejects a block carrying a tx that no honest PrepareProposal would have
+    /// included (undecodable or oversize); other invalid txs are rejected one by one in
+    /// FinalizeBlock.
+    pub fn process_proposal(
+        &self,
+        req: request::ProcessProposal,
+    ) -> Result<response::ProcessProposal, BoxError> {
+        let limits = self.limits()?;
+        if req.txs.iter().all(|tx| Tx::decode(tx, &limits).is_ok()) {
+            Ok(response::ProcessProposal::Accept)
+        } else {
+            Ok(response::ProcessProposal::Reject)
+        }
+    }
+
+    /// FinalizeBlock: executes every tx, computes the app hash, persists nothing.
+    pub fn finalize_block(
+        &self,
+        req: request::FinalizeBlock,
+    ) -> Result<response::FinalizeBlock, BoxError> {
+        let block = BlockCtx {
+            chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
+            height: req.height.value(),
+            time: req.time.unix_timestamp(),
+        };
+        let nanos = i32::try_from(req.time.unix_timestamp_nanos().rem_euclid(1_000_000_000))?;
+        let mut state = StateDelta::new(&self.storage);
+        app::begin_block(&mut state, &block, nanos);
+        let mut tx_results = Vec::with_capacity(req.txs.len());
+        for tx in &req.txs {
+            let outcome = app::deliver_tx(&mut state, tx, &block, &self.verifier);
+            tx_results.push(ExecTxResult {
+                code: outcome.code.into(),
+                log: outcome.log,
+                codespace: outcome.codespace.into(),
+                events: abci_events(&outcome.events),
+                ..Default::default()
+            });
+        }
+        let changes = state.into_changes();
+        let validator_updates = changes
+            .validator_updates
+            .iter()
+            .map(|(key, power)| {
+                Ok(tendermint::validator::Update {
+                    pub_key: tendermint::PublicKey::from_raw_ed25519(key)
+                        .ok_or("bad validator key")?,
+                    power: (*power).try_into()?,
+                })
+            })
+            .collect::<Result<Vec<_>, BoxError>>()?;
+        let prepared = self.storage.prepare(block.height, false, changes.writes)?;
+        let app_hash = prepared.app_hash;
+        *lock(&self.pending) = Some(PendingBlock { prepared });
+        Ok(response::FinalizeBlock {
+            events: vec![],
+            tx_results,
+            validator_updates,
+            consensus_param_updates: None,
+            app_hash: app_hash.to_vec().try_into()?,
+        })
+    }
+
+    /// Commit: writes the finalized block atomically.
+    pub fn commit(&self) -> Result<response::Commit, BoxError> {
+        let pending = lock(&self.pending)
+            .take()
+            .ok_or("Commit without FinalizeBlock")?;
+        let committed = self.storage.commit(pending.prepared)?;
+        lock(&self.mempool_nonces).clear();
+        tracing::debug!(height = committed.height, app_hash = %hex::encode(committed.app_hash), "committed");
+        Ok(response::Commit {
+            data: Default::default(),
+            retain_height: 0u32.into(),
+        })
+    }
+
+    /// CheckTx: the full tx path against the last committed state, with mempool-aware nonces.
+    pub fn check_tx(&self, req: request::CheckTx) -> Result<response::CheckTx, BoxError> {
+        let last = app::last_block(&self.storage)?.ok_or("no genesis yet")?;
+        let block = BlockCtx {
+            chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
+            height: last.height + 1,
+            time: last.time_seconds,
+        };
+        let signer = pb::Tx::decode(req.tx.as_ref())
+            .ok()
+            .and_then(|t| pb::TxBody::decode(t.body.as_slice()).ok())
+            .and_then(|b| Address::from_slice(&b.signer));
+        let mut nonces = lock(&self.mempool_nonces);
+        let next_nonce = signer.and_then(|s| nonces.get(&s).copied());
+        let result = app::execute_tx(
+            &self.storage,
+            &req.tx,
+            &block,
+            &self.verifier,
+            Mode::CheckTx { next_nonce },
+        );
+        Ok(match result {
+            Ok((tx, _)) => {
+                nonces.insert(tx.body.signer, tx.body.nonce + 1);
+                response::CheckTx::default()
+            }
+            Err(e) => response::CheckTx {
+                code: e.code().into(),
+                log: e.to_string(),
+                codespace: e.codespace().into(),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Query: one key (with a Merkle proof on request) or a list, at a height (0 = latest).
+    pub fn query(&self, req: request::Query) -> Result<response::Query, BoxError> {
+        let fail = |log: String| response::Query {
+            code: 1u32.into(),
+            log,
+            codespace: "query".into(),
+            ..Default::default()
+        };
+        let Some(committed) = self.storage.committed()? else {
+            return Ok(fail("no state yet".into()));
+        };
+        let height = match req.height.value() {
+            0 => committed.height,
+            h => h,
+        };
+        let target = match query::target(&req.path, &req.data) {
+            Ok(t) => t,
+            Err(e) => return Ok(fail(e.to_string())),
+        };
+        match target {
+            QueryTarget::Key(key) => {
+                let (value, proof) = if req.prove {
+                    match self.storage.get_with_proof(&key, height) {
+                        Ok((v, p)) => (v, Some(p)),
+                        Err(e) => return Ok(fail(e.to_string())),
+                    }
+                } else {
+                    match self.storage.get_at(&key, height) {
+                        Ok(v) => (v, None),
+                        Err(e) => return Ok(fail(e.to_string())),
+                    }
+                };
+                Ok(response::Query {
+                    code: 0u32.into(),
+                    log: if value.is_some() {
+                        "exists"
+                    } else {
+                        "does not exist"
+                    }
+                    .into(),
+                    key: key.clone().into_bytes().into(),
+                    value: value.unwrap_or_default().into(),
+                    proof: proof.map(|data| ProofOps {
+                        ops: vec![ProofOp {
+                            field_type: query::PROOF_TYPE.into(),
+                            key: key.into_bytes(),
+                            data,
+                        }],
+                    }),
+                    height: height.try_into()?,
+                    ..Default::default()
+                })
+            }
+            QueryTarget::List(prefix) => {
+                if height != committed.height {
+                    return Ok(fail("list queries serve the latest height only".into()));
+                }
+                let value = self.list(prefix)?;
+                Ok(response::Query {
+                    code: 0u32.into(),
+                    value: value.into(),
+                    height: height.try_into()?,
+                    ..Default::default()
+                })
+            }
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<u8>, BoxError> {
+        use crate::governance::state_key as g;
+        use crate::membership::state_key as m;
+        let s = &self.storage;
+        Ok(match prefix {
+            p if p == m::ORGS => pb::OrgList {
+                orgs: s.prefix_proto(p)?,
+            }
+            .encode_to_vec(),
+            p if p == g::VALIDATORS => pb::ValidatorList {
+                validators: s.validators()?,
+            }
+            .encode_to_vec(),
+            p if p == g::PROPOSALS => pb::ProposalList {
+                proposals: s.proposals()?,
+            }
+            .encode_to_vec(),
+            other => return Err(format!("no list for {other}").into()),
+        })
+    }
+
+    fn consensus(&self, req: ConsensusRequest) -> Result<ConsensusResponse, BoxError> {
+        Ok(match req {
+            ConsensusRequest::InitChain(r) => ConsensusResponse::InitChain(self.init_chain(r)?),
+            ConsensusRequest::PrepareProposal(r) => {
+                ConsensusResponse::PrepareProposal(self.prepare_proposal(r)?)
+            }
+            ConsensusRequest::ProcessProposal(r) => {
+                ConsensusResponse::ProcessProposal(self.process_proposal(r)?)
+            }
+            ConsensusRequest::FinalizeBlock(r) => {
+                ConsensusResponse::FinalizeBlock(self.finalize_block(r)?)
+            }
+            ConsensusRequest::Commit => ConsensusResponse::Commit(self.commit()?),
+            // Vote extensions are unused until validators attest training results.
+            ConsensusRequest::ExtendVote(_) => {
+                ConsensusResponse::ExtendVote(response::ExtendVote {
+                    vote_extension: Bytes::default(),
+                })
+            }
+            ConsensusRequest::VerifyVoteExtension(_) => {
+                ConsensusResponse::VerifyVoteExtension(response::VerifyVoteExtension::Accept)
+            }
+        })
+    }
+
+    fn info_call(&self, req: InfoRequest) -> Result<InfoResponse, BoxError> {
+        Ok(match req {
+            InfoRequest::Info(_) => InfoResponse::Info(self.info()?),
+            InfoRequest::Query(q) => InfoResponse::Query(self.query(q)?),
+            InfoRequest::Echo(e) => InfoResponse::Echo(response::Echo { message: e.message }),
+        })
+    }
+}
+
+/// Where the ABCI server listens.
+#[derive(Clone, Debug)]
+pub enum Listen {
+    /// A Unix socket path (the default; several times faster than TCP for block execution).
+    Unix(std::path::PathBuf),
+    /// A TCP address.
+    Tcp(String),
+}
+
+/// Serves the four ABCI connections until the process ends.
+pub async fn serve(node: Arc<Node>, listen: Listen) -> Result<(), BoxError> {
+    let n = node.clone();
+    let consensus = tower::service_fn(move |req: ConsensusRequest| {
+        let n = n.clone();
+        async move { tokio::task::spawn_blocking(move || n.consensus(req)).await? }
+    });
+    let n = node.clone();
+    let mempool = tower::service_fn(move |req: MempoolRequest| {
+        let n = n.clone();
+        async move {
+            let MempoolRequest::CheckTx(r) = req;
+            let resp = tokio::task::spawn_blocking(move || n.check_tx(r)).await??;
+            Ok::<_, BoxError>(MempoolResponse::CheckTx(resp))
+        }
+    });
+    let n = node.clone();
+    let info = tower::service_fn(move |req: InfoRequest| {
+        let n = n.clone();
+        async move { tokio::task::spawn_blocking(move || n.info_call(req)).await? }
+    });
+    // State-sync snapshots are not offered yet: answer "none" and refuse offers.
+    let snapshot = tower::service_fn(|req: SnapshotRequest| async move {
+        Ok::<_, BoxError>(match req {
+            SnapshotRequest::ListSnapshots => SnapshotResponse::ListSnapshots(Default::default()),
+            SnapshotRequest::OfferSnapshot(_) => {
+                SnapshotResponse::OfferSnapshot(response::OfferSnapshot::Reject)
+            }
+            SnapshotRequest::LoadSnapshotChunk(_) => {
+                SnapshotResponse::LoadSnapshotChunk(Default::default())
+            }
+            SnapshotRequest::ApplySnapshotChunk(_) => {
+                SnapshotResponse::ApplySnapshotChunk(response::ApplySnapshotChunk {
+                    result: response::ApplySnapshotChunkResult::Abort,
+                    refetch_chunks: vec![],
+                    reject_senders: vec![],
+                })
+            }
+        })
+    });
+    let server = tower_abci::v038::Server::builder()
+        .consensus(consensus)
+        .mempool(mempool)
+        .info(info)
+        .snapshot(snapshot)
+        .finish()
+        .ok_or("incomplete ABCI server")?;
+    match listen {
+        Listen::Unix(path) => {
+            // A socket left by a crashed process would make bind fail.
+            let _ = std::fs::remove_file(&path);
+            server.listen_unix(path).await
+        }
+        Listen::Tcp(addr) => server.listen_tcp(addr).await,
+    }
+}

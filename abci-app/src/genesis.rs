@@ -1,0 +1,243 @@
+//! The consortium at genesis: the `app_state` of CometBFT's genesis document, and InitChain.
+
+use base64::Engine as _;
+use neurodata_proto::chain::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::governance::action::check_org_id;
+use crate::governance::{GovernanceWrite, Params};
+use crate::ledger::LedgerWrite;
+use crate::membership::CaCertificate;
+use crate::state::{StateRead, StateWrite};
+
+/// The genesis `app_state` (JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppState {
+    /// Founding orgs.
+    pub orgs: Vec<GenesisOrg>,
+    /// Initial validators; must match CometBFT's genesis validators when given.
+    #[serde(default)]
+    pub validators: Vec<GenesisValidator>,
+    /// Initial NRC balances.
+    #[serde(default)]
+    pub allocations: Vec<Allocation>,
+    /// Chain parameters (defaults when absent).
+    #[serde(default)]
+    pub params: Option<GenesisParams>,
+}
+
+/// A founding org.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisOrg {
+    /// Org id.
+    pub org_id: String,
+    /// Display name.
+    pub name: String,
+    /// Root CA certificate, PEM.
+    pub ca_cert_pem: String,
+}
+
+/// An initial validator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisValidator {
+    /// Display name.
+    pub name: String,
+    /// Operating org.
+    pub org_id: String,
+    /// Ed25519 public key, base64 (as in CometBFT's genesis).
+    pub pub_key: String,
+    /// Voting power.
+    pub power: i64,
+}
+
+/// An initial balance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    /// Account address, 64 hex digits.
+    pub address: String,
+    /// NRC base units, decimal.
+    pub amount: String,
+}
+
+/// Parameters in the genesis (same fields as the `Params` message).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisParams {
+    /// Smallest fee.
+    pub min_fee: String,
+    /// Blocks a proposal is open.
+    pub proposal_voting_blocks: u64,
+    /// Largest tx.
+    pub max_tx_bytes: u64,
+    /// Most messages per tx.
+    pub max_messages_per_tx: u32,
+}
+
+impl From<&Params> for GenesisParams {
+    fn from(p: &Params) -> Self {
+        GenesisParams {
+            min_fee: p.min_fee.to_string(),
+            proposal_voting_blocks: p.proposal_voting_blocks,
+            max_tx_bytes: p.max_tx_bytes,
+            max_messages_per_tx: p.max_messages_per_tx,
+        }
+    }
+}
+
+/// Why a genesis was refused (the node cannot start with it).
+#[derive(Debug, thiserror::Error)]
+pub enum GenesisError {
+    /// The `app_state` JSON does not parse.
+    #[error("app_state is not valid JSON for NeuroData: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A field is wrong; the message names it.
+    #[error("genesis: {0}")]
+    Invalid(String),
+    /// Storage failed.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+}
+
+fn invalid(s: impl Into<String>) -> GenesisError {
+    GenesisError::Invalid(s.into())
+}
+
+/// Decodes a base64 Ed25519 validator key.
+pub fn decode_validator_key(b64: &str) -> Result<[u8; 32], GenesisError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| invalid(format!("validator key {b64:?}: {e}")))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| invalid(format!("validator key {b64:?} is not 32 bytes")))
+}
+
+/// Writes the genesis state. `comet_validators` are the validators CometBFT's genesis lists (the
+/// set consensus starts with): the app's record must agree with it exactly.
+pub fn init_genesis<S: StateWrite>(
+    state: &mut S,
+    chain_id: &str,
+    app_state: &AppState,
+    comet_validators: &[([u8; 32], i64)],
+    height: u64,
+) -> Result<(), GenesisError> {
+    state.put_raw(
+        crate::app::state_key::chain_id().into(),
+        chain_id.as_bytes().to_vec(),
+    );
+    let params = match &app_state.params {
+        None => Params::default(),
+        Some(p) => Params::try_from(pb::Params {
+            min_fee: p.min_fee.clone(),
+            proposal_voting_blocks: p.proposal_voting_blocks,
+            max_tx_bytes: p.max_tx_bytes,
+            max_messages_per_tx: p.max_messages_per_tx,
+        })
+        .map_err(|e| invalid(e.to_string()))?,
+    };
+    state.put_params(&params);
+
+    if app_state.orgs.is_empty() {
+        return Err(invalid("at least one org is required"));
+    }
+    for org in &app_state.orgs {
+        check_org_id(&org.org_id).map_err(|e| invalid(e.to_string()))?;
+        if state
+            .get_raw(&crate::membership::state_key::org(&org.org_id))?
+            .is_some()
+        {
+            return Err(invalid(format!("org {} listed twice", org.org_id)));
+        }
+        let ca = CaCertificate::from_pem(&org.ca_cert_pem)
+            .map_err(|e| invalid(format!("org {}: {e}", org.org_id)))?;
+        if state
+            .get_raw(&crate::membership::state_key::ca_subject(&ca.subject_hash))?
+            .is_some()
+        {
+            return Err(invalid(format!(
+                "org {}: CA subject already used by another org",
+                org.org_id
+            )));
+        }
+        crate::governance::action::admit_org(state, &org.org_id, &org.name, &ca, height);
+    }
+
+    if comet_validators.is_empty() {
+        return Err(invalid("at least one validator is required"));
+    }
+    let mut named = Vec::new();
+    for v in &app_state.validators {
+        let key = decode_validator_key(&v.pub_key)?;
+        if !app_state.orgs.iter().any(|o| o.org_id == v.org_id) {
+            return Err(invalid(format!(
+                "validator {}: unknown org {}",
+                v.name, v.org_id
+            )));
+        }
+        named.push((key, v.power, v.org_id.clone(), v.name.clone()));
+    }
+    if !named.is_empty() {
+        let mut ours: Vec<_> = named.iter().map(|(k, p, ..)| (*k, *p)).collect();
+        let mut theirs = comet_validators.to_vec();
+        ours.sort();
+        theirs.sort();
+        if ours != theirs {
+            return Err(invalid(
+                "app_state validators differ from the CometBFT genesis validators",
+            ));
+        }
+    } else {
+        named = comet_validators
+            .iter()
+            .map(|(k, p)| (*k, *p, String::new(), String::new()))
+            .collect();
+    }
+    for (key, power, org_id, name) in named {
+        if power <= 0 {
+            return Err(invalid("validator power must be positive"));
+        }
+        state.put_validator(
+            &key,
+            &pb::Validator {
+                pub_key: key.to_vec(),
+                power,
+                org_id,
+                name,
+            },
+        );
+    }
+
+    let mut supply = Amount::ZERO;
+    for a in &app_state.allocations {
+        let address = Address::from_hex(&a.address).ok_or_else(|| {
+            invalid(format!(
+                "allocation address {:?} is not 64 hex digits",
+                a.address
+            ))
+        })?;
+        let amount: Amount = a
+            .amount
+            .parse()
+            .map_err(|e| invalid(format!("allocation to {}: {e}", a.address)))?;
+        supply = supply
+            .checked_add(amount)
+            .ok_or_else(|| invalid("allocations overflow u128"))?;
+        state
+            .credit(&address, amount)
+            .map_err(|e| invalid(e.to_string()))?;
+    }
+    state.set_supply(supply);
+    Ok(())
+}
+
+/// The chain id recorded at genesis.
+pub fn chain_id<S: StateRead>(state: &S) -> Result<Option<String>, crate::state::StateError> {
+    Ok(state
+        .get_raw(crate::app::state_key::chain_id())?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}

@@ -1,0 +1,362 @@
+//! What a proposal does: each action's static checks, its preflight against the state at
+//! submission, and its execution when the proposal passes.
+
+use neurodata_proto::chain::v1 as pb;
+
+use super::{GovernanceError, GovernanceRead, GovernanceWrite, Params};
+use crate::TxError;
+use crate::amount::Amount;
+use crate::ledger::{LedgerRead, LedgerWrite};
+use crate::membership::{CaCertificate, MembershipRead, MembershipWrite};
+use crate::state::{Event, StateRead, StateWrite};
+use crate::tx::ExecCtx;
+
+/// A checked proposal action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProposalAction {
+    /// Admit an org with its root CA.
+    AdmitOrg {
+        /// New org id.
+        org_id: String,
+        /// Display name.
+        name: String,
+        /// Root CA PEM (checked).
+        ca_cert_pem: String,
+    },
+    /// Remove an org.
+    RemoveOrg {
+        /// The org.
+        org_id: String,
+    },
+    /// Replace an org's root CA.
+    RotateOrgCa {
+        /// The org.
+        org_id: String,
+        /// New root CA PEM (checked).
+        ca_cert_pem: String,
+    },
+    /// Add, reweight or remove a validator.
+    SetValidator {
+        /// Ed25519 key.
+        pub_key: [u8; 32],
+        /// Voting power, 0 removes.
+        power: i64,
+        /// Operating org.
+        org_id: String,
+        /// Display name.
+        name: String,
+    },
+    /// Replace the chain parameters.
+    SetParams(Params),
+    /// Mint into the treasury.
+    Mint(Amount),
+}
+
+fn invalid(s: impl Into<String>) -> GovernanceError {
+    GovernanceError::InvalidAction(s.into())
+}
+
+/// Org ids: 2..=32 of `a-z0-9-`, so they are safe in keys, events and file names.
+pub fn check_org_id(org_id: &str) -> Result<(), GovernanceError> {
+    let ok = (2..=32).contains(&org_id.len())
+        && org_id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "org id {org_id:?} must be 2..=32 characters of a-z, 0-9 and '-'"
+        )))
+    }
+}
+
+// CometBFT caps total voting power at MaxInt64 / 8.
+const MAX_POWER: i64 = i64::MAX / 8;
+
+impl TryFrom<pb::ProposalAction> for ProposalAction {
+    type Error = TxError;
+    fn try_from(a: pb::ProposalAction) -> Result<Self, TxError> {
+        use pb::proposal_action::Action as A;
+        let action = a.action.ok_or_else(|| invalid("proposal has no action"))?;
+        Ok(match action {
+            A::AdmitOrg(m) => {
+                check_org_id(&m.org_id)?;
+                if m.name.is_empty() || m.name.len() > 128 {
+                    return Err(invalid("org name must be 1..=128 bytes").into());
+                }
+                CaCertificate::from_pem(&m.ca_cert_pem)?;
+                ProposalAction::AdmitOrg {
+                    org_id: m.org_id,
+                    name: m.name,
+                    ca_cert_pem: m.ca_cert_pem,
+                }
+            }
+            A::RemoveOrg(m) => {
+                check_org_id(&m.org_id)?;
+                ProposalAction::RemoveOrg { org_id: m.org_id }
+            }
+            A::RotateOrgCa(m) => {
+                check_org_id(&m.org_id)?;
+                CaCertificate::from_pem(&m.ca_cert_pem)?;
+                ProposalAction::RotateOrgCa {
+                    org_id: m.org_id,
+                    ca_cert_pem: m.ca_cert_pem,
+                }
+            }
+            A::SetValidator(m) => {
+                let pub_key = <[u8; 32]>::try_from(m.pub_key.as_slice())
+                    .map_err(|_| invalid("validator pub_key must be 32 bytes (Ed25519)"))?;
+                if !(0..=MAX_POWER).contains(&m.power) {
+                    return Err(
+                        invalid(format!("validator power must be in 0..={MAX_POWER}")).into(),
+                    );
+                }
+                if m.power > 0 {
+                    check_org_id(&m.org_id)?;
+                }
+                if m.name.len() > 64 {
+                    return Err(invalid("validator name at most 64 bytes").into());
+                }
+                ProposalAction::SetValidator {
+                    pub_key,
+                    power: m.power,
+                    org_id: m.org_id,
+                    name: m.name,
+                }
+            }
+            A::SetParams(p) => ProposalAction::SetParams(Params::try_from(p)?),
+            A::Mint(m) => {
+                let amount: Amount = m
+                    .amount
+                    .parse()
+                    .map_err(|e| invalid(format!("mint amount: {e}")))?;
+                if amount == Amount::ZERO {
+                    return Err(invalid("mint amount must be positive").into());
+                }
+                ProposalAction::Mint(amount)
+            }
+        })
+    }
+}
+
+impl From<&ProposalAction> for pb::ProposalAction {
+    fn from(a: &ProposalAction) -> Self {
+        use pb::proposal_action::Action as A;
+        let action = match a {
+            ProposalAction::AdmitOrg {
+                org_id,
+                name,
+                ca_cert_pem,
+            } => A::AdmitOrg(pb::AdmitOrg {
+                org_id: org_id.clone(),
+                name: name.clone(),
+                ca_cert_pem: ca_cert_pem.clone(),
+            }),
+            ProposalAction::RemoveOrg { org_id } => A::RemoveOrg(pb::RemoveOrg {
+                org_id: org_id.clone(),
+            }),
+            ProposalAction::RotateOrgCa {
+                org_id,
+                ca_cert_pem,
+            } => A::RotateOrgCa(pb::RotateOrgCa {
+                org_id: org_id.clone(),
+                ca_cert_pem: ca_cert_pem.clone(),
+            }),
+            ProposalAction::SetValidator {
+                pub_key,
+                power,
+                org_id,
+                name,
+            } => A::SetValidator(pb::SetValidator {
+                pub_key: pub_key.to_vec(),
+                power: *power,
+                org_id: org_id.clone(),
+                name: name.clone(),
+            }),
+            ProposalAction::SetParams(p) => A::SetParams(p.into()),
+            ProposalAction::Mint(amount) => A::Mint(pb::Mint {
+                amount: amount.to_string(),
+            }),
+        };
+        pb::ProposalAction {
+            action: Some(action),
+        }
+    }
+}
+
+impl ProposalAction {
+    /// Checks against the current state that the action could run (at submission, so a proposal
+    /// that would remove the last org or validator is refused up front, and again at execution).
+    pub fn preflight<S: StateRead>(&self, state: &S) -> Result<(), TxError> {
+        match self {
+            ProposalAction::AdmitOrg {
+                org_id,
+                ca_cert_pem,
+                ..
+            } => {
+                if state.org(org_id)?.is_some() {
+                    return Err(GovernanceError::OrgExists(org_id.clone()).into());
+                }
+                let ca = CaCertificate::from_pem(ca_cert_pem)?;
+                if let Some(other) = state.org_by_ca_subject(&ca.subject_hash)? {
+                    return Err(GovernanceError::CaSubjectInUse(other).into());
+                }
+            }
+            ProposalAction::RemoveOrg { org_id } => {
+                let active = state.active_orgs()?;
+                if !active.iter().any(|o| &o.org_id == org_id) {
+                    return Err(GovernanceError::UnknownOrg(org_id.clone()).into());
+                }
+                if active.len() == 1 {
+                    return Err(GovernanceError::LastOrg(org_id.clone()).into());
+                }
+            }
+            ProposalAction::RotateOrgCa {
+                org_id,
+                ca_cert_pem,
+            } => {
+                active_org(state, org_id)?;
+                let ca = CaCertificate::from_pem(ca_cert_pem)?;
+                if let Some(other) = state.org_by_ca_subject(&ca.subject_hash)? {
+                    if &other != org_id {
+                        return Err(GovernanceError::CaSubjectInUse(other).into());
+                    }
+                }
+            }
+            ProposalAction::SetValidator {
+                pub_key,
+                power,
+                org_id,
+                ..
+            } => {
+                if *power > 0 {
+                    active_org(state, org_id)?;
+                } else {
+                    if state.validator(pub_key)?.is_none() {
+                        return Err(GovernanceError::UnknownValidator(hex::encode(pub_key)).into());
+                    }
+                    if state.validators()?.len() <= 1 {
+                        return Err(GovernanceError::LastValidator.into());
+                    }
+                }
+            }
+            ProposalAction::SetParams(_) => {}
+            ProposalAction::Mint(amount) => {
+                state
+                    .supply()?
+                    .checked_add(*amount)
+                    .ok_or_else(|| crate::ledger::LedgerError::Overflow("total supply".into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the action (after [`ProposalAction::preflight`] passed on the same state).
+    pub fn execute<S: StateWrite>(&self, state: &mut S, ctx: &ExecCtx) -> Result<(), TxError> {
+        self.preflight(&*state)?;
+        match self {
+            ProposalAction::AdmitOrg {
+                org_id,
+                name,
+                ca_cert_pem,
+            } => {
+                let ca = CaCertificate::from_pem(ca_cert_pem)?;
+                admit_org(state, org_id, name, &ca, ctx.height);
+            }
+            ProposalAction::RemoveOrg { org_id } => {
+                let mut org = active_org(&*state, org_id)?;
+                let ca = CaCertificate::from_der(&org.ca_cert_der)?;
+                org.status = pb::OrgStatus::Removed as i32;
+                state.put_org(&org, &ca.subject_hash);
+                state.drop_ca_subject(&ca.subject_hash);
+                state.emit(Event::new("org.removed").attr("org", org_id));
+            }
+            ProposalAction::RotateOrgCa {
+                org_id,
+                ca_cert_pem,
+            } => {
+                let mut org = active_org(&*state, org_id)?;
+                let old = CaCertificate::from_der(&org.ca_cert_der)?;
+                let new = CaCertificate::from_pem(ca_cert_pem)?;
+                state.drop_ca_subject(&old.subject_hash);
+                org.ca_cert_der = new.der.clone();
+                org.ca_fingerprint = new.fingerprint.to_vec();
+                state.put_org(&org, &new.subject_hash);
+                state.emit(
+                    Event::new("org.ca_rotated")
+                        .attr("org", org_id)
+                        .attr("ca_fingerprint", hex::encode(new.fingerprint)),
+                );
+            }
+            ProposalAction::SetValidator {
+                pub_key,
+                power,
+                org_id,
+                name,
+            } => {
+                state.put_validator(
+                    pub_key,
+                    &pb::Validator {
+                        pub_key: pub_key.to_vec(),
+                        power: *power,
+                        org_id: org_id.clone(),
+                        name: name.clone(),
+                    },
+                );
+                state.push_validator_update(*pub_key, *power);
+                state.emit(
+                    Event::new("validator.updated")
+                        .attr("pub_key", hex::encode(pub_key))
+                        .attr("power", power)
+                        .attr("org", org_id),
+                );
+            }
+            ProposalAction::SetParams(params) => {
+                state.put_params(params);
+                state.emit(
+                    Event::new("params.changed")
+                        .attr("min_fee", params.min_fee)
+                        .attr("proposal_voting_blocks", params.proposal_voting_blocks)
+                        .attr("max_tx_bytes", params.max_tx_bytes)
+                        .attr("max_messages_per_tx", params.max_messages_per_tx),
+                );
+            }
+            ProposalAction::Mint(amount) => state.mint(*amount)?,
+        }
+        Ok(())
+    }
+}
+
+/// Writes a newly admitted org (genesis or governance) and emits `org.admitted`.
+pub fn admit_org<S: StateWrite>(
+    state: &mut S,
+    org_id: &str,
+    name: &str,
+    ca: &CaCertificate,
+    height: u64,
+) {
+    state.put_org(
+        &pb::Org {
+            org_id: org_id.to_owned(),
+            name: name.to_owned(),
+            ca_cert_der: ca.der.clone(),
+            ca_fingerprint: ca.fingerprint.to_vec(),
+            status: pb::OrgStatus::Active as i32,
+            admitted_height: height,
+        },
+        &ca.subject_hash,
+    );
+    state.emit(
+        Event::new("org.admitted")
+            .attr("org", org_id)
+            .attr("ca_fingerprint", hex::encode(ca.fingerprint)),
+    );
+}
+
+fn active_org<S: StateRead>(state: &S, org_id: &str) -> Result<pb::Org, TxError> {
+    state
+        .org(org_id)?
+        .filter(|o| o.status == pb::OrgStatus::Active as i32)
+        .ok_or_else(|| GovernanceError::UnknownOrg(org_id.to_owned()).into())
+}

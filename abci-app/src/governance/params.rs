@@ -1,0 +1,85 @@
+//! Chain parameters: defaults, bounds and conversion from the wire type.
+
+use neurodata_proto::chain::v1 as pb;
+
+use super::GovernanceError;
+use crate::amount::Amount;
+
+/// Checked chain parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Smallest fee.
+    pub min_fee: Amount,
+    /// Blocks a proposal is open.
+    pub proposal_voting_blocks: u64,
+    /// Largest tx in bytes.
+    pub max_tx_bytes: u64,
+    /// Most messages per tx.
+    pub max_messages_per_tx: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_fee: Amount(0),
+            proposal_voting_blocks: 1_000,
+            max_tx_bytes: 64 * 1024,
+            max_messages_per_tx: 16,
+        }
+    }
+}
+
+impl TryFrom<pb::Params> for Params {
+    type Error = GovernanceError;
+    fn try_from(p: pb::Params) -> Result<Self, GovernanceError> {
+        let bad = |s: &str| GovernanceError::InvalidAction(format!("params: {s}"));
+        let min_fee = p
+            .min_fee
+            .parse()
+            .map_err(|e| bad(&format!("min_fee: {e}")))?;
+        if !(1..=1_000_000).contains(&p.proposal_voting_blocks) {
+            return Err(bad("proposal_voting_blocks must be in 1..=1000000"));
+        }
+        // CometBFT's own block limit is far above this; 4 MiB keeps any single tx cheap to check.
+        if !(1024..=4 * 1024 * 1024).contains(&p.max_tx_bytes) {
+            return Err(bad("max_tx_bytes must be in 1024..=4194304"));
+        }
+        if !(1..=256).contains(&p.max_messages_per_tx) {
+            return Err(bad("max_messages_per_tx must be in 1..=256"));
+        }
+        Ok(Params {
+            min_fee,
+            proposal_voting_blocks: p.proposal_voting_blocks,
+            max_tx_bytes: p.max_tx_bytes,
+            max_messages_per_tx: p.max_messages_per_tx,
+        })
+    }
+}
+
+impl From<&Params> for pb::Params {
+    fn from(p: &Params) -> Self {
+        pb::Params {
+            min_fee: p.min_fee.to_string(),
+            proposal_voting_blocks: p.proposal_voting_blocks,
+            max_tx_bytes: p.max_tx_bytes,
+            max_messages_per_tx: p.max_messages_per_tx,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_out_of_range_values_are_refused() {
+        let d = Params::default();
+        assert_eq!(Params::try_from(pb::Params::from(&d)).unwrap(), d);
+        let mut p = pb::Params::from(&d);
+        p.max_tx_bytes = 10;
+        assert!(Params::try_from(p).is_err());
+        let mut p = pb::Params::from(&d);
+        p.min_fee = "-1".into();
+        assert!(Params::try_from(p).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! Typed reads and writes of parameters, proposals and validators.
+
+use neurodata_proto::chain::v1 as pb;
+
+use super::{Params, state_key};
+use crate::state::{StateError, StateRead, StateWrite};
+
+/// Reads of governance records.
+pub trait GovernanceRead: StateRead + Sized {
+    /// Current parameters (defaults before genesis wrote them).
+    fn params(&self) -> Result<Params, StateError> {
+        match self.get_proto::<pb::Params>(state_key::params())? {
+            None => Ok(Params::default()),
+            Some(p) => Params::try_from(p).map_err(|e| StateError::Corrupt {
+                key: state_key::params().into(),
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Proposal `id`.
+    fn proposal(&self, id: u64) -> Result<Option<pb::Proposal>, StateError> {
+        self.get_proto(&state_key::proposal(id))
+    }
+
+    /// Every proposal, ascending by id.
+    fn proposals(&self) -> Result<Vec<pb::Proposal>, StateError> {
+        self.prefix_proto(state_key::PROPOSALS)
+    }
+
+    /// The id the next proposal gets.
+    fn next_proposal_id(&self) -> Result<u64, StateError> {
+        Ok(match self.get_raw(state_key::next_proposal_id())? {
+            None => 1,
+            Some(b) => {
+                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| StateError::Corrupt {
+                    key: state_key::next_proposal_id().into(),
+                    reason: "not 8 bytes".into(),
+                })?)
+            }
+        })
+    }
+
+    /// The validator with this key.
+    fn validator(&self, pub_key: &[u8; 32]) -> Result<Option<pb::Validator>, StateError> {
+        self.get_proto(&state_key::validator(pub_key))
+    }
+
+    /// Validators with power > 0, ascending by key.
+    fn validators(&self) -> Result<Vec<pb::Validator>, StateError> {
+        self.prefix_proto(state_key::VALIDATORS)
+    }
+}
+
+impl<T: StateRead> GovernanceRead for T {}
+
+/// Writes of governance records.
+pub trait GovernanceWrite: StateWrite + GovernanceRead {
+    /// Stores parameters.
+    fn put_params(&mut self, params: &Params) {
+        self.put_proto(state_key::params().into(), &pb::Params::from(params));
+    }
+
+    /// Stores a proposal.
+    fn put_proposal(&mut self, proposal: &pb::Proposal) {
+        self.put_proto(state_key::proposal(proposal.id), proposal);
+    }
+
+    /// Sets the next proposal id.
+    fn put_next_proposal_id(&mut self, id: u64) {
+        self.put_raw(
+            state_key::next_proposal_id().into(),
+            id.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Stores a validator (power > 0) or removes it (power 0).
+    fn put_validator(&mut self, pub_key: &[u8; 32], validator: &pb::Validator) {
+        if validator.power > 0 {
+            self.put_proto(state_key::validator(pub_key), validator);
+        } else {
+            self.delete(state_key::validator(pub_key));
+        }
+    }
+}
+
+impl<T: StateWrite> GovernanceWrite for T {}

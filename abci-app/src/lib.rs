@@ -1,0 +1,33 @@
+//! The NeuroData state machine and its ABCI 2.0 server for CometBFT v0.38.
+//!
+//! Where to start reading:
+//! - [`app`]: what happens to one transaction ([`app::execute_tx`]) and one block.
+//! - [`tx`]: the envelope and its stateless checks; [`tx::Action`] lists every message.
+//! - The domains, each with its messages, checks, state keys and typed views:
+//!   [`membership`] (X.509 identities, roles, revocation), [`ledger`] (NRC), [`governance`]
+//!   (proposals, votes, validators, parameters).
+//! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `server`):
+//!   RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the thin ABCI adapter.
+//! - [`genesis`]: the consortium at InitChain.
+
+#![deny(clippy::unwrap_used)]
+
+pub mod address;
+pub mod amount;
+pub mod app;
+mod error;
+pub mod genesis;
+pub mod governance;
+pub mod ledger;
+pub mod membership;
+pub mod query;
+pub mod state;
+pub mod tx;
+pub mod verifier;
+
+#[cfg(feature = "server")]
+pub mod abci;
+#[cfg(feature = "server")]
+pub mod storage;
+
+pub use error::TxError;

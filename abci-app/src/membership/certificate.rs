@@ -1,0 +1,202 @@
+//! Parsing and checking X.509 certificates: structure with x509-parser, signatures with OpenSSL.
+//! Nothing here reads the wall clock: validity is compared with the block time by the caller.
+
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Public};
+use openssl::x509::X509;
+use sha2::{Digest, Sha256};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::{MembershipError, MembershipRead};
+use crate::TxError;
+use crate::state::StateRead;
+use neurodata_proto::chain::v1 as pb;
+
+fn bad(reason: impl std::fmt::Display) -> MembershipError {
+    MembershipError::BadCertificate(reason.to_string())
+}
+
+fn parse(der: &[u8]) -> Result<X509Certificate<'_>, MembershipError> {
+    let (rest, cert) =
+        X509Certificate::from_der(der).map_err(|e| bad(format!("not DER X.509: {e}")))?;
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes after the certificate"));
+    }
+    Ok(cert)
+}
+
+/// Loads a SubjectPublicKeyInfo and insists on ECDSA P-256, the one signature scheme the chain
+/// verifies (one rule everywhere keeps verification consensus-safe).
+pub fn p256_public_key(spki: &[u8]) -> Result<PKey<Public>, MembershipError> {
+    let key = PKey::public_key_from_der(spki).map_err(|e| bad(format!("public key: {e}")))?;
+    let ec = key
+        .ec_key()
+        .map_err(|_| bad("public key is not an EC key (ECDSA P-256 required)"))?;
+    if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
+        return Err(bad("public key is not on P-256"));
+    }
+    Ok(key)
+}
+
+/// SHA-256 of bytes, as a fixed array.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// An org root CA certificate, checked for use as a membership anchor.
+#[derive(Clone, Debug)]
+pub struct CaCertificate {
+    /// DER bytes.
+    pub der: Vec<u8>,
+    /// SHA-256 of `der`.
+    pub fingerprint: [u8; 32],
+    /// SHA-256 of the subject name DER (what member certificates name as issuer).
+    pub subject_hash: [u8; 32],
+}
+
+impl CaCertificate {
+    /// Parses a PEM root CA: a self-signed, CA:TRUE, P-256 certificate.
+    pub fn from_pem(pem: &str) -> Result<Self, MembershipError> {
+        let x509 = X509::from_pem(pem.as_bytes()).map_err(|e| bad(format!("CA PEM: {e}")))?;
+        let der = x509.to_der().map_err(bad)?;
+        Self::from_der(&der)
+    }
+
+    /// Parses a DER root CA.
+    pub fn from_der(der: &[u8]) -> Result<Self, MembershipError> {
+        let cert = parse(der)?;
+        let is_ca = cert
+            .basic_constraints()
+            .map_err(|e| bad(format!("basicConstraints: {e}")))?
+            .map(|b| b.value.ca)
+            .unwrap_or(false);
+        if !is_ca {
+            return Err(bad(
+                "org root certificate is not a CA (basicConstraints CA:TRUE)",
+            ));
+        }
+        if cert.subject().as_raw() != cert.issuer().as_raw() {
+            return Err(bad("org root CA must be self-signed"));
+        }
+        let key = p256_public_key(cert.public_key().raw)?;
+        let x509 = X509::from_der(der).map_err(bad)?;
+        if !x509.verify(&key).map_err(bad)? {
+            return Err(bad("CA self-signature does not verify"));
+        }
+        Ok(CaCertificate {
+            der: der.to_vec(),
+            fingerprint: sha256(der),
+            subject_hash: sha256(cert.subject().as_raw()),
+        })
+    }
+}
+
+/// A member certificate, parsed but not yet checked against the chain.
+#[derive(Clone, Debug)]
+pub struct MemberCertificate {
+    /// DER bytes.
+    pub der: Vec<u8>,
+    /// SHA-256 of `der`: the signer id.
+    pub fingerprint: [u8; 32],
+    /// SHA-256 of the issuer name DER.
+    pub issuer_hash: [u8; 32],
+    /// Issuer name, for error messages.
+    pub issuer: String,
+    /// Subject CN.
+    pub common_name: String,
+    /// OU (the role, checked against the known roles).
+    pub role: super::Role,
+    /// notBefore, Unix seconds.
+    pub not_before: i64,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
+    /// SubjectPublicKeyInfo DER.
+    pub spki: Vec<u8>,
+}
+
+impl MemberCertificate {
+    /// Parses a DER member certificate: one known role in the OU, a P-256 key, not a CA.
+    pub fn parse(der: &[u8]) -> Result<Self, MembershipError> {
+        let cert = parse(der)?;
+        let subject = cert.subject();
+        let mut ous = subject.iter_organizational_unit();
+        let ou = ous
+            .next()
+            .ok_or_else(|| bad("no OU: the member's role must be the subject OU"))?
+            .as_str()
+            .map_err(|e| bad(format!("OU: {e}")))?;
+        if ous.next().is_some() {
+            return Err(bad(
+                "more than one OU: a certificate carries exactly one role",
+            ));
+        }
+        let role = ou.parse().map_err(|_| {
+            bad(format!(
+                "OU {ou:?} is not a role (provider, buyer, trainer, validator, admin)"
+            ))
+        })?;
+        let common_name = subject
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let is_ca = cert
+            .basic_constraints()
+            .map_err(|e| bad(format!("basicConstraints: {e}")))?
+            .map(|b| b.value.ca)
+            .unwrap_or(false);
+        if is_ca {
+            return Err(bad("a CA certificate cannot sign transactions"));
+        }
+        let spki = cert.public_key().raw.to_vec();
+        p256_public_key(&spki)?;
+        Ok(MemberCertificate {
+            der: der.to_vec(),
+            fingerprint: sha256(der),
+            issuer_hash: sha256(cert.issuer().as_raw()),
+            issuer: cert.issuer().to_string(),
+            common_name,
+            role,
+            not_before: cert.validity().not_before.timestamp(),
+            not_after: cert.validity().not_after.timestamp(),
+            spki,
+        })
+    }
+
+    /// Finds the org whose current CA issued this certificate, checks the CA's signature on it,
+    /// and returns the identity record to register at `height`.
+    pub fn register<S: StateRead>(&self, state: &S, height: u64) -> Result<pb::Identity, TxError> {
+        let org = self.issuing_org(state)?;
+        Ok(pb::Identity {
+            fingerprint: self.fingerprint.to_vec(),
+            org_id: org.org_id,
+            role: self.role.to_string(),
+            common_name: self.common_name.clone(),
+            not_before: self.not_before,
+            not_after: self.not_after,
+            issuer_ca_fingerprint: org.ca_fingerprint,
+            public_key_spki: self.spki.clone(),
+            certificate_der: self.der.clone(),
+            registered_height: height,
+        })
+    }
+
+    /// The active org whose current CA issued and signed this certificate.
+    pub fn issuing_org<S: StateRead>(&self, state: &S) -> Result<pb::Org, TxError> {
+        let unknown = || MembershipError::UnknownCa {
+            issuer: self.issuer.clone(),
+        };
+        let org_id = state
+            .org_by_ca_subject(&self.issuer_hash)?
+            .ok_or_else(unknown)?;
+        let org = state.org(&org_id)?.ok_or_else(unknown)?;
+        let ca = parse(&org.ca_cert_der)?;
+        let ca_key = p256_public_key(ca.public_key().raw)?;
+        let x509 = X509::from_der(&self.der).map_err(bad)?;
+        if !x509.verify(&ca_key).map_err(bad)? {
+            return Err(MembershipError::NotSignedByCa { org: org.org_id }.into());
+        }
+        Ok(org)
+    }
+}

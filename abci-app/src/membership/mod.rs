@@ -1,0 +1,237 @@
+//! Membership: who may sign what.
+//!
+//! Every transaction's signer is a member certificate (ECDSA P-256) issued by the current root
+//! CA of an active org, valid at the **block time**, not revoked, and whose role (OU) allows each
+//! message. A certificate is registered on chain the first time a tx carries it. Org admins revoke
+//! their own org's certificates ([`RevokeCertificate`]).
+//!
+//! Read [`authenticate`] for the full rule, [`certificate`] for how certificates are parsed and
+//! checked, and [`view`] for the records.
+
+pub mod certificate;
+mod revoke;
+pub mod state_key;
+pub mod view;
+
+pub use certificate::{CaCertificate, MemberCertificate};
+pub use neurodata_certs::Role;
+pub use revoke::RevokeCertificate;
+pub use view::{MembershipRead, MembershipWrite};
+
+use neurodata_proto::chain::v1 as pb;
+
+use crate::TxError;
+use crate::state::StateRead;
+use crate::tx::{Action, TxBody};
+
+/// Why a signer or a membership action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// The certificate bytes are not a usable X.509 member certificate.
+    #[error("bad certificate: {0}")]
+    BadCertificate(String),
+    /// The attached certificate's SHA-256 is not the tx's `signer`.
+    #[error("signer {signer} is not the SHA-256 of the attached certificate ({actual})")]
+    FingerprintMismatch {
+        /// The signer field.
+        signer: String,
+        /// SHA-256 of the certificate.
+        actual: String,
+    },
+    /// The signer has never been seen on chain and the tx does not carry its certificate.
+    #[error("unknown signer {0}: attach the certificate to the signer's first transaction")]
+    UnknownSigner(String),
+    /// No active org has a CA whose subject is the certificate's issuer.
+    #[error("certificate issuer {issuer:?} is not the CA of any admitted org")]
+    UnknownCa {
+        /// Issuer distinguished name.
+        issuer: String,
+    },
+    /// The certificate names an org's CA but was not signed by it.
+    #[error("certificate is not signed by the CA of org {org}")]
+    NotSignedByCa {
+        /// The org.
+        org: String,
+    },
+    /// The signer's org was removed by governance.
+    #[error("org {org} is not an active member")]
+    OrgNotActive {
+        /// The org.
+        org: String,
+    },
+    /// The org rotated its CA after this certificate was issued.
+    #[error(
+        "certificate was issued by a previous CA of org {org}; get a certificate from its current CA"
+    )]
+    CaRotated {
+        /// The org.
+        org: String,
+    },
+    /// Block time is before the certificate's notBefore.
+    #[error("certificate not valid until {not_before} (block time {block_time})")]
+    NotYetValid {
+        /// notBefore, Unix seconds.
+        not_before: i64,
+        /// Block time, Unix seconds.
+        block_time: i64,
+    },
+    /// Block time is after the certificate's notAfter.
+    #[error("certificate expired at {not_after} (block time {block_time})")]
+    Expired {
+        /// notAfter, Unix seconds.
+        not_after: i64,
+        /// Block time, Unix seconds.
+        block_time: i64,
+    },
+    /// The certificate was revoked by its org's admin.
+    #[error("certificate {fingerprint} was revoked at height {height}")]
+    Revoked {
+        /// The certificate.
+        fingerprint: String,
+        /// Height of the revocation.
+        height: u64,
+    },
+    /// The signer's role may not send this message.
+    #[error("role {role} may not send {message}; allowed: {allowed}")]
+    RoleNotAllowed {
+        /// The signer's role.
+        role: String,
+        /// The message type.
+        message: &'static str,
+        /// Roles that may.
+        allowed: String,
+    },
+    /// An admin tried to revoke a certificate of another org.
+    #[error("certificate belongs to org {cert_org}; an admin of {admin_org} cannot revoke it")]
+    ForeignCertificate {
+        /// Org of the certificate.
+        cert_org: String,
+        /// Org of the admin.
+        admin_org: String,
+    },
+    /// Revoking a certificate that is already revoked.
+    #[error("certificate {0} is already revoked")]
+    AlreadyRevoked(String),
+    /// Revoking a certificate the chain never saw, without attaching it.
+    #[error("certificate {0} was never used on chain: attach its DER to revoke it")]
+    UnknownCertificate(String),
+}
+
+impl MembershipError {
+    /// Stable code (20..40).
+    pub fn code(&self) -> u32 {
+        match self {
+            MembershipError::BadCertificate(_) => 20,
+            MembershipError::FingerprintMismatch { .. } => 21,
+            MembershipError::UnknownSigner(_) => 22,
+            MembershipError::UnknownCa { .. } => 23,
+            MembershipError::NotSignedByCa { .. } => 24,
+            MembershipError::OrgNotActive { .. } => 25,
+            MembershipError::CaRotated { .. } => 26,
+            MembershipError::NotYetValid { .. } => 27,
+            MembershipError::Expired { .. } => 28,
+            MembershipError::Revoked { .. } => 29,
+            MembershipError::RoleNotAllowed { .. } => 30,
+            MembershipError::ForeignCertificate { .. } => 31,
+            MembershipError::AlreadyRevoked(_) => 32,
+            MembershipError::UnknownCertificate(_) => 33,
+        }
+    }
+}
+
+/// Roles that may send `action`.
+pub fn allowed_roles(action: &Action) -> &'static [Role] {
+    match action {
+        Action::Transfer(_) => &Role::ALL,
+        Action::RevokeCertificate(_) | Action::SubmitProposal(_) | Action::Vote(_) => {
+            &[Role::Admin]
+        }
+    }
+}
+
+/// The signer of a transaction after every membership check passed.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    /// The signer's identity record.
+    pub identity: pb::Identity,
+    /// Its parsed role.
+    pub role: Role,
+    /// Whether this tx registers the identity (first use of the certificate).
+    pub is_new: bool,
+}
+
+/// Checks that the tx's signer may send its messages at `block_time`. The signature itself is
+/// checked by the caller against [`Signer::identity`]'s key (so it can be cached).
+pub fn authenticate<S: StateRead>(
+    state: &S,
+    body: &TxBody,
+    block_time: i64,
+    height: u64,
+) -> Result<Signer, TxError> {
+    let (identity, is_new) = match state.identity(&body.signer.0)? {
+        Some(identity) => (identity, false),
+        None => {
+            let der = body
+                .certificate
+                .as_deref()
+                .ok_or_else(|| MembershipError::UnknownSigner(body.signer.to_hex()))?;
+            let cert = MemberCertificate::parse(der)?;
+            (cert.register(state, height)?, true)
+        }
+    };
+    let fingerprint = hex::encode(&identity.fingerprint);
+    let org = state
+        .org(&identity.org_id)?
+        .filter(|o| o.status == pb::OrgStatus::Active as i32)
+        .ok_or_else(|| MembershipError::OrgNotActive {
+            org: identity.org_id.clone(),
+        })?;
+    if org.ca_fingerprint != identity.issuer_ca_fingerprint {
+        return Err(MembershipError::CaRotated { org: org.org_id }.into());
+    }
+    if let Some(rev) = state.revocation(&body.signer.0)? {
+        return Err(MembershipError::Revoked {
+            fingerprint,
+            height: rev.height,
+        }
+        .into());
+    }
+    if block_time < identity.not_before {
+        return Err(MembershipError::NotYetValid {
+            not_before: identity.not_before,
+            block_time,
+        }
+        .into());
+    }
+    if block_time > identity.not_after {
+        return Err(MembershipError::Expired {
+            not_after: identity.not_after,
+            block_time,
+        }
+        .into());
+    }
+    let role: Role = identity
+        .role
+        .parse()
+        .map_err(|_| MembershipError::BadCertificate(format!("role {:?}", identity.role)))?;
+    for action in &body.messages {
+        let allowed = allowed_roles(action);
+        if !allowed.contains(&role) {
+            return Err(MembershipError::RoleNotAllowed {
+                role: role.to_string(),
+                message: action.name(),
+                allowed: allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into());
+        }
+    }
+    Ok(Signer {
+        identity,
+        role,
+        is_new,
+    })
+}

@@ -1,0 +1,286 @@
+//! The transaction envelope: decoding, the stateless checks, and the [`Action`] dispatch.
+//!
+//! Bytes → [`Tx::decode`] (size, protobuf, canonical body, chain id, fee, every message converted
+//! into its checked domain type) → [`crate::app`] runs the stateful phases.
+
+use neurodata_proto::chain::v1 as pb;
+use prost::Message as _;
+
+use crate::TxError;
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::governance::{SubmitProposal, Vote};
+use crate::ledger::Transfer;
+use crate::membership::RevokeCertificate;
+use crate::membership::certificate::sha256;
+
+/// Why an envelope was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Larger than the `max_tx_bytes` parameter.
+    #[error("tx is {size} bytes; the limit is {max}")]
+    Oversize {
+        /// Size of the tx.
+        size: usize,
+        /// Limit.
+        max: u64,
+    },
+    /// Not a protobuf `Tx`/`TxBody`.
+    #[error("malformed tx: {0}")]
+    Malformed(String),
+    /// The body bytes are not the canonical encoding of the body they decode to.
+    #[error("tx body is not canonically encoded (re-encode it with a protobuf library)")]
+    NonCanonicalBody,
+    /// A message with no known action (an unknown field or a newer message type).
+    #[error("message {index} is of an unknown type")]
+    UnknownMessage {
+        /// Position in the tx.
+        index: usize,
+    },
+    /// No messages, or more than `max_messages_per_tx`.
+    #[error("tx has {count} messages; allowed 1..={max}")]
+    MessageCount {
+        /// Messages in the tx.
+        count: usize,
+        /// Limit.
+        max: u32,
+    },
+    /// The body names another chain.
+    #[error("tx is for chain {got:?}, this is {expected:?}")]
+    WrongChainId {
+        /// This chain.
+        expected: String,
+        /// The tx's chain id.
+        got: String,
+    },
+    /// The signature does not verify with the signer's certificate key.
+    #[error("signature does not verify for signer {0}")]
+    BadSignature(String),
+    /// The nonce was already used.
+    #[error("nonce {got} already used: the signer's next nonce is {expected}")]
+    NonceReplay {
+        /// Next nonce.
+        expected: u64,
+        /// Nonce in the tx.
+        got: u64,
+    },
+    /// The nonce skips ahead.
+    #[error("nonce {got} skips ahead: the signer's next nonce is {expected}")]
+    NonceGap {
+        /// Next nonce.
+        expected: u64,
+        /// Nonce in the tx.
+        got: u64,
+    },
+    /// The fee is under `min_fee`.
+    #[error("fee {fee} is below the minimum {min}")]
+    FeeTooLow {
+        /// The tx's fee.
+        fee: Amount,
+        /// Minimum.
+        min: Amount,
+    },
+    /// A field failed its check.
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        /// Field path, e.g. `transfer.amount`.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl EnvelopeError {
+    /// Stable code (1..20).
+    pub fn code(&self) -> u32 {
+        match self {
+            EnvelopeError::Oversize { .. } => 1,
+            EnvelopeError::Malformed(_) => 2,
+            EnvelopeError::NonCanonicalBody => 3,
+            EnvelopeError::UnknownMessage { .. } => 4,
+            EnvelopeError::MessageCount { .. } => 5,
+            EnvelopeError::WrongChainId { .. } => 6,
+            EnvelopeError::BadSignature(_) => 7,
+            EnvelopeError::NonceReplay { .. } => 8,
+            EnvelopeError::NonceGap { .. } => 9,
+            EnvelopeError::FeeTooLow { .. } => 10,
+            EnvelopeError::InvalidField { .. } => 11,
+        }
+    }
+}
+
+/// An `InvalidField` error.
+pub fn invalid(field: &'static str, reason: impl std::fmt::Display) -> TxError {
+    EnvelopeError::InvalidField {
+        field,
+        reason: reason.to_string(),
+    }
+    .into()
+}
+
+/// One checked message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Ledger: move NRC.
+    Transfer(Transfer),
+    /// Membership: revoke a certificate.
+    RevokeCertificate(RevokeCertificate),
+    /// Governance: open a proposal.
+    SubmitProposal(SubmitProposal),
+    /// Governance: vote.
+    Vote(Vote),
+}
+
+impl Action {
+    /// Message type name, for errors and events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Transfer(_) => "Transfer",
+            Action::RevokeCertificate(_) => "RevokeCertificate",
+            Action::SubmitProposal(_) => "SubmitProposal",
+            Action::Vote(_) => "Vote",
+        }
+    }
+
+    fn from_pb(index: usize, m: pb::Message) -> Result<Self, TxError> {
+        use pb::message::Action as A;
+        match m.action {
+            None => Err(EnvelopeError::UnknownMessage { index }.into()),
+            Some(A::Transfer(t)) => Ok(Action::Transfer(t.try_into()?)),
+            Some(A::RevokeCertificate(r)) => Ok(Action::RevokeCertificate(r.try_into()?)),
+            Some(A::SubmitProposal(p)) => Ok(Action::SubmitProposal(p.try_into()?)),
+            Some(A::Vote(v)) => Ok(Action::Vote(v.try_into()?)),
+        }
+    }
+}
+
+/// A checked tx body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxBody {
+    /// Chain id (checked).
+    pub chain_id: String,
+    /// Signer fingerprint.
+    pub signer: Address,
+    /// Per-signer nonce.
+    pub nonce: u64,
+    /// Fee.
+    pub fee: Amount,
+    /// Attached certificate, whose SHA-256 is `signer` (checked).
+    pub certificate: Option<Vec<u8>>,
+    /// Memo.
+    pub memo: String,
+    /// The messages.
+    pub messages: Vec<Action>,
+}
+
+/// Limits the stateless checks apply (from the chain parameters).
+#[derive(Clone, Debug)]
+pub struct EnvelopeLimits {
+    /// This chain's id.
+    pub chain_id: String,
+    /// Largest tx.
+    pub max_tx_bytes: u64,
+    /// Most messages.
+    pub max_messages: u32,
+}
+
+/// A decoded, statelessly checked transaction.
+#[derive(Clone, Debug)]
+pub struct Tx {
+    /// SHA-256 of the tx bytes (CometBFT's tx hash).
+    pub hash: [u8; 32],
+    /// The signed bytes.
+    pub body_bytes: Vec<u8>,
+    /// DER ECDSA signature.
+    pub signature: Vec<u8>,
+    /// The checked body.
+    pub body: TxBody,
+}
+
+impl Tx {
+    /// Decodes `bytes` and runs every check that needs no state.
+    pub fn decode(bytes: &[u8], limits: &EnvelopeLimits) -> Result<Tx, TxError> {
+        if bytes.len() as u64 > limits.max_tx_bytes {
+            return Err(EnvelopeError::Oversize {
+                size: bytes.len(),
+                max: limits.max_tx_bytes,
+            }
+            .into());
+        }
+        let envelope =
+            pb::Tx::decode(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        let body = pb::TxBody::decode(envelope.body.as_slice())
+            .map_err(|e| EnvelopeError::Malformed(format!("body: {e}")))?;
+        // One byte form per body: otherwise the same signed intent could circulate under many tx
+        // hashes, and caches keyed by hash could be bypassed.
+        if body.encode_to_vec() != envelope.body {
+            return Err(EnvelopeError::NonCanonicalBody.into());
+        }
+        if body.chain_id != limits.chain_id {
+            return Err(EnvelopeError::WrongChainId {
+                expected: limits.chain_id.clone(),
+                got: body.chain_id,
+            }
+            .into());
+        }
+        if envelope.signature.is_empty() {
+            return Err(EnvelopeError::BadSignature("(no signature)".into()).into());
+        }
+        let signer = Address::from_slice(&body.signer)
+            .ok_or_else(|| invalid("signer", "must be 32 bytes"))?;
+        let certificate = (!body.certificate.is_empty()).then_some(body.certificate);
+        if let Some(der) = &certificate {
+            if sha256(der) != signer.0 {
+                return Err(crate::membership::MembershipError::FingerprintMismatch {
+                    signer: signer.to_hex(),
+                    actual: hex::encode(sha256(der)),
+                }
+                .into());
+            }
+        }
+        let fee: Amount = body
+            .fee
+            .parse()
+            .map_err(|e: crate::amount::AmountError| invalid("fee", e))?;
+        if body.memo.len() > 256 {
+            return Err(invalid("memo", "at most 256 bytes"));
+        }
+        let count = body.messages.len();
+        if count == 0 || count > limits.max_messages as usize {
+            return Err(EnvelopeError::MessageCount {
+                count,
+                max: limits.max_messages,
+            }
+            .into());
+        }
+        let messages = body
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| Action::from_pb(i, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Tx {
+            hash: sha256(bytes),
+            body_bytes: envelope.body,
+            signature: envelope.signature,
+            body: TxBody {
+                chain_id: body.chain_id,
+                signer,
+                nonce: body.nonce,
+                fee,
+                certificate,
+                memo: body.memo,
+                messages,
+            },
+        })
+    }
+}
+
+/// What a message's execution may know about its block.
+#[derive(Clone, Debug)]
+pub struct ExecCtx {
+    /// Height of the block being executed.
+    pub height: u64,
+    /// Block time, Unix seconds (from the header: consensus time, never the wall clock).
+    pub time: i64,
+}
