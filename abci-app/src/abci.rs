@@ -22,18 +22,30 @@ use tendermint::v0_38::abci::{
 };
 use tower_abci::BoxError;
 
+use crate::TxError;
 use crate::address::Address;
 use crate::app::{self, BlockCtx, Mode};
 use crate::genesis::{self, AppState};
 use crate::governance::GovernanceRead;
 use crate::query::{self, QueryTarget};
 use crate::state::{Event, MemoryState, StateDelta, StateRead};
-use crate::storage::{PreparedCommit, Storage};
+use crate::storage::{Committed, PreparedCommit, Storage};
 use crate::tx::{EnvelopeLimits, Tx};
 use crate::verifier::SignatureVerifier;
 
 /// Name and version reported in Info.
 pub const APP_NAME: &str = "neurodata";
+
+/// What FinalizeBlock produced.
+#[derive(Clone, Debug)]
+pub struct FinalizedBlock {
+    /// One outcome per tx, in order.
+    pub outcomes: Vec<app::TxOutcome>,
+    /// Validator power changes for CometBFT.
+    pub validator_updates: Vec<([u8; 32], i64)>,
+    /// The new app hash.
+    pub app_hash: [u8; 32],
+}
 
 /// A block executed by FinalizeBlock, waiting for Commit.
 struct PendingBlock {
@@ -103,7 +115,6 @@ impl Node {
     /// genesis height (initial height − 1). Idempotent: CometBFT calls it again if the node
     /// crashed before its first block.
     pub fn init_chain(&self, req: request::InitChain) -> Result<response::InitChain, BoxError> {
-        let app_state: AppState = serde_json::from_slice(&req.app_state_bytes)?;
         let validators = req
             .validators
             .iter()
@@ -116,31 +127,45 @@ impl Node {
                 Ok((key, i64::try_from(u.power.value())?))
             })
             .collect::<Result<Vec<_>, BoxError>>()?;
-        let genesis_height = req.initial_height.value().saturating_sub(1);
+        let app_hash = self.init(
+            &req.chain_id,
+            &req.app_state_bytes,
+            &validators,
+            req.time.unix_timestamp(),
+            req.initial_height.value(),
+        )?;
+        Ok(response::InitChain {
+            consensus_params: None,
+            validators: vec![],
+            app_hash: app_hash.to_vec().try_into()?,
+        })
+    }
+
+    /// The body of InitChain with plain types; returns the genesis app hash.
+    pub fn init(
+        &self,
+        chain_id: &str,
+        app_state_json: &[u8],
+        validators: &[([u8; 32], i64)],
+        time: i64,
+        initial_height: u64,
+    ) -> Result<[u8; 32], BoxError> {
+        let app_state: AppState = serde_json::from_slice(app_state_json)?;
+        let genesis_height = initial_height.saturating_sub(1);
         let empty = MemoryState::default();
         let mut delta = StateDelta::new(&empty);
-        genesis::init_genesis(
-            &mut delta,
-            &req.chain_id,
-            &app_state,
-            &validators,
-            genesis_height,
-        )?;
+        genesis::init_genesis(&mut delta, chain_id, &app_state, validators, genesis_height)?;
         let block = BlockCtx {
-            chain_id: req.chain_id.clone(),
+            chain_id: chain_id.to_owned(),
             height: genesis_height,
-            time: req.time.unix_timestamp(),
+            time,
         };
         app::begin_block(&mut delta, &block, 0);
         let changes = delta.into_changes();
         let prepared = self.storage.prepare(genesis_height, true, changes.writes)?;
         let committed = self.storage.commit(prepared)?;
-        tracing::info!(chain_id = %req.chain_id, app_hash = %hex::encode(committed.app_hash), "genesis committed");
-        Ok(response::InitChain {
-            consensus_params: None,
-            validators: vec![],
-            app_hash: committed.app_hash.to_vec().try_into()?,
-        })
+        tracing::info!(chain_id, app_hash = %hex::encode(committed.app_hash), "genesis committed");
+        Ok(committed.app_hash)
     }
 
     fn limits(&self) -> Result<EnvelopeLimits, BoxError> {
@@ -195,27 +220,14 @@ impl Node {
         &self,
         req: request::FinalizeBlock,
     ) -> Result<response::FinalizeBlock, BoxError> {
-        let block = BlockCtx {
-            chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
-            height: req.height.value(),
-            time: req.time.unix_timestamp(),
-        };
         let nanos = i32::try_from(req.time.unix_timestamp_nanos().rem_euclid(1_000_000_000))?;
-        let mut state = StateDelta::new(&self.storage);
-        app::begin_block(&mut state, &block, nanos);
-        let mut tx_results = Vec::with_capacity(req.txs.len());
-        for tx in &req.txs {
-            let outcome = app::deliver_tx(&mut state, tx, &block, &self.verifier);
-            tx_results.push(ExecTxResult {
-                code: outcome.code.into(),
-                log: outcome.log,
-                codespace: outcome.codespace.into(),
-                events: abci_events(&outcome.events),
-                ..Default::default()
-            });
-        }
-        let changes = state.into_changes();
-        let validator_updates = changes
+        let block = self.finalize(
+            req.height.value(),
+            req.time.unix_timestamp(),
+            nanos,
+            &req.txs,
+        )?;
+        let validator_updates = block
             .validator_updates
             .iter()
             .map(|(key, power)| {
@@ -226,15 +238,52 @@ impl Node {
                 })
             })
             .collect::<Result<Vec<_>, BoxError>>()?;
+        Ok(response::FinalizeBlock {
+            events: vec![],
+            tx_results: block
+                .outcomes
+                .into_iter()
+                .map(|o| ExecTxResult {
+                    code: o.code.into(),
+                    log: o.log,
+                    codespace: o.codespace.into(),
+                    events: abci_events(&o.events),
+                    ..Default::default()
+                })
+                .collect(),
+            validator_updates,
+            consensus_param_updates: None,
+            app_hash: block.app_hash.to_vec().try_into()?,
+        })
+    }
+
+    /// The body of FinalizeBlock with plain types.
+    pub fn finalize<T: AsRef<[u8]>>(
+        &self,
+        height: u64,
+        time: i64,
+        time_nanos: i32,
+        txs: &[T],
+    ) -> Result<FinalizedBlock, BoxError> {
+        let block = BlockCtx {
+            chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
+            height,
+            time,
+        };
+        let mut state = StateDelta::new(&self.storage);
+        app::begin_block(&mut state, &block, time_nanos);
+        let outcomes = txs
+            .iter()
+            .map(|tx| app::deliver_tx(&mut state, tx.as_ref(), &block, &self.verifier))
+            .collect();
+        let changes = state.into_changes();
         let prepared = self.storage.prepare(block.height, false, changes.writes)?;
         let app_hash = prepared.app_hash;
         *lock(&self.pending) = Some(PendingBlock { prepared });
-        Ok(response::FinalizeBlock {
-            events: vec![],
-            tx_results,
-            validator_updates,
-            consensus_param_updates: None,
-            app_hash: app_hash.to_vec().try_into()?,
+        Ok(FinalizedBlock {
+            outcomes,
+            validator_updates: changes.validator_updates,
+            app_hash,
         })
     }
 
@@ -252,32 +301,21 @@ impl Node {
         })
     }
 
+    /// The body of Commit: writes the pending block.
+    pub fn commit_block(&self) -> Result<Committed, BoxError> {
+        let pending = lock(&self.pending)
+            .take()
+            .ok_or("Commit without FinalizeBlock")?;
+        let committed = self.storage.commit(pending.prepared)?;
+        lock(&self.mempool_nonces).clear();
+        tracing::debug!(height = committed.height, app_hash = %hex::encode(committed.app_hash), "committed");
+        Ok(committed)
+    }
+
     /// CheckTx: the full tx path against the last committed state, with mempool-aware nonces.
     pub fn check_tx(&self, req: request::CheckTx) -> Result<response::CheckTx, BoxError> {
-        let last = app::last_block(&self.storage)?.ok_or("no genesis yet")?;
-        let block = BlockCtx {
-            chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
-            height: last.height + 1,
-            time: last.time_seconds,
-        };
-        let signer = pb::Tx::decode(req.tx.as_ref())
-            .ok()
-            .and_then(|t| pb::TxBody::decode(t.body.as_slice()).ok())
-            .and_then(|b| Address::from_slice(&b.signer));
-        let mut nonces = lock(&self.mempool_nonces);
-        let next_nonce = signer.and_then(|s| nonces.get(&s).copied());
-        let result = app::execute_tx(
-            &self.storage,
-            &req.tx,
-            &block,
-            &self.verifier,
-            Mode::CheckTx { next_nonce },
-        );
-        Ok(match result {
-            Ok((tx, _)) => {
-                nonces.insert(tx.body.signer, tx.body.nonce + 1);
-                response::CheckTx::default()
-            }
+        Ok(match self.check(&req.tx)? {
+            Ok(()) => response::CheckTx::default(),
             Err(e) => response::CheckTx {
                 code: e.code().into(),
                 log: e.to_string(),
@@ -285,6 +323,32 @@ impl Node {
                 ..Default::default()
             },
         })
+    }
+
+    /// The body of CheckTx: `Ok(Err(_))` is a rejected tx, `Err(_)` a broken node.
+    pub fn check(&self, tx: &[u8]) -> Result<Result<(), TxError>, BoxError> {
+        let last = app::last_block(&self.storage)?.ok_or("no genesis yet")?;
+        let block = BlockCtx {
+            chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
+            height: last.height + 1,
+            time: last.time_seconds,
+        };
+        let signer = pb::Tx::decode(tx)
+            .ok()
+            .and_then(|t| pb::TxBody::decode(t.body.as_slice()).ok())
+            .and_then(|b| Address::from_slice(&b.signer));
+        let mut nonces = lock(&self.mempool_nonces);
+        let next_nonce = signer.and_then(|s| nonces.get(&s).copied());
+        let result = app::execute_tx(
+            &self.storage,
+            tx,
+            &block,
+            &self.verifier,
+            Mode::CheckTx { next_nonce },
+        );
+        Ok(result.map(|(tx, _)| {
+            nonces.insert(tx.body.signer, tx.body.nonce + 1);
+        }))
     }
 
     /// Query: one key (with a Merkle proof on request) or a list, at a height (0 = latest).

@@ -1,0 +1,272 @@
+//! Test harness: a consortium of orgs with members of every role, and nodes driven in-process
+//! through the same entry points the ABCI adapter calls.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::BTreeMap;
+
+use neurodata_abci::abci::{FinalizedBlock, Node};
+use neurodata_abci::address::Address;
+use neurodata_abci::app::TxOutcome;
+use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams};
+use neurodata_abci::governance::Params;
+use neurodata_abci::ledger::LedgerRead;
+use neurodata_abci::membership::MembershipRead;
+use neurodata_abci::storage::Storage;
+use neurodata_certs::{Member, OrgCa, Role, Validity};
+use neurodata_client::{Amount, Signer, TxParams};
+use neurodata_proto::chain::v1 as pb;
+
+pub const CHAIN: &str = "neurodata-test";
+/// Block time of height h is T0 + 5h.
+pub const T0: i64 = 1_800_000_000;
+pub const START_BALANCE: u128 = 1_000_000;
+
+pub fn block_time(height: u64) -> i64 {
+    T0 + 5 * height as i64
+}
+
+pub fn validity() -> Validity {
+    Validity {
+        not_before: T0 - 3600,
+        not_after: T0 + 365 * 86_400,
+    }
+}
+
+pub struct TestOrg {
+    pub id: String,
+    pub ca: OrgCa,
+    pub members: BTreeMap<Role, Member>,
+}
+
+impl TestOrg {
+    pub fn new(id: &str) -> Self {
+        let ca = OrgCa::create(id, &format!("Org {id}"), validity()).unwrap();
+        let members = Role::ALL
+            .into_iter()
+            .map(|r| (r, ca.issue(&format!("{r}@{id}"), r, validity()).unwrap()))
+            .collect();
+        TestOrg {
+            id: id.into(),
+            ca,
+            members,
+        }
+    }
+
+    pub fn signer(&self, role: Role) -> Signer {
+        let m = &self.members[&role];
+        Signer::new(&m.cert, m.key.clone()).unwrap()
+    }
+
+    pub fn ca_pem(&self) -> String {
+        String::from_utf8(self.ca.cert.to_pem().unwrap()).unwrap()
+    }
+}
+
+pub struct Consortium {
+    pub orgs: Vec<TestOrg>,
+    pub validators: Vec<([u8; 32], i64)>,
+    pub params: Params,
+}
+
+impl Consortium {
+    /// `n` orgs, each member funded with START_BALANCE, `v` validators of power 10.
+    pub fn new(n: usize, v: usize) -> Self {
+        let orgs = (0..n).map(|i| TestOrg::new(&format!("org{i}"))).collect();
+        let validators = (0..v)
+            .map(|_| {
+                let mut k = [0u8; 32];
+                openssl::rand::rand_bytes(&mut k).unwrap();
+                (k, 10)
+            })
+            .collect();
+        Consortium {
+            orgs,
+            validators,
+            params: Params {
+                min_fee: Amount(1),
+                proposal_voting_blocks: 50,
+                max_tx_bytes: 16 * 1024,
+                max_messages_per_tx: 8,
+            },
+        }
+    }
+
+    pub fn signer(&self, org: usize, role: Role) -> Signer {
+        self.orgs[org].signer(role)
+    }
+
+    pub fn app_state(&self) -> AppState {
+        AppState {
+            orgs: self
+                .orgs
+                .iter()
+                .map(|o| GenesisOrg {
+                    org_id: o.id.clone(),
+                    name: format!("Org {}", o.id),
+                    ca_cert_pem: o.ca_pem(),
+                })
+                .collect(),
+            validators: vec![],
+            allocations: self
+                .orgs
+                .iter()
+                .flat_map(|o| o.members.keys().map(|r| o.signer(*r).address()))
+                .map(|a| Allocation {
+                    address: a.to_hex(),
+                    amount: START_BALANCE.to_string(),
+                })
+                .collect(),
+            params: Some(GenesisParams::from(&self.params)),
+        }
+    }
+}
+
+pub struct TestNode {
+    pub node: Node,
+    pub dir: tempfile::TempDir,
+    pub height: u64,
+    pub genesis_hash: [u8; 32],
+}
+
+impl TestNode {
+    pub fn start(c: &Consortium) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::new(Storage::open(dir.path()).unwrap());
+        let json = serde_json::to_vec(&c.app_state()).unwrap();
+        let genesis_hash = node.init(CHAIN, &json, &c.validators, T0, 1).unwrap();
+        TestNode {
+            node,
+            dir,
+            height: 0,
+            genesis_hash,
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        self.node.storage()
+    }
+
+    /// Finalizes and commits the next block with `txs`.
+    pub fn block(&mut self, txs: &[Vec<u8>]) -> FinalizedBlock {
+        let h = self.height + 1;
+        let b = self.node.finalize(h, block_time(h), 0, txs).unwrap();
+        let c = self.node.commit_block().unwrap();
+        assert_eq!(
+            c.app_hash, b.app_hash,
+            "Commit persisted the hash FinalizeBlock returned"
+        );
+        self.height = h;
+        b
+    }
+
+    /// Signs with the signer's next nonce from the committed state, attaching the certificate
+    /// when the chain has not seen it.
+    pub fn sign(&self, signer: &Signer, msgs: Vec<pb::Message>) -> Vec<u8> {
+        let nonce = self.storage().account(&signer.address()).unwrap().nonce;
+        self.sign_with(signer, nonce, msgs)
+    }
+
+    pub fn sign_with(&self, signer: &Signer, nonce: u64, msgs: Vec<pb::Message>) -> Vec<u8> {
+        let known = self
+            .storage()
+            .identity(&signer.address().0)
+            .unwrap()
+            .is_some();
+        signer
+            .sign(
+                TxParams {
+                    chain_id: CHAIN.into(),
+                    nonce,
+                    fee: Amount(1),
+                    attach_certificate: !known,
+                    memo: String::new(),
+                },
+                msgs,
+            )
+            .unwrap()
+    }
+
+    /// Runs one tx in its own block.
+    pub fn run(&mut self, signer: &Signer, msgs: Vec<pb::Message>) -> TxOutcome {
+        let tx = self.sign(signer, msgs);
+        self.block(&[tx]).outcomes.remove(0)
+    }
+
+    /// Runs one tx that must succeed.
+    pub fn ok(&mut self, signer: &Signer, msgs: Vec<pb::Message>) -> TxOutcome {
+        let o = self.run(signer, msgs);
+        assert_eq!(o.code, 0, "tx failed: {} {}", o.codespace, o.log);
+        o
+    }
+
+    pub fn balance(&self, a: Address) -> u128 {
+        self.storage().balance(&a).unwrap().0
+    }
+}
+
+/// Two nodes with the same genesis kept in lockstep: a rejected tx goes to `a` inside a block,
+/// `b` gets the same block without it, and their app hashes must stay equal.
+pub struct Twin {
+    pub a: TestNode,
+    pub b: TestNode,
+}
+
+impl Twin {
+    pub fn start(c: &Consortium) -> Self {
+        let t = Twin {
+            a: TestNode::start(c),
+            b: TestNode::start(c),
+        };
+        assert_eq!(
+            t.a.genesis_hash, t.b.genesis_hash,
+            "genesis is deterministic"
+        );
+        t
+    }
+
+    pub fn apply(&mut self, txs: &[Vec<u8>]) -> FinalizedBlock {
+        let x = self.a.block(txs);
+        let y = self.b.block(txs);
+        assert_eq!(x.app_hash, y.app_hash);
+        x
+    }
+
+    pub fn ok(&mut self, signer: &Signer, msgs: Vec<pb::Message>) -> TxOutcome {
+        let tx = self.a.sign(signer, msgs);
+        let o = self.apply(&[tx]).outcomes.remove(0);
+        assert_eq!(o.code, 0, "tx failed: {} {}", o.codespace, o.log);
+        o
+    }
+
+    /// `tx` must be rejected with `code` in `codespace` and change nothing.
+    pub fn reject(&mut self, tx: Vec<u8>, codespace: &str, code: u32) -> TxOutcome {
+        let x = self.a.block(&[tx]);
+        let y = self.b.block(&[]);
+        let o = x.outcomes[0].clone();
+        assert_eq!(
+            (o.codespace, o.code),
+            (codespace, code),
+            "unexpected outcome: {}",
+            o.log
+        );
+        assert!(!o.log.is_empty(), "a rejection says why");
+        assert!(o.events.is_empty());
+        assert_eq!(
+            x.app_hash, y.app_hash,
+            "a rejected tx changed the state: {}",
+            o.log
+        );
+        o
+    }
+
+    pub fn reject_signed(
+        &mut self,
+        signer: &Signer,
+        msgs: Vec<pb::Message>,
+        codespace: &str,
+        code: u32,
+    ) -> TxOutcome {
+        let tx = self.a.sign(signer, msgs);
+        self.reject(tx, codespace, code)
+    }
+}

@@ -1,0 +1,321 @@
+//! Governance: more than two thirds of active orgs decide; each action's effect and limits.
+
+mod common;
+
+use common::*;
+use neurodata_abci::governance::GovernanceRead;
+use neurodata_abci::ledger::LedgerRead;
+use neurodata_abci::membership::MembershipRead;
+use neurodata_certs::Role;
+use neurodata_client::{Amount, msg};
+use neurodata_proto::chain::v1 as pb;
+use pb::proposal_action::Action as A;
+
+fn admit(org: &TestOrg) -> A {
+    A::AdmitOrg(pb::AdmitOrg {
+        org_id: org.id.clone(),
+        name: format!("Org {}", org.id),
+        ca_cert_pem: org.ca_pem(),
+    })
+}
+
+fn status(n: &TestNode, id: u64) -> pb::ProposalStatus {
+    pb::ProposalStatus::try_from(n.storage().proposal(id).unwrap().unwrap().status).unwrap()
+}
+
+#[test]
+fn admitting_an_org_needs_more_than_two_thirds_of_orgs() {
+    let c = Consortium::new(3, 1);
+    let mut t = Twin::start(&c);
+    let newcomer = TestOrg::new("newcomer");
+    let o = t.ok(
+        &c.signer(0, Role::Admin),
+        vec![msg::propose("admit newcomer", admit(&newcomer))],
+    );
+    assert!(
+        o.events
+            .iter()
+            .any(|e| e.kind == "proposal.submitted" && e.get("id") == Some("1"))
+    );
+    // Two of three is not more than two thirds.
+    t.ok(&c.signer(1, Role::Admin), vec![msg::vote(1, true)]);
+    assert_eq!(status(&t.a, 1), pb::ProposalStatus::Voting);
+    assert!(t.a.storage().org("newcomer").unwrap().is_none());
+    let o = t.ok(&c.signer(2, Role::Admin), vec![msg::vote(1, true)]);
+    assert!(
+        o.events
+            .iter()
+            .any(|e| e.kind == "org.admitted" && e.get("org") == Some("newcomer"))
+    );
+    assert_eq!(status(&t.a, 1), pb::ProposalStatus::Passed);
+    // Members of the new org can now transact.
+    let buyer = newcomer.signer(Role::Buyer);
+    t.ok(
+        &c.signer(0, Role::Provider),
+        vec![msg::transfer(buyer.address(), Amount(10))],
+    );
+    t.ok(
+        &buyer,
+        vec![msg::transfer(
+            c.signer(0, Role::Provider).address(),
+            Amount(2),
+        )],
+    );
+}
+
+#[test]
+fn double_votes_unknown_and_closed_proposals_are_rejected() {
+    let c = Consortium::new(3, 1);
+    let mut t = Twin::start(&c);
+    let a0 = c.signer(0, Role::Admin);
+    t.ok(
+        &a0,
+        vec![msg::propose(
+            "mint",
+            A::Mint(pb::Mint { amount: "5".into() }),
+        )],
+    );
+    // The proposer's org already approved.
+    let o = t.reject_signed(&a0, vec![msg::vote(1, true)], "governance", 63);
+    assert!(o.log.contains("org0 already voted"), "{}", o.log);
+    t.reject_signed(&a0, vec![msg::vote(99, true)], "governance", 60);
+    // With three orgs passing needs all three, so one rejection decides it.
+    let o = t.ok(&c.signer(1, Role::Admin), vec![msg::vote(1, false)]);
+    assert!(o.events.iter().any(|e| e.kind == "proposal.rejected"));
+    assert_eq!(status(&t.a, 1), pb::ProposalStatus::Rejected);
+    t.reject_signed(
+        &c.signer(2, Role::Admin),
+        vec![msg::vote(1, true)],
+        "governance",
+        61,
+    );
+}
+
+#[test]
+fn votes_after_the_voting_period_are_rejected() {
+    let c = Consortium::new(3, 1);
+    let mut t = Twin::start(&c);
+    t.ok(
+        &c.signer(0, Role::Admin),
+        vec![msg::propose(
+            "mint",
+            A::Mint(pb::Mint { amount: "5".into() }),
+        )],
+    );
+    for _ in 0..c.params.proposal_voting_blocks {
+        t.apply(&[]);
+    }
+    let o = t.reject_signed(
+        &c.signer(1, Role::Admin),
+        vec![msg::vote(1, true)],
+        "governance",
+        62,
+    );
+    assert!(o.log.contains("ended at height 51"), "{}", o.log);
+}
+
+#[test]
+fn removing_the_last_org_is_rejected() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let a0 = c.signer(0, Role::Admin);
+    t.reject_signed(
+        &a0,
+        vec![msg::propose(
+            "dissolve",
+            A::RemoveOrg(pb::RemoveOrg {
+                org_id: "org0".into(),
+            }),
+        )],
+        "governance",
+        64,
+    );
+}
+
+#[test]
+fn removing_the_last_validator_is_rejected() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let a0 = c.signer(0, Role::Admin);
+    let key = c.validators[0].0;
+    t.reject_signed(
+        &a0,
+        vec![msg::propose(
+            "halt",
+            A::SetValidator(pb::SetValidator {
+                pub_key: key.to_vec(),
+                power: 0,
+                org_id: String::new(),
+                name: String::new(),
+            }),
+        )],
+        "governance",
+        65,
+    );
+}
+
+#[test]
+fn validator_changes_are_returned_to_cometbft() {
+    let c = Consortium::new(1, 1);
+    let mut n = TestNode::start(&c);
+    let a0 = c.signer(0, Role::Admin);
+    let key = [9u8; 32];
+    let set = |power| {
+        msg::propose(
+            "validator",
+            A::SetValidator(pb::SetValidator {
+                pub_key: key.to_vec(),
+                power,
+                org_id: "org0".into(),
+                name: "v9".into(),
+            }),
+        )
+    };
+    let tx = n.sign(&a0, vec![set(7)]);
+    let b = n.block(&[tx]);
+    assert_eq!(b.outcomes[0].code, 0, "{}", b.outcomes[0].log);
+    assert_eq!(b.validator_updates, vec![(key, 7)]);
+    assert_eq!(n.storage().validators().unwrap().len(), 2);
+    let tx = n.sign(&a0, vec![set(0)]);
+    let b = n.block(&[tx]);
+    assert_eq!(b.validator_updates, vec![(key, 0)]);
+    assert_eq!(n.storage().validators().unwrap().len(), 1);
+}
+
+#[test]
+fn mint_grows_supply_and_treasury_only_through_governance() {
+    let c = Consortium::new(1, 1);
+    let mut n = TestNode::start(&c);
+    let before = n.storage().supply().unwrap().0;
+    n.ok(
+        &c.signer(0, Role::Admin),
+        vec![msg::propose(
+            "mint",
+            A::Mint(pb::Mint {
+                amount: "1000".into(),
+            }),
+        )],
+    );
+    assert_eq!(n.storage().supply().unwrap().0, before + 1000);
+    assert_eq!(
+        n.balance(neurodata_abci::address::Address::treasury()),
+        1000
+    );
+}
+
+#[test]
+fn rotating_an_org_ca_invalidates_certificates_of_the_old_ca() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let old_buyer = c.signer(0, Role::Buyer);
+    t.ok(
+        &old_buyer,
+        vec![msg::transfer(old_buyer.address(), Amount(1))],
+    );
+    let rotated = TestOrg::new("org0");
+    t.ok(
+        &c.signer(0, Role::Admin),
+        vec![msg::propose(
+            "rotate",
+            A::RotateOrgCa(pb::RotateOrgCa {
+                org_id: "org0".into(),
+                ca_cert_pem: rotated.ca_pem(),
+            }),
+        )],
+    );
+    t.reject_signed(
+        &old_buyer,
+        vec![msg::transfer(old_buyer.address(), Amount(1))],
+        "membership",
+        26,
+    );
+    // A certificate from the new CA works (funded by nobody yet: transfer zero is refused, so just
+    // check it is accepted as a signer by paying its fee from a fresh balance).
+    let new_admin = rotated.signer(Role::Admin);
+    let o = t.a.run(
+        &new_admin,
+        vec![msg::transfer(new_admin.address(), Amount(1))],
+    );
+    let _ = t.b.run(
+        &new_admin,
+        vec![msg::transfer(new_admin.address(), Amount(1))],
+    );
+    assert_eq!(
+        (o.codespace, o.code),
+        ("ledger", 40),
+        "signer accepted, only unfunded: {}",
+        o.log
+    );
+}
+
+#[test]
+fn members_of_a_removed_org_are_rejected() {
+    let c = Consortium::new(3, 1);
+    let mut t = Twin::start(&c);
+    let b = c.signer(2, Role::Buyer);
+    t.ok(&b, vec![msg::transfer(b.address(), Amount(1))]);
+    let remove = msg::propose(
+        "remove org2",
+        A::RemoveOrg(pb::RemoveOrg {
+            org_id: "org2".into(),
+        }),
+    );
+    t.ok(&c.signer(0, Role::Admin), vec![remove]);
+    t.ok(&c.signer(1, Role::Admin), vec![msg::vote(1, true)]);
+    t.ok(&c.signer(2, Role::Admin), vec![msg::vote(1, true)]);
+    assert_eq!(t.a.storage().active_orgs().unwrap().len(), 2);
+    // Known member: its org is gone.
+    t.reject_signed(
+        &b,
+        vec![msg::transfer(b.address(), Amount(1))],
+        "membership",
+        25,
+    );
+    // A certificate the chain never saw: its CA is no longer an admitted CA.
+    let p = c.signer(2, Role::Provider);
+    t.reject_signed(
+        &p,
+        vec![msg::transfer(p.address(), Amount(1))],
+        "membership",
+        23,
+    );
+}
+
+#[test]
+fn parameter_changes_apply_to_later_transactions() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let params = pb::Params {
+        min_fee: "5".into(),
+        proposal_voting_blocks: 10,
+        max_tx_bytes: 8192,
+        max_messages_per_tx: 4,
+    };
+    t.ok(
+        &c.signer(0, Role::Admin),
+        vec![msg::propose("fees up", A::SetParams(params))],
+    );
+    assert_eq!(t.a.storage().params().unwrap().min_fee, Amount(5));
+    let s = c.signer(0, Role::Buyer);
+    // The harness pays fee 1.
+    t.reject_signed(&s, vec![msg::transfer(s.address(), Amount(1))], "tx", 10);
+}
+
+#[test]
+fn invalid_proposals_are_rejected_at_submission() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let a0 = c.signer(0, Role::Admin);
+    let bad_pem = A::AdmitOrg(pb::AdmitOrg {
+        org_id: "x1".into(),
+        name: "X".into(),
+        ca_cert_pem: "nope".into(),
+    });
+    t.reject_signed(&a0, vec![msg::propose("bad", bad_pem)], "membership", 20);
+    let bad_id = A::RemoveOrg(pb::RemoveOrg {
+        org_id: "NOT VALID".into(),
+    });
+    t.reject_signed(&a0, vec![msg::propose("bad", bad_id)], "governance", 70);
+    let taken = admit(&c.orgs[0]);
+    t.reject_signed(&a0, vec![msg::propose("again", taken)], "governance", 66);
+}
