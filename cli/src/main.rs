@@ -1,1 +1,703 @@
-fn main() {}
+//! `ndctl`: the NeuroData operator and member CLI.
+//!
+//! Operators create CA material (`ca`), the dev consortium and the genesis `app_state`
+//! (`genesis`); members sign transactions (`tx`) and read state with verified proofs (`query`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use neurodata_abci::address::Address;
+use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, GenesisValidator};
+use neurodata_abci::governance::{Params, status_name};
+use neurodata_certs::{OrgCa, Role, Validity};
+use neurodata_client::{Amount, NodeClient, Signer, msg};
+use neurodata_proto::chain::v1 as pb;
+use openssl::x509::X509;
+use pb::proposal_action::Action as A;
+
+/// NeuroData operator and member CLI.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Certificate authority: org CAs, member certificates, revocation.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Builds the genesis `app_state` (optionally written into a CometBFT genesis.json).
+    Genesis(GenesisArgs),
+    /// Inspect keys and certificates.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Sign and send a transaction.
+    Tx(TxArgs),
+    /// Read chain state (single records are verified with Merkle proofs).
+    #[command(subcommand)]
+    Query(QueryCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Creates an org root CA (`ca.pem`, `ca.key`) in DIR.
+    Init {
+        /// Org id (2..=32 of a-z, 0-9, '-').
+        #[arg(long, env = "NEURODATA_ORG")]
+        org: String,
+        /// Org display name.
+        #[arg(long)]
+        name: String,
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: i64,
+    },
+    /// Issues a member certificate with ROLE from the CA in CA_DIR, writing NAME.pem and NAME.key.
+    Issue {
+        /// Directory holding `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Common name and file stem of the member.
+        #[arg(long)]
+        name: String,
+        /// provider, buyer, trainer, validator or admin.
+        #[arg(long)]
+        role: String,
+        /// Output directory (default: CA_DIR).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Revokes a member certificate of the admin's org on chain.
+    Revoke {
+        #[command(flatten)]
+        signer: SignerArgs,
+        /// The certificate to revoke (PEM file).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Why.
+        #[arg(long, default_value = "revoked by org admin")]
+        reason: String,
+    },
+    /// Writes the dev consortium (3 orgs with CA, admin, provider, buyer, trainer, validator).
+    DevConsortium {
+        /// Output directory.
+        #[arg(long, default_value = "./consortium")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct GenesisArgs {
+    /// Org as ID=CA_PEM_FILE (repeat). Display name = id unless --org-name ID=NAME.
+    #[arg(long = "org", required = true)]
+    orgs: Vec<String>,
+    /// Display names as ID=NAME.
+    #[arg(long = "org-name")]
+    org_names: Vec<String>,
+    /// Validator as NAME:ORG:PUBKEY_BASE64:POWER (repeat).
+    #[arg(long = "validator")]
+    validators: Vec<String>,
+    /// Allocation as ADDRESS_HEX=AMOUNT or CERT_PEM_FILE=AMOUNT (repeat).
+    #[arg(long = "alloc")]
+    allocations: Vec<String>,
+    /// Minimum fee.
+    #[arg(long, default_value = "0")]
+    min_fee: String,
+    /// Blocks a proposal stays open.
+    #[arg(long, default_value_t = 1000)]
+    proposal_voting_blocks: u64,
+    /// Write `app_state` into this CometBFT genesis.json instead of printing it.
+    #[arg(long)]
+    into: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Shows a certificate's address (fingerprint), org, role and validity.
+    Show {
+        /// PEM certificate.
+        cert: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct SignerArgs {
+    /// CometBFT RPC address.
+    #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+    node: String,
+    /// Signer certificate (PEM).
+    #[arg(long, env = "NEURODATA_CERT")]
+    signer_cert: PathBuf,
+    /// Signer private key (PEM).
+    #[arg(long, env = "NEURODATA_KEY")]
+    signer_key: PathBuf,
+    /// Fee in NRC base units.
+    #[arg(long, env = "NEURODATA_FEE", default_value = "1")]
+    fee: String,
+}
+
+#[derive(Args)]
+struct TxArgs {
+    #[command(flatten)]
+    signer: SignerArgs,
+    #[command(subcommand)]
+    message: TxMessage,
+}
+
+#[derive(Subcommand)]
+enum TxMessage {
+    /// Sends NRC.
+    Transfer {
+        /// Recipient: 64 hex digits, or a certificate PEM file.
+        #[arg(long)]
+        to: String,
+        /// Amount in base units.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Opens a governance proposal (org admins).
+    #[command(subcommand)]
+    Propose(ProposeCommand),
+    /// Votes on a proposal (org admins).
+    Vote {
+        /// Proposal id.
+        #[arg(long)]
+        proposal: u64,
+        /// Reject instead of approve.
+        #[arg(long)]
+        reject: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProposeCommand {
+    /// Admit an org with its root CA.
+    AdmitOrg {
+        /// New org id.
+        #[arg(long)]
+        org: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Root CA PEM file.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Remove an org.
+    RemoveOrg {
+        /// Org id.
+        #[arg(long)]
+        org: String,
+    },
+    /// Replace an org's root CA.
+    RotateCa {
+        /// Org id.
+        #[arg(long)]
+        org: String,
+        /// New root CA PEM file.
+        #[arg(long)]
+        ca: PathBuf,
+    },
+    /// Add, reweight (power > 0) or remove (power 0) a validator.
+    SetValidator {
+        /// Ed25519 public key, base64.
+        #[arg(long)]
+        pub_key: String,
+        /// Voting power.
+        #[arg(long)]
+        power: i64,
+        /// Operating org.
+        #[arg(long, default_value = "")]
+        org: String,
+        /// Name.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Mint NRC into the treasury.
+    Mint {
+        /// Amount.
+        #[arg(long)]
+        amount: String,
+    },
+    /// Replace the chain parameters.
+    Params {
+        /// Minimum fee.
+        #[arg(long)]
+        min_fee: String,
+        /// Voting period in blocks.
+        #[arg(long)]
+        proposal_voting_blocks: u64,
+        /// Largest tx in bytes.
+        #[arg(long)]
+        max_tx_bytes: u64,
+        /// Most messages per tx.
+        #[arg(long)]
+        max_messages_per_tx: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueryCommand {
+    /// An account's balance and nonce (verified).
+    Account {
+        /// Address (64 hex) or certificate PEM file.
+        address: String,
+        /// CometBFT RPC address.
+        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+        node: String,
+    },
+    /// An org (verified).
+    Org {
+        /// Org id.
+        org: String,
+        /// CometBFT RPC address.
+        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+        node: String,
+    },
+    /// A proposal (verified).
+    Proposal {
+        /// Proposal id.
+        id: u64,
+        /// CometBFT RPC address.
+        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+        node: String,
+    },
+    /// Total supply (verified).
+    Supply {
+        /// CometBFT RPC address.
+        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+        node: String,
+    },
+    /// All orgs.
+    Orgs {
+        /// CometBFT RPC address.
+        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+        node: String,
+    },
+    /// All validators.
+    Validators {
+        /// CometBFT RPC address.
+        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+        node: String,
+    },
+    /// All proposals.
+    Proposals {
+        /// CometBFT RPC address.
+        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
+        node: String,
+    },
+}
+
+fn now() -> i64 {
+    // Certificate issuance is an operator action, so the wall clock is right here (the chain
+    // itself only ever uses block time).
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn cert_address(path: &Path) -> anyhow::Result<Address> {
+    let cert = X509::from_pem(&read(path)?)
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+    Ok(Address(neurodata_certs::fingerprint(&cert)?))
+}
+
+/// An address given as 64 hex digits or as a certificate file.
+fn parse_address(s: &str) -> anyhow::Result<Address> {
+    if let Some(a) = Address::from_hex(s) {
+        return Ok(a);
+    }
+    let p = Path::new(s);
+    if p.exists() {
+        return cert_address(p);
+    }
+    bail!("{s:?} is neither a 64-hex-digit address nor a certificate file")
+}
+
+fn amount(s: &str) -> anyhow::Result<Amount> {
+    s.parse().with_context(|| format!("amount {s:?}"))
+}
+
+fn load_signer(a: &SignerArgs) -> anyhow::Result<Signer> {
+    Signer::from_pem(&read(&a.signer_cert)?, &read(&a.signer_key)?)
+        .context("loading signer certificate and key")
+}
+
+async fn submit(a: &SignerArgs, messages: Vec<pb::Message>) -> anyhow::Result<()> {
+    let signer = load_signer(a)?;
+    let node = NodeClient::new(&a.node)?;
+    let (height, hash) = node.submit(&signer, amount(&a.fee)?, messages).await?;
+    println!(
+        "committed tx {hash} at height {height} (signer {})",
+        signer.address()
+    );
+    Ok(())
+}
+
+fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
+    let names: Vec<(String, String)> = args
+        .org_names
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .context("--org-name ID=NAME")
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut orgs = Vec::new();
+    for o in &args.orgs {
+        let (id, file) = o.split_once('=').context("--org ID=CA_PEM_FILE")?;
+        let name = names
+            .iter()
+            .find(|(i, _)| i == id)
+            .map_or(id.to_owned(), |(_, n)| n.clone());
+        orgs.push(GenesisOrg {
+            org_id: id.into(),
+            name,
+            ca_cert_pem: String::from_utf8(read(Path::new(file))?)?,
+        });
+    }
+    let validators = args
+        .validators
+        .iter()
+        .map(|v| {
+            let parts: Vec<&str> = v.split(':').collect();
+            let [name, org, key, power] = parts.as_slice() else {
+                bail!("--validator NAME:ORG:PUBKEY_BASE64:POWER, got {v:?}");
+            };
+            Ok(GenesisValidator {
+                name: (*name).into(),
+                org_id: (*org).into(),
+                pub_key: (*key).into(),
+                power: power.parse().context("validator power")?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let allocations = args
+        .allocations
+        .iter()
+        .map(|a| {
+            let (who, amt) = a.rsplit_once('=').context("--alloc ADDRESS=AMOUNT")?;
+            Ok(Allocation {
+                address: parse_address(who)?.to_hex(),
+                amount: amount(amt)?.to_string(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let params = Params {
+        min_fee: amount(&args.min_fee)?,
+        proposal_voting_blocks: args.proposal_voting_blocks,
+        ..Params::default()
+    };
+    let app_state = AppState {
+        orgs,
+        validators,
+        allocations,
+        params: Some(GenesisParams::from(&params)),
+    };
+    let value = serde_json::to_value(&app_state)?;
+    match args.into {
+        None => println!("{}", serde_json::to_string_pretty(&value)?),
+        Some(path) => {
+            let mut doc: serde_json::Value = serde_json::from_slice(&read(&path)?)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            doc.as_object_mut()
+                .context("genesis.json is not a JSON object")?
+                .insert("app_state".into(), value);
+            std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
+            println!("wrote app_state into {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn decode<M: prost::Message + Default>(bytes: &[u8]) -> anyhow::Result<M> {
+    M::decode(bytes).context("decoding the node's answer")
+}
+
+async fn query(cmd: QueryCommand) -> anyhow::Result<()> {
+    let wait = Duration::from_secs(30);
+    match cmd {
+        QueryCommand::Account { address, node } => {
+            let address = parse_address(&address)?;
+            let n = NodeClient::new(&node)?;
+            let v = n
+                .query_verified("/account", address.0.to_vec(), wait)
+                .await?;
+            let account = match &v.value {
+                Some(b) => decode::<pb::Account>(b)?,
+                None => pb::Account {
+                    address: address.0.to_vec(),
+                    balance: "0".into(),
+                    nonce: 0,
+                },
+            };
+            println!(
+                "account {address}\n  balance {} NRC\n  nonce   {}\n  height  {} (proof verified against app hash {})",
+                account.balance,
+                account.nonce,
+                v.height,
+                hex::encode(v.app_hash)
+            );
+        }
+        QueryCommand::Org { org, node } => {
+            let v = NodeClient::new(&node)?
+                .query_verified("/org", org.clone().into_bytes(), wait)
+                .await?;
+            let o = decode::<pb::Org>(
+                &v.value
+                    .with_context(|| format!("org {org} does not exist"))?,
+            )?;
+            print_org(&o);
+            println!("  (proof verified at height {})", v.height);
+        }
+        QueryCommand::Proposal { id, node } => {
+            let v = NodeClient::new(&node)?
+                .query_verified("/proposal", id.to_be_bytes().to_vec(), wait)
+                .await?;
+            let p = decode::<pb::Proposal>(
+                &v.value
+                    .with_context(|| format!("proposal {id} does not exist"))?,
+            )?;
+            print_proposal(&p);
+        }
+        QueryCommand::Supply { node } => {
+            let v = NodeClient::new(&node)?
+                .query_verified("/supply", vec![], wait)
+                .await?;
+            let s = decode::<pb::Supply>(&v.value.unwrap_or_default())?;
+            println!(
+                "total supply {} NRC at height {} (verified)",
+                s.total, v.height
+            );
+        }
+        QueryCommand::Orgs { node } => {
+            let (b, h) = NodeClient::new(&node)?.query_raw("/orgs", vec![]).await?;
+            println!("orgs at height {h}:");
+            for o in decode::<pb::OrgList>(&b)?.orgs {
+                print_org(&o);
+            }
+        }
+        QueryCommand::Validators { node } => {
+            let (b, h) = NodeClient::new(&node)?
+                .query_raw("/validators", vec![])
+                .await?;
+            println!("validators at height {h}:");
+            for v in decode::<pb::ValidatorList>(&b)?.validators {
+                use base64::Engine as _;
+                println!(
+                    "  {} power {} org {} ({})",
+                    base64::engine::general_purpose::STANDARD.encode(&v.pub_key),
+                    v.power,
+                    v.org_id,
+                    v.name
+                );
+            }
+        }
+        QueryCommand::Proposals { node } => {
+            let (b, h) = NodeClient::new(&node)?
+                .query_raw("/proposals", vec![])
+                .await?;
+            println!("proposals at height {h}:");
+            for p in decode::<pb::ProposalList>(&b)?.proposals {
+                print_proposal(&p);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_org(o: &pb::Org) {
+    let status = pb::OrgStatus::try_from(o.status).map_or("unknown", |s| s.as_str_name());
+    println!(
+        "  {} ({}) {} ca {} admitted at {}",
+        o.org_id,
+        o.name,
+        status,
+        hex::encode(&o.ca_fingerprint),
+        o.admitted_height
+    );
+}
+
+fn print_proposal(p: &pb::Proposal) {
+    println!(
+        "  #{} {:?} by {} [{}] approvals {:?} rejections {:?} voting until {}{}",
+        p.id,
+        p.title,
+        p.proposer_org,
+        status_name(p.status),
+        p.approvals,
+        p.rejections,
+        p.voting_end_height,
+        if p.failure.is_empty() {
+            String::new()
+        } else {
+            format!(" failure: {}", p.failure)
+        }
+    );
+}
+
+fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
+    let (title, action) = match cmd {
+        ProposeCommand::AdmitOrg { org, name, ca } => (
+            format!("admit {org}"),
+            A::AdmitOrg(pb::AdmitOrg {
+                org_id: org,
+                name,
+                ca_cert_pem: String::from_utf8(read(&ca)?)?,
+            }),
+        ),
+        ProposeCommand::RemoveOrg { org } => (
+            format!("remove {org}"),
+            A::RemoveOrg(pb::RemoveOrg { org_id: org }),
+        ),
+        ProposeCommand::RotateCa { org, ca } => (
+            format!("rotate CA of {org}"),
+            A::RotateOrgCa(pb::RotateOrgCa {
+                org_id: org,
+                ca_cert_pem: String::from_utf8(read(&ca)?)?,
+            }),
+        ),
+        ProposeCommand::SetValidator {
+            pub_key,
+            power,
+            org,
+            name,
+        } => {
+            let key = neurodata_abci::genesis::decode_validator_key(&pub_key)?;
+            (
+                format!("validator {name} power {power}"),
+                A::SetValidator(pb::SetValidator {
+                    pub_key: key.to_vec(),
+                    power,
+                    org_id: org,
+                    name,
+                }),
+            )
+        }
+        ProposeCommand::Mint { amount: a } => (
+            format!("mint {a}"),
+            A::Mint(pb::Mint {
+                amount: amount(&a)?.to_string(),
+            }),
+        ),
+        ProposeCommand::Params {
+            min_fee,
+            proposal_voting_blocks,
+            max_tx_bytes,
+            max_messages_per_tx,
+        } => (
+            "change parameters".into(),
+            A::SetParams(pb::Params {
+                min_fee,
+                proposal_voting_blocks,
+                max_tx_bytes,
+                max_messages_per_tx,
+            }),
+        ),
+    };
+    Ok(msg::propose(&title, action))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ca(CaCommand::Init {
+            org,
+            name,
+            dir,
+            days,
+        }) => {
+            neurodata_abci::governance::action::check_org_id(&org)?;
+            let ca = OrgCa::create(&org, &name, Validity::days_from(now(), days))?;
+            ca.save(&dir)?;
+            println!(
+                "created CA of {org} in {} (fingerprint {})",
+                dir.display(),
+                hex::encode(neurodata_certs::fingerprint(&ca.cert)?)
+            );
+        }
+        Command::Ca(CaCommand::Issue {
+            ca_dir,
+            name,
+            role,
+            out,
+            days,
+        }) => {
+            let role: Role = role.parse()?;
+            let ca = OrgCa::load(&ca_dir)?;
+            let member = ca.issue(&name, role, Validity::days_from(now(), days))?;
+            let out = out.unwrap_or(ca_dir);
+            member.save(&out, &name)?;
+            println!(
+                "issued {role} certificate {} in {} (address {})",
+                name,
+                out.display(),
+                hex::encode(neurodata_certs::fingerprint(&member.cert)?)
+            );
+        }
+        Command::Ca(CaCommand::Revoke {
+            signer,
+            cert,
+            reason,
+        }) => {
+            let der = X509::from_pem(&read(&cert)?)?.to_der()?;
+            let fp = cert_address(&cert)?;
+            submit(&signer, vec![msg::revoke(fp, Some(der), &reason)]).await?;
+            println!("revoked {fp}");
+        }
+        Command::Ca(CaCommand::DevConsortium { dir }) => {
+            for org in neurodata_certs::dev_consortium(&dir, now())? {
+                println!("wrote {}", org.display());
+            }
+        }
+        Command::Genesis(args) => genesis(args)?,
+        Command::Keys(KeysCommand::Show { cert }) => {
+            let x = X509::from_pem(&read(&cert)?)?;
+            let parsed = neurodata_abci::membership::MemberCertificate::parse(&x.to_der()?)?;
+            println!(
+                "address  {}\nsubject  {} (role {})\nissuer   {}\nvalid    {} .. {} (unix seconds)",
+                hex::encode(parsed.fingerprint),
+                parsed.common_name,
+                parsed.role,
+                parsed.issuer,
+                parsed.not_before,
+                parsed.not_after
+            );
+        }
+        Command::Tx(TxArgs { signer, message }) => {
+            let m = match message {
+                TxMessage::Transfer { to, amount: a } => {
+                    msg::transfer(parse_address(&to)?, amount(&a)?)
+                }
+                TxMessage::Propose(p) => proposal_message(p)?,
+                TxMessage::Vote { proposal, reject } => msg::vote(proposal, !reject),
+            };
+            submit(&signer, vec![m]).await?;
+        }
+        Command::Query(q) => query(q).await?,
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
