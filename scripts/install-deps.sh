@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages the build needs, from Debian's packages, when they are missing:
+# clang + libclang (rocksdb's bindgen), libssl-dev + pkg-config (openssl crate), the openssl CLI
+# (tests and benchmarks compare against it). Idempotent; quiet when everything is present.
+set -euo pipefail
+need=()
+command -v clang >/dev/null 2>&1 || need+=(clang)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+[ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
+fi

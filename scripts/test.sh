@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every unit, integration and end-to-end test.
+# Build output is cached outside the clone so repeat runs are fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/neurodata/target}
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
