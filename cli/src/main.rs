@@ -3,6 +3,8 @@
 //! Operators create CA material (`ca`), the dev consortium and the genesis `app_state`
 //! (`genesis`); members sign transactions (`tx`) and read state with verified proofs (`query`).
 
+mod devnet;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,6 +42,9 @@ enum Command {
     /// Read chain state (single records are verified with Merkle proofs).
     #[command(subcommand)]
     Query(QueryCommand),
+    /// A local consortium network on loopback (real CometBFT nodes and apps).
+    #[command(subcommand)]
+    Devnet(devnet::DevnetCommand),
 }
 
 #[derive(Subcommand)]
@@ -298,7 +303,7 @@ enum QueryCommand {
     },
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     // Certificate issuance is an operator action, so the wall clock is right here (the chain
     // itself only ever uses block time).
     std::time::SystemTime::now()
@@ -690,6 +695,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             submit(&signer, vec![m]).await?;
         }
         Command::Query(q) => query(q).await?,
+        Command::Devnet(d) => devnet::run_command(d).await?,
     }
     Ok(())
 }

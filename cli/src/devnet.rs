@@ -1,0 +1,484 @@
+//! `ndctl devnet`: a local consortium network on loopback — one CometBFT v0.38 node and one
+//! `neurodata-abci` per validator, with the dev consortium's certificates and a shared genesis.
+//!
+//! Layout of the devnet directory:
+//! - `devnet.json`: chain id, binaries and each node's ports, id and validator key;
+//! - `pids.json`: the processes `up` started (what `down` stops, and nothing else);
+//! - `consortium/`: the dev consortium (`certs/`), `node<i>/`: CometBFT home, `app/` (RocksDB),
+//!   `abci.sock`, `cometbft.log`, `abci.log`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Subcommand;
+use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, GenesisValidator};
+use neurodata_abci::governance::Params;
+use neurodata_certs::{DEV_ORGS, Role};
+use neurodata_client::NodeClient;
+use serde::{Deserialize, Serialize};
+use std::os::unix::process::CommandExt as _;
+
+/// NRC each dev member starts with.
+pub const DEV_BALANCE: &str = "1000000";
+
+/// Devnet commands.
+#[derive(Subcommand)]
+pub enum DevnetCommand {
+    /// Creates (or resumes) the network and starts every node not running; waits for blocks.
+    Up {
+        /// Validators of a new network.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Devnet directory.
+        #[arg(long, env = "NEURODATA_DEVNET", default_value = "./devnet")]
+        dir: PathBuf,
+        /// First port; node i uses base+10i+6 (p2p) and base+10i+7 (RPC).
+        #[arg(long, default_value_t = 26600)]
+        base_port: u16,
+        /// The cometbft binary (default: built by scripts/build-cometbft.sh).
+        #[arg(long, env = "NEURODATA_COMETBFT")]
+        cometbft: Option<PathBuf>,
+        /// The neurodata-abci binary (default: next to ndctl).
+        #[arg(long, env = "NEURODATA_ABCI_BIN")]
+        abci: Option<PathBuf>,
+        /// Only start node(s) with this index (repeat); default all.
+        #[arg(long = "node")]
+        nodes: Vec<usize>,
+    },
+    /// Stops the processes `up` started (by pid).
+    Down {
+        /// Devnet directory.
+        #[arg(long, env = "NEURODATA_DEVNET", default_value = "./devnet")]
+        dir: PathBuf,
+        /// Only stop node(s) with this index (repeat); default all.
+        #[arg(long = "node")]
+        nodes: Vec<usize>,
+    },
+    /// Adds a full node (not a validator) that syncs the chain; prints its validator key.
+    AddNode {
+        /// Devnet directory.
+        #[arg(long, env = "NEURODATA_DEVNET", default_value = "./devnet")]
+        dir: PathBuf,
+    },
+    /// Height and app hash of every node.
+    Status {
+        /// Devnet directory.
+        #[arg(long, env = "NEURODATA_DEVNET", default_value = "./devnet")]
+        dir: PathBuf,
+    },
+}
+
+/// One node of the devnet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// Index.
+    pub index: usize,
+    /// CometBFT RPC URL.
+    pub rpc: String,
+    /// P2P port.
+    pub p2p_port: u16,
+    /// CometBFT node id.
+    pub node_id: String,
+    /// Validator Ed25519 key, base64.
+    pub validator_key: String,
+    /// Whether it is in the genesis validator set.
+    pub genesis_validator: bool,
+}
+
+/// The devnet description in `devnet.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Devnet {
+    /// Chain id.
+    pub chain_id: String,
+    /// cometbft binary.
+    pub cometbft: PathBuf,
+    /// neurodata-abci binary.
+    pub abci: PathBuf,
+    /// First port.
+    pub base_port: u16,
+    /// Nodes.
+    pub nodes: Vec<NodeSpec>,
+}
+
+/// Processes of one node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Pids {
+    nodes: Vec<(usize, u32, u32)>,
+}
+
+fn node_home(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("node{i}"))
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn default_cometbft() -> anyhow::Result<PathBuf> {
+    // The binary is built from the Go module pinned in tools/ by the project's script.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-cometbft.sh");
+    Ok(PathBuf::from(run(&mut Command::new(script))?))
+}
+
+fn default_abci() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let sibling = exe.with_file_name("neurodata-abci");
+    if sibling.exists() {
+        return Ok(sibling);
+    }
+    bail!(
+        "neurodata-abci not found next to {}: build it (cargo build -p neurodata-abci) or pass --abci",
+        exe.display()
+    )
+}
+
+impl Devnet {
+    /// Loads `devnet.json`.
+    pub fn load(dir: &Path) -> anyhow::Result<Devnet> {
+        let p = dir.join("devnet.json");
+        serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("{} is not a devnet description", p.display()))
+    }
+
+    fn save(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::write(dir.join("devnet.json"), serde_json::to_vec_pretty(self)?)?;
+        Ok(())
+    }
+}
+
+fn init_node(devnet: &Devnet, dir: &Path, i: usize) -> anyhow::Result<NodeSpec> {
+    let home = node_home(dir, i);
+    run(Command::new(&devnet.cometbft).arg("init").arg("--home").arg(&home))?;
+    let node_id = run(Command::new(&devnet.cometbft).arg("show-node-id").arg("--home").arg(&home))?;
+    let key: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("config/priv_validator_key.json"))?)?;
+    let validator_key = key["pub_key"]["value"]
+        .as_str()
+        .context("priv_validator_key.json has no pub_key.value")?
+        .to_owned();
+    let base = devnet.base_port + 10 * i as u16;
+    Ok(NodeSpec {
+        index: i,
+        rpc: format!("http://127.0.0.1:{}", base + 7),
+        p2p_port: base + 6,
+        node_id,
+        validator_key,
+        genesis_validator: false,
+    })
+}
+
+fn configure_node(devnet: &Devnet, dir: &Path, node: &NodeSpec) -> anyhow::Result<()> {
+    let home = node_home(dir, node.index).canonicalize()?;
+    let socket = home.join("abci.sock");
+    if socket.as_os_str().len() > 100 {
+        bail!("{} is too long for a Unix socket path: use a shorter --dir", socket.display());
+    }
+    let path = home.join("config/config.toml");
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(&path)?.parse()?;
+    doc["moniker"] = toml_edit::value(format!("node{}", node.index));
+    doc["proxy_app"] = toml_edit::value(format!("unix://{}", socket.display()));
+    doc["rpc"]["laddr"] = toml_edit::value(node.rpc.replace("http://", "tcp://"));
+    doc["p2p"]["laddr"] = toml_edit::value(format!("tcp://127.0.0.1:{}", node.p2p_port));
+    let peers: Vec<String> = devnet
+        .nodes
+        .iter()
+        .filter(|n| n.index != node.index)
+        .map(|n| format!("{}@127.0.0.1:{}", n.node_id, n.p2p_port))
+        .collect();
+    doc["p2p"]["persistent_peers"] = toml_edit::value(peers.join(","));
+    doc["p2p"]["addr_book_strict"] = toml_edit::value(false);
+    doc["p2p"]["allow_duplicate_ip"] = toml_edit::value(true);
+    // Loopback peers reconnect fast after a restart.
+    doc["p2p"]["persistent_peers_max_dial_period"] = toml_edit::value("2s");
+    doc["consensus"]["timeout_commit"] = toml_edit::value("800ms");
+    doc["instrumentation"]["prometheus"] = toml_edit::value(false);
+    std::fs::write(&path, doc.to_string())?;
+    Ok(())
+}
+
+fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
+    let consortium = dir.join("consortium");
+    neurodata_certs::dev_consortium(&consortium, crate::now())?;
+    let mut orgs = Vec::new();
+    let mut allocations = Vec::new();
+    for (org_id, name) in DEV_ORGS {
+        let org_dir = consortium.join(org_id);
+        orgs.push(GenesisOrg {
+            org_id: org_id.into(),
+            name: name.into(),
+            ca_cert_pem: std::fs::read_to_string(org_dir.join("ca.pem"))?,
+        });
+        for role in Role::ALL {
+            let cert = openssl::x509::X509::from_pem(&std::fs::read(org_dir.join(format!("{role}.pem")))?)?;
+            allocations.push(Allocation {
+                address: hex::encode(neurodata_certs::fingerprint(&cert)?),
+                amount: DEV_BALANCE.into(),
+            });
+        }
+    }
+    let validators: Vec<GenesisValidator> = devnet
+        .nodes
+        .iter()
+        .filter(|n| n.genesis_validator)
+        .map(|n| GenesisValidator {
+            name: format!("node{}", n.index),
+            org_id: DEV_ORGS[n.index % DEV_ORGS.len()].0.into(),
+            pub_key: n.validator_key.clone(),
+            power: 10,
+        })
+        .collect();
+    let params = Params {
+        min_fee: neurodata_client::Amount(1),
+        proposal_voting_blocks: 500,
+        ..Params::default()
+    };
+    let app_state = AppState {
+        orgs,
+        validators: validators.clone(),
+        allocations,
+        params: Some(GenesisParams::from(&params)),
+    };
+    let template = node_home(dir, 0).join("config/genesis.json");
+    let mut genesis: serde_json::Value = serde_json::from_slice(&std::fs::read(&template)?)?;
+    genesis["chain_id"] = devnet.chain_id.clone().into();
+    genesis["initial_height"] = "1".into();
+    genesis["validators"] = validators
+        .iter()
+        .zip(devnet.nodes.iter().filter(|n| n.genesis_validator))
+        .map(|(v, n)| {
+            let key: serde_json::Value = serde_json::from_slice(&std::fs::read(
+                node_home(dir, n.index).join("config/priv_validator_key.json"),
+            )?)?;
+            Ok(serde_json::json!({
+                "address": key["address"],
+                "pub_key": key["pub_key"],
+                "power": v.power.to_string(),
+                "name": v.name,
+            }))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into();
+    genesis["app_state"] = serde_json::to_value(&app_state)?;
+    let bytes = serde_json::to_vec_pretty(&genesis)?;
+    for n in &devnet.nodes {
+        std::fs::write(node_home(dir, n.index).join("config/genesis.json"), &bytes)?;
+    }
+    Ok(())
+}
+
+fn create(dir: &Path, validators: usize, base_port: u16, cometbft: PathBuf, abci: PathBuf) -> anyhow::Result<Devnet> {
+    if validators == 0 {
+        bail!("a devnet needs at least one validator");
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut devnet = Devnet {
+        chain_id: "neurodata-devnet".into(),
+        cometbft,
+        abci,
+        base_port,
+        nodes: vec![],
+    };
+    for i in 0..validators {
+        let mut node = init_node(&devnet, dir, i)?;
+        node.genesis_validator = true;
+        devnet.nodes.push(node);
+    }
+    write_genesis(&devnet, dir)?;
+    for n in &devnet.nodes {
+        configure_node(&devnet, dir, n)?;
+    }
+    devnet.save(dir)?;
+    Ok(devnet)
+}
+
+fn alive(pid: u32, binary: &Path) -> bool {
+    // A pid is ours only if it still runs the binary we started (pids are recycled).
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(&name)
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.split(' ').nth(2).is_some_and(|state| state == "Z"))
+            .unwrap_or(false)
+}
+
+fn load_pids(dir: &Path) -> Pids {
+    std::fs::read(dir.join("pids.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn save_pids(dir: &Path, pids: &Pids) -> anyhow::Result<()> {
+    std::fs::write(dir.join("pids.json"), serde_json::to_vec_pretty(pids)?)?;
+    Ok(())
+}
+
+fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<u32> {
+    let out = File::options().create(true).append(true).open(log)?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        // Own process group: the network outlives this command and a Ctrl-C in its terminal.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    Ok(child.id())
+}
+
+fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow::Result<()> {
+    let home = node_home(dir, i).canonicalize()?;
+    let entry = pids.nodes.iter().find(|(n, ..)| *n == i).copied();
+    let (mut comet_pid, mut abci_pid) = entry.map(|(_, c, a)| (c, a)).unwrap_or((0, 0));
+    if !alive(abci_pid, &devnet.abci) {
+        let socket = home.join("abci.sock");
+        let _ = std::fs::remove_file(&socket);
+        abci_pid = spawn_logged(
+            Command::new(&devnet.abci)
+                .arg("--home")
+                .arg(home.join("app"))
+                .arg("--listen")
+                .arg(format!("unix://{}", socket.display()))
+                .env("NEURODATA_LOG", "info"),
+            &home.join("abci.log"),
+        )?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !socket.exists() {
+            if Instant::now() > deadline || !alive(abci_pid, &devnet.abci) {
+                bail!("neurodata-abci of node{i} did not start; see {}", home.join("abci.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if !alive(comet_pid, &devnet.cometbft) {
+        comet_pid = spawn_logged(
+            Command::new(&devnet.cometbft).arg("start").arg("--home").arg(&home),
+            &home.join("cometbft.log"),
+        )?;
+    }
+    pids.nodes.retain(|(n, ..)| *n != i);
+    pids.nodes.push((i, comet_pid, abci_pid));
+    pids.nodes.sort();
+    Ok(())
+}
+
+async fn wait_for_blocks(devnet: &Devnet, nodes: &[usize], min_height: u64, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    for n in devnet.nodes.iter().filter(|n| nodes.contains(&n.index)) {
+        let client = NodeClient::new(&n.rpc)?;
+        loop {
+            match client.status().await {
+                Ok((_, h)) if h >= min_height => break,
+                _ if Instant::now() > deadline => {
+                    bail!("node{} did not reach height {min_height} in {timeout:?}", n.index)
+                }
+                _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stop(dir: &Path, devnet: &Devnet, only: &[usize]) -> anyhow::Result<Vec<usize>> {
+    let mut pids = load_pids(dir);
+    let mut stopped = Vec::new();
+    let selected = |i: usize| only.is_empty() || only.contains(&i);
+    // CometBFT first, so it does not see its app vanish under it.
+    for (i, comet, abci) in pids.nodes.iter().filter(|(i, ..)| selected(*i)) {
+        for (pid, bin) in [(*comet, &devnet.cometbft), (*abci, &devnet.abci)] {
+            if alive(pid, bin) {
+                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while alive(pid, bin) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if alive(pid, bin) {
+                    let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                }
+            }
+        }
+        stopped.push(*i);
+    }
+    pids.nodes.retain(|(i, ..)| !selected(*i));
+    save_pids(dir, &pids)?;
+    Ok(stopped)
+}
+
+/// Runs a devnet command.
+pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
+    match cmd {
+        DevnetCommand::Up { validators, dir, base_port, cometbft, abci, nodes } => {
+            let devnet = if dir.join("devnet.json").exists() {
+                println!("resuming the devnet in {}", dir.display());
+                Devnet::load(&dir)?
+            } else {
+                let cometbft = match cometbft {
+                    Some(c) => c,
+                    None => default_cometbft()?,
+                };
+                let abci = match abci {
+                    Some(a) => a,
+                    None => default_abci()?,
+                };
+                println!("creating a {validators}-validator devnet in {}", dir.display());
+                create(&dir, validators, base_port, cometbft, abci)?
+            };
+            let selected: Vec<usize> = if nodes.is_empty() {
+                devnet.nodes.iter().map(|n| n.index).collect()
+            } else {
+                nodes
+            };
+            let mut pids = load_pids(&dir);
+            for &i in &selected {
+                start_node(&devnet, &dir, i, &mut pids)?;
+            }
+            save_pids(&dir, &pids)?;
+            wait_for_blocks(&devnet, &selected, 2, Duration::from_secs(120)).await?;
+            println!("chain {} is producing blocks", devnet.chain_id);
+            for n in devnet.nodes.iter().filter(|n| selected.contains(&n.index)) {
+                println!(
+                    "  node{}  rpc {}  p2p 127.0.0.1:{}  logs {}",
+                    n.index,
+                    n.rpc,
+                    n.p2p_port,
+                    node_home(&dir, n.index).display()
+                );
+            }
+            println!("  certificates in {}", dir.join("consortium").display());
+        }
+        DevnetCommand::Down { dir, nodes } => {
+            let devnet = Devnet::load(&dir)?;
+            let stopped = stop(&dir, &devnet, &nodes)?;
+            println!("stopped node(s) {stopped:?}");
+        }
+        DevnetCommand::AddNode { dir } => {
+            let mut devnet = Devnet::load(&dir)?;
+            let i = devnet.nodes.len();
+            let node = init_node(&devnet, &dir, i)?;
+            std::fs::copy(node_home(&dir, 0).join("config/genesis.json"), node_home(&dir, i).join("config/genesis.json"))?;
+            devnet.nodes.push(node.clone());
+            configure_node(&devnet, &dir, &node)?;
+            devnet.save(&dir)?;
+            println!("added node{i} (validator key {}); start it with: ndctl devnet up --dir {} --node {i}", node.validator_key, dir.display());
+        }
+        DevnetCommand::Status { dir } => {
+            let devnet = Devnet::load(&dir)?;
+            for n in &devnet.nodes {
+                match NodeClient::new(&n.rpc)?.status().await {
+                    Ok((_, h)) => println!("node{}  height {h}", n.index),
+                    Err(e) => println!("node{}  down ({e})", n.index),
+                }
+            }
+        }
+    }
+    Ok(())
+}
