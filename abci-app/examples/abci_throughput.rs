@@ -47,13 +47,21 @@ impl Bench {
             validators: vec![],
             allocations: signers
                 .iter()
-                .map(|s| Allocation { address: s.address().to_hex(), amount: "1000000000".into() })
+                .map(|s| Allocation {
+                    address: s.address().to_hex(),
+                    amount: "1000000000".into(),
+                })
                 .collect(),
             params: None,
         };
         let json = serde_json::to_vec(&app_state).expect("json");
-        node.init(CHAIN, &json, &[([1; 32], 10)], T0, 1).expect("init");
-        Bench { node, height: 0, _dir: dir }
+        node.init(CHAIN, &json, &[([1; 32], 10)], T0, 1)
+            .expect("init");
+        Bench {
+            node,
+            height: 0,
+            _dir: dir,
+        }
     }
 
     fn txs(&self, signers: &[Signer], nonce: u64) -> Vec<Vec<u8>> {
@@ -81,9 +89,16 @@ impl Bench {
     fn block(&mut self, txs: &[Vec<u8>]) -> (f64, f64) {
         let h = self.height + 1;
         let t = Instant::now();
-        let b = self.node.finalize(h, T0 + 5 * h as i64, 0, txs).expect("finalize");
+        let b = self
+            .node
+            .finalize(h, T0 + 5 * h as i64, 0, txs)
+            .expect("finalize");
         let finalize = t.elapsed().as_secs_f64();
-        assert!(b.outcomes.iter().all(|o| o.code == 0), "{:?}", b.outcomes.iter().find(|o| o.code != 0));
+        assert!(
+            b.outcomes.iter().all(|o| o.code == 0),
+            "{:?}",
+            b.outcomes.iter().find(|o| o.code != 0)
+        );
         let t = Instant::now();
         self.node.commit_block().expect("commit");
         self.height = h;
@@ -100,7 +115,11 @@ impl Bench {
                     let mut a = [0u8; 32];
                     a[..8].copy_from_slice(&(i as u64).to_be_bytes());
                     a[31] = 0xee;
-                    let acct = pb::Account { address: a.to_vec(), balance: "0".into(), nonce: 0 };
+                    let acct = pb::Account {
+                        address: a.to_vec(),
+                        balance: "0".into(),
+                        nonce: 0,
+                    };
                     (state_key::account(&Address(a)), Some(acct.encode_to_vec()))
                 })
                 .collect();
@@ -118,11 +137,16 @@ fn main() {
     let block_size = arg("--block", 1000);
     let blocks = arg("--blocks", 5) as u64;
     let big = arg("--accounts", 1_000_000);
-    let validity = Validity { not_before: T0 - 3600, not_after: T0 + 86_400 * 365 };
+    let validity = Validity {
+        not_before: T0 - 3600,
+        not_after: T0 + 86_400 * 365,
+    };
     let ca = OrgCa::create("bench", "Bench", validity).expect("ca");
     let signers: Vec<Signer> = (0..block_size)
         .map(|i| {
-            let m = ca.issue(&format!("m{i}"), Role::Buyer, validity).expect("issue");
+            let m = ca
+                .issue(&format!("m{i}"), Role::Buyer, validity)
+                .expect("issue");
             Signer::new(&m.cert, m.key).expect("signer")
         })
         .collect();
@@ -163,13 +187,21 @@ fn main() {
             f += ff;
             c += cc;
         }
-        commit_ms.push((target, 1000.0 * f / rounds as f64, 1000.0 * c / rounds as f64));
+        commit_ms.push((
+            target,
+            1000.0 * f / rounds as f64,
+            1000.0 * c / rounds as f64,
+        ));
     }
 
     for (accounts, finalize_ms, commit) in &commit_ms {
-        println!("accounts {accounts:>8}: finalize {finalize_ms:8.1} ms  commit {commit:6.1} ms  (block of {block_size})");
+        println!(
+            "accounts {accounts:>8}: finalize {finalize_ms:8.1} ms  commit {commit:6.1} ms  (block of {block_size})"
+        );
     }
-    println!("finalize without cache: {tx_per_s:.0} tx/s; with CheckTx cache: {cached_tx_per_s:.0} tx/s");
+    println!(
+        "finalize without cache: {tx_per_s:.0} tx/s; with CheckTx cache: {cached_tx_per_s:.0} tx/s"
+    );
     let json = serde_json::json!({
         "block_size": block_size,
         "tx_per_s": tx_per_s.round(),
@@ -185,5 +217,9 @@ fn main() {
 
 fn next_nonce(b: &Bench, s: &Signer) -> u64 {
     use neurodata_abci::ledger::LedgerRead;
-    b.node.storage().account(&s.address()).expect("account").nonce
+    b.node
+        .storage()
+        .account(&s.address())
+        .expect("account")
+        .nonce
 }

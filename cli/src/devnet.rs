@@ -143,8 +143,10 @@ impl Devnet {
     /// Loads `devnet.json`.
     pub fn load(dir: &Path) -> anyhow::Result<Devnet> {
         let p = dir.join("devnet.json");
-        serde_json::from_slice(&std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?)
-            .with_context(|| format!("{} is not a devnet description", p.display()))
+        serde_json::from_slice(
+            &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{} is not a devnet description", p.display()))
     }
 
     fn save(&self, dir: &Path) -> anyhow::Result<()> {
@@ -155,8 +157,14 @@ impl Devnet {
 
 fn init_node(devnet: &Devnet, dir: &Path, i: usize) -> anyhow::Result<NodeSpec> {
     let home = node_home(dir, i);
-    run(Command::new(&devnet.cometbft).arg("init").arg("--home").arg(&home))?;
-    let node_id = run(Command::new(&devnet.cometbft).arg("show-node-id").arg("--home").arg(&home))?;
+    run(Command::new(&devnet.cometbft)
+        .arg("init")
+        .arg("--home")
+        .arg(&home))?;
+    let node_id = run(Command::new(&devnet.cometbft)
+        .arg("show-node-id")
+        .arg("--home")
+        .arg(&home))?;
     let key: serde_json::Value =
         serde_json::from_slice(&std::fs::read(home.join("config/priv_validator_key.json"))?)?;
     let validator_key = key["pub_key"]["value"]
@@ -178,7 +186,10 @@ fn configure_node(devnet: &Devnet, dir: &Path, node: &NodeSpec) -> anyhow::Resul
     let home = node_home(dir, node.index).canonicalize()?;
     let socket = home.join("abci.sock");
     if socket.as_os_str().len() > 100 {
-        bail!("{} is too long for a Unix socket path: use a shorter --dir", socket.display());
+        bail!(
+            "{} is too long for a Unix socket path: use a shorter --dir",
+            socket.display()
+        );
     }
     let path = home.join("config/config.toml");
     let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(&path)?.parse()?;
@@ -216,7 +227,9 @@ fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
             ca_cert_pem: std::fs::read_to_string(org_dir.join("ca.pem"))?,
         });
         for role in Role::ALL {
-            let cert = openssl::x509::X509::from_pem(&std::fs::read(org_dir.join(format!("{role}.pem")))?)?;
+            let cert = openssl::x509::X509::from_pem(&std::fs::read(
+                org_dir.join(format!("{role}.pem")),
+            )?)?;
             allocations.push(Allocation {
                 address: hex::encode(neurodata_certs::fingerprint(&cert)?),
                 amount: DEV_BALANCE.into(),
@@ -273,7 +286,13 @@ fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn create(dir: &Path, validators: usize, base_port: u16, cometbft: PathBuf, abci: PathBuf) -> anyhow::Result<Devnet> {
+fn create(
+    dir: &Path,
+    validators: usize,
+    base_port: u16,
+    cometbft: PathBuf,
+    abci: PathBuf,
+) -> anyhow::Result<Devnet> {
     if validators == 0 {
         bail!("a devnet needs at least one validator");
     }
@@ -303,7 +322,10 @@ fn alive(pid: u32, binary: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
-    let name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains(&name)
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.split(' ').nth(2).is_some_and(|state| state == "Z"))
@@ -322,7 +344,7 @@ fn save_pids(dir: &Path, pids: &Pids) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<u32> {
+fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<std::process::Child> {
     let out = File::options().create(true).append(true).open(log)?;
     let child = cmd
         .stdin(Stdio::null())
@@ -332,7 +354,7 @@ fn spawn_logged(cmd: &mut Command, log: &Path) -> anyhow::Result<u32> {
         .process_group(0)
         .spawn()
         .with_context(|| format!("starting {cmd:?}"))?;
-    Ok(child.id())
+    Ok(child)
 }
 
 fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow::Result<()> {
@@ -342,7 +364,7 @@ fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow:
     if !alive(abci_pid, &devnet.abci) {
         let socket = home.join("abci.sock");
         let _ = std::fs::remove_file(&socket);
-        abci_pid = spawn_logged(
+        let mut child = spawn_logged(
             Command::new(&devnet.abci)
                 .arg("--home")
                 .arg(home.join("app"))
@@ -351,19 +373,27 @@ fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow:
                 .env("NEURODATA_LOG", "info"),
             &home.join("abci.log"),
         )?;
+        abci_pid = child.id();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !socket.exists() {
-            if Instant::now() > deadline || !alive(abci_pid, &devnet.abci) {
-                bail!("neurodata-abci of node{i} did not start; see {}", home.join("abci.log").display());
+            if Instant::now() > deadline || child.try_wait()?.is_some() {
+                bail!(
+                    "neurodata-abci of node{i} did not start; see {}",
+                    home.join("abci.log").display()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
     if !alive(comet_pid, &devnet.cometbft) {
         comet_pid = spawn_logged(
-            Command::new(&devnet.cometbft).arg("start").arg("--home").arg(&home),
+            Command::new(&devnet.cometbft)
+                .arg("start")
+                .arg("--home")
+                .arg(&home),
             &home.join("cometbft.log"),
-        )?;
+        )?
+        .id();
     }
     pids.nodes.retain(|(n, ..)| *n != i);
     pids.nodes.push((i, comet_pid, abci_pid));
@@ -371,7 +401,12 @@ fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow:
     Ok(())
 }
 
-async fn wait_for_blocks(devnet: &Devnet, nodes: &[usize], min_height: u64, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_for_blocks(
+    devnet: &Devnet,
+    nodes: &[usize],
+    min_height: u64,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     for n in devnet.nodes.iter().filter(|n| nodes.contains(&n.index)) {
         let client = NodeClient::new(&n.rpc)?;
@@ -379,7 +414,10 @@ async fn wait_for_blocks(devnet: &Devnet, nodes: &[usize], min_height: u64, time
             match client.status().await {
                 Ok((_, h)) if h >= min_height => break,
                 _ if Instant::now() > deadline => {
-                    bail!("node{} did not reach height {min_height} in {timeout:?}", n.index)
+                    bail!(
+                        "node{} did not reach height {min_height} in {timeout:?}",
+                        n.index
+                    )
                 }
                 _ => tokio::time::sleep(Duration::from_millis(250)).await,
             }
@@ -396,13 +434,19 @@ fn stop(dir: &Path, devnet: &Devnet, only: &[usize]) -> anyhow::Result<Vec<usize
     for (i, comet, abci) in pids.nodes.iter().filter(|(i, ..)| selected(*i)) {
         for (pid, bin) in [(*comet, &devnet.cometbft), (*abci, &devnet.abci)] {
             if alive(pid, bin) {
-                let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while alive(pid, bin) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 if alive(pid, bin) {
-                    let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(pid.to_string())
+                        .status();
                 }
             }
         }
@@ -416,7 +460,14 @@ fn stop(dir: &Path, devnet: &Devnet, only: &[usize]) -> anyhow::Result<Vec<usize
 /// Runs a devnet command.
 pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
     match cmd {
-        DevnetCommand::Up { validators, dir, base_port, cometbft, abci, nodes } => {
+        DevnetCommand::Up {
+            validators,
+            dir,
+            base_port,
+            cometbft,
+            abci,
+            nodes,
+        } => {
             let devnet = if dir.join("devnet.json").exists() {
                 println!("resuming the devnet in {}", dir.display());
                 Devnet::load(&dir)?
@@ -429,7 +480,10 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
                     Some(a) => a,
                     None => default_abci()?,
                 };
-                println!("creating a {validators}-validator devnet in {}", dir.display());
+                println!(
+                    "creating a {validators}-validator devnet in {}",
+                    dir.display()
+                );
                 create(&dir, validators, base_port, cometbft, abci)?
             };
             let selected: Vec<usize> = if nodes.is_empty() {
@@ -464,11 +518,18 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             let mut devnet = Devnet::load(&dir)?;
             let i = devnet.nodes.len();
             let node = init_node(&devnet, &dir, i)?;
-            std::fs::copy(node_home(&dir, 0).join("config/genesis.json"), node_home(&dir, i).join("config/genesis.json"))?;
+            std::fs::copy(
+                node_home(&dir, 0).join("config/genesis.json"),
+                node_home(&dir, i).join("config/genesis.json"),
+            )?;
             devnet.nodes.push(node.clone());
             configure_node(&devnet, &dir, &node)?;
             devnet.save(&dir)?;
-            println!("added node{i} (validator key {}); start it with: ndctl devnet up --dir {} --node {i}", node.validator_key, dir.display());
+            println!(
+                "added node{i} (validator key {}); start it with: ndctl devnet up --dir {} --node {i}",
+                node.validator_key,
+                dir.display()
+            );
         }
         DevnetCommand::Status { dir } => {
             let devnet = Devnet::load(&dir)?;

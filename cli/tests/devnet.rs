@@ -1,0 +1,469 @@
+//! End-to-end: the real CometBFT v0.38 binary and our app as separate processes on loopback,
+//! started by `ndctl devnet`, under faults. Each scenario ends by checking that every running node
+//! has the same header and app hash at the same height. Networks are stopped on drop, also when a
+//! test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tendermint_rpc::{Client, HttpClient, Paging};
+
+/// Scenarios run one at a time: four validators already fill two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
+        .args(args)
+        .env("NEURODATA_DEVNET", dir)
+        .output()
+        .expect("run ndctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    rpcs: Vec<String>,
+    base_port: u16,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ndctl(self.dir.path(), &["devnet", "down"]);
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+impl Net {
+    fn up(base_port: u16) -> Net {
+        let dir = tempfile::Builder::new()
+            .prefix("nd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut net = Net {
+            dir,
+            rpcs: vec![],
+            base_port,
+        };
+        let out = ndctl(
+            net.path(),
+            &[
+                "devnet",
+                "up",
+                "--validators",
+                "4",
+                "--base-port",
+                &base_port.to_string(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("devnet up failed: {e}"));
+        assert!(out.contains("producing blocks"), "{out}");
+        net.reload();
+        net
+    }
+
+    fn reload(&mut self) {
+        let spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.path().join("devnet.json")).unwrap())
+                .unwrap();
+        self.rpcs = spec["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["rpc"].as_str().unwrap().to_owned())
+            .collect();
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cert(&self, org: &str, role: &str) -> (PathBuf, PathBuf) {
+        let c = self.path().join("consortium").join(org);
+        (c.join(format!("{role}.pem")), c.join(format!("{role}.key")))
+    }
+
+    /// `ndctl tx` as ORG/ROLE against node `node`.
+    fn tx(&self, node: usize, org: &str, role: &str, args: &[&str]) -> Result<String, String> {
+        let (cert, key) = self.cert(org, role);
+        let mut full = vec![
+            "tx".to_string(),
+            "--node".into(),
+            self.rpcs[node].clone(),
+            "--signer-cert".into(),
+            cert.display().to_string(),
+            "--signer-key".into(),
+            key.display().to_string(),
+        ];
+        full.extend(args.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        ndctl(self.path(), &refs)
+    }
+
+    fn pids(&self, node: usize) -> (u32, u32) {
+        let p: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.path().join("pids.json")).unwrap()).unwrap();
+        let e = p["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e[0] == node)
+            .expect("node running");
+        (e[1].as_u64().unwrap() as u32, e[2].as_u64().unwrap() as u32)
+    }
+
+    fn signal(&self, pid: u32, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(pid.to_string())
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    fn start(&self, node: usize) {
+        ndctl(self.path(), &["devnet", "up", "--node", &node.to_string()])
+            .unwrap_or_else(|e| panic!("restart node{node}: {e}"));
+    }
+
+    fn height(&self, node: usize) -> Option<u64> {
+        let c = HttpClient::new(self.rpcs[node].as_str()).ok()?;
+        rt().block_on(async {
+            c.status()
+                .await
+                .ok()
+                .map(|s| s.sync_info.latest_block_height.value())
+        })
+    }
+
+    fn wait_height(&self, node: usize, h: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.height(node).is_some_and(|x| x >= h) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node{node} did not reach height {h} (at {:?})",
+                self.height(node)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Every node in `nodes` has the same header (hence app hash) at a common height.
+    fn assert_converged(&self, nodes: &[usize]) {
+        let top = nodes
+            .iter()
+            .map(|&n| self.height(n).expect("node up"))
+            .min()
+            .unwrap();
+        for &n in nodes {
+            self.wait_height(n, top, Duration::from_secs(60));
+        }
+        let h = tendermint::block::Height::try_from(top).unwrap();
+        let headers: Vec<_> = nodes
+            .iter()
+            .map(|&n| {
+                let c = HttpClient::new(self.rpcs[n].as_str()).unwrap();
+                rt().block_on(async { c.header(h).await.unwrap().header })
+            })
+            .collect();
+        for (n, hd) in nodes.iter().zip(&headers) {
+            assert_eq!(
+                hd.app_hash, headers[0].app_hash,
+                "node{n} app hash at {top}"
+            );
+            assert_eq!(hd.hash(), headers[0].hash(), "node{n} header at {top}");
+        }
+    }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+const ALL: [usize; 4] = [0, 1, 2, 3];
+const T: Duration = Duration::from_secs(90);
+
+#[test]
+fn txs_commit_on_four_validators_and_query_proofs_verify() {
+    let _g = lock();
+    let net = Net::up(27000);
+    let (to, _) = net.cert("healthtech", "buyer");
+    let out = net
+        .tx(
+            1,
+            "medlab",
+            "buyer",
+            &["transfer", "--to", to.to_str().unwrap(), "--amount", "77"],
+        )
+        .unwrap();
+    assert!(out.contains("committed tx"), "{out}");
+    // The query verifies the proof against the next block's header before printing.
+    let q = ndctl(
+        net.path(),
+        &[
+            "query",
+            "account",
+            to.to_str().unwrap(),
+            "--node",
+            &net.rpcs[3],
+        ],
+    )
+    .unwrap();
+    assert!(q.contains("balance 1000077 NRC"), "{q}");
+    assert!(q.contains("proof verified"), "{q}");
+    net.assert_converged(&ALL);
+}
+
+#[test]
+fn a_killed_validator_catches_up_and_a_killed_app_replays() {
+    let _g = lock();
+    let net = Net::up(27100);
+    let (comet, abci) = net.pids(3);
+    net.signal(comet, "KILL");
+    net.signal(abci, "KILL");
+    let h = net.height(0).unwrap();
+    net.wait_height(0, h + 3, T); // three of four keep making blocks
+    net.start(3);
+    net.wait_height(3, h + 4, T);
+    net.assert_converged(&ALL);
+
+    // Only the app dies: CometBFT stops on the lost ABCI connection; on restart the handshake
+    // replays what the app had not committed.
+    let (_, abci) = net.pids(2);
+    net.signal(abci, "KILL");
+    let h = net.height(0).unwrap();
+    net.wait_height(0, h + 2, T);
+    net.start(2);
+    net.wait_height(2, h + 3, T);
+    net.assert_converged(&ALL);
+}
+
+#[test]
+fn a_paused_validator_catches_up() {
+    let _g = lock();
+    let net = Net::up(27200);
+    let (comet, abci) = net.pids(1);
+    net.signal(comet, "STOP");
+    net.signal(abci, "STOP");
+    let h = net.height(0).unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(net.height(0).unwrap() > h + 2, "the others kept going");
+    net.signal(comet, "CONT");
+    net.signal(abci, "CONT");
+    let top = net.height(0).unwrap();
+    net.wait_height(1, top, T);
+    net.assert_converged(&ALL);
+}
+
+#[test]
+fn two_of_four_down_halts_the_chain_and_one_back_resumes_it() {
+    let _g = lock();
+    let net = Net::up(27300);
+    let (to, _) = net.cert("datacorp", "provider");
+    net.tx(
+        0,
+        "medlab",
+        "provider",
+        &["transfer", "--to", to.to_str().unwrap(), "--amount", "5"],
+    )
+    .unwrap();
+    ndctl(
+        net.path(),
+        &["devnet", "down", "--node", "2", "--node", "3"],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let h = net.height(0).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        net.height(0).unwrap() <= h + 1,
+        "no 2/3 majority: the chain must halt"
+    );
+    net.start(2);
+    net.wait_height(0, h + 3, T);
+    net.start(3);
+    net.wait_height(3, h + 3, T);
+    net.assert_converged(&ALL);
+    // Nothing was lost: the transfer before the halt is still there.
+    let q = ndctl(
+        net.path(),
+        &[
+            "query",
+            "account",
+            to.to_str().unwrap(),
+            "--node",
+            &net.rpcs[2],
+        ],
+    )
+    .unwrap();
+    assert!(q.contains("balance 1000005 NRC"), "{q}");
+}
+
+#[test]
+fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
+    let _g = lock();
+    let mut net = Net::up(27400);
+    let out = ndctl(net.path(), &["devnet", "add-node"]).unwrap();
+    let key = out
+        .split("validator key ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_owned();
+    net.reload();
+    net.start(4);
+    let top = net.height(0).unwrap();
+    net.wait_height(4, top, T); // block sync from genesis through our app
+
+    let propose = |power: &str, key: &str, org: &str| {
+        net.tx(
+            0,
+            "medlab",
+            "admin",
+            &[
+                "propose",
+                "set-validator",
+                "--pub-key",
+                key,
+                "--power",
+                power,
+                "--org",
+                org,
+            ],
+        )
+        .unwrap()
+    };
+    let vote = |id: &str| {
+        net.tx(1, "healthtech", "admin", &["vote", "--proposal", id])
+            .unwrap();
+        net.tx(2, "datacorp", "admin", &["vote", "--proposal", id])
+            .unwrap();
+    };
+    propose("10", &key, "medlab");
+    vote("1");
+    let client = HttpClient::new(net.rpcs[0].as_str()).unwrap();
+    let new_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key)).unwrap();
+    // Validator updates take effect two blocks after the block that made them.
+    let deadline = Instant::now() + T;
+    let address = loop {
+        let vals = rt()
+            .block_on(client.validators(net.height(0).unwrap(), Paging::All))
+            .unwrap();
+        if let Some(v) = vals.validators.iter().find(|v| v.pub_key == new_key) {
+            break v.address;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node4 never joined the validator set"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let h = net.height(0).unwrap();
+    net.wait_height(0, h + 2, T);
+    let commit = rt()
+        .block_on(client.commit(tendermint::block::Height::try_from(h + 1).unwrap()))
+        .unwrap();
+    assert!(
+        commit
+            .signed_header
+            .commit
+            .signatures
+            .iter()
+            .any(|s| s.validator_address() == Some(address)),
+        "node4 signs blocks"
+    );
+
+    // Remove node0's validator.
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.path().join("devnet.json")).unwrap()).unwrap();
+    let key0 = spec["nodes"][0]["validator_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    propose("0", &key0, "");
+    vote("2");
+    let key0 = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key0)).unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        let vals = rt()
+            .block_on(client.validators(net.height(0).unwrap(), Paging::All))
+            .unwrap();
+        if !vals.validators.iter().any(|v| v.pub_key == key0) {
+            assert_eq!(vals.validators.len(), 4);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node0 never left the validator set"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    net.assert_converged(&[0, 1, 2, 3, 4]);
+}
+
+#[test]
+fn txs_of_a_revoked_certificate_are_rejected_on_every_node() {
+    let _g = lock();
+    let net = Net::up(27500);
+    let (trainer, _) = net.cert("medlab", "trainer");
+    ndctl(
+        net.path(),
+        &[
+            "ca",
+            "revoke",
+            "--node",
+            &net.rpcs[0],
+            "--signer-cert",
+            net.cert("medlab", "admin").0.to_str().unwrap(),
+            "--signer-key",
+            net.cert("medlab", "admin").1.to_str().unwrap(),
+            "--cert",
+            trainer.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let (to, _) = net.cert("medlab", "buyer");
+    for node in ALL {
+        let err = net
+            .tx(
+                node,
+                "medlab",
+                "trainer",
+                &["transfer", "--to", to.to_str().unwrap(), "--amount", "1"],
+            )
+            .unwrap_err();
+        assert!(
+            err.contains("membership code 29") && err.contains("revoked"),
+            "node{node}: {err}"
+        );
+    }
+    net.assert_converged(&ALL);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
