@@ -370,7 +370,10 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     let deadline = Instant::now() + T;
     let address = loop {
         let vals = rt()
-            .block_on(client.validators(net.height(0).unwrap(), Paging::All))
+            .block_on(client.validators(
+                tendermint::block::Height::try_from(net.height(0).unwrap()).unwrap(),
+                Paging::All,
+            ))
             .unwrap();
         if let Some(v) = vals.validators.iter().find(|v| v.pub_key == new_key) {
             break v.address;
@@ -409,7 +412,10 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     let deadline = Instant::now() + T;
     loop {
         let vals = rt()
-            .block_on(client.validators(net.height(0).unwrap(), Paging::All))
+            .block_on(client.validators(
+                tendermint::block::Height::try_from(net.height(0).unwrap()).unwrap(),
+                Paging::All,
+            ))
             .unwrap();
         if !vals.validators.iter().any(|v| v.pub_key == key0) {
             assert_eq!(vals.validators.len(), 4);
