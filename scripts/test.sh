@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/neurodata/target}
 export CARGO_TERM_COLOR=never
+# End-to-end tests run the real CometBFT, built once from tools/go.mod into the cache.
+NEURODATA_COMETBFT=$(scripts/build-cometbft.sh)
+export NEURODATA_COMETBFT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -172,6 +172,22 @@ fn main() {
     }
     let cached_tx_per_s = (blocks as usize * block_size) as f64 / cached_secs;
 
+    // Where the time goes: the Merkle root alone for one block's account writes.
+    let merkle_ms = {
+        use neurodata_abci::ledger::LedgerRead;
+        let s = b.node.storage();
+        let writes = signers
+            .iter()
+            .map(|x| {
+                let a = s.account(&x.address()).expect("account");
+                (state_key::account(&x.address()), Some(a.encode_to_vec()))
+            })
+            .collect();
+        let t = Instant::now();
+        let _ = s.prepare(b.height + 1, false, writes).expect("prepare");
+        1000.0 * t.elapsed().as_secs_f64()
+    };
+
     // 3. Commit latency of a block of transfers with 10^5 and then `big` accounts in the store.
     let mut commit_ms = Vec::new();
     let mut have = 0;
@@ -211,6 +227,7 @@ fn main() {
         "commit_ms_big": commit_ms[1].2,
         "finalize_ms_big": commit_ms[1].1,
         "big_accounts": big,
+        "merkle_ms": merkle_ms,
     });
     println!("{json}");
 }

@@ -28,7 +28,7 @@ use crate::app::{self, BlockCtx, Mode};
 use crate::genesis::{self, AppState};
 use crate::governance::GovernanceRead;
 use crate::query::{self, QueryTarget};
-use crate::state::{Event, MemoryState, StateDelta, StateRead};
+use crate::state::{Event, MemoryState, ReadCache, StateDelta, StateRead};
 use crate::storage::{Committed, PreparedCommit, Storage};
 use crate::tx::{EnvelopeLimits, Tx};
 use crate::verifier::SignatureVerifier;
@@ -270,7 +270,8 @@ impl Node {
             height,
             time,
         };
-        let mut state = StateDelta::new(&self.storage);
+        let cached = ReadCache::new(&self.storage);
+        let mut state = StateDelta::new(&cached);
         app::begin_block(&mut state, &block, time_nanos);
         let outcomes = txs
             .iter()

@@ -22,7 +22,8 @@ use std::sync::Arc;
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions,
 };
 use sha2::Sha256;
 
@@ -90,13 +91,27 @@ pub struct PreparedCommit {
     writes: BTreeMap<String, Option<Vec<u8>>>,
 }
 
+/// Tree nodes kept in memory: nodes are immutable once written (a key names a version), so any
+/// cached node is correct; the newest ones are the top of the tree every block rewrites.
+const NODE_CACHE_MAX: usize = 200_000;
+
+type NodeCache = std::sync::Mutex<BTreeMap<NodeKey, Node>>;
+
 /// The RocksDB-backed, Merkle-committed store.
 #[derive(Clone)]
 pub struct Storage {
     db: Arc<DB>,
+    nodes: Arc<NodeCache>,
 }
 
-struct Tree<'a>(&'a DB);
+struct Tree<'a> {
+    db: &'a DB,
+    nodes: &'a NodeCache,
+}
+
+fn lock_nodes(c: &NodeCache) -> std::sync::MutexGuard<'_, BTreeMap<NodeKey, Node>> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StorageError> {
     db.cf_handle(name)
@@ -118,10 +133,21 @@ fn u64_of(bytes: &[u8]) -> Result<u64, StorageError> {
 
 impl TreeReader for Tree<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if let Some(n) = lock_nodes(self.nodes).get(node_key) {
+            return Ok(Some(n.clone()));
+        }
         let key = borsh::to_vec(node_key)?;
-        match self.0.get_cf(cf(self.0, NODES)?, key)? {
+        match self.db.get_cf(cf(self.db, NODES)?, key)? {
             None => Ok(None),
-            Some(bytes) => Ok(Some(borsh::from_slice(&bytes)?)),
+            Some(bytes) => {
+                let node: Node = borsh::from_slice(&bytes)?;
+                let mut cache = lock_nodes(self.nodes);
+                if cache.len() >= NODE_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(node_key.clone(), node.clone());
+                Ok(Some(node))
+            }
         }
     }
 
@@ -131,8 +157,8 @@ impl TreeReader for Tree<'_> {
         key_hash: KeyHash,
     ) -> anyhow::Result<Option<OwnedValue>> {
         let target = value_key(&key_hash, max_version);
-        let mut iter = self.0.iterator_cf(
-            cf(self.0, VALUES)?,
+        let mut iter = self.db.iterator_cf(
+            cf(self.db, VALUES)?,
             IteratorMode::From(&target, Direction::Reverse),
         );
         match iter.next() {
@@ -162,11 +188,29 @@ impl Storage {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
-        let cfs = [NODES, VALUES, LATEST, META]
-            .into_iter()
-            .map(|n| ColumnFamilyDescriptor::new(n, Options::default()));
+        // One shared block cache, and bloom filters so that reads of absent keys (a revocation
+        // that does not exist, a fresh account) rarely touch an SST file.
+        let cache = Cache::new_lru_cache(256 << 20);
+        let cfs = [NODES, VALUES, LATEST, META].into_iter().map(|n| {
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            table.set_bloom_filter(10.0, false);
+            let mut cf_opts = Options::default();
+            cf_opts.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(n, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(Storage { db: Arc::new(db) })
+        Ok(Storage {
+            db: Arc::new(db),
+            nodes: Arc::new(NodeCache::default()),
+        })
+    }
+
+    fn tree(&self) -> Tree<'_> {
+        Tree {
+            db: &self.db,
+            nodes: &self.nodes,
+        }
     }
 
     /// The last committed height and app hash (`None` before InitChain).
@@ -240,7 +284,7 @@ impl Storage {
             }
             effective.insert(k, v);
         }
-        let reader = Tree(&self.db);
+        let reader = self.tree();
         let (root, batch) = Sha256Jmt::new(&reader)
             .put_value_set(
                 effective
@@ -297,6 +341,11 @@ impl Storage {
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
         self.db.write_opt(batch, &opts)?;
+        let mut cache = lock_nodes(&self.nodes);
+        if cache.len() + prepared.tree.node_batch.nodes().len() > NODE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.extend(prepared.tree.node_batch.nodes().iter().map(|(k, n)| (k.clone(), n.clone())));
         Ok(Committed {
             height: prepared.height,
             app_hash: prepared.app_hash,
@@ -306,7 +355,7 @@ impl Storage {
     /// The app hash after `height`.
     pub fn root_at(&self, height: u64) -> Result<[u8; 32], StorageError> {
         let version = self.version(height)?;
-        Sha256Jmt::new(&Tree(&self.db))
+        Sha256Jmt::new(&self.tree())
             .get_root_hash(version)
             .map(|r| r.0)
             .map_err(|e| StorageError::Tree(e.to_string()))
@@ -320,7 +369,7 @@ impl Storage {
         height: u64,
     ) -> Result<(Option<Vec<u8>>, Vec<u8>), StorageError> {
         let version = self.version(height)?;
-        let (value, proof) = Sha256Jmt::new(&Tree(&self.db))
+        let (value, proof) = Sha256Jmt::new(&self.tree())
             .get_with_proof(KeyHash::with::<Sha256>(key.as_bytes()), version)
             .map_err(|e| StorageError::Tree(e.to_string()))?;
         let proof = borsh::to_vec(&proof).map_err(|e| StorageError::Corrupt(e.to_string()))?;
@@ -330,7 +379,7 @@ impl Storage {
     /// The value of `key` after `height` (no proof).
     pub fn get_at(&self, key: &str, height: u64) -> Result<Option<Vec<u8>>, StorageError> {
         let version = self.version(height)?;
-        Tree(&self.db)
+        self.tree()
             .get_value_option(version, KeyHash::with::<Sha256>(key.as_bytes()))
             .map_err(|e| StorageError::Tree(e.to_string()))
     }

@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use openssl::hash::MessageDigest;
-use openssl::pkey::{PKey, Public};
-use openssl::sign::Verifier as OpensslVerifier;
+use openssl::ec::EcKey;
+use openssl::ecdsa::EcdsaSig;
+use openssl::pkey::Public;
+use sha2::{Digest, Sha256};
 
 use crate::TxError;
 use crate::membership::certificate::p256_public_key;
@@ -29,7 +30,7 @@ pub enum VerifyMode {
 /// ECDSA P-256 / SHA-256 verification with caches.
 #[derive(Default)]
 pub struct SignatureVerifier {
-    keys: Mutex<BTreeMap<[u8; 32], PKey<Public>>>,
+    keys: Mutex<BTreeMap<[u8; 32], EcKey<Public>>>,
     verified: Mutex<BTreeSet<[u8; 32]>>,
 }
 
@@ -40,9 +41,11 @@ impl SignatureVerifier {
             return Ok(());
         }
         let key = self.key(&tx.body.signer.0, spki)?;
-        let ok = OpensslVerifier::new(MessageDigest::sha256(), &key)
-            .and_then(|mut v| v.verify_oneshot(&tx.signature, &tx.body_bytes))
-            // OpenSSL reports a malformed DER signature as an error, not as `false`.
+        let digest = Sha256::digest(&tx.body_bytes);
+        // ECDSA_do_verify on the digest: the same check as EVP_DigestVerify with SHA-256, without
+        // the per-call EVP context setup. A malformed DER signature is an error, i.e. invalid.
+        let ok = EcdsaSig::from_der(&tx.signature)
+            .and_then(|sig| sig.verify(&digest, &key))
             .unwrap_or(false);
         if !ok {
             return Err(EnvelopeError::BadSignature(tx.body.signer.to_hex()).into());
@@ -65,11 +68,13 @@ impl SignatureVerifier {
         }
     }
 
-    fn key(&self, signer: &[u8; 32], spki: &[u8]) -> Result<PKey<Public>, TxError> {
+    fn key(&self, signer: &[u8; 32], spki: &[u8]) -> Result<EcKey<Public>, TxError> {
         if let Some(k) = lock(&self.keys).get(signer) {
             return Ok(k.clone());
         }
-        let key = p256_public_key(spki)?;
+        let key = p256_public_key(spki)?
+            .ec_key()
+            .map_err(|e| crate::membership::MembershipError::BadCertificate(e.to_string()))?;
         let mut keys = lock(&self.keys);
         if keys.len() >= MAX_CACHED_KEYS {
             keys.clear();

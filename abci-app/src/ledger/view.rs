@@ -8,10 +8,10 @@ use crate::address::Address;
 use crate::amount::Amount;
 use crate::state::{Event, StateError, StateRead, StateWrite};
 
-fn amount_of(key: &str, s: &str) -> Result<Amount, StateError> {
+fn amount_of(s: &str, key: impl FnOnce() -> String) -> Result<Amount, StateError> {
     s.parse()
         .map_err(|e: crate::amount::AmountError| StateError::Corrupt {
-            key: key.to_owned(),
+            key: key(),
             reason: e.to_string(),
         })
 }
@@ -31,15 +31,14 @@ pub trait LedgerRead: StateRead + Sized {
 
     /// Balance of `address`.
     fn balance(&self, address: &Address) -> Result<Amount, StateError> {
-        let key = state_key::account(address);
-        amount_of(&key, &self.account(address)?.balance)
+        amount_of(&self.account(address)?.balance, || state_key::account(address))
     }
 
     /// Total supply.
     fn supply(&self) -> Result<Amount, StateError> {
         match self.get_proto::<pb::Supply>(state_key::supply())? {
             None => Ok(Amount::ZERO),
-            Some(s) => amount_of(state_key::supply(), &s.total),
+            Some(s) => amount_of(&s.total, || state_key::supply().into()),
         }
     }
 
@@ -66,8 +65,7 @@ pub trait LedgerWrite: StateWrite + LedgerRead {
     /// Adds `amount` to `address`.
     fn credit(&mut self, address: &Address, amount: Amount) -> Result<(), TxError> {
         let mut account = self.account(address)?;
-        let balance = self
-            .balance(address)?
+        let balance = amount_of(&account.balance, || state_key::account(address))?
             .checked_add(amount)
             .ok_or_else(|| LedgerError::Overflow(format!("balance of {address}")))?;
         account.balance = balance.to_string();
@@ -78,7 +76,7 @@ pub trait LedgerWrite: StateWrite + LedgerRead {
     /// Takes `amount` from `address`.
     fn debit(&mut self, address: &Address, amount: Amount) -> Result<(), TxError> {
         let mut account = self.account(address)?;
-        let have = self.balance(address)?;
+        let have = amount_of(&account.balance, || state_key::account(address))?;
         let balance = have
             .checked_sub(amount)
             .ok_or_else(|| LedgerError::InsufficientFunds {

@@ -5,10 +5,12 @@
 //! values are protobuf records. Handlers never touch raw keys: they go through the per-domain
 //! extension traits (`LedgerRead`, `MembershipWrite`, ...).
 
+mod cache;
 mod delta;
 mod event;
 mod memory;
 
+pub use cache::ReadCache;
 pub use delta::{Changes, StateDelta};
 pub use event::Event;
 pub use memory::MemoryState;
