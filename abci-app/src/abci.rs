@@ -159,6 +159,7 @@ impl Node {
             chain_id: chain_id.to_owned(),
             height: genesis_height,
             time,
+            params: delta.params()?,
         };
         app::begin_block(&mut delta, &block, 0);
         let changes = delta.into_changes();
@@ -269,6 +270,7 @@ impl Node {
             chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
             height,
             time,
+            params: self.storage.params()?,
         };
         let cached = ReadCache::new(&self.storage);
         let mut state = StateDelta::new(&cached);
@@ -333,6 +335,7 @@ impl Node {
             chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
             height: last.height + 1,
             time: last.time_seconds,
+            params: self.storage.params()?,
         };
         let signer = pb::Tx::decode(tx)
             .ok()

@@ -37,6 +37,9 @@ pub struct BlockCtx {
     pub height: u64,
     /// Block time, Unix seconds.
     pub time: i64,
+    /// Parameters as of the start of the block: a parameter change takes effect from the next
+    /// block, so every tx of a block is judged by the same limits and fee.
+    pub params: crate::governance::Params,
 }
 
 /// What a tx did, successful or not, for the ABCI result.
@@ -86,7 +89,7 @@ pub fn execute_tx<S: StateRead>(
     verifier: &SignatureVerifier,
     mode: Mode,
 ) -> Result<(Tx, Changes), TxError> {
-    let params = state.params()?;
+    let params = &block.params;
     let limits = EnvelopeLimits {
         chain_id: block.chain_id.clone(),
         max_tx_bytes: params.max_tx_bytes,

@@ -345,7 +345,14 @@ impl Storage {
         if cache.len() + prepared.tree.node_batch.nodes().len() > NODE_CACHE_MAX {
             cache.clear();
         }
-        cache.extend(prepared.tree.node_batch.nodes().iter().map(|(k, n)| (k.clone(), n.clone())));
+        cache.extend(
+            prepared
+                .tree
+                .node_batch
+                .nodes()
+                .iter()
+                .map(|(k, n)| (k.clone(), n.clone())),
+        );
         Ok(Committed {
             height: prepared.height,
             app_hash: prepared.app_hash,

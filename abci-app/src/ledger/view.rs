@@ -31,7 +31,9 @@ pub trait LedgerRead: StateRead + Sized {
 
     /// Balance of `address`.
     fn balance(&self, address: &Address) -> Result<Amount, StateError> {
-        amount_of(&self.account(address)?.balance, || state_key::account(address))
+        amount_of(&self.account(address)?.balance, || {
+            state_key::account(address)
+        })
     }
 
     /// Total supply.
