@@ -7,7 +7,6 @@
 
 use crate::TxError;
 use crate::address::Address;
-use crate::governance::GovernanceRead;
 use crate::ledger::{LedgerRead, LedgerWrite};
 use crate::membership::{MembershipWrite, Signer, authenticate};
 use crate::state::{Changes, Event, StateDelta, StateRead, StateWrite};

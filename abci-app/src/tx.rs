@@ -229,14 +229,14 @@ impl Tx {
         let signer = Address::from_slice(&body.signer)
             .ok_or_else(|| invalid("signer", "must be 32 bytes"))?;
         let certificate = (!body.certificate.is_empty()).then_some(body.certificate);
-        if let Some(der) = &certificate {
-            if sha256(der) != signer.0 {
-                return Err(crate::membership::MembershipError::FingerprintMismatch {
-                    signer: signer.to_hex(),
-                    actual: hex::encode(sha256(der)),
-                }
-                .into());
+        if let Some(der) = &certificate
+            && sha256(der) != signer.0
+        {
+            return Err(crate::membership::MembershipError::FingerprintMismatch {
+                signer: signer.to_hex(),
+                actual: hex::encode(sha256(der)),
             }
+            .into());
         }
         let fee: Amount = body
             .fee

@@ -1,6 +1,8 @@
 //! Two app instances in separate RocksDB directories fed the same blocks (accepted and rejected
 //! txs mixed) have the same app hash at every height, also across a restart.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;
@@ -36,10 +38,7 @@ fn random_block(c: &Consortium, n: &TestNode, rng: &mut Lcg) -> Vec<Vec<u8>> {
             // Too much: rejected in the block.
             0 => n.sign(
                 &from,
-                vec![msg::transfer(
-                    to.address(),
-                    Amount(u128::from(START_BALANCE) * 10),
-                )],
+                vec![msg::transfer(to.address(), Amount(START_BALANCE * 10))],
             ),
             // Garbage bytes: rejected.
             1 => vec![0xde, 0xad, (rng.next() % 256) as u8],
@@ -53,7 +52,7 @@ fn random_block(c: &Consortium, n: &TestNode, rng: &mut Lcg) -> Vec<Vec<u8>> {
         };
         txs.push(tx);
     }
-    if rng.next() % 7 == 0 {
+    if rng.next().is_multiple_of(7) {
         txs.push(n.sign(
             &c.signer(0, Role::Admin),
             vec![msg::propose(

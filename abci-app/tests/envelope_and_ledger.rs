@@ -1,6 +1,8 @@
 //! Ledger transfers and every way a transaction envelope can be bad. Each rejection is checked to
 //! change nothing (see `Twin::reject`).
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;

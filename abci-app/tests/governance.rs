@@ -1,5 +1,7 @@
 //! Governance: more than two thirds of active orgs decide; each action's effect and limits.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;

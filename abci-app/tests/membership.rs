@@ -1,5 +1,7 @@
 //! Who may sign: certificates checked against org CAs at the block time, revocation, roles.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -2,6 +2,8 @@
 //! it, including crashes of the app process between FinalizeBlock and Commit and right after
 //! Commit.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use std::net::TcpListener;

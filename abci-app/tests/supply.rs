@@ -1,6 +1,8 @@
 //! Property: random sequences of transfers, mints and governance actions conserve total supply:
 //! it changes only by mint, and always equals the sum of all balances.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 mod common;
 
 use common::*;

@@ -388,7 +388,9 @@ mod tests {
         let mut store = X509StoreBuilder::new().unwrap();
         store.add_cert(ca.clone()).unwrap();
         // Check at a fixed time rather than the wall clock, like the chain does.
-        store.param_mut().set_time(NOW);
+        let mut param = openssl::x509::verify::X509VerifyParam::new().unwrap();
+        param.set_time(NOW);
+        store.set_param(&param).unwrap();
         let store = store.build();
         let mut ctx = X509StoreContext::new().unwrap();
         let chain = Stack::new().unwrap();

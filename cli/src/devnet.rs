@@ -328,7 +328,11 @@ fn alive(pid: u32, binary: &Path) -> bool {
         .unwrap_or_default();
     String::from_utf8_lossy(&cmdline).contains(&name)
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| !s.split(' ').nth(2).is_some_and(|state| state == "Z"))
+            // The state follows the parenthesised command name, which may contain spaces.
+            .map(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            })
             .unwrap_or(false)
 }
 

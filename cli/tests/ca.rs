@@ -1,6 +1,8 @@
 //! `ndctl ca` and `ndctl genesis` end to end: issued certificates pass `openssl verify`, and the
 //! genesis the CLI writes is accepted by the app's parser.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::path::Path;
 use std::process::Command;
 

@@ -3,6 +3,8 @@
 //! has the same header and app hash at the same height. Networks are stopped on drop, also when a
 //! test fails.
 
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -34,7 +36,6 @@ fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
 struct Net {
     dir: tempfile::TempDir,
     rpcs: Vec<String>,
-    base_port: u16,
 }
 
 impl Drop for Net {
@@ -56,11 +57,7 @@ impl Net {
             .prefix("nd")
             .tempdir_in("/tmp")
             .unwrap();
-        let mut net = Net {
-            dir,
-            rpcs: vec![],
-            base_port,
-        };
+        let mut net = Net { dir, rpcs: vec![] };
         let out = ndctl(
             net.path(),
             &[

@@ -218,10 +218,10 @@ impl ProposalAction {
             } => {
                 active_org(state, org_id)?;
                 let ca = CaCertificate::from_pem(ca_cert_pem)?;
-                if let Some(other) = state.org_by_ca_subject(&ca.subject_hash)? {
-                    if &other != org_id {
-                        return Err(GovernanceError::CaSubjectInUse(other).into());
-                    }
+                if let Some(other) = state.org_by_ca_subject(&ca.subject_hash)?
+                    && &other != org_id
+                {
+                    return Err(GovernanceError::CaSubjectInUse(other).into());
                 }
             }
             ProposalAction::SetValidator {

@@ -28,13 +28,13 @@ impl TryFrom<pb::RevokeCertificate> for RevokeCertificate {
             return Err(invalid("revoke_certificate.reason", "at most 256 bytes"));
         }
         let certificate = (!m.certificate.is_empty()).then_some(m.certificate);
-        if let Some(der) = &certificate {
-            if crate::membership::certificate::sha256(der) != fingerprint.0 {
-                return Err(invalid(
-                    "revoke_certificate.certificate",
-                    "its SHA-256 is not the fingerprint",
-                ));
-            }
+        if let Some(der) = &certificate
+            && crate::membership::certificate::sha256(der) != fingerprint.0
+        {
+            return Err(invalid(
+                "revoke_certificate.certificate",
+                "its SHA-256 is not the fingerprint",
+            ));
         }
         Ok(RevokeCertificate {
             fingerprint,

@@ -1,6 +1,6 @@
 //! Test harness: a consortium of orgs with members of every role, and nodes driven in-process
 //! through the same entry points the ABCI adapter calls.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 
