@@ -257,7 +257,7 @@ fn a_killed_validator_catches_up_and_a_killed_app_replays() {
 }
 
 #[test]
-fn a_paused_validator_catches_up() {
+fn a_paused_or_isolated_validator_catches_up() {
     let _g = lock();
     let net = Net::up(27200);
     let (comet, abci) = net.pids(1);
@@ -268,6 +268,51 @@ fn a_paused_validator_catches_up() {
     assert!(net.height(0).unwrap() > h + 2, "the others kept going");
     net.signal(comet, "CONT");
     net.signal(abci, "CONT");
+    let top = net.height(0).unwrap();
+    net.wait_height(1, top, T);
+    net.assert_converged(&ALL);
+
+    // Cut node1 off its peers for 10 s: its CometBFT restarts with no peers, no peer exchange and
+    // its p2p listener on another port, so nobody can reach it; its app keeps running.
+    let (comet, _) = net.pids(1);
+    net.signal(comet, "TERM");
+    let deadline = Instant::now() + T;
+    while Path::new(&format!("/proc/{comet}/cmdline")).exists()
+        && std::fs::read_to_string(format!("/proc/{comet}/stat")).is_ok_and(|s| !s.contains(") Z"))
+    {
+        assert!(Instant::now() < deadline, "cometbft of node1 did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.path().join("devnet.json")).unwrap()).unwrap();
+    let home = net.path().join("node1");
+    let log = std::fs::File::create(home.join("isolated.log")).unwrap();
+    let mut isolated = Command::new(spec["cometbft"].as_str().unwrap())
+        .arg("start")
+        .arg("--home")
+        .arg(&home)
+        .arg("--p2p.persistent_peers=")
+        .arg("--p2p.pex=false")
+        .arg("--p2p.laddr=tcp://127.0.0.1:27219")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    net.wait_height(1, 1, T); // its RPC answers again
+    let alone = net.height(1).unwrap();
+    let others = net.height(0).unwrap();
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        net.height(1).unwrap() <= alone,
+        "an isolated validator cannot make blocks alone"
+    );
+    assert!(
+        net.height(0).unwrap() > others + 2,
+        "the other three kept going"
+    );
+    isolated.kill().unwrap();
+    isolated.wait().unwrap();
+    net.start(1);
     let top = net.height(0).unwrap();
     net.wait_height(1, top, T);
     net.assert_converged(&ALL);
