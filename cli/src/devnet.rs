@@ -47,6 +47,9 @@ pub enum DevnetCommand {
         /// Only start node(s) with this index (repeat); default all.
         #[arg(long = "node")]
         nodes: Vec<usize>,
+        /// Run CometBFT's built-in app (`kvstore`) instead of NeuroData, for baselines.
+        #[arg(long)]
+        builtin_app: Option<String>,
     },
     /// Stops the processes `up` started (by pid).
     Down {
@@ -101,6 +104,10 @@ pub struct Devnet {
     pub base_port: u16,
     /// Nodes.
     pub nodes: Vec<NodeSpec>,
+    /// Run CometBFT's built-in app of this name (e.g. `kvstore`) instead of ours: the baseline
+    /// for benchmarks on the same network shape.
+    #[serde(default)]
+    pub builtin_app: Option<String>,
 }
 
 /// Processes of one node.
@@ -292,6 +299,7 @@ fn create(
     base_port: u16,
     cometbft: PathBuf,
     abci: PathBuf,
+    builtin_app: Option<String>,
 ) -> anyhow::Result<Devnet> {
     if validators == 0 {
         bail!("a devnet needs at least one validator");
@@ -303,6 +311,7 @@ fn create(
         abci,
         base_port,
         nodes: vec![],
+        builtin_app,
     };
     for i in 0..validators {
         let mut node = init_node(&devnet, dir, i)?;
@@ -365,7 +374,7 @@ fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow:
     let home = node_home(dir, i).canonicalize()?;
     let entry = pids.nodes.iter().find(|(n, ..)| *n == i).copied();
     let (mut comet_pid, mut abci_pid) = entry.map(|(_, c, a)| (c, a)).unwrap_or((0, 0));
-    if !alive(abci_pid, &devnet.abci) {
+    if devnet.builtin_app.is_none() && !alive(abci_pid, &devnet.abci) {
         let socket = home.join("abci.sock");
         let _ = std::fs::remove_file(&socket);
         let mut child = spawn_logged(
@@ -390,14 +399,12 @@ fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow:
         }
     }
     if !alive(comet_pid, &devnet.cometbft) {
-        comet_pid = spawn_logged(
-            Command::new(&devnet.cometbft)
-                .arg("start")
-                .arg("--home")
-                .arg(&home),
-            &home.join("cometbft.log"),
-        )?
-        .id();
+        let mut cmd = Command::new(&devnet.cometbft);
+        cmd.arg("start").arg("--home").arg(&home);
+        if let Some(app) = &devnet.builtin_app {
+            cmd.arg(format!("--proxy_app={app}"));
+        }
+        comet_pid = spawn_logged(&mut cmd, &home.join("cometbft.log"))?.id();
     }
     pids.nodes.retain(|(n, ..)| *n != i);
     pids.nodes.push((i, comet_pid, abci_pid));
@@ -471,6 +478,7 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             cometbft,
             abci,
             nodes,
+            builtin_app,
         } => {
             let devnet = if dir.join("devnet.json").exists() {
                 println!("resuming the devnet in {}", dir.display());
@@ -488,7 +496,7 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
                     "creating a {validators}-validator devnet in {}",
                     dir.display()
                 );
-                create(&dir, validators, base_port, cometbft, abci)?
+                create(&dir, validators, base_port, cometbft, abci, builtin_app)?
             };
             let selected: Vec<usize> = if nodes.is_empty() {
                 devnet.nodes.iter().map(|n| n.index).collect()
