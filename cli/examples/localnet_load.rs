@@ -5,14 +5,13 @@
 //! `kvstore` (`key=value` txs for CometBFT's built-in kvstore, the baseline).
 //!
 //! Prints one JSON object on its last line. Run by `scripts/bench/localnet-load.sh`.
-#![allow(clippy::unwrap_used)] // a benchmark tool: a panic is a failed run
-
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use neurodata_client::{Amount, Signer, TxParams, msg};
 use tendermint_rpc::{Client, HttpClient};
 use tokio::sync::{Mutex, Semaphore};
@@ -26,7 +25,7 @@ struct Args {
     in_flight: usize,
 }
 
-fn args() -> Args {
+fn args() -> anyhow::Result<Args> {
     let a: Vec<String> = std::env::args().collect();
     let get = |name: &str, default: &str| {
         a.iter()
@@ -34,30 +33,32 @@ fn args() -> Args {
             .and_then(|i| a.get(i + 1).cloned())
             .unwrap_or_else(|| default.to_owned())
     };
-    Args {
-        rpcs: get("--rpc", "http://127.0.0.1:26607").split(',').map(str::to_owned).collect(),
+    Ok(Args {
+        rpcs: get("--rpc", "http://127.0.0.1:26607")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
         mode: get("--mode", "nrc"),
         devnet: PathBuf::from(get("--devnet", "./devnet")),
-        seconds: get("--seconds", "30").parse().unwrap(),
-        warmup: get("--warmup", "5").parse().unwrap(),
-        in_flight: get("--in-flight", "3000").parse().unwrap(),
-    }
+        seconds: get("--seconds", "30").parse().context("--seconds")?,
+        warmup: get("--warmup", "5").parse().context("--warmup")?,
+        in_flight: get("--in-flight", "3000").parse().context("--in-flight")?,
+    })
 }
 
-type Sent = Arc<Mutex<HashMap<[u8; 32], Instant>>>;
+type Sent = Arc<Mutex<BTreeMap<[u8; 32], Instant>>>;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    let args = args();
-    let chain_id = HttpClient::new(args.rpcs[0].as_str())
-        .unwrap()
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let rpc0 = args.rpcs.first().context("--rpc: no endpoint")?.as_str();
+    let chain_id = HttpClient::new(rpc0)?
         .status()
-        .await
-        .unwrap()
+        .await?
         .node_info
         .network
         .to_string();
-    let sent: Sent = Arc::new(Mutex::new(HashMap::new()));
+    let sent: Sent = Arc::new(Mutex::new(BTreeMap::new()));
     let permits = Arc::new(Semaphore::new(args.in_flight));
     let stop = Arc::new(AtomicBool::new(false));
     let rejected = Arc::new(AtomicU64::new(0));
@@ -69,7 +70,7 @@ async fn main() {
         let mut v = Vec::new();
         for org in ["medlab", "healthtech", "datacorp"] {
             for role in ["admin", "provider", "buyer", "trainer", "validator"] {
-                v.push(Signer::load(&c.join(org), role).unwrap());
+                v.push(Signer::load(&c.join(org), role)?);
             }
         }
         v
@@ -80,34 +81,38 @@ async fn main() {
     // are plain transfers without certificates attached.
     let mut first_nonce = vec![0u64; signers.len()];
     if args.mode == "nrc" {
-        let rpc = HttpClient::new(args.rpcs[0].as_str()).unwrap();
+        let rpc = HttpClient::new(rpc0)?;
         let mut pending = Vec::new();
         for (i, s) in signers.iter().enumerate() {
-            let tx = s
-                .sign(
-                    TxParams {
-                        chain_id: chain_id.clone(),
-                        nonce: 0,
-                        fee: Amount(1),
-                        attach_certificate: true,
-                        memo: String::new(),
-                    },
-                    vec![msg::transfer(s.address(), Amount(1))],
-                )
-                .unwrap();
+            let tx = s.sign(
+                TxParams {
+                    chain_id: chain_id.clone(),
+                    nonce: 0,
+                    fee: Amount(1),
+                    attach_certificate: true,
+                    memo: String::new(),
+                },
+                vec![msg::transfer(s.address(), Amount(1))],
+            )?;
             first_nonce[i] = 1;
             pending.push(rpc.broadcast_tx_commit(tx));
         }
         for p in pending {
-            let r = p.await.unwrap();
-            assert!(r.tx_result.code.is_ok(), "registration failed: {}", r.tx_result.log);
+            let r = p.await?;
+            if !r.tx_result.code.is_ok() {
+                bail!("registration failed: {}", r.tx_result.log);
+            }
         }
     }
     let first_nonce = Arc::new(first_nonce);
-    let n_workers = if args.mode == "nrc" { signers.len() } else { 16 };
+    let n_workers = if args.mode == "nrc" {
+        signers.len()
+    } else {
+        16
+    };
     let signers = Arc::new(signers);
     for w in 0..n_workers {
-        let rpc = HttpClient::new(args.rpcs[w % args.rpcs.len()].as_str()).unwrap();
+        let rpc = HttpClient::new(args.rpcs[w % args.rpcs.len()].as_str())?;
         let (sent, permits, stop, rejected, total_sent, signers) = (
             sent.clone(),
             permits.clone(),
@@ -121,7 +126,7 @@ async fn main() {
         workers.push(tokio::spawn(async move {
             let mut seq: u64 = first_nonce.get(w).copied().unwrap_or(0);
             while !stop.load(Ordering::Relaxed) {
-                let permit = permits.clone().acquire_owned().await.unwrap();
+                let permit = permits.clone().acquire_owned().await?;
                 let tx = if mode == "nrc" {
                     let s = &signers[w];
                     let to = signers[(w + 1) % signers.len()].address();
@@ -134,8 +139,7 @@ async fn main() {
                             memo: String::new(),
                         },
                         vec![msg::transfer(to, Amount(1))],
-                    )
-                    .unwrap()
+                    )?
                 } else {
                     format!("w{w}-{seq}=v{seq}").into_bytes()
                 };
@@ -157,7 +161,12 @@ async fn main() {
                         sent.lock().await.remove(&hash);
                         if rejected.fetch_add(1, Ordering::Relaxed) < 5 {
                             match other {
-                                Ok(r) => eprintln!("refused: {} code {}: {}", r.codespace, r.code.value(), r.log),
+                                Ok(r) => eprintln!(
+                                    "refused: {} code {}: {}",
+                                    r.codespace,
+                                    r.code.value(),
+                                    r.log
+                                ),
                                 Err(e) => eprintln!("broadcast failed: {e}"),
                             }
                         }
@@ -165,21 +174,27 @@ async fn main() {
                     }
                 }
             }
+            anyhow::Ok(())
         }));
     }
 
     // Watcher: every committed block, in order.
-    let client = HttpClient::new(args.rpcs[0].as_str()).unwrap();
+    let client = HttpClient::new(rpc0)?;
     let start = Instant::now();
-    let window = (Duration::from_secs(args.warmup), Duration::from_secs(args.warmup + args.seconds));
-    let mut height = client.status().await.unwrap().sync_info.latest_block_height.value();
+    let window = (
+        Duration::from_secs(args.warmup),
+        Duration::from_secs(args.warmup + args.seconds),
+    );
+    let mut height = client.status().await?.sync_info.latest_block_height.value();
     let mut latencies = Vec::new();
     let mut committed = 0u64;
     while start.elapsed() < window.1 {
-        let latest = client.status().await.unwrap().sync_info.latest_block_height.value();
+        let latest = client.status().await?.sync_info.latest_block_height.value();
         while height < latest {
             height += 1;
-            let block = client.block(tendermint::block::Height::try_from(height).unwrap()).await.unwrap();
+            let block = client
+                .block(tendermint::block::Height::try_from(height)?)
+                .await?;
             let now = Instant::now();
             let in_window = start.elapsed() >= window.0;
             let mut sent = sent.lock().await;
@@ -198,7 +213,7 @@ async fn main() {
     stop.store(true, Ordering::Relaxed);
     permits.add_permits(n_workers);
     for w in workers {
-        let _ = w.await;
+        w.await??;
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| {
@@ -229,4 +244,5 @@ async fn main() {
             "refused": rejected.load(Ordering::Relaxed),
         })
     );
+    Ok(())
 }
