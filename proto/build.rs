@@ -1,5 +1,6 @@
-//! Generates the Rust types from `proto/` with the `protoc` shipped by protoc-bin-vendored, so a
-//! fresh machine needs no system protobuf install.
+//! Generates the Rust types (prost) and the gateway's gRPC services (tonic) from `proto/` with the
+//! `protoc` shipped by protoc-bin-vendored, so a fresh machine needs no system protobuf install.
+//! Also writes the file descriptor set the gateway serves through gRPC reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
@@ -7,13 +8,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/neurodata/chain/v1/tx.proto",
         "proto/neurodata/chain/v1/governance.proto",
         "proto/neurodata/chain/v1/state.proto",
+        "proto/neurodata/gateway/v1/gateway.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }
-    prost_build::Config::new()
-        .protoc_executable(protoc)
-        .btree_map(["."])
-        .compile_protos(&files, &["proto"])?;
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    let mut config = prost_build::Config::new();
+    config.protoc_executable(protoc).btree_map(["."]);
+    tonic_build::configure()
+        .file_descriptor_set_path(out.join("neurodata_descriptor.bin"))
+        .compile_protos_with_config(config, &files, &["proto"])?;
     Ok(())
 }

@@ -19,7 +19,8 @@ use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::sha::sha256;
 use openssl::x509::extension::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectKeyIdentifier,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    SubjectKeyIdentifier,
 };
 use openssl::x509::{X509, X509Builder, X509NameBuilder};
 
@@ -282,6 +283,54 @@ impl OrgCa {
         Ok(b.build())
     }
 
+    /// Issues a TLS server certificate (for the org's gateway) valid for `hosts`: DNS names or IP
+    /// addresses, written into the subjectAltName that TLS clients check. It has no role OU, so
+    /// the chain never accepts it as a member.
+    pub fn issue_server(
+        &self,
+        common_name: &str,
+        hosts: &[&str],
+        validity: Validity,
+    ) -> Result<Member, CertError> {
+        let validity = validity.check()?;
+        let key = new_p256_key()?;
+        let mut name = X509NameBuilder::new()?;
+        name.append_entry_by_nid(Nid::COMMONNAME, common_name)?;
+        let name = name.build();
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        let serial = serial_from(common_name.as_bytes())?;
+        b.set_serial_number(&serial)?;
+        b.set_subject_name(&name)?;
+        b.set_issuer_name(self.cert.subject_name())?;
+        b.set_pubkey(&key)?;
+        let not_before = Asn1Time::from_unix(validity.not_before)?;
+        let not_after = Asn1Time::from_unix(validity.not_after)?;
+        b.set_not_before(&not_before)?;
+        b.set_not_after(&not_after)?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
+        b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
+        let mut san = SubjectAlternativeName::new();
+        for h in hosts {
+            if h.parse::<std::net::IpAddr>().is_ok() {
+                san.ip(h);
+            } else {
+                san.dns(h);
+            }
+        }
+        let ctx = b.x509v3_context(Some(&self.cert), None);
+        let san = san.build(&ctx)?;
+        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&ctx)?;
+        b.append_extension(san)?;
+        b.append_extension(aki)?;
+        b.sign(&self.key, MessageDigest::sha256())?;
+        Ok(Member {
+            cert: b.build(),
+            key,
+        })
+    }
+
     /// Loads a CA written by [`OrgCa::save`].
     pub fn load(dir: &Path) -> Result<Self, CertError> {
         Ok(OrgCa {
@@ -357,8 +406,9 @@ pub const DEV_ORGS: [(&str, &str); 3] = [
 ];
 
 /// Writes the dev consortium under `dir`: for each org in [`DEV_ORGS`] a folder `<org>/` with
-/// `ca.pem`, `ca.key` and one member per role (`admin.pem`, `provider.pem`, ...), valid for ten
-/// years from `now`. Returns the org folders.
+/// `ca.pem`, `ca.key`, one member per role (`admin.pem`, `provider.pem`, ...) and the org
+/// gateway's TLS server certificate (`gateway.pem`, for `localhost` and `127.0.0.1`), valid for
+/// ten years from `now`. Returns the org folders.
 pub fn dev_consortium(dir: &Path, now: i64) -> Result<Vec<PathBuf>, CertError> {
     let validity = Validity::days_from(now, 3650);
     let mut out = Vec::new();
@@ -370,6 +420,12 @@ pub fn dev_consortium(dir: &Path, now: i64) -> Result<Vec<PathBuf>, CertError> {
             let member = ca.issue(&format!("{role}@{org_id}"), role, validity)?;
             member.save(&org_dir, role.as_str())?;
         }
+        ca.issue_server(
+            &format!("gateway.{org_id}"),
+            &["localhost", "127.0.0.1"],
+            validity,
+        )?
+        .save(&org_dir, "gateway")?;
         out.push(org_dir);
     }
     Ok(out)

@@ -1,1 +1,20 @@
-//! placeholder
+//! The NeuroData gateway: the gRPC service a member organisation runs in front of the chain.
+//!
+//! Every call comes over mTLS with a member certificate and is checked against on-chain
+//! membership ([`auth`]); the services ([`service`]) relay signed txs, read state with proofs,
+//! stream events, and store blobs by CID ([`blobstore`], [`cid`]). [`server::Gateway`] puts it
+//! together; [`config`] is how it is set up.
+
+pub mod auth;
+pub mod blobstore;
+pub mod chain;
+pub mod cid;
+pub mod config;
+pub mod metrics;
+pub mod server;
+pub mod service;
+pub mod tls;
+
+pub use cid::Cid;
+pub use config::Config;
+pub use server::Gateway;

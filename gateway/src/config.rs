@@ -1,0 +1,258 @@
+//! Gateway settings: a TOML file, then `NEURODATA_GATEWAY_<FIELD>` environment variables on top
+//! (e.g. `NEURODATA_GATEWAY_NODE_RPC`), so a container can override one field without a new file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// An environment override does not parse.
+    #[error("environment variable {var}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// Its value.
+        value: String,
+        /// What it should be.
+        reason: String,
+    },
+    /// Settings that contradict each other or are missing.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Every setting, with defaults for a gateway next to a local node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` listen address.
+    pub metrics_listen: SocketAddr,
+    /// CometBFT RPC of the org's node.
+    pub node_rpc: String,
+    /// The gateway's TLS server certificate (PEM, issued by the org CA; may include the chain).
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Serve plain-text gRPC with no client authentication. For local development only.
+    pub insecure_plaintext: bool,
+    /// Blob store directory.
+    pub blob_dir: PathBuf,
+    /// Largest blob accepted, bytes.
+    pub max_blob_bytes: u64,
+    /// Largest single gRPC message, bytes (txs, upload chunks).
+    pub max_message_bytes: usize,
+    /// Default wait for a COMMIT broadcast, milliseconds.
+    pub commit_timeout_ms: u64,
+    /// Longest wait a client may ask for, milliseconds.
+    pub max_commit_timeout_ms: u64,
+    /// How often the block follower polls the node, milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            node_rpc: "http://127.0.0.1:26657".into(),
+            tls_cert: None,
+            tls_key: None,
+            insecure_plaintext: false,
+            blob_dir: PathBuf::from("blobs"),
+            max_blob_bytes: 64 << 30,
+            max_message_bytes: 4 << 20,
+            commit_timeout_ms: 30_000,
+            max_commit_timeout_ms: 300_000,
+            poll_interval_ms: 100,
+        }
+    }
+}
+
+fn env<T: std::str::FromStr>(
+    get: &dyn Fn(&str) -> Option<String>,
+    field: &str,
+    target: &mut T,
+) -> Result<(), ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let var = format!("NEURODATA_GATEWAY_{}", field.to_uppercase());
+    if let Some(value) = get(&var) {
+        *target = value.parse().map_err(|e: T::Err| ConfigError::Env {
+            var,
+            value,
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Reads `path` (if given), applies the process environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, &|k| std::env::var(k).ok())
+    }
+
+    /// As [`Config::load`] with an explicit environment.
+    pub fn load_with(
+        path: Option<&Path>,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut c = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: p.to_owned(),
+                    source,
+                })?
+            }
+            None => Config::default(),
+        };
+        env(get, "listen", &mut c.listen)?;
+        env(get, "metrics_listen", &mut c.metrics_listen)?;
+        env(get, "node_rpc", &mut c.node_rpc)?;
+        let mut cert = String::new();
+        env(get, "tls_cert", &mut cert)?;
+        if !cert.is_empty() {
+            c.tls_cert = Some(cert.into());
+        }
+        let mut key = String::new();
+        env(get, "tls_key", &mut key)?;
+        if !key.is_empty() {
+            c.tls_key = Some(key.into());
+        }
+        env(get, "insecure_plaintext", &mut c.insecure_plaintext)?;
+        let mut dir = String::new();
+        env(get, "blob_dir", &mut dir)?;
+        if !dir.is_empty() {
+            c.blob_dir = dir.into();
+        }
+        env(get, "max_blob_bytes", &mut c.max_blob_bytes)?;
+        env(get, "max_message_bytes", &mut c.max_message_bytes)?;
+        env(get, "commit_timeout_ms", &mut c.commit_timeout_ms)?;
+        env(get, "max_commit_timeout_ms", &mut c.max_commit_timeout_ms)?;
+        env(get, "poll_interval_ms", &mut c.poll_interval_ms)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.insecure_plaintext && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key are required (the gateway serves mTLS); set \
+                 insecure_plaintext = true only for local development"
+                    .into(),
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_message_bytes below 1 KiB cannot carry a tx".into(),
+            ));
+        }
+        if self.poll_interval_ms == 0 {
+            return Err(ConfigError::Invalid("poll_interval_ms must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Default COMMIT wait.
+    pub fn commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.commit_timeout_ms)
+    }
+
+    /// Longest COMMIT wait.
+    pub fn max_commit_timeout(&self) -> Duration {
+        Duration::from_millis(self.max_commit_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn with_env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn file_then_environment_overrides() -> Result<(), ConfigError> {
+        let dir = tempfile::tempdir().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(
+            &path,
+            "listen = \"0.0.0.0:7000\"\nnode_rpc = \"http://node:26657\"\ntls_cert = \"a.pem\"\ntls_key = \"a.key\"\n",
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let c = Config::load_with(
+            Some(&path),
+            &with_env(&[("NEURODATA_GATEWAY_NODE_RPC", "http://other:1")]),
+        )?;
+        assert_eq!(c.listen, "0.0.0.0:7000".parse().map_err(|_| ConfigError::Invalid(String::new()))?);
+        assert_eq!(c.node_rpc, "http://other:1");
+        assert_eq!(c.max_message_bytes, 4 << 20);
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_unknown_fields_bad_env_and_tls_less_configs() {
+        let dir = tempfile::tempdir().ok();
+        let Some(dir) = dir else { return };
+        let path = dir.path().join("g.toml");
+        let _ = std::fs::write(&path, "listn = \"0.0.0.0:1\"\n");
+        assert!(matches!(
+            Config::load_with(Some(&path), &with_env(&[])),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::load_with(None, &with_env(&[])),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::load_with(
+                None,
+                &with_env(&[
+                    ("NEURODATA_GATEWAY_INSECURE_PLAINTEXT", "true"),
+                    ("NEURODATA_GATEWAY_MAX_BLOB_BYTES", "lots")
+                ])
+            ),
+            Err(ConfigError::Env { .. })
+        ));
+        assert!(
+            Config::load_with(
+                None,
+                &with_env(&[("NEURODATA_GATEWAY_INSECURE_PLAINTEXT", "true")])
+            )
+            .is_ok()
+        );
+    }
+}

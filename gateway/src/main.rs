@@ -1,0 +1,32 @@
+//! `neurodata-gateway`: serves a member org's gRPC gateway.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// The gRPC gateway of a NeuroData member organisation.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Configuration file (TOML); every field can be overridden by NEURODATA_GATEWAY_<FIELD>.
+    #[arg(long, env = "NEURODATA_GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,h2=warn,hyper=warn,tower=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let config =
+        neurodata_gateway::Config::load(args.config.as_deref()).context("gateway configuration")?;
+    let gateway = neurodata_gateway::Gateway::new(config)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("starting the gateway")?;
+    gateway.serve().await.map_err(|e| anyhow::anyhow!("{e}"))
+}

@@ -1,0 +1,256 @@
+//! Assembles and runs the gateway: the block follower, the gRPC services behind the guard layer
+//! (membership check and metrics for every call), health and reflection, and `/metrics`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use neurodata_proto::gateway::v1 as gw;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::Server;
+
+use crate::auth::{Membership, admit_call};
+use crate::blobstore::BlobStore;
+use crate::chain::Chain;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::service::blobs::{AnyMember, BlobAccess, BlobsService};
+use crate::service::events::EventsService;
+use crate::service::query::QueryService;
+use crate::service::status::StatusService;
+use crate::service::tx::TxService;
+use crate::service::{Shared, blobs};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A gateway ready to serve.
+pub struct Gateway {
+    shared: Arc<Shared>,
+}
+
+impl Gateway {
+    /// Builds the gateway from its config with the default blob access policy.
+    pub fn new(config: Config) -> Result<Self, BoxError> {
+        Self::with_access(config, Arc::new(AnyMember))
+    }
+
+    /// Builds the gateway with a blob access policy (the marketplace's).
+    pub fn with_access(config: Config, access: Arc<dyn BlobAccess>) -> Result<Self, BoxError> {
+        let chain = Chain::new(&config.node_rpc)?;
+        let blobs = BlobStore::open(&config.blob_dir, config.max_blob_bytes)?;
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                membership: Arc::new(Membership::new(chain.clone())),
+                chain,
+                blobs,
+                access,
+                config: Arc::new(config),
+                metrics: Metrics::new(),
+            }),
+        })
+    }
+
+    /// Serves until the process ends (or a listener fails).
+    pub async fn serve(self) -> Result<(), BoxError> {
+        let shared = self.shared;
+        let config = shared.config.clone();
+        tokio::spawn(
+            shared
+                .chain
+                .clone()
+                .follow(Duration::from_millis(config.poll_interval_ms)),
+        );
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        tokio::spawn(report_health(shared.clone(), health));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(neurodata_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let limit = config.max_message_bytes;
+        let router = Server::builder()
+            .layer(GuardLayer {
+                shared: shared.clone(),
+            })
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(
+                gw::tx_server::TxServer::new(TxService(shared.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                gw::query_server::QueryServer::new(QueryService(shared.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                gw::events_server::EventsServer::new(EventsService(shared.clone()))
+                    .max_decoding_message_size(limit),
+            )
+            .add_service(
+                gw::blobs_server::BlobsServer::new(BlobsService(shared.clone()))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(blobs::DOWNLOAD_CHUNK + 1024),
+            )
+            .add_service(
+                gw::status_server::StatusServer::new(StatusService(shared.clone()))
+                    .max_decoding_message_size(limit),
+            );
+
+        let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
+        let metrics = shared.metrics.clone();
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { m.render() }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics_listener, app).await {
+                tracing::error!("metrics server: {e}");
+            }
+        });
+
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        tracing::info!(
+            listen = %config.listen,
+            metrics = %config.metrics_listen,
+            node = %config.node_rpc,
+            tls = !config.insecure_plaintext,
+            "gateway serving"
+        );
+        if config.insecure_plaintext {
+            tracing::warn!("plain-text gRPC without client authentication: development only");
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            router.serve_with_incoming(incoming).await?;
+        } else {
+            let (cert, key) = match (&config.tls_cert, &config.tls_key) {
+                (Some(c), Some(k)) => (c, k),
+                _ => return Err("tls_cert and tls_key are required".into()),
+            };
+            let tls = crate::tls::server_config(cert, key)?;
+            router
+                .serve_with_incoming(crate::tls::incoming(listener, tls))
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Marks the chain-backed services NOT_SERVING while CometBFT is unreachable.
+async fn report_health(shared: Arc<Shared>, health: tonic_health::server::HealthReporter) {
+    let mut last = None;
+    loop {
+        let up = shared.chain.is_up();
+        if last != Some(up) {
+            shared.metrics.chain_up.set(i64::from(up));
+            let status = if up {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            for name in [
+                <gw::tx_server::TxServer<TxService> as NamedService>::NAME,
+                <gw::query_server::QueryServer<QueryService> as NamedService>::NAME,
+                <gw::events_server::EventsServer<EventsService> as NamedService>::NAME,
+                <gw::status_server::StatusServer<StatusService> as NamedService>::NAME,
+            ] {
+                health.set_service_status(name, status).await;
+            }
+            // Blobs do not need the chain to be up... but their access checks do.
+            health
+                .set_service_status(
+                    <gw::blobs_server::BlobsServer<BlobsService> as NamedService>::NAME,
+                    status,
+                )
+                .await;
+            last = Some(up);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every call passes here: the caller's certificate is checked against the chain (the member is
+/// put into the request for the service), and the call is counted and timed.
+#[derive(Clone)]
+struct GuardLayer {
+    shared: Arc<Shared>,
+}
+
+impl<S> tower::Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Guard<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+fn grpc_code(resp: &http::Response<Body>) -> i32 {
+    // Errors before the first message come as trailers-only responses: the status is a header.
+    // A response without it is a stream or message that started fine.
+    resp.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Guard<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        // The ready service goes into the future; a fresh clone stays for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            let start = Instant::now();
+            let path = req.uri().path().to_owned();
+            let admitted = admit_call(
+                &shared.membership,
+                shared.config.insecure_plaintext,
+                &path,
+                req.extensions(),
+            )
+            .await;
+            let resp = match admitted {
+                Ok(caller) => {
+                    if let Some(c) = caller {
+                        req.extensions_mut().insert(c);
+                    }
+                    inner.call(req).await?
+                }
+                Err(status) => {
+                    tracing::info!(%path, "refused: {}", status.message());
+                    status.into_http()
+                }
+            };
+            shared
+                .metrics
+                .observe(&path, grpc_code(&resp), start.elapsed());
+            Ok(resp)
+        })
+    }
+}

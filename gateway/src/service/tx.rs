@@ -1,0 +1,96 @@
+//! `Tx.Broadcast`: relays a signed tx to CometBFT and, in COMMIT mode, waits for the block.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use neurodata_proto::gateway::v1 as gw;
+use tendermint_rpc::Client as _;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status};
+
+use super::Shared;
+use crate::auth::chain_status;
+
+/// The Tx service.
+pub struct TxService(pub Arc<Shared>);
+
+#[tonic::async_trait]
+impl gw::tx_server::Tx for TxService {
+    async fn broadcast(
+        &self,
+        req: Request<gw::BroadcastRequest>,
+    ) -> Result<Response<gw::BroadcastResponse>, Status> {
+        let shared = &self.0;
+        let req = req.into_inner();
+        if req.tx.is_empty() {
+            return Err(Status::invalid_argument(
+                "tx is empty: send the bytes of a signed neurodata.chain.v1.Tx",
+            ));
+        }
+        let commit = req.mode() == gw::BroadcastMode::Commit;
+        // Subscribe before sending, so the block holding the tx cannot pass unseen.
+        let mut blocks = shared.chain.subscribe();
+        let r = shared
+            .chain
+            .rpc()
+            .broadcast_tx_sync(req.tx)
+            .await
+            .map_err(|e| chain_status(shared.chain.rpc_error(e)))?;
+        let tx_hash = r.hash.to_string();
+        let mut out = gw::BroadcastResponse {
+            tx_hash: tx_hash.clone(),
+            code: r.code.value(),
+            codespace: r.codespace,
+            log: r.log,
+            height: 0,
+            events: vec![],
+        };
+        if !commit || out.code != 0 {
+            return Ok(Response::new(out));
+        }
+        let wait = match req.timeout_ms {
+            0 => shared.config.commit_timeout(),
+            ms => Duration::from_millis(u64::from(ms)).min(shared.config.max_commit_timeout()),
+        };
+        let found = tokio::time::timeout(wait, async {
+            loop {
+                match blocks.recv().await {
+                    Ok(block) => {
+                        if let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash) {
+                            return Ok((block.height, t.clone()));
+                        }
+                    }
+                    // Fell behind the follower: look the tx up by hash in the blocks we skipped.
+                    Err(RecvError::Lagged(_)) => {
+                        let tip = shared.chain.tip().height;
+                        for h in tip.saturating_sub(300)..=tip {
+                            if let Ok(block) = shared.chain.block(h).await
+                                && let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash)
+                            {
+                                return Ok((h, t.clone()));
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => {
+                        return Err(Status::unavailable("gateway is shutting down"));
+                    }
+                }
+            }
+        })
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "tx {tx_hash} passed CheckTx but was not in a block within {} ms; it may still \
+                 commit: query it by hash or watch for its events",
+                wait.as_millis()
+            ))
+        })??;
+        let (height, t) = found;
+        out.height = height;
+        out.code = t.code;
+        out.codespace = t.codespace;
+        out.log = t.log;
+        out.events = t.events;
+        Ok(Response::new(out))
+    }
+}
