@@ -495,13 +495,14 @@ pub async fn serve(node: Arc<Node>, listen: Listen) -> Result<(), BoxError> {
         async move { tokio::task::spawn_blocking(move || n.consensus(req)).await? }
     });
     let n = node.clone();
+    // CheckTx runs inside `call`, not in the returned future: tower-abci calls the service in
+    // arrival order but polls the futures of a connection concurrently, and mempool-aware nonces
+    // need txs checked in exactly the order CometBFT sent them (a signer's nonce 7 checked before
+    // its nonce 6 would be refused as a gap, and recheck after Commit would evict it).
     let mempool = tower::service_fn(move |req: MempoolRequest| {
-        let n = n.clone();
-        async move {
-            let MempoolRequest::CheckTx(r) = req;
-            let resp = tokio::task::spawn_blocking(move || n.check_tx(r)).await??;
-            Ok::<_, BoxError>(MempoolResponse::CheckTx(resp))
-        }
+        let MempoolRequest::CheckTx(r) = req;
+        let resp = n.check_tx(r).map(MempoolResponse::CheckTx);
+        std::future::ready(resp)
     });
     let n = node.clone();
     let info = tower::service_fn(move |req: InfoRequest| {

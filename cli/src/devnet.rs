@@ -5,7 +5,8 @@
 //! - `devnet.json`: chain id, binaries and each node's ports, id and validator key;
 //! - `pids.json`: the processes `up` started (what `down` stops, and nothing else);
 //! - `consortium/`: the dev consortium (`certs/`), `node<i>/`: CometBFT home, `app/` (RocksDB),
-//!   `abci.sock`, `cometbft.log`, `abci.log`.
+//!   `abci.sock`, `cometbft.log`, `abci.log`; with `--gateways`, node *i* < 3 also runs the gRPC
+//!   gateway of org *i* (`gateway.toml`, `gateway.log`, `blobs/`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -50,6 +51,12 @@ pub enum DevnetCommand {
         /// Run CometBFT's built-in app (`kvstore`) instead of NeuroData, for baselines.
         #[arg(long)]
         builtin_app: Option<String>,
+        /// Also run each founding org's gRPC gateway (mTLS) next to node 0, 1, 2.
+        #[arg(long)]
+        gateways: bool,
+        /// The neurodata-gateway binary (default: next to ndctl).
+        #[arg(long, env = "NEURODATA_GATEWAY_BIN")]
+        gateway_bin: Option<PathBuf>,
     },
     /// Stops the processes `up` started (by pid).
     Down {
@@ -89,6 +96,20 @@ pub struct NodeSpec {
     pub validator_key: String,
     /// Whether it is in the genesis validator set.
     pub genesis_validator: bool,
+    /// The org gateway next to this node, if any.
+    #[serde(default)]
+    pub gateway: Option<GatewaySpec>,
+}
+
+/// An org gateway of the devnet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GatewaySpec {
+    /// The org it serves.
+    pub org: String,
+    /// gRPC URL (mTLS).
+    pub url: String,
+    /// Prometheus endpoint.
+    pub metrics: String,
 }
 
 /// The devnet description in `devnet.json`.
@@ -108,12 +129,17 @@ pub struct Devnet {
     /// for benchmarks on the same network shape.
     #[serde(default)]
     pub builtin_app: Option<String>,
+    /// The neurodata-gateway binary, when the devnet runs gateways.
+    #[serde(default)]
+    pub gateway_bin: Option<PathBuf>,
 }
 
 /// Processes of one node.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Pids {
     nodes: Vec<(usize, u32, u32)>,
+    #[serde(default)]
+    gateways: Vec<(usize, u32)>,
 }
 
 fn node_home(dir: &Path, i: usize) -> PathBuf {
@@ -134,16 +160,20 @@ fn default_cometbft() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(run(&mut Command::new(script))?))
 }
 
-fn default_abci() -> anyhow::Result<PathBuf> {
+fn sibling_binary(name: &str, package: &str, flag: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    let sibling = exe.with_file_name("neurodata-abci");
+    let sibling = exe.with_file_name(name);
     if sibling.exists() {
         return Ok(sibling);
     }
     bail!(
-        "neurodata-abci not found next to {}: build it (cargo build -p neurodata-abci) or pass --abci",
+        "{name} not found next to {}: build it (cargo build -p {package}) or pass {flag}",
         exe.display()
     )
+}
+
+fn default_abci() -> anyhow::Result<PathBuf> {
+    sibling_binary("neurodata-abci", "neurodata-abci", "--abci")
 }
 
 impl Devnet {
@@ -186,6 +216,7 @@ fn init_node(devnet: &Devnet, dir: &Path, i: usize) -> anyhow::Result<NodeSpec> 
         node_id,
         validator_key,
         genesis_validator: false,
+        gateway: None,
     })
 }
 
@@ -300,6 +331,7 @@ fn create(
     cometbft: PathBuf,
     abci: PathBuf,
     builtin_app: Option<String>,
+    gateway_bin: Option<PathBuf>,
 ) -> anyhow::Result<Devnet> {
     if validators == 0 {
         bail!("a devnet needs at least one validator");
@@ -312,18 +344,124 @@ fn create(
         base_port,
         nodes: vec![],
         builtin_app,
+        gateway_bin,
     };
     for i in 0..validators {
         let mut node = init_node(&devnet, dir, i)?;
         node.genesis_validator = true;
+        if devnet.gateway_bin.is_some() && i < DEV_ORGS.len() {
+            let base = base_port + 10 * i as u16;
+            node.gateway = Some(GatewaySpec {
+                org: DEV_ORGS[i].0.into(),
+                url: format!("https://127.0.0.1:{}", base + 8),
+                metrics: format!("http://127.0.0.1:{}/metrics", base + 9),
+            });
+        }
         devnet.nodes.push(node);
     }
     write_genesis(&devnet, dir)?;
     for n in &devnet.nodes {
         configure_node(&devnet, dir, n)?;
+        if let Some(g) = &n.gateway {
+            configure_gateway(dir, n, g)?;
+        }
     }
     devnet.save(dir)?;
     Ok(devnet)
+}
+
+fn configure_gateway(dir: &Path, node: &NodeSpec, g: &GatewaySpec) -> anyhow::Result<()> {
+    let home = node_home(dir, node.index).canonicalize()?;
+    let certs = dir.join("consortium").join(&g.org).canonicalize()?;
+    let base = |url: &str| {
+        url.rsplit_once("//")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let config = format!(
+        "# the {org} gateway of the devnet, next to node{i}\n\
+         listen = {listen:?}\nmetrics_listen = {metrics:?}\nnode_rpc = {rpc:?}\n\
+         tls_cert = {cert:?}\ntls_key = {key:?}\nblob_dir = {blobs:?}\n",
+        org = g.org,
+        i = node.index,
+        listen = base(&g.url),
+        metrics = base(&g.metrics),
+        rpc = node.rpc,
+        cert = certs.join("gateway.pem"),
+        key = certs.join("gateway.key"),
+        blobs = home.join("blobs"),
+    );
+    std::fs::write(home.join("gateway.toml"), config)?;
+    Ok(())
+}
+
+fn start_gateway(
+    devnet: &Devnet,
+    dir: &Path,
+    node: &NodeSpec,
+    pids: &mut Pids,
+) -> anyhow::Result<()> {
+    let (Some(bin), Some(g)) = (&devnet.gateway_bin, &node.gateway) else {
+        return Ok(());
+    };
+    let i = node.index;
+    let pid = pids
+        .gateways
+        .iter()
+        .find(|(n, _)| *n == i)
+        .map(|(_, p)| *p)
+        .unwrap_or(0);
+    if alive(pid, bin) {
+        return Ok(());
+    }
+    let home = node_home(dir, i).canonicalize()?;
+    let mut child = spawn_logged(
+        Command::new(bin)
+            .arg("--config")
+            .arg(home.join("gateway.toml"))
+            .env("RUST_LOG", "info,h2=warn,hyper=warn"),
+        &home.join("gateway.log"),
+    )?;
+    let addr = g
+        .url
+        .trim_start_matches("https://")
+        .parse::<std::net::SocketAddr>()
+        .with_context(|| format!("gateway url {}", g.url))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            bail!(
+                "the {} gateway of node{i} did not start; see {}",
+                g.org,
+                home.join("gateway.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pids.gateways.retain(|(n, _)| *n != i);
+    pids.gateways.push((i, child.id()));
+    pids.gateways.sort();
+    Ok(())
+}
+
+fn kill_and_wait(pid: u32, bin: &Path) {
+    if !alive(pid, bin) {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid, bin) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if alive(pid, bin) {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status();
+    }
 }
 
 fn alive(pid: u32, binary: &Path) -> bool {
@@ -441,29 +579,20 @@ fn stop(dir: &Path, devnet: &Devnet, only: &[usize]) -> anyhow::Result<Vec<usize
     let mut pids = load_pids(dir);
     let mut stopped = Vec::new();
     let selected = |i: usize| only.is_empty() || only.contains(&i);
+    if let Some(bin) = &devnet.gateway_bin {
+        for (_, pid) in pids.gateways.iter().filter(|(i, _)| selected(*i)) {
+            kill_and_wait(*pid, bin);
+        }
+    }
     // CometBFT first, so it does not see its app vanish under it.
     for (i, comet, abci) in pids.nodes.iter().filter(|(i, ..)| selected(*i)) {
         for (pid, bin) in [(*comet, &devnet.cometbft), (*abci, &devnet.abci)] {
-            if alive(pid, bin) {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while alive(pid, bin) && Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                if alive(pid, bin) {
-                    let _ = Command::new("kill")
-                        .arg("-KILL")
-                        .arg(pid.to_string())
-                        .status();
-                }
-            }
+            kill_and_wait(pid, bin);
         }
         stopped.push(*i);
     }
     pids.nodes.retain(|(i, ..)| !selected(*i));
+    pids.gateways.retain(|(i, _)| !selected(*i));
     save_pids(dir, &pids)?;
     Ok(stopped)
 }
@@ -479,6 +608,8 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             abci,
             nodes,
             builtin_app,
+            gateways,
+            gateway_bin,
         } => {
             let devnet = if dir.join("devnet.json").exists() {
                 println!("resuming the devnet in {}", dir.display());
@@ -496,7 +627,24 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
                     "creating a {validators}-validator devnet in {}",
                     dir.display()
                 );
-                create(&dir, validators, base_port, cometbft, abci, builtin_app)?
+                let gateway_bin = match (gateways, gateway_bin) {
+                    (false, _) => None,
+                    (true, Some(g)) => Some(g),
+                    (true, None) => Some(sibling_binary(
+                        "neurodata-gateway",
+                        "neurodata-gateway",
+                        "--gateway-bin",
+                    )?),
+                };
+                create(
+                    &dir,
+                    validators,
+                    base_port,
+                    cometbft,
+                    abci,
+                    builtin_app,
+                    gateway_bin,
+                )?
             };
             let selected: Vec<usize> = if nodes.is_empty() {
                 devnet.nodes.iter().map(|n| n.index).collect()
@@ -509,6 +657,10 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             }
             save_pids(&dir, &pids)?;
             wait_for_blocks(&devnet, &selected, 2, Duration::from_secs(120)).await?;
+            for n in devnet.nodes.iter().filter(|n| selected.contains(&n.index)) {
+                start_gateway(&devnet, &dir, n, &mut pids)?;
+            }
+            save_pids(&dir, &pids)?;
             println!("chain {} is producing blocks", devnet.chain_id);
             for n in devnet.nodes.iter().filter(|n| selected.contains(&n.index)) {
                 println!(
@@ -518,6 +670,12 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
                     n.p2p_port,
                     node_home(&dir, n.index).display()
                 );
+                if let Some(g) = &n.gateway {
+                    println!(
+                        "         gateway of {} {} (mTLS, server CA consortium/{}/ca.pem)  metrics {}",
+                        g.org, g.url, g.org, g.metrics
+                    );
+                }
             }
             println!("  certificates in {}", dir.join("consortium").display());
         }

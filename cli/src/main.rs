@@ -3,18 +3,20 @@
 //! Operators create CA material (`ca`), the dev consortium and the genesis `app_state`
 //! (`genesis`); members sign transactions (`tx`) and read state with verified proofs (`query`).
 
+mod conn;
 mod devnet;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
+use conn::{ChainArgs, Conn};
 use neurodata_abci::address::Address;
 use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, GenesisValidator};
 use neurodata_abci::governance::{Params, status_name};
 use neurodata_certs::{OrgCa, Role, Validity};
-use neurodata_client::{Amount, NodeClient, Signer, msg};
+use neurodata_client::gateway::QueryKind;
+use neurodata_client::{Amount, Signer, msg};
 use neurodata_proto::chain::v1 as pb;
 use openssl::x509::X509;
 use pb::proposal_action::Action as A;
@@ -40,8 +42,7 @@ enum Command {
     /// Sign and send a transaction.
     Tx(TxArgs),
     /// Read chain state (single records are verified with Merkle proofs).
-    #[command(subcommand)]
-    Query(QueryCommand),
+    Query(QueryArgs),
     /// A local consortium network on loopback (real CometBFT nodes and apps).
     #[command(subcommand)]
     Devnet(devnet::DevnetCommand),
@@ -137,9 +138,8 @@ enum KeysCommand {
 
 #[derive(Args)]
 struct SignerArgs {
-    /// CometBFT RPC address.
-    #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-    node: String,
+    #[command(flatten)]
+    chain: ChainArgs,
     /// Signer certificate (PEM).
     #[arg(long, env = "NEURODATA_CERT")]
     signer_cert: PathBuf,
@@ -251,56 +251,45 @@ enum ProposeCommand {
     },
 }
 
+#[derive(Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    chain: ChainArgs,
+    /// Your member certificate (PEM), for the gateway's mTLS.
+    #[arg(long, global = true, env = "NEURODATA_CERT")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, global = true, env = "NEURODATA_KEY")]
+    key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: QueryCommand,
+}
+
 #[derive(Subcommand)]
 enum QueryCommand {
     /// An account's balance and nonce (verified).
     Account {
         /// Address (64 hex) or certificate PEM file.
         address: String,
-        /// CometBFT RPC address.
-        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-        node: String,
     },
     /// An org (verified).
     Org {
         /// Org id.
         org: String,
-        /// CometBFT RPC address.
-        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-        node: String,
     },
     /// A proposal (verified).
     Proposal {
         /// Proposal id.
         id: u64,
-        /// CometBFT RPC address.
-        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-        node: String,
     },
     /// Total supply (verified).
-    Supply {
-        /// CometBFT RPC address.
-        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-        node: String,
-    },
+    Supply,
     /// All orgs.
-    Orgs {
-        /// CometBFT RPC address.
-        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-        node: String,
-    },
+    Orgs,
     /// All validators.
-    Validators {
-        /// CometBFT RPC address.
-        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-        node: String,
-    },
+    Validators,
     /// All proposals.
-    Proposals {
-        /// CometBFT RPC address.
-        #[arg(long, env = "NEURODATA_NODE", default_value = "http://127.0.0.1:26657")]
-        node: String,
-    },
+    Proposals,
 }
 
 pub(crate) fn now() -> i64 {
@@ -345,8 +334,8 @@ fn load_signer(a: &SignerArgs) -> anyhow::Result<Signer> {
 
 async fn submit(a: &SignerArgs, messages: Vec<pb::Message>) -> anyhow::Result<()> {
     let signer = load_signer(a)?;
-    let node = NodeClient::new(&a.node)?;
-    let (height, hash) = node.submit(&signer, amount(&a.fee)?, messages).await?;
+    let conn = Conn::open(&a.chain, Some((&a.signer_cert, &a.signer_key))).await?;
+    let (height, hash) = conn.submit(&signer, amount(&a.fee)?, messages).await?;
     println!(
         "committed tx {hash} at height {height} (signer {})",
         signer.address()
@@ -435,14 +424,14 @@ fn decode<M: prost::Message + Default>(bytes: &[u8]) -> anyhow::Result<M> {
     M::decode(bytes).context("decoding the node's answer")
 }
 
-async fn query(cmd: QueryCommand) -> anyhow::Result<()> {
-    let wait = Duration::from_secs(30);
-    match cmd {
-        QueryCommand::Account { address, node } => {
+async fn query(args: QueryArgs) -> anyhow::Result<()> {
+    let identity = args.cert.as_deref().zip(args.key.as_deref());
+    let conn = Conn::open(&args.chain, identity).await?;
+    match args.command {
+        QueryCommand::Account { address } => {
             let address = parse_address(&address)?;
-            let n = NodeClient::new(&node)?;
-            let v = n
-                .query_verified("/account", address.0.to_vec(), wait)
+            let v = conn
+                .verified(QueryKind::Account(address.0.to_vec()))
                 .await?;
             let account = match &v.value {
                 Some(b) => decode::<pb::Account>(b)?,
@@ -460,10 +449,8 @@ async fn query(cmd: QueryCommand) -> anyhow::Result<()> {
                 hex::encode(v.app_hash)
             );
         }
-        QueryCommand::Org { org, node } => {
-            let v = NodeClient::new(&node)?
-                .query_verified("/org", org.clone().into_bytes(), wait)
-                .await?;
+        QueryCommand::Org { org } => {
+            let v = conn.verified(QueryKind::Org(org.clone())).await?;
             let o = decode::<pb::Org>(
                 &v.value
                     .with_context(|| format!("org {org} does not exist"))?,
@@ -471,37 +458,31 @@ async fn query(cmd: QueryCommand) -> anyhow::Result<()> {
             print_org(&o);
             println!("  (proof verified at height {})", v.height);
         }
-        QueryCommand::Proposal { id, node } => {
-            let v = NodeClient::new(&node)?
-                .query_verified("/proposal", id.to_be_bytes().to_vec(), wait)
-                .await?;
+        QueryCommand::Proposal { id } => {
+            let v = conn.verified(QueryKind::Proposal(id)).await?;
             let p = decode::<pb::Proposal>(
                 &v.value
                     .with_context(|| format!("proposal {id} does not exist"))?,
             )?;
             print_proposal(&p);
         }
-        QueryCommand::Supply { node } => {
-            let v = NodeClient::new(&node)?
-                .query_verified("/supply", vec![], wait)
-                .await?;
+        QueryCommand::Supply => {
+            let v = conn.verified(QueryKind::Supply).await?;
             let s = decode::<pb::Supply>(&v.value.unwrap_or_default())?;
             println!(
                 "total supply {} NRC at height {} (verified)",
                 s.total, v.height
             );
         }
-        QueryCommand::Orgs { node } => {
-            let (b, h) = NodeClient::new(&node)?.query_raw("/orgs", vec![]).await?;
+        QueryCommand::Orgs => {
+            let (b, h) = conn.list("/orgs").await?;
             println!("orgs at height {h}:");
             for o in decode::<pb::OrgList>(&b)?.orgs {
                 print_org(&o);
             }
         }
-        QueryCommand::Validators { node } => {
-            let (b, h) = NodeClient::new(&node)?
-                .query_raw("/validators", vec![])
-                .await?;
+        QueryCommand::Validators => {
+            let (b, h) = conn.list("/validators").await?;
             println!("validators at height {h}:");
             for v in decode::<pb::ValidatorList>(&b)?.validators {
                 use base64::Engine as _;
@@ -514,10 +495,8 @@ async fn query(cmd: QueryCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        QueryCommand::Proposals { node } => {
-            let (b, h) = NodeClient::new(&node)?
-                .query_raw("/proposals", vec![])
-                .await?;
+        QueryCommand::Proposals => {
+            let (b, h) = conn.list("/proposals").await?;
             println!("proposals at height {h}:");
             for p in decode::<pb::ProposalList>(&b)?.proposals {
                 print_proposal(&p);

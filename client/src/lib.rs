@@ -2,7 +2,10 @@
 //! them to a node, and reads state with Merkle proofs it verifies against block headers.
 //!
 //! Start with [`Signer`] (a member's certificate and key), the message builders in [`msg`], and
-//! [`NodeClient`] (CometBFT RPC). [`verify_proof`] is the proof check on its own.
+//! [`NodeClient`] (CometBFT RPC) or [`gateway::GatewayClient`] (an org's gRPC gateway over mTLS).
+//! [`verify_proof`] is the proof check on its own.
+
+pub mod gateway;
 
 use std::path::Path;
 use std::time::Duration;
@@ -63,6 +66,17 @@ pub enum ClientError {
     /// A response did not decode.
     #[error("decode: {0}")]
     Decode(String),
+    /// The gateway refused the call (its gRPC status code and message).
+    #[error("gateway: {code}: {message}")]
+    Gateway {
+        /// gRPC status code name.
+        code: String,
+        /// The gateway's message.
+        message: String,
+    },
+    /// The gateway could not be reached or the TLS setup failed.
+    #[error("gateway connection: {0}")]
+    Transport(String),
     /// Waiting for something took too long.
     #[error("timed out waiting for {0}")]
     Timeout(String),

@@ -288,7 +288,9 @@ mod tests {
     }
 
     fn tmp_files(dir: &Path) -> usize {
-        std::fs::read_dir(dir.join("tmp")).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(dir.join("tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 
     #[tokio::test]

@@ -144,10 +144,7 @@ impl Chain {
         let reason = e.to_string();
         // An RPC-level error response means the node answered; anything else (refused, reset,
         // timed out, garbage) means it is not there for us.
-        if matches!(
-            e.detail(),
-            tendermint_rpc::error::ErrorDetail::Response(_)
-        ) {
+        if matches!(e.detail(), tendermint_rpc::error::ErrorDetail::Response(_)) {
             ChainError::Bad {
                 url: self.url.clone(),
                 reason,

@@ -217,7 +217,12 @@ mod tests {
             Some(&path),
             &with_env(&[("NEURODATA_GATEWAY_NODE_RPC", "http://other:1")]),
         )?;
-        assert_eq!(c.listen, "0.0.0.0:7000".parse().map_err(|_| ConfigError::Invalid(String::new()))?);
+        assert_eq!(
+            c.listen,
+            "0.0.0.0:7000"
+                .parse()
+                .map_err(|_| ConfigError::Invalid(String::new()))?
+        );
         assert_eq!(c.node_rpc, "http://other:1");
         assert_eq!(c.max_message_bytes, 4 << 20);
         Ok(())

@@ -50,14 +50,26 @@ impl Metrics {
         );
         let (blob_bytes_in, blob_bytes_out, chain_up) =
             (Counter::default(), Counter::default(), Gauge::default());
-        registry.register("grpc_calls", "gRPC calls by method and status", calls.clone());
+        registry.register(
+            "grpc_calls",
+            "gRPC calls by method and status",
+            calls.clone(),
+        );
         registry.register(
             "grpc_call_seconds",
             "gRPC call latency until response headers",
             latency.clone(),
         );
-        registry.register("blob_bytes_in", "blob bytes uploaded", blob_bytes_in.clone());
-        registry.register("blob_bytes_out", "blob bytes downloaded", blob_bytes_out.clone());
+        registry.register(
+            "blob_bytes_in",
+            "blob bytes uploaded",
+            blob_bytes_in.clone(),
+        );
+        registry.register(
+            "blob_bytes_out",
+            "blob bytes downloaded",
+            blob_bytes_out.clone(),
+        );
         registry.register("chain_up", "1 while CometBFT RPC answers", chain_up.clone());
         Arc::new(Metrics {
             registry,
@@ -101,10 +113,21 @@ mod tests {
     #[test]
     fn renders_calls_by_method_and_code() {
         let m = Metrics::new();
-        m.observe("/neurodata.gateway.v1.Tx/Broadcast", 0, Duration::from_millis(3));
-        m.observe("/neurodata.gateway.v1.Tx/Broadcast", 14, Duration::from_millis(1));
+        m.observe(
+            "/neurodata.gateway.v1.Tx/Broadcast",
+            0,
+            Duration::from_millis(3),
+        );
+        m.observe(
+            "/neurodata.gateway.v1.Tx/Broadcast",
+            14,
+            Duration::from_millis(1),
+        );
         let text = m.render();
         assert!(text.contains("neurodata_gateway_grpc_calls_total{method=\"/neurodata.gateway.v1.Tx/Broadcast\",code=\"Ok\"} 1"), "{text}");
-        assert!(text.contains("neurodata_gateway_grpc_call_seconds_count"), "{text}");
+        assert!(
+            text.contains("neurodata_gateway_grpc_call_seconds_count"),
+            "{text}"
+        );
     }
 }

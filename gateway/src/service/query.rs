@@ -64,8 +64,7 @@ impl QueryService {
             out.proof = op.data.clone();
             let header = next_header(chain, height).await?;
             out.app_hash = header.app_hash.as_bytes().to_vec();
-            out.next_header =
-                Protobuf::<tendermint_proto::types::Header>::encode_vec(header);
+            out.next_header = Protobuf::<tendermint_proto::types::Header>::encode_vec(header);
         }
         Ok(Response::new(out))
     }

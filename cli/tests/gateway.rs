@@ -1,0 +1,471 @@
+//! End-to-end: the org gateways of a real devnet (CometBFT + app + `neurodata-gateway` processes
+//! on loopback, started by `ndctl devnet up --gateways`), called over mTLS by the Rust client
+//! library, through every bad path the gateway must refuse clearly.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use neurodata_certs::{OrgCa, Role, Validity};
+use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
+use neurodata_client::{Amount, ClientError, Signer, TxParams, msg};
+use neurodata_proto::gateway::v1 as gw;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+const BASE_PORT: u16 = 27700;
+/// The devnet's gateways refuse blobs above this (set through the environment they inherit).
+const MAX_BLOB: usize = 8 << 20;
+
+fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
+        .args(args)
+        .env("NEURODATA_DEVNET", dir)
+        .env("NEURODATA_GATEWAY_MAX_BLOB_BYTES", MAX_BLOB.to_string())
+        .output()
+        .expect("run ndctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    spec: serde_json::Value,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ndctl(self.dir.path(), &["devnet", "down"]);
+    }
+}
+
+impl Net {
+    fn up() -> Net {
+        let dir = tempfile::Builder::new()
+            .prefix("ndgw")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let out = ndctl(
+            dir.path(),
+            &[
+                "devnet",
+                "up",
+                "--validators",
+                "1",
+                "--gateways",
+                "--base-port",
+                &BASE_PORT.to_string(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("devnet up failed: {e}"));
+        assert!(out.contains("gateway of medlab"), "{out}");
+        let spec = serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).unwrap())
+            .unwrap();
+        Net { dir, spec }
+    }
+
+    fn url(&self) -> String {
+        self.spec["nodes"][0]["gateway"]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn org_dir(&self, org: &str) -> PathBuf {
+        self.dir.path().join("consortium").join(org)
+    }
+
+    fn tls(&self, org: &str, role: &str) -> GatewayTls {
+        let o = self.org_dir(org);
+        GatewayTls::from_files(
+            &self.org_dir("medlab").join("ca.pem"),
+            &o.join(format!("{role}.pem")),
+            &o.join(format!("{role}.key")),
+        )
+        .unwrap()
+    }
+
+    async fn client(&self, org: &str, role: &str) -> GatewayClient {
+        GatewayClient::connect(&self.url(), Some(self.tls(org, role)))
+            .await
+            .unwrap()
+    }
+
+    fn signer(&self, org: &str, role: &str) -> Signer {
+        Signer::load(&self.org_dir(org), role).unwrap()
+    }
+}
+
+fn gateway_code(e: &ClientError) -> String {
+    match e {
+        ClientError::Gateway { code, .. } => code.clone(),
+        other => format!("not a gateway status: {other}"),
+    }
+}
+
+/// A raw channel that trusts the gateway but presents no client certificate.
+async fn anonymous(net: &Net) -> tonic::transport::Channel {
+    let ca = std::fs::read(net.org_dir("medlab").join("ca.pem")).unwrap();
+    Endpoint::from_shared(net.url())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn gateway_serves_members_over_mtls_and_refuses_everything_else() {
+    let net = Net::up();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(scenario(&net));
+}
+
+async fn scenario(net: &Net) {
+    // The caller is recognised from its certificate, for any admitted org.
+    let provider = net.client("medlab", "provider").await;
+    let st = provider.status().await.unwrap();
+    assert_eq!(st.chain_id, "neurodata-devnet");
+    assert_eq!(
+        (st.member_org.as_str(), st.member_role.as_str()),
+        ("medlab", "provider")
+    );
+    assert!(st.height >= 1);
+    let buyer = net.client("healthtech", "buyer").await;
+    assert_eq!(buyer.status().await.unwrap().member_org, "healthtech");
+
+    // Events from now on, filtered to transfers into the provider's account.
+    let provider_addr = net.signer("medlab", "provider").address();
+    let mut events = provider
+        .subscribe(gw::SubscribeRequest {
+            types: vec!["nrc.transfer".into()],
+            attributes: [("to".to_owned(), provider_addr.to_string())].into(),
+            from_height: 0,
+        })
+        .await
+        .unwrap();
+
+    // A transfer through the gateway, committed, and read back with a verified proof.
+    let buyer_signer = net.signer("healthtech", "buyer");
+    let before = provider.account(provider_addr).await.unwrap();
+    let (height, hash) = buyer
+        .submit(
+            &buyer_signer,
+            Amount(1),
+            vec![msg::transfer(provider_addr, Amount(25))],
+        )
+        .await
+        .unwrap();
+    let after = provider.account(provider_addr).await.unwrap();
+    let (b, a): (u128, u128) = (
+        before.balance.parse().unwrap(),
+        after.balance.parse().unwrap(),
+    );
+    assert_eq!(a, b + 25);
+    let ev = tokio::time::timeout(Duration::from_secs(20), events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((ev.height, ev.tx_hash.as_str()), (height, hash.as_str()));
+    // Resumable: a new subscription from that height replays the same event.
+    let mut replay = provider
+        .subscribe(gw::SubscribeRequest {
+            types: vec!["nrc.transfer".into()],
+            attributes: [("to".to_owned(), provider_addr.to_string())].into(),
+            from_height: height,
+        })
+        .await
+        .unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(20), replay.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.tx_hash, hash);
+
+    // Proofs are checked by the client: a verified org read.
+    let v = buyer
+        .query_verified(QueryKind::Org("medlab".into()), 0)
+        .await
+        .unwrap();
+    assert!(v.value.is_some());
+
+    // A tx refused by CheckTx: its code and log come back (nonce 0 was already used).
+    let chain_id = st.chain_id.clone();
+    let replayed = buyer_signer
+        .sign(
+            TxParams {
+                chain_id: chain_id.clone(),
+                nonce: 0,
+                fee: Amount(1),
+                attach_certificate: false,
+                memo: String::new(),
+            },
+            vec![msg::transfer(provider_addr, Amount(1))],
+        )
+        .unwrap();
+    match buyer.broadcast(replayed, gw::BroadcastMode::Sync, 0).await {
+        Err(ClientError::Rejected { codespace, log, .. }) => {
+            assert_eq!(codespace, "tx");
+            assert!(log.contains("nonce"), "{log}");
+        }
+        other => panic!("replay accepted: {other:?}"),
+    }
+
+    // An oversize message is refused before it reaches the chain.
+    let err = buyer
+        .broadcast(vec![7u8; 5 << 20], gw::BroadcastMode::Sync, 0)
+        .await
+        .unwrap_err();
+    assert!(
+        ["OutOfRange", "ResourceExhausted"].contains(&gateway_code(&err).as_str()),
+        "{err}"
+    );
+
+    // No client certificate: a clear UNAUTHENTICATED, while health checks need none.
+    let channel = anonymous(net).await;
+    let s = gw::status_client::StatusClient::new(channel.clone())
+        .get(gw::StatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unauthenticated);
+    assert!(
+        s.message().contains("no client certificate"),
+        "{}",
+        s.message()
+    );
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "neurodata.gateway.v1.Tx".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // A certificate from a CA the consortium never admitted.
+    let rogue_dir = net.dir.path().join("rogue");
+    let rogue = OrgCa::create("rogue", "Rogue", Validity::days_from(now(), 10)).unwrap();
+    rogue
+        .issue("mallory", Role::Buyer, Validity::days_from(now(), 5))
+        .unwrap()
+        .save(&rogue_dir, "mallory")
+        .unwrap();
+    let mallory = GatewayClient::connect(
+        &net.url(),
+        Some(
+            GatewayTls::from_files(
+                &net.org_dir("medlab").join("ca.pem"),
+                &rogue_dir.join("mallory.pem"),
+                &rogue_dir.join("mallory.key"),
+            )
+            .unwrap(),
+        ),
+    )
+    .await
+    .unwrap();
+    let err = mallory.status().await.unwrap_err();
+    assert_eq!(gateway_code(&err), "Unauthenticated", "{err}");
+    assert!(
+        err.to_string().contains("not the CA of an admitted org"),
+        "{err}"
+    );
+
+    // Blobs: round trip, CID checked; the wrong role, unknown and malformed CIDs, oversize.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let (cid, size) = provider
+        .upload(std::io::Cursor::new(data.clone()))
+        .await
+        .unwrap();
+    assert_eq!(size, data.len() as u64);
+    let mut back = Vec::new();
+    buyer.download(&cid, &mut back).await.unwrap();
+    assert_eq!(back, data);
+    let err = buyer
+        .upload(std::io::Cursor::new(b"a buyer's file".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
+    let unknown = neurodata_client::gateway::cid_string([9u8; 32]);
+    let err = buyer.download(&unknown, &mut Vec::new()).await.unwrap_err();
+    assert_eq!(gateway_code(&err), "NotFound", "{err}");
+    let err = buyer
+        .download("bafyNOTACID", &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "InvalidArgument", "{err}");
+    let err = provider
+        .upload(std::io::Cursor::new(vec![1u8; MAX_BLOB + 1]))
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "ResourceExhausted", "{err}");
+    // Bytes that do not match the CID the client announced are refused, nothing stored.
+    let mut blobs =
+        gw::blobs_client::BlobsClient::new(endpoint_channel(net, "medlab", "provider").await);
+    let wrong = neurodata_client::gateway::cid_string(openssl::sha::sha256(b"other bytes"));
+    let s = blobs
+        .upload(tokio_stream::iter(vec![gw::UploadChunk {
+            data: b"these bytes".to_vec(),
+            expected_cid: wrong.clone(),
+        }]))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+    let err = buyer.download(&wrong, &mut Vec::new()).await.unwrap_err();
+    assert_eq!(gateway_code(&err), "NotFound", "{err}");
+
+    // A certificate revoked while its stream is open: the stream ends with PERMISSION_DENIED and
+    // the next call is refused.
+    let medlab_ca = OrgCa::load(&net.org_dir("medlab")).unwrap();
+    medlab_ca
+        .issue("intern", Role::Buyer, Validity::days_from(now(), 5))
+        .unwrap()
+        .save(&net.org_dir("medlab"), "intern")
+        .unwrap();
+    let intern = net.client("medlab", "intern").await;
+    let mut intern_events = intern
+        .subscribe(gw::SubscribeRequest::default())
+        .await
+        .unwrap();
+    let intern_cert = net.signer("medlab", "intern");
+    let admin = net.signer("medlab", "admin");
+    provider
+        .submit(
+            &admin,
+            Amount(1),
+            vec![msg::revoke(
+                intern_cert.address(),
+                Some(intern_cert.certificate_der().to_vec()),
+                "left the lab",
+            )],
+        )
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match intern_events.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return None,
+                Err(s) => return Some(s),
+            }
+        }
+    })
+    .await
+    .expect("stream still open 30 s after the revocation");
+    let s = closed.expect("stream ended without a status");
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{}", s.message());
+    assert!(s.message().contains("revoked"), "{}", s.message());
+    let err = intern.status().await.unwrap_err();
+    assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
+
+    // Metrics count the calls.
+    let metrics = net.spec["nodes"][0]["gateway"]["metrics"].as_str().unwrap();
+    let body = http_get(metrics).await;
+    assert!(
+        body.contains(
+            "neurodata_gateway_grpc_calls_total{method=\"/neurodata.gateway.v1.Tx/Broadcast\""
+        ),
+        "{body}"
+    );
+
+    // CometBFT goes away: calls fail with UNAVAILABLE, the gateway stays up and recovers.
+    let pids: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.dir.path().join("pids.json")).unwrap()).unwrap();
+    let comet = pids["nodes"][0][1].as_u64().unwrap();
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(comet.to_string())
+        .status()
+        .unwrap();
+    let mut err = None;
+    for _ in 0..40 {
+        match buyer.status().await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = err.expect("status still answered 10 s after CometBFT was killed");
+    assert_eq!(gateway_code(&err), "Unavailable", "{err}");
+    assert!(err.to_string().contains("unreachable"), "{err}");
+    ndctl(net.dir.path(), &["devnet", "up"]).unwrap();
+    let mut recovered = false;
+    for _ in 0..60 {
+        if buyer.status().await.is_ok() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        recovered,
+        "gateway did not recover after CometBFT came back"
+    );
+    buyer
+        .submit(
+            &buyer_signer,
+            Amount(1),
+            vec![msg::transfer(provider_addr, Amount(1))],
+        )
+        .await
+        .unwrap();
+}
+
+async fn endpoint_channel(net: &Net, org: &str, role: &str) -> tonic::transport::Channel {
+    let o = net.org_dir(org);
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(net.org_dir("medlab").join("ca.pem")).unwrap(),
+        ))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(o.join(format!("{role}.pem"))).unwrap(),
+            std::fs::read(o.join(format!("{role}.key"))).unwrap(),
+        ));
+    Endpoint::from_shared(net.url())
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(format!("GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
