@@ -376,6 +376,10 @@ async fn scenario(net: &Net) {
     let err = intern.status().await.unwrap_err();
     assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
 
+    // Another language: a Python grpcio client signs its own tx, broadcasts it and verifies the
+    // proof of the result itself.
+    python_interop(net, &provider_addr.to_string());
+
     // Metrics count the calls.
     let metrics = net.spec["nodes"][0]["gateway"]["metrics"].as_str().unwrap();
     let body = http_get(metrics).await;
@@ -429,6 +433,51 @@ async fn scenario(net: &Net) {
         )
         .await
         .unwrap();
+}
+
+fn python_interop(net: &Net, to_hex: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let env = Command::new(root.join("scripts/python-env.sh"))
+        .output()
+        .expect("run scripts/python-env.sh");
+    assert!(
+        env.status.success(),
+        "python env: {}",
+        String::from_utf8_lossy(&env.stderr)
+    );
+    let python = String::from_utf8_lossy(&env.stdout).trim().to_owned();
+    let o = net.org_dir("datacorp");
+    let out = Command::new(python)
+        .arg(root.join("gateway/interop/python_client.py"))
+        .arg("--gateway")
+        .arg(net.url().trim_start_matches("https://"))
+        .arg("--ca")
+        .arg(net.org_dir("medlab").join("ca.pem"))
+        .arg("--cert")
+        .arg(o.join("trainer.pem"))
+        .arg("--key")
+        .arg(o.join("trainer.key"))
+        .arg("--to")
+        .arg(to_hex)
+        .arg("--proto-dir")
+        .arg(root.join("proto/proto"))
+        .output()
+        .expect("run the Python client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "Python client failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["member"], "trainer@datacorp");
+    assert_eq!(report["proof_verified"], true);
+    assert!(
+        report["replay_refused"]
+            .as_str()
+            .unwrap()
+            .starts_with("tx ")
+    );
 }
 
 async fn endpoint_channel(net: &Net, org: &str, role: &str) -> tonic::transport::Channel {

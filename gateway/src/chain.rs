@@ -141,7 +141,15 @@ impl Chain {
 
     /// Maps an RPC failure to a [`ChainError`], noting the node as down if it did not answer.
     pub fn rpc_error(&self, e: tendermint_rpc::Error) -> ChainError {
-        let reason = e.to_string();
+        // The error's Display ends with a source-location trace nobody calling us needs.
+        let full = e.to_string();
+        let reason = full
+            .split("\n\nLocation:")
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         // An RPC-level error response means the node answered; anything else (refused, reset,
         // timed out, garbage) means it is not there for us.
         if matches!(e.detail(), tendermint_rpc::error::ErrorDetail::Response(_)) {

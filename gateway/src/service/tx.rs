@@ -35,7 +35,18 @@ impl gw::tx_server::Tx for TxService {
             .rpc()
             .broadcast_tx_sync(req.tx)
             .await
-            .map_err(|e| chain_status(shared.chain.rpc_error(e)))?;
+            .map_err(|e| {
+                let e = shared.chain.rpc_error(e);
+                // CometBFT refuses bytes it has already seen with an RPC error, not a CheckTx code.
+                if e.to_string().contains("tx already exists in cache") {
+                    Status::already_exists(
+                        "this exact tx was already received (it is pending or committed); a new \
+                         tx needs the signer's next nonce",
+                    )
+                } else {
+                    chain_status(e)
+                }
+            })?;
         let tx_hash = r.hash.to_string();
         let mut out = gw::BroadcastResponse {
             tx_hash: tx_hash.clone(),
