@@ -157,6 +157,21 @@ async fn main() -> anyhow::Result<()> {
                         sent.lock().await.remove(&hash);
                         seq += 1;
                     }
+                    // A gap: txs this worker sent earlier were dropped by a mempool (peers can
+                    // receive one signer's txs out of order over different connections and refuse
+                    // the later ones). Resend from the nonce the chain expects, as a client would.
+                    Ok(r) if r.codespace == "tx" && r.code.value() == 9 => {
+                        sent.lock().await.remove(&hash);
+                        if let Some(n) = r
+                            .log
+                            .rsplit("next nonce is ")
+                            .next()
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                        {
+                            seq = n;
+                        }
+                        rejected.fetch_add(1, Ordering::Relaxed);
+                    }
                     other => {
                         sent.lock().await.remove(&hash);
                         if rejected.fetch_add(1, Ordering::Relaxed) < 5 {
