@@ -349,10 +349,10 @@ fn create(
     for i in 0..validators {
         let mut node = init_node(&devnet, dir, i)?;
         node.genesis_validator = true;
-        if devnet.gateway_bin.is_some() && i < DEV_ORGS.len() {
+        if let Some((org, _)) = DEV_ORGS.get(i).filter(|_| devnet.gateway_bin.is_some()) {
             let base = base_port + 10 * i as u16;
             node.gateway = Some(GatewaySpec {
-                org: DEV_ORGS[i].0.into(),
+                org: (*org).into(),
                 url: format!("https://127.0.0.1:{}", base + 8),
                 metrics: format!("http://127.0.0.1:{}/metrics", base + 9),
             });

@@ -261,6 +261,33 @@ async fn scenario(net: &Net) {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
+    // Server reflection lists the gateway's services (what grpcurl needs), without a certificate.
+    use tonic_reflection::pb::v1 as refl;
+    let mut reflection = refl::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(vec![refl::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(
+                refl::server_reflection_request::MessageRequest::ListServices(String::new()),
+            ),
+        }]))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = answers.message().await.unwrap().unwrap();
+    let Some(refl::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        listed.message_response
+    else {
+        panic!("no service list: {listed:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for svc in ["Tx", "Query", "Events", "Blobs", "Status"] {
+        assert!(
+            names.contains(&format!("neurodata.gateway.v1.{svc}")),
+            "{names:?}"
+        );
+    }
+
     // A certificate from a CA the consortium never admitted.
     let rogue_dir = net.dir.path().join("rogue");
     let rogue = OrgCa::create("rogue", "Rogue", Validity::days_from(now(), 10)).unwrap();

@@ -1,6 +1,6 @@
 //! `Events.Subscribe`: the chain's typed events, filtered by type and attributes, replayed from a
-//! height and then followed live. A client that reconnects with `from_height` = last height seen
-//! + 1 misses nothing. The stream ends with PERMISSION_DENIED if the caller's certificate is
+//! height and then followed live. A client that reconnects with `from_height` set to the last
+//! height it saw plus one misses nothing. The stream ends with PERMISSION_DENIED if the caller's certificate is
 //! revoked (or its org removed) while it is open.
 
 use std::collections::BTreeMap;
