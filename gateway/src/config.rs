@@ -59,6 +59,13 @@ pub struct Config {
     pub insecure_plaintext: bool,
     /// Blob store directory.
     pub blob_dir: PathBuf,
+    /// Keep blobs in this S3-compatible bucket instead of `blob_dir` (credentials from the
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment variables).
+    pub s3_bucket: Option<String>,
+    /// S3 endpoint for non-AWS stores (MinIO, Ceph RGW), e.g. `http://minio:9000`.
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    pub s3_region: String,
     /// Largest blob accepted, bytes.
     pub max_blob_bytes: u64,
     /// Largest single gRPC message, bytes (txs, upload chunks).
@@ -81,6 +88,9 @@ impl Default for Config {
             tls_key: None,
             insecure_plaintext: false,
             blob_dir: PathBuf::from("blobs"),
+            s3_bucket: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
             max_blob_bytes: 64 << 30,
             max_message_bytes: 4 << 20,
             commit_timeout_ms: 30_000,
@@ -152,6 +162,17 @@ impl Config {
         if !dir.is_empty() {
             c.blob_dir = dir.into();
         }
+        let mut bucket = String::new();
+        env(get, "s3_bucket", &mut bucket)?;
+        if !bucket.is_empty() {
+            c.s3_bucket = Some(bucket);
+        }
+        let mut endpoint = String::new();
+        env(get, "s3_endpoint", &mut endpoint)?;
+        if !endpoint.is_empty() {
+            c.s3_endpoint = Some(endpoint);
+        }
+        env(get, "s3_region", &mut c.s3_region)?;
         env(get, "max_blob_bytes", &mut c.max_blob_bytes)?;
         env(get, "max_message_bytes", &mut c.max_message_bytes)?;
         env(get, "commit_timeout_ms", &mut c.commit_timeout_ms)?;

@@ -39,7 +39,18 @@ impl Gateway {
     /// Builds the gateway with a blob access policy (the marketplace's).
     pub fn with_access(config: Config, access: Arc<dyn BlobAccess>) -> Result<Self, BoxError> {
         let chain = Chain::new(&config.node_rpc)?;
-        let blobs = BlobStore::open(&config.blob_dir, config.max_blob_bytes)?;
+        let blobs = match &config.s3_bucket {
+            Some(bucket) => BlobStore::open_s3(
+                &crate::blobstore::S3Settings {
+                    bucket: bucket.clone(),
+                    endpoint: config.s3_endpoint.clone(),
+                    region: config.s3_region.clone(),
+                    ..Default::default()
+                },
+                config.max_blob_bytes,
+            )?,
+            None => BlobStore::open(&config.blob_dir, config.max_blob_bytes)?,
+        };
         Ok(Gateway {
             shared: Arc::new(Shared {
                 membership: Arc::new(Membership::new(chain.clone())),

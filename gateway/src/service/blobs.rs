@@ -41,9 +41,9 @@ pub fn blob_status(e: BlobError) -> Status {
         BlobError::Mismatch { .. } => Status::invalid_argument(e.to_string()),
         BlobError::NotFound(_) => Status::not_found(e.to_string()),
         BlobError::Corrupt { .. } => Status::data_loss(e.to_string()),
-        BlobError::Io { .. } => {
+        BlobError::Io { .. } | BlobError::Object(_) => {
             tracing::error!("blob store: {e}");
-            Status::internal("blob store I/O error (see the gateway's log)")
+            Status::unavailable("blob store error (see the gateway's log)")
         }
     }
 }
