@@ -213,6 +213,30 @@ impl OrgCa {
         })
     }
 
+    /// A certificate builder for a non-CA subject issued by this CA: version, serial, names, key,
+    /// validity and basicConstraints CA:FALSE; the caller adds its usages and signs.
+    fn end_entity(
+        &self,
+        subject: &openssl::x509::X509NameRef,
+        common_name: &str,
+        key: &PKey<Private>,
+        validity: Validity,
+    ) -> Result<X509Builder, CertError> {
+        let mut b = X509Builder::new()?;
+        b.set_version(2)?;
+        let serial = serial_from(common_name.as_bytes())?;
+        b.set_serial_number(&serial)?;
+        b.set_subject_name(subject)?;
+        b.set_issuer_name(self.cert.subject_name())?;
+        b.set_pubkey(key)?;
+        let not_before = Asn1Time::from_unix(validity.not_before)?;
+        let not_after = Asn1Time::from_unix(validity.not_after)?;
+        b.set_not_before(&not_before)?;
+        b.set_not_after(&not_after)?;
+        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        Ok(b)
+    }
+
     /// Issues a member certificate with `role` in its OU, for a fresh P-256 key.
     pub fn issue(
         &self,
@@ -248,21 +272,7 @@ impl OrgCa {
                 &String::from_utf8_lossy(o.data().as_slice()),
             )?;
         }
-        let name = name.build();
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        let serial = serial_from(common_name.as_bytes())?;
-        b.set_serial_number(&serial)?;
-        b.set_subject_name(&name)?;
-        b.set_issuer_name(self.cert.subject_name())?;
-        b.set_pubkey(key)?;
-        let (not_before, not_after) = (
-            Asn1Time::from_unix(validity.not_before)?,
-            Asn1Time::from_unix(validity.not_after)?,
-        );
-        b.set_not_before(&not_before)?;
-        b.set_not_after(&not_after)?;
-        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        let mut b = self.end_entity(&name.build(), common_name, key, validity)?;
         b.append_extension(
             KeyUsage::new()
                 .critical()
@@ -296,19 +306,7 @@ impl OrgCa {
         let key = new_p256_key()?;
         let mut name = X509NameBuilder::new()?;
         name.append_entry_by_nid(Nid::COMMONNAME, common_name)?;
-        let name = name.build();
-        let mut b = X509Builder::new()?;
-        b.set_version(2)?;
-        let serial = serial_from(common_name.as_bytes())?;
-        b.set_serial_number(&serial)?;
-        b.set_subject_name(&name)?;
-        b.set_issuer_name(self.cert.subject_name())?;
-        b.set_pubkey(&key)?;
-        let not_before = Asn1Time::from_unix(validity.not_before)?;
-        let not_after = Asn1Time::from_unix(validity.not_after)?;
-        b.set_not_before(&not_before)?;
-        b.set_not_after(&not_after)?;
-        b.append_extension(BasicConstraints::new().critical().build()?)?;
+        let mut b = self.end_entity(&name.build(), common_name, &key, validity)?;
         b.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
         b.append_extension(ExtendedKeyUsage::new().server_auth().build()?)?;
         let mut san = SubjectAlternativeName::new();

@@ -331,7 +331,7 @@ async fn scenario(net: &Net) {
         .await
         .unwrap_err();
     assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
-    let unknown = neurodata_client::gateway::cid_string([9u8; 32]);
+    let unknown = neurodata_client::cid::Cid::from_digest([9u8; 32]).to_string();
     let err = buyer.download(&unknown, &mut Vec::new()).await.unwrap_err();
     assert_eq!(gateway_code(&err), "NotFound", "{err}");
     let err = buyer
@@ -347,7 +347,7 @@ async fn scenario(net: &Net) {
     // Bytes that do not match the CID the client announced are refused, nothing stored.
     let mut blobs =
         gw::blobs_client::BlobsClient::new(endpoint_channel(net, "medlab", "provider").await);
-    let wrong = neurodata_client::gateway::cid_string(openssl::sha::sha256(b"other bytes"));
+    let wrong = neurodata_client::cid::Cid::of(b"other bytes").to_string();
     let s = blobs
         .upload(tokio_stream::iter(vec![gw::UploadChunk {
             data: b"these bytes".to_vec(),

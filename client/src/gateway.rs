@@ -9,11 +9,11 @@ use neurodata_abci::query::{self, QueryTarget};
 use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
 use openssl::sha::Sha256;
-use prost::Message as _;
 use tendermint_proto::Protobuf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::cid::Cid;
 use crate::{Amount, ClientError, Signer, TxParams, Verified, verify_proof};
 
 /// Bytes per upload message.
@@ -186,13 +186,7 @@ impl GatewayClient {
         let chain_id = self.status().await?.chain_id;
         let addr = signer.address().0.to_vec();
         let account = self.raw(QueryKind::Account(addr.clone())).await?;
-        let nonce = if account.value.is_empty() {
-            0
-        } else {
-            pb::Account::decode(account.value.as_slice())
-                .map_err(|e| ClientError::Decode(e.to_string()))?
-                .nonce
-        };
+        let nonce = crate::decode_account(signer.address(), Some(account.value.as_slice()))?.nonce;
         let known = !self.raw(QueryKind::Identity(addr)).await?.value.is_empty();
         let tx = signer.sign(
             TxParams {
@@ -284,16 +278,7 @@ impl GatewayClient {
         let v = self
             .query_verified(QueryKind::Account(address.0.to_vec()), 0)
             .await?;
-        match v.value {
-            None => Ok(pb::Account {
-                address: address.0.to_vec(),
-                balance: "0".into(),
-                nonce: 0,
-            }),
-            Some(b) => {
-                pb::Account::decode(b.as_slice()).map_err(|e| ClientError::Decode(e.to_string()))
-            }
-        }
+        crate::decode_account(address, v.value.as_deref())
     }
 
     /// A list (`/orgs`, `/validators`, `/proposals`) at the latest height.
@@ -376,7 +361,7 @@ impl GatewayClient {
                 source,
             })?;
         let r = r.map_err(status_err)?.into_inner();
-        let expected = cid_string(digest);
+        let expected = Cid::from_digest(digest).to_string();
         if r.cid != expected {
             return Err(ClientError::Proof(format!(
                 "gateway stored CID {}, the bytes sent have CID {expected}",
@@ -415,7 +400,7 @@ impl GatewayClient {
             path: "download sink".into(),
             source,
         })?;
-        let got = cid_string(hasher.finish());
+        let got = Cid::from_digest(hasher.finish()).to_string();
         if got != cid {
             return Err(ClientError::Proof(format!(
                 "downloaded bytes have CID {got}, asked for {cid}"
@@ -423,27 +408,6 @@ impl GatewayClient {
         }
         Ok(size)
     }
-}
-
-/// The CIDv1 (raw, sha2-256, base32) of a SHA-256 digest.
-pub fn cid_string(digest: [u8; 32]) -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut bytes = vec![0x01, 0x55, 0x12, 0x20];
-    bytes.extend_from_slice(&digest);
-    let mut out = String::from("b");
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in bytes {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((acc >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((acc << (5 - bits)) & 31) as usize] as char);
-    }
-    out
 }
 
 /// Checks a proved gateway answer for `path`/`data`: the key is the one asked for, the header is

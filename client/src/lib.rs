@@ -5,6 +5,7 @@
 //! [`NodeClient`] (CometBFT RPC) or [`gateway::GatewayClient`] (an org's gRPC gateway over mTLS).
 //! [`verify_proof`] is the proof check on its own.
 
+pub mod cid;
 pub mod gateway;
 
 use std::path::Path;
@@ -232,6 +233,18 @@ pub fn verify_proof(
         .map_err(|e| ClientError::Proof(e.to_string()))
 }
 
+/// An account record as stored (absent or empty: a zero balance and nonce 0).
+pub fn decode_account(address: Address, value: Option<&[u8]>) -> Result<pb::Account, ClientError> {
+    match value {
+        None | Some([]) => Ok(pb::Account {
+            address: address.0.to_vec(),
+            balance: "0".into(),
+            nonce: 0,
+        }),
+        Some(b) => pb::Account::decode(b).map_err(|e| ClientError::Decode(e.to_string())),
+    }
+}
+
 /// A state value read with a verified proof.
 #[derive(Clone, Debug)]
 pub struct Verified {
@@ -411,16 +424,7 @@ impl NodeClient {
         let v = self
             .query_verified("/account", address.0.to_vec(), Duration::from_secs(20))
             .await?;
-        match v.value {
-            None => Ok(pb::Account {
-                address: address.0.to_vec(),
-                balance: "0".into(),
-                nonce: 0,
-            }),
-            Some(b) => {
-                pb::Account::decode(b.as_slice()).map_err(|e| ClientError::Decode(e.to_string()))
-            }
-        }
+        decode_account(address, v.value.as_deref())
     }
 
     /// Whether the chain already knows this signer's certificate.
@@ -441,13 +445,7 @@ impl NodeClient {
         let (account, _) = self
             .query_raw("/account", signer.address().0.to_vec())
             .await?;
-        let nonce = if account.is_empty() {
-            0
-        } else {
-            pb::Account::decode(account.as_slice())
-                .map_err(|e| ClientError::Decode(e.to_string()))?
-                .nonce
-        };
+        let nonce = decode_account(signer.address(), Some(account.as_slice()))?.nonce;
         let attach_certificate = !self.identity_known(signer.address()).await?;
         let tx = signer.sign(
             TxParams {

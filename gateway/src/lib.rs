@@ -11,13 +11,12 @@
 pub mod auth;
 pub mod blobstore;
 pub mod chain;
-pub mod cid;
 pub mod config;
 pub mod metrics;
 pub mod server;
 pub mod service;
 pub mod tls;
 
-pub use cid::Cid;
 pub use config::Config;
+pub use neurodata_client::cid::{self, Cid};
 pub use server::Gateway;

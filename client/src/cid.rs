@@ -1,6 +1,7 @@
 //! Content identifiers: CIDv1 with the `raw` codec and a sha2-256 multihash, written in multibase
 //! base32 (lower case, no padding, prefix `b`) — the form IPFS prints, so a blob's CID here is
-//! the CID IPFS would give the same bytes.
+//! the CID IPFS would give the same bytes. Shared by the gateway (which stores blobs under it) and
+//! its clients (which check what they upload and download).
 
 use std::fmt;
 use std::str::FromStr;
