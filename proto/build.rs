@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/neurodata/chain/v1/tx.proto",
         "proto/neurodata/chain/v1/governance.proto",
         "proto/neurodata/chain/v1/state.proto",
+        "proto/neurodata/chain/v1/market.proto",
         "proto/neurodata/gateway/v1/gateway.proto",
     ];
     for f in files {

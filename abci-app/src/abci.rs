@@ -45,6 +45,8 @@ pub struct FinalizedBlock {
     pub validator_updates: Vec<([u8; 32], i64)>,
     /// The new app hash.
     pub app_hash: [u8; 32],
+    /// Events of the end-of-block work (escrow purchases closing by themselves).
+    pub block_events: Vec<Event>,
 }
 
 /// A block executed by FinalizeBlock, waiting for Commit.
@@ -240,7 +242,7 @@ impl Node {
             })
             .collect::<Result<Vec<_>, BoxError>>()?;
         Ok(response::FinalizeBlock {
-            events: vec![],
+            events: abci_events(&block.block_events),
             tx_results: block
                 .outcomes
                 .into_iter()
@@ -279,6 +281,11 @@ impl Node {
             .iter()
             .map(|tx| app::deliver_tx(&mut state, tx.as_ref(), &block, &self.verifier))
             .collect();
+        let mut end = StateDelta::new(&state);
+        app::end_block(&mut end, &block)?;
+        let end_changes = end.into_changes();
+        let block_events = end_changes.events.clone();
+        state.apply(end_changes);
         let changes = state.into_changes();
         let prepared = self.storage.prepare(block.height, false, changes.writes)?;
         let app_hash = prepared.app_hash;
@@ -287,6 +294,7 @@ impl Node {
             outcomes,
             validator_updates: changes.validator_updates,
             app_hash,
+            block_events,
         })
     }
 
@@ -408,11 +416,11 @@ impl Node {
                     ..Default::default()
                 })
             }
-            QueryTarget::List(prefix) => {
+            list => {
                 if height != committed.height {
                     return Ok(fail("list queries serve the latest height only".into()));
                 }
-                let value = self.list(prefix)?;
+                let value = self.list(list)?;
                 Ok(response::Query {
                     code: 0u32.into(),
                     value: value.into(),
@@ -423,10 +431,28 @@ impl Node {
         }
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<u8>, BoxError> {
+    fn list(&self, target: QueryTarget) -> Result<Vec<u8>, BoxError> {
         use crate::governance::state_key as g;
         use crate::membership::state_key as m;
         let s = &self.storage;
+        let prefix = match target {
+            QueryTarget::List(prefix) => prefix,
+            QueryTarget::Datasets(f) => {
+                let datasets = crate::market::MarketRead::datasets(s)?
+                    .into_iter()
+                    .filter(|d| crate::market::matches_filter(d, &f))
+                    .collect();
+                return Ok(pb::DatasetList { datasets }.encode_to_vec());
+            }
+            QueryTarget::Purchases(f) => {
+                let purchases = crate::escrow::EscrowRead::purchases(s)?
+                    .into_iter()
+                    .filter(|p| crate::escrow::matches_filter(p, &f))
+                    .collect();
+                return Ok(pb::PurchaseList { purchases }.encode_to_vec());
+            }
+            QueryTarget::Key(k) => return Err(format!("{k} is not a list").into()),
+        };
         Ok(match prefix {
             p if p == m::ORGS => pb::OrgList {
                 orgs: s.prefix_proto(p)?,

@@ -153,6 +153,7 @@ pub fn execute_tx<S: StateRead>(
     let ctx = ExecCtx {
         height: block.height,
         time: block.time,
+        params: block.params.clone(),
     };
     for action in &tx.body.messages {
         execute_action(&mut fork, action, &signer, &ctx)?;
@@ -176,6 +177,16 @@ fn execute_action<S: StateWrite>(
         Action::RevokeCertificate(a) => a.check_and_execute(state, signer, ctx),
         Action::SubmitProposal(a) => a.check_and_execute(state, signer, ctx),
         Action::Vote(a) => a.check_and_execute(state, signer, ctx),
+        Action::RegisterDataset(a) => a.check_and_execute(state, signer, ctx),
+        Action::UpdateDatasetPrice(a) => a.check_and_execute(state, signer),
+        Action::DelistDataset(a) => a.check_and_execute(state, signer),
+        Action::BuyDataset(a) => a.check_and_execute(state, signer, ctx),
+        Action::RequestValidation(a) => a.check_and_execute(state, signer, ctx),
+        Action::DeliverKey(a) => a.check_and_execute(state, signer, ctx),
+        Action::ConfirmAccess(a) => a.check_and_execute(state, signer, ctx),
+        Action::RefundPurchase(a) => a.check_and_execute(state, signer, ctx),
+        Action::DisputeKey(a) => a.check_and_execute(state, signer, ctx),
+        Action::AttestDataset(a) => a.check_and_execute(state, signer, ctx),
     }
 }
 
@@ -212,6 +223,12 @@ pub fn begin_block<S: StateWrite>(state: &mut S, block: &BlockCtx, time_nanos: i
             time_nanos,
         },
     );
+}
+
+/// End-of-block work after the block's txs: escrow closes the purchases due at this height.
+/// Its events are block-level events. A failure here is a broken state, not a user's error.
+pub fn end_block<S: StateWrite>(state: &mut S, block: &BlockCtx) -> Result<(), TxError> {
+    crate::escrow::end_block(state, block.height)
 }
 
 /// The last executed block, if any.

@@ -1,8 +1,10 @@
 //! The error a rejected transaction returns: one per domain, each with a stable code that goes into
 //! the ABCI result (and later maps to a gRPC status), and a message that says what to fix.
 
+use crate::escrow::EscrowError;
 use crate::governance::GovernanceError;
 use crate::ledger::LedgerError;
+use crate::market::MarketError;
 use crate::membership::MembershipError;
 use crate::state::StateError;
 use crate::tx::EnvelopeError;
@@ -22,6 +24,12 @@ pub enum TxError {
     /// Proposals and votes.
     #[error(transparent)]
     Governance(#[from] GovernanceError),
+    /// Dataset listings and attestations.
+    #[error(transparent)]
+    Market(#[from] MarketError),
+    /// Purchases and settlement.
+    #[error(transparent)]
+    Escrow(#[from] EscrowError),
     /// The store below the state machine failed (not the user's fault).
     #[error(transparent)]
     State(#[from] StateError),
@@ -35,6 +43,8 @@ impl TxError {
             TxError::Membership(e) => e.code(),
             TxError::Ledger(e) => e.code(),
             TxError::Governance(e) => e.code(),
+            TxError::Market(e) => e.code(),
+            TxError::Escrow(e) => e.code(),
             TxError::State(_) => 99,
         }
     }
@@ -46,6 +56,8 @@ impl TxError {
             TxError::Membership(_) => "membership",
             TxError::Ledger(_) => "ledger",
             TxError::Governance(_) => "governance",
+            TxError::Market(_) => "market",
+            TxError::Escrow(_) => "escrow",
             TxError::State(_) => "state",
         }
     }

@@ -77,6 +77,27 @@ pub struct GenesisParams {
     pub max_tx_bytes: u64,
     /// Most messages per tx.
     pub max_messages_per_tx: u32,
+    /// Blocks to deliver a purchased key (default if absent).
+    #[serde(default = "default_key_delivery_blocks")]
+    pub key_delivery_blocks: u64,
+    /// Blocks to confirm a purchase (default if absent).
+    #[serde(default = "default_confirm_blocks")]
+    pub confirm_blocks: u64,
+    /// Reward-pool share of a sale in basis points (default if absent).
+    #[serde(default = "default_market_fee_bps")]
+    pub market_fee_bps: u32,
+}
+
+fn default_key_delivery_blocks() -> u64 {
+    Params::default().key_delivery_blocks
+}
+
+fn default_confirm_blocks() -> u64 {
+    Params::default().confirm_blocks
+}
+
+fn default_market_fee_bps() -> u32 {
+    Params::default().market_fee_bps
 }
 
 impl From<&Params> for GenesisParams {
@@ -86,6 +107,9 @@ impl From<&Params> for GenesisParams {
             proposal_voting_blocks: p.proposal_voting_blocks,
             max_tx_bytes: p.max_tx_bytes,
             max_messages_per_tx: p.max_messages_per_tx,
+            key_delivery_blocks: p.key_delivery_blocks,
+            confirm_blocks: p.confirm_blocks,
+            market_fee_bps: p.market_fee_bps,
         }
     }
 }
@@ -137,6 +161,9 @@ pub fn init_genesis<S: StateWrite>(
             proposal_voting_blocks: p.proposal_voting_blocks,
             max_tx_bytes: p.max_tx_bytes,
             max_messages_per_tx: p.max_messages_per_tx,
+            key_delivery_blocks: p.key_delivery_blocks,
+            confirm_blocks: p.confirm_blocks,
+            market_fee_bps: p.market_fee_bps,
         })
         .map_err(|e| invalid(e.to_string()))?,
     };

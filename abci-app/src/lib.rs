@@ -5,7 +5,8 @@
 //! - [`tx`]: the envelope and its stateless checks; [`tx::Action`] lists every message.
 //! - The domains, each with its messages, checks, state keys and typed views:
 //!   [`membership`] (X.509 identities, roles, revocation), [`ledger`] (NRC), [`governance`]
-//!   (proposals, votes, validators, parameters).
+//!   (proposals, votes, validators, parameters), [`market`] (dataset listings and validation),
+//!   [`escrow`] (purchases, key delivery, settlement).
 //! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `server`):
 //!   RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the thin ABCI adapter.
 //! - [`genesis`]: the consortium at InitChain.
@@ -16,9 +17,11 @@ pub mod address;
 pub mod amount;
 pub mod app;
 mod error;
+pub mod escrow;
 pub mod genesis;
 pub mod governance;
 pub mod ledger;
+pub mod market;
 pub mod membership;
 pub mod query;
 pub mod state;

@@ -1,8 +1,10 @@
 //! ABCI Query paths: which state key each path reads. Shared by the server and by clients, which
 //! recompute the key to check that a proof is for what they asked.
 
+use neurodata_proto::chain::v1 as pb;
+
 use crate::address::Address;
-use crate::{app, governance, ledger, membership};
+use crate::{app, escrow, governance, ledger, market, membership};
 
 /// The proof type name in `ProofOp.type`: a borsh `jmt::proof::SparseMerkleProof<Sha256>` for
 /// `sha256(key)` against the app hash.
@@ -13,7 +15,7 @@ pub const PROOF_TYPE: &str = "jmt.sha256";
 pub enum QueryError {
     /// No such path.
     #[error(
-        "unknown query path {0:?}; known: /account /identity /revocation /org /proposal /params /supply /block /store /orgs /validators /proposals"
+        "unknown query path {0:?}; known: /account /identity /revocation /org /proposal /params /supply /block /store /dataset /dataset_by_cid /dataset_stats /purchase /live_purchase /orgs /validators /proposals /datasets /purchases"
     )]
     UnknownPath(String),
     /// The data is not what the path expects.
@@ -27,12 +29,42 @@ pub enum QueryError {
 }
 
 /// A query for one key (provable) or for a list (latest height, no proof).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum QueryTarget {
     /// One state key.
     Key(String),
     /// All records under a prefix.
     List(&'static str),
+    /// Datasets passing a filter.
+    Datasets(pb::DatasetFilter),
+    /// Purchases passing a filter.
+    Purchases(pb::PurchaseFilter),
+}
+
+fn id(path: &str, data: &[u8]) -> Result<u64, QueryError> {
+    <[u8; 8]>::try_from(data)
+        .map(u64::from_be_bytes)
+        .map_err(|_| QueryError::BadData {
+            path: path.to_owned(),
+            reason: "data must be the id as 8 big-endian bytes",
+        })
+}
+
+fn filter<M: prost::Message + Default>(path: &str, data: &[u8]) -> Result<M, QueryError> {
+    M::decode(data).map_err(|_| QueryError::BadData {
+        path: path.to_owned(),
+        reason: "data must be the protobuf filter message (neurodata.chain.v1)",
+    })
+}
+
+/// The data of a `/live_purchase` query: buyer address then dataset id.
+pub fn live_purchase_data(buyer: &Address, dataset: u64) -> Vec<u8> {
+    [&buyer.0[..], &dataset.to_be_bytes()].concat()
+}
+
+/// Encodes a filter as query data.
+pub fn filter_data<M: prost::Message>(filter: &M) -> Vec<u8> {
+    filter.encode_to_vec()
 }
 
 fn address(path: &str, data: &[u8]) -> Result<Address, QueryError> {
@@ -72,6 +104,30 @@ pub fn target(path: &str, data: &[u8]) -> Result<QueryTarget, QueryError> {
                 reason: "data must be a UTF-8 state key",
             })?,
         ),
+        "/dataset" => Key(market::state_key::dataset(id(path, data)?)),
+        "/dataset_stats" => Key(market::state_key::stats(id(path, data)?)),
+        "/dataset_by_cid" => {
+            let cid = std::str::from_utf8(data).map_err(|_| QueryError::BadData {
+                path: path.to_owned(),
+                reason: "data must be the UTF-8 CID",
+            })?;
+            Key(market::state_key::by_cid(cid))
+        }
+        "/purchase" => Key(escrow::state_key::purchase(id(path, data)?)),
+        "/live_purchase" => {
+            if data.len() != 40 {
+                return Err(QueryError::BadData {
+                    path: path.to_owned(),
+                    reason: "data must be the 32-byte buyer then the 8-byte dataset id",
+                });
+            }
+            Key(escrow::state_key::by_buyer(
+                &address(path, &data[..32])?,
+                id(path, &data[32..])?,
+            ))
+        }
+        "/datasets" => QueryTarget::Datasets(filter(path, data)?),
+        "/purchases" => QueryTarget::Purchases(filter(path, data)?),
         "/orgs" => List(membership::state_key::ORGS),
         "/validators" => List(governance::state_key::VALIDATORS),
         "/proposals" => List(governance::state_key::PROPOSALS),

@@ -9,8 +9,12 @@ use prost::Message as _;
 use crate::TxError;
 use crate::address::Address;
 use crate::amount::Amount;
+use crate::escrow::{
+    BuyDataset, ConfirmAccess, DeliverKey, DisputeKey, RefundPurchase, RequestValidation,
+};
 use crate::governance::{SubmitProposal, Vote};
 use crate::ledger::Transfer;
+use crate::market::{AttestDataset, DelistDataset, RegisterDataset, UpdateDatasetPrice};
 use crate::membership::RevokeCertificate;
 use crate::membership::certificate::sha256;
 
@@ -129,6 +133,26 @@ pub enum Action {
     SubmitProposal(SubmitProposal),
     /// Governance: vote.
     Vote(Vote),
+    /// Market: list a dataset.
+    RegisterDataset(Box<RegisterDataset>),
+    /// Market: change a price.
+    UpdateDatasetPrice(UpdateDatasetPrice),
+    /// Market: delist.
+    DelistDataset(DelistDataset),
+    /// Escrow: buy.
+    BuyDataset(BuyDataset),
+    /// Escrow: a validator's key request.
+    RequestValidation(RequestValidation),
+    /// Escrow: deliver the wrapped key.
+    DeliverKey(Box<DeliverKey>),
+    /// Escrow: confirm.
+    ConfirmAccess(ConfirmAccess),
+    /// Escrow: refund after the delivery window.
+    RefundPurchase(RefundPurchase),
+    /// Escrow: prove a wrong key.
+    DisputeKey(Box<DisputeKey>),
+    /// Market: a validator's findings.
+    AttestDataset(AttestDataset),
 }
 
 impl Action {
@@ -139,6 +163,16 @@ impl Action {
             Action::RevokeCertificate(_) => "RevokeCertificate",
             Action::SubmitProposal(_) => "SubmitProposal",
             Action::Vote(_) => "Vote",
+            Action::RegisterDataset(_) => "RegisterDataset",
+            Action::UpdateDatasetPrice(_) => "UpdateDatasetPrice",
+            Action::DelistDataset(_) => "DelistDataset",
+            Action::BuyDataset(_) => "BuyDataset",
+            Action::RequestValidation(_) => "RequestValidation",
+            Action::DeliverKey(_) => "DeliverKey",
+            Action::ConfirmAccess(_) => "ConfirmAccess",
+            Action::RefundPurchase(_) => "RefundPurchase",
+            Action::DisputeKey(_) => "DisputeKey",
+            Action::AttestDataset(_) => "AttestDataset",
         }
     }
 
@@ -150,6 +184,24 @@ impl Action {
             Some(A::RevokeCertificate(r)) => Ok(Action::RevokeCertificate(r.try_into()?)),
             Some(A::SubmitProposal(p)) => Ok(Action::SubmitProposal(p.try_into()?)),
             Some(A::Vote(v)) => Ok(Action::Vote(v.try_into()?)),
+            Some(A::RegisterDataset(m)) => Ok(Action::RegisterDataset(Box::new(m.try_into()?))),
+            Some(A::UpdateDatasetPrice(m)) => Ok(Action::UpdateDatasetPrice(m.try_into()?)),
+            Some(A::DelistDataset(m)) => Ok(Action::DelistDataset(DelistDataset {
+                dataset_id: m.dataset_id,
+            })),
+            Some(A::BuyDataset(m)) => Ok(Action::BuyDataset(m.try_into()?)),
+            Some(A::RequestValidation(m)) => Ok(Action::RequestValidation(RequestValidation {
+                dataset_id: m.dataset_id,
+            })),
+            Some(A::DeliverKey(m)) => Ok(Action::DeliverKey(Box::new(m.try_into()?))),
+            Some(A::ConfirmAccess(m)) => Ok(Action::ConfirmAccess(ConfirmAccess {
+                purchase_id: m.purchase_id,
+            })),
+            Some(A::RefundPurchase(m)) => Ok(Action::RefundPurchase(RefundPurchase {
+                purchase_id: m.purchase_id,
+            })),
+            Some(A::DisputeKey(m)) => Ok(Action::DisputeKey(Box::new(m.try_into()?))),
+            Some(A::AttestDataset(m)) => Ok(Action::AttestDataset(m.into())),
         }
     }
 }
@@ -283,4 +335,6 @@ pub struct ExecCtx {
     pub height: u64,
     /// Block time, Unix seconds (from the header: consensus time, never the wall clock).
     pub time: i64,
+    /// Parameters as of the start of the block.
+    pub params: crate::governance::Params,
 }

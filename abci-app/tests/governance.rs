@@ -292,6 +292,9 @@ fn parameter_changes_apply_to_later_transactions() {
         proposal_voting_blocks: 10,
         max_tx_bytes: 8192,
         max_messages_per_tx: 4,
+        key_delivery_blocks: 10,
+        confirm_blocks: 20,
+        market_fee_bps: 100,
     };
     t.ok(
         &c.signer(0, Role::Admin),

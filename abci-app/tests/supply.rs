@@ -68,7 +68,7 @@ proptest! {
                 ),
                 Op::Params(blocks) => (
                     n.sign(&admin, vec![msg::propose("params", pb::proposal_action::Action::SetParams(pb::Params {
-                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8 }))]),
+                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8, key_delivery_blocks: 10, confirm_blocks: 10, market_fee_bps: 100 }))]),
                     0,
                 ),
                 Op::Garbage => (vec![1, 2, 3], 0),

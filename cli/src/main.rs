@@ -122,6 +122,15 @@ struct GenesisArgs {
     /// Blocks a proposal stays open.
     #[arg(long, default_value_t = 1000)]
     proposal_voting_blocks: u64,
+    /// Blocks a provider has to deliver a purchased key.
+    #[arg(long, default_value_t = 100)]
+    key_delivery_blocks: u64,
+    /// Blocks a buyer has to confirm a purchase before it is released to the provider.
+    #[arg(long, default_value_t = 600)]
+    confirm_blocks: u64,
+    /// Reward-pool share of each sale, basis points.
+    #[arg(long, default_value_t = 200)]
+    market_fee_bps: u32,
     /// Write `app_state` into this CometBFT genesis.json instead of printing it.
     #[arg(long)]
     into: Option<PathBuf>,
@@ -248,6 +257,15 @@ enum ProposeCommand {
         /// Most messages per tx.
         #[arg(long)]
         max_messages_per_tx: u32,
+        /// Blocks a provider has to deliver a purchased key.
+        #[arg(long, default_value_t = 100)]
+        key_delivery_blocks: u64,
+        /// Blocks a buyer has to confirm a purchase.
+        #[arg(long, default_value_t = 600)]
+        confirm_blocks: u64,
+        /// Reward-pool share of each sale, basis points.
+        #[arg(long, default_value_t = 200)]
+        market_fee_bps: u32,
     },
 }
 
@@ -396,6 +414,9 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
     let params = Params {
         min_fee: amount(&args.min_fee)?,
         proposal_voting_blocks: args.proposal_voting_blocks,
+        key_delivery_blocks: args.key_delivery_blocks,
+        confirm_blocks: args.confirm_blocks,
+        market_fee_bps: args.market_fee_bps,
         ..Params::default()
     };
     let app_state = AppState {
@@ -585,6 +606,9 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
             proposal_voting_blocks,
             max_tx_bytes,
             max_messages_per_tx,
+            key_delivery_blocks,
+            confirm_blocks,
+            market_fee_bps,
         } => (
             "change parameters".into(),
             A::SetParams(pb::Params {
@@ -592,6 +616,9 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                 proposal_voting_blocks,
                 max_tx_bytes,
                 max_messages_per_tx,
+                key_delivery_blocks,
+                confirm_blocks,
+                market_fee_bps,
             }),
         ),
     };

@@ -5,7 +5,7 @@
 //! [`NodeClient`] (CometBFT RPC) or [`gateway::GatewayClient`] (an org's gRPC gateway over mTLS).
 //! [`verify_proof`] is the proof check on its own.
 
-pub mod cid;
+pub use neurodata_crypto::cid;
 pub mod gateway;
 
 use std::path::Path;
@@ -212,6 +212,78 @@ pub mod msg {
             proposal_id,
             approve,
         }))
+    }
+
+    /// List an encrypted dataset.
+    pub fn register_dataset(m: pb::RegisterDataset) -> pb::Message {
+        wrap(pb::message::Action::RegisterDataset(m))
+    }
+
+    /// Change a dataset's price.
+    pub fn update_price(dataset_id: u64, price: Amount) -> pb::Message {
+        wrap(pb::message::Action::UpdateDatasetPrice(
+            pb::UpdateDatasetPrice {
+                dataset_id,
+                price: price.to_string(),
+            },
+        ))
+    }
+
+    /// Delist a dataset.
+    pub fn delist(dataset_id: u64) -> pb::Message {
+        wrap(pb::message::Action::DelistDataset(pb::DelistDataset {
+            dataset_id,
+        }))
+    }
+
+    /// Buy a dataset for at most `max_price`.
+    pub fn buy(dataset_id: u64, max_price: Amount) -> pb::Message {
+        wrap(pb::message::Action::BuyDataset(pb::BuyDataset {
+            dataset_id,
+            max_price: max_price.to_string(),
+        }))
+    }
+
+    /// A validator's key request.
+    pub fn request_validation(dataset_id: u64) -> pb::Message {
+        wrap(pb::message::Action::RequestValidation(
+            pb::RequestValidation { dataset_id },
+        ))
+    }
+
+    /// Deliver a wrapped data key.
+    pub fn deliver_key(purchase_id: u64, wrapped_key: Vec<u8>) -> pb::Message {
+        wrap(pb::message::Action::DeliverKey(pb::DeliverKey {
+            purchase_id,
+            wrapped_key,
+        }))
+    }
+
+    /// Confirm a purchase.
+    pub fn confirm(purchase_id: u64) -> pb::Message {
+        wrap(pb::message::Action::ConfirmAccess(pb::ConfirmAccess {
+            purchase_id,
+        }))
+    }
+
+    /// Take a refund after the delivery window.
+    pub fn refund(purchase_id: u64) -> pb::Message {
+        wrap(pb::message::Action::RefundPurchase(pb::RefundPurchase {
+            purchase_id,
+        }))
+    }
+
+    /// Prove the delivered key wrong.
+    pub fn dispute(purchase_id: u64, shared_secret_proof: Vec<u8>) -> pb::Message {
+        wrap(pb::message::Action::DisputeKey(pb::DisputeKey {
+            purchase_id,
+            shared_secret_proof,
+        }))
+    }
+
+    /// A validator's findings about a dataset.
+    pub fn attest(m: pb::AttestDataset) -> pb::Message {
+        wrap(pb::message::Action::AttestDataset(m))
     }
 }
 

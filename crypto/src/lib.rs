@@ -1,5 +1,8 @@
-//! Dataset encryption for the NeuroData marketplace (DESIGN.md, "Data marketplace and escrow").
+//! Content addressing and dataset encryption for the NeuroData marketplace (DESIGN.md, "Data
+//! marketplace and escrow").
 //!
+//! - [`cid`]: IPFS-compatible CIDv1 (raw, sha2-256) of a blob, shared by the chain, the gateway
+//!   and clients.
 //! - [`stream`]: a provider encrypts a dataset of any size in constant memory with a fresh
 //!   [`DataKey`]: chunked AES-256-GCM where each chunk's nonce binds its index and whether it is
 //!   the last one, so chunks cannot be reordered, dropped or the stream truncated unnoticed.
@@ -11,6 +14,7 @@
 //!
 //! Everything is built on OpenSSL.
 
+pub mod cid;
 pub mod dleq;
 pub mod stream;
 pub mod wrap;

@@ -16,6 +16,12 @@ pub struct Params {
     pub max_tx_bytes: u64,
     /// Most messages per tx.
     pub max_messages_per_tx: u32,
+    /// Blocks a provider has to deliver a purchased key.
+    pub key_delivery_blocks: u64,
+    /// Blocks a buyer has to confirm or dispute (or claim a refund) before a purchase closes.
+    pub confirm_blocks: u64,
+    /// Reward-pool share of each sale, basis points.
+    pub market_fee_bps: u32,
 }
 
 impl Default for Params {
@@ -25,6 +31,9 @@ impl Default for Params {
             proposal_voting_blocks: 1_000,
             max_tx_bytes: 64 * 1024,
             max_messages_per_tx: 16,
+            key_delivery_blocks: 100,
+            confirm_blocks: 600,
+            market_fee_bps: 200,
         }
     }
 }
@@ -47,11 +56,23 @@ impl TryFrom<pb::Params> for Params {
         if !(1..=256).contains(&p.max_messages_per_tx) {
             return Err(bad("max_messages_per_tx must be in 1..=256"));
         }
+        if !(1..=1_000_000).contains(&p.key_delivery_blocks) {
+            return Err(bad("key_delivery_blocks must be in 1..=1000000"));
+        }
+        if !(1..=1_000_000).contains(&p.confirm_blocks) {
+            return Err(bad("confirm_blocks must be in 1..=1000000"));
+        }
+        if p.market_fee_bps > 10_000 {
+            return Err(bad("market_fee_bps must be in 0..=10000"));
+        }
         Ok(Params {
             min_fee,
             proposal_voting_blocks: p.proposal_voting_blocks,
             max_tx_bytes: p.max_tx_bytes,
             max_messages_per_tx: p.max_messages_per_tx,
+            key_delivery_blocks: p.key_delivery_blocks,
+            confirm_blocks: p.confirm_blocks,
+            market_fee_bps: p.market_fee_bps,
         })
     }
 }
@@ -63,6 +84,9 @@ impl From<&Params> for pb::Params {
             proposal_voting_blocks: p.proposal_voting_blocks,
             max_tx_bytes: p.max_tx_bytes,
             max_messages_per_tx: p.max_messages_per_tx,
+            key_delivery_blocks: p.key_delivery_blocks,
+            confirm_blocks: p.confirm_blocks,
+            market_fee_bps: p.market_fee_bps,
         }
     }
 }

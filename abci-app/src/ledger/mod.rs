@@ -7,7 +7,7 @@ pub mod state_key;
 mod transfer;
 pub mod view;
 
-pub use transfer::Transfer;
+pub use transfer::{Transfer, signer_address};
 pub use view::{LedgerRead, LedgerWrite};
 
 use crate::amount::Amount;

@@ -146,6 +146,15 @@ pub fn allowed_roles(action: &Action) -> &'static [Role] {
         Action::RevokeCertificate(_) | Action::SubmitProposal(_) | Action::Vote(_) => {
             &[Role::Admin]
         }
+        Action::RegisterDataset(_) => &[Role::Provider],
+        // The provider itself or an admin of its org (checked against the dataset).
+        Action::UpdateDatasetPrice(_) | Action::DelistDataset(_) | Action::DeliverKey(_) => {
+            &[Role::Provider, Role::Admin]
+        }
+        Action::BuyDataset(_) => &[Role::Buyer, Role::Trainer],
+        Action::RequestValidation(_) | Action::AttestDataset(_) => &[Role::Validator],
+        // Only the purchase's own buyer (checked against the purchase).
+        Action::ConfirmAccess(_) | Action::RefundPurchase(_) | Action::DisputeKey(_) => &Role::ALL,
     }
 }
 

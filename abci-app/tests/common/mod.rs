@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use neurodata_abci::abci::{FinalizedBlock, Node};
 use neurodata_abci::address::Address;
 use neurodata_abci::app::TxOutcome;
-use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams};
+use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, GenesisValidator};
 use neurodata_abci::governance::Params;
 use neurodata_abci::ledger::LedgerRead;
 use neurodata_abci::membership::MembershipRead;
@@ -87,6 +88,9 @@ impl Consortium {
                 proposal_voting_blocks: 50,
                 max_tx_bytes: 16 * 1024,
                 max_messages_per_tx: 8,
+                key_delivery_blocks: 5,
+                confirm_blocks: 10,
+                market_fee_bps: 200,
             },
         }
     }
@@ -106,7 +110,18 @@ impl Consortium {
                     ca_cert_pem: o.ca_pem(),
                 })
                 .collect(),
-            validators: vec![],
+            // Validator i is run by org i mod n.
+            validators: self
+                .validators
+                .iter()
+                .enumerate()
+                .map(|(i, (key, power))| GenesisValidator {
+                    name: format!("v{i}"),
+                    org_id: self.orgs[i % self.orgs.len()].id.clone(),
+                    pub_key: base64::engine::general_purpose::STANDARD.encode(key),
+                    power: *power,
+                })
+                .collect(),
             allocations: self
                 .orgs
                 .iter()

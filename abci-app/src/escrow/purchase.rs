@@ -1,0 +1,168 @@
+//! Opening purchases: `BuyDataset` (price into escrow) and `RequestValidation` (a validator's key
+//! request, no money).
+
+use neurodata_proto::chain::v1 as pb;
+
+use super::{EscrowError, EscrowRead, EscrowWrite, escrow_account, fee_of};
+use crate::TxError;
+use crate::amount::Amount;
+use crate::ledger::LedgerWrite;
+use crate::ledger::signer_address;
+use crate::market::{MarketError, MarketRead, MarketWrite};
+use crate::membership::Signer;
+use crate::state::{Event, StateWrite};
+use crate::tx::{ExecCtx, invalid};
+
+/// Buy a dataset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuyDataset {
+    /// The dataset.
+    pub dataset_id: u64,
+    /// Most the buyer pays.
+    pub max_price: Amount,
+}
+
+impl TryFrom<pb::BuyDataset> for BuyDataset {
+    type Error = TxError;
+    fn try_from(m: pb::BuyDataset) -> Result<Self, TxError> {
+        Ok(BuyDataset {
+            dataset_id: m.dataset_id,
+            max_price: m
+                .max_price
+                .parse()
+                .map_err(|e: crate::amount::AmountError| invalid("buy_dataset.max_price", e))?,
+        })
+    }
+}
+
+/// Opens a purchase record (shared by sales and validation requests).
+fn open<S: StateWrite>(
+    state: &mut S,
+    dataset: &pb::Dataset,
+    signer: &Signer,
+    kind: pb::PurchaseKind,
+    price: Amount,
+    ctx: &ExecCtx,
+) -> Result<u64, TxError> {
+    let buyer = signer_address(signer)?;
+    if let Some(purchase) = state.live_purchase(&buyer, dataset.id)? {
+        return Err(EscrowError::AlreadyPurchased {
+            dataset: dataset.id,
+            purchase,
+        }
+        .into());
+    }
+    let id = state.next_purchase_id()?;
+    let key_deadline = ctx.height + ctx.params.key_delivery_blocks;
+    let due = key_deadline + ctx.params.confirm_blocks;
+    let purchase = pb::Purchase {
+        id,
+        dataset_id: dataset.id,
+        kind: kind as i32,
+        buyer: buyer.0.to_vec(),
+        buyer_org: signer.identity.org_id.clone(),
+        provider: dataset.provider.clone(),
+        provider_org: dataset.provider_org.clone(),
+        price: price.to_string(),
+        fee: fee_of(price, ctx.params.market_fee_bps).to_string(),
+        status: pb::PurchaseStatus::AwaitingKey as i32,
+        opened_height: ctx.height,
+        key_deadline_height: key_deadline,
+        due_height: due,
+        ..Default::default()
+    };
+    state.put_purchase(&purchase);
+    state.put_next_purchase_id(id + 1);
+    state.put_live_purchase(&buyer, dataset.id, id);
+    state.schedule(due, id);
+    state.emit(
+        Event::new("purchase.opened")
+            .attr("purchase", id)
+            .attr("dataset", dataset.id)
+            .attr("kind", kind.as_str_name())
+            .attr("buyer", buyer)
+            .attr("provider_org", &dataset.provider_org)
+            .attr("price", price)
+            .attr("key_deadline", key_deadline),
+    );
+    Ok(id)
+}
+
+impl BuyDataset {
+    /// Escrows the current price and opens the purchase.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let dataset = state
+            .dataset(self.dataset_id)?
+            .ok_or(MarketError::UnknownDataset(self.dataset_id))?;
+        if dataset.status != pb::DatasetStatus::Listed as i32 {
+            return Err(MarketError::Delisted(dataset.id).into());
+        }
+        if dataset.provider_org == signer.identity.org_id {
+            return Err(EscrowError::OwnDataset {
+                dataset: dataset.id,
+                org: dataset.provider_org,
+            }
+            .into());
+        }
+        let price: Amount = dataset
+            .price
+            .parse()
+            .map_err(
+                |e: crate::amount::AmountError| crate::state::StateError::Corrupt {
+                    key: format!("dataset {}", dataset.id),
+                    reason: e.to_string(),
+                },
+            )?;
+        if price > self.max_price {
+            return Err(EscrowError::PriceAboveMax {
+                price,
+                max: self.max_price,
+            }
+            .into());
+        }
+        open(state, &dataset, signer, pb::PurchaseKind::Sale, price, ctx)?;
+        if price > Amount::ZERO {
+            state.move_funds(&signer_address(signer)?, &escrow_account(), price)?;
+        }
+        let mut stats = state.dataset_stats(dataset.id)?;
+        stats.purchases += 1;
+        state.put_dataset_stats(&stats);
+        Ok(())
+    }
+}
+
+/// A validator member's request for a dataset's key, to validate it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestValidation {
+    /// The dataset.
+    pub dataset_id: u64,
+}
+
+impl RequestValidation {
+    /// Opens a no-money purchase the provider's gateway answers like any other.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let dataset = state
+            .dataset(self.dataset_id)?
+            .ok_or(MarketError::UnknownDataset(self.dataset_id))?;
+        crate::market::require_voting_power(state, &signer.identity.org_id)?;
+        open(
+            state,
+            &dataset,
+            signer,
+            pb::PurchaseKind::Validation,
+            Amount::ZERO,
+            ctx,
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,316 @@
+//! Settling purchases: key delivery, confirmation, refunds, wrong-key disputes, and the
+//! end-of-block sweep that closes what is due.
+
+use neurodata_crypto::dleq::{SharedSecretProof, reveal};
+use neurodata_crypto::wrap::WrappedKey;
+use neurodata_proto::chain::v1 as pb;
+
+use super::{EscrowError, EscrowRead, EscrowWrite, escrow_account, status_name};
+use crate::TxError;
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::ledger::LedgerWrite;
+use crate::market::{MarketError, MarketRead, MarketWrite};
+use crate::membership::{MembershipRead, Role, Signer};
+use crate::state::{Event, StateError, StateWrite};
+use crate::tx::{ExecCtx, invalid};
+
+fn corrupt(key: String, reason: impl ToString) -> TxError {
+    StateError::Corrupt {
+        key,
+        reason: reason.to_string(),
+    }
+    .into()
+}
+
+fn amount(p: &pb::Purchase, s: &str) -> Result<Amount, TxError> {
+    s.parse()
+        .map_err(|e: crate::amount::AmountError| corrupt(super::state_key::purchase(p.id), e))
+}
+
+fn address(p: &pb::Purchase, b: &[u8]) -> Result<Address, TxError> {
+    Address::from_slice(b).ok_or_else(|| corrupt(super::state_key::purchase(p.id), "address"))
+}
+
+fn load<S: EscrowRead>(state: &S, id: u64) -> Result<pb::Purchase, TxError> {
+    Ok(state
+        .purchase(id)?
+        .ok_or(EscrowError::UnknownPurchase(id))?)
+}
+
+fn require_status(
+    p: &pb::Purchase,
+    status: pb::PurchaseStatus,
+    action: &'static str,
+) -> Result<(), TxError> {
+    if p.status != status as i32 {
+        return Err(EscrowError::WrongStatus {
+            purchase: p.id,
+            status: status_name(p.status),
+            action,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+fn require_buyer(p: &pb::Purchase, signer: &Signer) -> Result<(), TxError> {
+    if p.buyer != signer.identity.fingerprint {
+        return Err(EscrowError::NotBuyer(p.id).into());
+    }
+    Ok(())
+}
+
+fn is_sale(p: &pb::Purchase) -> bool {
+    p.kind == pb::PurchaseKind::Sale as i32
+}
+
+/// Closes `p` with `status` at `height`: moves its escrow to the provider (minus the fee) or back
+/// to the buyer, updates the dataset's statistics, and drops its schedule entry.
+fn close<S: StateWrite>(
+    state: &mut S,
+    mut p: pb::Purchase,
+    status: pb::PurchaseStatus,
+    height: u64,
+) -> Result<(), TxError> {
+    use pb::PurchaseStatus as St;
+    let price = amount(&p, &p.price)?;
+    let fee = amount(&p, &p.fee)?;
+    let buyer = address(&p, &p.buyer)?;
+    let paid = matches!(status, St::Confirmed | St::Released);
+    if is_sale(&p) {
+        let mut stats = state.dataset_stats(p.dataset_id)?;
+        if paid {
+            let provider = address(&p, &p.provider)?;
+            let to_provider = price
+                .checked_sub(fee)
+                .ok_or_else(|| corrupt(super::state_key::purchase(p.id), "fee above price"))?;
+            if to_provider > Amount::ZERO {
+                state.move_funds(&escrow_account(), &provider, to_provider)?;
+            }
+            if fee > Amount::ZERO {
+                state.move_funds(&escrow_account(), &Address::reward_pool(), fee)?;
+            }
+            stats.paid += 1;
+            let revenue = amount(&p, &stats.revenue)?
+                .checked_add(to_provider)
+                .ok_or_else(|| crate::ledger::LedgerError::Overflow("dataset revenue".into()))?;
+            stats.revenue = revenue.to_string();
+        } else {
+            if price > Amount::ZERO {
+                state.move_funds(&escrow_account(), &buyer, price)?;
+            }
+            stats.refunded += 1;
+        }
+        state.put_dataset_stats(&stats);
+    }
+    if !paid {
+        // A refunded buyer loses access and may buy again.
+        state.drop_live_purchase(&buyer, p.dataset_id);
+    }
+    state.unschedule(p.due_height, p.id);
+    p.status = status as i32;
+    p.closed_height = height;
+    state.put_purchase(&p);
+    state.emit(
+        Event::new("purchase.closed")
+            .attr("purchase", p.id)
+            .attr("dataset", p.dataset_id)
+            .attr("status", status.as_str_name())
+            .attr("buyer", hex::encode(&p.buyer))
+            .attr("price", price),
+    );
+    Ok(())
+}
+
+/// The provider org hands over the data key, wrapped to the buyer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliverKey {
+    /// The purchase.
+    pub purchase_id: u64,
+    /// The checked wrapping.
+    pub wrapped_key: WrappedKey,
+}
+
+impl TryFrom<pb::DeliverKey> for DeliverKey {
+    type Error = TxError;
+    fn try_from(m: pb::DeliverKey) -> Result<Self, TxError> {
+        Ok(DeliverKey {
+            purchase_id: m.purchase_id,
+            wrapped_key: WrappedKey::parse(&m.wrapped_key)
+                .map_err(|e| EscrowError::BadWrappedKey(e.to_string()))?,
+        })
+    }
+}
+
+impl DeliverKey {
+    /// Records the wrapped key and starts the confirm window.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let mut p = load(state, self.purchase_id)?;
+        let may_deliver = p.provider_org == signer.identity.org_id
+            && matches!(signer.role, Role::Provider | Role::Admin);
+        if !may_deliver {
+            return Err(EscrowError::NotProviderOrg {
+                purchase: p.id,
+                provider_org: p.provider_org,
+            }
+            .into());
+        }
+        require_status(&p, pb::PurchaseStatus::AwaitingKey, "deliver a key for")?;
+        if ctx.height > p.key_deadline_height {
+            return Err(EscrowError::DeliveryWindowClosed {
+                purchase: p.id,
+                deadline: p.key_deadline_height,
+            }
+            .into());
+        }
+        state.unschedule(p.due_height, p.id);
+        p.status = pb::PurchaseStatus::KeyDelivered as i32;
+        p.wrapped_key = self.wrapped_key.to_bytes();
+        p.delivered_by = signer.identity.fingerprint.clone();
+        p.delivered_height = ctx.height;
+        p.due_height = ctx.height + ctx.params.confirm_blocks;
+        state.schedule(p.due_height, p.id);
+        state.put_purchase(&p);
+        state.emit(
+            Event::new("purchase.key_delivered")
+                .attr("purchase", p.id)
+                .attr("dataset", p.dataset_id)
+                .attr("buyer", hex::encode(&p.buyer))
+                .attr("confirm_by", p.due_height),
+        );
+        Ok(())
+    }
+}
+
+/// The buyer confirms it got the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfirmAccess {
+    /// The purchase.
+    pub purchase_id: u64,
+}
+
+impl ConfirmAccess {
+    /// Pays the provider out of escrow.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let p = load(state, self.purchase_id)?;
+        require_buyer(&p, signer)?;
+        require_status(&p, pb::PurchaseStatus::KeyDelivered, "confirm")?;
+        close(state, p, pb::PurchaseStatus::Confirmed, ctx.height)
+    }
+}
+
+/// The buyer takes its money back after the delivery window passed without a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundPurchase {
+    /// The purchase.
+    pub purchase_id: u64,
+}
+
+impl RefundPurchase {
+    /// Refunds the buyer.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let p = load(state, self.purchase_id)?;
+        require_buyer(&p, signer)?;
+        require_status(&p, pb::PurchaseStatus::AwaitingKey, "refund")?;
+        if ctx.height <= p.key_deadline_height {
+            return Err(EscrowError::RefundTooEarly {
+                purchase: p.id,
+                deadline: p.key_deadline_height,
+            }
+            .into());
+        }
+        close(state, p, pb::PurchaseStatus::Refunded, ctx.height)
+    }
+}
+
+/// The buyer proves the delivered key wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DisputeKey {
+    /// The purchase.
+    pub purchase_id: u64,
+    /// The revealed shared secret and its proof.
+    pub proof: SharedSecretProof,
+}
+
+impl TryFrom<pb::DisputeKey> for DisputeKey {
+    type Error = TxError;
+    fn try_from(m: pb::DisputeKey) -> Result<Self, TxError> {
+        Ok(DisputeKey {
+            purchase_id: m.purchase_id,
+            proof: SharedSecretProof::parse(&m.shared_secret_proof)
+                .map_err(|e| invalid("dispute_key.shared_secret_proof", e))?,
+        })
+    }
+}
+
+impl DisputeKey {
+    /// Verifies the proof, opens the wrapping with the revealed secret, and refunds the buyer if
+    /// the key inside does not hash to the dataset's commitment.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let p = load(state, self.purchase_id)?;
+        require_buyer(&p, signer)?;
+        require_status(&p, pb::PurchaseStatus::KeyDelivered, "dispute")?;
+        let dataset = state
+            .dataset(p.dataset_id)?
+            .ok_or(MarketError::UnknownDataset(p.dataset_id))?;
+        let wrapped = WrappedKey::parse(&p.wrapped_key)
+            .map_err(|e| corrupt(super::state_key::purchase(p.id), e))?;
+        let buyer_key = state
+            .identity(&address(&p, &p.buyer)?.0)?
+            .ok_or_else(|| corrupt(super::state_key::purchase(p.id), "buyer identity"))?
+            .public_key_spki;
+        let revealed = reveal(&wrapped, &buyer_key, &self.proof)
+            .map_err(|e| EscrowError::BadProof(e.to_string()))?;
+        let key_ok = revealed.is_some_and(|k| k.commitment().as_slice() == dataset.key_commitment);
+        if key_ok {
+            return Err(EscrowError::KeyMatches(p.id).into());
+        }
+        state.emit(
+            Event::new("purchase.dispute_upheld")
+                .attr("purchase", p.id)
+                .attr("dataset", p.dataset_id)
+                .attr("provider_org", &p.provider_org),
+        );
+        close(state, p, pb::PurchaseStatus::WrongKeyRefunded, ctx.height)
+    }
+}
+
+/// End of block `height`: closes every purchase due now: refunded if its key never came,
+/// released to the provider if the buyer neither confirmed nor disputed.
+pub fn end_block<S: StateWrite>(state: &mut S, height: u64) -> Result<(), TxError> {
+    for id in state.due_at(height)? {
+        let p = load(state, id)?;
+        match pb::PurchaseStatus::try_from(p.status) {
+            Ok(pb::PurchaseStatus::AwaitingKey) => {
+                close(state, p, pb::PurchaseStatus::Refunded, height)?
+            }
+            Ok(pb::PurchaseStatus::KeyDelivered) => {
+                close(state, p, pb::PurchaseStatus::Released, height)?
+            }
+            // Closed purchases drop their entry when they close; a leftover is only removed.
+            _ => state.unschedule(height, id),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! Where escrow records live in the state.
+
+use crate::address::Address;
+
+/// Prefix of all purchases.
+pub const PURCHASES: &str = "escrow/purchase/";
+
+/// Purchase `id` (zero-padded so keys sort by id).
+pub fn purchase(id: u64) -> String {
+    format!("{PURCHASES}{id:020}")
+}
+
+/// The id the next purchase gets.
+pub fn next_purchase_id() -> &'static str {
+    "escrow/next-purchase-id"
+}
+
+/// Index: the buyer's live (not refunded) purchase of a dataset (value: 8-byte purchase id).
+/// Present means the buyer has or is getting access; it also blocks a second purchase.
+pub fn by_buyer(buyer: &Address, dataset: u64) -> String {
+    format!("escrow/by-buyer/{}/{dataset:020}", buyer.to_hex())
+}
+
+/// Prefix of the purchases that close by themselves at the end of block `height`.
+pub fn due_at(height: u64) -> String {
+    format!("escrow/due/{height:020}/")
+}
+
+/// Index entry: purchase `id` is due at `height`.
+pub fn due(height: u64, id: u64) -> String {
+    format!("{}{id:020}", due_at(height))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_entries_group_by_height() {
+        assert!(due(7, 3).starts_with(&due_at(7)));
+        assert!(!due(70, 3).starts_with(&due_at(7)));
+        assert!(purchase(2) < purchase(10));
+    }
+}

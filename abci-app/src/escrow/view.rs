@@ -1,0 +1,91 @@
+//! Typed reads and writes of purchases and their indexes; the only code that uses escrow state
+//! keys.
+
+use neurodata_proto::chain::v1 as pb;
+
+use super::state_key;
+use crate::address::Address;
+use crate::market::view::read_u64;
+use crate::state::{StateError, StateRead, StateWrite};
+
+/// Reads of escrow records.
+pub trait EscrowRead: StateRead + Sized {
+    /// Purchase `id`.
+    fn purchase(&self, id: u64) -> Result<Option<pb::Purchase>, StateError> {
+        self.get_proto(&state_key::purchase(id))
+    }
+
+    /// Every purchase, ascending by id.
+    fn purchases(&self) -> Result<Vec<pb::Purchase>, StateError> {
+        self.prefix_proto(state_key::PURCHASES)
+    }
+
+    /// The id the next purchase gets.
+    fn next_purchase_id(&self) -> Result<u64, StateError> {
+        Ok(read_u64(self, state_key::next_purchase_id())?.unwrap_or(1))
+    }
+
+    /// The buyer's live purchase of a dataset.
+    fn live_purchase(&self, buyer: &Address, dataset: u64) -> Result<Option<u64>, StateError> {
+        read_u64(self, &state_key::by_buyer(buyer, dataset))
+    }
+
+    /// Ids of the purchases due at the end of block `height`.
+    fn due_at(&self, height: u64) -> Result<Vec<u64>, StateError> {
+        self.prefix_raw(&state_key::due_at(height))?
+            .into_iter()
+            .map(|(key, _)| {
+                key.rsplit('/')
+                    .next()
+                    .and_then(|id| id.parse().ok())
+                    .ok_or(StateError::Corrupt {
+                        key,
+                        reason: "due entry without a purchase id".into(),
+                    })
+            })
+            .collect()
+    }
+}
+
+impl<T: StateRead> EscrowRead for T {}
+
+/// Writes of escrow records.
+pub trait EscrowWrite: StateWrite + EscrowRead {
+    /// Stores a purchase.
+    fn put_purchase(&mut self, purchase: &pb::Purchase) {
+        self.put_proto(state_key::purchase(purchase.id), purchase);
+    }
+
+    /// Sets the next purchase id.
+    fn put_next_purchase_id(&mut self, id: u64) {
+        self.put_raw(
+            state_key::next_purchase_id().into(),
+            id.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Marks the buyer's live purchase of a dataset.
+    fn put_live_purchase(&mut self, buyer: &Address, dataset: u64, purchase: u64) {
+        self.put_raw(
+            state_key::by_buyer(buyer, dataset),
+            purchase.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Removes the buyer's live purchase mark (after a refund).
+    fn drop_live_purchase(&mut self, buyer: &Address, dataset: u64) {
+        self.delete(state_key::by_buyer(buyer, dataset));
+    }
+
+    /// Schedules purchase `id` to close at the end of block `height`.
+    fn schedule(&mut self, height: u64, id: u64) {
+        self.put_raw(state_key::due(height, id), vec![]);
+    }
+
+    /// Cancels a schedule entry.
+    fn unschedule(&mut self, height: u64, id: u64) {
+        self.delete(state_key::due(height, id));
+    }
+}
+
+impl<T: StateWrite> EscrowWrite for T {}

@@ -1,0 +1,108 @@
+//! `AttestDataset`: a validator member's findings about a listing, and the `verified` flag.
+
+use std::collections::BTreeMap;
+
+use neurodata_proto::chain::v1 as pb;
+
+use super::{MarketError, MarketRead, MarketWrite};
+use crate::TxError;
+use crate::governance::GovernanceRead;
+use crate::membership::Signer;
+use crate::state::{Event, StateWrite};
+use crate::tx::ExecCtx;
+
+/// A validator member's findings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttestDataset {
+    /// The dataset.
+    pub dataset_id: u64,
+    /// Ciphertext downloaded and hashed to the CID.
+    pub ciphertext_matches_cid: bool,
+    /// Plaintext hashed to the listed SHA-256.
+    pub plaintext_matches: bool,
+    /// Rows found.
+    pub rows: u64,
+    /// Header matched the schema.
+    pub schema_matches: bool,
+}
+
+impl From<pb::AttestDataset> for AttestDataset {
+    fn from(m: pb::AttestDataset) -> Self {
+        AttestDataset {
+            dataset_id: m.dataset_id,
+            ciphertext_matches_cid: m.ciphertext_matches_cid,
+            plaintext_matches: m.plaintext_matches,
+            rows: m.rows,
+            schema_matches: m.schema_matches,
+        }
+    }
+}
+
+/// Voting power per org, from the validator set.
+fn power_by_org<S: GovernanceRead>(state: &S) -> Result<BTreeMap<String, u128>, TxError> {
+    let mut power = BTreeMap::new();
+    for v in state.validators()? {
+        *power.entry(v.org_id).or_insert(0u128) += u128::try_from(v.power).unwrap_or(0);
+    }
+    Ok(power)
+}
+
+/// Refuses an org that runs no validator with voting power.
+pub fn require_voting_power<S: GovernanceRead>(state: &S, org: &str) -> Result<(), TxError> {
+    if power_by_org(state)?.get(org).copied().unwrap_or(0) == 0 {
+        return Err(MarketError::NoVotingPower(org.to_owned()).into());
+    }
+    Ok(())
+}
+
+impl AttestDataset {
+    /// Records the org's attestation (replacing its earlier one) and recomputes `verified`
+    /// against the current validator set.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let mut dataset = state
+            .dataset(self.dataset_id)?
+            .ok_or(MarketError::UnknownDataset(self.dataset_id))?;
+        let org = &signer.identity.org_id;
+        require_voting_power(state, org)?;
+        let power = power_by_org(state)?;
+        let positive = self.ciphertext_matches_cid
+            && self.plaintext_matches
+            && self.schema_matches
+            && self.rows == dataset.rows;
+        dataset.attestations.retain(|a| &a.org_id != org);
+        dataset.attestations.push(pb::Attestation {
+            org_id: org.clone(),
+            validator: signer.identity.fingerprint.clone(),
+            height: ctx.height,
+            positive,
+            rows: self.rows,
+        });
+        dataset.attestations.sort_by(|a, b| a.org_id.cmp(&b.org_id));
+        let total: u128 = power.values().sum();
+        let approving: u128 = dataset
+            .attestations
+            .iter()
+            .filter(|a| a.positive)
+            .map(|a| power.get(&a.org_id).copied().unwrap_or(0))
+            .sum();
+        let verified = approving * 3 > total * 2;
+        if verified && !dataset.verified {
+            dataset.verified_height = ctx.height;
+        }
+        dataset.verified = verified;
+        state.put_dataset(&dataset);
+        state.emit(
+            Event::new("dataset.attested")
+                .attr("dataset", self.dataset_id)
+                .attr("org", org)
+                .attr("positive", positive)
+                .attr("verified", verified),
+        );
+        Ok(())
+    }
+}

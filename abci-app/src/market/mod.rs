@@ -1,0 +1,70 @@
+//! The data marketplace: encrypted datasets listed by providers, browsed by everyone, validated
+//! by validator members.
+//!
+//! A listing ([`RegisterDataset`]) records what a buyer needs to check what it gets: the
+//! ciphertext's CID, the plaintext's SHA-256, the SHA-256 commitment to the data key, sizes, row
+//! count and schema. The ciphertext itself stays in the provider org's blob store; the key goes
+//! to buyers through [`crate::escrow`]. Validator members attest listings ([`AttestDataset`]); a
+//! dataset is `verified` once orgs holding more than two thirds of the validator voting power
+//! attested positively.
+//!
+//! Checks run in the usual order: stateless in `TryFrom<pb::…>` (field shapes, schema, price),
+//! then stateful in `check_and_execute` (who may, what exists).
+
+mod attest;
+mod dataset;
+pub mod state_key;
+pub mod view;
+
+pub use attest::{AttestDataset, require_voting_power};
+pub use dataset::{DelistDataset, RegisterDataset, UpdateDatasetPrice, matches_filter};
+pub use view::{MarketRead, MarketWrite};
+
+/// Why a market action was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MarketError {
+    /// No dataset with this id.
+    #[error("dataset {0} does not exist")]
+    UnknownDataset(u64),
+    /// The ciphertext is already listed.
+    #[error("ciphertext {cid} is already listed as dataset {dataset}")]
+    DuplicateCid {
+        /// The CID.
+        cid: String,
+        /// The existing listing.
+        dataset: u64,
+    },
+    /// The schema is unusable; the message says which column.
+    #[error("malformed schema: {0}")]
+    MalformedSchema(String),
+    /// Only the provider (or an admin of its org) may change a listing.
+    #[error(
+        "dataset {dataset} belongs to {provider_org}; only its provider or an admin of that org may change it"
+    )]
+    NotProvider {
+        /// The dataset.
+        dataset: u64,
+        /// Its org.
+        provider_org: String,
+    },
+    /// The dataset was delisted.
+    #[error("dataset {0} is delisted")]
+    Delisted(u64),
+    /// The attesting validator's org has no voting power.
+    #[error("org {0} runs no validator with voting power; only validator orgs attest datasets")]
+    NoVotingPower(String),
+}
+
+impl MarketError {
+    /// Stable code (80..100).
+    pub fn code(&self) -> u32 {
+        match self {
+            MarketError::UnknownDataset(_) => 80,
+            MarketError::DuplicateCid { .. } => 81,
+            MarketError::MalformedSchema(_) => 82,
+            MarketError::NotProvider { .. } => 83,
+            MarketError::Delisted(_) => 84,
+            MarketError::NoVotingPower(_) => 85,
+        }
+    }
+}

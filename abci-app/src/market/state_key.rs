@@ -1,0 +1,37 @@
+//! Where market records live in the state.
+
+/// Prefix of all datasets.
+pub const DATASETS: &str = "market/dataset/";
+
+/// Dataset `id` (zero-padded so keys sort by id).
+pub fn dataset(id: u64) -> String {
+    format!("{DATASETS}{id:020}")
+}
+
+/// The id the next dataset gets.
+pub fn next_dataset_id() -> &'static str {
+    "market/next-dataset-id"
+}
+
+/// Index: the dataset listing a ciphertext CID (value: 8-byte big-endian id).
+pub fn by_cid(cid: &str) -> String {
+    format!("market/cid/{cid}")
+}
+
+/// Usage statistics of dataset `id`.
+pub fn stats(id: u64) -> String {
+    format!("market/stats/{id:020}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dataset_keys_sort_by_id_and_indexes_live_elsewhere() {
+        assert!(dataset(9) < dataset(10));
+        assert!(dataset(1).starts_with(DATASETS));
+        assert!(!by_cid("bafk").starts_with(DATASETS));
+        assert!(!stats(1).starts_with(DATASETS));
+    }
+}
