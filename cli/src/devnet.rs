@@ -378,10 +378,26 @@ fn configure_gateway(dir: &Path, node: &NodeSpec, g: &GatewaySpec) -> anyhow::Re
             .map(|(_, rest)| rest.split('/').next().unwrap_or_default().to_owned())
             .unwrap_or_default()
     };
+    // The org's provider signs key deliveries; the keystore passphrase is a random file only
+    // this user can read (a real deployment mounts it from a secret).
+    let pass_file = home.join("keystore.pass");
+    if !pass_file.exists() {
+        let mut pass = [0u8; 24];
+        openssl::rand::rand_bytes(&mut pass)?;
+        std::fs::write(&pass_file, hex::encode(pass))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600))?;
+    }
     let config = format!(
         "# the {org} gateway of the devnet, next to node{i}\n\
          listen = {listen:?}\nmetrics_listen = {metrics:?}\nnode_rpc = {rpc:?}\n\
-         tls_cert = {cert:?}\ntls_key = {key:?}\nblob_dir = {blobs:?}\n",
+         tls_cert = {cert:?}\ntls_key = {key:?}\nblob_dir = {blobs:?}\n\
+         org_id = {org:?}\nkeystore_dir = {keystore:?}\nkeystore_passphrase_file = {pass:?}\n\
+         delivery_cert = {dcert:?}\ndelivery_key = {dkey:?}\n",
+        keystore = home.join("keystore"),
+        pass = pass_file,
+        dcert = certs.join("provider.pem"),
+        dkey = certs.join("provider.key"),
         org = g.org,
         i = node.index,
         listen = base(&g.url),

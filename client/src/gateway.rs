@@ -36,6 +36,12 @@ pub enum QueryKind {
     Params,
     /// Total NRC supply.
     Supply,
+    /// A dataset listing by id.
+    Dataset(u64),
+    /// A dataset's usage statistics.
+    DatasetStats(u64),
+    /// A purchase by id.
+    Purchase(u64),
 }
 
 impl QueryKind {
@@ -49,6 +55,9 @@ impl QueryKind {
             QueryKind::Proposal(id) => ("/proposal", id.to_be_bytes().to_vec()),
             QueryKind::Params => ("/params", vec![]),
             QueryKind::Supply => ("/supply", vec![]),
+            QueryKind::Dataset(id) => ("/dataset", id.to_be_bytes().to_vec()),
+            QueryKind::DatasetStats(id) => ("/dataset_stats", id.to_be_bytes().to_vec()),
+            QueryKind::Purchase(id) => ("/purchase", id.to_be_bytes().to_vec()),
         }
     }
 }
@@ -252,6 +261,9 @@ impl GatewayClient {
             }
             QueryKind::Params => q.params(gw::StateQuery { height, prove }).await,
             QueryKind::Supply => q.supply(gw::StateQuery { height, prove }).await,
+            QueryKind::Dataset(id) => q.dataset(gw::IdQuery { id, height, prove }).await,
+            QueryKind::DatasetStats(id) => q.dataset_stats(gw::IdQuery { id, height, prove }).await,
+            QueryKind::Purchase(id) => q.purchase(gw::IdQuery { id, height, prove }).await,
         };
         Ok(r.map_err(status_err)?.into_inner())
     }
@@ -298,6 +310,58 @@ impl GatewayClient {
         .map_err(status_err)?
         .into_inner();
         Ok((r.value, r.height))
+    }
+
+    /// Listings passing `filter`, at the latest height.
+    pub async fn datasets(&self, filter: pb::DatasetFilter) -> Result<Vec<pb::Dataset>, ClientError> {
+        let r = self
+            .q()
+            .datasets(gw::DatasetsQuery {
+                filter: Some(filter),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        Ok(decode_list::<pb::DatasetList>("/datasets", &r.value)?.datasets)
+    }
+
+    /// Purchases passing `filter`, at the latest height.
+    pub async fn purchases(
+        &self,
+        filter: pb::PurchaseFilter,
+    ) -> Result<Vec<pb::Purchase>, ClientError> {
+        let r = self
+            .q()
+            .purchases(gw::PurchasesQuery {
+                filter: Some(filter),
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        Ok(decode_list::<pb::PurchaseList>("/purchases", &r.value)?.purchases)
+    }
+
+    /// A record read through `kind` and checked against the app hash; None if absent.
+    pub async fn record<M: prost::Message + Default>(
+        &self,
+        kind: QueryKind,
+    ) -> Result<Option<M>, ClientError> {
+        let (path, _) = kind.path_and_data();
+        let v = self.query_verified(kind, 0).await?;
+        v.value
+            .map(|b| decode_list::<M>(path, &b))
+            .transpose()
+    }
+
+    /// Hands a data key to the gateway's keystore (providers of the gateway's org); returns the
+    /// commitment the gateway computed.
+    pub async fn deposit_key(&self, key: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
+        Ok(gw::keys_client::KeysClient::new(self.channel.clone())
+            .deposit(gw::DepositKeyRequest { key: key.to_vec() })
+            .await
+            .map_err(status_err)?
+            .into_inner()
+            .commitment)
     }
 
     /// Subscribes to events (see `SubscribeRequest`).
@@ -408,6 +472,13 @@ impl GatewayClient {
         }
         Ok(size)
     }
+}
+
+fn decode_list<M: prost::Message + Default>(path: &str, bytes: &[u8]) -> Result<M, ClientError> {
+    M::decode(bytes).map_err(|e| ClientError::Query {
+        path: path.into(),
+        log: format!("answer does not decode: {e}"),
+    })
 }
 
 /// Checks a proved gateway answer for `path`/`data`: the key is the one asked for, the header is

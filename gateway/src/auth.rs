@@ -58,6 +58,11 @@ pub fn roles_for(path: &str) -> Option<&'static [Role]> {
     if path == "/neurodata.gateway.v1.Blobs/Upload" {
         return Some(&[Role::Provider, Role::Trainer, Role::Admin]);
     }
+    // Data keys are deposited by the providers (or admins) of the gateway's own org; the service
+    // checks the org.
+    if path == "/neurodata.gateway.v1.Keys/Deposit" {
+        return Some(&[Role::Provider, Role::Admin]);
+    }
     Some(&Role::ALL)
 }
 

@@ -76,6 +76,20 @@ pub struct Config {
     pub max_commit_timeout_ms: u64,
     /// How often the block follower polls the node, milliseconds.
     pub poll_interval_ms: u64,
+    /// The member org this gateway serves: its members may read blobs not yet listed, and
+    /// deposit data keys.
+    pub org_id: Option<String>,
+    /// Where the org's data keys are kept (sealed with the keystore passphrase).
+    pub keystore_dir: Option<PathBuf>,
+    /// File holding the keystore passphrase (or set `NEURODATA_GATEWAY_KEYSTORE_PASSPHRASE`).
+    pub keystore_passphrase_file: Option<PathBuf>,
+    /// Certificate (PEM) of the org member that signs key deliveries (a provider or admin).
+    pub delivery_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub delivery_key: Option<PathBuf>,
+    /// The passphrase itself, from the environment only (never from the file).
+    #[serde(skip)]
+    pub keystore_passphrase: Option<String>,
 }
 
 impl Default for Config {
@@ -96,6 +110,12 @@ impl Default for Config {
             commit_timeout_ms: 30_000,
             max_commit_timeout_ms: 300_000,
             poll_interval_ms: 100,
+            org_id: None,
+            keystore_dir: None,
+            keystore_passphrase_file: None,
+            delivery_cert: None,
+            delivery_key: None,
+            keystore_passphrase: None,
         }
     }
 }
@@ -178,6 +198,28 @@ impl Config {
         env(get, "commit_timeout_ms", &mut c.commit_timeout_ms)?;
         env(get, "max_commit_timeout_ms", &mut c.max_commit_timeout_ms)?;
         env(get, "poll_interval_ms", &mut c.poll_interval_ms)?;
+        for (field, target) in [
+            ("keystore_dir", &mut c.keystore_dir),
+            ("keystore_passphrase_file", &mut c.keystore_passphrase_file),
+            ("delivery_cert", &mut c.delivery_cert),
+            ("delivery_key", &mut c.delivery_key),
+        ] {
+            let mut v = String::new();
+            env(get, field, &mut v)?;
+            if !v.is_empty() {
+                *target = Some(v.into());
+            }
+        }
+        let mut org = String::new();
+        env(get, "org_id", &mut org)?;
+        if !org.is_empty() {
+            c.org_id = Some(org);
+        }
+        let mut pass = String::new();
+        env(get, "keystore_passphrase", &mut pass)?;
+        if !pass.is_empty() {
+            c.keystore_passphrase = Some(pass);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -197,6 +239,26 @@ impl Config {
         }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be > 0".into()));
+        }
+        if self.delivery_cert.is_some() {
+            let missing: Vec<&str> = [
+                ("org_id", self.org_id.is_none()),
+                ("keystore_dir", self.keystore_dir.is_none()),
+                ("delivery_key", self.delivery_key.is_none()),
+                (
+                    "keystore_passphrase_file or NEURODATA_GATEWAY_KEYSTORE_PASSPHRASE",
+                    self.keystore_passphrase.is_none() && self.keystore_passphrase_file.is_none(),
+                ),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "key delivery (delivery_cert) also needs: {}",
+                    missing.join(", ")
+                )));
+            }
         }
         Ok(())
     }

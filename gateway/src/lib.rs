@@ -12,6 +12,7 @@ pub mod auth;
 pub mod blobstore;
 pub mod chain;
 pub mod config;
+pub mod market;
 pub mod metrics;
 pub mod server;
 pub mod service;

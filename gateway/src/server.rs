@@ -16,7 +16,12 @@ use crate::blobstore::BlobStore;
 use crate::chain::Chain;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::service::blobs::{AnyMember, BlobAccess, BlobsService};
+use crate::market::access::MarketAccess;
+use crate::market::delivery::Delivery;
+use crate::market::keystore::KeyStore;
+use crate::service::blobs::{BlobAccess, BlobsService};
+use crate::service::keys::KeysService;
+use neurodata_client::Signer;
 use crate::service::events::EventsService;
 use crate::service::query::QueryService;
 use crate::service::status::StatusService;
@@ -28,17 +33,56 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A gateway ready to serve.
 pub struct Gateway {
     shared: Arc<Shared>,
+    keystore: Option<Arc<KeyStore>>,
+    delivery: Option<Signer>,
 }
 
 impl Gateway {
-    /// Builds the gateway from its config with the default blob access policy.
+    /// Builds the gateway from its config with the marketplace's download policy.
     pub fn new(config: Config) -> Result<Self, BoxError> {
-        Self::with_access(config, Arc::new(AnyMember))
+        let own_org = config.org_id.clone();
+        Self::build(config, move |chain| {
+            Arc::new(MarketAccess::new(chain, own_org)) as Arc<dyn BlobAccess>
+        })
     }
 
-    /// Builds the gateway with a blob access policy (the marketplace's).
+    /// Builds the gateway with another blob access policy (tests, or a deployment that serves
+    /// only public blobs: [`crate::service::blobs::AnyMember`]).
     pub fn with_access(config: Config, access: Arc<dyn BlobAccess>) -> Result<Self, BoxError> {
+        Self::build(config, move |_| access)
+    }
+
+    fn build(
+        config: Config,
+        access: impl FnOnce(Arc<Chain>) -> Arc<dyn BlobAccess>,
+    ) -> Result<Self, BoxError> {
         let chain = Chain::new(&config.node_rpc)?;
+        let access = access(chain.clone());
+        let keystore = match &config.keystore_dir {
+            None => None,
+            Some(dir) => {
+                let pass = match (&config.keystore_passphrase, &config.keystore_passphrase_file) {
+                    (Some(p), _) => p.clone(),
+                    (None, Some(f)) => std::fs::read_to_string(f)
+                        .map_err(|e| format!("keystore passphrase file {}: {e}", f.display()))?
+                        .trim_end()
+                        .to_owned(),
+                    (None, None) => {
+                        return Err("keystore_dir needs keystore_passphrase_file or \
+                                    NEURODATA_GATEWAY_KEYSTORE_PASSPHRASE"
+                            .into());
+                    }
+                };
+                Some(Arc::new(KeyStore::open(dir, pass.as_bytes())?))
+            }
+        };
+        let delivery = match (&config.delivery_cert, &config.delivery_key) {
+            (Some(c), Some(k)) => Some(Signer::from_pem(
+                &std::fs::read(c).map_err(|e| format!("delivery_cert {}: {e}", c.display()))?,
+                &std::fs::read(k).map_err(|e| format!("delivery_key {}: {e}", k.display()))?,
+            )?),
+            _ => None,
+        };
         let blobs = match &config.s3_bucket {
             Some(bucket) => BlobStore::open_s3(
                 &crate::blobstore::S3Settings {
@@ -60,6 +104,8 @@ impl Gateway {
                 config: Arc::new(config),
                 metrics: Metrics::new(),
             }),
+            keystore,
+            delivery,
         })
     }
 
@@ -67,6 +113,16 @@ impl Gateway {
     pub async fn serve(self) -> Result<(), BoxError> {
         let shared = self.shared;
         let config = shared.config.clone();
+        if let (Some(signer), Some(keystore), Some(org), Some(dir)) = (
+            self.delivery,
+            self.keystore.clone(),
+            config.org_id.clone(),
+            config.keystore_dir.clone(),
+        ) {
+            tracing::info!(org = %org, signer = %signer.address(), "delivering data keys for purchases");
+            let delivery = Delivery::new(shared.clone(), signer, keystore, org, dir.join("journal"))?;
+            tokio::spawn(delivery.run());
+        }
         tokio::spawn(
             shared
                 .chain
@@ -107,6 +163,13 @@ impl Gateway {
             .add_service(
                 gw::status_server::StatusServer::new(StatusService(shared.clone()))
                     .max_decoding_message_size(limit),
+            )
+            .add_service(
+                gw::keys_server::KeysServer::new(KeysService {
+                    shared: shared.clone(),
+                    keystore: self.keystore,
+                })
+                .max_decoding_message_size(limit),
             );
 
         let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;

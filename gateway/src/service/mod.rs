@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod events;
+pub mod keys;
 pub mod query;
 pub mod status;
 pub mod tx;

@@ -70,10 +70,18 @@ impl QueryService {
     }
 
     async fn list(&self, path: &str) -> Result<Response<gw::ListResponse>, Status> {
+        self.list_with(path, vec![]).await
+    }
+
+    async fn list_with(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+    ) -> Result<Response<gw::ListResponse>, Status> {
         let chain = &self.0.chain;
         let r = chain
             .rpc()
-            .abci_query(Some(path.to_owned()), vec![], None, false)
+            .abci_query(Some(path.to_owned()), data, None, false)
             .await
             .map_err(|e| chain_status(chain.rpc_error(e)))?;
         if r.code.is_err() {
@@ -197,5 +205,50 @@ impl gw::query_server::Query for QueryService {
         _: Request<gw::ListQuery>,
     ) -> Result<Response<gw::ListResponse>, Status> {
         self.list("/proposals").await
+    }
+
+    async fn dataset(
+        &self,
+        req: Request<gw::IdQuery>,
+    ) -> Result<Response<gw::QueryResponse>, Status> {
+        let q = req.into_inner();
+        self.read("/dataset", q.id.to_be_bytes().to_vec(), q.height, q.prove)
+            .await
+    }
+
+    async fn dataset_stats(
+        &self,
+        req: Request<gw::IdQuery>,
+    ) -> Result<Response<gw::QueryResponse>, Status> {
+        let q = req.into_inner();
+        self.read("/dataset_stats", q.id.to_be_bytes().to_vec(), q.height, q.prove)
+            .await
+    }
+
+    async fn purchase(
+        &self,
+        req: Request<gw::IdQuery>,
+    ) -> Result<Response<gw::QueryResponse>, Status> {
+        let q = req.into_inner();
+        self.read("/purchase", q.id.to_be_bytes().to_vec(), q.height, q.prove)
+            .await
+    }
+
+    async fn datasets(
+        &self,
+        req: Request<gw::DatasetsQuery>,
+    ) -> Result<Response<gw::ListResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        self.list_with("/datasets", neurodata_abci::query::filter_data(&f))
+            .await
+    }
+
+    async fn purchases(
+        &self,
+        req: Request<gw::PurchasesQuery>,
+    ) -> Result<Response<gw::ListResponse>, Status> {
+        let f = req.into_inner().filter.unwrap_or_default();
+        self.list_with("/purchases", neurodata_abci::query::filter_data(&f))
+            .await
     }
 }

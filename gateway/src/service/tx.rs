@@ -8,7 +8,7 @@ use tendermint_rpc::Client as _;
 use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
-use super::Shared;
+use super::{Shared, blobs};
 use crate::auth::chain_status;
 
 /// The Tx service.
@@ -27,81 +27,131 @@ impl gw::tx_server::Tx for TxService {
                 "tx is empty: send the bytes of a signed neurodata.chain.v1.Tx",
             ));
         }
-        let commit = req.mode() == gw::BroadcastMode::Commit;
-        // Subscribe before sending, so the block holding the tx cannot pass unseen.
-        let mut blocks = shared.chain.subscribe();
-        let r = shared
-            .chain
-            .rpc()
-            .broadcast_tx_sync(req.tx)
-            .await
-            .map_err(|e| {
-                let e = shared.chain.rpc_error(e);
-                // CometBFT refuses bytes it has already seen with an RPC error, not a CheckTx code.
-                if e.to_string().contains("tx already exists in cache") {
-                    Status::already_exists(
-                        "this exact tx was already received (it is pending or committed); a new \
-                         tx needs the signer's next nonce",
-                    )
-                } else {
-                    chain_status(e)
-                }
-            })?;
-        let tx_hash = r.hash.to_string();
-        let mut out = gw::BroadcastResponse {
-            tx_hash: tx_hash.clone(),
-            code: r.code.value(),
-            codespace: r.codespace,
-            log: r.log,
-            height: 0,
-            events: vec![],
-        };
-        if !commit || out.code != 0 {
-            return Ok(Response::new(out));
-        }
-        let wait = match req.timeout_ms {
+        require_listed_blobs(shared, &req.tx).await?;
+        let wait = (req.mode() == gw::BroadcastMode::Commit).then(|| match req.timeout_ms {
             0 => shared.config.commit_timeout(),
             ms => Duration::from_millis(u64::from(ms)).min(shared.config.max_commit_timeout()),
-        };
-        let found = tokio::time::timeout(wait, async {
-            loop {
-                match blocks.recv().await {
-                    Ok(block) => {
-                        if let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash) {
-                            return Ok((block.height, t.clone()));
-                        }
-                    }
-                    // Fell behind the follower: look the tx up by hash in the blocks we skipped.
-                    Err(RecvError::Lagged(_)) => {
-                        let tip = shared.chain.tip().height;
-                        for h in tip.saturating_sub(300)..=tip {
-                            if let Ok(block) = shared.chain.block(h).await
-                                && let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash)
-                            {
-                                return Ok((h, t.clone()));
-                            }
-                        }
-                    }
-                    Err(RecvError::Closed) => {
-                        return Err(Status::unavailable("gateway is shutting down"));
+        });
+        submit(shared, req.tx, wait).await.map(Response::new)
+    }
+}
+
+/// A listing must point at a ciphertext this gateway holds: buyers download it from here, and
+/// validators attest it. The chain cannot see blob stores, so the provider org's gateway refuses
+/// such a tx before it is broadcast. Txs that do not decode are left for the chain to refuse.
+async fn require_listed_blobs(shared: &Shared, tx: &[u8]) -> Result<(), Status> {
+    use neurodata_proto::chain::v1 as pb;
+    use pb::message::Action;
+    use prost::Message as _;
+    let Ok(envelope) = pb::Tx::decode(tx) else {
+        return Ok(());
+    };
+    let Ok(body) = pb::TxBody::decode(envelope.body.as_slice()) else {
+        return Ok(());
+    };
+    for m in body.messages {
+        if let Some(Action::RegisterDataset(r)) = m.action
+            && let Ok(cid) = r.cid.parse::<crate::cid::Cid>()
+        {
+            let size = shared.blobs.size(&cid).await.map_err(blobs::blob_status)?;
+            match size {
+                None => {
+                    return Err(Status::failed_precondition(format!(
+                        "blob {cid} is not in this gateway's store: upload the ciphertext before                          listing it"
+                    )));
+                }
+                Some(n) if n != r.ciphertext_size => {
+                    return Err(Status::failed_precondition(format!(
+                        "blob {cid} holds {n} bytes but the listing says ciphertext_size {}",
+                        r.ciphertext_size
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a signed tx to CometBFT; with `commit_wait`, waits up to that long for the block that
+/// holds it and answers with its execution result.
+pub async fn submit(
+    shared: &Shared,
+    tx: Vec<u8>,
+    commit_wait: Option<Duration>,
+) -> Result<gw::BroadcastResponse, Status> {
+    // Subscribe before sending, so the block holding the tx cannot pass unseen.
+    let mut blocks = shared.chain.subscribe();
+    let r = shared
+        .chain
+        .rpc()
+        .broadcast_tx_sync(tx)
+        .await
+        .map_err(|e| {
+            let e = shared.chain.rpc_error(e);
+            // CometBFT refuses bytes it has already seen with an RPC error, not a CheckTx code.
+            if e.to_string().contains("tx already exists in cache") {
+                Status::already_exists(
+                    "this exact tx was already received (it is pending or committed); a new \
+                     tx needs the signer's next nonce",
+                )
+            } else {
+                chain_status(e)
+            }
+        })?;
+    let tx_hash = r.hash.to_string();
+    let mut out = gw::BroadcastResponse {
+        tx_hash: tx_hash.clone(),
+        code: r.code.value(),
+        codespace: r.codespace,
+        log: r.log,
+        height: 0,
+        events: vec![],
+    };
+    let Some(wait) = commit_wait else {
+        return Ok(out);
+    };
+    if out.code != 0 {
+        return Ok(out);
+    }
+    let found = tokio::time::timeout(wait, async {
+        loop {
+            match blocks.recv().await {
+                Ok(block) => {
+                    if let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash) {
+                        return Ok((block.height, t.clone()));
                     }
                 }
+                // Fell behind the follower: look the tx up by hash in the blocks we skipped.
+                Err(RecvError::Lagged(_)) => {
+                    let tip = shared.chain.tip().height;
+                    for h in tip.saturating_sub(300)..=tip {
+                        if let Ok(block) = shared.chain.block(h).await
+                            && let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash)
+                        {
+                            return Ok((h, t.clone()));
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => {
+                    return Err(Status::unavailable("gateway is shutting down"));
+                }
             }
-        })
-        .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "tx {tx_hash} passed CheckTx but was not in a block within {} ms; it may still \
-                 commit: query it by hash or watch for its events",
-                wait.as_millis()
-            ))
-        })??;
-        let (height, t) = found;
-        out.height = height;
-        out.code = t.code;
-        out.codespace = t.codespace;
-        out.log = t.log;
-        out.events = t.events;
-        Ok(Response::new(out))
-    }
+        }
+    })
+    .await
+    .map_err(|_| {
+        Status::deadline_exceeded(format!(
+            "tx {tx_hash} passed CheckTx but was not in a block within {} ms; it may still \
+             commit: query it by hash or watch for its events",
+            wait.as_millis()
+        ))
+    })??;
+    let (height, t) = found;
+    out.height = height;
+    out.code = t.code;
+    out.codespace = t.codespace;
+    out.log = t.log;
+    out.events = t.events;
+    Ok(out)
 }
