@@ -4,6 +4,7 @@
 //! (`genesis`); members sign transactions (`tx`) and read state with verified proofs (`query`).
 
 mod conn;
+mod dataset;
 mod devnet;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,9 @@ enum Command {
     /// A local consortium network on loopback (real CometBFT nodes and apps).
     #[command(subcommand)]
     Devnet(devnet::DevnetCommand),
+    /// The data marketplace: upload, browse, buy, download, confirm, refund, dispute.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
 }
 
 #[derive(Subcommand)]
@@ -702,6 +706,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Query(q) => query(q).await?,
         Command::Devnet(d) => devnet::run_command(d).await?,
+        Command::Dataset(d) => dataset::run(d).await?,
     }
     Ok(())
 }

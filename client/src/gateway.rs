@@ -192,6 +192,18 @@ impl GatewayClient {
         fee: Amount,
         messages: Vec<pb::Message>,
     ) -> Result<(u64, String), ClientError> {
+        let r = self.submit_for_events(signer, fee, messages).await?;
+        Ok((r.height, r.tx_hash))
+    }
+
+    /// As [`GatewayClient::submit`], returning the whole result with the tx's events (a refused
+    /// tx is an error).
+    pub async fn submit_for_events(
+        &self,
+        signer: &Signer,
+        fee: Amount,
+        messages: Vec<pb::Message>,
+    ) -> Result<gw::BroadcastResponse, ClientError> {
         let chain_id = self.status().await?.chain_id;
         let addr = signer.address().0.to_vec();
         let account = self.raw(QueryKind::Account(addr.clone())).await?;
@@ -207,8 +219,7 @@ impl GatewayClient {
             },
             messages,
         )?;
-        let r = self.broadcast(tx, gw::BroadcastMode::Commit, 0).await?;
-        Ok((r.height, r.tx_hash))
+        self.broadcast(tx, gw::BroadcastMode::Commit, 0).await
     }
 
     async fn call(

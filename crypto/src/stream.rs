@@ -260,6 +260,11 @@ impl<R: Read> EncryptingReader<R> {
         self.digest
     }
 
+    /// The plaintext reader.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
     /// Plaintext bytes read so far.
     pub fn plaintext_len(&self) -> u64 {
         self.plaintext_len
