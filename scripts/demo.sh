@@ -69,6 +69,28 @@ echo
 echo "== 5. a query verified with its Merkle proof against the next block header's app hash"
 "$ndctl" query account "$C/genomics/buyer.pem"
 "$ndctl" query supply
+
+echo
+echo "== 6. the data marketplace: medlab sells an encrypted heart-patient dataset to healthtech"
+work=$NEURODATA_DEVNET/demo-data
+mkdir -p "$work"
+scripts/heart-csv.py --rows 300 --seed 7 > "$work/heart.csv"
+echo "generated $work/heart.csv: $(($(wc -l < "$work/heart.csv") - 1)) synthetic, anonymised patients, sha256 $(sha256sum "$work/heart.csv" | cut -c1-16)..."
+echo "before: medlab/provider $(balance "$C/medlab/provider.pem") NRC, healthtech/buyer $(balance "$C/healthtech/buyer.pem") NRC"
+# medlab's provider encrypts locally with a fresh key, uploads the ciphertext to medlab's gateway,
+# deposits the key in that gateway's keystore and lists the dataset on chain.
+"$ndctl" dataset upload $(as medlab provider) --file "$work/heart.csv" --title "Heart patients (synthetic)" --price 2000
+"$ndctl" dataset list $(as healthtech buyer) --column chol
+# healthtech's buyer pays into escrow; medlab's gateway sees the purchase and delivers the key,
+# wrapped to the buyer's certificate key, without anyone at medlab doing anything.
+"$ndctl" dataset buy $(as healthtech buyer) --dataset 1
+# The buyer waits for the key, unwraps it, checks it against the on-chain commitment, downloads
+# the ciphertext from medlab's gateway, decrypts, checks the plaintext hash, and confirms.
+"$ndctl" dataset download $(as healthtech buyer) --purchase 1 --out "$work/heart.bought.csv" --confirm
+cmp "$work/heart.csv" "$work/heart.bought.csv" && echo "the bought file is byte-identical to the provider's"
+echo "after:  medlab/provider $(balance "$C/medlab/provider.pem") NRC (+2000 minus the 2% market fee and its tx fees), healthtech/buyer $(balance "$C/healthtech/buyer.pem") NRC"
+"$ndctl" dataset stats $(as medlab provider) --dataset 1
+"$ndctl" dataset purchases $(as medlab provider) --org medlab
 "$ndctl" devnet status
 echo
 echo "demo complete"
