@@ -159,11 +159,9 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 async fn gateway(a: &SignerArgs) -> anyhow::Result<GatewayClient> {
-    let url = a
-        .chain
-        .gateway
-        .as_deref()
-        .context("dataset commands go through an org gateway: pass --gateway URL --gateway-ca CA")?;
+    let url = a.chain.gateway.as_deref().context(
+        "dataset commands go through an org gateway: pass --gateway URL --gateway-ca CA",
+    )?;
     let tls = if url.starts_with("http://") {
         None
     } else {
@@ -221,7 +219,9 @@ async fn submit(
     m: pb::Message,
 ) -> anyhow::Result<gw::BroadcastResponse> {
     let signer = load_signer(a)?;
-    let r = g.submit_for_events(&signer, amount(&a.fee)?, vec![m]).await?;
+    let r = g
+        .submit_for_events(&signer, amount(&a.fee)?, vec![m])
+        .await?;
     Ok(r)
 }
 
@@ -275,8 +275,11 @@ pub fn schema_of(file: &Path, spec: Option<&str>) -> anyhow::Result<pb::Schema> 
         return Ok(pb::Schema { columns });
     }
     let mut values: Vec<std::collections::BTreeSet<String>> = vec![Default::default(); names.len()];
-    let (mut ints, mut floats, mut bools) =
-        (vec![true; names.len()], vec![true; names.len()], vec![true; names.len()]);
+    let (mut ints, mut floats, mut bools) = (
+        vec![true; names.len()],
+        vec![true; names.len()],
+        vec![true; names.len()],
+    );
     for (row, line) in lines.take(1000).enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -449,7 +452,9 @@ async fn record<M: prost::Message + Default>(
     kind: QueryKind,
     what: &str,
 ) -> anyhow::Result<M> {
-    g.record(kind).await?.with_context(|| format!("{what} does not exist"))
+    g.record(kind)
+        .await?
+        .with_context(|| format!("{what} does not exist"))
 }
 
 async fn download(
@@ -495,7 +500,11 @@ async fn download(
     };
 
     let source = provider_gateway(a, &g, &d.location).await?;
-    let work = tempfile::tempdir_in(out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+    let work = tempfile::tempdir_in(
+        out.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )?;
     let sealed = work.path().join("dataset.ndenc");
     let progress = bar(d.ciphertext_size, "download");
     let mut file = progress.wrap_async_write(tokio::fs::File::create(&sealed).await?);
@@ -511,7 +520,10 @@ async fn download(
         &mut decrypting,
     )?;
     let (done, writer) = decrypting.finish()?;
-    writer.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     progress.finish_and_clear();
     if done.plaintext_sha256.as_slice() != d.plaintext_sha256 {
         bail!(
@@ -531,7 +543,10 @@ async fn download(
     );
     if confirm && p.status == pb::PurchaseStatus::KeyDelivered as i32 {
         let r = submit(a, &g, msg::confirm(purchase)).await?;
-        println!("confirmed purchase {purchase} at height {} (tx {})", r.height, r.tx_hash);
+        println!(
+            "confirmed purchase {purchase} at height {} (tx {})",
+            r.height, r.tx_hash
+        );
     }
     Ok(())
 }
@@ -553,11 +568,23 @@ fn print_dataset(d: &pb::Dataset) {
         d.license,
         d.rows,
         d.size,
-        if d.verified { "verified" } else { "not verified" },
-        if d.status == pb::DatasetStatus::Delisted as i32 { ", delisted" } else { "" },
+        if d.verified {
+            "verified"
+        } else {
+            "not verified"
+        },
+        if d.status == pb::DatasetStatus::Delisted as i32 {
+            ", delisted"
+        } else {
+            ""
+        },
         cols.join(","),
         d.cid,
-        if d.location.is_empty() { "(provider gateway)" } else { &d.location }
+        if d.location.is_empty() {
+            "(provider gateway)"
+        } else {
+            &d.location
+        }
     );
 }
 
@@ -583,7 +610,10 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             let list = g
                 .datasets(pb::DatasetFilter {
                     provider_org: org.unwrap_or_default(),
-                    max_price: max_price.map(|p| amount(&p).map(|a| a.to_string())).transpose()?.unwrap_or_default(),
+                    max_price: max_price
+                        .map(|p| amount(&p).map(|a| a.to_string()))
+                        .transpose()?
+                        .unwrap_or_default(),
                     verified_only: verified,
                     column: column.unwrap_or_default(),
                     ..Default::default()
@@ -605,7 +635,11 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                     "  attested by {} at height {}: {}",
                     at.org_id,
                     at.height,
-                    if at.positive { "matches" } else { "does not match" }
+                    if at.positive {
+                        "matches"
+                    } else {
+                        "does not match"
+                    }
                 );
             }
         }
@@ -640,12 +674,18 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
         DatasetCommand::Confirm { signer, purchase } => {
             let g = gateway(&signer).await?;
             let r = submit(&signer, &g, msg::confirm(purchase)).await?;
-            println!("confirmed purchase {purchase} at height {} (tx {})", r.height, r.tx_hash);
+            println!(
+                "confirmed purchase {purchase} at height {} (tx {})",
+                r.height, r.tx_hash
+            );
         }
         DatasetCommand::Refund { signer, purchase } => {
             let g = gateway(&signer).await?;
             let r = submit(&signer, &g, msg::refund(purchase)).await?;
-            println!("refunded purchase {purchase} at height {} (tx {})", r.height, r.tx_hash);
+            println!(
+                "refunded purchase {purchase} at height {} (tx {})",
+                r.height, r.tx_hash
+            );
         }
         DatasetCommand::Dispute { signer, purchase } => {
             let g = gateway(&signer).await?;
@@ -662,14 +702,14 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
         }
         DatasetCommand::Stats { signer, dataset } => {
             let g = gateway(&signer).await?;
-            let s: pb::DatasetStats = g
-                .record(QueryKind::DatasetStats(dataset))
-                .await?
-                .unwrap_or(pb::DatasetStats {
-                    dataset_id: dataset,
-                    revenue: "0".into(),
-                    ..Default::default()
-                });
+            let s: pb::DatasetStats =
+                g.record(QueryKind::DatasetStats(dataset))
+                    .await?
+                    .unwrap_or(pb::DatasetStats {
+                        dataset_id: dataset,
+                        revenue: "0".into(),
+                        ..Default::default()
+                    });
             println!(
                 "dataset {dataset}: {} purchases, {} paid, {} refunded, {} training runs, {} derived models, revenue {} NRC",
                 s.purchases, s.paid, s.refunded, s.training_runs, s.derived_models, s.revenue

@@ -323,18 +323,26 @@ async fn scenario(net: &Net) {
         .await
         .unwrap();
     assert_eq!(size, data.len() as u64);
+    // A blob no dataset lists is readable by the gateway's own org only (the marketplace's
+    // rules for listed datasets are tested in market.rs).
+    let colleague = net.client("medlab", "buyer").await;
     let mut back = Vec::new();
-    buyer.download(&cid, &mut back).await.unwrap();
+    colleague.download(&cid, &mut back).await.unwrap();
     assert_eq!(back, data);
+    let err = buyer.download(&cid, &mut Vec::new()).await.unwrap_err();
+    assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
     let err = buyer
         .upload(std::io::Cursor::new(b"a buyer's file".to_vec()))
         .await
         .unwrap_err();
     assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
     let unknown = neurodata_client::cid::Cid::from_digest([9u8; 32]).to_string();
-    let err = buyer.download(&unknown, &mut Vec::new()).await.unwrap_err();
+    let err = colleague
+        .download(&unknown, &mut Vec::new())
+        .await
+        .unwrap_err();
     assert_eq!(gateway_code(&err), "NotFound", "{err}");
-    let err = buyer
+    let err = colleague
         .download("bafyNOTACID", &mut Vec::new())
         .await
         .unwrap_err();
@@ -356,7 +364,10 @@ async fn scenario(net: &Net) {
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
-    let err = buyer.download(&wrong, &mut Vec::new()).await.unwrap_err();
+    let err = colleague
+        .download(&wrong, &mut Vec::new())
+        .await
+        .unwrap_err();
     assert_eq!(gateway_code(&err), "NotFound", "{err}");
 
     // A certificate revoked while its stream is open: the stream ends with PERMISSION_DENIED and

@@ -324,7 +324,10 @@ impl GatewayClient {
     }
 
     /// Listings passing `filter`, at the latest height.
-    pub async fn datasets(&self, filter: pb::DatasetFilter) -> Result<Vec<pb::Dataset>, ClientError> {
+    pub async fn datasets(
+        &self,
+        filter: pb::DatasetFilter,
+    ) -> Result<Vec<pb::Dataset>, ClientError> {
         let r = self
             .q()
             .datasets(gw::DatasetsQuery {
@@ -359,9 +362,7 @@ impl GatewayClient {
     ) -> Result<Option<M>, ClientError> {
         let (path, _) = kind.path_and_data();
         let v = self.query_verified(kind, 0).await?;
-        v.value
-            .map(|b| decode_list::<M>(path, &b))
-            .transpose()
+        v.value.map(|b| decode_list::<M>(path, &b)).transpose()
     }
 
     /// Hands a data key to the gateway's keystore (providers of the gateway's org); returns the

@@ -15,18 +15,18 @@ use crate::auth::{Membership, admit_call};
 use crate::blobstore::BlobStore;
 use crate::chain::Chain;
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::market::access::MarketAccess;
 use crate::market::delivery::Delivery;
 use crate::market::keystore::KeyStore;
+use crate::metrics::Metrics;
 use crate::service::blobs::{BlobAccess, BlobsService};
-use crate::service::keys::KeysService;
-use neurodata_client::Signer;
 use crate::service::events::EventsService;
+use crate::service::keys::KeysService;
 use crate::service::query::QueryService;
 use crate::service::status::StatusService;
 use crate::service::tx::TxService;
 use crate::service::{Shared, blobs};
+use neurodata_client::Signer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -61,7 +61,10 @@ impl Gateway {
         let keystore = match &config.keystore_dir {
             None => None,
             Some(dir) => {
-                let pass = match (&config.keystore_passphrase, &config.keystore_passphrase_file) {
+                let pass = match (
+                    &config.keystore_passphrase,
+                    &config.keystore_passphrase_file,
+                ) {
                     (Some(p), _) => p.clone(),
                     (None, Some(f)) => std::fs::read_to_string(f)
                         .map_err(|e| format!("keystore passphrase file {}: {e}", f.display()))?
@@ -120,7 +123,8 @@ impl Gateway {
             config.keystore_dir.clone(),
         ) {
             tracing::info!(org = %org, signer = %signer.address(), "delivering data keys for purchases");
-            let delivery = Delivery::new(shared.clone(), signer, keystore, org, dir.join("journal"))?;
+            let delivery =
+                Delivery::new(shared.clone(), signer, keystore, org, dir.join("journal"))?;
             tokio::spawn(delivery.run());
         }
         tokio::spawn(

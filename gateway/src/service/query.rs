@@ -221,8 +221,13 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::IdQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/dataset_stats", q.id.to_be_bytes().to_vec(), q.height, q.prove)
-            .await
+        self.read(
+            "/dataset_stats",
+            q.id.to_be_bytes().to_vec(),
+            q.height,
+            q.prove,
+        )
+        .await
     }
 
     async fn purchase(

@@ -1,0 +1,444 @@
+//! The marketplace end to end on a real devnet (CometBFT + app + the medlab gateway), driven the
+//! way members drive it: `ndctl dataset …` commands, and the client library for the paths a
+//! well-behaved CLI never takes (a wrong key delivered, a listing without its blob).
+//!
+//! Covers: upload → buy → automatic key delivery → download → decrypt → verify → confirm with
+//! balances; downloads refused to non-buyers; a listing whose ciphertext is not in the gateway's
+//! store; a purchase made while the provider's gateway is down is delivered after its restart,
+//! exactly once, and a second restart delivers nothing more; a wrong key proven on chain and
+//! refunded.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
+use neurodata_client::{Amount, ClientError, NodeClient, Signer, msg};
+use neurodata_proto::chain::v1 as pb;
+
+const BASE_PORT: u16 = 27900;
+
+fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
+        .args(args)
+        .env("NEURODATA_DEVNET", dir)
+        .output()
+        .expect("run ndctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    spec: serde_json::Value,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = ndctl(self.dir.path(), &["devnet", "down"]);
+    }
+}
+
+impl Net {
+    fn up() -> Net {
+        let dir = tempfile::Builder::new()
+            .prefix("ndmk")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let base = BASE_PORT.to_string();
+        ndctl(
+            dir.path(),
+            &[
+                "devnet",
+                "up",
+                "--validators",
+                "1",
+                "--gateways",
+                "--base-port",
+                &base,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("devnet up failed: {e}"));
+        let spec = serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).unwrap())
+            .unwrap();
+        Net { dir, spec }
+    }
+
+    fn url(&self) -> String {
+        self.spec["nodes"][0]["gateway"]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn rpc(&self) -> String {
+        self.spec["nodes"][0]["rpc"].as_str().unwrap().to_owned()
+    }
+
+    fn org_dir(&self, org: &str) -> PathBuf {
+        self.dir.path().join("consortium").join(org)
+    }
+
+    /// `ndctl dataset` flags for a member, through the medlab gateway.
+    fn as_member(&self, org: &str, role: &str) -> Vec<String> {
+        let o = self.org_dir(org);
+        vec![
+            "--signer-cert".into(),
+            o.join(format!("{role}.pem")).display().to_string(),
+            "--signer-key".into(),
+            o.join(format!("{role}.key")).display().to_string(),
+            "--gateway".into(),
+            self.url(),
+            "--gateway-ca".into(),
+            self.org_dir("medlab").join("ca.pem").display().to_string(),
+        ]
+    }
+
+    fn dataset(&self, sub: &str, org: &str, role: &str, extra: &[&str]) -> Result<String, String> {
+        let mut args = vec!["dataset".to_owned(), sub.to_owned()];
+        args.extend(self.as_member(org, role));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ndctl(self.dir.path(), &refs)
+    }
+
+    async fn client(&self, org: &str, role: &str) -> GatewayClient {
+        let o = self.org_dir(org);
+        let tls = GatewayTls::from_files(
+            &self.org_dir("medlab").join("ca.pem"),
+            &o.join(format!("{role}.pem")),
+            &o.join(format!("{role}.key")),
+        )
+        .unwrap();
+        GatewayClient::connect(&self.url(), Some(tls))
+            .await
+            .unwrap()
+    }
+
+    fn signer(&self, org: &str, role: &str) -> Signer {
+        Signer::load(&self.org_dir(org), role).unwrap()
+    }
+
+    fn gateway_pid(&self) -> i32 {
+        let pids: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.dir.path().join("pids.json")).unwrap())
+                .unwrap();
+        pids["gateways"][0][1].as_i64().unwrap() as i32
+    }
+
+    fn kill_gateway(&self) {
+        let pid = self.gateway_pid().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-9", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// `devnet up` on an existing network starts what is not running: here, the gateway.
+    fn restart_gateway(&self) {
+        let base = BASE_PORT.to_string();
+        ndctl(
+            self.dir.path(),
+            &[
+                "devnet",
+                "up",
+                "--validators",
+                "1",
+                "--gateways",
+                "--base-port",
+                &base,
+            ],
+        )
+        .unwrap_or_else(|e| panic!("devnet up (resume) failed: {e}"));
+    }
+}
+
+fn csv(path: &Path, rows: usize) {
+    let mut s = String::from("age,sex,chol,target\n");
+    for i in 0..rows {
+        s.push_str(&format!(
+            "{},{},{}.5,{}\n",
+            30 + i % 50,
+            ["F", "M"][i % 2],
+            180 + i % 90,
+            i % 2
+        ));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn gateway_code(e: &ClientError) -> String {
+    match e {
+        ClientError::Gateway { code, .. } => code.clone(),
+        other => format!("not a gateway status: {other}"),
+    }
+}
+
+async fn purchase(c: &GatewayClient, id: u64) -> pb::Purchase {
+    c.record(QueryKind::Purchase(id)).await.unwrap().unwrap()
+}
+
+async fn wait_status(c: &GatewayClient, id: u64, want: pb::PurchaseStatus) -> pb::Purchase {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = purchase(c, id).await;
+        if p.status == want as i32 {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "purchase {id} stuck at {:?}",
+            p.status
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways() {
+    let net = Net::up();
+    let work = net.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let file = work.join("heart.csv");
+    csv(&file, 2_000);
+    let plain = std::fs::read(&file).unwrap();
+
+    // Upload and list (medlab's provider, through medlab's gateway).
+    let out = net
+        .dataset(
+            "upload",
+            "medlab",
+            "provider",
+            &[
+                "--file",
+                file.to_str().unwrap(),
+                "--title",
+                "heart",
+                "--price",
+                "5000",
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.contains("listed dataset 1") && out.contains("2000 rows"),
+        "{out}"
+    );
+    let medlab = net.client("medlab", "admin").await;
+    let d: pb::Dataset = medlab.record(QueryKind::Dataset(1)).await.unwrap().unwrap();
+    assert_eq!(d.rows, 2000);
+    assert_eq!(d.plaintext_sha256, openssl::sha::sha256(&plain).to_vec());
+
+    // Nobody outside medlab without a purchase may fetch the ciphertext.
+    let outsider = net.client("datacorp", "buyer").await;
+    let err = outsider
+        .download(&d.cid, &mut Vec::new())
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
+
+    // A listing whose ciphertext the gateway does not hold is refused before it is broadcast.
+    let provider = net.signer("medlab", "provider");
+    let mut missing = pb::RegisterDataset {
+        cid: neurodata_client::cid::Cid::from_digest([7; 32]).to_string(),
+        plaintext_sha256: vec![1; 32],
+        key_commitment: vec![2; 32],
+        size: 10,
+        ciphertext_size: 56,
+        rows: 1,
+        schema: d.schema.clone(),
+        price: "1".into(),
+        license: "x".into(),
+        title: "ghost".into(),
+        location: String::new(),
+    };
+    let provider_gw = net.client("medlab", "provider").await;
+    let err = provider_gw
+        .submit(
+            &provider,
+            Amount(1),
+            vec![msg::register_dataset(missing.clone())],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "FailedPrecondition", "{err}");
+    assert!(err.to_string().contains("upload the ciphertext"), "{err}");
+
+    // healthtech buys while medlab's gateway is down (straight to the node): nothing can
+    // deliver the key until the gateway is back.
+    net.kill_gateway();
+    let buyer = net.signer("healthtech", "buyer");
+    let node = NodeClient::new(&net.rpc()).unwrap();
+    let provider_nonce = node.account(provider.address()).await.unwrap().nonce;
+    node.submit(&buyer, Amount(1), vec![msg::buy(1, Amount(5000))])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    net.restart_gateway();
+    let medlab = net.client("medlab", "admin").await;
+    let p = wait_status(&medlab, 1, pb::PurchaseStatus::KeyDelivered).await;
+    assert_eq!(p.delivered_by, provider.address().0.to_vec());
+    assert_eq!(
+        node.account(provider.address()).await.unwrap().nonce,
+        provider_nonce + 1
+    );
+    // Another restart: the purchase is no longer waiting, nothing is sent again.
+    net.kill_gateway();
+    net.restart_gateway();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        node.account(provider.address()).await.unwrap().nonce,
+        provider_nonce + 1,
+        "the key was delivered exactly once"
+    );
+
+    // Download, decrypt, verify, confirm.
+    let before = node.account(provider.address()).await.unwrap().balance;
+    let got = work.join("bought.csv");
+    let out = net
+        .dataset(
+            "download",
+            "healthtech",
+            "buyer",
+            &[
+                "--purchase",
+                "1",
+                "--out",
+                got.to_str().unwrap(),
+                "--confirm",
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.contains("matches the listing") && out.contains("confirmed purchase 1"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(&got).unwrap(), plain);
+    let after = node.account(provider.address()).await.unwrap().balance;
+    assert_eq!(
+        after.parse::<u128>().unwrap() - before.parse::<u128>().unwrap(),
+        5000 - 100,
+        "the provider got the price minus the 2% fee"
+    );
+    // The buyer may download again; a second purchase is refused with the chain's reason.
+    net.client("healthtech", "buyer")
+        .await
+        .download(&d.cid, &mut Vec::new())
+        .await
+        .unwrap();
+    let err = net
+        .dataset("buy", "healthtech", "buyer", &["--dataset", "1"])
+        .unwrap_err();
+    assert!(err.contains("already bought dataset 1"), "{err}");
+    let stats = net
+        .dataset("stats", "medlab", "provider", &["--dataset", "1"])
+        .unwrap();
+    assert!(
+        stats.contains("1 purchases, 1 paid") && stats.contains("revenue 4900"),
+        "{stats}"
+    );
+
+    // datacorp has no gateway here: its provider lists through medlab's gateway and, playing
+    // dishonest, delivers a wrong key itself. The buyer's download refuses it, and the dispute
+    // refunds the buyer on chain.
+    let dc = net.client("datacorp", "provider").await;
+    let key = neurodata_crypto::DataKey::generate().unwrap();
+    let mut sealed = Vec::new();
+    let (sha, size) =
+        neurodata_crypto::stream::encrypt(plain.as_slice(), &mut sealed, &key, 65536).unwrap();
+    let (cid, stored) = dc.upload(std::io::Cursor::new(sealed)).await.unwrap();
+    missing.cid = cid;
+    missing.plaintext_sha256 = sha.to_vec();
+    missing.key_commitment = key.commitment().to_vec();
+    missing.size = size;
+    missing.ciphertext_size = stored;
+    missing.title = "datacorp heart".into();
+    missing.price = "5000".into();
+    let dc_signer = net.signer("datacorp", "provider");
+    dc.submit(&dc_signer, Amount(1), vec![msg::register_dataset(missing)])
+        .await
+        .unwrap();
+    net.dataset("buy", "healthtech", "buyer", &["--dataset", "2"])
+        .unwrap();
+    let buyer_spki = openssl::x509::X509::from_pem(
+        &std::fs::read(net.org_dir("healthtech").join("buyer.pem")).unwrap(),
+    )
+    .unwrap()
+    .public_key()
+    .unwrap()
+    .public_key_to_der()
+    .unwrap();
+    let wrong =
+        neurodata_crypto::wrap::wrap(&neurodata_crypto::DataKey::generate().unwrap(), &buyer_spki)
+            .unwrap();
+    dc.submit(
+        &dc_signer,
+        Amount(1),
+        vec![msg::deliver_key(2, wrong.to_bytes())],
+    )
+    .await
+    .unwrap();
+    let err = net
+        .dataset(
+            "download",
+            "healthtech",
+            "buyer",
+            &[
+                "--purchase",
+                "2",
+                "--out",
+                work.join("bad.csv").to_str().unwrap(),
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("does not match") && err.contains("dispute"),
+        "{err}"
+    );
+    assert!(!work.join("bad.csv").exists());
+    let buyer_before = node
+        .account(buyer.address())
+        .await
+        .unwrap()
+        .balance
+        .parse::<u128>()
+        .unwrap();
+    let out = net
+        .dataset("dispute", "healthtech", "buyer", &["--purchase", "2"])
+        .unwrap();
+    assert!(out.contains("dispute upheld"), "{out}");
+    let p = purchase(&medlab, 2).await;
+    assert_eq!(p.status, pb::PurchaseStatus::WrongKeyRefunded as i32);
+    // Verified reads trail the tip by a block (the proof needs the next header): poll.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = node
+            .account(buyer.address())
+            .await
+            .unwrap()
+            .balance
+            .parse::<u128>()
+            .unwrap();
+        if now == buyer_before + 5000 - 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "buyer balance {now}, expected the price back minus the dispute's tx fee"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
