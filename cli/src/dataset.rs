@@ -21,6 +21,7 @@ use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
 
 use crate::{SignerArgs, amount, load_signer, read};
+use neurodata_abci::escrow::status_name;
 
 /// Marketplace commands.
 #[derive(Subcommand)]
@@ -380,11 +381,9 @@ async fn upload(
         let sha = reader
             .plaintext_sha256()
             .context("encryption ended early")?;
-        let (newlines, last) = {
-            let c = reader_inner_counts(&reader);
-            (c.0, c.1)
-        };
-        let lines = newlines + u64::from(last != b'\n' && size > 0);
+        // A last line without its newline is a row too; the header is not.
+        let counted = reader.inner();
+        let lines = counted.newlines + u64::from(counted.last != b'\n' && size > 0);
         (sha, lines.saturating_sub(1))
     };
     let ciphertext_size = std::fs::metadata(&sealed)?.len();
@@ -428,23 +427,6 @@ async fn upload(
         r.height
     );
     Ok(())
-}
-
-fn reader_inner_counts<R: Read>(r: &EncryptingReader<RowCounter<R>>) -> (u64, u8) {
-    let c = r.inner();
-    (c.newlines, c.last)
-}
-
-fn status_name(s: i32) -> &'static str {
-    match pb::PurchaseStatus::try_from(s) {
-        Ok(pb::PurchaseStatus::AwaitingKey) => "awaiting key",
-        Ok(pb::PurchaseStatus::KeyDelivered) => "key delivered",
-        Ok(pb::PurchaseStatus::Confirmed) => "confirmed",
-        Ok(pb::PurchaseStatus::Released) => "released",
-        Ok(pb::PurchaseStatus::Refunded) => "refunded",
-        Ok(pb::PurchaseStatus::WrongKeyRefunded) => "refunded (wrong key)",
-        _ => "?",
-    }
 }
 
 async fn record<M: prost::Message + Default>(

@@ -126,15 +126,8 @@ struct GenesisArgs {
     /// Blocks a proposal stays open.
     #[arg(long, default_value_t = 1000)]
     proposal_voting_blocks: u64,
-    /// Blocks a provider has to deliver a purchased key.
-    #[arg(long, default_value_t = 100)]
-    key_delivery_blocks: u64,
-    /// Blocks a buyer has to confirm a purchase before it is released to the provider.
-    #[arg(long, default_value_t = 600)]
-    confirm_blocks: u64,
-    /// Reward-pool share of each sale, basis points.
-    #[arg(long, default_value_t = 200)]
-    market_fee_bps: u32,
+    #[command(flatten)]
+    market: MarketParamsArgs,
     /// Write `app_state` into this CometBFT genesis.json instead of printing it.
     #[arg(long)]
     into: Option<PathBuf>,
@@ -261,16 +254,23 @@ enum ProposeCommand {
         /// Most messages per tx.
         #[arg(long)]
         max_messages_per_tx: u32,
-        /// Blocks a provider has to deliver a purchased key.
-        #[arg(long, default_value_t = 100)]
-        key_delivery_blocks: u64,
-        /// Blocks a buyer has to confirm a purchase.
-        #[arg(long, default_value_t = 600)]
-        confirm_blocks: u64,
-        /// Reward-pool share of each sale, basis points.
-        #[arg(long, default_value_t = 200)]
-        market_fee_bps: u32,
+        #[command(flatten)]
+        market: MarketParamsArgs,
     },
+}
+
+/// The marketplace's windows and fee, in genesis and in a parameter proposal.
+#[derive(Args)]
+struct MarketParamsArgs {
+    /// Blocks a provider has to deliver a purchased key.
+    #[arg(long, default_value_t = 100)]
+    key_delivery_blocks: u64,
+    /// Blocks a buyer has to confirm a purchase before it is released to the provider.
+    #[arg(long, default_value_t = 600)]
+    confirm_blocks: u64,
+    /// Reward-pool share of each sale, basis points.
+    #[arg(long, default_value_t = 200)]
+    market_fee_bps: u32,
 }
 
 #[derive(Args)]
@@ -418,9 +418,9 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
     let params = Params {
         min_fee: amount(&args.min_fee)?,
         proposal_voting_blocks: args.proposal_voting_blocks,
-        key_delivery_blocks: args.key_delivery_blocks,
-        confirm_blocks: args.confirm_blocks,
-        market_fee_bps: args.market_fee_bps,
+        key_delivery_blocks: args.market.key_delivery_blocks,
+        confirm_blocks: args.market.confirm_blocks,
+        market_fee_bps: args.market.market_fee_bps,
         ..Params::default()
     };
     let app_state = AppState {
@@ -610,9 +610,7 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
             proposal_voting_blocks,
             max_tx_bytes,
             max_messages_per_tx,
-            key_delivery_blocks,
-            confirm_blocks,
-            market_fee_bps,
+            market,
         } => (
             "change parameters".into(),
             A::SetParams(pb::Params {
@@ -620,9 +618,9 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                 proposal_voting_blocks,
                 max_tx_bytes,
                 max_messages_per_tx,
-                key_delivery_blocks,
-                confirm_blocks,
-                market_fee_bps,
+                key_delivery_blocks: market.key_delivery_blocks,
+                confirm_blocks: market.confirm_blocks,
+                market_fee_bps: market.market_fee_bps,
             }),
         ),
     };

@@ -5,43 +5,22 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use common::{DevnetDir, ndctl};
 use tendermint_rpc::{Client, HttpClient, Paging};
 
 /// Scenarios run one at a time: four validators already fill two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
-        .args(args)
-        .env("NEURODATA_DEVNET", dir)
-        .output()
-        .expect("run ndctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
-}
-
 struct Net {
-    dir: tempfile::TempDir,
+    dir: DevnetDir,
     rpcs: Vec<String>,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = ndctl(self.dir.path(), &["devnet", "down"]);
-    }
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -53,10 +32,7 @@ fn rt() -> tokio::runtime::Runtime {
 
 impl Net {
     fn up(base_port: u16) -> Net {
-        let dir = tempfile::Builder::new()
-            .prefix("nd")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = DevnetDir::new("nd");
         let mut net = Net { dir, rpcs: vec![] };
         let out = ndctl(
             net.path(),

@@ -4,10 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use common::DevnetDir;
 use neurodata_certs::{OrgCa, Role, Validity};
 use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
 use neurodata_client::{Amount, ClientError, Signer, TxParams, msg};
@@ -18,42 +21,23 @@ const BASE_PORT: u16 = 27700;
 /// The devnet's gateways refuse blobs above this (set through the environment they inherit).
 const MAX_BLOB: usize = 8 << 20;
 
+/// `ndctl` with the blob limit the gateways it starts should use.
 fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
-        .args(args)
-        .env("NEURODATA_DEVNET", dir)
-        .env("NEURODATA_GATEWAY_MAX_BLOB_BYTES", MAX_BLOB.to_string())
-        .output()
-        .expect("run ndctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
+    common::ndctl_env(
+        dir,
+        args,
+        &[("NEURODATA_GATEWAY_MAX_BLOB_BYTES", MAX_BLOB.to_string())],
+    )
 }
 
 struct Net {
-    dir: tempfile::TempDir,
+    dir: DevnetDir,
     spec: serde_json::Value,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = ndctl(self.dir.path(), &["devnet", "down"]);
-    }
 }
 
 impl Net {
     fn up() -> Net {
-        let dir = tempfile::Builder::new()
-            .prefix("ndgw")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = DevnetDir::new("ndgw");
         let out = ndctl(
             dir.path(),
             &[

@@ -10,67 +10,29 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{DevnetDir, ndctl};
 use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
 use neurodata_client::{Amount, ClientError, NodeClient, Signer, msg};
 use neurodata_proto::chain::v1 as pb;
 
 const BASE_PORT: u16 = 27900;
 
-fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
-        .args(args)
-        .env("NEURODATA_DEVNET", dir)
-        .output()
-        .expect("run ndctl");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(text)
-    }
-}
-
 struct Net {
-    dir: tempfile::TempDir,
+    dir: DevnetDir,
     spec: serde_json::Value,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = ndctl(self.dir.path(), &["devnet", "down"]);
-    }
 }
 
 impl Net {
     fn up() -> Net {
-        let dir = tempfile::Builder::new()
-            .prefix("ndmk")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let base = BASE_PORT.to_string();
-        ndctl(
-            dir.path(),
-            &[
-                "devnet",
-                "up",
-                "--validators",
-                "1",
-                "--gateways",
-                "--base-port",
-                &base,
-            ],
-        )
-        .unwrap_or_else(|e| panic!("devnet up failed: {e}"));
-        let spec = serde_json::from_slice(&std::fs::read(dir.path().join("devnet.json")).unwrap())
-            .unwrap();
+        let dir = DevnetDir::new("ndmk");
+        start(dir.path());
+        let spec = dir.json("devnet.json");
         Net { dir, spec }
     }
 
@@ -130,10 +92,9 @@ impl Net {
     }
 
     fn gateway_pid(&self) -> i32 {
-        let pids: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(self.dir.path().join("pids.json")).unwrap())
-                .unwrap();
-        pids["gateways"][0][1].as_i64().unwrap() as i32
+        self.dir.json("pids.json")["gateways"][0][1]
+            .as_i64()
+            .unwrap() as i32
     }
 
     fn kill_gateway(&self) {
@@ -150,21 +111,27 @@ impl Net {
 
     /// `devnet up` on an existing network starts what is not running: here, the gateway.
     fn restart_gateway(&self) {
-        let base = BASE_PORT.to_string();
-        ndctl(
-            self.dir.path(),
-            &[
-                "devnet",
-                "up",
-                "--validators",
-                "1",
-                "--gateways",
-                "--base-port",
-                &base,
-            ],
-        )
-        .unwrap_or_else(|e| panic!("devnet up (resume) failed: {e}"));
+        start(self.dir.path());
     }
+}
+
+/// One validator with the founding orgs' gateways (medlab's runs next to node0); on an existing
+/// network, starts what is not running.
+fn start(dir: &Path) {
+    let base = BASE_PORT.to_string();
+    ndctl(
+        dir,
+        &[
+            "devnet",
+            "up",
+            "--validators",
+            "1",
+            "--gateways",
+            "--base-port",
+            &base,
+        ],
+    )
+    .unwrap_or_else(|e| panic!("devnet up failed: {e}"));
 }
 
 fn csv(path: &Path, rows: usize) {

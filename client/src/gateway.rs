@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use neurodata_abci::address::Address;
-use neurodata_abci::query::{self, QueryTarget};
 use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
 use openssl::sha::Sha256;
@@ -500,17 +499,7 @@ pub fn verify_response(
     data: &[u8],
     r: &gw::QueryResponse,
 ) -> Result<Verified, ClientError> {
-    let QueryTarget::Key(expected_key) =
-        query::target(path, data).map_err(|e| ClientError::Query {
-            path: path.into(),
-            log: e.to_string(),
-        })?
-    else {
-        return Err(ClientError::Query {
-            path: path.into(),
-            log: "list queries carry no proof".into(),
-        });
-    };
+    let expected_key = crate::proved_key(path, data)?;
     if r.key != expected_key {
         return Err(ClientError::Proof(format!(
             "gateway answered for key {}, asked {expected_key}",

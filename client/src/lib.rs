@@ -287,6 +287,19 @@ pub mod msg {
     }
 }
 
+/// The state key a provable query for `path`/`data` reads (recomputed by the client, so a proof
+/// for another key is refused); list queries carry no proof.
+pub(crate) fn proved_key(path: &str, data: &[u8]) -> Result<String, ClientError> {
+    let query_error = |log: String| ClientError::Query {
+        path: path.into(),
+        log,
+    };
+    match query::target(path, data).map_err(|e| query_error(e.to_string()))? {
+        QueryTarget::Key(key) => Ok(key),
+        _ => Err(query_error("list queries carry no proof".into())),
+    }
+}
+
 /// Checks a borsh `SparseMerkleProof<Sha256>` for `key` → `value` (None: absent) against `root`.
 pub fn verify_proof(
     key: &str,
@@ -418,17 +431,7 @@ impl NodeClient {
         data: Vec<u8>,
         wait: Duration,
     ) -> Result<Verified, ClientError> {
-        let QueryTarget::Key(expected_key) =
-            query::target(path, &data).map_err(|e| ClientError::Query {
-                path: path.into(),
-                log: e.to_string(),
-            })?
-        else {
-            return Err(ClientError::Query {
-                path: path.into(),
-                log: "list queries carry no proof".into(),
-            });
-        };
+        let expected_key = proved_key(path, &data)?;
         let r = self
             .rpc
             .abci_query(Some(path.to_owned()), data, None, true)

@@ -15,7 +15,6 @@ use neurodata_abci::membership::Role;
 use neurodata_abci::membership::{CaCertificate, MemberCertificate};
 use neurodata_proto::chain::v1 as pb;
 use prost::Message as _;
-use tendermint_rpc::Client as _;
 use tonic::Status;
 
 use crate::chain::{Chain, ChainError};
@@ -134,16 +133,10 @@ impl Membership {
     }
 
     async fn query(&self, path: &str, data: Vec<u8>) -> Result<Vec<u8>, Status> {
-        let r = self
-            .chain
-            .rpc()
-            .abci_query(Some(path.to_owned()), data, None, false)
+        self.chain
+            .query_latest(path, data)
             .await
-            .map_err(|e| chain_status(self.chain.rpc_error(e)))?;
-        if r.code.is_err() {
-            return Err(Status::internal(format!("query {path}: {}", r.log)));
-        }
-        Ok(r.value)
+            .map_err(chain_status)
     }
 
     /// Checks the certificate a caller presented, for a call that needs one of `roles`.

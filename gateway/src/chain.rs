@@ -186,6 +186,23 @@ impl Chain {
         self.membership_epoch.subscribe()
     }
 
+    /// An ABCI query at the latest height, without proof: the raw value (empty: absent). A
+    /// refusal by the app is [`ChainError::Bad`] with its log.
+    pub async fn query_latest(&self, path: &str, data: Vec<u8>) -> Result<Vec<u8>, ChainError> {
+        let r = self
+            .rpc
+            .abci_query(Some(path.to_owned()), data, None, false)
+            .await
+            .map_err(|e| self.rpc_error(e))?;
+        if r.code.is_err() {
+            return Err(ChainError::Bad {
+                url: self.url.clone(),
+                reason: format!("query {path}: {}", r.log),
+            });
+        }
+        Ok(r.value)
+    }
+
     /// Reads block `height` and its results.
     pub async fn block(&self, height: u64) -> Result<BlockOutcome, ChainError> {
         let h = tendermint::block::Height::try_from(height).map_err(|e| ChainError::Bad {

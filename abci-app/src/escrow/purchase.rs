@@ -8,7 +8,7 @@ use crate::TxError;
 use crate::amount::Amount;
 use crate::ledger::LedgerWrite;
 use crate::ledger::signer_address;
-use crate::market::{MarketError, MarketRead, MarketWrite};
+use crate::market::{MarketRead, MarketWrite, existing_dataset, require_listed};
 use crate::membership::Signer;
 use crate::state::{Event, StateWrite};
 use crate::tx::{ExecCtx, invalid};
@@ -96,12 +96,8 @@ impl BuyDataset {
         signer: &Signer,
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
-        let dataset = state
-            .dataset(self.dataset_id)?
-            .ok_or(MarketError::UnknownDataset(self.dataset_id))?;
-        if dataset.status != pb::DatasetStatus::Listed as i32 {
-            return Err(MarketError::Delisted(dataset.id).into());
-        }
+        let dataset = existing_dataset(state, self.dataset_id)?;
+        require_listed(&dataset)?;
         if dataset.provider_org == signer.identity.org_id {
             return Err(EscrowError::OwnDataset {
                 dataset: dataset.id,
@@ -151,9 +147,7 @@ impl RequestValidation {
         signer: &Signer,
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
-        let dataset = state
-            .dataset(self.dataset_id)?
-            .ok_or(MarketError::UnknownDataset(self.dataset_id))?;
+        let dataset = existing_dataset(state, self.dataset_id)?;
         crate::market::require_voting_power(state, &signer.identity.org_id)?;
         open(
             state,

@@ -10,7 +10,7 @@ use crate::TxError;
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::ledger::LedgerWrite;
-use crate::market::{MarketError, MarketRead, MarketWrite};
+use crate::market::{MarketRead, MarketWrite, existing_dataset};
 use crate::membership::{MembershipRead, Role, Signer};
 use crate::state::{Event, StateError, StateWrite};
 use crate::tx::{ExecCtx, invalid};
@@ -271,9 +271,7 @@ impl DisputeKey {
         let p = load(state, self.purchase_id)?;
         require_buyer(&p, signer)?;
         require_status(&p, pb::PurchaseStatus::KeyDelivered, "dispute")?;
-        let dataset = state
-            .dataset(p.dataset_id)?
-            .ok_or(MarketError::UnknownDataset(p.dataset_id))?;
+        let dataset = existing_dataset(state, p.dataset_id)?;
         let wrapped = WrappedKey::parse(&p.wrapped_key)
             .map_err(|e| corrupt(super::state_key::purchase(p.id), e))?;
         let buyer_key = state

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use neurodata_proto::chain::v1 as pb;
 
-use super::{MarketError, MarketRead, MarketWrite};
+use super::{MarketError, MarketWrite};
 use crate::TxError;
 use crate::governance::GovernanceRead;
 use crate::membership::Signer;
@@ -64,9 +64,7 @@ impl AttestDataset {
         signer: &Signer,
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
-        let mut dataset = state
-            .dataset(self.dataset_id)?
-            .ok_or(MarketError::UnknownDataset(self.dataset_id))?;
+        let mut dataset = super::existing_dataset(state, self.dataset_id)?;
         let org = &signer.identity.org_id;
         require_voting_power(state, org)?;
         let power = power_by_org(state)?;

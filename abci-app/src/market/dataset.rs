@@ -190,9 +190,13 @@ impl RegisterDataset {
     }
 }
 
-/// The dataset `id` if `signer` may change it: its provider, or an admin of its org.
-fn owned<S: MarketRead>(state: &S, id: u64, signer: &Signer) -> Result<pb::Dataset, TxError> {
-    let dataset = state.dataset(id)?.ok_or(MarketError::UnknownDataset(id))?;
+/// Listed dataset `id` if `signer` may change it: its provider, or an admin of its org.
+fn owned_listing<S: MarketRead>(
+    state: &S,
+    id: u64,
+    signer: &Signer,
+) -> Result<pb::Dataset, TxError> {
+    let dataset = super::existing_dataset(state, id)?;
     let own = dataset.provider == signer.identity.fingerprint
         || (signer.role == Role::Admin && dataset.provider_org == signer.identity.org_id);
     if !own {
@@ -202,6 +206,7 @@ fn owned<S: MarketRead>(state: &S, id: u64, signer: &Signer) -> Result<pb::Datas
         }
         .into());
     }
+    super::require_listed(&dataset)?;
     Ok(dataset)
 }
 
@@ -231,10 +236,7 @@ impl UpdateDatasetPrice {
         state: &mut S,
         signer: &Signer,
     ) -> Result<(), TxError> {
-        let mut dataset = owned(state, self.dataset_id, signer)?;
-        if dataset.status != pb::DatasetStatus::Listed as i32 {
-            return Err(MarketError::Delisted(self.dataset_id).into());
-        }
+        let mut dataset = owned_listing(state, self.dataset_id, signer)?;
         dataset.price = self.price.to_string();
         state.put_dataset(&dataset);
         state.emit(
@@ -260,10 +262,7 @@ impl DelistDataset {
         state: &mut S,
         signer: &Signer,
     ) -> Result<(), TxError> {
-        let mut dataset = owned(state, self.dataset_id, signer)?;
-        if dataset.status != pb::DatasetStatus::Listed as i32 {
-            return Err(MarketError::Delisted(self.dataset_id).into());
-        }
+        let mut dataset = owned_listing(state, self.dataset_id, signer)?;
         dataset.status = pb::DatasetStatus::Delisted as i32;
         state.put_dataset(&dataset);
         state.emit(Event::new("dataset.delisted").attr("dataset", self.dataset_id));

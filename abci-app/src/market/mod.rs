@@ -20,6 +20,23 @@ pub use attest::{AttestDataset, require_voting_power};
 pub use dataset::{DelistDataset, RegisterDataset, UpdateDatasetPrice, matches_filter};
 pub use view::{MarketRead, MarketWrite};
 
+use neurodata_proto::chain::v1 as pb;
+
+use crate::TxError;
+
+/// Dataset `id`, or [`MarketError::UnknownDataset`].
+pub fn existing_dataset<S: MarketRead>(state: &S, id: u64) -> Result<pb::Dataset, TxError> {
+    Ok(state.dataset(id)?.ok_or(MarketError::UnknownDataset(id))?)
+}
+
+/// Refuses a delisted dataset with [`MarketError::Delisted`].
+pub fn require_listed(dataset: &pb::Dataset) -> Result<(), TxError> {
+    if dataset.status != pb::DatasetStatus::Listed as i32 {
+        return Err(MarketError::Delisted(dataset.id).into());
+    }
+    Ok(())
+}
+
 /// Why a market action was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MarketError {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use neurodata_abci::address::Address;
 use neurodata_abci::query::live_purchase_data;
-use tendermint_rpc::Client as _;
 use tonic::Status;
 
 use super::dataset_by_cid;
@@ -52,18 +51,15 @@ impl BlobAccess for MarketAccess {
         if dataset.provider_org == member.org_id {
             return Ok(());
         }
-        let r = self
+        let live = self
             .chain
-            .rpc()
-            .abci_query(
-                Some("/live_purchase".to_owned()),
+            .query_latest(
+                "/live_purchase",
                 live_purchase_data(&Address(member.fingerprint), dataset.id),
-                None,
-                false,
             )
             .await
-            .map_err(|e| chain_status(self.chain.rpc_error(e)))?;
-        if r.code.is_ok() && !r.value.is_empty() {
+            .map_err(chain_status)?;
+        if !live.is_empty() {
             return Ok(());
         }
         Err(Status::permission_denied(format!(

@@ -8,7 +8,6 @@ pub mod keystore;
 
 use neurodata_proto::chain::v1 as pb;
 use prost::Message;
-use tendermint_rpc::Client as _;
 
 use crate::chain::{Chain, ChainError};
 
@@ -18,39 +17,24 @@ pub async fn query<M: Message + Default>(
     path: &str,
     data: Vec<u8>,
 ) -> Result<Option<M>, ChainError> {
-    let r = chain
-        .rpc()
-        .abci_query(Some(path.to_owned()), data, None, false)
-        .await
-        .map_err(|e| chain.rpc_error(e))?;
-    let bad = |reason: String| ChainError::Bad {
-        url: path.to_owned(),
-        reason,
-    };
-    if r.code.is_err() {
-        return Err(bad(r.log));
-    }
-    if r.value.is_empty() {
+    let value = chain.query_latest(path, data).await?;
+    if value.is_empty() {
         return Ok(None);
     }
-    M::decode(r.value.as_slice())
+    M::decode(value.as_slice())
         .map(Some)
-        .map_err(|e| bad(e.to_string()))
+        .map_err(|e| ChainError::Bad {
+            url: path.to_owned(),
+            reason: format!("answer does not decode: {e}"),
+        })
 }
 
 /// The dataset listing a ciphertext CID, if any.
 pub async fn dataset_by_cid(chain: &Chain, cid: &str) -> Result<Option<pb::Dataset>, ChainError> {
-    let r = chain
-        .rpc()
-        .abci_query(
-            Some("/dataset_by_cid".to_owned()),
-            cid.as_bytes().to_vec(),
-            None,
-            false,
-        )
-        .await
-        .map_err(|e| chain.rpc_error(e))?;
-    let Ok(id) = <[u8; 8]>::try_from(r.value.as_slice()) else {
+    let id = chain
+        .query_latest("/dataset_by_cid", cid.as_bytes().to_vec())
+        .await?;
+    let Ok(id) = <[u8; 8]>::try_from(id.as_slice()) else {
         return Ok(None);
     };
     query(chain, "/dataset", id.to_vec()).await

@@ -1,0 +1,64 @@
+//! Shared by the end-to-end tests: running `ndctl` against a devnet directory, and a directory
+//! whose network is stopped when the test ends (also when it fails).
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `ndctl` with `NEURODATA_DEVNET=dir`: Ok(stdout+stderr) on success, Err(the same) on
+/// failure.
+pub fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
+    ndctl_env(dir, args, &[])
+}
+
+/// As [`ndctl`] with extra environment variables (inherited by the processes it starts).
+pub fn ndctl_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Result<String, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
+        .args(args)
+        .env("NEURODATA_DEVNET", dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run ndctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(text)
+    }
+}
+
+/// A temporary devnet directory under /tmp (short paths: Unix socket names are limited); the
+/// network in it is stopped on drop.
+pub struct DevnetDir(tempfile::TempDir);
+
+impl DevnetDir {
+    /// A fresh directory named `<prefix>…`.
+    pub fn new(prefix: &str) -> Self {
+        DevnetDir(
+            tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir_in("/tmp")
+                .unwrap(),
+        )
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// A JSON file `ndctl devnet` keeps there (`devnet.json`, `pids.json`).
+    pub fn json(&self, name: &str) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.path().join(name)).unwrap()).unwrap()
+    }
+}
+
+impl Drop for DevnetDir {
+    fn drop(&mut self) {
+        let _ = ndctl(self.path(), &["devnet", "down"]);
+    }
+}
