@@ -469,6 +469,13 @@ fn txs_of_a_revoked_certificate_are_rejected_on_every_node() {
         ],
     )
     .unwrap();
+    // A node that has not yet committed the revoking block would still admit the tx to its
+    // mempool (CheckTx runs against its last committed state) and the tx would then never be
+    // included; wait until every node has the block so each must refuse it up front.
+    let top = net.height(0).expect("node0 up");
+    for node in ALL {
+        net.wait_height(node, top, T);
+    }
     let (to, _) = net.cert("medlab", "buyer");
     for node in ALL {
         let err = net
