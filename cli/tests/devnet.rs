@@ -375,6 +375,11 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
         .unwrap()
     };
     let vote = |id: &str| {
+        // Nodes 1 and 2 check the vote against their own committed state, which must hold the
+        // proposal first.
+        let top = net.height(0).expect("node0 up");
+        net.wait_height(1, top, T);
+        net.wait_height(2, top, T);
         net.tx(1, "healthtech", "admin", &["vote", "--proposal", id])
             .unwrap();
         net.tx(2, "datacorp", "admin", &["vote", "--proposal", id])
