@@ -1,1 +1,171 @@
-//! placeholder
+//! The NeuroData trainer: deterministic, verifiable training of tabular models.
+//!
+//! The same job spec on the same data gives a byte-identical model file on any x86-64 CPU and
+//! any thread count (see [`kernels`] for how), a trace of checkpoint digests whose segments a
+//! validator can re-run one at a time ([`job::verify`]), and an ONNX export evaluated with
+//! tract-onnx ([`eval`]).
+
+pub mod data;
+pub mod job;
+pub mod kernels;
+pub mod metrics;
+pub mod model;
+pub mod nn;
+pub mod onnx;
+mod onnx_regressor;
+pub mod rng;
+pub mod spec;
+pub mod tensors;
+pub mod trace;
+pub mod tree;
+
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use data::DataError;
+pub use spec::{JobSpec, SpecError};
+pub use tensors::FormatError;
+
+/// Why a job, a verification or an evaluation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The spec was refused.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The data was refused.
+    #[error("data: {0}")]
+    Data(#[from] DataError),
+    /// A model file is malformed.
+    #[error("model file: {0}")]
+    Format(#[from] FormatError),
+    /// A checkpoint is malformed or does not hash to its trace leaf.
+    #[error("checkpoint {index} is corrupt: {reason}")]
+    CorruptCheckpoint {
+        /// Checkpoint index.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Re-running a segment did not reproduce the next checkpoint.
+    #[error(
+        "trace mismatch in segment {segment}: re-running it gives checkpoint {got}, the trace says {expected}"
+    )]
+    TraceMismatch {
+        /// Segment index.
+        segment: usize,
+        /// Leaf in the trace.
+        expected: String,
+        /// Digest of the re-run.
+        got: String,
+    },
+    /// The submitted result is inconsistent with its files or the data.
+    #[error("result: {0}")]
+    Result(String),
+    /// A time or memory limit was hit.
+    #[error("limit: {0}")]
+    Limit(String),
+    /// The loss became NaN or infinite (learning rate too high?).
+    #[error("training diverged at step {step}: the loss is not finite; lower the learning rate")]
+    Diverged {
+        /// Step at which it happened.
+        step: u64,
+    },
+    /// tract could not load or run the ONNX model.
+    #[error("onnx: {0}")]
+    Onnx(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// candle failed.
+    #[error("tensor: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A bug.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl TrainError {
+    fn io(path: &Path, source: std::io::Error) -> TrainError {
+        TrainError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// How the ONNX export's predictions compare with the native model's on the test split.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// Test rows compared.
+    pub rows: usize,
+    /// Largest absolute difference of a probability or predicted value.
+    pub max_abs_diff: f64,
+    /// Tolerance applied: 0 for trees (exact), 1e-5 otherwise.
+    pub tolerance: f64,
+    /// Rows whose predicted label agrees.
+    pub labels_agree: usize,
+    /// Metrics of the ONNX predictions.
+    pub onnx_metrics: metrics::Metrics,
+    /// Metrics of the native predictions.
+    pub native_metrics: metrics::Metrics,
+    /// Whether the difference is within tolerance.
+    pub ok: bool,
+}
+
+/// Evaluates `onnx` (bytes) against `model` on the model's test split of `data` with tract.
+pub fn eval(model: &model::Model, onnx: &[u8], data: &Path) -> Result<EvalReport, TrainError> {
+    let table = data::Table::read(data, &model.spec.schema)?;
+    let split = data::Split::new(table.rows(), model.spec.test_fraction, model.spec.seed)?;
+    let rows = &split.test;
+    let native = model.predict(&table, rows)?;
+    let raw = model.preprocessing.encode(&table, rows, false);
+    let width = model.preprocessing.width();
+    let classification = !model.preprocessing.classes.is_empty();
+    let onnx_pred = onnx::evaluate(onnx, &raw, rows.len(), width, classification)?;
+    let flat = |p: &model::Predictions| -> Vec<f64> {
+        match p {
+            model::Predictions::Classes(c) => c.iter().flatten().copied().collect(),
+            model::Predictions::Values(v) => v.clone(),
+        }
+    };
+    let (a, b) = (flat(&native), flat(&onnx_pred));
+    if a.len() != b.len() {
+        return Err(TrainError::Onnx(format!(
+            "ONNX gave {} values, the native model {}",
+            b.len(),
+            a.len()
+        )));
+    }
+    let max_abs_diff = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max);
+    let tolerance = if matches!(model.body, model::Body::Tree(_)) {
+        0.0
+    } else {
+        1e-5
+    };
+    let classes = &model.preprocessing.classes;
+    let labels_agree = native
+        .labels(classes)
+        .iter()
+        .zip(onnx_pred.labels(classes))
+        .filter(|(x, y)| *x == y)
+        .count();
+    Ok(EvalReport {
+        rows: rows.len(),
+        max_abs_diff,
+        tolerance,
+        labels_agree,
+        onnx_metrics: model.metrics(&onnx_pred, &table, rows)?,
+        native_metrics: model.metrics(&native, &table, rows)?,
+        ok: max_abs_diff <= tolerance,
+    })
+}

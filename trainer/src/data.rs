@@ -1,0 +1,698 @@
+//! Tabular data: the schema, CSV and JSON-lines readers, the deterministic split and the
+//! preprocessing (standardisation, one-hot) whose parameters the model file stores.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufRead;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Stream;
+use crate::spec::{SpecError, Task};
+
+/// Why a data file was refused. Every variant names the column and line to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// No header or no data rows.
+    #[error("{0}: the file has no data rows")]
+    Empty(String),
+    /// Malformed CSV or JSON.
+    #[error("line {line}: {message}")]
+    Syntax {
+        /// 1-based line.
+        line: u64,
+        /// What the parser said.
+        message: String,
+    },
+    /// Schema columns the file lacks.
+    #[error("line {line}: missing column(s) {columns:?} of the schema")]
+    MissingColumns {
+        /// 1-based line (1 for a CSV header).
+        line: u64,
+        /// The names.
+        columns: Vec<String>,
+    },
+    /// Columns the schema does not name.
+    #[error("line {line}: column(s) {columns:?} are not in the schema")]
+    ExtraColumns {
+        /// 1-based line (1 for a CSV header).
+        line: u64,
+        /// The names.
+        columns: Vec<String>,
+    },
+    /// A CSV row with the wrong number of fields.
+    #[error("line {line}: {got} fields, the header has {want}")]
+    Width {
+        /// 1-based line.
+        line: u64,
+        /// Fields found.
+        got: usize,
+        /// Fields in the header.
+        want: usize,
+    },
+    /// A numeric column holding something that is not a number.
+    #[error("line {line}, column {column:?}: {value:?} is not a number")]
+    NotNumeric {
+        /// 1-based line.
+        line: u64,
+        /// The column.
+        column: String,
+        /// The text found.
+        value: String,
+    },
+    /// NaN or an infinity.
+    #[error(
+        "line {line}, column {column:?}: {value:?} is not finite (NaN and infinities are refused)"
+    )]
+    NotFinite {
+        /// 1-based line.
+        line: u64,
+        /// The column.
+        column: String,
+        /// The text found.
+        value: String,
+    },
+    /// A classification target with fewer than two labels in the training split.
+    #[error(
+        "the target {target:?} has a single class {class:?} in the training split; a classifier needs two or more"
+    )]
+    SingleClass {
+        /// The target column.
+        target: String,
+        /// The only label.
+        class: String,
+    },
+    /// Too few rows to hold out a test split.
+    #[error("{rows} row(s) cannot be split into non-empty train and test sets")]
+    TooFewRows {
+        /// Rows in the file.
+        rows: usize,
+    },
+}
+
+/// How a column is read and encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnType {
+    /// A finite number; standardised for gradient-trained models.
+    Numeric,
+    /// A label; one-hot encoded over the categories of the training split.
+    Categorical,
+}
+
+/// One column of the schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    /// Header name (CSV) or key (JSON lines).
+    pub name: String,
+    /// How it is read.
+    #[serde(rename = "type")]
+    pub kind: ColumnType,
+}
+
+/// The columns of a file and which one is the target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schema {
+    /// Every column the file holds, in any order.
+    pub columns: Vec<Column>,
+    /// The column to predict.
+    pub target: String,
+}
+
+impl Schema {
+    /// Names unique and non-empty, the target among them, at least one feature.
+    pub fn check(&self) -> Result<(), SpecError> {
+        let mut seen = BTreeSet::new();
+        for c in &self.columns {
+            if c.name.is_empty() {
+                return Err(SpecError::Schema("a column has an empty name".into()));
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(SpecError::Schema(format!(
+                    "column {:?} is named twice",
+                    c.name
+                )));
+            }
+        }
+        if !seen.contains(self.target.as_str()) {
+            return Err(SpecError::Schema(format!(
+                "the target {:?} is not one of the schema's columns",
+                self.target
+            )));
+        }
+        if self.columns.len() < 2 {
+            return Err(SpecError::Schema(
+                "no feature column besides the target".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Feature columns, in schema order.
+    pub fn features(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.name != self.target)
+    }
+}
+
+/// A cell as read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    /// A numeric column's value.
+    Num(f64),
+    /// A categorical column's value.
+    Cat(String),
+}
+
+/// A file read against a schema: one vector of cells per feature column (schema order) and the
+/// target's raw text.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Cells of each feature column, schema order.
+    pub features: Vec<Vec<Cell>>,
+    /// The target's text per row.
+    pub target: Vec<String>,
+}
+
+impl Table {
+    /// Rows in the table.
+    pub fn rows(&self) -> usize {
+        self.target.len()
+    }
+
+    /// Reads a `.csv` or `.jsonl`/`.ndjson` file (by extension; CSV otherwise).
+    pub fn read(path: &Path, schema: &Schema) -> Result<Table, DataError> {
+        Table::read_with(path, schema, false)
+    }
+
+    /// Reads rows to predict: the target column may be absent (its cells read as empty).
+    pub fn read_for_prediction(path: &Path, schema: &Schema) -> Result<Table, DataError> {
+        Table::read_with(path, schema, true)
+    }
+
+    fn read_with(path: &Path, schema: &Schema, target_optional: bool) -> Result<Table, DataError> {
+        let io = |source| DataError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let reader = std::io::BufReader::new(file);
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        let table = if matches!(ext, "jsonl" | "ndjson") {
+            Table::json_lines(reader, schema, target_optional)?
+        } else {
+            Table::csv(reader, schema, target_optional)?
+        };
+        if table.rows() == 0 {
+            return Err(DataError::Empty(path.display().to_string()));
+        }
+        Ok(table)
+    }
+
+    /// Reads CSV with a header row.
+    pub fn from_csv(reader: impl std::io::Read, schema: &Schema) -> Result<Table, DataError> {
+        Table::csv(reader, schema, false)
+    }
+
+    fn csv(
+        reader: impl std::io::Read,
+        schema: &Schema,
+        target_optional: bool,
+    ) -> Result<Table, DataError> {
+        let mut csv = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .from_reader(reader);
+        let header = csv.headers().map_err(|e| syntax(1, e))?.clone();
+        if header.is_empty() || (header.len() == 1 && header.get(0) == Some("")) {
+            return Err(DataError::Empty("csv".into()));
+        }
+        let names: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
+        let index = column_index(schema, &names, 1, target_optional)?;
+        let mut table = Table::empty(schema);
+        let mut record = csv::StringRecord::new();
+        let mut line = 1u64;
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(false) => break,
+                Ok(true) => {}
+                Err(e) => return Err(syntax(line + 1, e)),
+            }
+            line = record.position().map_or(line + 1, |p| p.line());
+            if record.len() != names.len() {
+                return Err(DataError::Width {
+                    line,
+                    got: record.len(),
+                    want: names.len(),
+                });
+            }
+            table.push(schema, &index, line, |i| {
+                record.get(i).unwrap_or("").trim().to_owned()
+            })?;
+        }
+        Ok(table)
+    }
+
+    /// Reads one JSON object per line; blank lines are skipped.
+    pub fn from_json_lines(reader: impl BufRead, schema: &Schema) -> Result<Table, DataError> {
+        Table::json_lines(reader, schema, false)
+    }
+
+    fn json_lines(
+        reader: impl BufRead,
+        schema: &Schema,
+        target_optional: bool,
+    ) -> Result<Table, DataError> {
+        let mut table = Table::empty(schema);
+        for (n, text) in reader.lines().enumerate() {
+            let line = n as u64 + 1;
+            let text = text.map_err(|e| syntax(line, e))?;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let object: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&text).map_err(|e| syntax(line, e))?;
+            let names: Vec<String> = object.keys().cloned().collect();
+            let index = column_index(schema, &names, line, target_optional)?;
+            let values: Vec<String> = names
+                .iter()
+                .map(|k| match &object[k] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                })
+                .collect();
+            table.push(schema, &index, line, |i| values[i].clone())?;
+        }
+        Ok(table)
+    }
+
+    fn empty(schema: &Schema) -> Table {
+        Table {
+            features: schema.features().map(|_| Vec::new()).collect(),
+            target: Vec::new(),
+        }
+    }
+
+    fn push(
+        &mut self,
+        schema: &Schema,
+        index: &ColumnIndex,
+        line: u64,
+        field: impl Fn(usize) -> String,
+    ) -> Result<(), DataError> {
+        for (j, column) in schema.features().enumerate() {
+            let text = field(index.features[j]);
+            let cell = match column.kind {
+                ColumnType::Numeric => Cell::Num(parse_number(&text, &column.name, line)?),
+                ColumnType::Categorical => Cell::Cat(text),
+            };
+            self.features[j].push(cell);
+        }
+        let target = index.target.map(&field).unwrap_or_default();
+        if index.target.is_some()
+            && schema
+                .columns
+                .iter()
+                .any(|c| c.name == schema.target && c.kind == ColumnType::Numeric)
+        {
+            parse_number(&target, &schema.target, line)?;
+        }
+        self.target.push(target);
+        Ok(())
+    }
+
+    /// The target as numbers (regression); checked at read time for numeric targets.
+    pub fn numeric_target(&self, schema: &Schema) -> Result<Vec<f64>, DataError> {
+        self.target
+            .iter()
+            .enumerate()
+            .map(|(i, t)| parse_number(t, &schema.target, i as u64 + 2))
+            .collect()
+    }
+}
+
+struct ColumnIndex {
+    features: Vec<usize>,
+    target: Option<usize>,
+}
+
+fn column_index(
+    schema: &Schema,
+    names: &[String],
+    line: u64,
+    target_optional: bool,
+) -> Result<ColumnIndex, DataError> {
+    let at: BTreeMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let missing: Vec<String> = schema
+        .columns
+        .iter()
+        .filter(|c| !at.contains_key(c.name.as_str()))
+        .filter(|c| !(target_optional && c.name == schema.target))
+        .map(|c| c.name.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(DataError::MissingColumns {
+            line,
+            columns: missing,
+        });
+    }
+    let known: BTreeSet<&str> = schema.columns.iter().map(|c| c.name.as_str()).collect();
+    let extra: Vec<String> = names
+        .iter()
+        .filter(|n| !known.contains(n.as_str()))
+        .cloned()
+        .collect();
+    if !extra.is_empty() {
+        return Err(DataError::ExtraColumns {
+            line,
+            columns: extra,
+        });
+    }
+    Ok(ColumnIndex {
+        features: schema.features().map(|c| at[c.name.as_str()]).collect(),
+        target: at.get(schema.target.as_str()).copied(),
+    })
+}
+
+fn parse_number(text: &str, column: &str, line: u64) -> Result<f64, DataError> {
+    let v: f64 = text.parse().map_err(|_| DataError::NotNumeric {
+        line,
+        column: column.to_owned(),
+        value: text.to_owned(),
+    })?;
+    if !v.is_finite() {
+        return Err(DataError::NotFinite {
+            line,
+            column: column.to_owned(),
+            value: text.to_owned(),
+        });
+    }
+    Ok(v)
+}
+
+fn syntax(line: u64, e: impl std::fmt::Display) -> DataError {
+    DataError::Syntax {
+        line,
+        message: e.to_string(),
+    }
+}
+
+/// Row indices of the train and test splits: a seeded permutation, the first
+/// `round(n * test_fraction)` rows (at least one) held out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Split {
+    /// Training rows, in permutation order.
+    pub train: Vec<usize>,
+    /// Test rows, in permutation order.
+    pub test: Vec<usize>,
+}
+
+impl Split {
+    /// The split of `rows` rows for this seed.
+    pub fn new(rows: usize, test_fraction: f64, seed: u64) -> Result<Split, DataError> {
+        let test = ((rows as f64 * test_fraction).round() as usize).max(1);
+        if rows < 2 || test >= rows {
+            return Err(DataError::TooFewRows { rows });
+        }
+        let mut order: Vec<usize> = (0..rows).collect();
+        Stream::new(seed, "split", 0).shuffle(&mut order);
+        let train = order.split_off(test);
+        Ok(Split { train, test: order })
+    }
+}
+
+/// How one feature column becomes model inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Encoding {
+    /// One input; `(x - mean) / std` for gradient-trained models, raw for trees.
+    Numeric {
+        /// Column name.
+        column: String,
+        /// Training-split mean.
+        mean: f64,
+        /// Training-split population standard deviation (1 where it is 0).
+        std: f64,
+    },
+    /// One 0/1 input per category seen in training (sorted); unseen categories are all zeros.
+    OneHot {
+        /// Column name.
+        column: String,
+        /// Categories in input order.
+        categories: Vec<String>,
+    },
+}
+
+/// Every parameter of the preprocessing, fitted on the training split and stored in the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessing {
+    /// One entry per feature column, schema order.
+    pub features: Vec<Encoding>,
+    /// Class labels in output order (classification), empty for regression.
+    pub classes: Vec<String>,
+}
+
+impl Preprocessing {
+    /// Fits on the training rows.
+    pub fn fit(
+        table: &Table,
+        schema: &Schema,
+        train: &[usize],
+        task: Task,
+    ) -> Result<Preprocessing, DataError> {
+        let mut features = Vec::new();
+        for (column, cells) in schema.features().zip(&table.features) {
+            features.push(match column.kind {
+                ColumnType::Numeric => {
+                    let values = train.iter().map(|&r| match &cells[r] {
+                        Cell::Num(v) => *v,
+                        Cell::Cat(_) => 0.0,
+                    });
+                    let n = train.len() as f64;
+                    let mean = values.clone().sum::<f64>() / n;
+                    let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+                    let std = var.sqrt();
+                    Encoding::Numeric {
+                        column: column.name.clone(),
+                        mean,
+                        std: if std > 0.0 && std.is_finite() {
+                            std
+                        } else {
+                            1.0
+                        },
+                    }
+                }
+                ColumnType::Categorical => {
+                    let categories: BTreeSet<&str> = train
+                        .iter()
+                        .filter_map(|&r| match &cells[r] {
+                            Cell::Cat(c) => Some(c.as_str()),
+                            Cell::Num(_) => None,
+                        })
+                        .collect();
+                    Encoding::OneHot {
+                        column: column.name.clone(),
+                        categories: categories.into_iter().map(str::to_owned).collect(),
+                    }
+                }
+            });
+        }
+        let classes = match task {
+            Task::Regression => {
+                table.numeric_target(schema)?;
+                Vec::new()
+            }
+            Task::Classification => {
+                let set: BTreeSet<&str> = train.iter().map(|&r| table.target[r].as_str()).collect();
+                if set.len() < 2 {
+                    return Err(DataError::SingleClass {
+                        target: schema.target.clone(),
+                        class: set.into_iter().next().unwrap_or_default().to_owned(),
+                    });
+                }
+                set.into_iter().map(str::to_owned).collect()
+            }
+        };
+        Ok(Preprocessing { features, classes })
+    }
+
+    /// Model inputs per row.
+    pub fn width(&self) -> usize {
+        self.features
+            .iter()
+            .map(|e| match e {
+                Encoding::Numeric { .. } => 1,
+                Encoding::OneHot { categories, .. } => categories.len(),
+            })
+            .sum()
+    }
+
+    /// Names of the model inputs (`column` or `column=category`).
+    pub fn input_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for e in &self.features {
+            match e {
+                Encoding::Numeric { column, .. } => names.push(column.clone()),
+                Encoding::OneHot {
+                    column, categories, ..
+                } => names.extend(categories.iter().map(|c| format!("{column}={c}"))),
+            }
+        }
+        names
+    }
+
+    /// Row-major `[rows, width]` inputs: numeric columns raw (as f32) when `standardise` is
+    /// false, else `((x - mean) / std)` computed in f64 and rounded once.
+    pub fn encode(&self, table: &Table, rows: &[usize], standardise: bool) -> Vec<f32> {
+        let width = self.width();
+        let mut out = vec![0f32; rows.len() * width];
+        let mut offset = 0;
+        for (e, cells) in self.features.iter().zip(&table.features) {
+            match e {
+                Encoding::Numeric { mean, std, .. } => {
+                    for (i, &r) in rows.iter().enumerate() {
+                        if let Cell::Num(v) = cells[r] {
+                            out[i * width + offset] = if standardise {
+                                ((v - mean) / std) as f32
+                            } else {
+                                v as f32
+                            };
+                        }
+                    }
+                    offset += 1;
+                }
+                Encoding::OneHot { categories, .. } => {
+                    for (i, &r) in rows.iter().enumerate() {
+                        if let Cell::Cat(c) = &cells[r]
+                            && let Ok(k) = categories.binary_search(c)
+                        {
+                            out[i * width + offset + k] = 1.0;
+                        }
+                    }
+                    offset += categories.len();
+                }
+            }
+        }
+        out
+    }
+
+    /// Class index per row (labels unseen in training map to `None`).
+    pub fn class_indices(&self, table: &Table, rows: &[usize]) -> Vec<Option<usize>> {
+        rows.iter()
+            .map(|&r| self.classes.binary_search(&table.target[r]).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema {
+            columns: vec![
+                Column {
+                    name: "age".into(),
+                    kind: ColumnType::Numeric,
+                },
+                Column {
+                    name: "sex".into(),
+                    kind: ColumnType::Categorical,
+                },
+                Column {
+                    name: "y".into(),
+                    kind: ColumnType::Categorical,
+                },
+            ],
+            target: "y".into(),
+        }
+    }
+
+    fn csv(text: &str) -> Result<Table, DataError> {
+        Table::from_csv(text.as_bytes(), &schema())
+    }
+
+    #[test]
+    fn csv_and_json_lines_read_the_same_table() {
+        let a = csv("sex,age,y\nf,40,yes\nm,50.5,no\n").expect("csv");
+        let b = Table::from_json_lines(
+            "{\"age\":40,\"sex\":\"f\",\"y\":\"yes\"}\n\n{\"age\":50.5,\"sex\":\"m\",\"y\":\"no\"}\n"
+                .as_bytes(),
+            &schema(),
+        )
+        .expect("jsonl");
+        assert_eq!(a.features, b.features);
+        assert_eq!(a.target, b.target);
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_column() {
+        let cases = [
+            ("age,y\n1,a\n", "missing column(s) [\"sex\"]"),
+            (
+                "age,sex,y,zip\n1,f,a,9\n",
+                "[\"zip\"] are not in the schema",
+            ),
+            (
+                "age,sex,y\nold,f,a\n",
+                "line 2, column \"age\": \"old\" is not a number",
+            ),
+            (
+                "age,sex,y\n1,f,a\nNaN,m,b\n",
+                "line 3, column \"age\": \"NaN\" is not finite",
+            ),
+            ("age,sex,y\n1,f,a\ninf,m,b\n", "is not finite"),
+            ("age,sex,y\n1,f\n", "line 2: 2 fields, the header has 3"),
+            ("", "no data rows"),
+        ];
+        for (text, want) in cases {
+            let err = csv(text).map(|t| t.rows()).expect_err(text).to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+        let err = Table::from_json_lines("{\"age\":1,\"sex\":\"f\"".as_bytes(), &schema())
+            .expect_err("truncated json")
+            .to_string();
+        assert!(err.starts_with("line 1:"), "{err}");
+    }
+
+    #[test]
+    fn the_split_depends_only_on_the_seed_and_covers_every_row() {
+        let a = Split::new(100, 0.2, 7).expect("split");
+        assert_eq!(a, Split::new(100, 0.2, 7).expect("split"));
+        assert_ne!(a, Split::new(100, 0.2, 8).expect("split"));
+        assert_eq!(a.test.len(), 20);
+        let mut all: Vec<usize> = a.train.iter().chain(&a.test).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert!(Split::new(1, 0.2, 1).is_err());
+    }
+
+    #[test]
+    fn preprocessing_standardises_one_hot_encodes_and_refuses_a_single_class() {
+        let t = csv("age,sex,y\n10,f,a\n20,m,b\n30,f,a\n").expect("csv");
+        let p = Preprocessing::fit(&t, &schema(), &[0, 1, 2], Task::Classification).expect("fit");
+        assert_eq!(p.width(), 3);
+        assert_eq!(p.input_names(), ["age", "sex=f", "sex=m"]);
+        let x = p.encode(&t, &[1, 0], true);
+        assert_eq!(x[..3], [0.0, 0.0, 1.0]);
+        assert!((x[3] + 1.224_744_9).abs() < 1e-6);
+        let err = Preprocessing::fit(&t, &schema(), &[0, 2], Task::Classification)
+            .expect_err("one class")
+            .to_string();
+        assert!(err.contains("single class \"a\""), "{err}");
+    }
+}

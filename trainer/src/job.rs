@@ -1,0 +1,542 @@
+//! A training job end to end: read and split the data, train with checkpoints, write the model,
+//! its ONNX export, metrics, trace and result; and the validator's side, re-running segments.
+//!
+//! Output directory:
+//! - `model.safetensors` — the model file (its SHA-256 is the model's identity)
+//! - `model.onnx` — the ONNX export
+//! - `metrics.json` — test-split metrics
+//! - `trace.json` — checkpoint digests and their Merkle root
+//! - `checkpoints/NNNNN.ckpt` — the checkpoints themselves, for segment verification
+//! - `split.json` — row indices of the train and test splits
+//! - `result.json` — what a trainer submits: model, ONNX, data and spec digests, trace root,
+//!   metrics
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::TrainError;
+use crate::data::{Preprocessing, Split, Table};
+use crate::metrics::Metrics;
+use crate::model::{Body, Model};
+use crate::nn::{self, Architecture, Batches};
+use crate::spec::{JobSpec, ModelSpec, Task};
+use crate::tensors::TensorFile;
+use crate::trace::Trace;
+use crate::tree::{self, Samples, Tree};
+
+/// What a run submits (`result.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Hex SHA-256 of `model.safetensors`.
+    pub model_sha256: String,
+    /// Hex SHA-256 of `model.onnx`.
+    pub onnx_sha256: String,
+    /// Hex SHA-256 of the data file.
+    pub data_sha256: String,
+    /// Hex SHA-256 of the canonical spec.
+    pub spec_sha256: String,
+    /// Merkle root of the checkpoint trace.
+    pub trace_root: String,
+    /// Segments in the trace.
+    pub segments: usize,
+    /// Test-split metrics.
+    pub metrics: Metrics,
+}
+
+/// Progress reports of a run.
+pub trait Observer {
+    /// Training starts: total steps when known, steps per epoch for networks.
+    fn started(&mut self, _total: Option<u64>, _per_epoch: Option<u64>) {}
+    /// A step finished, with the batch loss for networks.
+    fn step(&mut self, _step: u64, _loss: Option<f32>) {}
+}
+
+/// Reports nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Time and memory limits, checked between steps.
+struct Budget {
+    start: Instant,
+    max_seconds: u64,
+    max_memory_mb: u64,
+}
+
+impl Budget {
+    fn new(spec: &JobSpec) -> Budget {
+        Budget {
+            start: Instant::now(),
+            max_seconds: spec.limits.max_seconds,
+            max_memory_mb: spec.limits.max_memory_mb,
+        }
+    }
+
+    fn check(&self, step: u64) -> Result<(), TrainError> {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if elapsed > self.max_seconds as f64 {
+            return Err(TrainError::Limit(format!(
+                "time limit of {} s exceeded after {step} step(s) ({elapsed:.1} s)",
+                self.max_seconds
+            )));
+        }
+        if let Some(rss) = resident_mb()
+            && rss > self.max_memory_mb
+        {
+            return Err(TrainError::Limit(format!(
+                "memory limit of {} MiB exceeded after {step} step(s) (resident {rss} MiB)",
+                self.max_memory_mb
+            )));
+        }
+        Ok(())
+    }
+
+    fn admit(&self, bytes: u64, what: &str) -> Result<(), TrainError> {
+        let mb = bytes.div_ceil(1 << 20);
+        if mb > self.max_memory_mb {
+            return Err(TrainError::Limit(format!(
+                "memory limit of {} MiB is below the {mb} MiB {what} needs",
+                self.max_memory_mb
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn resident_mb() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096 / (1 << 20))
+}
+
+/// The data of a job, read, split and encoded.
+pub struct Prepared {
+    /// The table.
+    pub table: Table,
+    /// The split.
+    pub split: Split,
+    /// Fitted preprocessing.
+    pub preprocessing: Preprocessing,
+    /// Encoded training inputs (standardised for networks, raw for trees).
+    pub x: Vec<f32>,
+    /// Training targets (class index or value).
+    pub y: Vec<f32>,
+    /// Hex SHA-256 of the data file.
+    pub data_sha256: String,
+}
+
+impl Prepared {
+    /// Reads and encodes `data` for `spec`.
+    pub fn new(spec: &JobSpec, data: &Path) -> Result<Prepared, TrainError> {
+        let bytes = std::fs::read(data).map_err(|e| TrainError::io(data, e))?;
+        let data_sha256 = hex::encode(Sha256::digest(&bytes));
+        drop(bytes);
+        let table = Table::read(data, &spec.schema)?;
+        let split = Split::new(table.rows(), spec.test_fraction, spec.seed)?;
+        let task = spec.task();
+        let preprocessing = Preprocessing::fit(&table, &spec.schema, &split.train, task)?;
+        let standardise = !matches!(spec.model, ModelSpec::DecisionTree { .. });
+        let x = preprocessing.encode(&table, &split.train, standardise);
+        let y: Vec<f32> = match task {
+            Task::Classification => preprocessing
+                .class_indices(&table, &split.train)
+                .into_iter()
+                .map(|c| c.unwrap_or(0) as f32)
+                .collect(),
+            Task::Regression => {
+                let t = table.numeric_target(&spec.schema)?;
+                split.train.iter().map(|&r| t[r] as f32).collect()
+            }
+        };
+        Ok(Prepared {
+            table,
+            split,
+            preprocessing,
+            x,
+            y,
+            data_sha256,
+        })
+    }
+}
+
+/// A run's evolving state: a network's parameters and optimizer, or a tree so far.
+pub enum RunState {
+    /// Network state.
+    Net(nn::State),
+    /// Tree and expansions done.
+    Tree(Tree, u64),
+}
+
+/// Advances a job's state, one algorithm or the other.
+pub struct Engine<'a> {
+    spec: &'a JobSpec,
+    kind: EngineKind<'a>,
+}
+
+enum EngineKind<'a> {
+    Net {
+        arch: Architecture,
+        batches: Batches<'a>,
+        total: u64,
+    },
+    Tree {
+        samples: Samples<'a>,
+        limits: tree::Limits,
+    },
+}
+
+impl<'a> Engine<'a> {
+    /// The engine for `spec` over prepared data.
+    pub fn new(spec: &'a JobSpec, p: &'a Prepared) -> Result<Engine<'a>, TrainError> {
+        let width = p.preprocessing.width();
+        let classes = p.preprocessing.classes.len();
+        let kind = match &spec.model {
+            ModelSpec::DecisionTree {
+                max_depth,
+                min_samples_split,
+                min_samples_leaf,
+                ..
+            } => EngineKind::Tree {
+                samples: Samples {
+                    x: &p.x,
+                    y: &p.y,
+                    width,
+                    classes,
+                },
+                limits: tree::Limits {
+                    criterion: spec.criterion().unwrap_or(crate::spec::Criterion::Gini),
+                    max_depth: *max_depth,
+                    min_samples_split: *min_samples_split,
+                    min_samples_leaf: *min_samples_leaf,
+                },
+            },
+            _ => {
+                let arch = Architecture::new(spec, width, classes)
+                    .ok_or_else(|| TrainError::Internal("no network for this spec".into()))?;
+                let batches = Batches::new(&p.x, &p.y, width, spec.training.batch_size, spec.seed);
+                let total = spec.training.epochs * batches.per_epoch();
+                EngineKind::Net {
+                    arch,
+                    batches,
+                    total,
+                }
+            }
+        };
+        Ok(Engine { spec, kind })
+    }
+
+    /// Total steps, when known in advance (networks).
+    pub fn total(&self) -> Option<u64> {
+        match &self.kind {
+            EngineKind::Net { total, .. } => Some(*total),
+            EngineKind::Tree { .. } => None,
+        }
+    }
+
+    /// The initial state.
+    pub fn init(&self) -> Result<RunState, TrainError> {
+        Ok(match &self.kind {
+            EngineKind::Net { arch, .. } => RunState::Net(nn::State::init(arch, self.spec.seed)?),
+            EngineKind::Tree { samples, .. } => RunState::Tree(Tree::root(samples), 0),
+        })
+    }
+
+    /// Whether the run is complete in this state.
+    pub fn done(&self, state: &RunState) -> bool {
+        match (&self.kind, state) {
+            (EngineKind::Net { total, .. }, RunState::Net(s)) => s.step >= *total,
+            (_, RunState::Tree(t, _)) => t.done(),
+            _ => true,
+        }
+    }
+
+    /// Runs up to `steps` steps, calling `each` after every one.
+    pub fn advance(
+        &mut self,
+        state: &mut RunState,
+        steps: u64,
+        each: &mut dyn FnMut(u64, Option<f32>) -> Result<(), TrainError>,
+    ) -> Result<(), TrainError> {
+        let optimizer = &self.spec.training.optimizer;
+        match (&mut self.kind, state) {
+            (
+                EngineKind::Net {
+                    arch,
+                    batches,
+                    total,
+                },
+                RunState::Net(s),
+            ) => {
+                let end = (s.step + steps).min(*total);
+                while s.step < end {
+                    let loss = nn::step(arch, optimizer, s, batches)?;
+                    if !loss.is_finite() {
+                        return Err(TrainError::Diverged { step: s.step });
+                    }
+                    each(s.step, Some(loss))?;
+                }
+            }
+            (EngineKind::Tree { samples, limits }, RunState::Tree(t, done)) => {
+                // One expansion per call keeps the limit checks between expansions.
+                for _ in 0..steps {
+                    if t.grow(samples, limits, 1) == 0 {
+                        break;
+                    }
+                    *done += 1;
+                    each(*done, None)?;
+                }
+            }
+            _ => return Err(TrainError::Internal("state does not fit the engine".into())),
+        }
+        Ok(())
+    }
+
+    /// The checkpoint file of a state.
+    pub fn checkpoint(&self, state: &RunState) -> Result<TensorFile, TrainError> {
+        Ok(match state {
+            RunState::Net(s) => s.to_file()?,
+            RunState::Tree(t, done) => t.to_file(*done),
+        })
+    }
+
+    /// Restores a checkpoint (any malformation is [`TrainError::CorruptCheckpoint`]).
+    pub fn restore(&self, index: usize, bytes: &[u8]) -> Result<RunState, TrainError> {
+        let corrupt = |reason: String| TrainError::CorruptCheckpoint { index, reason };
+        let f = TensorFile::from_bytes(bytes).map_err(|e| corrupt(e.to_string()))?;
+        Ok(match &self.kind {
+            EngineKind::Net { arch, .. } => {
+                RunState::Net(nn::State::from_file(&f, arch).map_err(|e| corrupt(e.to_string()))?)
+            }
+            EngineKind::Tree { samples, .. } => {
+                let (t, done) =
+                    Tree::from_file(&f, samples.width).map_err(|e| corrupt(e.to_string()))?;
+                RunState::Tree(t, done)
+            }
+        })
+    }
+
+    /// Steps taken in a state.
+    pub fn steps(state: &RunState) -> u64 {
+        match state {
+            RunState::Net(s) => s.step,
+            RunState::Tree(_, done) => *done,
+        }
+    }
+
+    /// The model a finished state is.
+    pub fn model(
+        &self,
+        state: RunState,
+        preprocessing: &Preprocessing,
+    ) -> Result<Model, TrainError> {
+        let body = match (&self.kind, state) {
+            (EngineKind::Net { arch, .. }, RunState::Net(s)) => Body::Net {
+                arch: arch.clone(),
+                params: s.params,
+            },
+            (EngineKind::Tree { .. }, RunState::Tree(t, _)) => Body::Tree(t),
+            _ => return Err(TrainError::Internal("state does not fit the engine".into())),
+        };
+        Ok(Model {
+            spec: self.spec.clone(),
+            preprocessing: preprocessing.clone(),
+            body,
+        })
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn checkpoint_path(out: &Path, i: usize) -> PathBuf {
+    out.join("checkpoints").join(format!("{i:05}.ckpt"))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    std::fs::write(path, bytes).map_err(|e| TrainError::io(path, e))
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), TrainError> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| TrainError::Internal(e.to_string()))?;
+    write(path, format!("{text}\n").as_bytes())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Result(format!("{}: {e}", path.display())))
+}
+
+/// Trains `spec` on `data`, writing everything to `out`.
+pub fn run(
+    spec: &JobSpec,
+    data: &Path,
+    out: &Path,
+    observer: &mut dyn Observer,
+) -> Result<RunResult, TrainError> {
+    let budget = Budget::new(spec);
+    let size = std::fs::metadata(data)
+        .map_err(|e| TrainError::io(data, e))?
+        .len();
+    // Parsed cells take about twice the text, the encoded copy about as much again.
+    budget.admit(size.saturating_mul(3), "the data")?;
+    let prepared = Prepared::new(spec, data)?;
+    budget.check(0)?;
+    std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| TrainError::io(out, e))?;
+    let mut engine = Engine::new(spec, &prepared)?;
+    observer.started(
+        engine.total(),
+        match &engine.kind {
+            EngineKind::Net { batches, .. } => Some(batches.per_epoch()),
+            EngineKind::Tree { .. } => None,
+        },
+    );
+    let mut state = engine.init()?;
+    let mut steps = Vec::new();
+    let mut leaves = Vec::new();
+    loop {
+        let bytes = engine.checkpoint(&state)?.to_bytes();
+        write(&checkpoint_path(out, leaves.len()), &bytes)?;
+        steps.push(Engine::steps(&state));
+        leaves.push(Sha256::digest(&bytes).into());
+        if engine.done(&state) {
+            break;
+        }
+        engine.advance(&mut state, spec.checkpoint_every, &mut |step, loss| {
+            observer.step(step, loss);
+            budget.check(step)
+        })?;
+    }
+    let trace = Trace::new(spec.checkpoint_every, steps, leaves);
+    let model = engine.model(state, &prepared.preprocessing)?;
+    let model_bytes = model.to_bytes()?;
+    let onnx = crate::onnx::export(&model)?;
+    let predictions = model.predict(&prepared.table, &prepared.split.test)?;
+    let metrics = model.metrics(&predictions, &prepared.table, &prepared.split.test)?;
+    write(&out.join("model.safetensors"), &model_bytes)?;
+    write(&out.join("model.onnx"), &onnx)?;
+    write_json(&out.join("metrics.json"), &metrics)?;
+    write_json(&out.join("trace.json"), &trace)?;
+    write_json(&out.join("split.json"), &prepared.split)?;
+    let result = RunResult {
+        model_sha256: sha256_hex(&model_bytes),
+        onnx_sha256: sha256_hex(&onnx),
+        data_sha256: prepared.data_sha256.clone(),
+        spec_sha256: sha256_hex(spec.canonical_json().as_bytes()),
+        trace_root: trace.root.clone(),
+        segments: trace.segments(),
+        metrics,
+    };
+    write_json(&out.join("result.json"), &result)?;
+    Ok(result)
+}
+
+/// One verified segment.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SegmentCheck {
+    /// Segment index (checkpoint i to i+1).
+    pub segment: usize,
+    /// Steps re-run.
+    pub steps: u64,
+    /// Whether the last segment also reproduced the model file.
+    pub final_model_checked: bool,
+}
+
+/// Re-runs `segments` of the run in `out` against `data`: the result, trace and model must agree
+/// with each other, each starting checkpoint must hash to its leaf, and re-running from it must
+/// give the next leaf (and, for the last segment, the submitted model file).
+pub fn verify(
+    out: &Path,
+    data: &Path,
+    segments: &[usize],
+) -> Result<Vec<SegmentCheck>, TrainError> {
+    let result: RunResult = read_json(&out.join("result.json"))?;
+    let trace: Trace = read_json(&out.join("trace.json"))?;
+    if !trace.consistent() || trace.root != result.trace_root || trace.segments() != result.segments
+    {
+        return Err(TrainError::Result(
+            "trace.json does not match its own root or the result's trace_root".into(),
+        ));
+    }
+    let model_path = out.join("model.safetensors");
+    let model_bytes = std::fs::read(&model_path).map_err(|e| TrainError::io(&model_path, e))?;
+    if sha256_hex(&model_bytes) != result.model_sha256 {
+        return Err(TrainError::Result(
+            "model.safetensors does not hash to the result's model_sha256".into(),
+        ));
+    }
+    let model = Model::from_bytes(&model_bytes)?;
+    let spec = model.spec.clone();
+    if sha256_hex(spec.canonical_json().as_bytes()) != result.spec_sha256 {
+        return Err(TrainError::Result(
+            "the model's spec is not the result's spec".into(),
+        ));
+    }
+    let prepared = Prepared::new(&spec, data)?;
+    if prepared.data_sha256 != result.data_sha256 {
+        return Err(TrainError::Result(format!(
+            "{} is not the data the run used (SHA-256 {} != {})",
+            data.display(),
+            prepared.data_sha256,
+            result.data_sha256
+        )));
+    }
+    let mut engine = Engine::new(&spec, &prepared)?;
+    let mut checks = Vec::new();
+    for &i in segments {
+        if i >= trace.segments() {
+            return Err(TrainError::Result(format!(
+                "segment {i} does not exist; the trace has {} (0..{})",
+                trace.segments(),
+                trace.segments()
+            )));
+        }
+        let path = checkpoint_path(out, i);
+        let bytes = std::fs::read(&path).map_err(|e| TrainError::io(&path, e))?;
+        if sha256_hex(&bytes) != trace.leaves[i] {
+            return Err(TrainError::CorruptCheckpoint {
+                index: i,
+                reason: "its SHA-256 is not the trace's leaf".into(),
+            });
+        }
+        let mut state = engine.restore(i, &bytes)?;
+        if Engine::steps(&state) != trace.steps[i] {
+            return Err(TrainError::CorruptCheckpoint {
+                index: i,
+                reason: "its step count is not the trace's".into(),
+            });
+        }
+        let want = trace.steps[i + 1] - trace.steps[i];
+        engine.advance(&mut state, want, &mut |_, _| Ok(()))?;
+        let got = sha256_hex(&engine.checkpoint(&state)?.to_bytes());
+        if got != trace.leaves[i + 1] {
+            return Err(TrainError::TraceMismatch {
+                segment: i,
+                expected: trace.leaves[i + 1].clone(),
+                got,
+            });
+        }
+        let last = i + 1 == trace.segments();
+        if last {
+            let again = engine.model(state, &prepared.preprocessing)?.to_bytes()?;
+            if sha256_hex(&again) != result.model_sha256 {
+                return Err(TrainError::Result(
+                    "the final checkpoint does not give the submitted model".into(),
+                ));
+            }
+        }
+        checks.push(SegmentCheck {
+            segment: i,
+            steps: want,
+            final_model_checked: last,
+        });
+    }
+    Ok(checks)
+}
+
+/// The trace of a run directory (for choosing segments).
+pub fn read_trace(out: &Path) -> Result<Trace, TrainError> {
+    read_json(&out.join("trace.json"))
+}
