@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the build needs, from Debian's packages, when they are missing:
 # clang + libclang (rocksdb's bindgen), libssl-dev + pkg-config (openssl crate), the openssl CLI
-# (tests and benchmarks compare against it). Idempotent; quiet when everything is present.
+# (tests and benchmarks compare against it), qemu-user (the trainer's bit-exactness test runs
+# jobs on emulated CPU models). Idempotent; quiet when everything is present.
 set -euo pipefail
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
@@ -10,6 +11,7 @@ compgen -G '/usr/lib/llvm-*/lib/libclang.so' >/dev/null || need+=(libclang-dev)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v qemu-x86_64 >/dev/null 2>&1 || need+=(qemu-user)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""

@@ -464,6 +464,19 @@ pub struct Preprocessing {
     pub features: Vec<Encoding>,
     /// Class labels in output order (classification), empty for regression.
     pub classes: Vec<String>,
+    /// Regression only: the target's training mean and standard deviation. Networks learn the
+    /// standardised target and scale their output back, so learning rates do not depend on the
+    /// target's units.
+    pub target: Option<TargetScale>,
+}
+
+/// Mean and standard deviation of a numeric target.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TargetScale {
+    /// Training-split mean.
+    pub mean: f64,
+    /// Training-split population standard deviation (1 where it is 0).
+    pub std: f64,
 }
 
 impl Preprocessing {
@@ -511,9 +524,26 @@ impl Preprocessing {
                 }
             });
         }
+        let mut target = None;
         let classes = match task {
             Task::Regression => {
-                table.numeric_target(schema)?;
+                let t = table.numeric_target(schema)?;
+                let n = train.len() as f64;
+                let mean = train.iter().map(|&r| t[r]).sum::<f64>() / n;
+                let var = train
+                    .iter()
+                    .map(|&r| (t[r] - mean) * (t[r] - mean))
+                    .sum::<f64>()
+                    / n;
+                let std = var.sqrt();
+                target = Some(TargetScale {
+                    mean,
+                    std: if std > 0.0 && std.is_finite() {
+                        std
+                    } else {
+                        1.0
+                    },
+                });
                 Vec::new()
             }
             Task::Classification => {
@@ -527,7 +557,11 @@ impl Preprocessing {
                 set.into_iter().map(str::to_owned).collect()
             }
         };
-        Ok(Preprocessing { features, classes })
+        Ok(Preprocessing {
+            features,
+            classes,
+            target,
+        })
     }
 
     /// Model inputs per row.

@@ -147,7 +147,15 @@ impl Prepared {
                 .collect(),
             Task::Regression => {
                 let t = table.numeric_target(&spec.schema)?;
-                split.train.iter().map(|&r| t[r] as f32).collect()
+                let (mean, std) = match preprocessing.target {
+                    Some(s) if standardise => (s.mean, s.std),
+                    _ => (0.0, 1.0),
+                };
+                split
+                    .train
+                    .iter()
+                    .map(|&r| ((t[r] - mean) / std) as f32)
+                    .collect()
             }
         };
         Ok(Prepared {

@@ -278,9 +278,13 @@ impl Loss {
                     }
                 }
                 Loss::Softmax => {
-                    let p = softmax(row);
                     let target = y[i] as usize;
-                    total -= libm::log(p[target].max(f64::MIN_POSITIVE));
+                    let max = row
+                        .iter()
+                        .fold(f64::NEG_INFINITY, |a, &b| a.max(f64::from(b)));
+                    let sum: f64 = row.iter().map(|&v| libm::exp(f64::from(v) - max)).sum();
+                    total += max + libm::log(sum) - f64::from(row[target]);
+                    let p = softmax(row);
                     if grad {
                         for (j, pj) in p.iter().enumerate() {
                             let hot = if j == target { 1.0 } else { 0.0 };

@@ -104,12 +104,13 @@ impl TrainError {
 pub struct EvalReport {
     /// Test rows compared.
     pub rows: usize,
-    /// Largest absolute difference of a probability or predicted value.
-    pub max_abs_diff: f64,
+    /// Largest difference of a probability or predicted value, divided by max(1, |native|):
+    /// absolute for probabilities, relative for large regression values (f32 resolution).
+    pub max_scaled_diff: f64,
     /// Tolerance applied: 0 for trees (exact), 1e-5 otherwise.
     pub tolerance: f64,
-    /// Rows whose predicted label agrees.
-    pub labels_agree: usize,
+    /// Rows whose predicted class agrees (classifiers only).
+    pub labels_agree: Option<usize>,
     /// Metrics of the ONNX predictions.
     pub onnx_metrics: metrics::Metrics,
     /// Metrics of the native predictions.
@@ -142,10 +143,10 @@ pub fn eval(model: &model::Model, onnx: &[u8], data: &Path) -> Result<EvalReport
             a.len()
         )));
     }
-    let max_abs_diff = a
+    let max_scaled_diff = a
         .iter()
         .zip(&b)
-        .map(|(x, y)| (x - y).abs())
+        .map(|(x, y)| (x - y).abs() / x.abs().max(1.0))
         .fold(0.0, f64::max);
     let tolerance = if matches!(model.body, model::Body::Tree(_)) {
         0.0
@@ -153,19 +154,21 @@ pub fn eval(model: &model::Model, onnx: &[u8], data: &Path) -> Result<EvalReport
         1e-5
     };
     let classes = &model.preprocessing.classes;
-    let labels_agree = native
-        .labels(classes)
-        .iter()
-        .zip(onnx_pred.labels(classes))
-        .filter(|(x, y)| *x == y)
-        .count();
+    let labels_agree = classification.then(|| {
+        native
+            .labels(classes)
+            .iter()
+            .zip(onnx_pred.labels(classes))
+            .filter(|(x, y)| *x == y)
+            .count()
+    });
     Ok(EvalReport {
         rows: rows.len(),
-        max_abs_diff,
+        max_scaled_diff,
         tolerance,
         labels_agree,
         onnx_metrics: model.metrics(&onnx_pred, &table, rows)?,
         native_metrics: model.metrics(&native, &table, rows)?,
-        ok: max_abs_diff <= tolerance,
+        ok: max_scaled_diff <= tolerance,
     })
 }

@@ -215,7 +215,7 @@ fn main() -> anyhow::Result<()> {
             if !report.ok {
                 bail!(
                     "ONNX predictions differ from the native model by {} (tolerance {})",
-                    report.max_abs_diff,
+                    report.max_scaled_diff,
                     report.tolerance
                 );
             }
@@ -247,7 +247,7 @@ fn main() -> anyhow::Result<()> {
 
 fn read_model(path: &Path) -> anyhow::Result<Model> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(Model::from_bytes(&bytes).with_context(|| format!("{}", path.display()))?)
+    Model::from_bytes(&bytes).with_context(|| format!("{}", path.display()))
 }
 
 fn write_predictions(model: &Model, p: &Predictions) -> anyhow::Result<()> {

@@ -177,7 +177,13 @@ impl Model {
                 let out = nn::outputs(arch, params, x, rows)?;
                 match arch.output {
                     Output::Identity => {
-                        Predictions::Values(out.iter().map(|&v| f64::from(v)).collect())
+                        let (mean, std) = self
+                            .preprocessing
+                            .target
+                            .map_or((0.0, 1.0), |s| (s.mean, s.std));
+                        Predictions::Values(
+                            out.iter().map(|&v| f64::from(v) * std + mean).collect(),
+                        )
                     }
                     Output::Logistic => Predictions::Classes(
                         out.iter()

@@ -455,7 +455,7 @@ mod tests {
             )
             .expect("restores");
             assert_eq!(back.to_file()?.to_bytes(), file.to_bytes());
-            let wrong = arch(Output::Logistic, !(a.layers.len() > 1));
+            let wrong = arch(Output::Logistic, a.layers.len() <= 1);
             assert!(State::from_file(&file, &wrong).is_err());
         }
         Ok(())

@@ -196,7 +196,19 @@ pub fn export(model: &Model) -> Result<Vec<u8>, TrainError> {
             }
             match arch.output {
                 Output::Identity => {
-                    nodes.push(node("Identity", &[&h], &["prediction"], vec![]));
+                    let (mean, std) = model
+                        .preprocessing
+                        .target
+                        .map_or((0.0, 1.0), |s| (s.mean, s.std));
+                    init.push(float_tensor("target_std", &[1], vec![std as f32]));
+                    init.push(float_tensor("target_mean", &[1], vec![mean as f32]));
+                    nodes.push(node("Mul", &[&h, "target_std"], &["scaled"], vec![]));
+                    nodes.push(node(
+                        "Add",
+                        &["scaled", "target_mean"],
+                        &["prediction"],
+                        vec![],
+                    ));
                     outputs.push(value_info("prediction", DataType::Float, &[None, Some(1)]));
                 }
                 Output::Logistic => {

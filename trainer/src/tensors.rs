@@ -246,8 +246,8 @@ mod tests {
     #[test]
     fn bytes_are_canonical_and_round_trip() {
         let bytes = sample().to_bytes();
-        assert_eq!(bytes.len() % 8, 0);
         let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        assert_eq!((8 + header_len) % 8, 0, "data starts 8-byte aligned");
         let header = std::str::from_utf8(&bytes[8..8 + header_len]).expect("utf8");
         assert!(
             header.starts_with(r#"{"__metadata__":{"a":"first","z":"last"},"b":{"dtype":"I32""#)

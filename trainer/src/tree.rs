@@ -362,12 +362,12 @@ mod tests {
 
     #[test]
     fn a_separable_problem_is_learnt_and_growth_in_pieces_equals_growth_at_once() {
-        // class = x0 > 0.5 xor x1 > 0.5
+        // class = inside the box x0 > 0.3, x1 < 0.6
         let mut s = crate::rng::Stream::new(2, "t", 0);
         let x: Vec<f32> = (0..400).map(|_| s.unit_f32()).collect();
         let y: Vec<f32> = x
             .chunks(2)
-            .map(|r| f32::from(u8::from((r[0] > 0.5) != (r[1] > 0.5))))
+            .map(|r| f32::from(u8::from(r[0] > 0.3 && r[1] < 0.6)))
             .collect();
         let samples = Samples {
             x: &x,
