@@ -132,8 +132,8 @@ impl Prepared {
     pub fn new(spec: &JobSpec, data: &Path) -> Result<Prepared, TrainError> {
         let bytes = std::fs::read(data).map_err(|e| TrainError::io(data, e))?;
         let data_sha256 = hex::encode(Sha256::digest(&bytes));
+        let table = Table::parse(data, &bytes, &spec.schema, false)?;
         drop(bytes);
-        let table = Table::read(data, &spec.schema)?;
         let split = Split::new(table.rows(), spec.test_fraction, spec.seed)?;
         let task = spec.task();
         let preprocessing = Preprocessing::fit(&table, &spec.schema, &split.train, task)?;
