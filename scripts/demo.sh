@@ -10,7 +10,7 @@ keep=${1:-}
 scripts/install-deps.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/neurodata/target}
 echo "== building (first run: several minutes; cached afterwards)"
-cargo build -q -p ndctl -p neurodata-abci -p neurodata-gateway
+cargo build -q -p ndctl -p neurodata-abci -p neurodata-gateway -p neurodata-trainer
 scripts/build-cometbft.sh >/dev/null
 ndctl="$CARGO_TARGET_DIR/debug/ndctl"
 export NEURODATA_DEVNET=${NEURODATA_DEVNET:-$PWD/devnet}
@@ -91,6 +91,26 @@ cmp "$work/heart.csv" "$work/heart.bought.csv" && echo "the bought file is byte-
 echo "after:  medlab/provider $(balance "$C/medlab/provider.pem") NRC (+2000 minus the 2% market fee and its tx fees), healthtech/buyer $(balance "$C/healthtech/buyer.pem") NRC"
 "$ndctl" dataset stats $(as medlab provider) --dataset 1
 "$ndctl" dataset purchases $(as medlab provider) --org medlab
+
+echo
+echo "== 7. healthtech trains a model on the bought data, twice (1 and 2 threads), and checks it"
+trainer="$CARGO_TARGET_DIR/debug/trainer"
+for t in 1 2; do
+  "$trainer" --threads "$t" run --quiet --spec trainer/jobs/heart-mlp.json --data "$work/heart.bought.csv" --out "$work/model-$t" > "$work/result-$t.json"
+done
+python3 - "$work/result-1.json" "$work/result-2.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+m = a["metrics"]
+print(f"model {a['model_sha256'][:16]}... (1 thread) / {b['model_sha256'][:16]}... (2 threads): "
+      + ("identical" if a["model_sha256"] == b["model_sha256"] else "DIFFERENT"))
+print(f"trace: {a['segments']} segments, Merkle root {a['trace_root'][:16]}...; test accuracy {m['accuracy']:.3f}, ROC AUC {m['roc_auc']:.3f}")
+PY
+# A validator re-runs every segment from its checkpoint and checks the next checkpoint's digest.
+"$trainer" verify --out "$work/model-1" --data "$work/heart.bought.csv" --all | python3 -c "import json,sys; v=json.load(sys.stdin); print(f'verified {len(v[\"verified\"])}/{v[\"segments\"]} segments against root {v[\"trace_root\"][:16]}...')"
+"$trainer" eval --out "$work/model-1" --data "$work/heart.bought.csv" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f'ONNX export under tract: {r[\"labels_agree\"]}/{r[\"rows\"]} test rows agree, max difference {r[\"max_scaled_diff\"]:.1e}')"
+echo "first predictions (row,label,p_0,p_1):"
+head -4 "$work/heart.bought.csv" | "$trainer" predict --model "$work/model-1/model.safetensors" --data /dev/stdin 2>/dev/null | head -4 || true
 "$ndctl" devnet status
 echo
 echo "demo complete"
