@@ -308,16 +308,27 @@ impl Table {
             .has_headers(false)
             .flexible(true)
             .from_reader(run);
+        Table::csv_records(&mut csv, first - 1, schema, index, width)
+    }
+
+    /// The records left in `csv`, whose line numbers are `offset` plus the reader's own.
+    fn csv_records<R: std::io::Read>(
+        csv: &mut csv::Reader<R>,
+        offset: u64,
+        schema: &Schema,
+        index: &ColumnIndex,
+        width: usize,
+    ) -> Result<Table, DataError> {
         let mut table = Table::empty(schema);
         let mut record = csv::StringRecord::new();
-        let mut line = first - 1;
+        let mut line = offset.max(1);
         loop {
             match csv.read_record(&mut record) {
                 Ok(false) => break,
                 Ok(true) => {}
                 Err(e) => return Err(syntax(line + 1, e)),
             }
-            line = record.position().map_or(line + 1, |p| first - 1 + p.line());
+            line = record.position().map_or(line + 1, |p| offset + p.line());
             if record.len() != width {
                 return Err(DataError::Width {
                     line,
@@ -362,27 +373,7 @@ impl Table {
         }
         let names: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
         let index = column_index(schema, &names, 1, target_optional)?;
-        let mut table = Table::empty(schema);
-        let mut record = csv::StringRecord::new();
-        let mut line = 1u64;
-        loop {
-            match csv.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => return Err(syntax(line + 1, e)),
-            }
-            line = record.position().map_or(line + 1, |p| p.line());
-            if record.len() != names.len() {
-                return Err(DataError::Width {
-                    line,
-                    got: record.len(),
-                    want: names.len(),
-                });
-            }
-            let fields: Vec<&str> = record.iter().map(str::trim).collect();
-            table.push(schema, &index, line, &fields)?;
-        }
-        Ok(table)
+        Table::csv_records(&mut csv, 0, schema, &index, names.len())
     }
 
     /// Reads one JSON object per line; blank lines are skipped.
@@ -690,6 +681,11 @@ impl Preprocessing {
             classes,
             target,
         })
+    }
+
+    /// `(mean, std)` of the regression target, `(0, 1)` when there is none.
+    pub fn target_scale(&self) -> (f64, f64) {
+        self.target.map_or((0.0, 1.0), |s| (s.mean, s.std))
     }
 
     /// Model inputs per row.

@@ -147,9 +147,10 @@ impl Prepared {
                 .collect(),
             Task::Regression => {
                 let t = table.numeric_target(&spec.schema)?;
-                let (mean, std) = match preprocessing.target {
-                    Some(s) if standardise => (s.mean, s.std),
-                    _ => (0.0, 1.0),
+                let (mean, std) = if standardise {
+                    preprocessing.target_scale()
+                } else {
+                    (0.0, 1.0)
                 };
                 split
                     .train

@@ -121,7 +121,15 @@ impl Model {
         } else {
             let arch: Architecture = serde_json::from_str(architecture)
                 .map_err(|e| FormatError(format!("architecture: {e}")))?;
-            if arch.layers.first().map(|l| l.0) != Some(preprocessing.width()) {
+            let outputs = match arch.output {
+                Output::Softmax => preprocessing.classes.len(),
+                Output::Logistic | Output::Identity => 1,
+            };
+            let chained = arch.layers.windows(2).all(|w| w[0].1 == w[1].0);
+            if arch.layers.first().map(|l| l.0) != Some(preprocessing.width())
+                || arch.layers.last().map(|l| l.1) != Some(outputs)
+                || !chained
+            {
                 return Err(FormatError(
                     "architecture does not fit the preprocessing".into(),
                 ));
@@ -177,10 +185,7 @@ impl Model {
                 let out = nn::outputs(arch, params, x, rows)?;
                 match arch.output {
                     Output::Identity => {
-                        let (mean, std) = self
-                            .preprocessing
-                            .target
-                            .map_or((0.0, 1.0), |s| (s.mean, s.std));
+                        let (mean, std) = self.preprocessing.target_scale();
                         Predictions::Values(
                             out.iter().map(|&v| f64::from(v) * std + mean).collect(),
                         )

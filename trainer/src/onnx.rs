@@ -45,16 +45,10 @@ fn node(
     }
 }
 
-fn ml_node(
-    op: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attributes: Vec<pb::AttributeProto>,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        domain: "ai.onnx.ml".into(),
-        ..node(op, inputs, outputs, attributes)
-    }
+/// The node in the `ai.onnx.ml` domain.
+fn in_ml_domain(mut node: pb::NodeProto) -> pb::NodeProto {
+    node.domain = "ai.onnx.ml".into();
+    node
 }
 
 use pb::attribute_proto::AttributeType;
@@ -196,10 +190,7 @@ pub fn export(model: &Model) -> Result<Vec<u8>, TrainError> {
             }
             match arch.output {
                 Output::Identity => {
-                    let (mean, std) = model
-                        .preprocessing
-                        .target
-                        .map_or((0.0, 1.0), |s| (s.mean, s.std));
+                    let (mean, std) = model.preprocessing.target_scale();
                     init.push(float_tensor("target_std", &[1], vec![std as f32]));
                     init.push(float_tensor("target_mean", &[1], vec![mean as f32]));
                     nodes.push(node("Mul", &[&h, "target_std"], &["scaled"], vec![]));
@@ -297,12 +288,12 @@ pub fn export(model: &Model) -> Result<Vec<u8>, TrainError> {
                     attr_floats("class_weights", weights),
                     attr_ints("classlabels_int64s", (0..classes as i64).collect()),
                 ]);
-                nodes.push(ml_node(
+                nodes.push(in_ml_domain(node(
                     "TreeEnsembleClassifier",
                     &[INPUT],
                     &["label", "probabilities"],
                     attrs,
-                ));
+                )));
                 outputs.push(value_info("label", DataType::Int64, &[None]));
                 outputs.push(value_info(
                     "probabilities",
@@ -318,12 +309,12 @@ pub fn export(model: &Model) -> Result<Vec<u8>, TrainError> {
                     attr_ints("target_ids", outs),
                     attr_floats("target_weights", weights),
                 ]);
-                nodes.push(ml_node(
+                nodes.push(in_ml_domain(node(
                     "TreeEnsembleRegressor",
                     &[INPUT],
                     &["prediction"],
                     attrs,
-                ));
+                )));
                 outputs.push(value_info("prediction", DataType::Float, &[None, Some(1)]));
             }
         }

@@ -187,6 +187,15 @@ pub enum Optimizer {
     },
 }
 
+impl Optimizer {
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match self {
+            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => *lr,
+        }
+    }
+}
+
 fn default_beta1() -> f64 {
     0.9
 }
@@ -407,14 +416,15 @@ impl JobSpec {
                 t.batch_size,
                 "1..=1048576",
             )?;
+            let lr = t.optimizer.lr();
+            range(
+                lr.is_finite() && lr > 0.0 && lr <= 10.0,
+                "training.optimizer.lr",
+                lr,
+                "0 < x <= 10",
+            )?;
             match &t.optimizer {
-                Optimizer::Sgd { lr, momentum } => {
-                    range(
-                        lr.is_finite() && *lr > 0.0 && *lr <= 10.0,
-                        "training.optimizer.lr",
-                        lr,
-                        "0 < x <= 10",
-                    )?;
+                Optimizer::Sgd { momentum, .. } => {
                     range(
                         momentum.is_finite() && (0.0..1.0).contains(momentum),
                         "training.optimizer.momentum",
@@ -423,17 +433,8 @@ impl JobSpec {
                     )?;
                 }
                 Optimizer::Adam {
-                    lr,
-                    beta1,
-                    beta2,
-                    eps,
+                    beta1, beta2, eps, ..
                 } => {
-                    range(
-                        lr.is_finite() && *lr > 0.0 && *lr <= 10.0,
-                        "training.optimizer.lr",
-                        lr,
-                        "0 < x <= 10",
-                    )?;
                     range(
                         beta1.is_finite() && (0.0..1.0).contains(beta1),
                         "training.optimizer.beta1",

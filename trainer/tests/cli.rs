@@ -597,6 +597,35 @@ fn bad_input_is_refused_with_a_clear_error() {
         ],
     ));
     assert!(e.contains("not a valid tensor file"), "{e}");
+
+    // A well-formed file whose architecture does not fit its own preprocessing.
+    let (out, _) = run(
+        dir.path(),
+        "iris_mlp",
+        &{
+            let mut s = spec_file("iris_logreg.json");
+            s["model"] = json!({"algorithm": "mlp", "task": "classification", "hidden": [4]});
+            s
+        },
+        &data("iris.csv"),
+    );
+    let bytes = std::fs::read(out.join("model.safetensors")).expect("model");
+    let mut file = neurodata_trainer::tensors::TensorFile::from_bytes(&bytes).expect("parses");
+    let arch = file.metadata["architecture"].replace("[[4,4],[4,3]]", "[[4,4],[5,3]]");
+    assert_ne!(arch, file.metadata["architecture"], "the edit applies");
+    file.metadata.insert("architecture".into(), arch);
+    std::fs::write(&corrupt, file.to_bytes()).expect("write");
+    let e = err(trainer(
+        &[],
+        &[
+            "predict",
+            "--model",
+            corrupt.to_str().expect("utf8"),
+            "--data",
+            data("iris.csv").to_str().expect("utf8"),
+        ],
+    ));
+    assert!(e.contains("architecture does not fit"), "{e}");
 }
 
 #[test]
