@@ -385,6 +385,21 @@ pub fn run(
     out: &Path,
     observer: &mut dyn Observer,
 ) -> Result<RunResult, TrainError> {
+    // A result left by an earlier run in this directory must not outlive a failing rerun, nor
+    // checkpoints beyond this run's count.
+    for stale in [out.join("result.json"), out.join("trace.json")] {
+        match std::fs::remove_file(&stale) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(TrainError::io(&stale, e));
+            }
+            _ => {}
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let budget = Budget::new(spec);
     let size = std::fs::metadata(data)
         .map_err(|e| TrainError::io(data, e))?

@@ -575,6 +575,22 @@ fn bad_input_is_refused_with_a_clear_error() {
             "{name}: no result after a failure"
         );
     }
+    // A failing rerun into a directory holding an earlier run leaves none of its result behind.
+    let (reused, _) = run(
+        dir.path(),
+        "reused",
+        &spec_file("iris_tree.json"),
+        &data("iris.csv"),
+    );
+    assert!(reused.join("result.json").exists());
+    let spec = write_spec(dir.path(), "reused_spec", &spec_file("iris_tree.json"));
+    let e = err(trainer(
+        &[],
+        &run_args(&spec, &dir.path().join("one_class.csv"), &reused),
+    ));
+    assert!(e.contains("missing column"), "{e}");
+    assert!(!reused.join("result.json").exists());
+    assert!(!reused.join("checkpoints/00000.ckpt").exists());
     let e = err(trainer(
         &[],
         &run_args(
