@@ -122,6 +122,12 @@ pub fn invalid(field: &'static str, reason: impl std::fmt::Display) -> TxError {
     .into()
 }
 
+/// An amount field of a message, as decimal text.
+pub fn amount_field(field: &'static str, s: &str) -> Result<crate::amount::Amount, TxError> {
+    s.parse()
+        .map_err(|e: crate::amount::AmountError| invalid(field, e))
+}
+
 /// One checked message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -290,10 +296,7 @@ impl Tx {
             }
             .into());
         }
-        let fee: Amount = body
-            .fee
-            .parse()
-            .map_err(|e: crate::amount::AmountError| invalid("fee", e))?;
+        let fee = amount_field("fee", &body.fee)?;
         if body.memo.len() > 256 {
             return Err(invalid("memo", "at most 256 bytes"));
         }

@@ -63,6 +63,9 @@ struct Budget {
     start: Instant,
     max_seconds: u64,
     max_memory_mb: u64,
+    /// When the resident set was last read; reading /proc on every step would put file I/O on
+    /// the training loop.
+    memory_checked: std::cell::Cell<Option<Instant>>,
 }
 
 impl Budget {
@@ -71,6 +74,7 @@ impl Budget {
             start: Instant::now(),
             max_seconds: spec.limits.max_seconds,
             max_memory_mb: spec.limits.max_memory_mb,
+            memory_checked: std::cell::Cell::new(None),
         }
     }
 
@@ -82,6 +86,14 @@ impl Budget {
                 self.max_seconds
             )));
         }
+        let due = self
+            .memory_checked
+            .get()
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(100));
+        if !due {
+            return Ok(());
+        }
+        self.memory_checked.set(Some(Instant::now()));
         if let Some(rss) = resident_mb()
             && rss > self.max_memory_mb
         {

@@ -279,16 +279,12 @@ impl Loss {
                 }
                 Loss::Softmax => {
                     let target = y[i] as usize;
-                    let max = row
-                        .iter()
-                        .fold(f64::NEG_INFINITY, |a, &b| a.max(f64::from(b)));
-                    let sum: f64 = row.iter().map(|&v| libm::exp(f64::from(v) - max)).sum();
+                    let (max, e, sum) = shifted_exps(row);
                     total += max + libm::log(sum) - f64::from(row[target]);
-                    let p = softmax(row);
                     if grad {
-                        for (j, pj) in p.iter().enumerate() {
+                        for (j, ej) in e.iter().enumerate() {
                             let hot = if j == target { 1.0 } else { 0.0 };
-                            d[i * c + j] = ((pj - hot) * inv_m) as f32;
+                            d[i * c + j] = ((ej / sum - hot) * inv_m) as f32;
                         }
                     }
                 }
@@ -322,12 +318,18 @@ pub fn sigmoid(z: f64) -> f64 {
 
 /// Softmax of one row of logits, in f64.
 pub fn softmax(row: &[f32]) -> Vec<f64> {
+    let (_, e, sum) = shifted_exps(row);
+    e.into_iter().map(|v| v / sum).collect()
+}
+
+/// The row's maximum, `exp(z - max)` per entry, and their sum (the loss and softmax share it).
+fn shifted_exps(row: &[f32]) -> (f64, Vec<f64>, f64) {
     let max = row
         .iter()
         .fold(f64::NEG_INFINITY, |a, &b| a.max(f64::from(b)));
     let e: Vec<f64> = row.iter().map(|&v| libm::exp(f64::from(v) - max)).collect();
-    let sum: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / sum).collect()
+    let sum = e.iter().sum();
+    (max, e, sum)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{Device, Tensor, Var};
+use candle_core::Var;
 
 use crate::TrainError;
 use crate::data::{Preprocessing, Table};
@@ -134,31 +134,13 @@ impl Model {
                     "architecture does not fit the preprocessing".into(),
                 ));
             }
-            let mut params = BTreeMap::new();
-            for name in f.tensors.keys() {
-                let (shape, v) = f.f32(name)?;
-                let t = Tensor::from_vec(v.to_vec(), shape, &Device::Cpu)
-                    .and_then(|t| Var::from_tensor(&t))
-                    .map_err(|e| FormatError(e.to_string()))?;
-                params.insert(name.clone(), t);
-            }
-            let mut state = nn::State {
-                step: 0,
-                params,
-                optimizer: BTreeMap::new(),
-            };
-            // Re-read through the checkpoint reader so every shape is checked.
+            // The checkpoint reader checks every parameter's shape against the architecture.
             let mut check = TensorFile::default();
             check.metadata.insert("step".into(), "0".into());
-            for (name, v) in &state.params {
-                let t = v.as_tensor();
-                let values = t
-                    .flatten_all()
-                    .and_then(|t| t.to_vec1::<f32>())
-                    .map_err(|e| FormatError(e.to_string()))?;
-                check.put_f32(&format!("param/{name}"), t.dims().to_vec(), values);
+            for (name, e) in &f.tensors {
+                check.tensors.insert(format!("param/{name}"), e.clone());
             }
-            state = nn::State::from_file(&check, &arch)?;
+            let state = nn::State::from_file(&check, &arch)?;
             Body::Net {
                 arch,
                 params: state.params,

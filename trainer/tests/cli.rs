@@ -601,17 +601,21 @@ fn bad_input_is_refused_with_a_clear_error() {
     ));
     assert!(e.contains("/nonexistent.json"), "{e}");
     let corrupt = dir.path().join("model.safetensors");
+    let iris = data("iris.csv");
+    let predict_with_corrupt_model = || {
+        err(trainer(
+            &[],
+            &[
+                "predict",
+                "--model",
+                corrupt.to_str().expect("utf8"),
+                "--data",
+                iris.to_str().expect("utf8"),
+            ],
+        ))
+    };
     std::fs::write(&corrupt, b"\x10\0\0\0\0\0\0\0{}").expect("write");
-    let e = err(trainer(
-        &[],
-        &[
-            "predict",
-            "--model",
-            corrupt.to_str().expect("utf8"),
-            "--data",
-            data("iris.csv").to_str().expect("utf8"),
-        ],
-    ));
+    let e = predict_with_corrupt_model();
     assert!(e.contains("not a valid tensor file"), "{e}");
 
     // A well-formed file whose architecture does not fit its own preprocessing.
@@ -631,16 +635,7 @@ fn bad_input_is_refused_with_a_clear_error() {
     assert_ne!(arch, file.metadata["architecture"], "the edit applies");
     file.metadata.insert("architecture".into(), arch);
     std::fs::write(&corrupt, file.to_bytes()).expect("write");
-    let e = err(trainer(
-        &[],
-        &[
-            "predict",
-            "--model",
-            corrupt.to_str().expect("utf8"),
-            "--data",
-            data("iris.csv").to_str().expect("utf8"),
-        ],
-    ));
+    let e = predict_with_corrupt_model();
     assert!(e.contains("architecture does not fit"), "{e}");
 }
 

@@ -11,7 +11,7 @@ use crate::ledger::signer_address;
 use crate::market::{MarketRead, MarketWrite, existing_dataset, require_listed};
 use crate::membership::Signer;
 use crate::state::{Event, StateWrite};
-use crate::tx::{ExecCtx, invalid};
+use crate::tx::{ExecCtx, amount_field};
 
 /// Buy a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,10 +27,7 @@ impl TryFrom<pb::BuyDataset> for BuyDataset {
     fn try_from(m: pb::BuyDataset) -> Result<Self, TxError> {
         Ok(BuyDataset {
             dataset_id: m.dataset_id,
-            max_price: m
-                .max_price
-                .parse()
-                .map_err(|e: crate::amount::AmountError| invalid("buy_dataset.max_price", e))?,
+            max_price: amount_field("buy_dataset.max_price", &m.max_price)?,
         })
     }
 }
@@ -105,15 +102,9 @@ impl BuyDataset {
             }
             .into());
         }
-        let price: Amount = dataset
-            .price
-            .parse()
-            .map_err(
-                |e: crate::amount::AmountError| crate::state::StateError::Corrupt {
-                    key: format!("dataset {}", dataset.id),
-                    reason: e.to_string(),
-                },
-            )?;
+        let price = crate::state::stored_amount(&dataset.price, || {
+            crate::market::state_key::dataset(dataset.id)
+        })?;
         if price > self.max_price {
             return Err(EscrowError::PriceAboveMax {
                 price,

@@ -24,8 +24,9 @@ fn corrupt(key: String, reason: impl ToString) -> TxError {
 }
 
 fn amount(p: &pb::Purchase, s: &str) -> Result<Amount, TxError> {
-    s.parse()
-        .map_err(|e: crate::amount::AmountError| corrupt(super::state_key::purchase(p.id), e))
+    Ok(crate::state::stored_amount(s, || {
+        super::state_key::purchase(p.id)
+    })?)
 }
 
 fn address(p: &pb::Purchase, b: &[u8]) -> Result<Address, TxError> {

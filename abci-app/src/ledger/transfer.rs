@@ -24,10 +24,7 @@ impl TryFrom<pb::Transfer> for Transfer {
     fn try_from(m: pb::Transfer) -> Result<Self, TxError> {
         let to =
             Address::from_slice(&m.to).ok_or_else(|| invalid("transfer.to", "must be 32 bytes"))?;
-        let amount: Amount = m
-            .amount
-            .parse()
-            .map_err(|e: crate::amount::AmountError| invalid("transfer.amount", e))?;
+        let amount = crate::tx::amount_field("transfer.amount", &m.amount)?;
         if amount == Amount::ZERO {
             return Err(LedgerError::ZeroAmount.into());
         }

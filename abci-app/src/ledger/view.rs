@@ -6,15 +6,7 @@ use super::{LedgerError, state_key};
 use crate::TxError;
 use crate::address::Address;
 use crate::amount::Amount;
-use crate::state::{Event, StateError, StateRead, StateWrite};
-
-fn amount_of(s: &str, key: impl FnOnce() -> String) -> Result<Amount, StateError> {
-    s.parse()
-        .map_err(|e: crate::amount::AmountError| StateError::Corrupt {
-            key: key(),
-            reason: e.to_string(),
-        })
-}
+use crate::state::{Event, StateError, StateRead, StateWrite, stored_amount};
 
 /// Reads of accounts and supply.
 pub trait LedgerRead: StateRead + Sized {
@@ -31,7 +23,7 @@ pub trait LedgerRead: StateRead + Sized {
 
     /// Balance of `address`.
     fn balance(&self, address: &Address) -> Result<Amount, StateError> {
-        amount_of(&self.account(address)?.balance, || {
+        stored_amount(&self.account(address)?.balance, || {
             state_key::account(address)
         })
     }
@@ -40,7 +32,7 @@ pub trait LedgerRead: StateRead + Sized {
     fn supply(&self) -> Result<Amount, StateError> {
         match self.get_proto::<pb::Supply>(state_key::supply())? {
             None => Ok(Amount::ZERO),
-            Some(s) => amount_of(&s.total, || state_key::supply().into()),
+            Some(s) => stored_amount(&s.total, || state_key::supply().into()),
         }
     }
 
@@ -67,7 +59,7 @@ pub trait LedgerWrite: StateWrite + LedgerRead {
     /// Adds `amount` to `address`.
     fn credit(&mut self, address: &Address, amount: Amount) -> Result<(), TxError> {
         let mut account = self.account(address)?;
-        let balance = amount_of(&account.balance, || state_key::account(address))?
+        let balance = stored_amount(&account.balance, || state_key::account(address))?
             .checked_add(amount)
             .ok_or_else(|| LedgerError::Overflow(format!("balance of {address}")))?;
         account.balance = balance.to_string();
@@ -78,7 +70,7 @@ pub trait LedgerWrite: StateWrite + LedgerRead {
     /// Takes `amount` from `address`.
     fn debit(&mut self, address: &Address, amount: Amount) -> Result<(), TxError> {
         let mut account = self.account(address)?;
-        let have = amount_of(&account.balance, || state_key::account(address))?;
+        let have = stored_amount(&account.balance, || state_key::account(address))?;
         let balance = have
             .checked_sub(amount)
             .ok_or_else(|| LedgerError::InsufficientFunds {

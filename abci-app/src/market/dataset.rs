@@ -12,11 +12,6 @@ use crate::tx::{ExecCtx, invalid};
 
 const MAX_COLUMNS: usize = 256;
 
-fn price(field: &'static str, s: &str) -> Result<Amount, TxError> {
-    s.parse()
-        .map_err(|e: crate::amount::AmountError| invalid(field, e))
-}
-
 fn digest(field: &'static str, b: &[u8]) -> Result<[u8; 32], TxError> {
     <[u8; 32]>::try_from(b).map_err(|_| invalid(field, format!("{} bytes, expected 32", b.len())))
 }
@@ -122,7 +117,7 @@ impl TryFrom<pb::RegisterDataset> for RegisterDataset {
                 .into_iter()
                 .map(|c| (c.name, c.r#type))
                 .collect(),
-            price: price("register_dataset.price", &m.price)?,
+            price: crate::tx::amount_field("register_dataset.price", &m.price)?,
             license: m.license,
             title: m.title,
             location: m.location,
@@ -224,7 +219,7 @@ impl TryFrom<pb::UpdateDatasetPrice> for UpdateDatasetPrice {
     fn try_from(m: pb::UpdateDatasetPrice) -> Result<Self, TxError> {
         Ok(UpdateDatasetPrice {
             dataset_id: m.dataset_id,
-            price: price("update_dataset_price.price", &m.price)?,
+            price: crate::tx::amount_field("update_dataset_price.price", &m.price)?,
         })
     }
 }

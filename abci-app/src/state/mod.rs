@@ -31,6 +31,18 @@ pub enum StateError {
     },
 }
 
+/// An amount stored as decimal text at `key`; text that does not parse is state corruption.
+pub fn stored_amount(
+    s: &str,
+    key: impl FnOnce() -> String,
+) -> Result<crate::amount::Amount, StateError> {
+    s.parse()
+        .map_err(|e: crate::amount::AmountError| StateError::Corrupt {
+            key: key(),
+            reason: e.to_string(),
+        })
+}
+
 /// Read access to a state (committed, or a delta over it).
 pub trait StateRead {
     /// The value at `key`, if any.
