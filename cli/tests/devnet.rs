@@ -191,6 +191,14 @@ fn txs_commit_on_four_validators_and_query_proofs_verify() {
         )
         .unwrap();
     assert!(out.contains("committed tx"), "{out}");
+    // Node 3 may be a block behind node 1; its answer must come from a state that has the tx.
+    let committed: u64 = out
+        .split("at height ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|h| h.parse().ok())
+        .unwrap_or_else(|| panic!("no commit height in {out}"));
+    net.wait_height(3, committed, T);
     // The query verifies the proof against the next block's header before printing.
     let q = ndctl(
         net.path(),
