@@ -143,8 +143,17 @@ impl Prepared {
     /// Reads and encodes `data` for `spec`.
     pub fn new(spec: &JobSpec, data: &Path) -> Result<Prepared, TrainError> {
         let bytes = std::fs::read(data).map_err(|e| TrainError::io(data, e))?;
-        let data_sha256 = hex::encode(Sha256::digest(&bytes));
-        let table = Table::parse(data, &bytes, &spec.schema, false)?;
+        // The hash is computed while the file is parsed: a validator pays for both on every
+        // verification.
+        let (data_sha256, table) = std::thread::scope(|s| {
+            let hash = s.spawn(|| hex::encode(Sha256::digest(&bytes)));
+            let table = Table::parse(data, &bytes, &spec.schema, false);
+            let hash = hash
+                .join()
+                .map_err(|_| TrainError::Internal("the data hashing thread panicked".into()));
+            (hash, table)
+        });
+        let (data_sha256, table) = (data_sha256?, table?);
         drop(bytes);
         let split = Split::new(table.rows(), spec.test_fraction, spec.seed)?;
         let task = spec.task();
@@ -518,6 +527,13 @@ pub fn verify(
             prepared.data_sha256,
             result.data_sha256
         )));
+    }
+    // Checked on every verification, not only when the last segment is drawn: a model whose
+    // stored standardisation differs from the data's would score other inputs than it trained on.
+    if model.preprocessing != prepared.preprocessing {
+        return Err(TrainError::Result(
+            "the model's preprocessing is not the one fitted on the run's data and split".into(),
+        ));
     }
     let mut engine = Engine::new(&spec, &prepared)?;
     let mut checks = Vec::new();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -417,6 +418,25 @@ fn segments_verify_and_tampering_is_detected() {
         std::fs::write(&result_path, claim.to_string()).expect("write");
         let e = err(verify(&out, &file, &["--segment", "0"]));
         assert!(e.contains("model_sha256"), "{name}: {e}");
+        std::fs::write(&result_path, &result_text).expect("restore");
+
+        // A model whose preprocessing was altered, re-hashed into the result by its trainer.
+        let model_path = out.join("model.safetensors");
+        let model_bytes = std::fs::read(&model_path).expect("model");
+        let mut model =
+            neurodata_trainer::model::Model::from_bytes(&model_bytes).expect("model parses");
+        match &mut model.preprocessing.features[0] {
+            neurodata_trainer::data::Encoding::Numeric { mean, .. } => *mean += 0.5,
+            other => panic!("{name}: first feature is not numeric: {other:?}"),
+        }
+        let altered = model.to_bytes().expect("model bytes");
+        std::fs::write(&model_path, &altered).expect("write");
+        let mut claim: Value = serde_json::from_str(&result_text).expect("json");
+        claim["model_sha256"] = json!(hex::encode(Sha256::digest(&altered)));
+        std::fs::write(&result_path, claim.to_string()).expect("write");
+        let e = err(verify(&out, &file, &["--segment", "0"]));
+        assert!(e.contains("preprocessing"), "{name}: {e}");
+        std::fs::write(&model_path, &model_bytes).expect("restore");
         std::fs::write(&result_path, &result_text).expect("restore");
 
         // Other data than the run's.
