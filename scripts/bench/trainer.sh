@@ -4,7 +4,8 @@
 #    deterministic kernels against candle's default multi-threaded path in the same process
 #    (ratio_vs_candle: the lower of the two ratios; goal >= 0.5);
 # 2. verification cost: `trainer verify --sample 0.1` (10% of the segments, data loading
-#    included) as a ratio to the full `trainer run` of the same job (goal <= 0.15).
+#    included) as a ratio to the full `trainer run` of the same job (goal <= 0.15); medians of
+#    three runs each.
 # Last line: one JSON object with ratio_vs_candle, verify_cost_ratio, samples_per_s.
 # Usage: scripts/bench/trainer.sh [ROWS] [EPOCHS_OF_THE_VERIFIED_JOB]
 set -euo pipefail
@@ -35,22 +36,24 @@ json.dump({"schema": {"columns": cols, "target": "y"},
            "checkpoint_every": math.ceil(steps / 50)}, open(f"{work}/job.json", "w"))
 PY
 cat "$work/data.csv" > /dev/null
-# Bash's own clock: no helper process start-up inside the timed intervals.
-t0=$EPOCHREALTIME
-"$bin/trainer" run --quiet --spec "$work/job.json" --data "$work/data.csv" --out "$work/run" > "$work/result.json"
-t1=$EPOCHREALTIME
-"$bin/trainer" verify --out "$work/run" --data "$work/data.csv" --sample 0.1 --beacon 5eed > "$work/verify.json"
-t2=$EPOCHREALTIME
-"$bin/trainer" verify --out "$work/run" --data "$work/data.csv" --segment 0 > /dev/null
-t3=$EPOCHREALTIME
-python3 - "$speed" "$work" "$t0" "$t1" "$t2" "$t3" <<'PY'
-import json, sys
+# Each command runs three times (alternating, so drift on a shared machine hits all three
+# alike) and its median counts; bash's own clock, so no helper start-up is timed.
+timed() { local out=$1 t=$EPOCHREALTIME; shift; "$@" > "$out"; echo "$t:$EPOCHREALTIME"; }
+full=() verify=() one=()
+for rep in 1 2 3; do
+  full+=("$(timed "$work/result.json" "$bin/trainer" run --quiet --spec "$work/job.json" --data "$work/data.csv" --out "$work/run")")
+  verify+=("$(timed "$work/verify.json" "$bin/trainer" verify --out "$work/run" --data "$work/data.csv" --sample 0.1 --beacon 5eed)")
+  one+=("$(timed /dev/null "$bin/trainer" verify --out "$work/run" --data "$work/data.csv" --segment 0)")
+done
+python3 - "$speed" "$work" "${full[*]}" "${verify[*]}" "${one[*]}" <<'PY'
+import json, statistics, sys
 r = json.loads(sys.argv[1]); work = sys.argv[2]
-t0, t1, t2, t3 = map(float, sys.argv[3:7])
+def median(spans):
+    return statistics.median(float(b) - float(a) for a, b in (s.split(":") for s in spans.split()))
+full, verify, one = (median(a) for a in sys.argv[3:6])
 verified = json.load(open(f"{work}/verify.json"))
 result = json.load(open(f"{work}/result.json"))
-full, verify, one = t1 - t0, t2 - t1, t3 - t2
-r["verify_job_epochs"] = int(sys.argv[0] and json.load(open(f"{work}/job.json"))["training"]["epochs"])
+r["verify_job_epochs"] = json.load(open(f"{work}/job.json"))["training"]["epochs"]
 r["verify_segments"] = f'{len(verified["verified"])}/{verified["segments"]}'
 r["full_run_s"] = round(full, 3)
 r["verify_10pct_s"] = round(verify, 3)
