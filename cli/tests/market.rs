@@ -155,6 +155,15 @@ fn gateway_code(e: &ClientError) -> String {
     }
 }
 
+async fn balance(node: &NodeClient, signer: &Signer) -> u128 {
+    node.account(signer.address())
+        .await
+        .unwrap()
+        .balance
+        .parse()
+        .unwrap()
+}
+
 async fn purchase(c: &GatewayClient, id: u64) -> pb::Purchase {
     c.record(QueryKind::Purchase(id)).await.unwrap().unwrap()
 }
@@ -273,7 +282,7 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
     );
 
     // Download, decrypt, verify, confirm.
-    let before = node.account(provider.address()).await.unwrap().balance;
+    let before = balance(&node, &provider).await;
     let got = work.join("bought.csv");
     let out = net
         .dataset(
@@ -294,9 +303,9 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         "{out}"
     );
     assert_eq!(std::fs::read(&got).unwrap(), plain);
-    let after = node.account(provider.address()).await.unwrap().balance;
+    let after = balance(&node, &provider).await;
     assert_eq!(
-        after.parse::<u128>().unwrap() - before.parse::<u128>().unwrap(),
+        after - before,
         5000 - 100,
         "the provider got the price minus the 2% fee"
     );
@@ -376,13 +385,7 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         "{err}"
     );
     assert!(!work.join("bad.csv").exists());
-    let buyer_before = node
-        .account(buyer.address())
-        .await
-        .unwrap()
-        .balance
-        .parse::<u128>()
-        .unwrap();
+    let buyer_before = balance(&node, &buyer).await;
     let out = net
         .dataset("dispute", "healthtech", "buyer", &["--purchase", "2"])
         .unwrap();
@@ -392,13 +395,7 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
     // Verified reads trail the tip by a block (the proof needs the next header): poll.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let now = node
-            .account(buyer.address())
-            .await
-            .unwrap()
-            .balance
-            .parse::<u128>()
-            .unwrap();
+        let now = balance(&node, &buyer).await;
         if now == buyer_before + 5000 - 1 {
             break;
         }

@@ -247,16 +247,7 @@ impl Table {
         let mut header = csv::ReaderBuilder::new()
             .has_headers(true)
             .from_reader(&bytes[..header_end]);
-        let names: Vec<String> = header
-            .headers()
-            .map_err(|e| syntax(1, e))?
-            .iter()
-            .map(|h| h.trim().to_owned())
-            .collect();
-        if names.is_empty() || (names.len() == 1 && names[0].is_empty()) {
-            return Err(DataError::Empty("csv".into()));
-        }
-        let index = column_index(schema, &names, 1, target_optional)?;
+        let (width, index) = header_index(&mut header, schema, target_optional)?;
         let threads = if body.len() < PARALLEL_MIN {
             1
         } else {
@@ -281,9 +272,8 @@ impl Table {
                 start = end;
             }
         }
-        let read = |&(first, run): &(u64, &[u8])| {
-            Table::plain_rows(run, first, schema, &index, names.len())
-        };
+        let read =
+            |&(first, run): &(u64, &[u8])| Table::plain_rows(run, first, schema, &index, width);
         let parts: Vec<Result<Table, DataError>> = if runs.len() <= 1 {
             runs.iter().map(read).collect()
         } else {
@@ -422,13 +412,8 @@ impl Table {
             .has_headers(true)
             .flexible(true)
             .from_reader(reader);
-        let header = csv.headers().map_err(|e| syntax(1, e))?.clone();
-        if header.is_empty() || (header.len() == 1 && header.get(0) == Some("")) {
-            return Err(DataError::Empty("csv".into()));
-        }
-        let names: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
-        let index = column_index(schema, &names, 1, target_optional)?;
-        Table::csv_records(&mut csv, 0, schema, &index, names.len())
+        let (width, index) = header_index(&mut csv, schema, target_optional)?;
+        Table::csv_records(&mut csv, 0, schema, &index, width)
     }
 
     /// Reads one JSON object per line; blank lines are skipped.
@@ -527,6 +512,23 @@ struct ColumnIndex {
     target: Option<usize>,
     /// A numeric target is checked as a number when read.
     target_numeric: bool,
+}
+
+/// The header row's width and where the schema's columns stand in it (names trimmed).
+fn header_index<R: std::io::Read>(
+    csv: &mut csv::Reader<R>,
+    schema: &Schema,
+    target_optional: bool,
+) -> Result<(usize, ColumnIndex), DataError> {
+    let header = csv.headers().map_err(|e| syntax(1, e))?;
+    if header.is_empty() || (header.len() == 1 && header.get(0) == Some("")) {
+        return Err(DataError::Empty("csv".into()));
+    }
+    let names: Vec<String> = header.iter().map(|h| h.trim().to_owned()).collect();
+    Ok((
+        names.len(),
+        column_index(schema, &names, 1, target_optional)?,
+    ))
 }
 
 fn column_index(
