@@ -1,7 +1,8 @@
 //! `Events.Subscribe`: the chain's typed events, filtered by type and attributes, replayed from a
 //! height and then followed live. A client that reconnects with `from_height` set to the last
-//! height it saw plus one misses nothing. The stream ends with PERMISSION_DENIED if the caller's certificate is
-//! revoked (or its org removed) while it is open.
+//! height it saw plus one misses nothing. The stream ends with PERMISSION_DENIED if the caller's
+//! certificate is revoked (or its org removed) while it is open, and the server stops reading
+//! blocks for it as soon as the client goes away, replay included.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -12,13 +13,13 @@ use futures::Stream;
 use neurodata_proto::gateway::v1 as gw;
 use tendermint_rpc::Client as _;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, caller, wait_until_refused};
 use crate::auth::chain_status;
-use crate::chain::BlockOutcome;
+use crate::chain::{BlockOutcome, Chain, ChainError};
 
 /// Which events a subscriber wants.
 #[derive(Clone, Debug, Default)]
@@ -102,25 +103,61 @@ impl gw::events_server::Events for EventsService {
             tokio::pin!(refused);
             tokio::select! {
                 status = &mut refused => { let _ = tx.send(Err(status)).await; }
-                () = pump(&shared, &filter, next, &tx) => {}
+                () = pump(shared.chain.as_ref(), &filter, next, &tx) => {}
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
-/// Sends every matching event from height `next` on, until the client goes away.
-async fn pump(
-    shared: &Shared,
+/// Where the event pump reads blocks: the chain, or a stand-in in tests.
+#[tonic::async_trait]
+pub trait BlockSource: Send + Sync {
+    /// The latest height the follower has published.
+    fn tip_height(&self) -> u64;
+    /// Reads block `height` with its results.
+    async fn block(&self, height: u64) -> Result<BlockOutcome, ChainError>;
+    /// New blocks as they are published.
+    fn subscribe(&self) -> broadcast::Receiver<Arc<BlockOutcome>>;
+}
+
+#[tonic::async_trait]
+impl BlockSource for Chain {
+    fn tip_height(&self) -> u64 {
+        self.tip().height
+    }
+
+    async fn block(&self, height: u64) -> Result<BlockOutcome, ChainError> {
+        Chain::block(self, height).await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<BlockOutcome>> {
+        Chain::subscribe(self)
+    }
+}
+
+/// How long the replay waits before reading a block again after a failure.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Sends every matching event from height `next` on, until the client goes away. The client
+/// going away is noticed at every step, in the replay too: a subscription from an early height
+/// whose filter matches nothing (so nothing is ever sent, and no send can fail) would otherwise
+/// read the whole chain for a client long gone, or retry a failing read forever.
+pub async fn pump(
+    source: &dyn BlockSource,
     filter: &Filter,
     mut next: u64,
     tx: &mpsc::Sender<Result<gw::EventMessage, Status>>,
 ) {
-    let mut live = shared.chain.subscribe();
+    let mut live = source.subscribe();
     loop {
         // Catch up by reading blocks directly up to what the follower has published.
-        while next <= shared.chain.tip().height {
-            match shared.chain.block(next).await {
+        while next <= source.tip_height() {
+            let read = tokio::select! {
+                r = source.block(next) => r,
+                () = tx.closed() => return,
+            };
+            match read {
                 Ok(block) => {
                     for m in filter.select(&block) {
                         if tx.send(Ok(m)).await.is_err() {
@@ -131,7 +168,10 @@ async fn pump(
                 }
                 Err(e) => {
                     tracing::debug!(height = next, "event replay: {e}");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => {}
+                        () = tx.closed() => return,
+                    }
                 }
             }
         }
@@ -212,5 +252,72 @@ mod tests {
             attributes: [("to".to_owned(), "z".to_owned())].into(),
         };
         assert!(f.select(&block).is_empty());
+    }
+
+    /// A chain whose tip is far ahead and whose block reads fail or match nothing: counts reads.
+    struct EndlessChain {
+        reads: std::sync::atomic::AtomicU64,
+        fail: bool,
+        live: broadcast::Sender<Arc<BlockOutcome>>,
+    }
+
+    #[tonic::async_trait]
+    impl BlockSource for EndlessChain {
+        fn tip_height(&self) -> u64 {
+            u64::MAX / 2
+        }
+
+        async fn block(&self, height: u64) -> Result<BlockOutcome, ChainError> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Let the test's task run between reads, as a real RPC round trip would.
+            tokio::task::yield_now().await;
+            if self.fail {
+                return Err(ChainError::Bad {
+                    url: "test".into(),
+                    reason: "no such block".into(),
+                });
+            }
+            Ok(BlockOutcome {
+                height,
+                time_unix: 0,
+                txs: vec![],
+                block_events: vec![],
+            })
+        }
+
+        fn subscribe(&self) -> broadcast::Receiver<Arc<BlockOutcome>> {
+            self.live.subscribe()
+        }
+    }
+
+    #[tokio::test]
+    async fn replay_stops_when_the_client_goes_away() {
+        for fail in [false, true] {
+            let chain = Arc::new(EndlessChain {
+                reads: Default::default(),
+                fail,
+                live: broadcast::channel(4).0,
+            });
+            let (tx, rx) = mpsc::channel(4);
+            let source = chain.clone();
+            let replay = tokio::spawn(async move {
+                let filter = Filter {
+                    types: vec!["nothing.matches".into()],
+                    attributes: BTreeMap::new(),
+                };
+                pump(source.as_ref(), &filter, 1, &tx).await;
+            });
+            // Let it replay a while, then the client hangs up.
+            while chain.reads.load(std::sync::atomic::Ordering::Relaxed) < 3 {
+                tokio::task::yield_now().await;
+            }
+            drop(rx);
+            let ended = tokio::time::timeout(Duration::from_secs(5), replay).await;
+            assert!(
+                matches!(ended, Ok(Ok(()))),
+                "replay (reads failing: {fail}) still running after its client went away"
+            );
+        }
     }
 }
