@@ -59,9 +59,9 @@ pub struct Node {
     storage: Storage,
     verifier: SignatureVerifier,
     pending: Mutex<Option<PendingBlock>>,
-    /// Next nonce per signer counting txs admitted to the mempool since the last commit; rebuilt
-    /// by CometBFT's recheck after every commit.
-    mempool_nonces: Mutex<BTreeMap<Address, u64>>,
+    /// Each signer's account (nonce and balance) as the txs admitted to the mempool since the
+    /// last commit leave it; rebuilt by CometBFT's recheck after every commit.
+    mempool_accounts: Mutex<BTreeMap<Address, pb::Account>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -89,7 +89,7 @@ impl Node {
             storage,
             verifier: SignatureVerifier::default(),
             pending: Mutex::new(None),
-            mempool_nonces: Mutex::new(BTreeMap::new()),
+            mempool_accounts: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -287,12 +287,19 @@ impl Node {
         let block_events = end_changes.events.clone();
         state.apply(end_changes);
         let changes = state.into_changes();
+        let at_start: BTreeMap<[u8; 32], i64> = self
+            .storage
+            .validators()?
+            .into_iter()
+            .filter_map(|v| Some((<[u8; 32]>::try_from(v.pub_key.as_slice()).ok()?, v.power)))
+            .collect();
+        let validator_updates = app::validator_updates(&at_start, &changes.validator_updates);
         let prepared = self.storage.prepare(block.height, false, changes.writes)?;
         let app_hash = prepared.app_hash;
         *lock(&self.pending) = Some(PendingBlock { prepared });
         Ok(FinalizedBlock {
             outcomes,
-            validator_updates: changes.validator_updates,
+            validator_updates,
             app_hash,
             block_events,
         })
@@ -300,12 +307,7 @@ impl Node {
 
     /// Commit: writes the finalized block atomically.
     pub fn commit(&self) -> Result<response::Commit, BoxError> {
-        let pending = lock(&self.pending)
-            .take()
-            .ok_or("Commit without FinalizeBlock")?;
-        let committed = self.storage.commit(pending.prepared)?;
-        lock(&self.mempool_nonces).clear();
-        tracing::debug!(height = committed.height, app_hash = %hex::encode(committed.app_hash), "committed");
+        self.commit_block()?;
         Ok(response::Commit {
             data: Default::default(),
             retain_height: 0u32.into(),
@@ -318,7 +320,7 @@ impl Node {
             .take()
             .ok_or("Commit without FinalizeBlock")?;
         let committed = self.storage.commit(pending.prepared)?;
-        lock(&self.mempool_nonces).clear();
+        lock(&self.mempool_accounts).clear();
         tracing::debug!(height = committed.height, app_hash = %hex::encode(committed.app_hash), "committed");
         Ok(committed)
     }
@@ -349,17 +351,17 @@ impl Node {
             .ok()
             .and_then(|t| pb::TxBody::decode(t.body.as_slice()).ok())
             .and_then(|b| Address::from_slice(&b.signer));
-        let mut nonces = lock(&self.mempool_nonces);
-        let next_nonce = signer.and_then(|s| nonces.get(&s).copied());
+        let mut accounts = lock(&self.mempool_accounts);
+        let pending = signer.and_then(|s| accounts.get(&s));
         let result = app::execute_tx(
             &self.storage,
             tx,
             &block,
             &self.verifier,
-            Mode::CheckTx { next_nonce },
+            Mode::CheckTx { pending },
         );
-        Ok(result.map(|(tx, _)| {
-            nonces.insert(tx.body.signer, tx.body.nonce + 1);
+        Ok(result.map(|executed| {
+            accounts.insert(executed.tx.body.signer, executed.signer_account);
         }))
     }
 

@@ -1,9 +1,10 @@
 //! The state machine: how one transaction and one block change the state.
 //!
 //! [`execute_tx`] is the whole path of a tx after its bytes arrive: stateless checks
-//! ([`Tx::decode`]), membership ([`authenticate`]), signature, nonce and fee, then each message in
-//! order on a fork that is returned as [`Changes`] only if all succeeded. CheckTx and FinalizeBlock
-//! run the same function; only the nonce source and the signature cache mode differ.
+//! ([`Tx::decode`]), membership ([`authenticate`]), signature, nonce and fee — charged in a stage
+//! of their own — then each message in order on a fork over that stage, kept only if all
+//! succeeded. CheckTx and FinalizeBlock run the same function; only the source of the signer's
+//! account (mempool-pending or committed) and the signature cache mode differ.
 
 use crate::TxError;
 use crate::address::Address;
@@ -68,26 +69,47 @@ impl TxOutcome {
 
 /// Where a tx is being run.
 #[derive(Clone, Copy, Debug)]
-pub enum Mode {
-    /// Mempool admission; `next_nonce` is the signer's next nonce counting txs already in the
-    /// mempool (None: take it from the state).
+pub enum Mode<'a> {
+    /// Mempool admission. `pending` is the signer's account as the txs it already has in the
+    /// mempool leave it (None: take it from the state), so the nonce and the balance a new tx is
+    /// checked against count what the signer has queued: an account with one fee's worth cannot
+    /// queue a hundred txs that each pass against the committed balance.
     CheckTx {
-        /// Mempool-adjusted next nonce.
-        next_nonce: Option<u64>,
+        /// The signer's account after its mempool txs.
+        pending: Option<&'a pb::Account>,
     },
     /// Block execution.
     Deliver,
 }
 
-/// Runs one tx on `state`, returning its changes (to apply) or why it was rejected (nothing to
-/// apply: a rejected tx changes nothing, not even its nonce or fee).
+/// A tx that paid for itself: its fee and nonce are charged whether or not its messages
+/// succeeded.
+#[derive(Clone, Debug)]
+pub struct Executed {
+    /// The decoded tx.
+    pub tx: Tx,
+    /// What to apply: the charge (identity registration, fee, nonce) and, when every message
+    /// succeeded, the messages' changes.
+    pub changes: Changes,
+    /// Why the messages failed (their changes were dropped; the charge stands).
+    pub failure: Option<TxError>,
+    /// The signer's account after the tx.
+    pub signer_account: pb::Account,
+}
+
+/// Runs one tx on `state`. `Err` is a tx that cannot be charged (bad envelope, signer,
+/// signature, nonce, or a fee the signer cannot pay): nothing to apply. `Ok` is a tx that paid
+/// its fee and used its nonce, in a stage kept even when its messages fail — otherwise a failed tx
+/// would stay valid, and anyone could include it later when it would succeed (in place of the
+/// signer's next tx), or fill blocks with failing txs for free. In CheckTx a message failure is a
+/// refusal (`Err`): the mempool admits only txs that succeed against the state it knows.
 pub fn execute_tx<S: StateRead>(
     state: &S,
     bytes: &[u8],
     block: &BlockCtx,
     verifier: &SignatureVerifier,
-    mode: Mode,
-) -> Result<(Tx, Changes), TxError> {
+    mode: Mode<'_>,
+) -> Result<Executed, TxError> {
     let params = &block.params;
     let limits = EnvelopeLimits {
         chain_id: block.chain_id.clone(),
@@ -102,14 +124,18 @@ pub fn execute_tx<S: StateRead>(
     };
     verifier.verify(&tx, &signer.identity.public_key_spki, verify_mode)?;
 
-    let mut fork = StateDelta::new(state);
+    // The signer's pending mempool account shadows the committed one in CheckTx.
+    let mut base = StateDelta::new(state);
+    if let Mode::CheckTx {
+        pending: Some(account),
+    } = mode
+    {
+        base.put_account(account)?;
+    }
+    let mut charged = StateDelta::new(&base);
     let address = tx.body.signer;
-    let expected = match mode {
-        Mode::CheckTx {
-            next_nonce: Some(n),
-        } => n,
-        _ => fork.account(&address)?.nonce,
-    };
+    let mut account = charged.account(&address)?;
+    let expected = account.nonce;
     if tx.body.nonce < expected {
         return Err(EnvelopeError::NonceReplay {
             expected,
@@ -132,8 +158,8 @@ pub fn execute_tx<S: StateRead>(
         .into());
     }
     if signer.is_new {
-        fork.put_identity(&signer.identity);
-        fork.emit(
+        charged.put_identity(&signer.identity);
+        charged.emit(
             Event::new("identity.registered")
                 .attr("fingerprint", address)
                 .attr("org", &signer.identity.org_id)
@@ -141,10 +167,12 @@ pub fn execute_tx<S: StateRead>(
                 .attr("common_name", &signer.identity.common_name),
         );
     }
+    account.nonce = tx.body.nonce + 1;
+    charged.put_account(&account)?;
     if tx.body.fee > crate::amount::Amount::ZERO {
-        fork.debit(&address, tx.body.fee)?;
-        fork.credit(&Address::reward_pool(), tx.body.fee)?;
-        fork.emit(
+        charged.debit(&address, tx.body.fee)?;
+        charged.credit(&Address::reward_pool(), tx.body.fee)?;
+        charged.emit(
             Event::new("fee.paid")
                 .attr("payer", address)
                 .attr("amount", tx.body.fee),
@@ -155,14 +183,34 @@ pub fn execute_tx<S: StateRead>(
         time: block.time,
         params: block.params.clone(),
     };
-    for action in &tx.body.messages {
-        execute_action(&mut fork, action, &signer, &ctx)?;
+    let mut fork = StateDelta::new(&charged);
+    let failure = tx
+        .body
+        .messages
+        .iter()
+        .try_for_each(|action| execute_action(&mut fork, action, &signer, &ctx))
+        .err();
+    let failure = match (failure, mode) {
+        (Some(e), Mode::CheckTx { .. }) => return Err(e),
+        (f, _) => f,
+    };
+    let (signer_account, message_changes) = match failure {
+        None => (fork.account(&address)?, Some(fork.into_changes())),
+        Some(_) => {
+            drop(fork);
+            (charged.account(&address)?, None)
+        }
+    };
+    let mut changes = charged.into_changes();
+    if let Some(m) = message_changes {
+        changes.extend(m);
     }
-    let mut account = fork.account(&address)?;
-    account.nonce = tx.body.nonce + 1;
-    fork.put_account(&account)?;
-    let changes = fork.into_changes();
-    Ok((tx, changes))
+    Ok(Executed {
+        tx,
+        changes,
+        failure,
+        signer_account,
+    })
 }
 
 /// One match over every action: a new action does not compile until it is dispatched here.
@@ -187,10 +235,12 @@ fn execute_action<S: StateWrite>(
         Action::RefundPurchase(a) => a.check_and_execute(state, signer, ctx),
         Action::DisputeKey(a) => a.check_and_execute(state, signer, ctx),
         Action::AttestDataset(a) => a.check_and_execute(state, signer, ctx),
+        Action::MoveIdentity(a) => a.check_and_execute(state, signer, ctx),
     }
 }
 
-/// Runs a tx inside a block: applies its changes to `block_state` on success.
+/// Runs a tx inside a block: applies its charge, and its messages' changes if they all
+/// succeeded. A failed tx's outcome carries its error code and the charge's events.
 pub fn deliver_tx<S: StateRead>(
     block_state: &mut StateDelta<S>,
     bytes: &[u8],
@@ -198,14 +248,20 @@ pub fn deliver_tx<S: StateRead>(
     verifier: &SignatureVerifier,
 ) -> TxOutcome {
     match execute_tx(&*block_state, bytes, block, verifier, Mode::Deliver) {
-        Ok((_, changes)) => {
-            let events = changes.events.clone();
-            block_state.apply(changes);
-            TxOutcome {
-                code: 0,
-                codespace: "",
-                log: String::new(),
-                events,
+        Ok(executed) => {
+            let events = executed.changes.events.clone();
+            block_state.apply(executed.changes);
+            match executed.failure {
+                None => TxOutcome {
+                    code: 0,
+                    codespace: "",
+                    log: String::new(),
+                    events,
+                },
+                Some(e) => TxOutcome {
+                    events,
+                    ..TxOutcome::rejected(&e)
+                },
             }
         }
         Err(e) => TxOutcome::rejected(&e),
@@ -225,10 +281,27 @@ pub fn begin_block<S: StateWrite>(state: &mut S, block: &BlockCtx, time_nanos: i
     );
 }
 
-/// End-of-block work after the block's txs: escrow closes the purchases due at this height.
-/// Its events are block-level events. A failure here is a broken state, not a user's error.
+/// End-of-block work after the block's txs: escrow closes the purchases due at this height, and
+/// at the end of a reward epoch the reward pool pays the validators. Its events are block-level
+/// events. A failure here is a broken state, not a user's error.
 pub fn end_block<S: StateWrite>(state: &mut S, block: &BlockCtx) -> Result<(), TxError> {
-    crate::escrow::end_block(state, block.height)
+    crate::escrow::end_block(state, block.height)?;
+    crate::governance::rewards::pay_rewards(state, block.height, block.params.reward_epoch_blocks)
+}
+
+/// The validator updates CometBFT gets for a block: one per key (the block's last change to it),
+/// without no-ops — a removal of a key that was not in the set when the block began (added and
+/// removed in one block), or a power equal to the one it began with — each of which CometBFT
+/// would refuse or ignore. Ascending by key, so every node hands CometBFT the same list.
+pub fn validator_updates(
+    at_start: &std::collections::BTreeMap<[u8; 32], i64>,
+    changes: &std::collections::BTreeMap<[u8; 32], i64>,
+) -> Vec<([u8; 32], i64)> {
+    changes
+        .iter()
+        .filter(|(key, power)| at_start.get(*key).copied().unwrap_or(0) != **power)
+        .map(|(key, power)| (*key, *power))
+        .collect()
 }
 
 /// The last executed block, if any.

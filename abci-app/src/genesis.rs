@@ -53,6 +53,9 @@ pub struct GenesisValidator {
     pub pub_key: String,
     /// Voting power.
     pub power: i64,
+    /// Certificate fingerprints (64 hex digits) of the org members who operate it.
+    #[serde(default)]
+    pub operators: Vec<String>,
 }
 
 /// An initial balance.
@@ -86,6 +89,20 @@ pub struct GenesisParams {
     /// Reward-pool share of a sale in basis points (default if absent).
     #[serde(default = "default_market_fee_bps")]
     pub market_fee_bps: u32,
+    /// Most open validation requests per org (default if absent).
+    #[serde(default = "default_max_open_validations_per_org")]
+    pub max_open_validations_per_org: u32,
+    /// Blocks between reward payouts (default if absent).
+    #[serde(default = "default_reward_epoch_blocks")]
+    pub reward_epoch_blocks: u64,
+}
+
+fn default_max_open_validations_per_org() -> u32 {
+    Params::default().max_open_validations_per_org
+}
+
+fn default_reward_epoch_blocks() -> u64 {
+    Params::default().reward_epoch_blocks
 }
 
 fn default_key_delivery_blocks() -> u64 {
@@ -110,6 +127,8 @@ impl From<&Params> for GenesisParams {
             key_delivery_blocks: p.key_delivery_blocks,
             confirm_blocks: p.confirm_blocks,
             market_fee_bps: p.market_fee_bps,
+            max_open_validations_per_org: p.max_open_validations_per_org,
+            reward_epoch_blocks: p.reward_epoch_blocks,
         }
     }
 }
@@ -164,6 +183,8 @@ pub fn init_genesis<S: StateWrite>(
             key_delivery_blocks: p.key_delivery_blocks,
             confirm_blocks: p.confirm_blocks,
             market_fee_bps: p.market_fee_bps,
+            max_open_validations_per_org: p.max_open_validations_per_org,
+            reward_epoch_blocks: p.reward_epoch_blocks,
         })
         .map_err(|e| invalid(e.to_string()))?,
     };
@@ -206,10 +227,29 @@ pub fn init_genesis<S: StateWrite>(
                 v.name, v.org_id
             )));
         }
-        named.push((key, v.power, v.org_id.clone(), v.name.clone()));
+        let operators = v
+            .operators
+            .iter()
+            .map(|o| {
+                Address::from_hex(o).map(|a| a.0.to_vec()).ok_or_else(|| {
+                    invalid(format!(
+                        "validator {}: operator {o:?} is not 64 hex digits",
+                        v.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        named.push((key, v.power, v.org_id.clone(), v.name.clone(), operators));
     }
     if !named.is_empty() {
         let mut ours: Vec<_> = named.iter().map(|(k, p, ..)| (*k, *p)).collect();
+        let total = ours.iter().try_fold(0i64, |t, (_, p)| t.checked_add(*p));
+        if !total.is_some_and(|t| t <= crate::governance::action::MAX_TOTAL_POWER) {
+            return Err(invalid(format!(
+                "total validator power exceeds CometBFT's maximum {}",
+                crate::governance::action::MAX_TOTAL_POWER
+            )));
+        }
         let mut theirs = comet_validators.to_vec();
         ours.sort();
         theirs.sort();
@@ -221,10 +261,10 @@ pub fn init_genesis<S: StateWrite>(
     } else {
         named = comet_validators
             .iter()
-            .map(|(k, p)| (*k, *p, String::new(), String::new()))
+            .map(|(k, p)| (*k, *p, String::new(), String::new(), vec![]))
             .collect();
     }
-    for (key, power, org_id, name) in named {
+    for (key, power, org_id, name, operators) in named {
         if power <= 0 {
             return Err(invalid("validator power must be positive"));
         }
@@ -235,6 +275,7 @@ pub fn init_genesis<S: StateWrite>(
                 power,
                 org_id,
                 name,
+                operators,
             },
         );
     }

@@ -15,8 +15,8 @@ use crate::escrow::{
 use crate::governance::{SubmitProposal, Vote};
 use crate::ledger::Transfer;
 use crate::market::{AttestDataset, DelistDataset, RegisterDataset, UpdateDatasetPrice};
-use crate::membership::RevokeCertificate;
 use crate::membership::certificate::sha256;
+use crate::membership::{MoveIdentity, RevokeCertificate};
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +84,20 @@ pub enum EnvelopeError {
         /// Minimum.
         min: Amount,
     },
+    /// The `Tx` envelope is not the canonical encoding of its two fields (reordered, repeated
+    /// or unknown fields, non-minimal lengths).
+    #[error(
+        "tx envelope is not canonically encoded (encode Tx {{ body, signature }} with a protobuf library)"
+    )]
+    NonCanonicalEnvelope,
+    /// The signature is not exactly one minimal DER `ECDSA-Sig-Value`.
+    #[error("signature is not exact DER (one minimal SEQUENCE of two INTEGERs, nothing after it)")]
+    NonCanonicalSignature,
+    /// The signature's `s` is above half the group order.
+    #[error(
+        "signature has a high S value; sign with low S (s <= n/2), as the NeuroData client does"
+    )]
+    HighS,
     /// A field failed its check.
     #[error("invalid {field}: {reason}")]
     InvalidField {
@@ -109,6 +123,9 @@ impl EnvelopeError {
             EnvelopeError::NonceGap { .. } => 9,
             EnvelopeError::FeeTooLow { .. } => 10,
             EnvelopeError::InvalidField { .. } => 11,
+            EnvelopeError::NonCanonicalEnvelope => 12,
+            EnvelopeError::NonCanonicalSignature => 13,
+            EnvelopeError::HighS => 14,
         }
     }
 }
@@ -159,6 +176,8 @@ pub enum Action {
     DisputeKey(Box<DisputeKey>),
     /// Market: a validator's findings.
     AttestDataset(AttestDataset),
+    /// Membership: move an identity to its successor.
+    MoveIdentity(MoveIdentity),
 }
 
 impl Action {
@@ -179,6 +198,7 @@ impl Action {
             Action::RefundPurchase(_) => "RefundPurchase",
             Action::DisputeKey(_) => "DisputeKey",
             Action::AttestDataset(_) => "AttestDataset",
+            Action::MoveIdentity(_) => "MoveIdentity",
         }
     }
 
@@ -208,6 +228,7 @@ impl Action {
             })),
             Some(A::DisputeKey(m)) => Ok(Action::DisputeKey(Box::new(m.try_into()?))),
             Some(A::AttestDataset(m)) => Ok(Action::AttestDataset(m.into())),
+            Some(A::MoveIdentity(m)) => Ok(Action::MoveIdentity(m.try_into()?)),
         }
     }
 }
@@ -267,6 +288,12 @@ impl Tx {
         }
         let envelope =
             pb::Tx::decode(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        // One byte form per tx, envelope and signature included: a tx hash is what CometBFT's
+        // cache, the mempool and the signature cache key on, so a re-encoding under a new hash
+        // (an extra field, a high-S twin, padded DER) would pass them as a new tx.
+        if envelope.encode_to_vec() != bytes {
+            return Err(EnvelopeError::NonCanonicalEnvelope.into());
+        }
         let body = pb::TxBody::decode(envelope.body.as_slice())
             .map_err(|e| EnvelopeError::Malformed(format!("body: {e}")))?;
         // One byte form per body: otherwise the same signed intent could circulate under many tx
@@ -274,15 +301,13 @@ impl Tx {
         if body.encode_to_vec() != envelope.body {
             return Err(EnvelopeError::NonCanonicalBody.into());
         }
+        check_signature_encoding(&envelope.signature)?;
         if body.chain_id != limits.chain_id {
             return Err(EnvelopeError::WrongChainId {
                 expected: limits.chain_id.clone(),
                 got: body.chain_id,
             }
             .into());
-        }
-        if envelope.signature.is_empty() {
-            return Err(EnvelopeError::BadSignature("(no signature)".into()).into());
         }
         let signer = Address::from_slice(&body.signer)
             .ok_or_else(|| invalid("signer", "must be 32 bytes"))?;
@@ -329,6 +354,36 @@ impl Tx {
             },
         })
     }
+}
+
+/// Half the order of P-256, big-endian: the largest `s` a canonical (low-S) signature has.
+const P256_HALF_ORDER: [u8; 32] = [
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8,
+];
+
+/// Refuses a signature with another byte form than the one canonical form of its (r, s): exact
+/// minimal DER and low S (for any valid (r, s), (r, n−s) is valid too).
+fn check_signature_encoding(signature: &[u8]) -> Result<(), TxError> {
+    if signature.is_empty() {
+        return Err(EnvelopeError::BadSignature("(no signature)".into()).into());
+    }
+    let sig = openssl::ecdsa::EcdsaSig::from_der(signature)
+        .map_err(|_| EnvelopeError::NonCanonicalSignature)?;
+    let der = sig
+        .to_der()
+        .map_err(|_| EnvelopeError::NonCanonicalSignature)?;
+    if der != signature {
+        return Err(EnvelopeError::NonCanonicalSignature.into());
+    }
+    let s = sig
+        .s()
+        .to_vec_padded(32)
+        .map_err(|_| EnvelopeError::NonCanonicalSignature)?;
+    if s.as_slice() > P256_HALF_ORDER.as_slice() {
+        return Err(EnvelopeError::HighS.into());
+    }
+    Ok(())
 }
 
 /// What a message's execution may know about its block.

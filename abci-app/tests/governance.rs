@@ -149,6 +149,7 @@ fn removing_the_last_validator_is_rejected() {
                 power: 0,
                 org_id: String::new(),
                 name: String::new(),
+                operators: vec![],
             }),
         )],
         "governance",
@@ -170,6 +171,7 @@ fn validator_changes_are_returned_to_cometbft() {
                 power,
                 org_id: "org0".into(),
                 name: "v9".into(),
+                operators: vec![],
             }),
         )
     };
@@ -295,6 +297,8 @@ fn parameter_changes_apply_to_later_transactions() {
         key_delivery_blocks: 10,
         confirm_blocks: 20,
         market_fee_bps: 100,
+        max_open_validations_per_org: 4,
+        reward_epoch_blocks: 0,
     };
     t.ok(
         &c.signer(0, Role::Admin),

@@ -63,12 +63,12 @@ proptest! {
                 ),
                 Op::AddValidator(k) => (
                     n.sign(&admin, vec![msg::propose("val", pb::proposal_action::Action::SetValidator(pb::SetValidator {
-                        pub_key: vec![k; 32], power: 1, org_id: "org0".into(), name: String::new() }))]),
+                        pub_key: vec![k; 32], power: 1, org_id: "org0".into(), name: String::new(), operators: vec![] }))]),
                     0,
                 ),
                 Op::Params(blocks) => (
                     n.sign(&admin, vec![msg::propose("params", pb::proposal_action::Action::SetParams(pb::Params {
-                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8, key_delivery_blocks: 10, confirm_blocks: 10, market_fee_bps: 100 }))]),
+                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8, key_delivery_blocks: 10, confirm_blocks: 10, market_fee_bps: 100, max_open_validations_per_org: 4, reward_epoch_blocks: 0 }))]),
                     0,
                 ),
                 Op::Garbage => (vec![1, 2, 3], 0),

@@ -274,17 +274,26 @@ fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
             });
         }
     }
+    // Each validator is operated by its org's `validator` member (validation rights come from
+    // this registration, not from the certificate's OU).
     let validators: Vec<GenesisValidator> = devnet
         .nodes
         .iter()
         .filter(|n| n.genesis_validator)
-        .map(|n| GenesisValidator {
-            name: format!("node{}", n.index),
-            org_id: DEV_ORGS[n.index % DEV_ORGS.len()].0.into(),
-            pub_key: n.validator_key.clone(),
-            power: 10,
+        .map(|n| {
+            let org_id = DEV_ORGS[n.index % DEV_ORGS.len()].0;
+            let operator = openssl::x509::X509::from_pem(&std::fs::read(
+                consortium.join(org_id).join("validator.pem"),
+            )?)?;
+            Ok(GenesisValidator {
+                name: format!("node{}", n.index),
+                org_id: org_id.into(),
+                pub_key: n.validator_key.clone(),
+                power: 10,
+                operators: vec![hex::encode(neurodata_certs::fingerprint(&operator)?)],
+            })
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     let params = Params {
         min_fee: neurodata_client::Amount(1),
         proposal_voting_blocks: 500,

@@ -98,6 +98,21 @@ enum CaCommand {
         #[arg(long, default_value = "revoked by org admin")]
         reason: String,
     },
+    /// Moves an identity of your org (expired, revoked, from a rotated-out CA, or replaced) to a
+    /// successor identity of the same org: its balance, open purchases and listings.
+    MoveIdentity {
+        #[command(flatten)]
+        signer: SignerArgs,
+        /// The certificate moved from (PEM file).
+        #[arg(long)]
+        from: PathBuf,
+        /// The successor's certificate (PEM file), a live member of the same org.
+        #[arg(long)]
+        to: PathBuf,
+        /// Why.
+        #[arg(long, default_value = "moved to a successor by org admin")]
+        reason: String,
+    },
     /// Writes the dev consortium (3 orgs with CA, admin, provider, buyer, trainer, validator).
     DevConsortium {
         /// Output directory.
@@ -114,7 +129,7 @@ struct GenesisArgs {
     /// Display names as ID=NAME.
     #[arg(long = "org-name")]
     org_names: Vec<String>,
-    /// Validator as NAME:ORG:PUBKEY_BASE64:POWER (repeat).
+    /// Validator as NAME:ORG:PUBKEY_BASE64:POWER[:OPERATOR_FINGERPRINT,...] (repeat).
     #[arg(long = "validator")]
     validators: Vec<String>,
     /// Allocation as ADDRESS_HEX=AMOUNT or CERT_PEM_FILE=AMOUNT (repeat).
@@ -181,9 +196,9 @@ enum TxMessage {
     Propose(ProposeCommand),
     /// Votes on a proposal (org admins).
     Vote {
-        /// Proposal id.
-        #[arg(long)]
-        proposal: u64,
+        /// Proposal id; repeat to vote on several proposals in one tx.
+        #[arg(long, required = true)]
+        proposal: Vec<u64>,
         /// Reject instead of approve.
         #[arg(long)]
         reject: bool,
@@ -233,6 +248,23 @@ enum ProposeCommand {
         /// Name.
         #[arg(long, default_value = "")]
         name: String,
+        /// Certificate fingerprint (64 hex digits) of an operator of the validator, a member of
+        /// its org: operators alone request datasets' keys to validate them and attest datasets,
+        /// and the first one receives the validator's rewards. Repeat for several (at most 8).
+        #[arg(long = "operator")]
+        operators: Vec<String>,
+    },
+    /// Pay NRC out of the treasury or the reward pool.
+    Spend {
+        /// `treasury` or `reward-pool`.
+        #[arg(long)]
+        from: String,
+        /// Recipient address (64 hex digits).
+        #[arg(long)]
+        to: String,
+        /// Amount.
+        #[arg(long)]
+        amount: String,
     },
     /// Mint NRC into the treasury.
     Mint {
@@ -271,6 +303,12 @@ struct MarketParamsArgs {
     /// Reward-pool share of each sale, basis points.
     #[arg(long, default_value_t = 200)]
     market_fee_bps: u32,
+    /// Most validation requests one org may have open at once.
+    #[arg(long, default_value_t = 4)]
+    max_open_validations_per_org: u32,
+    /// Blocks between reward-pool payouts to validators' operators (0: never).
+    #[arg(long, default_value_t = 100)]
+    reward_epoch_blocks: u64,
 }
 
 #[derive(Args)]
@@ -393,14 +431,21 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         .iter()
         .map(|v| {
             let parts: Vec<&str> = v.split(':').collect();
-            let [name, org, key, power] = parts.as_slice() else {
-                bail!("--validator NAME:ORG:PUBKEY_BASE64:POWER, got {v:?}");
+            let (name, org, key, power, operators) = match parts.as_slice() {
+                [name, org, key, power] => (name, org, key, power, ""),
+                [name, org, key, power, operators] => (name, org, key, power, *operators),
+                _ => bail!("--validator NAME:ORG:PUBKEY_BASE64:POWER[:OPERATOR_FP,...], got {v:?}"),
             };
             Ok(GenesisValidator {
                 name: (*name).into(),
                 org_id: (*org).into(),
                 pub_key: (*key).into(),
                 power: power.parse().context("validator power")?,
+                operators: operators
+                    .split(',')
+                    .filter(|o| !o.is_empty())
+                    .map(|o| parse_address(o).map(|a| a.to_hex()))
+                    .collect::<anyhow::Result<_>>()?,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -421,6 +466,8 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         key_delivery_blocks: args.market.key_delivery_blocks,
         confirm_blocks: args.market.confirm_blocks,
         market_fee_bps: args.market.market_fee_bps,
+        max_open_validations_per_org: args.market.max_open_validations_per_org,
+        reward_epoch_blocks: args.market.reward_epoch_blocks,
         ..Params::default()
     };
     let app_state = AppState {
@@ -587,8 +634,13 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
             power,
             org,
             name,
+            operators,
         } => {
             let key = neurodata_abci::genesis::decode_validator_key(&pub_key)?;
+            let operators = operators
+                .iter()
+                .map(|o| parse_address(o).map(|a| a.0.to_vec()))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             (
                 format!("validator {name} power {power}"),
                 A::SetValidator(pb::SetValidator {
@@ -596,6 +648,26 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                     power,
                     org_id: org,
                     name,
+                    operators,
+                }),
+            )
+        }
+        ProposeCommand::Spend {
+            from,
+            to,
+            amount: a,
+        } => {
+            let source = match from.as_str() {
+                "treasury" => pb::SpendSource::Treasury,
+                "reward-pool" => pb::SpendSource::RewardPool,
+                other => bail!("--from must be treasury or reward-pool, got {other:?}"),
+            };
+            (
+                format!("spend {a} from {from}"),
+                A::Spend(pb::Spend {
+                    source: source as i32,
+                    to: parse_address(&to)?.0.to_vec(),
+                    amount: amount(&a)?.to_string(),
                 }),
             )
         }
@@ -621,6 +693,8 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                 key_delivery_blocks: market.key_delivery_blocks,
                 confirm_blocks: market.confirm_blocks,
                 market_fee_bps: market.market_fee_bps,
+                max_open_validations_per_org: market.max_open_validations_per_org,
+                reward_epoch_blocks: market.reward_epoch_blocks,
             }),
         ),
     };
@@ -673,6 +747,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             submit(&signer, vec![msg::revoke(fp, Some(der), &reason)]).await?;
             println!("revoked {fp}");
         }
+        Command::Ca(CaCommand::MoveIdentity {
+            signer,
+            from,
+            to,
+            reason,
+        }) => {
+            let from = cert_address(&from)?;
+            let to_der = X509::from_pem(&read(&to)?)?.to_der()?;
+            let to = cert_address(&to)?;
+            submit(
+                &signer,
+                vec![msg::move_identity(from, to, Some(to_der), &reason)],
+            )
+            .await?;
+            println!("moved {from} to {to}");
+        }
         Command::Ca(CaCommand::DevConsortium { dir }) => {
             for org in neurodata_certs::dev_consortium(&dir, now())? {
                 println!("wrote {}", org.display());
@@ -693,14 +783,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Tx(TxArgs { signer, message }) => {
-            let m = match message {
+            let msgs = match message {
                 TxMessage::Transfer { to, amount: a } => {
-                    msg::transfer(parse_address(&to)?, amount(&a)?)
+                    vec![msg::transfer(parse_address(&to)?, amount(&a)?)]
                 }
-                TxMessage::Propose(p) => proposal_message(p)?,
-                TxMessage::Vote { proposal, reject } => msg::vote(proposal, !reject),
+                TxMessage::Propose(p) => vec![proposal_message(p)?],
+                TxMessage::Vote { proposal, reject } => proposal
+                    .into_iter()
+                    .map(|id| msg::vote(id, !reject))
+                    .collect(),
             };
-            submit(&signer, vec![m]).await?;
+            submit(&signer, msgs).await?;
         }
         Command::Query(q) => query(q).await?,
         Command::Devnet(d) => devnet::run_command(d).await?,

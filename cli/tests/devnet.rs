@@ -430,6 +430,56 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
         "node4 signs blocks"
     );
 
+    // Audit finding: two passing set-validator proposals for one key whose last approvals land
+    // in one block (the last voter sends both votes in one tx) used to hand CometBFT two updates
+    // for that key, and every node halted with "duplicate entry". The chain keeps going and the
+    // last update wins.
+    propose("20", &key, "medlab");
+    propose("30", &key, "medlab");
+    let top = net.height(0).expect("node0 up");
+    net.wait_height(1, top, T);
+    net.wait_height(2, top, T);
+    net.tx(
+        1,
+        "healthtech",
+        "admin",
+        &["vote", "--proposal", "2", "--proposal", "3"],
+    )
+    .unwrap();
+    net.tx(
+        2,
+        "datacorp",
+        "admin",
+        &["vote", "--proposal", "2", "--proposal", "3"],
+    )
+    .unwrap();
+    let passed = net.height(2).expect("node2 up");
+    for node in [0, 1, 2, 3, 4] {
+        net.wait_height(node, passed + 4, T);
+    }
+    let deadline = Instant::now() + T;
+    loop {
+        let vals = rt()
+            .block_on(client.validators(
+                tendermint::block::Height::try_from(net.height(0).unwrap()).unwrap(),
+                Paging::All,
+            ))
+            .unwrap();
+        let power = vals
+            .validators
+            .iter()
+            .find(|v| v.pub_key == new_key)
+            .map(|v| v.power.value());
+        if power == Some(30) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node4's power is {power:?}, not 30"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     // Remove node0's validator.
     let spec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(net.path().join("devnet.json")).unwrap()).unwrap();
@@ -438,7 +488,7 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
         .unwrap()
         .to_owned();
     propose("0", &key0, "");
-    vote("2");
+    vote("4");
     let key0 = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key0)).unwrap();
     let deadline = Instant::now() + T;
     loop {

@@ -196,6 +196,21 @@ pub mod msg {
         ))
     }
 
+    /// Move an identity of the signer's org to a successor of the same org.
+    pub fn move_identity(
+        from: Address,
+        to: Address,
+        to_certificate: Option<Vec<u8>>,
+        reason: &str,
+    ) -> pb::Message {
+        wrap(pb::message::Action::MoveIdentity(pb::MoveIdentity {
+            from: from.0.to_vec(),
+            to: to.0.to_vec(),
+            to_certificate: to_certificate.unwrap_or_default(),
+            reason: reason.into(),
+        }))
+    }
+
     /// Open a proposal.
     pub fn propose(title: &str, action: pb::proposal_action::Action) -> pb::Message {
         wrap(pb::message::Action::SubmitProposal(pb::SubmitProposal {
@@ -541,11 +556,34 @@ impl Signer {
     /// hand; [`Signer::sign`] is the normal path.
     pub fn sign_bytes(&self, body_bytes: Vec<u8>) -> Result<Vec<u8>, ClientError> {
         let mut signer = OpensslSigner::new(MessageDigest::sha256(), &self.key)?;
-        let signature = signer.sign_oneshot_to_vec(&body_bytes)?;
+        let signature = low_s(&signer.sign_oneshot_to_vec(&body_bytes)?)?;
         Ok(pb::Tx {
             body: body_bytes,
             signature,
         }
         .encode_to_vec())
     }
+}
+
+/// The low-S form of a DER ECDSA P-256 signature: OpenSSL returns either of (r, s) and (r, n−s),
+/// and the chain accepts only the one with s <= n/2, so every tx has one byte form.
+pub fn low_s(der: &[u8]) -> Result<Vec<u8>, ClientError> {
+    use openssl::bn::{BigNum, BigNumContext};
+    use openssl::ec::EcGroup;
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::nid::Nid;
+    let sig = EcdsaSig::from_der(der)?;
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?;
+    let mut ctx = BigNumContext::new()?;
+    let mut order = BigNum::new()?;
+    group.order(&mut order, &mut ctx)?;
+    let mut half = BigNum::new()?;
+    half.rshift1(&order)?;
+    if sig.s() <= &*half {
+        return Ok(sig.to_der()?);
+    }
+    let mut s = BigNum::new()?;
+    s.checked_sub(&order, sig.s())?;
+    let r = sig.r().to_owned()?;
+    Ok(EcdsaSig::from_private_components(r, s)?.to_der()?)
 }

@@ -20,7 +20,9 @@ pub mod state_key;
 pub mod view;
 
 pub use purchase::{BuyDataset, RequestValidation};
-pub use settle::{ConfirmAccess, DeliverKey, DisputeKey, RefundPurchase, end_block};
+pub use settle::{
+    ConfirmAccess, DeliverKey, DisputeKey, RefundPurchase, end_block, move_purchases,
+};
 pub use view::{EscrowRead, EscrowWrite};
 
 use crate::address::Address;
@@ -29,6 +31,17 @@ use crate::amount::Amount;
 /// The module account holding escrowed NRC.
 pub fn escrow_account() -> Address {
     Address::module("escrow")
+}
+
+/// Whether `org` is an active member org.
+pub fn org_is_active<S: crate::state::StateRead>(
+    state: &S,
+    org: &str,
+) -> Result<bool, crate::state::StateError> {
+    use crate::membership::MembershipRead;
+    Ok(state
+        .org(org)?
+        .is_some_and(|o| o.status == neurodata_proto::chain::v1::OrgStatus::Active as i32))
 }
 
 /// The reward-pool share of `price` at `bps` basis points, rounded down; never overflows.
@@ -119,6 +132,29 @@ pub enum EscrowError {
     /// The dispute proves the key right.
     #[error("the key delivered for purchase {0} matches the dataset's commitment; dispute refused")]
     KeyMatches(u64),
+    /// The dataset's provider org was removed.
+    #[error("dataset {dataset} belongs to org {org}, which is no longer an active member")]
+    ProviderOrgInactive {
+        /// The dataset.
+        dataset: u64,
+        /// Its org.
+        org: String,
+    },
+    /// The org has as many validation requests open as the chain allows.
+    #[error(
+        "org {org} has {open} validation requests open; the limit is {max} (max_open_validations_per_org)"
+    )]
+    ValidationQuota {
+        /// The org.
+        org: String,
+        /// Open now.
+        open: u64,
+        /// The limit.
+        max: u32,
+    },
+    /// Only the buyer or an admin of the buyer's org may do this.
+    #[error("only the buyer of purchase {0} or an admin of the buyer's org may do this")]
+    NotBuyerOrAdmin(u64),
 }
 
 impl EscrowError {
@@ -137,6 +173,9 @@ impl EscrowError {
             EscrowError::BadWrappedKey(_) => 109,
             EscrowError::BadProof(_) => 110,
             EscrowError::KeyMatches(_) => 111,
+            EscrowError::ProviderOrgInactive { .. } => 112,
+            EscrowError::ValidationQuota { .. } => 113,
+            EscrowError::NotBuyerOrAdmin(_) => 114,
         }
     }
 }

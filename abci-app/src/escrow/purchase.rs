@@ -13,6 +13,22 @@ use crate::membership::Signer;
 use crate::state::{Event, StateWrite};
 use crate::tx::{ExecCtx, amount_field};
 
+/// Refuses a dataset whose provider org is no longer an active member: nobody there can deliver
+/// its key, and the buyer's NRC would sit in escrow until the deadline.
+fn require_active_provider_org<S: StateWrite>(
+    state: &S,
+    dataset: &pb::Dataset,
+) -> Result<(), TxError> {
+    if !crate::escrow::org_is_active(state, &dataset.provider_org)? {
+        return Err(EscrowError::ProviderOrgInactive {
+            dataset: dataset.id,
+            org: dataset.provider_org.clone(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Buy a dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BuyDataset {
@@ -95,6 +111,7 @@ impl BuyDataset {
     ) -> Result<(), TxError> {
         let dataset = existing_dataset(state, self.dataset_id)?;
         require_listed(&dataset)?;
+        require_active_provider_org(state, &dataset)?;
         if dataset.provider_org == signer.identity.org_id {
             return Err(EscrowError::OwnDataset {
                 dataset: dataset.id,
@@ -131,7 +148,10 @@ pub struct RequestValidation {
 }
 
 impl RequestValidation {
-    /// Opens a no-money purchase the provider's gateway answers like any other.
+    /// Opens a no-money purchase the provider's gateway answers (if its org's policy delivers
+    /// validation keys). Only a registered validator operator may ask, only for a listed dataset
+    /// not yet verified, and within its org's quota of open requests: a validation request hands
+    /// out the data for free, so it must not be a way around buying it.
     pub fn check_and_execute<S: StateWrite>(
         &self,
         state: &mut S,
@@ -139,7 +159,24 @@ impl RequestValidation {
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let dataset = existing_dataset(state, self.dataset_id)?;
-        crate::market::require_voting_power(state, &signer.identity.org_id)?;
+        crate::market::require_operator(state, signer)?;
+        require_listed(&dataset)?;
+        require_active_provider_org(state, &dataset)?;
+        if dataset.verified {
+            return Err(crate::market::MarketError::AlreadyVerified(dataset.id).into());
+        }
+        let org = &signer.identity.org_id;
+        let open_now = state.open_validations(org)?;
+        let max = ctx.params.max_open_validations_per_org;
+        if open_now >= u64::from(max) {
+            return Err(EscrowError::ValidationQuota {
+                org: org.clone(),
+                open: open_now,
+                max,
+            }
+            .into());
+        }
+        state.put_open_validations(org, open_now + 1);
         open(
             state,
             &dataset,

@@ -62,6 +62,17 @@ fn require_buyer(p: &pb::Purchase, signer: &Signer) -> Result<(), TxError> {
     Ok(())
 }
 
+/// The buyer, or an admin of the buyer's org acting for it: a buyer whose certificate expired or
+/// was revoked inside the confirm window can no longer sign, and without its org a provider that
+/// timed a garbage key to that moment would be paid by the silence.
+fn require_buyer_or_org_admin(p: &pb::Purchase, signer: &Signer) -> Result<(), TxError> {
+    let admin = signer.role == Role::Admin && signer.identity.org_id == p.buyer_org;
+    if p.buyer != signer.identity.fingerprint && !admin {
+        return Err(EscrowError::NotBuyerOrAdmin(p.id).into());
+    }
+    Ok(())
+}
+
 fn is_sale(p: &pb::Purchase) -> bool {
     p.kind == pb::PurchaseKind::Sale as i32
 }
@@ -108,6 +119,10 @@ fn close<S: StateWrite>(
     if !paid {
         // A refunded buyer loses access and may buy again.
         state.drop_live_purchase(&buyer, p.dataset_id);
+    }
+    if p.kind == pb::PurchaseKind::Validation as i32 {
+        let open = state.open_validations(&p.buyer_org)?;
+        state.put_open_validations(&p.buyer_org, open.saturating_sub(1));
     }
     state.unschedule(p.due_height, p.id);
     p.status = status as i32;
@@ -174,6 +189,7 @@ impl DeliverKey {
         p.status = pb::PurchaseStatus::KeyDelivered as i32;
         p.wrapped_key = self.wrapped_key.to_bytes();
         p.delivered_by = signer.identity.fingerprint.clone();
+        p.key_recipient = p.buyer.clone();
         p.delivered_height = ctx.height;
         p.due_height = ctx.height + ctx.params.confirm_blocks;
         state.schedule(p.due_height, p.id);
@@ -227,9 +243,11 @@ impl RefundPurchase {
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let p = load(state, self.purchase_id)?;
-        require_buyer(&p, signer)?;
+        require_buyer_or_org_admin(&p, signer)?;
         require_status(&p, pb::PurchaseStatus::AwaitingKey, "refund")?;
-        if ctx.height <= p.key_deadline_height {
+        // A removed provider org can deliver nothing: no need to wait out its window.
+        let provider_gone = !super::org_is_active(state, &p.provider_org)?;
+        if ctx.height <= p.key_deadline_height && !provider_gone {
             return Err(EscrowError::RefundTooEarly {
                 purchase: p.id,
                 deadline: p.key_deadline_height,
@@ -270,13 +288,20 @@ impl DisputeKey {
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let p = load(state, self.purchase_id)?;
-        require_buyer(&p, signer)?;
+        require_buyer_or_org_admin(&p, signer)?;
         require_status(&p, pb::PurchaseStatus::KeyDelivered, "dispute")?;
         let dataset = existing_dataset(state, p.dataset_id)?;
         let wrapped = WrappedKey::parse(&p.wrapped_key)
             .map_err(|e| corrupt(super::state_key::purchase(p.id), e))?;
+        // The key was wrapped to the buyer at delivery; the purchase may since have moved to a
+        // successor identity, whose key is another.
+        let recipient = if p.key_recipient.is_empty() {
+            &p.buyer
+        } else {
+            &p.key_recipient
+        };
         let buyer_key = state
-            .identity(&address(&p, &p.buyer)?.0)?
+            .identity(&address(&p, recipient)?.0)?
             .ok_or_else(|| corrupt(super::state_key::purchase(p.id), "buyer identity"))?
             .public_key_spki;
         let revealed = reveal(&wrapped, &buyer_key, &self.proof)
@@ -293,6 +318,36 @@ impl DisputeKey {
         );
         close(state, p, pb::PurchaseStatus::WrongKeyRefunded, ctx.height)
     }
+}
+
+/// Moves every open purchase of `from` to its successor `to`: as buyer (with its access mark; a
+/// purchase of a dataset `to` already holds stays with `from`) and as provider. Returns how many
+/// moved. A delivered key stays wrapped to `from` (its `key_recipient`), which disputes check.
+pub fn move_purchases<S: StateWrite>(
+    state: &mut S,
+    from: &Address,
+    to: &Address,
+) -> Result<u64, TxError> {
+    let mut moved = 0;
+    for id in state.open_purchase_ids()? {
+        let mut p = load(state, id)?;
+        let mut changed = false;
+        if p.buyer == from.0 && state.live_purchase(to, p.dataset_id)?.is_none() {
+            state.drop_live_purchase(from, p.dataset_id);
+            state.put_live_purchase(to, p.dataset_id, p.id);
+            p.buyer = to.0.to_vec();
+            changed = true;
+        }
+        if p.provider == from.0 {
+            p.provider = to.0.to_vec();
+            changed = true;
+        }
+        if changed {
+            state.put_purchase(&p);
+            moved += 1;
+        }
+    }
+    Ok(moved)
 }
 
 /// End of block `height`: closes every purchase due now: refunded if its key never came,

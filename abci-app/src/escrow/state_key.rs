@@ -21,9 +21,17 @@ pub fn by_buyer(buyer: &Address, dataset: u64) -> String {
     format!("escrow/by-buyer/{}/{dataset:020}", buyer.to_hex())
 }
 
+/// Count of open validation requests of `org` (value: 8-byte big-endian count).
+pub fn open_validations(org: &str) -> String {
+    format!("escrow/open-validations/{org}")
+}
+
+/// Prefix of every schedule entry (every open purchase has exactly one).
+pub const DUE: &str = "escrow/due/";
+
 /// Prefix of the purchases that close by themselves at the end of block `height`.
 pub fn due_at(height: u64) -> String {
-    format!("escrow/due/{height:020}/")
+    format!("{DUE}{height:020}/")
 }
 
 /// Index entry: purchase `id` is due at `height`.

@@ -30,9 +30,24 @@ pub trait EscrowRead: StateRead + Sized {
         read_u64(self, &state_key::by_buyer(buyer, dataset))
     }
 
+    /// Open validation requests of `org`.
+    fn open_validations(&self, org: &str) -> Result<u64, StateError> {
+        Ok(read_u64(self, &state_key::open_validations(org))?.unwrap_or(0))
+    }
+
+    /// Ids of every open purchase (each has one schedule entry), ascending by due height.
+    fn open_purchase_ids(&self) -> Result<Vec<u64>, StateError> {
+        self.scheduled(state_key::DUE)
+    }
+
     /// Ids of the purchases due at the end of block `height`.
     fn due_at(&self, height: u64) -> Result<Vec<u64>, StateError> {
-        self.prefix_raw(&state_key::due_at(height))?
+        self.scheduled(&state_key::due_at(height))
+    }
+
+    /// Purchase ids of the schedule entries under `prefix`.
+    fn scheduled(&self, prefix: &str) -> Result<Vec<u64>, StateError> {
+        self.prefix_raw(prefix)?
             .into_iter()
             .map(|(key, _)| {
                 key.rsplit('/')
@@ -75,6 +90,14 @@ pub trait EscrowWrite: StateWrite + EscrowRead {
     /// Removes the buyer's live purchase mark (after a refund).
     fn drop_live_purchase(&mut self, buyer: &Address, dataset: u64) {
         self.delete(state_key::by_buyer(buyer, dataset));
+    }
+
+    /// Sets the count of open validation requests of `org`.
+    fn put_open_validations(&mut self, org: &str, count: u64) {
+        self.put_raw(
+            state_key::open_validations(org),
+            count.to_be_bytes().to_vec(),
+        );
     }
 
     /// Schedules purchase `id` to close at the end of block `height`.

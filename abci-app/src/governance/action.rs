@@ -5,6 +5,7 @@ use neurodata_proto::chain::v1 as pb;
 
 use super::{GovernanceError, GovernanceRead, GovernanceWrite, Params};
 use crate::TxError;
+use crate::address::Address;
 use crate::amount::Amount;
 use crate::ledger::{LedgerRead, LedgerWrite};
 use crate::membership::{CaCertificate, MembershipRead, MembershipWrite};
@@ -45,12 +46,45 @@ pub enum ProposalAction {
         org_id: String,
         /// Display name.
         name: String,
+        /// Certificate fingerprints of its operators (members of `org_id`).
+        operators: Vec<Address>,
     },
     /// Replace the chain parameters.
     SetParams(Params),
     /// Mint into the treasury.
     Mint(Amount),
+    /// Pay out of the treasury or the reward pool.
+    Spend {
+        /// Where the NRC comes from.
+        source: SpendSource,
+        /// Recipient.
+        to: Address,
+        /// How much.
+        amount: Amount,
+    },
 }
+
+/// The module accounts governance may spend from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpendSource {
+    /// [`Address::treasury`].
+    Treasury,
+    /// [`Address::reward_pool`].
+    RewardPool,
+}
+
+impl SpendSource {
+    /// The module account.
+    pub fn address(self) -> Address {
+        match self {
+            SpendSource::Treasury => Address::treasury(),
+            SpendSource::RewardPool => Address::reward_pool(),
+        }
+    }
+}
+
+/// Most operators one validator may name.
+pub const MAX_OPERATORS: usize = 8;
 
 fn invalid(s: impl Into<String>) -> GovernanceError {
     GovernanceError::InvalidAction(s.into())
@@ -71,8 +105,9 @@ pub fn check_org_id(org_id: &str) -> Result<(), GovernanceError> {
     }
 }
 
-// CometBFT caps total voting power at MaxInt64 / 8.
-const MAX_POWER: i64 = i64::MAX / 8;
+/// CometBFT's `MaxTotalVotingPower` (MaxInt64 / 8): a validator set whose total exceeds it makes
+/// CometBFT refuse the validator updates, halting every node. It bounds each power too.
+pub const MAX_TOTAL_POWER: i64 = i64::MAX / 8;
 
 impl TryFrom<pb::ProposalAction> for ProposalAction {
     type Error = TxError;
@@ -107,11 +142,27 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
             A::SetValidator(m) => {
                 let pub_key = <[u8; 32]>::try_from(m.pub_key.as_slice())
                     .map_err(|_| invalid("validator pub_key must be 32 bytes (Ed25519)"))?;
-                if !(0..=MAX_POWER).contains(&m.power) {
-                    return Err(
-                        invalid(format!("validator power must be in 0..={MAX_POWER}")).into(),
-                    );
+                if !(0..=MAX_TOTAL_POWER).contains(&m.power) {
+                    return Err(invalid(format!(
+                        "validator power must be in 0..={MAX_TOTAL_POWER}"
+                    ))
+                    .into());
                 }
+                if m.operators.len() > MAX_OPERATORS {
+                    return Err(invalid(format!(
+                        "a validator names at most {MAX_OPERATORS} operators"
+                    ))
+                    .into());
+                }
+                let operators = m
+                    .operators
+                    .iter()
+                    .map(|o| {
+                        Address::from_slice(o).ok_or_else(|| {
+                            invalid("validator operator must be a 32-byte certificate fingerprint")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 if m.power > 0 {
                     check_org_id(&m.org_id)?;
                 }
@@ -123,6 +174,7 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
                     power: m.power,
                     org_id: m.org_id,
                     name: m.name,
+                    operators,
                 }
             }
             A::SetParams(p) => ProposalAction::SetParams(Params::try_from(p)?),
@@ -135,6 +187,28 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
                     return Err(invalid("mint amount must be positive").into());
                 }
                 ProposalAction::Mint(amount)
+            }
+            A::Spend(m) => {
+                let source = match pb::SpendSource::try_from(m.source) {
+                    Ok(pb::SpendSource::Treasury) => SpendSource::Treasury,
+                    Ok(pb::SpendSource::RewardPool) => SpendSource::RewardPool,
+                    _ => {
+                        return Err(invalid(
+                            "spend source must be the treasury or the reward pool",
+                        )
+                        .into());
+                    }
+                };
+                let to = Address::from_slice(&m.to)
+                    .ok_or_else(|| invalid("spend recipient must be a 32-byte address"))?;
+                let amount: Amount = m
+                    .amount
+                    .parse()
+                    .map_err(|e| invalid(format!("spend amount: {e}")))?;
+                if amount == Amount::ZERO {
+                    return Err(invalid("spend amount must be positive").into());
+                }
+                ProposalAction::Spend { source, to, amount }
             }
         })
     }
@@ -168,14 +242,24 @@ impl From<&ProposalAction> for pb::ProposalAction {
                 power,
                 org_id,
                 name,
+                operators,
             } => A::SetValidator(pb::SetValidator {
                 pub_key: pub_key.to_vec(),
                 power: *power,
                 org_id: org_id.clone(),
                 name: name.clone(),
+                operators: operators.iter().map(|o| o.0.to_vec()).collect(),
             }),
             ProposalAction::SetParams(p) => A::SetParams(p.into()),
             ProposalAction::Mint(amount) => A::Mint(pb::Mint {
+                amount: amount.to_string(),
+            }),
+            ProposalAction::Spend { source, to, amount } => A::Spend(pb::Spend {
+                source: match source {
+                    SpendSource::Treasury => pb::SpendSource::Treasury,
+                    SpendSource::RewardPool => pb::SpendSource::RewardPool,
+                } as i32,
+                to: to.0.to_vec(),
                 amount: amount.to_string(),
             }),
         };
@@ -211,6 +295,10 @@ impl ProposalAction {
                 if active.len() == 1 {
                     return Err(GovernanceError::LastOrg(org_id.clone()).into());
                 }
+                // The org's validators leave with it; someone must remain to make blocks.
+                if state.validators()?.iter().all(|v| &v.org_id == org_id) {
+                    return Err(GovernanceError::LastValidator.into());
+                }
             }
             ProposalAction::RotateOrgCa {
                 org_id,
@@ -230,6 +318,18 @@ impl ProposalAction {
                 org_id,
                 ..
             } => {
+                let validators = state.validators()?;
+                let others = validators
+                    .iter()
+                    .filter(|v| v.pub_key.as_slice() != pub_key.as_slice())
+                    .try_fold(0i64, |t, v| t.checked_add(v.power));
+                let total = others.and_then(|t| t.checked_add(*power));
+                if !total.is_some_and(|t| t <= MAX_TOTAL_POWER) {
+                    return Err(GovernanceError::TotalPowerTooHigh {
+                        max: MAX_TOTAL_POWER,
+                    }
+                    .into());
+                }
                 if *power > 0 {
                     active_org(state, org_id)?;
                 } else {
@@ -247,6 +347,17 @@ impl ProposalAction {
                     .supply()?
                     .checked_add(*amount)
                     .ok_or_else(|| crate::ledger::LedgerError::Overflow("total supply".into()))?;
+            }
+            ProposalAction::Spend { source, amount, .. } => {
+                let have = state.balance(&source.address())?;
+                if have < *amount {
+                    return Err(crate::ledger::LedgerError::InsufficientFunds {
+                        account: source.address().to_hex(),
+                        have,
+                        need: *amount,
+                    }
+                    .into());
+                }
             }
         }
         Ok(())
@@ -270,6 +381,33 @@ impl ProposalAction {
                 org.status = pb::OrgStatus::Removed as i32;
                 state.put_org(&org, &ca.subject_hash);
                 state.drop_ca_subject(&ca.subject_hash);
+                // A removed org's validators stop signing blocks and stop counting in
+                // attestation totals.
+                for v in state.validators()? {
+                    if &v.org_id != org_id {
+                        continue;
+                    }
+                    let key = <[u8; 32]>::try_from(v.pub_key.as_slice()).map_err(|_| {
+                        crate::state::StateError::Corrupt {
+                            key: super::state_key::VALIDATORS.into(),
+                            reason: "validator key is not 32 bytes".into(),
+                        }
+                    })?;
+                    state.put_validator(
+                        &key,
+                        &pb::Validator {
+                            power: 0,
+                            ..v.clone()
+                        },
+                    );
+                    state.push_validator_update(key, 0);
+                    state.emit(
+                        Event::new("validator.updated")
+                            .attr("pub_key", hex::encode(key))
+                            .attr("power", 0)
+                            .attr("org", org_id),
+                    );
+                }
                 state.emit(Event::new("org.removed").attr("org", org_id));
             }
             ProposalAction::RotateOrgCa {
@@ -294,6 +432,7 @@ impl ProposalAction {
                 power,
                 org_id,
                 name,
+                operators,
             } => {
                 state.put_validator(
                     pub_key,
@@ -302,6 +441,7 @@ impl ProposalAction {
                         power: *power,
                         org_id: org_id.clone(),
                         name: name.clone(),
+                        operators: operators.iter().map(|o| o.0.to_vec()).collect(),
                     },
                 );
                 state.push_validator_update(*pub_key, *power);
@@ -323,6 +463,15 @@ impl ProposalAction {
                 );
             }
             ProposalAction::Mint(amount) => state.mint(*amount)?,
+            ProposalAction::Spend { source, to, amount } => {
+                state.move_funds(&source.address(), to, *amount)?;
+                state.emit(
+                    Event::new("governance.spent")
+                        .attr("source", source.address())
+                        .attr("to", to)
+                        .attr("amount", amount),
+                );
+            }
         }
         Ok(())
     }

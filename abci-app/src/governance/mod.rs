@@ -3,11 +3,13 @@
 //! deciding vote.
 //!
 //! Actions: admit or remove an org, rotate an org CA, add/reweight/remove a validator (returned to
-//! CometBFT as validator updates), change parameters, mint NRC to the treasury. See
+//! CometBFT as validator updates), change parameters, mint NRC to the treasury, spend from the
+//! treasury or the reward pool. See
 //! [`ProposalAction`] for each action's rules and [`tally`] for the threshold.
 
 pub mod action;
 pub mod params;
+pub mod rewards;
 pub mod state_key;
 mod submit;
 pub mod view;
@@ -72,6 +74,12 @@ pub enum GovernanceError {
     /// An action field is out of range.
     #[error("invalid proposal: {0}")]
     InvalidAction(String),
+    /// The validator set's total power would exceed CometBFT's limit (which halts the chain).
+    #[error("the validator set's total power would exceed CometBFT's maximum {max}")]
+    TotalPowerTooHigh {
+        /// CometBFT's MaxTotalVotingPower.
+        max: i64,
+    },
 }
 
 impl GovernanceError {
@@ -89,6 +97,7 @@ impl GovernanceError {
             GovernanceError::CaSubjectInUse(_) => 68,
             GovernanceError::UnknownValidator(_) => 69,
             GovernanceError::InvalidAction(_) => 70,
+            GovernanceError::TotalPowerTooHigh { .. } => 71,
         }
     }
 }

@@ -22,6 +22,10 @@ pub struct Params {
     pub confirm_blocks: u64,
     /// Reward-pool share of each sale, basis points.
     pub market_fee_bps: u32,
+    /// Most validation requests one org may have open at once.
+    pub max_open_validations_per_org: u32,
+    /// Blocks between reward-pool payouts to validators (0: never).
+    pub reward_epoch_blocks: u64,
 }
 
 impl Default for Params {
@@ -34,6 +38,8 @@ impl Default for Params {
             key_delivery_blocks: 100,
             confirm_blocks: 600,
             market_fee_bps: 200,
+            max_open_validations_per_org: 4,
+            reward_epoch_blocks: 100,
         }
     }
 }
@@ -65,6 +71,12 @@ impl TryFrom<pb::Params> for Params {
         if p.market_fee_bps > 10_000 {
             return Err(bad("market_fee_bps must be in 0..=10000"));
         }
+        if p.max_open_validations_per_org > 1_000 {
+            return Err(bad("max_open_validations_per_org must be in 0..=1000"));
+        }
+        if p.reward_epoch_blocks > 1_000_000 {
+            return Err(bad("reward_epoch_blocks must be in 0..=1000000"));
+        }
         Ok(Params {
             min_fee,
             proposal_voting_blocks: p.proposal_voting_blocks,
@@ -73,6 +85,8 @@ impl TryFrom<pb::Params> for Params {
             key_delivery_blocks: p.key_delivery_blocks,
             confirm_blocks: p.confirm_blocks,
             market_fee_bps: p.market_fee_bps,
+            max_open_validations_per_org: p.max_open_validations_per_org,
+            reward_epoch_blocks: p.reward_epoch_blocks,
         })
     }
 }
@@ -87,6 +101,8 @@ impl From<&Params> for pb::Params {
             key_delivery_blocks: p.key_delivery_blocks,
             confirm_blocks: p.confirm_blocks,
             market_fee_bps: p.market_fee_bps,
+            max_open_validations_per_org: p.max_open_validations_per_org,
+            reward_epoch_blocks: p.reward_epoch_blocks,
         }
     }
 }

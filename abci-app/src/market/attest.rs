@@ -7,7 +7,7 @@ use neurodata_proto::chain::v1 as pb;
 use super::{MarketError, MarketWrite};
 use crate::TxError;
 use crate::governance::GovernanceRead;
-use crate::membership::Signer;
+use crate::membership::{MembershipRead, Signer};
 use crate::state::{Event, StateWrite};
 use crate::tx::ExecCtx;
 
@@ -38,17 +38,50 @@ impl From<pb::AttestDataset> for AttestDataset {
     }
 }
 
-/// Voting power per org, from the validator set.
-fn power_by_org<S: GovernanceRead>(state: &S) -> Result<BTreeMap<String, u128>, TxError> {
+/// Voting power per active org, from the validator set (a removed org's validators, should any
+/// remain, count for nothing).
+fn power_by_org<S: GovernanceRead + MembershipRead>(
+    state: &S,
+) -> Result<BTreeMap<String, u128>, TxError> {
+    let active: Vec<String> = state.active_orgs()?.into_iter().map(|o| o.org_id).collect();
     let mut power = BTreeMap::new();
     for v in state.validators()? {
+        if !active.contains(&v.org_id) {
+            continue;
+        }
         *power.entry(v.org_id).or_insert(0u128) += u128::try_from(v.power).unwrap_or(0);
     }
     Ok(power)
 }
 
+/// Refuses a signer that is not a registered operator of a validator with voting power in its
+/// own org. Validation rights come from governance (SetValidator's operators), never from a
+/// certificate's OU alone: any org admin can issue itself a `validator` certificate.
+pub fn require_operator<S: GovernanceRead + MembershipRead>(
+    state: &S,
+    signer: &Signer,
+) -> Result<(), TxError> {
+    let me = signer.identity.fingerprint.as_slice();
+    let org = &signer.identity.org_id;
+    let operates = state
+        .validators()?
+        .iter()
+        .any(|v| &v.org_id == org && v.power > 0 && v.operators.iter().any(|o| o == me));
+    if !operates {
+        return Err(MarketError::NotOperator {
+            fingerprint: hex::encode(me),
+            org: org.clone(),
+        }
+        .into());
+    }
+    require_voting_power(state, org)
+}
+
 /// Refuses an org that runs no validator with voting power.
-pub fn require_voting_power<S: GovernanceRead>(state: &S, org: &str) -> Result<(), TxError> {
+pub fn require_voting_power<S: GovernanceRead + MembershipRead>(
+    state: &S,
+    org: &str,
+) -> Result<(), TxError> {
     if power_by_org(state)?.get(org).copied().unwrap_or(0) == 0 {
         return Err(MarketError::NoVotingPower(org.to_owned()).into());
     }
@@ -66,7 +99,7 @@ impl AttestDataset {
     ) -> Result<(), TxError> {
         let mut dataset = super::existing_dataset(state, self.dataset_id)?;
         let org = &signer.identity.org_id;
-        require_voting_power(state, org)?;
+        require_operator(state, signer)?;
         let power = power_by_org(state)?;
         let positive = self.ciphertext_matches_cid
             && self.plaintext_matches

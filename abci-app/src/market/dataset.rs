@@ -141,6 +141,11 @@ impl RegisterDataset {
             }
             .into());
         }
+        // One listing per data key: a gateway delivers keys by commitment, so a decoy listing
+        // with a colleague's commitment would get the colleague's key delivered to its buyers.
+        if let Some(existing) = state.dataset_by_key_commitment(&self.key_commitment)? {
+            return Err(MarketError::DuplicateKeyCommitment { dataset: existing }.into());
+        }
         let id = state.next_dataset_id()?;
         let dataset = pb::Dataset {
             id,
@@ -172,6 +177,7 @@ impl RegisterDataset {
         };
         state.put_dataset(&dataset);
         state.put_cid_index(&cid, id);
+        state.put_key_commitment_index(&self.key_commitment, id);
         state.put_next_dataset_id(id + 1);
         state.emit(
             Event::new("dataset.registered")

@@ -16,7 +16,7 @@ mod dataset;
 pub mod state_key;
 pub mod view;
 
-pub use attest::{AttestDataset, require_voting_power};
+pub use attest::{AttestDataset, require_operator, require_voting_power};
 pub use dataset::{DelistDataset, RegisterDataset, UpdateDatasetPrice, matches_filter};
 pub use view::{MarketRead, MarketWrite};
 
@@ -27,6 +27,24 @@ use crate::TxError;
 /// Dataset `id`, or [`MarketError::UnknownDataset`].
 pub fn existing_dataset<S: MarketRead>(state: &S, id: u64) -> Result<pb::Dataset, TxError> {
     Ok(state.dataset(id)?.ok_or(MarketError::UnknownDataset(id))?)
+}
+
+/// Makes `to` the provider of every dataset `from` provides (its successor, see
+/// [`crate::membership::MoveIdentity`]): future sales pay the successor. Returns how many.
+pub fn move_listings<S: crate::state::StateWrite>(
+    state: &mut S,
+    from: &crate::address::Address,
+    to: &crate::address::Address,
+) -> Result<u64, TxError> {
+    let mut moved = 0;
+    for mut d in state.datasets()? {
+        if d.provider == from.0 {
+            d.provider = to.0.to_vec();
+            state.put_dataset(&d);
+            moved += 1;
+        }
+    }
+    Ok(moved)
 }
 
 /// Refuses a delisted dataset with [`MarketError::Delisted`].
@@ -70,6 +88,27 @@ pub enum MarketError {
     /// The attesting validator's org has no voting power.
     #[error("org {0} runs no validator with voting power; only validator orgs attest datasets")]
     NoVotingPower(String),
+    /// The signer is not a registered operator of a validator of its org.
+    #[error(
+        "{fingerprint} is not a registered operator of a validator of org {org}; operators are named by governance (SetValidator operators)"
+    )]
+    NotOperator {
+        /// The signer.
+        fingerprint: String,
+        /// Its org.
+        org: String,
+    },
+    /// Validating a dataset that is already verified.
+    #[error("dataset {0} is already verified; validation requests are for unverified datasets")]
+    AlreadyVerified(u64),
+    /// Another listing already uses this key commitment.
+    #[error(
+        "dataset {dataset} already uses this key commitment; every listing needs its own data key"
+    )]
+    DuplicateKeyCommitment {
+        /// The existing listing.
+        dataset: u64,
+    },
 }
 
 impl MarketError {
@@ -82,6 +121,9 @@ impl MarketError {
             MarketError::NotProvider { .. } => 83,
             MarketError::Delisted(_) => 84,
             MarketError::NoVotingPower(_) => 85,
+            MarketError::NotOperator { .. } => 86,
+            MarketError::AlreadyVerified(_) => 87,
+            MarketError::DuplicateKeyCommitment { .. } => 88,
         }
     }
 }

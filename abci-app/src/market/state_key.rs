@@ -18,6 +18,11 @@ pub fn by_cid(cid: &str) -> String {
     format!("market/cid/{cid}")
 }
 
+/// Index: the dataset whose data key has this commitment (value: 8-byte big-endian id).
+pub fn by_key_commitment(commitment: &[u8; 32]) -> String {
+    format!("market/key-commitment/{}", hex::encode(commitment))
+}
+
 /// Usage statistics of dataset `id`.
 pub fn stats(id: u64) -> String {
     format!("market/stats/{id:020}")

@@ -37,6 +37,11 @@ pub trait MarketRead: StateRead + Sized {
         read_u64(self, &state_key::by_cid(cid))
     }
 
+    /// The dataset whose key has this commitment, if any.
+    fn dataset_by_key_commitment(&self, commitment: &[u8; 32]) -> Result<Option<u64>, StateError> {
+        read_u64(self, &state_key::by_key_commitment(commitment))
+    }
+
     /// The id the next dataset gets.
     fn next_dataset_id(&self) -> Result<u64, StateError> {
         Ok(read_u64(self, state_key::next_dataset_id())?.unwrap_or(1))
@@ -66,6 +71,14 @@ pub trait MarketWrite: StateWrite + MarketRead {
     /// Indexes `cid` to dataset `id`.
     fn put_cid_index(&mut self, cid: &str, id: u64) {
         self.put_raw(state_key::by_cid(cid), id.to_be_bytes().to_vec());
+    }
+
+    /// Indexes a key commitment to dataset `id`.
+    fn put_key_commitment_index(&mut self, commitment: &[u8; 32], id: u64) {
+        self.put_raw(
+            state_key::by_key_commitment(commitment),
+            id.to_be_bytes().to_vec(),
+        );
     }
 
     /// Sets the next dataset id.

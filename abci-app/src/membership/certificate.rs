@@ -179,6 +179,7 @@ impl MemberCertificate {
             public_key_spki: self.spki.clone(),
             certificate_der: self.der.clone(),
             registered_height: height,
+            successor: vec![],
         })
     }
 

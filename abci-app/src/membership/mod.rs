@@ -3,17 +3,21 @@
 //! Every transaction's signer is a member certificate (ECDSA P-256) issued by the current root
 //! CA of an active org, valid at the **block time**, not revoked, and whose role (OU) allows each
 //! message. A certificate is registered on chain the first time a tx carries it. Org admins revoke
-//! their own org's certificates ([`RevokeCertificate`]).
+//! their own org's certificates ([`RevokeCertificate`]) and move an identity's funds, open
+//! purchases and listings to a successor of the same org ([`MoveIdentity`]), so expiry,
+//! revocation or a CA rotation never strands a balance.
 //!
 //! Read [`authenticate`] for the full rule, [`certificate`] for how certificates are parsed and
 //! checked, and [`view`] for the records.
 
 pub mod certificate;
+mod move_identity;
 mod revoke;
 pub mod state_key;
 pub mod view;
 
 pub use certificate::{CaCertificate, MemberCertificate};
+pub use move_identity::MoveIdentity;
 pub use neurodata_certs::Role;
 pub use revoke::RevokeCertificate;
 pub use view::{MembershipRead, MembershipWrite};
@@ -115,6 +119,14 @@ pub enum MembershipError {
     /// Revoking a certificate the chain never saw, without attaching it.
     #[error("certificate {0} was never used on chain: attach its DER to revoke it")]
     UnknownCertificate(String),
+    /// An identity already moved to another successor.
+    #[error("identity {from} already moved to {successor}; move it to the same successor again")]
+    AlreadyMoved {
+        /// The identity.
+        from: String,
+        /// Its successor.
+        successor: String,
+    },
 }
 
 impl MembershipError {
@@ -135,6 +147,7 @@ impl MembershipError {
             MembershipError::ForeignCertificate { .. } => 31,
             MembershipError::AlreadyRevoked(_) => 32,
             MembershipError::UnknownCertificate(_) => 33,
+            MembershipError::AlreadyMoved { .. } => 34,
         }
     }
 }
@@ -143,9 +156,10 @@ impl MembershipError {
 pub fn allowed_roles(action: &Action) -> &'static [Role] {
     match action {
         Action::Transfer(_) => &Role::ALL,
-        Action::RevokeCertificate(_) | Action::SubmitProposal(_) | Action::Vote(_) => {
-            &[Role::Admin]
-        }
+        Action::RevokeCertificate(_)
+        | Action::MoveIdentity(_)
+        | Action::SubmitProposal(_)
+        | Action::Vote(_) => &[Role::Admin],
         Action::RegisterDataset(_) => &[Role::Provider],
         // The provider itself or an admin of its org (checked against the dataset).
         Action::UpdateDatasetPrice(_) | Action::DelistDataset(_) | Action::DeliverKey(_) => {
@@ -153,9 +167,57 @@ pub fn allowed_roles(action: &Action) -> &'static [Role] {
         }
         Action::BuyDataset(_) => &[Role::Buyer, Role::Trainer],
         Action::RequestValidation(_) | Action::AttestDataset(_) => &[Role::Validator],
-        // Only the purchase's own buyer (checked against the purchase).
+        // The purchase's own buyer (refunds and disputes also an admin of its org; checked
+        // against the purchase).
         Action::ConfirmAccess(_) | Action::RefundPurchase(_) | Action::DisputeKey(_) => &Role::ALL,
     }
+}
+
+/// Checks that `identity` may act at `block_time`: its org active, issued by the org's current CA,
+/// not revoked, within its validity. The one rule for signers and for successors of a moved
+/// identity.
+pub fn check_live<S: StateRead>(
+    state: &S,
+    identity: &pb::Identity,
+    block_time: i64,
+) -> Result<(), TxError> {
+    let fingerprint = hex::encode(&identity.fingerprint);
+    let org = state
+        .org(&identity.org_id)?
+        .filter(|o| o.status == pb::OrgStatus::Active as i32)
+        .ok_or_else(|| MembershipError::OrgNotActive {
+            org: identity.org_id.clone(),
+        })?;
+    if org.ca_fingerprint != identity.issuer_ca_fingerprint {
+        return Err(MembershipError::CaRotated { org: org.org_id }.into());
+    }
+    let key: [u8; 32] = identity
+        .fingerprint
+        .as_slice()
+        .try_into()
+        .map_err(|_| MembershipError::BadCertificate("fingerprint is not 32 bytes".into()))?;
+    if let Some(rev) = state.revocation(&key)? {
+        return Err(MembershipError::Revoked {
+            fingerprint,
+            height: rev.height,
+        }
+        .into());
+    }
+    if block_time < identity.not_before {
+        return Err(MembershipError::NotYetValid {
+            not_before: identity.not_before,
+            block_time,
+        }
+        .into());
+    }
+    if block_time > identity.not_after {
+        return Err(MembershipError::Expired {
+            not_after: identity.not_after,
+            block_time,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The signer of a transaction after every membership check passed.
@@ -188,37 +250,7 @@ pub fn authenticate<S: StateRead>(
             (cert.register(state, height)?, true)
         }
     };
-    let fingerprint = hex::encode(&identity.fingerprint);
-    let org = state
-        .org(&identity.org_id)?
-        .filter(|o| o.status == pb::OrgStatus::Active as i32)
-        .ok_or_else(|| MembershipError::OrgNotActive {
-            org: identity.org_id.clone(),
-        })?;
-    if org.ca_fingerprint != identity.issuer_ca_fingerprint {
-        return Err(MembershipError::CaRotated { org: org.org_id }.into());
-    }
-    if let Some(rev) = state.revocation(&body.signer.0)? {
-        return Err(MembershipError::Revoked {
-            fingerprint,
-            height: rev.height,
-        }
-        .into());
-    }
-    if block_time < identity.not_before {
-        return Err(MembershipError::NotYetValid {
-            not_before: identity.not_before,
-            block_time,
-        }
-        .into());
-    }
-    if block_time > identity.not_after {
-        return Err(MembershipError::Expired {
-            not_after: identity.not_after,
-            block_time,
-        }
-        .into());
-    }
+    check_live(state, &identity, block_time)?;
     let role: Role = identity
         .role
         .parse()

@@ -12,8 +12,9 @@ pub struct Changes {
     pub writes: BTreeMap<String, Option<Vec<u8>>>,
     /// Events in emission order.
     pub events: Vec<Event>,
-    /// Validator power changes in order (a later change to one key wins).
-    pub validator_updates: Vec<([u8; 32], i64)>,
+    /// Validator power changes by key: a later change to one key replaces an earlier one, so a
+    /// block never hands CometBFT two updates for one validator (which it refuses by halting).
+    pub validator_updates: BTreeMap<[u8; 32], i64>,
 }
 
 impl Changes {
@@ -110,7 +111,7 @@ impl<S: StateRead> StateWrite for StateDelta<S> {
     }
 
     fn push_validator_update(&mut self, pub_key: [u8; 32], power: i64) {
-        self.changes.validator_updates.push((pub_key, power));
+        self.changes.validator_updates.insert(pub_key, power);
     }
 
     fn apply_changes(&mut self, changes: Changes) {

@@ -91,6 +91,9 @@ impl Consortium {
                 key_delivery_blocks: 5,
                 confirm_blocks: 10,
                 market_fee_bps: 200,
+                // Rewards are paid only in the tests about them.
+                reward_epoch_blocks: 0,
+                ..Params::default()
             },
         }
     }
@@ -120,6 +123,13 @@ impl Consortium {
                     org_id: self.orgs[i % self.orgs.len()].id.clone(),
                     pub_key: base64::engine::general_purpose::STANDARD.encode(key),
                     power: *power,
+                    // Operated by the org's validator-role member.
+                    operators: vec![
+                        self.orgs[i % self.orgs.len()]
+                            .signer(Role::Validator)
+                            .address()
+                            .to_hex(),
+                    ],
                 })
                 .collect(),
             allocations: self
@@ -253,10 +263,12 @@ impl Twin {
         o
     }
 
-    /// `tx` must be rejected with `code` in `codespace` and change nothing.
+    /// `tx` must be rejected with `code` in `codespace` and change nothing but what a failed tx
+    /// pays: its signer's nonce and fee (to the reward pool), and the registration of a signer
+    /// seen for the first time. A tx refused before it could be charged changes nothing at all.
     pub fn reject(&mut self, tx: Vec<u8>, codespace: &str, code: u32) -> TxOutcome {
-        let x = self.a.block(&[tx]);
-        let y = self.b.block(&[]);
+        let before = all_state(self.a.storage());
+        let x = self.apply(std::slice::from_ref(&tx));
         let o = x.outcomes[0].clone();
         assert_eq!(
             (o.codespace, o.code),
@@ -265,12 +277,15 @@ impl Twin {
             o.log
         );
         assert!(!o.log.is_empty(), "a rejection says why");
-        assert!(o.events.is_empty());
-        assert_eq!(
-            x.app_hash, y.app_hash,
-            "a rejected tx changed the state: {}",
-            o.log
-        );
+        for e in &o.events {
+            assert!(
+                ["fee.paid", "identity.registered"].contains(&e.kind.as_str()),
+                "a rejected tx emitted {}",
+                e.kind
+            );
+        }
+        let after = all_state(self.a.storage());
+        assert_only_charged(&before, &after, &tx);
         o
     }
 
@@ -283,5 +298,67 @@ impl Twin {
     ) -> TxOutcome {
         let tx = self.a.sign(signer, msgs);
         self.reject(tx, codespace, code)
+    }
+}
+
+/// Every key and value of the latest committed state.
+pub fn all_state(storage: &Storage) -> BTreeMap<String, Vec<u8>> {
+    use neurodata_abci::state::StateRead;
+    storage.prefix_raw("").unwrap().into_iter().collect()
+}
+
+/// Asserts that `after` differs from `before` only by what charging `tx` (nonce, fee, first-use
+/// registration) changes, or not at all.
+pub fn assert_only_charged(
+    before: &BTreeMap<String, Vec<u8>>,
+    after: &BTreeMap<String, Vec<u8>>,
+    tx: &[u8],
+) {
+    use prost::Message as _;
+    let body = pb::Tx::decode(tx)
+        .ok()
+        .and_then(|t| pb::TxBody::decode(t.body.as_slice()).ok());
+    let mut changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k) && k.as_str() != "chain/block")
+        .collect();
+    changed.sort();
+    changed.dedup();
+    if changed.is_empty() {
+        return;
+    }
+    let body = body.expect("state changed for a tx that does not decode");
+    let signer = Address::from_slice(&body.signer).unwrap();
+    let fee: u128 = body.fee.parse().unwrap_or(0);
+    let account = |m: &BTreeMap<String, Vec<u8>>, a: Address| {
+        m.get(&format!("ledger/account/{}", a.to_hex()))
+            .map(|b| pb::Account::decode(b.as_slice()).unwrap())
+            .unwrap_or_default()
+    };
+    let balance = |a: &pb::Account| a.balance.parse::<u128>().unwrap_or(0);
+    let (was, now) = (account(before, signer), account(after, signer));
+    assert_eq!(now.nonce, was.nonce + 1, "a charged tx uses its nonce");
+    assert_eq!(
+        balance(&now),
+        balance(&was) - fee,
+        "a charged tx pays its fee"
+    );
+    let pool = Address::reward_pool();
+    assert_eq!(
+        balance(&account(after, pool)),
+        balance(&account(before, pool)) + fee,
+        "the fee goes to the reward pool"
+    );
+    let allowed = [
+        format!("ledger/account/{}", signer.to_hex()),
+        format!("ledger/account/{}", pool.to_hex()),
+        format!("membership/identity/{}", signer.to_hex()),
+    ];
+    for k in changed {
+        assert!(
+            allowed.contains(k),
+            "a rejected tx changed {k} beyond its fee and nonce"
+        );
     }
 }

@@ -1,0 +1,136 @@
+//! `MoveIdentity`: an org admin moves one of its org's identities to a successor identity of the
+//! same org. Funds are held by a certificate fingerprint; once that certificate expires, is
+//! revoked or its CA rotates, nobody can sign for it again, so without a move its balance, its
+//! open purchases and its listings' income would be stranded for good.
+
+use neurodata_proto::chain::v1 as pb;
+
+use super::{
+    MemberCertificate, MembershipError, MembershipRead, MembershipWrite, Signer, check_live,
+};
+use crate::TxError;
+use crate::address::Address;
+use crate::amount::Amount;
+use crate::ledger::{LedgerRead, LedgerWrite};
+use crate::state::{Event, StateWrite};
+use crate::tx::{ExecCtx, invalid};
+
+/// Move an identity to its successor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveIdentity {
+    /// The identity moved from.
+    pub from: Address,
+    /// The successor.
+    pub to: Address,
+    /// The successor's DER, when the chain never saw it.
+    pub to_certificate: Option<Vec<u8>>,
+    /// Why (audit trail).
+    pub reason: String,
+}
+
+impl TryFrom<pb::MoveIdentity> for MoveIdentity {
+    type Error = TxError;
+    fn try_from(m: pb::MoveIdentity) -> Result<Self, TxError> {
+        let from = Address::from_slice(&m.from)
+            .ok_or_else(|| invalid("move_identity.from", "must be 32 bytes"))?;
+        let to = Address::from_slice(&m.to)
+            .ok_or_else(|| invalid("move_identity.to", "must be 32 bytes"))?;
+        if from == to {
+            return Err(invalid("move_identity.to", "is the identity moved from"));
+        }
+        if m.reason.len() > 256 {
+            return Err(invalid("move_identity.reason", "at most 256 bytes"));
+        }
+        let to_certificate = (!m.to_certificate.is_empty()).then_some(m.to_certificate);
+        if let Some(der) = &to_certificate
+            && super::certificate::sha256(der) != to.0
+        {
+            return Err(invalid(
+                "move_identity.to_certificate",
+                "its SHA-256 is not the successor's fingerprint",
+            ));
+        }
+        Ok(MoveIdentity {
+            from,
+            to,
+            to_certificate,
+            reason: m.reason,
+        })
+    }
+}
+
+impl MoveIdentity {
+    /// Moves the balance, open purchases and listings of `from` to `to`, both of the admin's
+    /// org, `to` live at the block time.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let admin_org = &signer.identity.org_id;
+        let mut from = state
+            .identity(&self.from.0)?
+            .ok_or_else(|| MembershipError::UnknownCertificate(self.from.to_hex()))?;
+        if &from.org_id != admin_org {
+            return Err(MembershipError::ForeignCertificate {
+                cert_org: from.org_id,
+                admin_org: admin_org.clone(),
+            }
+            .into());
+        }
+        if !from.successor.is_empty() && from.successor != self.to.0 {
+            return Err(MembershipError::AlreadyMoved {
+                from: self.from.to_hex(),
+                successor: hex::encode(&from.successor),
+            }
+            .into());
+        }
+        let to = match state.identity(&self.to.0)? {
+            Some(identity) => identity,
+            None => {
+                let der = self
+                    .to_certificate
+                    .as_deref()
+                    .ok_or_else(|| MembershipError::UnknownCertificate(self.to.to_hex()))?;
+                let identity = MemberCertificate::parse(der)?.register(state, ctx.height)?;
+                state.put_identity(&identity);
+                state.emit(
+                    Event::new("identity.registered")
+                        .attr("fingerprint", self.to)
+                        .attr("org", &identity.org_id)
+                        .attr("role", &identity.role)
+                        .attr("common_name", &identity.common_name),
+                );
+                identity
+            }
+        };
+        if &to.org_id != admin_org {
+            return Err(MembershipError::ForeignCertificate {
+                cert_org: to.org_id,
+                admin_org: admin_org.clone(),
+            }
+            .into());
+        }
+        check_live(state, &to, ctx.time)?;
+        let amount = state.balance(&self.from)?;
+        if amount > Amount::ZERO {
+            state.move_funds(&self.from, &self.to, amount)?;
+        }
+        let purchases = crate::escrow::move_purchases(state, &self.from, &self.to)?;
+        let listings = crate::market::move_listings(state, &self.from, &self.to)?;
+        from.successor = self.to.0.to_vec();
+        state.put_identity(&from);
+        state.emit(
+            Event::new("identity.moved")
+                .attr("from", self.from)
+                .attr("to", self.to)
+                .attr("org", admin_org)
+                .attr("amount", amount)
+                .attr("purchases", purchases)
+                .attr("listings", listings)
+                .attr("reason", &self.reason),
+        );
+        Ok(())
+    }
+}
