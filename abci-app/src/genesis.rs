@@ -244,7 +244,7 @@ pub fn init_genesis<S: StateWrite>(
     if !named.is_empty() {
         let mut ours: Vec<_> = named.iter().map(|(k, p, ..)| (*k, *p)).collect();
         let total = ours.iter().try_fold(0i64, |t, (_, p)| t.checked_add(*p));
-        if !total.is_some_and(|t| t <= crate::governance::action::MAX_TOTAL_POWER) {
+        if total.is_none_or(|t| t > crate::governance::action::MAX_TOTAL_POWER) {
             return Err(invalid(format!(
                 "total validator power exceeds CometBFT's maximum {}",
                 crate::governance::action::MAX_TOTAL_POWER

@@ -324,7 +324,7 @@ impl ProposalAction {
                     .filter(|v| v.pub_key.as_slice() != pub_key.as_slice())
                     .try_fold(0i64, |t, v| t.checked_add(v.power));
                 let total = others.and_then(|t| t.checked_add(*power));
-                if !total.is_some_and(|t| t <= MAX_TOTAL_POWER) {
+                if total.is_none_or(|t| t > MAX_TOTAL_POWER) {
                     return Err(GovernanceError::TotalPowerTooHigh {
                         max: MAX_TOTAL_POWER,
                     }

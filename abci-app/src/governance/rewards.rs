@@ -24,7 +24,7 @@ pub fn share(pool: Amount, power: u128, total: u128) -> Amount {
 
 /// Pays the epoch's rewards if `height` ends an epoch.
 pub fn pay_rewards<S: StateWrite>(state: &mut S, height: u64, epoch: u64) -> Result<(), TxError> {
-    if epoch == 0 || height % epoch != 0 {
+    if epoch == 0 || !height.is_multiple_of(epoch) {
         return Ok(());
     }
     let pool = state.balance(&Address::reward_pool())?;
