@@ -299,6 +299,11 @@ impl Upload {
         self.size
     }
 
+    /// The CID of the bytes written so far: what [`Upload::finish`] would store them under.
+    pub fn cid(&self) -> Cid {
+        Cid::from_digest(self.hasher.clone().finish())
+    }
+
     /// Makes the blob visible under its CID (checked against `expected` if given). Uploading a
     /// blob that is already stored succeeds and keeps the stored copy.
     pub async fn finish(mut self, expected: Option<Cid>) -> Result<(Cid, u64), BlobError> {

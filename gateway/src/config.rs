@@ -68,6 +68,13 @@ pub struct Config {
     pub s3_region: String,
     /// Largest blob accepted, bytes.
     pub max_blob_bytes: u64,
+    /// Most bytes one member (certificate) may store on this gateway, all its uploads together.
+    pub upload_quota_member_bytes: u64,
+    /// Most bytes the org's members may store on this gateway together.
+    pub upload_quota_org_bytes: u64,
+    /// Directory for the gateway's own records (the upload index `uploads.index`); default:
+    /// `blob_dir`. Set it when blobs live in S3, so the index is on a persistent volume.
+    pub state_dir: Option<PathBuf>,
     /// Largest single gRPC message, bytes (txs, upload chunks).
     pub max_message_bytes: usize,
     /// Default wait for a COMMIT broadcast, milliseconds.
@@ -76,9 +83,14 @@ pub struct Config {
     pub max_commit_timeout_ms: u64,
     /// How often the block follower polls the node, milliseconds.
     pub poll_interval_ms: u64,
-    /// The member org this gateway serves: its members may read blobs not yet listed, and
-    /// deposit data keys.
+    /// The member org this gateway serves: only its members may upload blobs and deposit data
+    /// keys, they may read any blob stored here, and only datasets this org lists are served to
+    /// buyers. Without it the gateway stores no uploads and serves no listed dataset.
     pub org_id: Option<String>,
+    /// Whether validators' key requests (`RequestValidation` purchases) get the data key and
+    /// may download the ciphertext: an explicit org policy, off by default, because a validation
+    /// request costs nothing.
+    pub deliver_validation_keys: bool,
     /// Where the org's data keys are kept (sealed with the keystore passphrase).
     pub keystore_dir: Option<PathBuf>,
     /// File holding the keystore passphrase (or set `NEURODATA_GATEWAY_KEYSTORE_PASSPHRASE`).
@@ -106,11 +118,15 @@ impl Default for Config {
             s3_endpoint: None,
             s3_region: "us-east-1".into(),
             max_blob_bytes: 64 << 30,
+            upload_quota_member_bytes: 64 << 30,
+            upload_quota_org_bytes: 1 << 40,
+            state_dir: None,
             max_message_bytes: 4 << 20,
             commit_timeout_ms: 30_000,
             max_commit_timeout_ms: 300_000,
             poll_interval_ms: 100,
             org_id: None,
+            deliver_validation_keys: false,
             keystore_dir: None,
             keystore_passphrase_file: None,
             delivery_cert: None,
@@ -194,11 +210,23 @@ impl Config {
         }
         env(get, "s3_region", &mut c.s3_region)?;
         env(get, "max_blob_bytes", &mut c.max_blob_bytes)?;
+        env(
+            get,
+            "upload_quota_member_bytes",
+            &mut c.upload_quota_member_bytes,
+        )?;
+        env(get, "upload_quota_org_bytes", &mut c.upload_quota_org_bytes)?;
+        env(
+            get,
+            "deliver_validation_keys",
+            &mut c.deliver_validation_keys,
+        )?;
         env(get, "max_message_bytes", &mut c.max_message_bytes)?;
         env(get, "commit_timeout_ms", &mut c.commit_timeout_ms)?;
         env(get, "max_commit_timeout_ms", &mut c.max_commit_timeout_ms)?;
         env(get, "poll_interval_ms", &mut c.poll_interval_ms)?;
         for (field, target) in [
+            ("state_dir", &mut c.state_dir),
             ("keystore_dir", &mut c.keystore_dir),
             ("keystore_passphrase_file", &mut c.keystore_passphrase_file),
             ("delivery_cert", &mut c.delivery_cert),
@@ -237,6 +265,11 @@ impl Config {
                 "max_message_bytes below 1 KiB cannot carry a tx".into(),
             ));
         }
+        if self.upload_quota_member_bytes == 0 || self.upload_quota_org_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "upload_quota_member_bytes and upload_quota_org_bytes must be > 0".into(),
+            ));
+        }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be > 0".into()));
         }
@@ -261,6 +294,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where the gateway keeps its own records.
+    pub fn state_dir(&self) -> &Path {
+        self.state_dir.as_deref().unwrap_or(&self.blob_dir)
     }
 
     /// Default COMMIT wait.
@@ -308,6 +346,24 @@ mod tests {
         );
         assert_eq!(c.node_rpc, "http://other:1");
         assert_eq!(c.max_message_bytes, 4 << 20);
+        // Upload quotas and the validation-key policy have safe defaults.
+        assert_eq!(
+            (c.upload_quota_member_bytes, c.upload_quota_org_bytes),
+            (64 << 30, 1 << 40)
+        );
+        assert!(!c.deliver_validation_keys);
+        assert_eq!(c.state_dir(), Path::new("blobs"));
+        let c = Config::load_with(
+            Some(&path),
+            &with_env(&[
+                ("NEURODATA_GATEWAY_UPLOAD_QUOTA_MEMBER_BYTES", "1000"),
+                ("NEURODATA_GATEWAY_DELIVER_VALIDATION_KEYS", "true"),
+                ("NEURODATA_GATEWAY_STATE_DIR", "/var/lib/gw"),
+            ]),
+        )?;
+        assert_eq!(c.upload_quota_member_bytes, 1000);
+        assert!(c.deliver_validation_keys);
+        assert_eq!(c.state_dir(), Path::new("/var/lib/gw"));
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use crate::service::query::QueryService;
 use crate::service::status::StatusService;
 use crate::service::tx::TxService;
 use crate::service::{Shared, blobs};
+use crate::uploads::{Quotas, UploadLedger};
 use neurodata_client::Signer;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -41,8 +42,9 @@ impl Gateway {
     /// Builds the gateway from its config with the marketplace's download policy.
     pub fn new(config: Config) -> Result<Self, BoxError> {
         let own_org = config.org_id.clone();
+        let validation = config.deliver_validation_keys;
         Self::build(config, move |chain| {
-            Arc::new(MarketAccess::new(chain, own_org)) as Arc<dyn BlobAccess>
+            Arc::new(MarketAccess::new(chain, own_org, validation)) as Arc<dyn BlobAccess>
         })
     }
 
@@ -98,11 +100,19 @@ impl Gateway {
             )?,
             None => BlobStore::open(&config.blob_dir, config.max_blob_bytes)?,
         };
+        let uploads = UploadLedger::open(
+            config.state_dir(),
+            Quotas {
+                member_bytes: config.upload_quota_member_bytes,
+                org_bytes: config.upload_quota_org_bytes,
+            },
+        )?;
         Ok(Gateway {
             shared: Arc::new(Shared {
                 membership: Arc::new(Membership::new(chain.clone())),
                 chain,
                 blobs,
+                uploads,
                 access,
                 config: Arc::new(config),
                 metrics: Metrics::new(),
@@ -116,6 +126,12 @@ impl Gateway {
     pub async fn serve(self) -> Result<(), BoxError> {
         let shared = self.shared;
         let config = shared.config.clone();
+        // Before any upload can race it: index entries of blobs a crash kept from appearing.
+        match shared.uploads.reconcile(&shared.blobs).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(entries = n, "upload index: dropped entries without a blob"),
+            Err(e) => tracing::warn!("upload index: {e}"),
+        }
         if let (Some(signer), Some(keystore), Some(org), Some(dir)) = (
             self.delivery,
             self.keystore.clone(),

@@ -1,6 +1,7 @@
 //! `Blobs`: client-streaming upload that answers with the CID, server-streaming download by CID.
-//! Who may download what is decided by a [`BlobAccess`] hook (the marketplace's rules plug in
-//! there); until then any admitted member may read.
+//! Only members of the gateway's own org may upload, within the upload quotas
+//! ([`crate::uploads`]). Who may download what is decided by a [`BlobAccess`] hook (the
+//! marketplace's rules plug in there).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use super::{Shared, caller, wait_until_refused};
 use crate::auth::Caller;
 use crate::blobstore::BlobError;
 use crate::cid::Cid;
+use crate::uploads::UploadError;
 
 /// Decides who may read a blob.
 #[tonic::async_trait]
@@ -31,6 +33,40 @@ pub struct AnyMember;
 impl BlobAccess for AnyMember {
     async fn may_download(&self, _: Option<&Caller>, _: &Cid) -> Result<(), Status> {
         Ok(())
+    }
+}
+
+/// Who an upload is charged to: a gateway stores uploads of its own org's members only (any
+/// member of another org could otherwise fill its store, and list what it stored there). None:
+/// plain-text development mode, charged to an all-zero "anonymous" uploader.
+pub fn uploader(caller: Option<&Caller>, own_org: Option<&str>) -> Result<[u8; 32], Status> {
+    let Some(c) = caller else {
+        return Ok([0; 32]);
+    };
+    let member = &c.member;
+    match own_org {
+        None => Err(Status::permission_denied(
+            "this gateway has no org_id configured, so it stores no uploads",
+        )),
+        Some(own) if own != member.org_id => Err(Status::permission_denied(format!(
+            "this gateway stores uploads of org {own} only; {} belongs to {}: upload to your \
+             own org's gateway",
+            member.common_name, member.org_id
+        ))),
+        Some(_) => Ok(member.fingerprint),
+    }
+}
+
+/// The status a caller sees for an upload the accounting refuses.
+pub fn upload_status(e: UploadError) -> Status {
+    match &e {
+        UploadError::MemberQuota { .. } | UploadError::OrgQuota { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
+        UploadError::Io { .. } | UploadError::Corrupt { .. } => {
+            tracing::error!("{e}");
+            Status::unavailable("upload index error (see the gateway's log)")
+        }
     }
 }
 
@@ -63,6 +99,9 @@ impl gw::blobs_server::Blobs for BlobsService {
         req: Request<Streaming<gw::UploadChunk>>,
     ) -> Result<Response<gw::UploadResponse>, Status> {
         let shared = &self.0;
+        let who = caller(&req);
+        let uploader = uploader(who.as_ref(), shared.config.org_id.as_deref())?;
+        let mut quota = shared.uploads.reserve(uploader);
         let mut stream = req.into_inner();
         let mut upload = shared.blobs.begin().await.map_err(blob_status)?;
         let mut expected = None;
@@ -77,11 +116,32 @@ impl gw::blobs_server::Blobs for BlobsService {
                 );
             }
             first = false;
+            quota.grow(chunk.data.len() as u64).map_err(upload_status)?;
             upload.write(&chunk.data).await.map_err(blob_status)?;
         }
-        let (cid, size) = upload.finish(expected).await.map_err(blob_status)?;
+        let cid = upload.cid();
+        if let Some(expected) = expected
+            && expected != cid
+        {
+            return Err(blob_status(BlobError::Mismatch {
+                expected,
+                actual: cid,
+            }));
+        }
+        // Charged before the blob becomes visible: a crash in between over-counts (repaired at
+        // the next start), never leaves a blob nobody is charged for.
+        let charged = quota.record(&cid, upload.size()).map_err(upload_status)?;
+        let (cid, size) = match upload.finish(Some(cid)).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                if charged && let Err(f) = shared.uploads.forget(&cid) {
+                    tracing::error!(%cid, "upload index: {f}");
+                }
+                return Err(blob_status(e));
+            }
+        };
         shared.metrics.blob_bytes_in.inc_by(size);
-        tracing::info!(%cid, size, "blob stored");
+        tracing::info!(%cid, size, uploader = %hex::encode(uploader), "blob stored");
         Ok(Response::new(gw::UploadResponse {
             cid: cid.to_string(),
             size,
@@ -127,5 +187,59 @@ impl gw::blobs_server::Blobs for BlobsService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Member;
+    use neurodata_abci::membership::Role;
+
+    fn caller(org: &str) -> Caller {
+        Caller {
+            member: Member::for_tests([5; 32], org, Role::Provider),
+            cert_der: vec![],
+        }
+    }
+
+    #[test]
+    fn only_members_of_the_gateways_own_org_may_upload() {
+        assert_eq!(
+            uploader(Some(&caller("medlab")), Some("medlab")).ok(),
+            Some([5; 32])
+        );
+        let refused = uploader(Some(&caller("datacorp")), Some("medlab")).err();
+        assert_eq!(
+            refused.as_ref().map(Status::code),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert!(
+            refused.is_some_and(|s| s.message().contains("uploads of org medlab only")),
+            "the refusal says whose gateway this is"
+        );
+        assert_eq!(
+            uploader(Some(&caller("medlab")), None)
+                .err()
+                .map(|s| s.code()),
+            Some(tonic::Code::PermissionDenied),
+            "a gateway without org_id stores nobody's uploads"
+        );
+        assert_eq!(uploader(None, Some("medlab")).ok(), Some([0; 32]));
+    }
+
+    #[test]
+    fn quota_refusals_are_resource_exhausted_and_name_the_setting() {
+        let s = upload_status(UploadError::OrgQuota {
+            used: 10,
+            adding: 5,
+            limit: 12,
+        });
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message().contains("upload_quota_org_bytes"),
+            "{}",
+            s.message()
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! The gRPC services of `neurodata.gateway.v1`, one module each. They share [`Shared`]: the chain
-//! client, the membership checker, the blob store and its authorization hook, and the config.
+//! client, the membership checker, the blob store with its upload accounting and authorization
+//! hook, and the config.
 
 pub mod blobs;
 pub mod events;
@@ -17,6 +18,7 @@ use crate::blobstore::BlobStore;
 use crate::chain::Chain;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::uploads::UploadLedger;
 
 /// What every service reads.
 pub struct Shared {
@@ -26,6 +28,8 @@ pub struct Shared {
     pub membership: Arc<Membership>,
     /// Blobs.
     pub blobs: BlobStore,
+    /// Who stored which blob, against the upload quotas.
+    pub uploads: Arc<UploadLedger>,
     /// Who may download which blob.
     pub access: Arc<dyn blobs::BlobAccess>,
     /// Settings.

@@ -57,7 +57,8 @@ async fn require_listed_blobs(shared: &Shared, tx: &[u8]) -> Result<(), Status> 
             match size {
                 None => {
                     return Err(Status::failed_precondition(format!(
-                        "blob {cid} is not in this gateway's store: upload the ciphertext before                          listing it"
+                        "blob {cid} is not in this gateway's store: upload the ciphertext before \
+                         listing it"
                     )));
                 }
                 Some(n) if n != r.ciphertext_size => {
