@@ -394,7 +394,9 @@ async fn upload(
     progress.finish_and_clear();
     anyhow::ensure!(stored == ciphertext_size, "gateway stored {stored} bytes");
 
-    let commitment = g.deposit_key(key.as_bytes()).await?;
+    // After the upload: the deposit names the ciphertext's CID, and the gateway delivers the
+    // key only for this signer's listing of that CID.
+    let commitment = g.deposit_key(key.as_bytes(), &cid).await?;
     anyhow::ensure!(
         commitment == key.commitment(),
         "the gateway's keystore answered a different key commitment"

@@ -364,11 +364,16 @@ impl GatewayClient {
         v.value.map(|b| decode_list::<M>(path, &b)).transpose()
     }
 
-    /// Hands a data key to the gateway's keystore (providers of the gateway's org); returns the
-    /// commitment the gateway computed.
-    pub async fn deposit_key(&self, key: &[u8; 32]) -> Result<Vec<u8>, ClientError> {
+    /// Hands a data key to the gateway's keystore (providers of the gateway's org), bound to the
+    /// caller and to `cid`, the ciphertext it encrypts (uploaded first); returns the commitment
+    /// the gateway computed. The gateway delivers the key only for the caller's own listing of
+    /// that CID.
+    pub async fn deposit_key(&self, key: &[u8; 32], cid: &str) -> Result<Vec<u8>, ClientError> {
         Ok(gw::keys_client::KeysClient::new(self.channel.clone())
-            .deposit(gw::DepositKeyRequest { key: key.to_vec() })
+            .deposit(gw::DepositKeyRequest {
+                key: key.to_vec(),
+                cid: cid.to_owned(),
+            })
             .await
             .map_err(status_err)?
             .into_inner()

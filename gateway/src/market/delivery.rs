@@ -8,19 +8,28 @@
 //! flight when the gateway died is neither lost nor made twice (and the chain refuses a second
 //! `DeliverKey` for a purchase in any case). At start, and whenever a block opens a purchase
 //! for the org, every purchase of the org still awaiting its key is (re)considered.
+//!
+//! Before a key leaves the keystore, the purchase is vetted ([`vet`]): a validator's key request
+//! (`PURCHASE_KIND_VALIDATION`, no money) is served only under the org's explicit policy
+//! `deliver_validation_keys` (finding 1 of the audit), and the key must have been deposited by
+//! the dataset's provider for the dataset's own ciphertext CID — otherwise a rogue provider's
+//! decoy listing carrying a colleague's key commitment would get the colleague's key delivered
+//! to its buyers (finding 7). A refused purchase is logged once and never delivered.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use neurodata_abci::amount::Amount;
 use neurodata_client::{Signer, TxParams, msg};
+use neurodata_crypto::DataKey;
 use neurodata_crypto::wrap::wrap;
 use neurodata_proto::chain::v1 as pb;
 use tendermint_rpc::Client as _;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::keystore::{KeyStore, write_atomic};
+use super::keystore::{Deposit, KeyStore, write_atomic};
 use super::query;
 use crate::service::Shared;
 use crate::service::tx::submit;
@@ -35,6 +44,77 @@ pub struct Delivery {
     keystore: Arc<KeyStore>,
     org: String,
     journal: PathBuf,
+    /// Purchases whose refusal was logged, so each is logged once while it waits.
+    refused: Mutex<BTreeSet<u64>>,
+}
+
+/// Why the gateway will not deliver a purchase's key, whatever happens next.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// A validator's key request, and the org does not deliver to those.
+    #[error(
+        "purchase {purchase} is a validator's key request (PURCHASE_KIND_VALIDATION); this org \
+         does not deliver validation keys (gateway setting deliver_validation_keys = false)"
+    )]
+    ValidationRequest {
+        /// The purchase.
+        purchase: u64,
+    },
+    /// The key was deposited by someone other than the dataset's provider.
+    #[error(
+        "dataset {dataset} is listed by {provider}, but the key with its commitment was \
+         deposited by {depositor}: a key is delivered only for its depositor's own listing \
+         (a listing that reuses a colleague's key commitment?)"
+    )]
+    NotDepositor {
+        /// The dataset.
+        dataset: u64,
+        /// Its provider's fingerprint, hex.
+        provider: String,
+        /// The depositor's fingerprint, hex.
+        depositor: String,
+    },
+    /// The key was deposited for another ciphertext.
+    #[error(
+        "dataset {dataset} lists ciphertext {listed}, but the key with its commitment was \
+         deposited for ciphertext {deposited}: a key is delivered only for the ciphertext it \
+         was deposited with"
+    )]
+    OtherCiphertext {
+        /// The dataset.
+        dataset: u64,
+        /// The dataset's CID.
+        listed: String,
+        /// The deposit's CID.
+        deposited: String,
+    },
+}
+
+/// Whether the key of `deposit` may be delivered for purchase `p` of `dataset`.
+pub fn vet(
+    p: &pb::Purchase,
+    dataset: &pb::Dataset,
+    deposit: &Deposit,
+    deliver_validation_keys: bool,
+) -> Result<(), Refusal> {
+    if p.kind == pb::PurchaseKind::Validation as i32 && !deliver_validation_keys {
+        return Err(Refusal::ValidationRequest { purchase: p.id });
+    }
+    if dataset.provider != deposit.depositor {
+        return Err(Refusal::NotDepositor {
+            dataset: dataset.id,
+            provider: hex::encode(&dataset.provider),
+            depositor: hex::encode(deposit.depositor),
+        });
+    }
+    if dataset.cid != deposit.cid {
+        return Err(Refusal::OtherCiphertext {
+            dataset: dataset.id,
+            listed: dataset.cid.clone(),
+            deposited: deposit.cid.clone(),
+        });
+    }
+    Ok(())
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -55,6 +135,7 @@ impl Delivery {
             keystore,
             org,
             journal,
+            refused: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -118,15 +199,42 @@ impl Delivery {
                 std::fs::remove_file(&path)?;
             }
         }
+        self.refused_mut()
+            .retain(|id| awaiting.iter().any(|p| p.id == *id));
         for p in awaiting {
-            if let Err(e) = self.deliver(&p).await {
-                tracing::error!(purchase = p.id, "key delivery failed: {e}");
+            match self.deliver(&p).await {
+                Ok(()) => {}
+                Err(e) => match e.downcast_ref::<Refusal>() {
+                    Some(r) => {
+                        if self.refused_mut().insert(p.id) {
+                            match r {
+                                Refusal::ValidationRequest { .. } => {
+                                    tracing::info!(purchase = p.id, "not delivering: {r}");
+                                }
+                                Refusal::NotDepositor { .. } | Refusal::OtherCiphertext { .. } => {
+                                    tracing::error!(purchase = p.id, "not delivering: {r}");
+                                }
+                            }
+                        }
+                    }
+                    None => tracing::error!(purchase = p.id, "key delivery failed: {e}"),
+                },
             }
         }
         Ok(())
     }
 
+    fn refused_mut(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
+        // A set of ids is consistent whatever panicked while holding it.
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn deliver(&self, p: &pb::Purchase) -> Result<(), Error> {
+        // Vetted before anything else, a journaled tx included: a policy or binding refusal
+        // holds whatever was signed before it.
+        let key = self.vetted_key(p).await?;
         let path = self.journal_path(p.id);
         let tx = match std::fs::read(&path) {
             Ok(tx) => {
@@ -134,7 +242,7 @@ impl Delivery {
                 tx
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let tx = self.sign_delivery(p).await?;
+                let tx = self.sign_delivery(p, &key).await?;
                 write_atomic(&path, &tx)?;
                 tx
             }
@@ -158,23 +266,38 @@ impl Delivery {
         }
     }
 
-    async fn sign_delivery(&self, p: &pb::Purchase) -> Result<Vec<u8>, Error> {
-        let chain = &self.shared.chain;
-        let dataset: pb::Dataset = query(chain, "/dataset", p.dataset_id.to_be_bytes().to_vec())
-            .await?
-            .ok_or_else(|| format!("dataset {} not found", p.dataset_id))?;
+    /// The data key for purchase `p`, once [`vet`] allows its delivery.
+    async fn vetted_key(&self, p: &pb::Purchase) -> Result<DataKey, Error> {
+        let deliver_validation = self.shared.config.deliver_validation_keys;
+        // Cheap and final: no need to read the dataset or the keystore.
+        if p.kind == pb::PurchaseKind::Validation as i32 && !deliver_validation {
+            return Err(Refusal::ValidationRequest { purchase: p.id }.into());
+        }
+        let dataset: pb::Dataset = query(
+            &self.shared.chain,
+            "/dataset",
+            p.dataset_id.to_be_bytes().to_vec(),
+        )
+        .await?
+        .ok_or_else(|| format!("dataset {} not found", p.dataset_id))?;
         let commitment = <[u8; 32]>::try_from(dataset.key_commitment.as_slice())
             .map_err(|_| "dataset key commitment is not 32 bytes")?;
-        let key = self.keystore.get(&commitment)?.ok_or_else(|| {
+        let deposit = self.keystore.get(&commitment)?.ok_or_else(|| {
             format!(
                 "no data key with commitment {} in the keystore: deposit it (ndctl dataset upload does)",
                 hex::encode(commitment)
             )
         })?;
+        vet(p, &dataset, &deposit, deliver_validation)?;
+        Ok(deposit.key)
+    }
+
+    async fn sign_delivery(&self, p: &pb::Purchase, key: &DataKey) -> Result<Vec<u8>, Error> {
+        let chain = &self.shared.chain;
         let buyer: pb::Identity = query(chain, "/identity", p.buyer.clone())
             .await?
             .ok_or("buyer identity not on chain")?;
-        let wrapped = wrap(&key, &buyer.public_key_spki)?;
+        let wrapped = wrap(key, &buyer.public_key_spki)?;
         let me = self.signer.address();
         let account: Option<pb::Account> = query(chain, "/account", me.0.to_vec()).await?;
         let known: Option<pb::Identity> = query(chain, "/identity", me.0.to_vec()).await?;
@@ -193,5 +316,90 @@ impl Delivery {
             vec![msg::deliver_key(p.id, wrapped.to_bytes())],
         )?;
         Ok(tx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROVIDER: [u8; 32] = [1; 32];
+    const COLLEAGUE: [u8; 32] = [2; 32];
+
+    fn purchase(kind: pb::PurchaseKind) -> pb::Purchase {
+        pb::Purchase {
+            id: 7,
+            dataset_id: 3,
+            kind: kind as i32,
+            ..Default::default()
+        }
+    }
+
+    fn dataset(provider: [u8; 32], cid: &str) -> pb::Dataset {
+        pb::Dataset {
+            id: 3,
+            provider: provider.to_vec(),
+            cid: cid.into(),
+            ..Default::default()
+        }
+    }
+
+    fn deposit(depositor: [u8; 32], cid: &str) -> Result<Deposit, neurodata_crypto::CryptoError> {
+        Ok(Deposit {
+            key: DataKey::generate()?,
+            depositor,
+            cid: cid.into(),
+        })
+    }
+
+    #[test]
+    fn a_key_goes_only_to_buyers_of_its_depositors_listing_of_its_ciphertext()
+    -> Result<(), neurodata_crypto::CryptoError> {
+        let sale = purchase(pb::PurchaseKind::Sale);
+        let colleagues_key = deposit(PROVIDER, "bafy-real")?;
+        assert_eq!(
+            vet(
+                &sale,
+                &dataset(PROVIDER, "bafy-real"),
+                &colleagues_key,
+                false
+            ),
+            Ok(())
+        );
+        // A decoy listing by a colleague, carrying the provider's commitment.
+        let decoy = dataset(COLLEAGUE, "bafy-decoy");
+        assert!(matches!(
+            vet(&sale, &decoy, &colleagues_key, false),
+            Err(Refusal::NotDepositor { dataset: 3, .. })
+        ));
+        // The provider's own second listing of other bytes under the same key.
+        assert!(matches!(
+            vet(
+                &sale,
+                &dataset(PROVIDER, "bafy-other"),
+                &colleagues_key,
+                false
+            ),
+            Err(Refusal::OtherCiphertext { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn validation_requests_get_keys_only_under_the_orgs_explicit_policy()
+    -> Result<(), neurodata_crypto::CryptoError> {
+        let request = purchase(pb::PurchaseKind::Validation);
+        let d = dataset(PROVIDER, "bafy-real");
+        let k = deposit(PROVIDER, "bafy-real")?;
+        let refused = vet(&request, &d, &k, false);
+        assert_eq!(refused, Err(Refusal::ValidationRequest { purchase: 7 }));
+        assert!(
+            refused
+                .err()
+                .is_some_and(|r| r.to_string().contains("deliver_validation_keys")),
+            "the refusal names the setting"
+        );
+        assert_eq!(vet(&request, &d, &k, true), Ok(()));
+        Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! `Keys.Deposit`: a provider of the gateway's org hands over a dataset's data key so the
-//! gateway can deliver it to buyers. The key is stored sealed in the keystore.
+//! gateway can deliver it to buyers. The key is stored sealed in the keystore, bound to the
+//! depositor and to the CID of the ciphertext it encrypts (already stored here), which the
+//! delivery task checks against the listing before it hands the key to anyone.
 
 use std::sync::Arc;
 
@@ -7,8 +9,10 @@ use neurodata_crypto::DataKey;
 use neurodata_proto::gateway::v1 as gw;
 use tonic::{Request, Response, Status};
 
+use super::blobs::blob_status;
 use super::{Shared, caller};
-use crate::market::keystore::KeyStore;
+use crate::cid::Cid;
+use crate::market::keystore::{Deposit, KeyStore, KeyStoreError};
 
 /// The Keys service.
 pub struct KeysService {
@@ -30,7 +34,8 @@ impl gw::keys_server::Keys for KeysService {
             ));
         };
         let own = self.shared.config.org_id.as_deref();
-        if let Some(c) = caller(&req)
+        let who = caller(&req);
+        if let Some(c) = &who
             && Some(c.member.org_id.as_str()) != own
         {
             return Err(Status::permission_denied(format!(
@@ -40,12 +45,59 @@ impl gw::keys_server::Keys for KeysService {
                 c.member.org_id
             )));
         }
-        let key = DataKey::from_slice(&req.into_inner().key)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let commitment = keystore.put(&key).map_err(|e| {
-            tracing::error!("keystore: {e}");
-            Status::unavailable("keystore error (see the gateway's log)")
+        // The deposit is bound to its depositor, so the delivery task can refuse a listing by
+        // anyone else; plain-text development mode has no identity to bind to.
+        let Some(depositor) = who.map(|c| c.member.fingerprint) else {
+            return Err(Status::failed_precondition(
+                "deposits are bound to the depositor's certificate: call over mTLS",
+            ));
+        };
+        let r = req.into_inner();
+        let key =
+            DataKey::from_slice(&r.key).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if r.cid.is_empty() {
+            return Err(Status::invalid_argument(
+                "DepositKeyRequest.cid is required: the CID of the ciphertext this key \
+                 encrypts (upload the ciphertext first; ndctl dataset upload does)",
+            ));
+        }
+        let cid = r
+            .cid
+            .parse::<Cid>()
+            .map_err(|e| Status::invalid_argument(format!("DepositKeyRequest.cid: {e}")))?;
+        if self
+            .shared
+            .blobs
+            .size(&cid)
+            .await
+            .map_err(blob_status)?
+            .is_none()
+        {
+            return Err(Status::failed_precondition(format!(
+                "blob {cid} is not in this gateway's store: upload the ciphertext before \
+                 depositing its key"
+            )));
+        }
+        let deposit = Deposit {
+            key,
+            depositor,
+            cid: cid.to_string(),
+        };
+        let commitment = keystore.put(&deposit).map_err(|e| match e {
+            KeyStoreError::AlreadyBound { .. } => Status::already_exists(e.to_string()),
+            KeyStoreError::Unbound(_) => Status::failed_precondition(e.to_string()),
+            KeyStoreError::BadCid => Status::invalid_argument(e.to_string()),
+            KeyStoreError::Io { .. } | KeyStoreError::Sealed(_) | KeyStoreError::Crypto(_) => {
+                tracing::error!("keystore: {e}");
+                Status::unavailable("keystore error (see the gateway's log)")
+            }
         })?;
+        tracing::info!(
+            commitment = %hex::encode(commitment),
+            %cid,
+            depositor = %hex::encode(depositor),
+            "data key deposited"
+        );
         Ok(Response::new(gw::DepositKeyResponse {
             commitment: commitment.to_vec(),
         }))
