@@ -14,19 +14,29 @@ use common::DevnetDir;
 use neurodata_certs::{OrgCa, Role, Validity};
 use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
 use neurodata_client::{Amount, ClientError, Signer, TxParams, msg};
+use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
 const BASE_PORT: u16 = 27700;
 /// The devnet's gateways refuse blobs above this (set through the environment they inherit).
 const MAX_BLOB: usize = 8 << 20;
+/// ... and store at most this much per member: above one largest blob, so that an oversize
+/// upload is refused as such, below the two uploads of the scenario's provider.
+const MEMBER_QUOTA: usize = 9_000_000;
 
-/// `ndctl` with the blob limit the gateways it starts should use.
+/// `ndctl` with the blob limit and upload quota the gateways it starts should use.
 fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {
     common::ndctl_env(
         dir,
         args,
-        &[("NEURODATA_GATEWAY_MAX_BLOB_BYTES", MAX_BLOB.to_string())],
+        &[
+            ("NEURODATA_GATEWAY_MAX_BLOB_BYTES", MAX_BLOB.to_string()),
+            (
+                "NEURODATA_GATEWAY_UPLOAD_QUOTA_MEMBER_BYTES",
+                MEMBER_QUOTA.to_string(),
+            ),
+        ],
     )
 }
 
@@ -331,11 +341,13 @@ async fn scenario(net: &Net) {
         .await
         .unwrap_err();
     assert_eq!(gateway_code(&err), "InvalidArgument", "{err}");
-    let err = provider
+    let admin = net.client("medlab", "admin").await;
+    let err = admin
         .upload(std::io::Cursor::new(vec![1u8; MAX_BLOB + 1]))
         .await
         .unwrap_err();
     assert_eq!(gateway_code(&err), "ResourceExhausted", "{err}");
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
     // Bytes that do not match the CID the client announced are refused, nothing stored.
     let mut blobs =
         gw::blobs_client::BlobsClient::new(endpoint_channel(net, "medlab", "provider").await);
@@ -353,6 +365,68 @@ async fn scenario(net: &Net) {
         .await
         .unwrap_err();
     assert_eq!(gateway_code(&err), "NotFound", "{err}");
+
+    // Uploads are stored for the gateway's own org only, and within each member's quota: the
+    // provider's 3 MB blob plus 6.5 MB more is over the 9 MB the gateway was started with.
+    let outsider = net.client("datacorp", "provider").await;
+    let err = outsider
+        .upload(std::io::Cursor::new(b"datacorp's file".to_vec()))
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
+    assert!(
+        err.to_string().contains("uploads of org medlab only"),
+        "{err}"
+    );
+    let over = data.len() + 3_500_000;
+    assert!(data.len() + over > MEMBER_QUOTA && over <= MAX_BLOB);
+    let err = provider
+        .upload(std::io::Cursor::new(vec![3u8; over]))
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "ResourceExhausted", "{err}");
+    assert!(
+        err.to_string().contains("upload_quota_member_bytes"),
+        "{err}"
+    );
+
+    // Another org lists medlab's unlisted blob (the chain cannot tell whose bytes they are):
+    // that does not make it downloadable from medlab's gateway to the org that listed it.
+    let dc_signer = net.signer("datacorp", "provider");
+    outsider
+        .submit(
+            &dc_signer,
+            Amount(1),
+            vec![msg::register_dataset(pb::RegisterDataset {
+                cid: cid.clone(),
+                plaintext_sha256: vec![1; 32],
+                key_commitment: vec![2; 32],
+                size: size - 1,
+                ciphertext_size: size,
+                rows: 1,
+                schema: Some(pb::Schema {
+                    columns: vec![pb::Column {
+                        name: "x".into(),
+                        r#type: pb::ColumnType::Int as i32,
+                    }],
+                }),
+                price: "1".into(),
+                license: "x".into(),
+                title: "medlab's bytes, listed by datacorp".into(),
+                location: String::new(),
+            })],
+        )
+        .await
+        .unwrap();
+    let err = outsider.download(&cid, &mut Vec::new()).await.unwrap_err();
+    assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
+    assert!(
+        err.to_string()
+            .contains("of org datacorp, not by this gateway's org"),
+        "{err}"
+    );
+    // medlab's own members still read what medlab stored.
+    colleague.download(&cid, &mut Vec::new()).await.unwrap();
 
     // A certificate revoked while its stream is open: the stream ends with PERMISSION_DENIED and
     // the next call is refused.

@@ -2,11 +2,13 @@
 //! way members drive it: `ndctl dataset …` commands, and the client library for the paths a
 //! well-behaved CLI never takes (a wrong key delivered, a listing without its blob).
 //!
-//! Covers: upload → buy → automatic key delivery → download → decrypt → verify → confirm with
-//! balances; downloads refused to non-buyers; a listing whose ciphertext is not in the gateway's
-//! store; a purchase made while the provider's gateway is down is delivered after its restart,
-//! exactly once, and a second restart delivers nothing more; a wrong key proven on chain and
-//! refunded.
+//! Covers: upload → buy → automatic key delivery (the key deposited with its CID, delivered for
+//! its depositor's listing) → download → decrypt → verify → confirm with balances; downloads
+//! refused to non-buyers; uploads refused to other orgs' members; a listing whose ciphertext is
+//! not in the gateway's store; a purchase made while the provider's gateway is down is delivered
+//! after its restart, exactly once, and a second restart delivers nothing more; a wrong key
+//! proven on chain and refunded; a validator's key request not answered under the gateway's
+//! default policy.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -327,24 +329,29 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         "{stats}"
     );
 
-    // datacorp has no gateway here: its provider lists through medlab's gateway and, playing
-    // dishonest, delivers a wrong key itself. The buyer's download refuses it, and the dispute
-    // refunds the buyer on chain.
+    // datacorp has no gateway here, and medlab's stores uploads of medlab's members only. So
+    // datacorp's provider lists straight on chain (its ciphertext would be on its own gateway)
+    // and, playing dishonest, delivers a wrong key itself. The buyer's download refuses it
+    // before fetching anything, and the dispute refunds the buyer on chain.
     let dc = net.client("datacorp", "provider").await;
     let key = neurodata_crypto::DataKey::generate().unwrap();
     let mut sealed = Vec::new();
     let (sha, size) =
         neurodata_crypto::stream::encrypt(plain.as_slice(), &mut sealed, &key, 65536).unwrap();
-    let (cid, stored) = dc.upload(std::io::Cursor::new(sealed)).await.unwrap();
-    missing.cid = cid;
+    let err = dc
+        .upload(std::io::Cursor::new(sealed.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
+    missing.cid = neurodata_client::cid::Cid::of(&sealed).to_string();
     missing.plaintext_sha256 = sha.to_vec();
     missing.key_commitment = key.commitment().to_vec();
     missing.size = size;
-    missing.ciphertext_size = stored;
+    missing.ciphertext_size = sealed.len() as u64;
     missing.title = "datacorp heart".into();
     missing.price = "5000".into();
     let dc_signer = net.signer("datacorp", "provider");
-    dc.submit(&dc_signer, Amount(1), vec![msg::register_dataset(missing)])
+    node.submit(&dc_signer, Amount(1), vec![msg::register_dataset(missing)])
         .await
         .unwrap();
     net.dataset("buy", "healthtech", "buyer", &["--dataset", "2"])
@@ -405,4 +412,36 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+
+    // medlab's validator (the registered operator of node0) asks for dataset 1's key to
+    // validate it: a no-money key request, which medlab's gateway does not answer under its
+    // default policy (deliver_validation_keys = false). A sale opened after it is delivered, so
+    // the delivery task has considered the request (in id order) and skipped it, logging once.
+    let validator = net.signer("medlab", "validator");
+    node.submit(&validator, Amount(1), vec![msg::request_validation(1)])
+        .await
+        .unwrap();
+    let request = purchase(&medlab, 3).await;
+    assert_eq!(request.kind, pb::PurchaseKind::Validation as i32);
+    node.submit(
+        &net.signer("datacorp", "buyer"),
+        Amount(1),
+        vec![msg::buy(1, Amount(5000))],
+    )
+    .await
+    .unwrap();
+    wait_status(&medlab, 4, pb::PurchaseStatus::KeyDelivered).await;
+    let request = purchase(&medlab, 3).await;
+    assert_eq!(
+        request.status,
+        pb::PurchaseStatus::AwaitingKey as i32,
+        "the validation request got a key"
+    );
+    let log = std::fs::read_to_string(net.dir.path().join("node0").join("gateway.log")).unwrap();
+    assert_eq!(
+        log.matches("purchase 3 is a validator's key request")
+            .count(),
+        1,
+        "the skipped request is logged once: {log}"
+    );
 }
