@@ -90,17 +90,20 @@ pub enum Refusal {
     },
 }
 
-/// Whether the key of `deposit` may be delivered for purchase `p` of `dataset`.
+/// Whether the key of `deposit` may be delivered for purchase `p` of `dataset`. `successors`
+/// are the identities the depositor was moved to by its org's admin (`MoveIdentity`, which also
+/// moves its listings), in order: the depositor's listing stays deliverable after a move.
 pub fn vet(
     p: &pb::Purchase,
     dataset: &pb::Dataset,
     deposit: &Deposit,
+    successors: &[Vec<u8>],
     deliver_validation_keys: bool,
 ) -> Result<(), Refusal> {
     if p.kind == pb::PurchaseKind::Validation as i32 && !deliver_validation_keys {
         return Err(Refusal::ValidationRequest { purchase: p.id });
     }
-    if dataset.provider != deposit.depositor {
+    if dataset.provider != deposit.depositor && !successors.contains(&dataset.provider) {
         return Err(Refusal::NotDepositor {
             dataset: dataset.id,
             provider: hex::encode(&dataset.provider),
@@ -288,8 +291,33 @@ impl Delivery {
                 hex::encode(commitment)
             )
         })?;
-        vet(p, &dataset, &deposit, deliver_validation)?;
+        let successors = if dataset.provider == deposit.depositor {
+            vec![]
+        } else {
+            self.successors(deposit.depositor).await?
+        };
+        vet(p, &dataset, &deposit, &successors, deliver_validation)?;
         Ok(deposit.key)
+    }
+
+    /// The identities `first` was moved to, in order (each identity moves at most once, to a
+    /// live identity of its org; the walk is bounded all the same).
+    async fn successors(&self, first: [u8; 32]) -> Result<Vec<Vec<u8>>, Error> {
+        const MAX_MOVES: usize = 16;
+        let mut chain = vec![first.to_vec()];
+        while chain.len() <= MAX_MOVES {
+            let Some(last) = chain.last() else { break };
+            let identity: Option<pb::Identity> =
+                query(&self.shared.chain, "/identity", last.clone()).await?;
+            match identity {
+                Some(i) if !i.successor.is_empty() && !chain.contains(&i.successor) => {
+                    chain.push(i.successor);
+                }
+                _ => break,
+            }
+        }
+        chain.remove(0);
+        Ok(chain)
     }
 
     async fn sign_delivery(&self, p: &pb::Purchase, key: &DataKey) -> Result<Vec<u8>, Error> {
@@ -362,6 +390,7 @@ mod tests {
                 &sale,
                 &dataset(PROVIDER, "bafy-real"),
                 &colleagues_key,
+                &[],
                 false
             ),
             Ok(())
@@ -369,7 +398,7 @@ mod tests {
         // A decoy listing by a colleague, carrying the provider's commitment.
         let decoy = dataset(COLLEAGUE, "bafy-decoy");
         assert!(matches!(
-            vet(&sale, &decoy, &colleagues_key, false),
+            vet(&sale, &decoy, &colleagues_key, &[], false),
             Err(Refusal::NotDepositor { dataset: 3, .. })
         ));
         // The provider's own second listing of other bytes under the same key.
@@ -378,9 +407,27 @@ mod tests {
                 &sale,
                 &dataset(PROVIDER, "bafy-other"),
                 &colleagues_key,
+                &[],
                 false
             ),
             Err(Refusal::OtherCiphertext { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_listing_moved_to_the_depositors_successor_is_still_delivered()
+    -> Result<(), neurodata_crypto::CryptoError> {
+        const SUCCESSOR: [u8; 32] = [9; 32];
+        let sale = purchase(pb::PurchaseKind::Sale);
+        let k = deposit(PROVIDER, "bafy-real")?;
+        // MoveIdentity made SUCCESSOR the provider of the depositor's listing.
+        let moved = dataset(SUCCESSOR, "bafy-real");
+        assert_eq!(vet(&sale, &moved, &k, &[SUCCESSOR.to_vec()], false), Ok(()));
+        // Without that move on chain, the same listing is someone else's.
+        assert!(matches!(
+            vet(&sale, &moved, &k, &[], false),
+            Err(Refusal::NotDepositor { .. })
         ));
         Ok(())
     }
@@ -391,7 +438,7 @@ mod tests {
         let request = purchase(pb::PurchaseKind::Validation);
         let d = dataset(PROVIDER, "bafy-real");
         let k = deposit(PROVIDER, "bafy-real")?;
-        let refused = vet(&request, &d, &k, false);
+        let refused = vet(&request, &d, &k, &[], false);
         assert_eq!(refused, Err(Refusal::ValidationRequest { purchase: 7 }));
         assert!(
             refused
@@ -399,7 +446,7 @@ mod tests {
                 .is_some_and(|r| r.to_string().contains("deliver_validation_keys")),
             "the refusal names the setting"
         );
-        assert_eq!(vet(&request, &d, &k, true), Ok(()));
+        assert_eq!(vet(&request, &d, &k, &[], true), Ok(()));
         Ok(())
     }
 }
