@@ -280,7 +280,7 @@ impl Node {
         let outcomes = txs
             .iter()
             .map(|tx| app::deliver_tx(&mut state, tx.as_ref(), &block, &self.verifier))
-            .collect();
+            .collect::<Result<Vec<_>, _>>()?;
         let mut end = StateDelta::new(&state);
         app::end_block(&mut end, &block)?;
         let end_changes = end.into_changes();

@@ -240,18 +240,23 @@ fn execute_action<S: StateWrite>(
 }
 
 /// Runs a tx inside a block: applies its charge, and its messages' changes if they all
-/// succeeded. A failed tx's outcome carries its error code and the charge's events.
+/// succeeded. A failed tx's outcome carries its error code and the charge's events. A storage
+/// failure is the node's, not the tx's: it is returned as an error (FinalizeBlock fails and the
+/// node stops) rather than recorded as a failed tx, which would give this node another app hash.
 pub fn deliver_tx<S: StateRead>(
     block_state: &mut StateDelta<S>,
     bytes: &[u8],
     block: &BlockCtx,
     verifier: &SignatureVerifier,
-) -> TxOutcome {
+) -> Result<TxOutcome, crate::state::StateError> {
     match execute_tx(&*block_state, bytes, block, verifier, Mode::Deliver) {
         Ok(executed) => {
+            if let Some(TxError::State(e)) = executed.failure {
+                return Err(e);
+            }
             let events = executed.changes.events.clone();
             block_state.apply(executed.changes);
-            match executed.failure {
+            Ok(match executed.failure {
                 None => TxOutcome {
                     code: 0,
                     codespace: "",
@@ -262,9 +267,10 @@ pub fn deliver_tx<S: StateRead>(
                     events,
                     ..TxOutcome::rejected(&e)
                 },
-            }
+            })
         }
-        Err(e) => TxOutcome::rejected(&e),
+        Err(TxError::State(e)) => Err(e),
+        Err(e) => Ok(TxOutcome::rejected(&e)),
     }
 }
 

@@ -239,6 +239,13 @@ pub fn init_genesis<S: StateWrite>(
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if operators.len() > crate::governance::action::MAX_OPERATORS {
+            return Err(invalid(format!(
+                "validator {}: at most {} operators",
+                v.name,
+                crate::governance::action::MAX_OPERATORS
+            )));
+        }
         named.push((key, v.power, v.org_id.clone(), v.name.clone(), operators));
     }
     if !named.is_empty() {

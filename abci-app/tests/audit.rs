@@ -519,7 +519,10 @@ fn an_admin_moves_an_expired_members_funds_and_open_purchase_to_a_successor() {
     // The provider wraps to the successor, who confirms.
     let key = DataKey::generate().unwrap();
     let wrapped = wrap::wrap(&key, &spki(&c.orgs[1].members[&Role::Buyer])).unwrap();
-    n.ok(&provider, vec![msg::deliver_key(1, wrapped.to_bytes())]);
+    n.ok(
+        &provider,
+        vec![msg::deliver_key(1, successor.address(), wrapped.to_bytes())],
+    );
     n.ok(&successor, vec![msg::confirm(1)]);
     assert_eq!(n.balance(escrow_account()), 0);
 }
@@ -540,7 +543,10 @@ fn a_buyers_org_admin_disputes_a_garbage_key_timed_to_the_buyers_certificate_exp
     n.ok(&dying, vec![msg::buy(id, Amount(100))]);
     // The provider delivers a garbage key just before the buyer's certificate expires.
     let garbage = wrap::wrap(&DataKey::generate().unwrap(), &spki(&member)).unwrap();
-    n.ok(&provider, vec![msg::deliver_key(1, garbage.to_bytes())]);
+    n.ok(
+        &provider,
+        vec![msg::deliver_key(1, dying.address(), garbage.to_bytes())],
+    );
     while n.height < 8 {
         n.block(&[]);
     }
@@ -769,4 +775,252 @@ fn buying_from_a_removed_org_is_refused_and_its_open_purchases_refund_at_once() 
     let before = n.balance(buyer.address());
     n.ok(&buyer, vec![msg::refund(1)]);
     assert_eq!(n.balance(buyer.address()), before - 1 + 100);
+}
+
+// --- Review follow-ups: moves racing deliveries, disputes after a move, repeated moves ------
+
+/// org1's buyer X with a purchase of a fresh org0 dataset; returns (node, X's member, dataset).
+fn bought(c: &Consortium) -> (TestNode, neurodata_certs::Member, u64) {
+    let mut n = TestNode::start(c);
+    let x = c.orgs[1].ca.issue("x", Role::Buyer, validity()).unwrap();
+    n.ok(
+        &c.signer(1, Role::Buyer),
+        vec![msg::transfer(signer_of(&x).address(), Amount(1_000))],
+    );
+    let id = list(&mut n, &c.signer(0, Role::Provider), 1);
+    n.ok(&signer_of(&x), vec![msg::buy(id, Amount(100))]);
+    (n, x, id)
+}
+
+#[test]
+fn a_delivery_wrapped_for_a_buyer_who_moved_meanwhile_is_refused() {
+    let c = Consortium::new(2, 1);
+    let (mut n, x, _) = bought(&c);
+    let provider = c.signer(0, Role::Provider);
+    let y = c.signer(1, Role::Trainer);
+    // The provider wraps to X; before its delivery executes, X's admin moves X to Y.
+    let key = DataKey::generate().unwrap();
+    let to_x = wrap::wrap(&key, &spki(&x)).unwrap();
+    let delivery = n.sign(
+        &provider,
+        vec![msg::deliver_key(
+            1,
+            signer_of(&x).address(),
+            to_x.to_bytes(),
+        )],
+    );
+    n.ok(
+        &c.signer(1, Role::Admin),
+        vec![msg::move_identity(
+            signer_of(&x).address(),
+            y.address(),
+            Some(c.orgs[1].members[&Role::Trainer].cert.to_der().unwrap()),
+            "",
+        )],
+    );
+    let o = n.block(&[delivery]).outcomes.remove(0);
+    assert_eq!((o.codespace, o.code), ("escrow", 115), "{}", o.log);
+    let p = n.storage().purchase(1).unwrap().unwrap();
+    assert_eq!(
+        p.status,
+        pb::PurchaseStatus::AwaitingKey as i32,
+        "not recorded as delivered"
+    );
+    // The gateway's next scan wraps to the buyer now.
+    let to_y = wrap::wrap(&key, &spki(&c.orgs[1].members[&Role::Trainer])).unwrap();
+    n.ok(
+        &provider,
+        vec![msg::deliver_key(1, y.address(), to_y.to_bytes())],
+    );
+    assert_eq!(
+        n.storage().purchase(1).unwrap().unwrap().key_recipient,
+        y.address().0.to_vec()
+    );
+}
+
+#[test]
+fn a_key_delivered_before_a_move_is_disputed_against_the_old_certificate_only() {
+    let c = Consortium::new(2, 1);
+    let (mut n, x, _) = bought(&c);
+    let provider = c.signer(0, Role::Provider);
+    let y_member = &c.orgs[1].members[&Role::Trainer];
+    let y = c.signer(1, Role::Trainer);
+    let admin = c.signer(1, Role::Admin);
+    // The right key of a listing, wrapped to X; then X moves to Y.
+    let right = DataKey::generate().unwrap();
+    n.ok(
+        &provider,
+        vec![msg::register_dataset(listing(&right, "100", 9))],
+    );
+    n.ok(&signer_of(&x), vec![msg::buy(2, Amount(100))]);
+    let wrapped = wrap::wrap(&right, &spki(&x)).unwrap();
+    n.ok(
+        &provider,
+        vec![msg::deliver_key(
+            2,
+            signer_of(&x).address(),
+            wrapped.to_bytes(),
+        )],
+    );
+    n.ok(
+        &admin,
+        vec![msg::move_identity(
+            signer_of(&x).address(),
+            y.address(),
+            Some(y_member.cert.to_der().unwrap()),
+            "",
+        )],
+    );
+    let p = n.storage().purchase(2).unwrap().unwrap();
+    assert_eq!(p.buyer, y.address().0.to_vec());
+    assert_eq!(p.key_recipient, signer_of(&x).address().0.to_vec());
+    // The successor's own key proves nothing about a wrapping made for X ...
+    let with_y = dleq::prove(&wrapped, &y_member.key).unwrap();
+    let o = n.run(&y, vec![msg::dispute(2, with_y.to_bytes())]);
+    assert_eq!((o.codespace, o.code), ("escrow", 110), "{}", o.log);
+    // ... and X's proves the key right: no refund for a key the org holds.
+    let with_x = dleq::prove(&wrapped, &x.key).unwrap();
+    let o = n.run(&admin, vec![msg::dispute(2, with_x.to_bytes())]);
+    assert_eq!((o.codespace, o.code), ("escrow", 111), "{}", o.log);
+    n.ok(&y, vec![msg::confirm(2)]);
+}
+
+#[test]
+fn a_move_carries_paid_access_and_operator_roles_and_may_be_redone_once_the_successor_died() {
+    let c = Consortium::new(2, 1);
+    let mut n = TestNode::start(&c);
+    let admin0 = c.signer(0, Role::Admin);
+    let op = c.signer(0, Role::Validator);
+    let succ = signer_of(
+        &c.orgs[0]
+            .ca
+            .issue("op2", Role::Validator, validity())
+            .unwrap(),
+    );
+    let succ2 = signer_of(
+        &c.orgs[0]
+            .ca
+            .issue("op3", Role::Validator, validity())
+            .unwrap(),
+    );
+    for s in [&succ, &succ2] {
+        n.ok(
+            &c.signer(0, Role::Buyer),
+            vec![msg::transfer(s.address(), Amount(10))],
+        );
+        n.ok(s, vec![msg::transfer(admin0.address(), Amount(1))]);
+    }
+    // The operator's paid access to a dataset.
+    let id = list(&mut n, &c.signer(1, Role::Provider), 1);
+    n.ok(&op, vec![msg::request_validation(id)]);
+    n.ok(
+        &admin0,
+        vec![msg::move_identity(
+            op.address(),
+            succ.address(),
+            None,
+            "rotated",
+        )],
+    );
+    let v = &n.storage().validators().unwrap()[0];
+    assert_eq!(
+        v.operators,
+        vec![succ.address().0.to_vec()],
+        "the operator role moved"
+    );
+    assert_eq!(
+        n.storage().live_purchase(&succ.address(), id).unwrap(),
+        Some(1)
+    );
+    n.ok(
+        &c.signer(1, Role::Buyer),
+        vec![msg::transfer(op.address(), Amount(5))],
+    );
+    let o = n.run(&op, vec![msg::request_validation(id)]);
+    assert_eq!(
+        (o.codespace, o.code),
+        ("market", 86),
+        "the old operator lost its role"
+    );
+    // While the successor lives, the move is final; once it is revoked, it may be redone.
+    let again = msg::move_identity(op.address(), succ2.address(), None, "");
+    let o = n.run(&admin0, vec![again.clone()]);
+    assert_eq!((o.codespace, o.code), ("membership", 34), "{}", o.log);
+    n.ok(&admin0, vec![msg::revoke(succ.address(), None, "lost")]);
+    // What reached the old identity meanwhile (5, less the refused request's fee) goes on.
+    n.ok(&admin0, vec![again]);
+    assert_eq!(n.balance(op.address()), 0);
+    assert_eq!(n.balance(succ2.address()), 10 - 2 + 4);
+}
+
+#[test]
+fn validator_operators_must_be_members_of_the_validators_org() {
+    let c = Consortium::new(2, 1);
+    let mut t = Twin::start(&c);
+    let admin = c.signer(0, Role::Admin);
+    let other_org = c.signer(1, Role::Validator);
+    t.ok(&other_org, vec![msg::transfer(admin.address(), Amount(1))]);
+    let with = |operators: Vec<Vec<u8>>| {
+        msg::propose(
+            "v",
+            A::SetValidator(pb::SetValidator {
+                pub_key: vec![4; 32],
+                power: 1,
+                org_id: "org0".into(),
+                name: "v".into(),
+                operators,
+            }),
+        )
+    };
+    t.reject_signed(
+        &admin,
+        vec![with(vec![Address::reward_pool().0.to_vec()])],
+        "governance",
+        70,
+    );
+    t.reject_signed(
+        &admin,
+        vec![with(vec![other_org.address().0.to_vec()])],
+        "governance",
+        70,
+    );
+    t.reject_signed(&admin, vec![with(vec![vec![1; 31]])], "governance", 70);
+    t.ok(
+        &admin,
+        vec![with(vec![
+            c.signer(0, Role::Validator).address().0.to_vec(),
+        ])],
+    );
+}
+
+#[test]
+fn removing_the_org_that_runs_every_validator_is_refused() {
+    let c = Consortium::new(4, 1);
+    let mut t = Twin::start(&c);
+    let remove = msg::propose(
+        "remove",
+        A::RemoveOrg(pb::RemoveOrg {
+            org_id: "org0".into(),
+        }),
+    );
+    t.reject_signed(&c.signer(1, Role::Admin), vec![remove], "governance", 65);
+}
+
+#[test]
+fn a_validator_removed_and_readded_at_its_power_in_one_block_gives_cometbft_nothing() {
+    let c = Consortium::new(2, 2);
+    let mut n = TestNode::start(&c);
+    let key = c.validators[1].0;
+    let a0 = c.signer(0, Role::Admin);
+    let a1 = c.signer(1, Role::Admin);
+    n.ok(&a0, vec![msg::propose("remove", set_validator(key, 0, ""))]);
+    n.ok(
+        &a0,
+        vec![msg::propose("re-add", set_validator(key, 10, "org1"))],
+    );
+    let b = n.block(&[n.sign(&a1, vec![msg::vote(1, true), msg::vote(2, true)])]);
+    assert_eq!(b.outcomes[0].code, 0, "{}", b.outcomes[0].log);
+    assert_eq!(proposal_status(&n, 1), pb::ProposalStatus::Passed);
+    assert_eq!(proposal_status(&n, 2), pb::ProposalStatus::Passed);
+    assert!(b.validator_updates.is_empty(), "{:?}", b.validator_updates);
 }

@@ -101,7 +101,10 @@ fn a_sale_escrows_delivers_a_working_key_and_pays_the_provider_minus_the_fee() {
     assert_eq!(status(&n, 1), pb::PurchaseStatus::AwaitingKey);
 
     let wrapped = wrap::wrap(&key, &spki(&c, 1, Role::Buyer)).unwrap();
-    n.ok(&provider, vec![msg::deliver_key(1, wrapped.to_bytes())]);
+    n.ok(
+        &provider,
+        vec![msg::deliver_key(1, buyer.address(), wrapped.to_bytes())],
+    );
     let p = purchase(&n, 1);
     assert_eq!(status(&n, 1), pb::PurchaseStatus::KeyDelivered);
     let got = wrap::unwrap(
@@ -202,19 +205,19 @@ fn every_bad_market_action_is_refused_and_changes_nothing() {
         .to_bytes();
     t.reject_signed(
         &c.signer(2, Role::Provider),
-        vec![msg::deliver_key(1, wrapped.clone())],
+        vec![msg::deliver_key(1, buyer.address(), wrapped.clone())],
         "escrow",
         105,
     );
     t.reject_signed(
         &provider,
-        vec![msg::deliver_key(1, wrapped[..50].to_vec())],
+        vec![msg::deliver_key(1, buyer.address(), wrapped[..50].to_vec())],
         "escrow",
         109,
     );
     t.reject_signed(
         &provider,
-        vec![msg::deliver_key(7, wrapped.clone())],
+        vec![msg::deliver_key(7, buyer.address(), wrapped.clone())],
         "escrow",
         100,
     );
@@ -226,7 +229,7 @@ fn every_bad_market_action_is_refused_and_changes_nothing() {
     }
     t.reject_signed(
         &provider,
-        vec![msg::deliver_key(1, wrapped.clone())],
+        vec![msg::deliver_key(1, buyer.address(), wrapped.clone())],
         "escrow",
         107,
     );
@@ -234,7 +237,12 @@ fn every_bad_market_action_is_refused_and_changes_nothing() {
     t.reject_signed(&other_buyer, vec![msg::refund(1)], "escrow", 114);
     t.ok(&buyer, vec![msg::refund(1)]);
     assert_eq!(status(&t.a, 1), pb::PurchaseStatus::Refunded);
-    t.reject_signed(&provider, vec![msg::deliver_key(1, wrapped)], "escrow", 106);
+    t.reject_signed(
+        &provider,
+        vec![msg::deliver_key(1, buyer.address(), wrapped)],
+        "escrow",
+        106,
+    );
     t.reject_signed(&buyer, vec![msg::refund(1)], "escrow", 106);
     assert_eq!(t.a.balance(escrow_account()), 0);
     // A refunded buyer may buy again.
@@ -282,7 +290,10 @@ fn a_wrong_key_is_proven_on_chain_and_refunded_and_a_right_key_cannot_be_dispute
 
     // Purchase 1 gets a wrong key.
     let wrong = wrap::wrap(&DataKey::generate().unwrap(), &spki(&c, 1, Role::Buyer)).unwrap();
-    t.ok(&provider, vec![msg::deliver_key(1, wrong.to_bytes())]);
+    t.ok(
+        &provider,
+        vec![msg::deliver_key(1, buyer.address(), wrong.to_bytes())],
+    );
     let before = t.a.balance(buyer.address());
     // A proof made with someone else's key does not verify.
     let forged = dleq::prove(&wrong, &c.orgs[1].members[&Role::Admin].key).unwrap();
@@ -303,7 +314,10 @@ fn a_wrong_key_is_proven_on_chain_and_refunded_and_a_right_key_cannot_be_dispute
 
     // Purchase 2 gets the right key: disputing it fails.
     let right = wrap::wrap(&key, &spki(&c, 1, Role::Buyer)).unwrap();
-    t.ok(&provider, vec![msg::deliver_key(2, right.to_bytes())]);
+    t.ok(
+        &provider,
+        vec![msg::deliver_key(2, buyer.address(), right.to_bytes())],
+    );
     let proof = dleq::prove(&right, buyer_key).unwrap();
     t.reject_signed(
         &buyer,
@@ -329,7 +343,10 @@ fn purchases_close_by_themselves_when_due() {
     n.ok(&buyer, vec![msg::buy(1, Amount(PRICE))]); // never delivered
     n.ok(&trainer, vec![msg::buy(1, Amount(PRICE))]); // delivered, never confirmed
     let wrapped = wrap::wrap(&key, &spki(&c, 1, Role::Trainer)).unwrap();
-    n.ok(&provider, vec![msg::deliver_key(2, wrapped.to_bytes())]);
+    n.ok(
+        &provider,
+        vec![msg::deliver_key(2, trainer.address(), wrapped.to_bytes())],
+    );
     let (due1, due2) = (purchase(&n, 1).due_height, purchase(&n, 2).due_height);
     let provider_before = n.balance(provider.address());
     let mut closed = vec![];
@@ -517,7 +534,7 @@ proptest! {
                     let Some(p) = n.storage().purchase(*purchase).unwrap() else { continue };
                     let b = buyers.iter().position(|s| s.address().0.as_slice() == p.buyer).unwrap();
                     let k = if *right { keys[&p.dataset_id].clone() } else { DataKey::generate().unwrap() };
-                    (&provider, vec![msg::deliver_key(*purchase, wrap::wrap(&k, &buyer_keys[b].0).unwrap().to_bytes())])
+                    (&provider, vec![msg::deliver_key(*purchase, buyers[b].address(), wrap::wrap(&k, &buyer_keys[b].0).unwrap().to_bytes())])
                 }
                 Op::Confirm { purchase } | Op::Refund { purchase } | Op::Dispute { purchase } => {
                     let Some(p) = n.storage().purchase(*purchase).unwrap() else { continue };

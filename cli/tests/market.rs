@@ -370,7 +370,11 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
     dc.submit(
         &dc_signer,
         Amount(1),
-        vec![msg::deliver_key(2, wrong.to_bytes())],
+        vec![msg::deliver_key(
+            2,
+            net.signer("healthtech", "buyer").address(),
+            wrong.to_bytes(),
+        )],
     )
     .await
     .unwrap();

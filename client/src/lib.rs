@@ -208,6 +208,7 @@ pub mod msg {
             to: to.0.to_vec(),
             to_certificate: to_certificate.unwrap_or_default(),
             reason: reason.into(),
+            from_certificate: vec![],
         }))
     }
 
@@ -266,11 +267,12 @@ pub mod msg {
         ))
     }
 
-    /// Deliver a wrapped data key.
-    pub fn deliver_key(purchase_id: u64, wrapped_key: Vec<u8>) -> pb::Message {
+    /// Deliver a data key wrapped to `recipient` (the purchase's buyer).
+    pub fn deliver_key(purchase_id: u64, recipient: Address, wrapped_key: Vec<u8>) -> pb::Message {
         wrap(pb::message::Action::DeliverKey(pb::DeliverKey {
             purchase_id,
             wrapped_key,
+            recipient: recipient.0.to_vec(),
         }))
     }
 

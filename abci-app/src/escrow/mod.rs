@@ -155,6 +155,16 @@ pub enum EscrowError {
     /// Only the buyer or an admin of the buyer's org may do this.
     #[error("only the buyer of purchase {0} or an admin of the buyer's org may do this")]
     NotBuyerOrAdmin(u64),
+    /// The key is wrapped to someone who is not (or no longer) the purchase's buyer.
+    #[error(
+        "purchase {purchase} now belongs to buyer {buyer}; wrap the key to that buyer's certificate"
+    )]
+    RecipientNotBuyer {
+        /// The purchase.
+        purchase: u64,
+        /// Its buyer now.
+        buyer: String,
+    },
 }
 
 impl EscrowError {
@@ -176,6 +186,7 @@ impl EscrowError {
             EscrowError::ProviderOrgInactive { .. } => 112,
             EscrowError::ValidationQuota { .. } => 113,
             EscrowError::NotBuyerOrAdmin(_) => 114,
+            EscrowError::RecipientNotBuyer { .. } => 115,
         }
     }
 }

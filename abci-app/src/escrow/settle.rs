@@ -146,6 +146,8 @@ pub struct DeliverKey {
     pub purchase_id: u64,
     /// The checked wrapping.
     pub wrapped_key: WrappedKey,
+    /// The buyer the key is wrapped to.
+    pub recipient: Address,
 }
 
 impl TryFrom<pb::DeliverKey> for DeliverKey {
@@ -155,6 +157,8 @@ impl TryFrom<pb::DeliverKey> for DeliverKey {
             purchase_id: m.purchase_id,
             wrapped_key: WrappedKey::parse(&m.wrapped_key)
                 .map_err(|e| EscrowError::BadWrappedKey(e.to_string()))?,
+            recipient: Address::from_slice(&m.recipient)
+                .ok_or_else(|| invalid("deliver_key.recipient", "must be 32 bytes"))?,
         })
     }
 }
@@ -178,6 +182,16 @@ impl DeliverKey {
             .into());
         }
         require_status(&p, pb::PurchaseStatus::AwaitingKey, "deliver a key for")?;
+        // The wrapping was made for the buyer the provider saw; if the purchase moved to a
+        // successor since, recording it as delivered to the successor would let the buyer's org
+        // keep the key (the old identity opens it) and win a dispute (the successor's cannot).
+        if p.buyer != self.recipient.0 {
+            return Err(EscrowError::RecipientNotBuyer {
+                purchase: p.id,
+                buyer: hex::encode(&p.buyer),
+            }
+            .into());
+        }
         if ctx.height > p.key_deadline_height {
             return Err(EscrowError::DeliveryWindowClosed {
                 purchase: p.id,
@@ -189,7 +203,7 @@ impl DeliverKey {
         p.status = pb::PurchaseStatus::KeyDelivered as i32;
         p.wrapped_key = self.wrapped_key.to_bytes();
         p.delivered_by = signer.identity.fingerprint.clone();
-        p.key_recipient = p.buyer.clone();
+        p.key_recipient = self.recipient.0.to_vec();
         p.delivered_height = ctx.height;
         p.due_height = ctx.height + ctx.params.confirm_blocks;
         state.schedule(p.due_height, p.id);
@@ -320,29 +334,41 @@ impl DisputeKey {
     }
 }
 
-/// Moves every open purchase of `from` to its successor `to`: as buyer (with its access mark; a
-/// purchase of a dataset `to` already holds stays with `from`) and as provider. Returns how many
-/// moved. A delivered key stays wrapped to `from` (its `key_recipient`), which disputes check.
+/// Moves `from`'s purchases to its successor `to`: every access mark (live purchases, open or
+/// paid; a dataset `to` already holds one for stays with `from`) with the buyer of the open ones,
+/// and the provider side of every open purchase. Returns how many purchases changed. A delivered
+/// key stays wrapped to `from`: its `key_recipient` is kept (and set if empty), which disputes
+/// check.
 pub fn move_purchases<S: StateWrite>(
     state: &mut S,
     from: &Address,
     to: &Address,
 ) -> Result<u64, TxError> {
     let mut moved = 0;
+    for (dataset, id) in state.live_purchases_of(from)? {
+        if state.live_purchase(to, dataset)?.is_some() {
+            continue;
+        }
+        state.drop_live_purchase(from, dataset);
+        state.put_live_purchase(to, dataset, id);
+        let mut p = load(state, id)?;
+        let open = matches!(
+            pb::PurchaseStatus::try_from(p.status),
+            Ok(pb::PurchaseStatus::AwaitingKey | pb::PurchaseStatus::KeyDelivered)
+        );
+        if open && p.buyer == from.0 {
+            if p.status == pb::PurchaseStatus::KeyDelivered as i32 && p.key_recipient.is_empty() {
+                p.key_recipient = from.0.to_vec();
+            }
+            p.buyer = to.0.to_vec();
+            state.put_purchase(&p);
+            moved += 1;
+        }
+    }
     for id in state.open_purchase_ids()? {
         let mut p = load(state, id)?;
-        let mut changed = false;
-        if p.buyer == from.0 && state.live_purchase(to, p.dataset_id)?.is_none() {
-            state.drop_live_purchase(from, p.dataset_id);
-            state.put_live_purchase(to, p.dataset_id, p.id);
-            p.buyer = to.0.to_vec();
-            changed = true;
-        }
         if p.provider == from.0 {
             p.provider = to.0.to_vec();
-            changed = true;
-        }
-        if changed {
             state.put_purchase(&p);
             moved += 1;
         }

@@ -18,7 +18,12 @@ pub fn next_purchase_id() -> &'static str {
 /// Index: the buyer's live (not refunded) purchase of a dataset (value: 8-byte purchase id).
 /// Present means the buyer has or is getting access; it also blocks a second purchase.
 pub fn by_buyer(buyer: &Address, dataset: u64) -> String {
-    format!("escrow/by-buyer/{}/{dataset:020}", buyer.to_hex())
+    format!("{}{dataset:020}", by_buyer_prefix(buyer))
+}
+
+/// Prefix of every access mark of `buyer`.
+pub fn by_buyer_prefix(buyer: &Address) -> String {
+    format!("escrow/by-buyer/{}/", buyer.to_hex())
 }
 
 /// Count of open validation requests of `org` (value: 8-byte big-endian count).

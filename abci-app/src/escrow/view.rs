@@ -30,6 +30,26 @@ pub trait EscrowRead: StateRead + Sized {
         read_u64(self, &state_key::by_buyer(buyer, dataset))
     }
 
+    /// Every access mark of `buyer`: (dataset, purchase), ascending by dataset.
+    fn live_purchases_of(&self, buyer: &Address) -> Result<Vec<(u64, u64)>, StateError> {
+        self.prefix_raw(&state_key::by_buyer_prefix(buyer))?
+            .into_iter()
+            .map(|(key, value)| {
+                let dataset = key.rsplit('/').next().and_then(|d| d.parse().ok());
+                let id = <[u8; 8]>::try_from(value.as_slice())
+                    .ok()
+                    .map(u64::from_be_bytes);
+                match (dataset, id) {
+                    (Some(d), Some(i)) => Ok((d, i)),
+                    _ => Err(StateError::Corrupt {
+                        key,
+                        reason: "access mark without dataset or purchase id".into(),
+                    }),
+                }
+            })
+            .collect()
+    }
+
     /// Open validation requests of `org`.
     fn open_validations(&self, org: &str) -> Result<u64, StateError> {
         Ok(read_u64(self, &state_key::open_validations(org))?.unwrap_or(0))

@@ -316,6 +316,7 @@ impl ProposalAction {
                 pub_key,
                 power,
                 org_id,
+                operators,
                 ..
             } => {
                 let validators = state.validators()?;
@@ -329,6 +330,27 @@ impl ProposalAction {
                         max: MAX_TOTAL_POWER,
                     }
                     .into());
+                }
+                for operator in operators {
+                    let module = [
+                        Address::treasury(),
+                        Address::reward_pool(),
+                        crate::escrow::escrow_account(),
+                    ];
+                    if module.contains(operator) {
+                        return Err(
+                            invalid("a validator operator cannot be a module account").into()
+                        );
+                    }
+                    if let Some(identity) = state.identity(&operator.0)?
+                        && &identity.org_id != org_id
+                    {
+                        return Err(invalid(format!(
+                            "operator {operator} is a member of {}, not of the validator's org {org_id}",
+                            identity.org_id
+                        ))
+                        .into());
+                    }
                 }
                 if *power > 0 {
                     active_org(state, org_id)?;

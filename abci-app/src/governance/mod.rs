@@ -102,6 +102,36 @@ impl GovernanceError {
     }
 }
 
+/// Replaces `from` by its successor `to` among every validator's operators (keeping its place,
+/// so a first operator's rewards follow it). Returns how many validators changed.
+pub fn move_operator<S: crate::state::StateWrite>(
+    state: &mut S,
+    from: &crate::address::Address,
+    to: &crate::address::Address,
+) -> Result<u64, crate::TxError> {
+    let mut moved = 0;
+    for mut v in state.validators()? {
+        if !v.operators.iter().any(|o| o.as_slice() == from.0) {
+            continue;
+        }
+        for o in v.operators.iter_mut() {
+            if o.as_slice() == from.0 {
+                *o = to.0.to_vec();
+            }
+        }
+        v.operators.dedup();
+        let key = <[u8; 32]>::try_from(v.pub_key.as_slice()).map_err(|_| {
+            crate::state::StateError::Corrupt {
+                key: state_key::VALIDATORS.into(),
+                reason: "validator key is not 32 bytes".into(),
+            }
+        })?;
+        state.put_validator(&key, &v);
+        moved += 1;
+    }
+    Ok(moved)
+}
+
 /// The outcome of counting votes among `active_orgs` orgs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tally {

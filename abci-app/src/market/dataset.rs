@@ -141,9 +141,11 @@ impl RegisterDataset {
             }
             .into());
         }
-        // One listing per data key: a gateway delivers keys by commitment, so a decoy listing
-        // with a colleague's commitment would get the colleague's key delivered to its buyers.
-        if let Some(existing) = state.dataset_by_key_commitment(&self.key_commitment)? {
+        // One listing per data key in an org: its gateway finds keys by commitment, so a decoy
+        // listing with a colleague's commitment would get the colleague's key delivered to its
+        // buyers.
+        let org = &signer.identity.org_id;
+        if let Some(existing) = state.dataset_by_key_commitment(org, &self.key_commitment)? {
             return Err(MarketError::DuplicateKeyCommitment { dataset: existing }.into());
         }
         let id = state.next_dataset_id()?;
@@ -177,7 +179,7 @@ impl RegisterDataset {
         };
         state.put_dataset(&dataset);
         state.put_cid_index(&cid, id);
-        state.put_key_commitment_index(&self.key_commitment, id);
+        state.put_key_commitment_index(org, &self.key_commitment, id);
         state.put_next_dataset_id(id + 1);
         state.emit(
             Event::new("dataset.registered")

@@ -18,9 +18,11 @@ pub fn by_cid(cid: &str) -> String {
     format!("market/cid/{cid}")
 }
 
-/// Index: the dataset whose data key has this commitment (value: 8-byte big-endian id).
-pub fn by_key_commitment(commitment: &[u8; 32]) -> String {
-    format!("market/key-commitment/{}", hex::encode(commitment))
+/// Index: the dataset of provider org `org` whose data key has this commitment (value: 8-byte
+/// big-endian id). Per org: a commitment is public once listed, and another org must not be able
+/// to squat it.
+pub fn by_key_commitment(org: &str, commitment: &[u8; 32]) -> String {
+    format!("market/key-commitment/{org}/{}", hex::encode(commitment))
 }
 
 /// Usage statistics of dataset `id`.

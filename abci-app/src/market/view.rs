@@ -37,9 +37,13 @@ pub trait MarketRead: StateRead + Sized {
         read_u64(self, &state_key::by_cid(cid))
     }
 
-    /// The dataset whose key has this commitment, if any.
-    fn dataset_by_key_commitment(&self, commitment: &[u8; 32]) -> Result<Option<u64>, StateError> {
-        read_u64(self, &state_key::by_key_commitment(commitment))
+    /// The dataset of provider org `org` whose key has this commitment, if any.
+    fn dataset_by_key_commitment(
+        &self,
+        org: &str,
+        commitment: &[u8; 32],
+    ) -> Result<Option<u64>, StateError> {
+        read_u64(self, &state_key::by_key_commitment(org, commitment))
     }
 
     /// The id the next dataset gets.
@@ -74,9 +78,9 @@ pub trait MarketWrite: StateWrite + MarketRead {
     }
 
     /// Indexes a key commitment to dataset `id`.
-    fn put_key_commitment_index(&mut self, commitment: &[u8; 32], id: u64) {
+    fn put_key_commitment_index(&mut self, org: &str, commitment: &[u8; 32], id: u64) {
         self.put_raw(
-            state_key::by_key_commitment(commitment),
+            state_key::by_key_commitment(org, commitment),
             id.to_be_bytes().to_vec(),
         );
     }

@@ -24,6 +24,8 @@ pub struct MoveIdentity {
     pub to: Address,
     /// The successor's DER, when the chain never saw it.
     pub to_certificate: Option<Vec<u8>>,
+    /// The DER moved from, when the chain never saw it (funded but never signed).
+    pub from_certificate: Option<Vec<u8>>,
     /// Why (audit trail).
     pub reason: String,
 }
@@ -50,18 +52,28 @@ impl TryFrom<pb::MoveIdentity> for MoveIdentity {
                 "its SHA-256 is not the successor's fingerprint",
             ));
         }
+        let from_certificate = (!m.from_certificate.is_empty()).then_some(m.from_certificate);
+        if let Some(der) = &from_certificate
+            && super::certificate::sha256(der) != from.0
+        {
+            return Err(invalid(
+                "move_identity.from_certificate",
+                "its SHA-256 is not the fingerprint moved from",
+            ));
+        }
         Ok(MoveIdentity {
             from,
             to,
             to_certificate,
+            from_certificate,
             reason: m.reason,
         })
     }
 }
 
 impl MoveIdentity {
-    /// Moves the balance, open purchases and listings of `from` to `to`, both of the admin's
-    /// org, `to` live at the block time.
+    /// Moves the balance, purchases, listings and validator operator roles of `from` to `to`,
+    /// both of the admin's org, `to` live at the block time.
     pub fn check_and_execute<S: StateWrite>(
         &self,
         state: &mut S,
@@ -69,9 +81,16 @@ impl MoveIdentity {
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let admin_org = &signer.identity.org_id;
-        let mut from = state
-            .identity(&self.from.0)?
-            .ok_or_else(|| MembershipError::UnknownCertificate(self.from.to_hex()))?;
+        let mut from = match state.identity(&self.from.0)? {
+            Some(identity) => identity,
+            None => {
+                let der = self
+                    .from_certificate
+                    .as_deref()
+                    .ok_or_else(|| MembershipError::UnknownCertificate(self.from.to_hex()))?;
+                register(state, der, ctx)?
+            }
+        };
         if &from.org_id != admin_org {
             return Err(MembershipError::ForeignCertificate {
                 cert_org: from.org_id,
@@ -79,12 +98,23 @@ impl MoveIdentity {
             }
             .into());
         }
+        // A recorded successor is final while it can act; once it cannot (expired, revoked, its
+        // CA rotated), what still reaches the old identity may go to a new successor.
         if !from.successor.is_empty() && from.successor != self.to.0 {
-            return Err(MembershipError::AlreadyMoved {
-                from: self.from.to_hex(),
-                successor: hex::encode(&from.successor),
+            let successor_live = match <[u8; 32]>::try_from(from.successor.as_slice()) {
+                Ok(fp) => match state.identity(&fp)? {
+                    Some(s) => check_live(state, &s, ctx.time).is_ok(),
+                    None => false,
+                },
+                Err(_) => false,
+            };
+            if successor_live {
+                return Err(MembershipError::AlreadyMoved {
+                    from: self.from.to_hex(),
+                    successor: hex::encode(&from.successor),
+                }
+                .into());
             }
-            .into());
         }
         let to = match state.identity(&self.to.0)? {
             Some(identity) => identity,
@@ -93,16 +123,7 @@ impl MoveIdentity {
                     .to_certificate
                     .as_deref()
                     .ok_or_else(|| MembershipError::UnknownCertificate(self.to.to_hex()))?;
-                let identity = MemberCertificate::parse(der)?.register(state, ctx.height)?;
-                state.put_identity(&identity);
-                state.emit(
-                    Event::new("identity.registered")
-                        .attr("fingerprint", self.to)
-                        .attr("org", &identity.org_id)
-                        .attr("role", &identity.role)
-                        .attr("common_name", &identity.common_name),
-                );
-                identity
+                register(state, der, ctx)?
             }
         };
         if &to.org_id != admin_org {
@@ -119,6 +140,7 @@ impl MoveIdentity {
         }
         let purchases = crate::escrow::move_purchases(state, &self.from, &self.to)?;
         let listings = crate::market::move_listings(state, &self.from, &self.to)?;
+        let validators = crate::governance::move_operator(state, &self.from, &self.to)?;
         from.successor = self.to.0.to_vec();
         state.put_identity(&from);
         state.emit(
@@ -129,8 +151,27 @@ impl MoveIdentity {
                 .attr("amount", amount)
                 .attr("purchases", purchases)
                 .attr("listings", listings)
+                .attr("validators", validators)
                 .attr("reason", &self.reason),
         );
         Ok(())
     }
+}
+
+/// Registers a certificate the chain never saw (issued and signed by its org's current CA).
+fn register<S: StateWrite>(
+    state: &mut S,
+    der: &[u8],
+    ctx: &ExecCtx,
+) -> Result<pb::Identity, TxError> {
+    let identity = MemberCertificate::parse(der)?.register(state, ctx.height)?;
+    state.put_identity(&identity);
+    state.emit(
+        Event::new("identity.registered")
+            .attr("fingerprint", hex::encode(&identity.fingerprint))
+            .attr("org", &identity.org_id)
+            .attr("role", &identity.role)
+            .attr("common_name", &identity.common_name),
+    );
+    Ok(identity)
 }

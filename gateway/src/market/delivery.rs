@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use neurodata_abci::address::Address;
 use neurodata_abci::amount::Amount;
 use neurodata_client::{Signer, TxParams, msg};
 use neurodata_crypto::DataKey;
@@ -326,6 +327,9 @@ impl Delivery {
             .await?
             .ok_or("buyer identity not on chain")?;
         let wrapped = wrap(key, &buyer.public_key_spki)?;
+        // Named in the tx: the chain refuses the delivery if the purchase has moved to another
+        // buyer identity since, whose key this wrapping would not open.
+        let recipient = Address::from_slice(&p.buyer).ok_or("purchase buyer is not 32 bytes")?;
         let me = self.signer.address();
         let account: Option<pb::Account> = query(chain, "/account", me.0.to_vec()).await?;
         let known: Option<pb::Identity> = query(chain, "/identity", me.0.to_vec()).await?;
@@ -341,7 +345,7 @@ impl Delivery {
                 attach_certificate: known.is_none(),
                 memo: format!("key for purchase {}", p.id),
             },
-            vec![msg::deliver_key(p.id, wrapped.to_bytes())],
+            vec![msg::deliver_key(p.id, recipient, wrapped.to_bytes())],
         )?;
         Ok(tx)
     }
