@@ -107,11 +107,14 @@ pub fn target(path: &str, data: &[u8]) -> Result<QueryTarget, QueryError> {
         "/dataset" => Key(market::state_key::dataset(id(path, data)?)),
         "/dataset_stats" => Key(market::state_key::stats(id(path, data)?)),
         "/dataset_by_cid" => {
-            let cid = std::str::from_utf8(data).map_err(|_| QueryError::BadData {
-                path: path.to_owned(),
-                reason: "data must be the UTF-8 CID",
-            })?;
-            Key(market::state_key::by_cid(cid))
+            let (org, cid) = std::str::from_utf8(data)
+                .ok()
+                .and_then(|d| d.split_once('/'))
+                .ok_or_else(|| QueryError::BadData {
+                    path: path.to_owned(),
+                    reason: "data must be ORG/CID in UTF-8 (see dataset_by_cid_data)",
+                })?;
+            Key(market::state_key::by_cid(org, cid))
         }
         "/purchase" => Key(escrow::state_key::purchase(id(path, data)?)),
         "/live_purchase" => {
@@ -158,4 +161,9 @@ mod tests {
             Err(QueryError::UnknownPath(_))
         ));
     }
+}
+
+/// The data of a `/dataset_by_cid` query: the provider org and the CID.
+pub fn dataset_by_cid_data(org: &str, cid: &str) -> Vec<u8> {
+    format!("{org}/{cid}").into_bytes()
 }

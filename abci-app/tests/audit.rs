@@ -1024,3 +1024,34 @@ fn a_validator_removed_and_readded_at_its_power_in_one_block_gives_cometbft_noth
     assert_eq!(proposal_status(&n, 2), pb::ProposalStatus::Passed);
     assert!(b.validator_updates.is_empty(), "{:?}", b.validator_updates);
 }
+
+#[test]
+fn another_org_listing_a_cid_or_commitment_first_does_not_lock_out_its_owner() {
+    let c = Consortium::new(2, 1);
+    let mut n = TestNode::start(&c);
+    let key = DataKey::generate().unwrap();
+    let own = listing(&key, "100", 1);
+    // org1 saw org0's listing in the mempool and gets the same CID and commitment in first.
+    n.ok(
+        &c.signer(1, Role::Provider),
+        vec![msg::register_dataset(own.clone())],
+    );
+    n.ok(
+        &c.signer(0, Role::Provider),
+        vec![msg::register_dataset(own.clone())],
+    );
+    assert_eq!(
+        n.storage().dataset_by_cid("org0", &own.cid).unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        n.storage().dataset_by_cid("org1", &own.cid).unwrap(),
+        Some(1)
+    );
+    // Within org0, the same CID again is a duplicate.
+    let o = n.run(
+        &c.signer(0, Role::Provider),
+        vec![msg::register_dataset(own)],
+    );
+    assert_eq!((o.codespace, o.code), ("market", 81), "{}", o.log);
+}

@@ -134,7 +134,8 @@ impl RegisterDataset {
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let cid = self.cid.to_string();
-        if let Some(existing) = state.dataset_by_cid(&cid)? {
+        let org = &signer.identity.org_id;
+        if let Some(existing) = state.dataset_by_cid(org, &cid)? {
             return Err(MarketError::DuplicateCid {
                 cid,
                 dataset: existing,
@@ -144,7 +145,6 @@ impl RegisterDataset {
         // One listing per data key in an org: its gateway finds keys by commitment, so a decoy
         // listing with a colleague's commitment would get the colleague's key delivered to its
         // buyers.
-        let org = &signer.identity.org_id;
         if let Some(existing) = state.dataset_by_key_commitment(org, &self.key_commitment)? {
             return Err(MarketError::DuplicateKeyCommitment { dataset: existing }.into());
         }
@@ -178,7 +178,7 @@ impl RegisterDataset {
             ..Default::default()
         };
         state.put_dataset(&dataset);
-        state.put_cid_index(&cid, id);
+        state.put_cid_index(org, &cid, id);
         state.put_key_commitment_index(org, &self.key_commitment, id);
         state.put_next_dataset_id(id + 1);
         state.emit(

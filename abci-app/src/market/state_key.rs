@@ -13,9 +13,12 @@ pub fn next_dataset_id() -> &'static str {
     "market/next-dataset-id"
 }
 
-/// Index: the dataset listing a ciphertext CID (value: 8-byte big-endian id).
-pub fn by_cid(cid: &str) -> String {
-    format!("market/cid/{cid}")
+/// Index: the dataset of provider org `org` listing a ciphertext CID (value: 8-byte big-endian
+/// id). Per org: a CID is public once its listing is in a mempool, and another org listing it
+/// first must not lock the rightful org out of its own ciphertext (gateways serve only their own
+/// org's listings, so a listing of another org's CID gives access to nothing).
+pub fn by_cid(org: &str, cid: &str) -> String {
+    format!("market/cid/{org}/{cid}")
 }
 
 /// Index: the dataset of provider org `org` whose data key has this commitment (value: 8-byte
@@ -38,7 +41,7 @@ mod tests {
     fn dataset_keys_sort_by_id_and_indexes_live_elsewhere() {
         assert!(dataset(9) < dataset(10));
         assert!(dataset(1).starts_with(DATASETS));
-        assert!(!by_cid("bafk").starts_with(DATASETS));
+        assert!(!by_cid("medlab", "bafk").starts_with(DATASETS));
         assert!(!stats(1).starts_with(DATASETS));
     }
 }

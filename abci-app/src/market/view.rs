@@ -32,9 +32,9 @@ pub trait MarketRead: StateRead + Sized {
         self.prefix_proto(state_key::DATASETS)
     }
 
-    /// The dataset listing ciphertext `cid`, if any.
-    fn dataset_by_cid(&self, cid: &str) -> Result<Option<u64>, StateError> {
-        read_u64(self, &state_key::by_cid(cid))
+    /// The dataset of provider org `org` listing ciphertext `cid`, if any.
+    fn dataset_by_cid(&self, org: &str, cid: &str) -> Result<Option<u64>, StateError> {
+        read_u64(self, &state_key::by_cid(org, cid))
     }
 
     /// The dataset of provider org `org` whose key has this commitment, if any.
@@ -72,9 +72,9 @@ pub trait MarketWrite: StateWrite + MarketRead {
         self.put_proto(state_key::dataset(dataset.id), dataset);
     }
 
-    /// Indexes `cid` to dataset `id`.
-    fn put_cid_index(&mut self, cid: &str, id: u64) {
-        self.put_raw(state_key::by_cid(cid), id.to_be_bytes().to_vec());
+    /// Indexes `cid` of provider org `org` to dataset `id`.
+    fn put_cid_index(&mut self, org: &str, cid: &str, id: u64) {
+        self.put_raw(state_key::by_cid(org, cid), id.to_be_bytes().to_vec());
     }
 
     /// Indexes a key commitment to dataset `id`.

@@ -155,9 +155,14 @@ impl BlobAccess for MarketAccess {
         if own_org == Some(member.org_id.as_str()) {
             return decide(&facts);
         }
-        let dataset = dataset_by_cid(&self.chain, &cid_text)
-            .await
-            .map_err(chain_status)?;
+        // Only the gateway's own org's listing of a CID counts (a listing of it by another org
+        // opens nothing here).
+        let dataset = match own_org {
+            Some(org) => dataset_by_cid(&self.chain, org, &cid_text)
+                .await
+                .map_err(chain_status)?,
+            None => None,
+        };
         facts.dataset = dataset.as_ref();
         let purchase = match &dataset {
             Some(d) if own_org == Some(d.provider_org.as_str()) => {

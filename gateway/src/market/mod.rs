@@ -29,10 +29,17 @@ pub async fn query<M: Message + Default>(
         })
 }
 
-/// The dataset listing a ciphertext CID, if any.
-pub async fn dataset_by_cid(chain: &Chain, cid: &str) -> Result<Option<pb::Dataset>, ChainError> {
+/// The dataset of provider org `org` listing a ciphertext CID, if any.
+pub async fn dataset_by_cid(
+    chain: &Chain,
+    org: &str,
+    cid: &str,
+) -> Result<Option<pb::Dataset>, ChainError> {
     let id = chain
-        .query_latest("/dataset_by_cid", cid.as_bytes().to_vec())
+        .query_latest(
+            "/dataset_by_cid",
+            neurodata_abci::query::dataset_by_cid_data(org, cid),
+        )
         .await?;
     let Ok(id) = <[u8; 8]>::try_from(id.as_slice()) else {
         return Ok(None);
