@@ -138,6 +138,11 @@ pub fn target(path: &str, data: &[u8]) -> Result<QueryTarget, QueryError> {
     })
 }
 
+/// The data of a `/dataset_by_cid` query: the provider org and the CID.
+pub fn dataset_by_cid_data(org: &str, cid: &str) -> Vec<u8> {
+    format!("{org}/{cid}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,9 +166,4 @@ mod tests {
             Err(QueryError::UnknownPath(_))
         ));
     }
-}
-
-/// The data of a `/dataset_by_cid` query: the provider org and the CID.
-pub fn dataset_by_cid_data(org: &str, cid: &str) -> Vec<u8> {
-    format!("{org}/{cid}").into_bytes()
 }

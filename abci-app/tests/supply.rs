@@ -1,5 +1,6 @@
-//! Property: random sequences of transfers, mints and governance actions conserve total supply:
-//! it changes only by mint, and always equals the sum of all balances.
+//! Property: random sequences of transfers, mints, spends, reward payouts, failed txs (which pay
+//! their fee) and governance actions conserve total supply: it changes only by mint, and always
+//! equals the sum of all balances.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -23,6 +24,10 @@ enum Op {
     Mint(u128),
     AddValidator(u8),
     Params(u64),
+    Spend {
+        pool: bool,
+        amount: u128,
+    },
     Garbage,
 }
 
@@ -32,13 +37,19 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..u128::MAX / 4).prop_map(Op::Mint),
         1 => any::<u8>().prop_map(Op::AddValidator),
         1 => (1..100u64).prop_map(Op::Params),
+        1 => (any::<bool>(), 0..1_000u128).prop_map(|(pool, amount)| Op::Spend { pool, amount }),
         1 => Just(Op::Garbage),
     ]
 }
 
 fn consortium() -> &'static Consortium {
     static C: OnceLock<Consortium> = OnceLock::new();
-    C.get_or_init(|| Consortium::new(1, 1))
+    // Rewards are paid every 3 blocks, so payouts are part of every sequence.
+    C.get_or_init(|| {
+        let mut c = Consortium::new(1, 1);
+        c.params.reward_epoch_blocks = 3;
+        c
+    })
 }
 
 proptest! {
@@ -68,9 +79,17 @@ proptest! {
                 ),
                 Op::Params(blocks) => (
                     n.sign(&admin, vec![msg::propose("params", pb::proposal_action::Action::SetParams(pb::Params {
-                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8, key_delivery_blocks: 10, confirm_blocks: 10, market_fee_bps: 100, max_open_validations_per_org: 4, reward_epoch_blocks: 0 }))]),
+                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8, key_delivery_blocks: 10, confirm_blocks: 10, market_fee_bps: 100, max_open_validations_per_org: 4, reward_epoch_blocks: 3 }))]),
                     0,
                 ),
+                Op::Spend { pool, amount } => {
+                    let source = if pool { pb::SpendSource::RewardPool } else { pb::SpendSource::Treasury };
+                    (
+                        n.sign(&admin, vec![msg::propose("spend", pb::proposal_action::Action::Spend(pb::Spend {
+                            source: source as i32, to: c.signer(0, Role::Buyer).address().0.to_vec(), amount: amount.to_string() }))]),
+                        0,
+                    )
+                }
                 Op::Garbage => (vec![1, 2, 3], 0),
             };
             let b = n.block(&[tx]);
