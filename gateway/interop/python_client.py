@@ -19,6 +19,18 @@ import tempfile
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+# Order of P-256. The chain accepts only the low-S form of a signature (s <= n/2): for any valid
+# (r, s), (r, n - s) is valid too, and one byte form per tx keeps tx hashes unique.
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def low_s(der: bytes) -> bytes:
+    r, s = decode_dss_signature(der)
+    if s > P256_N // 2:
+        s = P256_N - s
+    return encode_dss_signature(r, s)
 
 PLACEHOLDER = b"SPARSE_MERKLE_PLACEHOLDER_HASH__"
 
@@ -153,7 +165,7 @@ def main():
                          certificate=b"" if known else der,
                          messages=[tx_pb2.Message(transfer=tx_pb2.Transfer(to=to, amount=args.amount))])
     body_bytes = body.SerializeToString()
-    signature = key.sign(body_bytes, ec.ECDSA(hashes.SHA256()))
+    signature = low_s(key.sign(body_bytes, ec.ECDSA(hashes.SHA256())))
     tx = tx_pb2.Tx(body=body_bytes, signature=signature).SerializeToString()
 
     txs = gw_grpc.TxStub(channel)
@@ -170,7 +182,7 @@ def main():
     # The same body signed again (new ECDSA signature, same nonce) is a replay: refused by the
     # chain's CheckTx, whose code and log come back in the response.
     resigned = tx_pb2.Tx(body=body_bytes,
-                         signature=key.sign(body_bytes, ec.ECDSA(hashes.SHA256()))).SerializeToString()
+                         signature=low_s(key.sign(body_bytes, ec.ECDSA(hashes.SHA256())))).SerializeToString()
     replay = txs.Broadcast(gw.BroadcastRequest(tx=resigned, mode=gw.BROADCAST_MODE_SYNC), timeout=20)
     if replay.code == 0:
         raise SystemExit("replayed tx was accepted")
