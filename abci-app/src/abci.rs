@@ -73,7 +73,7 @@ fn abci_events(events: &[Event]) -> Vec<AbciEvent> {
         .iter()
         .map(|e| {
             AbciEvent::new(
-                e.kind.clone(),
+                e.kind.as_str(),
                 e.attributes
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()).index()),

@@ -8,6 +8,7 @@
 
 use crate::TxError;
 use crate::address::Address;
+use crate::events::{EventKind, attr};
 use crate::ledger::{LedgerRead, LedgerWrite};
 use crate::membership::{MembershipWrite, Signer, authenticate};
 use crate::state::{Changes, Event, StateDelta, StateRead, StateWrite};
@@ -160,11 +161,11 @@ pub fn execute_tx<S: StateRead>(
     if signer.is_new {
         charged.put_identity(&signer.identity);
         charged.emit(
-            Event::new("identity.registered")
-                .attr("fingerprint", address)
-                .attr("org", &signer.identity.org_id)
-                .attr("role", &signer.identity.role)
-                .attr("common_name", &signer.identity.common_name),
+            Event::new(EventKind::IdentityRegistered)
+                .attr(attr::FINGERPRINT, address)
+                .attr(attr::ORG, &signer.identity.org_id)
+                .attr(attr::ROLE, &signer.identity.role)
+                .attr(attr::COMMON_NAME, &signer.identity.common_name),
         );
     }
     account.nonce = tx.body.nonce + 1;
@@ -173,9 +174,9 @@ pub fn execute_tx<S: StateRead>(
         charged.debit(&address, tx.body.fee)?;
         charged.credit(&Address::reward_pool(), tx.body.fee)?;
         charged.emit(
-            Event::new("fee.paid")
-                .attr("payer", address)
-                .attr("amount", tx.body.fee),
+            Event::new(EventKind::FeePaid)
+                .attr(attr::PAYER, address)
+                .attr(attr::AMOUNT, tx.body.fee),
         );
     }
     let ctx = ExecCtx {

@@ -7,6 +7,7 @@
 //!   [`membership`] (X.509 identities, roles, revocation), [`ledger`] (NRC), [`governance`]
 //!   (proposals, votes, validators, parameters), [`market`] (dataset listings and validation),
 //!   [`escrow`] (purchases, key delivery, settlement).
+//! - [`events`]: every event kind and attribute key the chain emits (consumers match on these).
 //! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `server`):
 //!   RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the thin ABCI adapter.
 //! - [`genesis`]: the consortium at InitChain.
@@ -18,6 +19,7 @@ pub mod amount;
 pub mod app;
 mod error;
 pub mod escrow;
+pub mod events;
 pub mod genesis;
 pub mod governance;
 pub mod ledger;

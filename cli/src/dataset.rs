@@ -6,6 +6,7 @@
 //! provider's gateway, decrypt, check the plaintext hash, optionally `--confirm`), and `confirm`,
 //! `refund` or `dispute`. Files of any size go through in constant memory.
 
+use neurodata_abci::events::{EventKind, attr};
 use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -205,10 +206,10 @@ async fn provider_gateway(
         .with_context(|| format!("connecting to the provider's gateway at {location}"))
 }
 
-fn event_attr(r: &gw::BroadcastResponse, kind: &str, key: &str) -> Option<String> {
+fn event_attr(r: &gw::BroadcastResponse, kind: EventKind, key: &str) -> Option<String> {
     r.events
         .iter()
-        .filter(|e| e.r#type == kind)
+        .filter(|e| kind == e.r#type.as_str())
         .flat_map(|e| e.attributes.iter())
         .find(|a| a.key == key)
         .map(|a| a.value.clone())
@@ -419,7 +420,7 @@ async fn upload(
         }),
     )
     .await?;
-    let id = event_attr(&r, "dataset.registered", "dataset").unwrap_or_default();
+    let id = event_attr(&r, EventKind::DatasetRegistered, attr::DATASET).unwrap_or_default();
     println!(
         "listed dataset {id} {title:?}: {rows} rows, {} columns, {size} bytes ({ciphertext_size} encrypted), price {price} NRC\n  cid {cid}\n  sha256 {}\n  key commitment {} (key deposited with the gateway)\n  tx {} at height {}",
         schema.columns.len(),
@@ -641,8 +642,9 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 }
             };
             let r = submit(&signer, &g, msg::buy(dataset, max)).await?;
-            let id = event_attr(&r, "purchase.opened", "purchase").unwrap_or_default();
-            let deadline = event_attr(&r, "purchase.opened", "key_deadline").unwrap_or_default();
+            let id = event_attr(&r, EventKind::PurchaseOpened, attr::PURCHASE).unwrap_or_default();
+            let deadline =
+                event_attr(&r, EventKind::PurchaseOpened, attr::KEY_DEADLINE).unwrap_or_default();
             println!(
                 "purchase {id} of dataset {dataset}: {max} NRC at most in escrow (height {}, tx {}); the provider delivers the key by height {deadline}",
                 r.height, r.tx_hash

@@ -8,16 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use neurodata_abci::events::EventKind;
 use neurodata_proto::gateway::v1 as gw;
 use tendermint_rpc::{Client as _, HttpClient};
 use tokio::sync::{broadcast, watch};
 
 /// Event types after which cached membership verdicts are stale.
-const MEMBERSHIP_EVENTS: [&str; 4] = [
-    "certificate.revoked",
-    "org.admitted",
-    "org.removed",
-    "org.ca_rotated",
+const MEMBERSHIP_EVENTS: [EventKind; 4] = [
+    EventKind::CertificateRevoked,
+    EventKind::OrgAdmitted,
+    EventKind::OrgRemoved,
+    EventKind::OrgCaRotated,
 ];
 
 /// A failure talking to CometBFT.
@@ -76,7 +77,7 @@ impl BlockOutcome {
             .iter()
             .flat_map(|t| t.events.iter())
             .chain(self.block_events.iter())
-            .any(|e| MEMBERSHIP_EVENTS.contains(&e.r#type.as_str()))
+            .any(|e| MEMBERSHIP_EVENTS.iter().any(|k| *k == e.r#type.as_str()))
     }
 }
 

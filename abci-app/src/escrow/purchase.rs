@@ -1,6 +1,7 @@
 //! Opening purchases: `BuyDataset` (price into escrow) and `RequestValidation` (a validator's key
 //! request, no money).
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::{EscrowError, EscrowRead, EscrowWrite, escrow_account, fee_of};
@@ -89,14 +90,14 @@ fn open<S: StateWrite>(
     state.put_live_purchase(&buyer, dataset.id, id);
     state.schedule(due, id);
     state.emit(
-        Event::new("purchase.opened")
-            .attr("purchase", id)
-            .attr("dataset", dataset.id)
-            .attr("kind", kind.as_str_name())
-            .attr("buyer", buyer)
-            .attr("provider_org", &dataset.provider_org)
-            .attr("price", price)
-            .attr("key_deadline", key_deadline),
+        Event::new(EventKind::PurchaseOpened)
+            .attr(attr::PURCHASE, id)
+            .attr(attr::DATASET, dataset.id)
+            .attr(attr::KIND, kind.as_str_name())
+            .attr(attr::BUYER, buyer)
+            .attr(attr::PROVIDER_ORG, &dataset.provider_org)
+            .attr(attr::PRICE, price)
+            .attr(attr::KEY_DEADLINE, key_deadline),
     );
     Ok(id)
 }

@@ -1,6 +1,7 @@
 //! Settling purchases: key delivery, confirmation, refunds, wrong-key disputes, and the
 //! end-of-block sweep that closes what is due.
 
+use crate::events::{EventKind, attr};
 use neurodata_crypto::dleq::{SharedSecretProof, reveal};
 use neurodata_crypto::wrap::WrappedKey;
 use neurodata_proto::chain::v1 as pb;
@@ -129,12 +130,12 @@ fn close<S: StateWrite>(
     p.closed_height = height;
     state.put_purchase(&p);
     state.emit(
-        Event::new("purchase.closed")
-            .attr("purchase", p.id)
-            .attr("dataset", p.dataset_id)
-            .attr("status", status.as_str_name())
-            .attr("buyer", hex::encode(&p.buyer))
-            .attr("price", price),
+        Event::new(EventKind::PurchaseClosed)
+            .attr(attr::PURCHASE, p.id)
+            .attr(attr::DATASET, p.dataset_id)
+            .attr(attr::STATUS, status.as_str_name())
+            .attr(attr::BUYER, hex::encode(&p.buyer))
+            .attr(attr::PRICE, price),
     );
     Ok(())
 }
@@ -209,11 +210,11 @@ impl DeliverKey {
         state.schedule(p.due_height, p.id);
         state.put_purchase(&p);
         state.emit(
-            Event::new("purchase.key_delivered")
-                .attr("purchase", p.id)
-                .attr("dataset", p.dataset_id)
-                .attr("buyer", hex::encode(&p.buyer))
-                .attr("confirm_by", p.due_height),
+            Event::new(EventKind::PurchaseKeyDelivered)
+                .attr(attr::PURCHASE, p.id)
+                .attr(attr::DATASET, p.dataset_id)
+                .attr(attr::BUYER, hex::encode(&p.buyer))
+                .attr(attr::CONFIRM_BY, p.due_height),
         );
         Ok(())
     }
@@ -325,10 +326,10 @@ impl DisputeKey {
             return Err(EscrowError::KeyMatches(p.id).into());
         }
         state.emit(
-            Event::new("purchase.dispute_upheld")
-                .attr("purchase", p.id)
-                .attr("dataset", p.dataset_id)
-                .attr("provider_org", &p.provider_org),
+            Event::new(EventKind::PurchaseDisputeUpheld)
+                .attr(attr::PURCHASE, p.id)
+                .attr(attr::DATASET, p.dataset_id)
+                .attr(attr::PROVIDER_ORG, &p.provider_org),
         );
         close(state, p, pb::PurchaseStatus::WrongKeyRefunded, ctx.height)
     }

@@ -1,6 +1,7 @@
 //! What a proposal does: each action's static checks, its preflight against the state at
 //! submission, and its execution when the proposal passes.
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::{GovernanceError, GovernanceRead, GovernanceWrite, Params};
@@ -424,13 +425,13 @@ impl ProposalAction {
                     );
                     state.push_validator_update(key, 0);
                     state.emit(
-                        Event::new("validator.updated")
-                            .attr("pub_key", hex::encode(key))
-                            .attr("power", 0)
-                            .attr("org", org_id),
+                        Event::new(EventKind::ValidatorUpdated)
+                            .attr(attr::PUB_KEY, hex::encode(key))
+                            .attr(attr::POWER, 0)
+                            .attr(attr::ORG, org_id),
                     );
                 }
-                state.emit(Event::new("org.removed").attr("org", org_id));
+                state.emit(Event::new(EventKind::OrgRemoved).attr(attr::ORG, org_id));
             }
             ProposalAction::RotateOrgCa {
                 org_id,
@@ -444,9 +445,9 @@ impl ProposalAction {
                 org.ca_fingerprint = new.fingerprint.to_vec();
                 state.put_org(&org, &new.subject_hash);
                 state.emit(
-                    Event::new("org.ca_rotated")
-                        .attr("org", org_id)
-                        .attr("ca_fingerprint", hex::encode(new.fingerprint)),
+                    Event::new(EventKind::OrgCaRotated)
+                        .attr(attr::ORG, org_id)
+                        .attr(attr::CA_FINGERPRINT, hex::encode(new.fingerprint)),
                 );
             }
             ProposalAction::SetValidator {
@@ -468,30 +469,30 @@ impl ProposalAction {
                 );
                 state.push_validator_update(*pub_key, *power);
                 state.emit(
-                    Event::new("validator.updated")
-                        .attr("pub_key", hex::encode(pub_key))
-                        .attr("power", power)
-                        .attr("org", org_id),
+                    Event::new(EventKind::ValidatorUpdated)
+                        .attr(attr::PUB_KEY, hex::encode(pub_key))
+                        .attr(attr::POWER, power)
+                        .attr(attr::ORG, org_id),
                 );
             }
             ProposalAction::SetParams(params) => {
                 state.put_params(params);
                 state.emit(
-                    Event::new("params.changed")
-                        .attr("min_fee", params.min_fee)
-                        .attr("proposal_voting_blocks", params.proposal_voting_blocks)
-                        .attr("max_tx_bytes", params.max_tx_bytes)
-                        .attr("max_messages_per_tx", params.max_messages_per_tx),
+                    Event::new(EventKind::ParamsChanged)
+                        .attr(attr::MIN_FEE, params.min_fee)
+                        .attr(attr::PROPOSAL_VOTING_BLOCKS, params.proposal_voting_blocks)
+                        .attr(attr::MAX_TX_BYTES, params.max_tx_bytes)
+                        .attr(attr::MAX_MESSAGES_PER_TX, params.max_messages_per_tx),
                 );
             }
             ProposalAction::Mint(amount) => state.mint(*amount)?,
             ProposalAction::Spend { source, to, amount } => {
                 state.move_funds(&source.address(), to, *amount)?;
                 state.emit(
-                    Event::new("governance.spent")
-                        .attr("source", source.address())
-                        .attr("to", to)
-                        .attr("amount", amount),
+                    Event::new(EventKind::GovernanceSpent)
+                        .attr(attr::SOURCE, source.address())
+                        .attr(attr::TO, to)
+                        .attr(attr::AMOUNT, amount),
                 );
             }
         }
@@ -519,9 +520,9 @@ pub fn admit_org<S: StateWrite>(
         &ca.subject_hash,
     );
     state.emit(
-        Event::new("org.admitted")
-            .attr("org", org_id)
-            .attr("ca_fingerprint", hex::encode(ca.fingerprint)),
+        Event::new(EventKind::OrgAdmitted)
+            .attr(attr::ORG, org_id)
+            .attr(attr::CA_FINGERPRINT, hex::encode(ca.fingerprint)),
     );
 }
 

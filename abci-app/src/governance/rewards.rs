@@ -4,6 +4,7 @@
 //! validator with no operator, and what rounding leaves, stays in the pool for the next epoch (or
 //! a governance `Spend`).
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::GovernanceRead;
@@ -51,11 +52,11 @@ pub fn pay_rewards<S: StateWrite>(state: &mut S, height: u64, epoch: u64) -> Res
         }
         state.move_funds(&Address::reward_pool(), &operator, amount)?;
         state.emit(
-            Event::new("reward.paid")
-                .attr("validator", hex::encode(&v.pub_key))
-                .attr("org", &v.org_id)
-                .attr("to", operator)
-                .attr("amount", amount),
+            Event::new(EventKind::RewardPaid)
+                .attr(attr::VALIDATOR, hex::encode(&v.pub_key))
+                .attr(attr::ORG, &v.org_id)
+                .attr(attr::TO, operator)
+                .attr(attr::AMOUNT, amount),
         );
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! `SubmitProposal`: an org admin opens a proposal; the proposer's org approves it.
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::vote::record_vote;
@@ -65,11 +66,11 @@ impl SubmitProposal {
         };
         state.put_proposal(&proposal);
         state.emit(
-            Event::new("proposal.submitted")
-                .attr("id", id)
-                .attr("proposer_org", &signer.identity.org_id)
-                .attr("title", &self.title)
-                .attr("voting_end_height", voting_end_height),
+            Event::new(EventKind::ProposalSubmitted)
+                .attr(attr::ID, id)
+                .attr(attr::PROPOSER_ORG, &signer.identity.org_id)
+                .attr(attr::TITLE, &self.title)
+                .attr(attr::VOTING_END_HEIGHT, voting_end_height),
         );
         record_vote(state, proposal, &signer.identity.org_id, true, ctx)
     }

@@ -1,5 +1,6 @@
 //! `Vote`: one vote per org per proposal; the deciding vote runs the proposal's action.
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::{
@@ -89,10 +90,10 @@ pub(super) fn record_vote<S: StateWrite>(
     list.push(org.to_owned());
     list.sort();
     state.emit(
-        Event::new("proposal.voted")
-            .attr("id", id)
-            .attr("org", org)
-            .attr("approve", approve),
+        Event::new(EventKind::ProposalVoted)
+            .attr(attr::ID, id)
+            .attr(attr::ORG, org)
+            .attr(attr::APPROVE, approve),
     );
 
     let active: Vec<String> = state.active_orgs()?.into_iter().map(|o| o.org_id).collect();
@@ -105,7 +106,7 @@ pub(super) fn record_vote<S: StateWrite>(
         Tally::Open => {}
         Tally::Fails => {
             proposal.status = pb::ProposalStatus::Rejected as i32;
-            state.emit(Event::new("proposal.rejected").attr("id", id));
+            state.emit(Event::new(EventKind::ProposalRejected).attr(attr::ID, id));
         }
         Tally::Passes => {
             let action = ProposalAction::try_from(proposal.action.clone().unwrap_or_default())?;
@@ -115,16 +116,16 @@ pub(super) fn record_vote<S: StateWrite>(
                     let changes = fork.into_changes();
                     state.apply_changes(changes);
                     proposal.status = pb::ProposalStatus::Passed as i32;
-                    state.emit(Event::new("proposal.passed").attr("id", id));
+                    state.emit(Event::new(EventKind::ProposalPassed).attr(attr::ID, id));
                 }
                 Err(e) => {
                     drop(fork);
                     proposal.status = pb::ProposalStatus::Failed as i32;
                     proposal.failure = e.to_string();
                     state.emit(
-                        Event::new("proposal.failed")
-                            .attr("id", id)
-                            .attr("reason", e.to_string()),
+                        Event::new(EventKind::ProposalFailed)
+                            .attr(attr::ID, id)
+                            .attr(attr::REASON, e.to_string()),
                     );
                 }
             }

@@ -1,5 +1,6 @@
 //! Typed reads and writes of accounts and supply; the only code that uses ledger state keys.
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::{LedgerError, state_key};
@@ -88,10 +89,10 @@ pub trait LedgerWrite: StateWrite + LedgerRead {
         self.debit(from, amount)?;
         self.credit(to, amount)?;
         self.emit(
-            Event::new("nrc.transfer")
-                .attr("from", from)
-                .attr("to", to)
-                .attr("amount", amount),
+            Event::new(EventKind::NrcTransfer)
+                .attr(attr::FROM, from)
+                .attr(attr::TO, to)
+                .attr(attr::AMOUNT, amount),
         );
         Ok(())
     }
@@ -108,10 +109,10 @@ pub trait LedgerWrite: StateWrite + LedgerRead {
         self.credit(&Address::treasury(), amount)?;
         self.set_supply(supply);
         self.emit(
-            Event::new("nrc.minted")
-                .attr("to", Address::treasury())
-                .attr("amount", amount)
-                .attr("supply", supply),
+            Event::new(EventKind::NrcMinted)
+                .attr(attr::TO, Address::treasury())
+                .attr(attr::AMOUNT, amount)
+                .attr(attr::SUPPLY, supply),
         );
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! `AttestDataset`: a validator member's findings about a listing, and the `verified` flag.
 
+use crate::events::{EventKind, attr};
 use std::collections::BTreeMap;
 
 use neurodata_proto::chain::v1 as pb;
@@ -128,11 +129,11 @@ impl AttestDataset {
         dataset.verified = verified;
         state.put_dataset(&dataset);
         state.emit(
-            Event::new("dataset.attested")
-                .attr("dataset", self.dataset_id)
-                .attr("org", org)
-                .attr("positive", positive)
-                .attr("verified", verified),
+            Event::new(EventKind::DatasetAttested)
+                .attr(attr::DATASET, self.dataset_id)
+                .attr(attr::ORG, org)
+                .attr(attr::POSITIVE, positive)
+                .attr(attr::VERIFIED, verified),
         );
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Listing a dataset, changing its price, delisting it; and the browse filter.
 
+use crate::events::{EventKind, attr};
 use neurodata_crypto::cid::Cid;
 use neurodata_proto::chain::v1 as pb;
 
@@ -182,12 +183,12 @@ impl RegisterDataset {
         state.put_key_commitment_index(org, &self.key_commitment, id);
         state.put_next_dataset_id(id + 1);
         state.emit(
-            Event::new("dataset.registered")
-                .attr("dataset", id)
-                .attr("provider", hex::encode(&dataset.provider))
-                .attr("org", &dataset.provider_org)
-                .attr("cid", &cid)
-                .attr("price", self.price),
+            Event::new(EventKind::DatasetRegistered)
+                .attr(attr::DATASET, id)
+                .attr(attr::PROVIDER, hex::encode(&dataset.provider))
+                .attr(attr::ORG, &dataset.provider_org)
+                .attr(attr::CID, &cid)
+                .attr(attr::PRICE, self.price),
         );
         Ok(())
     }
@@ -243,9 +244,9 @@ impl UpdateDatasetPrice {
         dataset.price = self.price.to_string();
         state.put_dataset(&dataset);
         state.emit(
-            Event::new("dataset.price_changed")
-                .attr("dataset", self.dataset_id)
-                .attr("price", self.price),
+            Event::new(EventKind::DatasetPriceChanged)
+                .attr(attr::DATASET, self.dataset_id)
+                .attr(attr::PRICE, self.price),
         );
         Ok(())
     }
@@ -268,7 +269,7 @@ impl DelistDataset {
         let mut dataset = owned_listing(state, self.dataset_id, signer)?;
         dataset.status = pb::DatasetStatus::Delisted as i32;
         state.put_dataset(&dataset);
-        state.emit(Event::new("dataset.delisted").attr("dataset", self.dataset_id));
+        state.emit(Event::new(EventKind::DatasetDelisted).attr(attr::DATASET, self.dataset_id));
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! revoked or its CA rotates, nobody can sign for it again, so without a move its balance, its
 //! open purchases and its listings' income would be stranded for good.
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::{
@@ -144,15 +145,15 @@ impl MoveIdentity {
         from.successor = self.to.0.to_vec();
         state.put_identity(&from);
         state.emit(
-            Event::new("identity.moved")
-                .attr("from", self.from)
-                .attr("to", self.to)
-                .attr("org", admin_org)
-                .attr("amount", amount)
-                .attr("purchases", purchases)
-                .attr("listings", listings)
-                .attr("validators", validators)
-                .attr("reason", &self.reason),
+            Event::new(EventKind::IdentityMoved)
+                .attr(attr::FROM, self.from)
+                .attr(attr::TO, self.to)
+                .attr(attr::ORG, admin_org)
+                .attr(attr::AMOUNT, amount)
+                .attr(attr::PURCHASES, purchases)
+                .attr(attr::LISTINGS, listings)
+                .attr(attr::VALIDATORS, validators)
+                .attr(attr::REASON, &self.reason),
         );
         Ok(())
     }
@@ -167,11 +168,11 @@ fn register<S: StateWrite>(
     let identity = MemberCertificate::parse(der)?.register(state, ctx.height)?;
     state.put_identity(&identity);
     state.emit(
-        Event::new("identity.registered")
-            .attr("fingerprint", hex::encode(&identity.fingerprint))
-            .attr("org", &identity.org_id)
-            .attr("role", &identity.role)
-            .attr("common_name", &identity.common_name),
+        Event::new(EventKind::IdentityRegistered)
+            .attr(attr::FINGERPRINT, hex::encode(&identity.fingerprint))
+            .attr(attr::ORG, &identity.org_id)
+            .attr(attr::ROLE, &identity.role)
+            .attr(attr::COMMON_NAME, &identity.common_name),
     );
     Ok(identity)
 }

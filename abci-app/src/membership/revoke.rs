@@ -1,5 +1,6 @@
 //! `RevokeCertificate`: an org admin revokes one of its own org's member certificates.
 
+use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
 use super::{MemberCertificate, MembershipError, MembershipRead, MembershipWrite, Signer};
@@ -78,10 +79,10 @@ impl RevokeCertificate {
             revoked_by: signer.identity.fingerprint.clone(),
         });
         state.emit(
-            Event::new("certificate.revoked")
-                .attr("fingerprint", &hex_fp)
-                .attr("org", &cert_org)
-                .attr("reason", &self.reason),
+            Event::new(EventKind::CertificateRevoked)
+                .attr(attr::FINGERPRINT, &hex_fp)
+                .attr(attr::ORG, &cert_org)
+                .attr(attr::REASON, &self.reason),
         );
         Ok(())
     }

@@ -132,7 +132,7 @@ mod tests {
         {
             let mut tx = StateDelta::new(&block);
             tx.put_raw("a".into(), b"2".to_vec());
-            tx.emit(Event::new("x"));
+            tx.emit(Event::new(crate::events::EventKind::FeePaid));
             // dropped: failed tx
         }
         assert_eq!(block.get_raw("a").unwrap(), Some(b"1".to_vec()));

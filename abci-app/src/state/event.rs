@@ -1,19 +1,22 @@
-//! Typed events: what changed, for gateways and CLIs to subscribe to and index.
+//! Typed events: what changed, for gateways and CLIs to subscribe to and index. Kinds and
+//! attribute keys come from [`crate::events`].
+
+use crate::events::EventKind;
 
 /// One ABCI event: a dotted kind (`nrc.transfer`) and ordered attributes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// Event type, `<domain>.<what happened>`.
-    pub kind: String,
+    pub kind: EventKind,
     /// Attributes in a fixed order (all indexed by CometBFT).
     pub attributes: Vec<(String, String)>,
 }
 
 impl Event {
     /// A new event of `kind` with no attributes.
-    pub fn new(kind: &str) -> Self {
+    pub fn new(kind: EventKind) -> Self {
         Event {
-            kind: kind.to_owned(),
+            kind,
             attributes: Vec::new(),
         }
     }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use neurodata_abci::address::Address;
 use neurodata_abci::amount::Amount;
+use neurodata_abci::events::{EventKind, attr};
 use neurodata_client::{Signer, TxParams, msg};
 use neurodata_crypto::DataKey;
 use neurodata_crypto::wrap::wrap;
@@ -155,10 +156,10 @@ impl Delivery {
             }
             rescan = match blocks.recv().await {
                 Ok(block) => block.txs.iter().flat_map(|t| t.events.iter()).any(|e| {
-                    e.r#type == "purchase.opened"
+                    EventKind::PurchaseOpened == e.r#type.as_str()
                         && e.attributes
                             .iter()
-                            .any(|a| a.key == "provider_org" && a.value == self.org)
+                            .any(|a| a.key == attr::PROVIDER_ORG && a.value == self.org)
                 }),
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => return,

@@ -1,0 +1,203 @@
+//! Every event the chain emits and every attribute key, in one table: the app builds events from
+//! these, and the gateway and `ndctl` match on them, so a kind or key cannot drift between the
+//! emitter and its consumers. A new event is one line in [`kinds!`] (and its attribute keys in
+//! [`attr`]).
+
+macro_rules! kinds {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// An event kind, `<domain>.<what happened>`.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum EventKind {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl EventKind {
+            /// Every kind, in table order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant,)*];
+
+            /// The kind's name as CometBFT indexes it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$variant => $name,)*
+                }
+            }
+
+            /// The kind named `name`, if any.
+            pub fn parse(name: &str) -> Option<EventKind> {
+                match name {
+                    $($name => Some(EventKind::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    /// A certificate was seen for the first time and registered.
+    IdentityRegistered => "identity.registered",
+    /// An identity was moved to its successor.
+    IdentityMoved => "identity.moved",
+    /// A certificate was revoked by its org's admin.
+    CertificateRevoked => "certificate.revoked",
+    /// A tx paid its fee.
+    FeePaid => "fee.paid",
+    /// NRC moved between accounts.
+    NrcTransfer => "nrc.transfer",
+    /// NRC was minted into the treasury.
+    NrcMinted => "nrc.minted",
+    /// A proposal was opened.
+    ProposalSubmitted => "proposal.submitted",
+    /// An org voted.
+    ProposalVoted => "proposal.voted",
+    /// A proposal passed and its action ran.
+    ProposalPassed => "proposal.passed",
+    /// A proposal can no longer pass.
+    ProposalRejected => "proposal.rejected",
+    /// A passing proposal's action failed.
+    ProposalFailed => "proposal.failed",
+    /// An org was admitted.
+    OrgAdmitted => "org.admitted",
+    /// An org was removed.
+    OrgRemoved => "org.removed",
+    /// An org's root CA was replaced.
+    OrgCaRotated => "org.ca_rotated",
+    /// A validator was added, reweighted or removed.
+    ValidatorUpdated => "validator.updated",
+    /// The chain parameters changed.
+    ParamsChanged => "params.changed",
+    /// Governance paid out of the treasury or the reward pool.
+    GovernanceSpent => "governance.spent",
+    /// The reward pool paid a validator's operator.
+    RewardPaid => "reward.paid",
+    /// A dataset was listed.
+    DatasetRegistered => "dataset.registered",
+    /// A dataset's price changed.
+    DatasetPriceChanged => "dataset.price_changed",
+    /// A dataset was delisted.
+    DatasetDelisted => "dataset.delisted",
+    /// A validator org attested a dataset.
+    DatasetAttested => "dataset.attested",
+    /// A purchase (or validation request) was opened.
+    PurchaseOpened => "purchase.opened",
+    /// The provider delivered the wrapped key.
+    PurchaseKeyDelivered => "purchase.key_delivered",
+    /// A wrong-key dispute was upheld.
+    PurchaseDisputeUpheld => "purchase.dispute_upheld",
+    /// A purchase closed (confirmed, released or refunded).
+    PurchaseClosed => "purchase.closed",
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for EventKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Attribute keys.
+pub mod attr {
+    /// An NRC amount.
+    pub const AMOUNT: &str = "amount";
+    /// A vote's direction.
+    pub const APPROVE: &str = "approve";
+    /// A purchase's buyer (hex fingerprint).
+    pub const BUYER: &str = "buyer";
+    /// An org CA's fingerprint.
+    pub const CA_FINGERPRINT: &str = "ca_fingerprint";
+    /// A ciphertext CID.
+    pub const CID: &str = "cid";
+    /// A certificate's subject CN.
+    pub const COMMON_NAME: &str = "common_name";
+    /// Last height to confirm a purchase.
+    pub const CONFIRM_BY: &str = "confirm_by";
+    /// A dataset id.
+    pub const DATASET: &str = "dataset";
+    /// A certificate fingerprint.
+    pub const FINGERPRINT: &str = "fingerprint";
+    /// Where NRC or an identity moved from.
+    pub const FROM: &str = "from";
+    /// A proposal id.
+    pub const ID: &str = "id";
+    /// Last height to deliver a purchase's key.
+    pub const KEY_DEADLINE: &str = "key_deadline";
+    /// A purchase's kind.
+    pub const KIND: &str = "kind";
+    /// How many listings moved.
+    pub const LISTINGS: &str = "listings";
+    /// The `max_messages_per_tx` parameter.
+    pub const MAX_MESSAGES_PER_TX: &str = "max_messages_per_tx";
+    /// The `max_tx_bytes` parameter.
+    pub const MAX_TX_BYTES: &str = "max_tx_bytes";
+    /// The `min_fee` parameter.
+    pub const MIN_FEE: &str = "min_fee";
+    /// An org id.
+    pub const ORG: &str = "org";
+    /// A fee's payer.
+    pub const PAYER: &str = "payer";
+    /// Whether an attestation was positive.
+    pub const POSITIVE: &str = "positive";
+    /// Voting power.
+    pub const POWER: &str = "power";
+    /// A price.
+    pub const PRICE: &str = "price";
+    /// The `proposal_voting_blocks` parameter.
+    pub const PROPOSAL_VOTING_BLOCKS: &str = "proposal_voting_blocks";
+    /// The org that proposed.
+    pub const PROPOSER_ORG: &str = "proposer_org";
+    /// A dataset's provider (hex fingerprint).
+    pub const PROVIDER: &str = "provider";
+    /// A purchase's provider org.
+    pub const PROVIDER_ORG: &str = "provider_org";
+    /// An Ed25519 validator key (hex).
+    pub const PUB_KEY: &str = "pub_key";
+    /// A purchase id.
+    pub const PURCHASE: &str = "purchase";
+    /// How many purchases moved.
+    pub const PURCHASES: &str = "purchases";
+    /// Why (free text from the signer).
+    pub const REASON: &str = "reason";
+    /// A certificate's role.
+    pub const ROLE: &str = "role";
+    /// A module account paid from.
+    pub const SOURCE: &str = "source";
+    /// A purchase's status.
+    pub const STATUS: &str = "status";
+    /// Total supply.
+    pub const SUPPLY: &str = "supply";
+    /// A proposal's title.
+    pub const TITLE: &str = "title";
+    /// Where NRC or an identity moved to.
+    pub const TO: &str = "to";
+    /// A validator key (hex).
+    pub const VALIDATOR: &str = "validator";
+    /// How many validators changed.
+    pub const VALIDATORS: &str = "validators";
+    /// Whether a dataset is verified.
+    pub const VERIFIED: &str = "verified";
+    /// Last height a proposal can be voted on.
+    pub const VOTING_END_HEIGHT: &str = "voting_end_height";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_unique_dotted_and_parse_back() {
+        let mut seen = std::collections::BTreeSet::new();
+        for k in EventKind::ALL {
+            let name = k.as_str();
+            assert!(seen.insert(name), "{name} twice");
+            let (domain, what) = name.split_once('.').expect("dotted");
+            assert!(!domain.is_empty() && !what.is_empty(), "{name}");
+            assert_eq!(EventKind::parse(name), Some(*k));
+        }
+        assert_eq!(EventKind::parse("no.such"), None);
+    }
+}
