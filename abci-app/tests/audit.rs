@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Consortium, START_BALANCE, TestNode, Twin, block_time, validity};
+use common::{Consortium, START_BALANCE, TestNode, Twin, block_time, listing, validity};
 use neurodata_abci::address::Address;
 use neurodata_abci::amount::Amount;
 use neurodata_abci::escrow::{EscrowRead, escrow_account};
@@ -17,43 +17,12 @@ use neurodata_abci::market::MarketRead;
 use neurodata_abci::membership::MembershipRead;
 use neurodata_certs::{Role, Validity};
 use neurodata_client::{Signer, TxParams, msg};
-use neurodata_crypto::cid::Cid;
 use neurodata_crypto::{DataKey, dleq, wrap};
 use neurodata_proto::chain::v1 as pb;
 use pb::proposal_action::Action as A;
 use prost::Message as _;
 
-fn schema() -> pb::Schema {
-    pb::Schema {
-        columns: vec![pb::Column {
-            name: "age".into(),
-            r#type: pb::ColumnType::Int as i32,
-        }],
-    }
-}
-
-/// A listing of a real ciphertext under `key`; `salt` makes the CID unique.
-fn listing(key: &DataKey, price: &str, salt: u32) -> pb::RegisterDataset {
-    let plain = format!("age\n{salt}\n");
-    let mut ct = Vec::new();
-    let (sha, size) =
-        neurodata_crypto::stream::encrypt(plain.as_bytes(), &mut ct, key, 1024).unwrap();
-    pb::RegisterDataset {
-        cid: Cid::of(&ct).to_string(),
-        plaintext_sha256: sha.to_vec(),
-        key_commitment: key.commitment().to_vec(),
-        size,
-        ciphertext_size: ct.len() as u64,
-        rows: 1,
-        schema: Some(schema()),
-        price: price.into(),
-        license: "CC-BY-4.0".into(),
-        title: "heart".into(),
-        location: String::new(),
-    }
-}
-
-fn list(n: &mut TestNode, provider: &Signer, salt: u32) -> u64 {
+fn list(n: &mut TestNode, provider: &Signer, salt: u8) -> u64 {
     let key = DataKey::generate().unwrap();
     n.ok(
         provider,
@@ -113,7 +82,7 @@ fn a_self_declared_validator_certificate_cannot_request_keys_or_attest() {
         dataset_id: id,
         ciphertext_matches_cid: true,
         plaintext_matches: true,
-        rows: 1,
+        rows: 2,
         schema_matches: true,
     });
     let o = n.run(&rogue, vec![attest.clone()]);
@@ -184,7 +153,7 @@ fn validation_requests_are_for_listed_unverified_datasets_within_the_org_quota()
             dataset_id: ids[0],
             ciphertext_matches_cid: true,
             plaintext_matches: true,
-            rows: 1,
+            rows: 2,
             schema_matches: true,
         })],
     );

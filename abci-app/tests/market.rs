@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Consortium, START_BALANCE, TestNode, Twin};
+use common::{Consortium, START_BALANCE, TestNode, Twin, listing};
 use neurodata_abci::address::Address;
 use neurodata_abci::amount::Amount;
 use neurodata_abci::escrow::{EscrowRead, escrow_account, fee_of};
@@ -15,47 +15,11 @@ use neurodata_abci::ledger::LedgerRead;
 use neurodata_abci::market::MarketRead;
 use neurodata_certs::Role;
 use neurodata_client::msg;
-use neurodata_crypto::cid::Cid;
 use neurodata_crypto::{DataKey, dleq, wrap};
 use neurodata_proto::chain::v1 as pb;
 use proptest::prelude::*;
 
 const PRICE: u128 = 10_000;
-
-fn schema() -> pb::Schema {
-    let col = |name: &str, t: pb::ColumnType| pb::Column {
-        name: name.into(),
-        r#type: t as i32,
-    };
-    pb::Schema {
-        columns: vec![
-            col("age", pb::ColumnType::Int),
-            col("chol", pb::ColumnType::Float),
-            col("target", pb::ColumnType::Bool),
-        ],
-    }
-}
-
-/// A listing of a real encrypted CSV under `key`.
-fn listing(key: &DataKey, price: &str, salt: u8) -> pb::RegisterDataset {
-    let plain = format!("age,chol,target\n63,233.0,1\n{salt},250.5,0\n");
-    let mut ct = Vec::new();
-    let (sha, size) =
-        neurodata_crypto::stream::encrypt(plain.as_bytes(), &mut ct, key, 1024).unwrap();
-    pb::RegisterDataset {
-        cid: Cid::of(&ct).to_string(),
-        plaintext_sha256: sha.to_vec(),
-        key_commitment: key.commitment().to_vec(),
-        size,
-        ciphertext_size: ct.len() as u64,
-        rows: 2,
-        schema: Some(schema()),
-        price: price.into(),
-        license: "CC-BY-4.0".into(),
-        title: "heart".into(),
-        location: "https://gw.org0.example:27008".into(),
-    }
-}
 
 fn spki(c: &Consortium, org: usize, role: Role) -> Vec<u8> {
     c.orgs[org].members[&role]

@@ -30,6 +30,33 @@ pub struct ChainArgs {
     pub gateway_ca: Option<PathBuf>,
 }
 
+/// Connects to the gateway `args` name, as the member whose certificate and key are `identity`
+/// (mTLS; not needed for a plain-text `http://` development gateway).
+pub async fn open_gateway(
+    args: &ChainArgs,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<GatewayClient> {
+    let url = args
+        .gateway
+        .as_deref()
+        .context("this command goes through an org gateway: pass --gateway URL --gateway-ca CA")?;
+    let tls = if url.starts_with("http://") {
+        None
+    } else {
+        let ca = args
+            .gateway_ca
+            .as_deref()
+            .context("--gateway-ca: the gateway org's root CA is needed to trust the gateway")?;
+        let (cert, key) = identity.context(
+            "a gateway call needs your member certificate and key (--cert/--key, or the signer's)",
+        )?;
+        Some(GatewayTls::from_files(ca, cert, key)?)
+    };
+    GatewayClient::connect(url, tls)
+        .await
+        .with_context(|| format!("connecting to the gateway at {url}"))
+}
+
 /// A connection to the chain.
 pub enum Conn {
     /// CometBFT RPC.
@@ -44,25 +71,10 @@ impl Conn {
         args: &ChainArgs,
         identity: Option<(&std::path::Path, &std::path::Path)>,
     ) -> anyhow::Result<Conn> {
-        let Some(url) = &args.gateway else {
+        if args.gateway.is_none() {
             return Ok(Conn::Node(NodeClient::new(&args.node)?));
-        };
-        let tls = if url.starts_with("http://") {
-            None
-        } else {
-            let ca = args.gateway_ca.as_deref().context(
-                "--gateway-ca: the gateway org's root CA is needed to trust the gateway",
-            )?;
-            let (cert, key) = identity.context(
-                "a gateway call needs your member certificate and key (--cert/--key, or the signer's)",
-            )?;
-            Some(GatewayTls::from_files(ca, cert, key)?)
-        };
-        Ok(Conn::Gateway(
-            GatewayClient::connect(url, tls)
-                .await
-                .with_context(|| format!("connecting to the gateway at {url}"))?,
-        ))
+        }
+        Ok(Conn::Gateway(open_gateway(args, identity).await?))
     }
 
     /// Signs, sends and waits for the block: (height, tx hash).

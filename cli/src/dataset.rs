@@ -161,22 +161,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 async fn gateway(a: &SignerArgs) -> anyhow::Result<GatewayClient> {
-    let url = a.chain.gateway.as_deref().context(
-        "dataset commands go through an org gateway: pass --gateway URL --gateway-ca CA",
-    )?;
-    let tls = if url.starts_with("http://") {
-        None
-    } else {
-        let ca = a
-            .chain
-            .gateway_ca
-            .as_deref()
-            .context("--gateway-ca: the gateway org's root CA")?;
-        Some(GatewayTls::from_files(ca, &a.signer_cert, &a.signer_key)?)
-    };
-    GatewayClient::connect(url, tls)
-        .await
-        .with_context(|| format!("connecting to the gateway at {url}"))
+    crate::conn::open_gateway(&a.chain, Some((&a.signer_cert, &a.signer_key))).await
 }
 
 /// A gateway of another org (the dataset's `location`), trusted through the CAs the chain

@@ -82,23 +82,13 @@ impl MoveIdentity {
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let admin_org = &signer.identity.org_id;
-        let mut from = match state.identity(&self.from.0)? {
-            Some(identity) => identity,
-            None => {
-                let der = self
-                    .from_certificate
-                    .as_deref()
-                    .ok_or_else(|| MembershipError::UnknownCertificate(self.from.to_hex()))?;
-                register(state, der, ctx)?
-            }
-        };
-        if &from.org_id != admin_org {
-            return Err(MembershipError::ForeignCertificate {
-                cert_org: from.org_id,
-                admin_org: admin_org.clone(),
-            }
-            .into());
-        }
+        let mut from = own_identity(
+            state,
+            &self.from,
+            self.from_certificate.as_deref(),
+            signer,
+            ctx,
+        )?;
         // A recorded successor is final while it can act; once it cannot (expired, revoked, its
         // CA rotated), what still reaches the old identity may go to a new successor.
         if !from.successor.is_empty() && from.successor != self.to.0 {
@@ -117,23 +107,7 @@ impl MoveIdentity {
                 .into());
             }
         }
-        let to = match state.identity(&self.to.0)? {
-            Some(identity) => identity,
-            None => {
-                let der = self
-                    .to_certificate
-                    .as_deref()
-                    .ok_or_else(|| MembershipError::UnknownCertificate(self.to.to_hex()))?;
-                register(state, der, ctx)?
-            }
-        };
-        if &to.org_id != admin_org {
-            return Err(MembershipError::ForeignCertificate {
-                cert_org: to.org_id,
-                admin_org: admin_org.clone(),
-            }
-            .into());
-        }
+        let to = own_identity(state, &self.to, self.to_certificate.as_deref(), signer, ctx)?;
         check_live(state, &to, ctx.time)?;
         let amount = state.balance(&self.from)?;
         if amount > Amount::ZERO {
@@ -157,6 +131,33 @@ impl MoveIdentity {
         );
         Ok(())
     }
+}
+
+/// The identity `fingerprint` of the admin's org: registered, or registered now from its attached
+/// certificate (issued and signed by its org's current CA).
+fn own_identity<S: StateWrite>(
+    state: &mut S,
+    fingerprint: &Address,
+    certificate: Option<&[u8]>,
+    admin: &Signer,
+    ctx: &ExecCtx,
+) -> Result<pb::Identity, TxError> {
+    let identity = match state.identity(&fingerprint.0)? {
+        Some(identity) => identity,
+        None => {
+            let der = certificate
+                .ok_or_else(|| MembershipError::UnknownCertificate(fingerprint.to_hex()))?;
+            register(state, der, ctx)?
+        }
+    };
+    if identity.org_id != admin.identity.org_id {
+        return Err(MembershipError::ForeignCertificate {
+            cert_org: identity.org_id,
+            admin_org: admin.identity.org_id.clone(),
+        }
+        .into());
+    }
+    Ok(identity)
 }
 
 /// Registers a certificate the chain never saw (issued and signed by its org's current CA).

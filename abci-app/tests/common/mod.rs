@@ -15,6 +15,8 @@ use neurodata_abci::membership::MembershipRead;
 use neurodata_abci::storage::Storage;
 use neurodata_certs::{Member, OrgCa, Role, Validity};
 use neurodata_client::{Amount, Signer, TxParams};
+use neurodata_crypto::DataKey;
+use neurodata_crypto::cid::Cid;
 use neurodata_proto::chain::v1 as pb;
 
 pub const CHAIN: &str = "neurodata-test";
@@ -360,5 +362,41 @@ pub fn assert_only_charged(
             allowed.contains(k),
             "a rejected tx changed {k} beyond its fee and nonce"
         );
+    }
+}
+
+/// The schema of the test listings: age, chol, target.
+pub fn schema() -> pb::Schema {
+    let col = |name: &str, t: pb::ColumnType| pb::Column {
+        name: name.into(),
+        r#type: t as i32,
+    };
+    pb::Schema {
+        columns: vec![
+            col("age", pb::ColumnType::Int),
+            col("chol", pb::ColumnType::Float),
+            col("target", pb::ColumnType::Bool),
+        ],
+    }
+}
+
+/// A listing of a real encrypted CSV under `key`.
+pub fn listing(key: &DataKey, price: &str, salt: u8) -> pb::RegisterDataset {
+    let plain = format!("age,chol,target\n63,233.0,1\n{salt},250.5,0\n");
+    let mut ct = Vec::new();
+    let (sha, size) =
+        neurodata_crypto::stream::encrypt(plain.as_bytes(), &mut ct, key, 1024).unwrap();
+    pb::RegisterDataset {
+        cid: Cid::of(&ct).to_string(),
+        plaintext_sha256: sha.to_vec(),
+        key_commitment: key.commitment().to_vec(),
+        size,
+        ciphertext_size: ct.len() as u64,
+        rows: 2,
+        schema: Some(schema()),
+        price: price.into(),
+        license: "CC-BY-4.0".into(),
+        title: "heart".into(),
+        location: "https://gw.org0.example:27008".into(),
     }
 }
