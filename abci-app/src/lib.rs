@@ -35,4 +35,4 @@ pub mod abci;
 #[cfg(feature = "server")]
 pub mod storage;
 
-pub use error::TxError;
+pub use error::{CODE_BLOCKS, TxError};

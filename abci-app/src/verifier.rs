@@ -74,7 +74,7 @@ impl SignatureVerifier {
         }
         let key = p256_public_key(spki)?
             .ec_key()
-            .map_err(|e| crate::membership::MembershipError::BadCertificate(e.to_string()))?;
+            .map_err(|_| crate::membership::MembershipError::KeyNotP256)?;
         let mut keys = lock(&self.keys);
         if keys.len() >= MAX_CACHED_KEYS {
             keys.clear();

@@ -945,15 +945,16 @@ fn validator_operators_must_be_members_of_the_validators_org() {
         &admin,
         vec![with(vec![Address::reward_pool().0.to_vec()])],
         "governance",
-        70,
+        78,
     );
-    t.reject_signed(
+    let o = t.reject_signed(
         &admin,
         vec![with(vec![other_org.address().0.to_vec()])],
         "governance",
-        70,
+        79,
     );
-    t.reject_signed(&admin, vec![with(vec![vec![1; 31]])], "governance", 70);
+    assert!(o.log.contains("not of the validator's org"), "{}", o.log);
+    t.reject_signed(&admin, vec![with(vec![vec![1; 31]])], "governance", 77);
     t.ok(
         &admin,
         vec![with(vec![

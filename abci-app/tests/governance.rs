@@ -324,7 +324,8 @@ fn invalid_proposals_are_rejected_at_submission() {
     let bad_id = A::RemoveOrg(pb::RemoveOrg {
         org_id: "NOT VALID".into(),
     });
-    t.reject_signed(&a0, vec![msg::propose("bad", bad_id)], "governance", 70);
+    let o = t.reject_signed(&a0, vec![msg::propose("bad", bad_id)], "governance", 72);
+    assert!(o.log.contains("\"NOT VALID\""), "{}", o.log);
     let taken = admit(&c.orgs[0]);
     t.reject_signed(&a0, vec![msg::propose("again", taken)], "governance", 66);
 }

@@ -110,10 +110,13 @@ fn every_bad_market_action_is_refused_and_changes_nothing() {
     // Malformed schema, unknown column type, bad CID, bad digests, price overflow.
     let mut bad = listing(&key, "5", 2);
     bad.schema = Some(pb::Schema { columns: vec![] });
+    t.reject_signed(&provider, vec![msg::register_dataset(bad)], "market", 89);
+    let mut bad = listing(&key, "5", 3);
+    bad.schema = None;
     t.reject_signed(&provider, vec![msg::register_dataset(bad)], "market", 82);
     let mut bad = listing(&key, "5", 3);
     bad.schema.as_mut().unwrap().columns[0].r#type = 42;
-    t.reject_signed(&provider, vec![msg::register_dataset(bad)], "market", 82);
+    t.reject_signed(&provider, vec![msg::register_dataset(bad)], "market", 92);
     let mut bad = listing(&key, "5", 4);
     bad.cid = "Qm-not-a-cid".into();
     t.reject_signed(&provider, vec![msg::register_dataset(bad)], "tx", 11);

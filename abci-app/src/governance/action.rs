@@ -87,10 +87,6 @@ impl SpendSource {
 /// Most operators one validator may name.
 pub const MAX_OPERATORS: usize = 8;
 
-fn invalid(s: impl Into<String>) -> GovernanceError {
-    GovernanceError::InvalidAction(s.into())
-}
-
 /// Org ids: 2..=32 of `a-z0-9-`, so they are safe in keys, events and file names.
 pub fn check_org_id(org_id: &str) -> Result<(), GovernanceError> {
     let ok = (2..=32).contains(&org_id.len())
@@ -100,10 +96,22 @@ pub fn check_org_id(org_id: &str) -> Result<(), GovernanceError> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(format!(
-            "org id {org_id:?} must be 2..=32 characters of a-z, 0-9 and '-'"
-        )))
+        Err(GovernanceError::BadOrgId {
+            org_id: org_id.to_owned(),
+        })
     }
+}
+
+/// A positive NRC amount of a mint or spend.
+fn governance_amount(field: &'static str, s: &str) -> Result<Amount, GovernanceError> {
+    let amount: Amount = s.parse().map_err(|e| GovernanceError::BadAmount {
+        field,
+        reason: format!("{e}"),
+    })?;
+    if amount == Amount::ZERO {
+        return Err(GovernanceError::ZeroAmount { field });
+    }
+    Ok(amount)
 }
 
 /// CometBFT's `MaxTotalVotingPower` (MaxInt64 / 8): a validator set whose total exceeds it makes
@@ -114,12 +122,12 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
     type Error = TxError;
     fn try_from(a: pb::ProposalAction) -> Result<Self, TxError> {
         use pb::proposal_action::Action as A;
-        let action = a.action.ok_or_else(|| invalid("proposal has no action"))?;
+        let action = a.action.ok_or(GovernanceError::NoAction)?;
         Ok(match action {
             A::AdmitOrg(m) => {
                 check_org_id(&m.org_id)?;
                 if m.name.is_empty() || m.name.len() > 128 {
-                    return Err(invalid("org name must be 1..=128 bytes").into());
+                    return Err(GovernanceError::BadOrgName { len: m.name.len() }.into());
                 }
                 CaCertificate::from_pem(&m.ca_cert_pem)?;
                 ProposalAction::AdmitOrg {
@@ -141,26 +149,33 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
                 }
             }
             A::SetValidator(m) => {
-                let pub_key = <[u8; 32]>::try_from(m.pub_key.as_slice())
-                    .map_err(|_| invalid("validator pub_key must be 32 bytes (Ed25519)"))?;
+                let pub_key = <[u8; 32]>::try_from(m.pub_key.as_slice()).map_err(|_| {
+                    GovernanceError::BadValidatorKey {
+                        len: m.pub_key.len(),
+                    }
+                })?;
                 if !(0..=MAX_TOTAL_POWER).contains(&m.power) {
-                    return Err(invalid(format!(
-                        "validator power must be in 0..={MAX_TOTAL_POWER}"
-                    ))
+                    return Err(GovernanceError::PowerOutOfRange {
+                        power: m.power,
+                        max: MAX_TOTAL_POWER,
+                    }
                     .into());
                 }
                 if m.operators.len() > MAX_OPERATORS {
-                    return Err(invalid(format!(
-                        "a validator names at most {MAX_OPERATORS} operators"
-                    ))
+                    return Err(GovernanceError::TooManyOperators {
+                        count: m.operators.len(),
+                        max: MAX_OPERATORS,
+                    }
                     .into());
                 }
                 let operators = m
                     .operators
                     .iter()
-                    .map(|o| {
-                        Address::from_slice(o).ok_or_else(|| {
-                            invalid("validator operator must be a 32-byte certificate fingerprint")
+                    .enumerate()
+                    .map(|(index, o)| {
+                        Address::from_slice(o).ok_or(GovernanceError::BadOperator {
+                            index,
+                            len: o.len(),
                         })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
@@ -168,7 +183,7 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
                     check_org_id(&m.org_id)?;
                 }
                 if m.name.len() > 64 {
-                    return Err(invalid("validator name at most 64 bytes").into());
+                    return Err(GovernanceError::BadValidatorName { len: m.name.len() }.into());
                 }
                 ProposalAction::SetValidator {
                     pub_key,
@@ -180,13 +195,7 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
             }
             A::SetParams(p) => ProposalAction::SetParams(Params::try_from(p)?),
             A::Mint(m) => {
-                let amount: Amount = m
-                    .amount
-                    .parse()
-                    .map_err(|e| invalid(format!("mint amount: {e}")))?;
-                if amount == Amount::ZERO {
-                    return Err(invalid("mint amount must be positive").into());
-                }
+                let amount = governance_amount("mint.amount", &m.amount)?;
                 ProposalAction::Mint(amount)
             }
             A::Spend(m) => {
@@ -194,21 +203,12 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
                     Ok(pb::SpendSource::Treasury) => SpendSource::Treasury,
                     Ok(pb::SpendSource::RewardPool) => SpendSource::RewardPool,
                     _ => {
-                        return Err(invalid(
-                            "spend source must be the treasury or the reward pool",
-                        )
-                        .into());
+                        return Err(GovernanceError::BadSpendSource { given: m.source }.into());
                     }
                 };
                 let to = Address::from_slice(&m.to)
-                    .ok_or_else(|| invalid("spend recipient must be a 32-byte address"))?;
-                let amount: Amount = m
-                    .amount
-                    .parse()
-                    .map_err(|e| invalid(format!("spend amount: {e}")))?;
-                if amount == Amount::ZERO {
-                    return Err(invalid("spend amount must be positive").into());
-                }
+                    .ok_or(GovernanceError::BadSpendRecipient { len: m.to.len() })?;
+                let amount = governance_amount("spend.amount", &m.amount)?;
                 ProposalAction::Spend { source, to, amount }
             }
         })
@@ -339,17 +339,19 @@ impl ProposalAction {
                         crate::escrow::escrow_account(),
                     ];
                     if module.contains(operator) {
-                        return Err(
-                            invalid("a validator operator cannot be a module account").into()
-                        );
+                        return Err(GovernanceError::OperatorIsModuleAccount {
+                            operator: operator.to_string(),
+                        }
+                        .into());
                     }
                     if let Some(identity) = state.identity(&operator.0)?
                         && &identity.org_id != org_id
                     {
-                        return Err(invalid(format!(
-                            "operator {operator} is a member of {}, not of the validator's org {org_id}",
-                            identity.org_id
-                        ))
+                        return Err(GovernanceError::OperatorOfOtherOrg {
+                            operator: operator.to_string(),
+                            member_of: identity.org_id,
+                            org: org_id.clone(),
+                        }
                         .into());
                     }
                 }

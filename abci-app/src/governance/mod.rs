@@ -71,19 +71,130 @@ pub enum GovernanceError {
     /// No validator with this key.
     #[error("validator {0} does not exist")]
     UnknownValidator(String),
-    /// An action field is out of range.
-    #[error("invalid proposal: {0}")]
-    InvalidAction(String),
+    /// The proposal carries no action.
+    #[error("proposal has no action")]
+    NoAction,
     /// The validator set's total power would exceed CometBFT's limit (which halts the chain).
     #[error("the validator set's total power would exceed CometBFT's maximum {max}")]
     TotalPowerTooHigh {
         /// CometBFT's MaxTotalVotingPower.
         max: i64,
     },
+    /// An org id is not 2..=32 characters of `a-z`, `0-9` and `-`.
+    #[error("org id {org_id:?} must be 2..=32 characters of a-z, 0-9 and '-'")]
+    BadOrgId {
+        /// The org id given.
+        org_id: String,
+    },
+    /// An admitted org's display name is empty or too long.
+    #[error("org name is {len} bytes; it must be 1..=128")]
+    BadOrgName {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A validator key is not an Ed25519 public key.
+    #[error("validator pub_key is {len} bytes; it must be 32 (Ed25519)")]
+    BadValidatorKey {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A validator power is negative or above CometBFT's maximum.
+    #[error("validator power {power} must be in 0..={max}")]
+    PowerOutOfRange {
+        /// The power given.
+        power: i64,
+        /// CometBFT's MaxTotalVotingPower.
+        max: i64,
+    },
+    /// A validator names more operators than allowed.
+    #[error("a validator names at most {max} operators, not {count}")]
+    TooManyOperators {
+        /// Operators named.
+        count: usize,
+        /// The limit, [`action::MAX_OPERATORS`].
+        max: usize,
+    },
+    /// A validator operator is not a certificate fingerprint.
+    #[error(
+        "validator operator {index} is {len} bytes; it must be a 32-byte certificate fingerprint"
+    )]
+    BadOperator {
+        /// Its position among the operators.
+        index: usize,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A validator operator is the treasury, the reward pool or the escrow account.
+    #[error("validator operator {operator} is a module account; name a member certificate")]
+    OperatorIsModuleAccount {
+        /// The operator.
+        operator: String,
+    },
+    /// A validator operator is a member of another org than the validator's.
+    #[error("operator {operator} is a member of {member_of}, not of the validator's org {org}")]
+    OperatorOfOtherOrg {
+        /// The operator.
+        operator: String,
+        /// The org it is a member of.
+        member_of: String,
+        /// The validator's org.
+        org: String,
+    },
+    /// A validator's display name is too long.
+    #[error("validator name is {len} bytes; at most 64")]
+    BadValidatorName {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// An amount is not a decimal NRC amount.
+    #[error("invalid {field}: {reason}")]
+    BadAmount {
+        /// The field, e.g. `mint.amount`.
+        field: &'static str,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A mint or spend of zero, which would do nothing.
+    #[error("{field} must be positive")]
+    ZeroAmount {
+        /// The field, e.g. `spend.amount`.
+        field: &'static str,
+    },
+    /// A spend names neither the treasury nor the reward pool.
+    #[error("spend source {given} must be the treasury or the reward pool")]
+    BadSpendSource {
+        /// The wire value given.
+        given: i32,
+    },
+    /// A spend recipient is not an address.
+    #[error("spend recipient is {len} bytes; it must be a 32-byte address")]
+    BadSpendRecipient {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A chain parameter is outside its bounds.
+    #[error("parameter {param} is {value}; it must be in {min}..={max}")]
+    ParamOutOfRange {
+        /// The parameter.
+        param: &'static str,
+        /// The value given.
+        value: u64,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+    },
+    /// The `min_fee` parameter is not a decimal NRC amount.
+    #[error("parameter min_fee: {reason}")]
+    BadMinFee {
+        /// Why it does not parse.
+        reason: String,
+    },
 }
 
 impl GovernanceError {
-    /// Stable code (60..80).
+    /// Stable code: 60..80, then 200..220 once that block filled (see
+    /// [`crate::CODE_BLOCKS`]).
     pub fn code(&self) -> u32 {
         match self {
             GovernanceError::ProposalNotFound(_) => 60,
@@ -96,8 +207,23 @@ impl GovernanceError {
             GovernanceError::UnknownOrg(_) => 67,
             GovernanceError::CaSubjectInUse(_) => 68,
             GovernanceError::UnknownValidator(_) => 69,
-            GovernanceError::InvalidAction(_) => 70,
+            GovernanceError::NoAction => 70,
             GovernanceError::TotalPowerTooHigh { .. } => 71,
+            GovernanceError::BadOrgId { .. } => 72,
+            GovernanceError::BadOrgName { .. } => 73,
+            GovernanceError::BadValidatorKey { .. } => 74,
+            GovernanceError::PowerOutOfRange { .. } => 75,
+            GovernanceError::TooManyOperators { .. } => 76,
+            GovernanceError::BadOperator { .. } => 77,
+            GovernanceError::OperatorIsModuleAccount { .. } => 78,
+            GovernanceError::OperatorOfOtherOrg { .. } => 79,
+            GovernanceError::BadValidatorName { .. } => 200,
+            GovernanceError::BadAmount { .. } => 201,
+            GovernanceError::ZeroAmount { .. } => 202,
+            GovernanceError::BadSpendSource { .. } => 203,
+            GovernanceError::BadSpendRecipient { .. } => 204,
+            GovernanceError::ParamOutOfRange { .. } => 205,
+            GovernanceError::BadMinFee { .. } => 206,
         }
     }
 }

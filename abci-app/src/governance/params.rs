@@ -47,35 +47,40 @@ impl Default for Params {
 impl TryFrom<pb::Params> for Params {
     type Error = GovernanceError;
     fn try_from(p: pb::Params) -> Result<Self, GovernanceError> {
-        let bad = |s: &str| GovernanceError::InvalidAction(format!("params: {s}"));
-        let min_fee = p
-            .min_fee
-            .parse()
-            .map_err(|e| bad(&format!("min_fee: {e}")))?;
-        if !(1..=1_000_000).contains(&p.proposal_voting_blocks) {
-            return Err(bad("proposal_voting_blocks must be in 1..=1000000"));
-        }
-        // CometBFT's own block limit is far above this; 4 MiB keeps any single tx cheap to check.
-        if !(1024..=4 * 1024 * 1024).contains(&p.max_tx_bytes) {
-            return Err(bad("max_tx_bytes must be in 1024..=4194304"));
-        }
-        if !(1..=256).contains(&p.max_messages_per_tx) {
-            return Err(bad("max_messages_per_tx must be in 1..=256"));
-        }
-        if !(1..=1_000_000).contains(&p.key_delivery_blocks) {
-            return Err(bad("key_delivery_blocks must be in 1..=1000000"));
-        }
-        if !(1..=1_000_000).contains(&p.confirm_blocks) {
-            return Err(bad("confirm_blocks must be in 1..=1000000"));
-        }
-        if p.market_fee_bps > 10_000 {
-            return Err(bad("market_fee_bps must be in 0..=10000"));
-        }
-        if p.max_open_validations_per_org > 1_000 {
-            return Err(bad("max_open_validations_per_org must be in 0..=1000"));
-        }
-        if p.reward_epoch_blocks > 1_000_000 {
-            return Err(bad("reward_epoch_blocks must be in 0..=1000000"));
+        let min_fee = p.min_fee.parse().map_err(|e| GovernanceError::BadMinFee {
+            reason: format!("{e}"),
+        })?;
+        // CometBFT's own block limit is far above max_tx_bytes; 4 MiB keeps any single tx cheap
+        // to check.
+        let bounds: [(&'static str, u64, u64, u64); 8] = [
+            (
+                "proposal_voting_blocks",
+                p.proposal_voting_blocks,
+                1,
+                1_000_000,
+            ),
+            ("max_tx_bytes", p.max_tx_bytes, 1024, 4 * 1024 * 1024),
+            ("max_messages_per_tx", p.max_messages_per_tx.into(), 1, 256),
+            ("key_delivery_blocks", p.key_delivery_blocks, 1, 1_000_000),
+            ("confirm_blocks", p.confirm_blocks, 1, 1_000_000),
+            ("market_fee_bps", p.market_fee_bps.into(), 0, 10_000),
+            (
+                "max_open_validations_per_org",
+                p.max_open_validations_per_org.into(),
+                0,
+                1_000,
+            ),
+            ("reward_epoch_blocks", p.reward_epoch_blocks, 0, 1_000_000),
+        ];
+        for (param, value, min, max) in bounds {
+            if !(min..=max).contains(&value) {
+                return Err(GovernanceError::ParamOutOfRange {
+                    param,
+                    value,
+                    min,
+                    max,
+                });
+            }
         }
         Ok(Params {
             min_fee,
@@ -117,9 +122,29 @@ mod tests {
         assert_eq!(Params::try_from(pb::Params::from(&d)).unwrap(), d);
         let mut p = pb::Params::from(&d);
         p.max_tx_bytes = 10;
-        assert!(Params::try_from(p).is_err());
+        assert_eq!(
+            Params::try_from(p),
+            Err(GovernanceError::ParamOutOfRange {
+                param: "max_tx_bytes",
+                value: 10,
+                min: 1024,
+                max: 4 * 1024 * 1024,
+            })
+        );
+        let mut p = pb::Params::from(&d);
+        p.market_fee_bps = 10_001;
+        assert!(matches!(
+            Params::try_from(p),
+            Err(GovernanceError::ParamOutOfRange {
+                param: "market_fee_bps",
+                ..
+            })
+        ));
         let mut p = pb::Params::from(&d);
         p.min_fee = "-1".into();
-        assert!(Params::try_from(p).is_err());
+        assert!(matches!(
+            Params::try_from(p),
+            Err(GovernanceError::BadMinFee { .. })
+        ));
     }
 }

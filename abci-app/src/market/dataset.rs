@@ -20,35 +20,36 @@ fn digest(field: &'static str, b: &[u8]) -> Result<[u8; 32], TxError> {
 /// Checks a schema: 1..=256 columns, names of 1..=64 `[A-Za-z0-9_.-]` bytes, unique, every type
 /// known.
 pub fn check_schema(schema: Option<&pb::Schema>) -> Result<pb::Schema, MarketError> {
-    let bad = |s: String| MarketError::MalformedSchema(s);
-    let schema = schema.ok_or_else(|| bad("no schema".into()))?;
+    let schema = schema.ok_or(MarketError::NoSchema)?;
     if schema.columns.is_empty() || schema.columns.len() > MAX_COLUMNS {
-        return Err(bad(format!(
-            "{} columns; allowed 1..={MAX_COLUMNS}",
-            schema.columns.len()
-        )));
+        return Err(MarketError::ColumnCount {
+            count: schema.columns.len(),
+            max: MAX_COLUMNS,
+        });
     }
     let mut seen = std::collections::BTreeSet::new();
-    for (i, c) in schema.columns.iter().enumerate() {
+    for (index, c) in schema.columns.iter().enumerate() {
         let ok_name = (1..=64).contains(&c.name.len())
             && c.name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !ok_name {
-            return Err(bad(format!(
-                "column {i} name {:?} must be 1..=64 of [A-Za-z0-9_.-]",
-                c.name
-            )));
+            return Err(MarketError::BadColumnName {
+                index,
+                name: c.name.clone(),
+            });
         }
         if !seen.insert(c.name.as_str()) {
-            return Err(bad(format!("column name {:?} appears twice", c.name)));
+            return Err(MarketError::DuplicateColumn {
+                name: c.name.clone(),
+            });
         }
         match pb::ColumnType::try_from(c.r#type) {
             Ok(pb::ColumnType::Unspecified) | Err(_) => {
-                return Err(bad(format!(
-                    "column {:?} has no known type (int, float, string, bool, category)",
-                    c.name
-                )));
+                return Err(MarketError::UnknownColumnType {
+                    name: c.name.clone(),
+                    type_code: c.r#type,
+                });
             }
             Ok(_) => {}
         }
@@ -327,36 +328,40 @@ mod tests {
             columns: vec![col("age", T::Int), col("chol.mg_dl", T::Float)],
         };
         assert!(check_schema(Some(&ok)).is_ok());
-        for bad in [
-            pb::Schema { columns: vec![] },
-            pb::Schema {
-                columns: vec![col("age", T::Int), col("age", T::Float)],
-            },
-            pb::Schema {
-                columns: vec![col("a b", T::Int)],
-            },
-            pb::Schema {
-                columns: vec![col("", T::Int)],
-            },
-            pb::Schema {
-                columns: vec![col("x", T::Unspecified)],
-            },
-            pb::Schema {
-                columns: vec![pb::Column {
-                    name: "x".into(),
-                    r#type: 99,
-                }],
-            },
-        ] {
-            assert!(
-                matches!(
-                    check_schema(Some(&bad)),
-                    Err(MarketError::MalformedSchema(_))
-                ),
-                "{bad:?}"
+        let bad = |columns| check_schema(Some(&pb::Schema { columns }));
+        assert_eq!(
+            bad(vec![]),
+            Err(MarketError::ColumnCount {
+                count: 0,
+                max: MAX_COLUMNS
+            })
+        );
+        assert_eq!(
+            bad(vec![col("age", T::Int), col("age", T::Float)]),
+            Err(MarketError::DuplicateColumn { name: "age".into() })
+        );
+        for name in ["a b", ""] {
+            assert_eq!(
+                bad(vec![col("ok", T::Int), col(name, T::Int)]),
+                Err(MarketError::BadColumnName {
+                    index: 1,
+                    name: name.into()
+                })
             );
         }
-        assert!(check_schema(None).is_err());
+        for type_code in [T::Unspecified as i32, 99] {
+            assert_eq!(
+                bad(vec![pb::Column {
+                    name: "x".into(),
+                    r#type: type_code,
+                }]),
+                Err(MarketError::UnknownColumnType {
+                    name: "x".into(),
+                    type_code
+                })
+            );
+        }
+        assert_eq!(check_schema(None), Err(MarketError::NoSchema));
     }
 
     #[test]

@@ -69,9 +69,9 @@ pub enum MarketError {
         /// The existing listing.
         dataset: u64,
     },
-    /// The schema is unusable; the message says which column.
-    #[error("malformed schema: {0}")]
-    MalformedSchema(String),
+    /// The listing has no schema.
+    #[error("dataset has no schema")]
+    NoSchema,
     /// Only the provider (or an admin of its org) may change a listing.
     #[error(
         "dataset {dataset} belongs to {provider_org}; only its provider or an admin of that org may change it"
@@ -109,21 +109,57 @@ pub enum MarketError {
         /// The existing listing.
         dataset: u64,
     },
+    /// The schema has no columns or too many.
+    #[error("schema has {count} columns; allowed 1..={max}")]
+    ColumnCount {
+        /// Columns given.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A column name is empty, too long or has a character outside `[A-Za-z0-9_.-]`.
+    #[error("schema column {index} name {name:?} must be 1..=64 of [A-Za-z0-9_.-]")]
+    BadColumnName {
+        /// The column's position.
+        index: usize,
+        /// Its name.
+        name: String,
+    },
+    /// Two columns have the same name.
+    #[error("schema column name {name:?} appears twice")]
+    DuplicateColumn {
+        /// The name.
+        name: String,
+    },
+    /// A column's type is unset or unknown.
+    #[error(
+        "schema column {name:?} has type {type_code}, not a known type (int, float, string, bool, category)"
+    )]
+    UnknownColumnType {
+        /// The column.
+        name: String,
+        /// Its wire type value.
+        type_code: i32,
+    },
 }
 
 impl MarketError {
-    /// Stable code (80..100).
+    /// Stable code (80..99; 99 is the `state` codespace's, see [`crate::CODE_BLOCKS`]).
     pub fn code(&self) -> u32 {
         match self {
             MarketError::UnknownDataset(_) => 80,
             MarketError::DuplicateCid { .. } => 81,
-            MarketError::MalformedSchema(_) => 82,
+            MarketError::NoSchema => 82,
             MarketError::NotProvider { .. } => 83,
             MarketError::Delisted(_) => 84,
             MarketError::NoVotingPower(_) => 85,
             MarketError::NotOperator { .. } => 86,
             MarketError::AlreadyVerified(_) => 87,
             MarketError::DuplicateKeyCommitment { .. } => 88,
+            MarketError::ColumnCount { .. } => 89,
+            MarketError::BadColumnName { .. } => 90,
+            MarketError::DuplicateColumn { .. } => 91,
+            MarketError::UnknownColumnType { .. } => 92,
         }
     }
 }

@@ -29,11 +29,9 @@ fn parse(der: &[u8]) -> Result<X509Certificate<'_>, MembershipError> {
 /// verifies (one rule everywhere keeps verification consensus-safe).
 pub fn p256_public_key(spki: &[u8]) -> Result<PKey<Public>, MembershipError> {
     let key = PKey::public_key_from_der(spki).map_err(|e| bad(format!("public key: {e}")))?;
-    let ec = key
-        .ec_key()
-        .map_err(|_| bad("public key is not an EC key (ECDSA P-256 required)"))?;
+    let ec = key.ec_key().map_err(|_| MembershipError::KeyNotP256)?;
     if ec.group().curve_name() != Some(Nid::X9_62_PRIME256V1) {
-        return Err(bad("public key is not on P-256"));
+        return Err(MembershipError::KeyNotP256);
     }
     Ok(key)
 }
@@ -71,17 +69,15 @@ impl CaCertificate {
             .map(|b| b.value.ca)
             .unwrap_or(false);
         if !is_ca {
-            return Err(bad(
-                "org root certificate is not a CA (basicConstraints CA:TRUE)",
-            ));
+            return Err(MembershipError::RootNotCa);
         }
         if cert.subject().as_raw() != cert.issuer().as_raw() {
-            return Err(bad("org root CA must be self-signed"));
+            return Err(MembershipError::RootNotSelfSigned);
         }
         let key = p256_public_key(cert.public_key().raw)?;
         let x509 = X509::from_der(der).map_err(bad)?;
         if !x509.verify(&key).map_err(bad)? {
-            return Err(bad("CA self-signature does not verify"));
+            return Err(MembershipError::RootSignatureInvalid);
         }
         Ok(CaCertificate {
             der: der.to_vec(),
@@ -119,22 +115,14 @@ impl MemberCertificate {
     pub fn parse(der: &[u8]) -> Result<Self, MembershipError> {
         let cert = parse(der)?;
         let subject = cert.subject();
-        let mut ous = subject.iter_organizational_unit();
-        let ou = ous
-            .next()
-            .ok_or_else(|| bad("no OU: the member's role must be the subject OU"))?
-            .as_str()
-            .map_err(|e| bad(format!("OU: {e}")))?;
-        if ous.next().is_some() {
-            return Err(bad(
-                "more than one OU: a certificate carries exactly one role",
-            ));
-        }
-        let role = ou.parse().map_err(|_| {
-            bad(format!(
-                "OU {ou:?} is not a role (provider, buyer, trainer, validator, admin)"
-            ))
-        })?;
+        let ous: Vec<_> = subject.iter_organizational_unit().collect();
+        let [ou] = ous.as_slice() else {
+            return Err(MembershipError::RoleCount { count: ous.len() });
+        };
+        let ou = ou.as_str().map_err(|e| bad(format!("OU: {e}")))?;
+        let role = ou
+            .parse()
+            .map_err(|_| MembershipError::UnknownRole { ou: ou.to_owned() })?;
         let common_name = subject
             .iter_common_name()
             .next()
@@ -147,7 +135,7 @@ impl MemberCertificate {
             .map(|b| b.value.ca)
             .unwrap_or(false);
         if is_ca {
-            return Err(bad("a CA certificate cannot sign transactions"));
+            return Err(MembershipError::CaCannotSign);
         }
         let spki = cert.public_key().raw.to_vec();
         p256_public_key(&spki)?;
@@ -199,5 +187,119 @@ impl MemberCertificate {
             return Err(MembershipError::NotSignedByCa { org: org.org_id }.into());
         }
         Ok(org)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::Private;
+    use openssl::x509::extension::BasicConstraints;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    fn key(curve: Nid) -> PKey<Private> {
+        let group = EcGroup::from_curve_name(curve).unwrap();
+        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
+    }
+
+    /// DER of a certificate for `key` with subject CN `cn` and `ous`, CA:`ca`, issued by `issuer`
+    /// (self-issued and self-signed without one).
+    fn cert(
+        cn: &str,
+        ous: &[&str],
+        ca: bool,
+        key: &PKey<Private>,
+        issuer: Option<(&X509, &PKey<Private>)>,
+    ) -> Vec<u8> {
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
+        for ou in ous {
+            name.append_entry_by_nid(Nid::ORGANIZATIONALUNITNAME, ou)
+                .unwrap();
+        }
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        let serial = BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap();
+        b.set_serial_number(&serial).unwrap();
+        b.set_subject_name(&name).unwrap();
+        match issuer {
+            Some((c, _)) => b.set_issuer_name(c.subject_name()).unwrap(),
+            None => b.set_issuer_name(&name).unwrap(),
+        }
+        b.set_pubkey(key).unwrap();
+        b.set_not_before(&Asn1Time::from_unix(0).unwrap()).unwrap();
+        b.set_not_after(&Asn1Time::from_unix(4_000_000_000).unwrap())
+            .unwrap();
+        let mut bc = BasicConstraints::new();
+        if ca {
+            bc.critical().ca();
+        }
+        b.append_extension(bc.build().unwrap()).unwrap();
+        b.sign(issuer.map_or(key, |(_, k)| k), MessageDigest::sha256())
+            .unwrap();
+        b.build().to_der().unwrap()
+    }
+
+    #[test]
+    fn each_certificate_check_has_its_own_error() {
+        let p256 = || key(Nid::X9_62_PRIME256V1);
+        let (ca_key, other_key) = (p256(), p256());
+        let ca_der = cert("ca", &[], true, &ca_key, None);
+        assert!(CaCertificate::from_der(&ca_der).is_ok());
+        let ca = X509::from_der(&ca_der).unwrap();
+        let root = |der: Vec<u8>| CaCertificate::from_der(&der).err();
+        assert!(matches!(
+            root(b"junk".to_vec()),
+            Some(MembershipError::BadCertificate(_))
+        ));
+        assert_eq!(
+            root(cert("ca", &[], false, &ca_key, None)),
+            Some(MembershipError::RootNotCa)
+        );
+        assert_eq!(
+            root(cert("sub", &[], true, &other_key, Some((&ca, &ca_key)))),
+            Some(MembershipError::RootNotSelfSigned)
+        );
+        // Names itself as issuer, but signed by another key.
+        assert_eq!(
+            root(cert("ca", &[], true, &ca_key, Some((&ca, &other_key)))),
+            Some(MembershipError::RootSignatureInvalid)
+        );
+        let p384 = key(Nid::SECP384R1);
+        assert_eq!(
+            root(cert("ca", &[], true, &p384, None)),
+            Some(MembershipError::KeyNotP256)
+        );
+
+        let issued = Some((&ca, &ca_key));
+        let member = |ous: &[&str], is_ca: bool, key: &PKey<Private>| {
+            MemberCertificate::parse(&cert("m", ous, is_ca, key, issued)).err()
+        };
+        assert_eq!(member(&["buyer"], false, &other_key), None);
+        assert_eq!(
+            member(&[], false, &other_key),
+            Some(MembershipError::RoleCount { count: 0 })
+        );
+        assert_eq!(
+            member(&["buyer", "admin"], false, &other_key),
+            Some(MembershipError::RoleCount { count: 2 })
+        );
+        assert_eq!(
+            member(&["chef"], false, &other_key),
+            Some(MembershipError::UnknownRole { ou: "chef".into() })
+        );
+        assert_eq!(
+            member(&["buyer"], true, &other_key),
+            Some(MembershipError::CaCannotSign)
+        );
+        assert_eq!(
+            member(&["buyer"], false, &p384),
+            Some(MembershipError::KeyNotP256)
+        );
     }
 }

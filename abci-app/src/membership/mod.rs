@@ -31,7 +31,7 @@ use crate::tx::{Action, TxBody};
 /// Why a signer or a membership action was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {
-    /// The certificate bytes are not a usable X.509 member certificate.
+    /// The certificate (or a CA's PEM) does not parse as X.509; the message is the parser's.
     #[error("bad certificate: {0}")]
     BadCertificate(String),
     /// The attached certificate's SHA-256 is not the tx's `signer`.
@@ -127,10 +127,37 @@ pub enum MembershipError {
         /// Its successor.
         successor: String,
     },
+    /// The certificate's key is not ECDSA P-256, the one scheme the chain verifies.
+    #[error("certificate public key is not ECDSA P-256 (the only key type the chain verifies)")]
+    KeyNotP256,
+    /// An org root certificate lacks basicConstraints CA:TRUE.
+    #[error("org root certificate is not a CA (basicConstraints CA:TRUE)")]
+    RootNotCa,
+    /// An org root certificate's issuer is not its subject.
+    #[error("org root CA must be self-signed (its issuer is not its subject)")]
+    RootNotSelfSigned,
+    /// An org root certificate's self-signature does not verify with its own key.
+    #[error("org root CA's self-signature does not verify")]
+    RootSignatureInvalid,
+    /// A member certificate does not carry exactly one subject OU (its role).
+    #[error("certificate has {count} subject OUs; it carries exactly one, the member's role")]
+    RoleCount {
+        /// OUs in the subject.
+        count: usize,
+    },
+    /// A member certificate's OU is not a known role.
+    #[error("OU {ou:?} is not a role (provider, buyer, trainer, validator, admin)")]
+    UnknownRole {
+        /// The OU.
+        ou: String,
+    },
+    /// A CA certificate was attached as a signer's certificate.
+    #[error("a CA certificate cannot sign transactions")]
+    CaCannotSign,
 }
 
 impl MembershipError {
-    /// Stable code (20..40).
+    /// Stable code: 20..40, then 220..240 once that block filled (see [`crate::CODE_BLOCKS`]).
     pub fn code(&self) -> u32 {
         match self {
             MembershipError::BadCertificate(_) => 20,
@@ -148,6 +175,13 @@ impl MembershipError {
             MembershipError::AlreadyRevoked(_) => 32,
             MembershipError::UnknownCertificate(_) => 33,
             MembershipError::AlreadyMoved { .. } => 34,
+            MembershipError::KeyNotP256 => 35,
+            MembershipError::RootNotCa => 36,
+            MembershipError::RootNotSelfSigned => 37,
+            MembershipError::RootSignatureInvalid => 38,
+            MembershipError::RoleCount { .. } => 39,
+            MembershipError::UnknownRole { .. } => 220,
+            MembershipError::CaCannotSign => 221,
         }
     }
 }
