@@ -1,6 +1,6 @@
 //! Every event the chain emits and every attribute key, in one table: the app builds events from
 //! these, and the gateway and `ndctl` match on them, so a kind or key cannot drift between the
-//! emitter and its consumers. A new event is one line in [`kinds!`] (and its attribute keys in
+//! emitter and its consumers. A new event is one line in the `kinds!` table below (and its attribute keys in
 //! [`attr`]).
 
 macro_rules! kinds {
