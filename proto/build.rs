@@ -1,5 +1,6 @@
-//! Generates the Rust types (prost) and the gateway's gRPC services (tonic) from `proto/` with the
-//! `protoc` shipped by protoc-bin-vendored, so a fresh machine needs no system protobuf install.
+//! Generates the Rust types (prost) and, with the `grpc` feature, the gateway's gRPC services
+//! (tonic) from `proto/` with the `protoc` shipped by protoc-bin-vendored, so a fresh machine
+//! needs no system protobuf install.
 //! Also writes the file descriptor set the gateway serves through gRPC reflection.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,7 +18,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc).btree_map(["."]);
+    // Service stubs only with the `grpc` feature; the messages are generated either way.
+    let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_build::configure()
+        .build_client(grpc)
+        .build_server(grpc)
         .file_descriptor_set_path(out.join("neurodata_descriptor.bin"))
         .compile_protos_with_config(config, &files, &["proto"])?;
     Ok(())

@@ -1,7 +1,7 @@
 //! Every event the chain emits and every attribute key, in one table: the app builds events from
 //! these, and the gateway and `ndctl` match on them, so a kind or key cannot drift between the
-//! emitter and its consumers. A new event is one line in the `kinds!` table below (and its attribute keys in
-//! [`attr`]).
+//! emitter and its consumers. A new event is one line in the `kinds!` table below (and its
+//! attribute keys in [`attr`]).
 
 macro_rules! kinds {
     ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {

@@ -4,7 +4,8 @@
 //! Start with [`chain::v1::Tx`] (the signed envelope) and [`chain::v1::Message`] (what a
 //! transaction can do); state records (`Org`, `Identity`, `Account`, `Proposal`) live in the same
 //! package. These are wire types: the app converts them into checked domain types before use.
-//! [`gateway::v1`] holds the services a member org's gateway serves (clients and servers).
+//! [`gateway::v1`] holds the gateway API's messages and, with the `grpc` feature, the services a
+//! member org's gateway serves (clients and servers).
 
 /// `neurodata.chain.v1`: transactions, governance, state records.
 pub mod chain {
