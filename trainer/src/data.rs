@@ -8,7 +8,6 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::Stream;
-use crate::spec::{SpecError, Task};
 
 /// Why a data file was refused. Every variant names the column and line to fix.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +97,21 @@ pub enum DataError {
     },
 }
 
+/// Classification or regression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Predict one of the target's labels.
+    Classification,
+    /// Predict the numeric target.
+    Regression,
+}
+
+/// Why a schema is inconsistent (the job spec reports it as `SpecError::Schema`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SchemaError(pub String);
+
 /// How a column is read and encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,29 +145,24 @@ pub struct Schema {
 
 impl Schema {
     /// Names unique and non-empty, the target among them, at least one feature.
-    pub fn check(&self) -> Result<(), SpecError> {
+    pub fn check(&self) -> Result<(), SchemaError> {
         let mut seen = BTreeSet::new();
         for c in &self.columns {
             if c.name.is_empty() {
-                return Err(SpecError::Schema("a column has an empty name".into()));
+                return Err(SchemaError("a column has an empty name".into()));
             }
             if !seen.insert(c.name.as_str()) {
-                return Err(SpecError::Schema(format!(
-                    "column {:?} is named twice",
-                    c.name
-                )));
+                return Err(SchemaError(format!("column {:?} is named twice", c.name)));
             }
         }
         if !seen.contains(self.target.as_str()) {
-            return Err(SpecError::Schema(format!(
+            return Err(SchemaError(format!(
                 "the target {:?} is not one of the schema's columns",
                 self.target
             )));
         }
         if self.columns.len() < 2 {
-            return Err(SpecError::Schema(
-                "no feature column besides the target".into(),
-            ));
+            return Err(SchemaError("no feature column besides the target".into()));
         }
         Ok(())
     }

@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::Schema;
+pub use crate::data::Task;
+use crate::data::{Schema, SchemaError};
 
 /// Why a spec was refused.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +27,7 @@ pub enum SpecError {
     },
     /// The schema is inconsistent (e.g. the target is not one of its columns).
     #[error("job spec: schema: {0}")]
-    Schema(String),
+    Schema(#[from] SchemaError),
     /// The algorithm cannot do the task asked of it.
     #[error("job spec: {0}")]
     Unsupported(String),
@@ -61,16 +62,6 @@ fn default_test_fraction() -> f64 {
 }
 fn default_checkpoint_every() -> u64 {
     50
-}
-
-/// Classification or regression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Task {
-    /// Predict one of the target's labels.
-    Classification,
-    /// Predict the numeric target.
-    Regression,
 }
 
 /// Hidden-layer non-linearity of the MLP.
