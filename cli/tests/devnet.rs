@@ -142,6 +142,27 @@ impl Net {
         }
     }
 
+    /// Polls node0's validator set until `found` returns Some (bounded by `T`).
+    fn wait_validators<R>(
+        &self,
+        client: &HttpClient,
+        what: &str,
+        found: impl Fn(&[tendermint::validator::Info]) -> Option<R>,
+    ) -> R {
+        let deadline = Instant::now() + T;
+        loop {
+            let height = tendermint::block::Height::try_from(self.height(0).expect("node0 up"));
+            let vals = rt()
+                .block_on(client.validators(height.unwrap(), Paging::All))
+                .unwrap();
+            if let Some(r) = found(&vals.validators) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "waited in vain for {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// Every node in `nodes` has the same header (hence app hash) at a common height.
     fn assert_converged(&self, nodes: &[usize]) {
         let top = nodes
@@ -398,23 +419,11 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     let client = HttpClient::new(net.rpcs[0].as_str()).unwrap();
     let new_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key)).unwrap();
     // Validator updates take effect two blocks after the block that made them.
-    let deadline = Instant::now() + T;
-    let address = loop {
-        let vals = rt()
-            .block_on(client.validators(
-                tendermint::block::Height::try_from(net.height(0).unwrap()).unwrap(),
-                Paging::All,
-            ))
-            .unwrap();
-        if let Some(v) = vals.validators.iter().find(|v| v.pub_key == new_key) {
-            break v.address;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node4 never joined the validator set"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let address = net.wait_validators(&client, "node4 to join the validator set", |vals| {
+        vals.iter()
+            .find(|v| v.pub_key == new_key)
+            .map(|v| v.address)
+    });
     let h = net.height(0).unwrap();
     net.wait_height(0, h + 2, T);
     let commit = rt()
@@ -457,28 +466,11 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     for node in [0, 1, 2, 3, 4] {
         net.wait_height(node, passed + 4, T);
     }
-    let deadline = Instant::now() + T;
-    loop {
-        let vals = rt()
-            .block_on(client.validators(
-                tendermint::block::Height::try_from(net.height(0).unwrap()).unwrap(),
-                Paging::All,
-            ))
-            .unwrap();
-        let power = vals
-            .validators
-            .iter()
-            .find(|v| v.pub_key == new_key)
-            .map(|v| v.power.value());
-        if power == Some(30) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node4's power is {power:?}, not 30"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    net.wait_validators(&client, "node4 to get power 30", |vals| {
+        vals.iter()
+            .any(|v| v.pub_key == new_key && v.power.value() == 30)
+            .then_some(())
+    });
 
     // Remove node0's validator.
     let spec: serde_json::Value =
@@ -490,24 +482,10 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     propose("0", &key0, "");
     vote("4");
     let key0 = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key0)).unwrap();
-    let deadline = Instant::now() + T;
-    loop {
-        let vals = rt()
-            .block_on(client.validators(
-                tendermint::block::Height::try_from(net.height(0).unwrap()).unwrap(),
-                Paging::All,
-            ))
-            .unwrap();
-        if !vals.validators.iter().any(|v| v.pub_key == key0) {
-            assert_eq!(vals.validators.len(), 4);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node0 never left the validator set"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let left = net.wait_validators(&client, "node0 to leave the validator set", |vals| {
+        (!vals.iter().any(|v| v.pub_key == key0)).then_some(vals.len())
+    });
+    assert_eq!(left, 4);
     net.assert_converged(&[0, 1, 2, 3, 4]);
 }
 

@@ -33,17 +33,6 @@ pub fn escrow_account() -> Address {
     Address::module("escrow")
 }
 
-/// Whether `org` is an active member org.
-pub fn org_is_active<S: crate::state::StateRead>(
-    state: &S,
-    org: &str,
-) -> Result<bool, crate::state::StateError> {
-    use crate::membership::MembershipRead;
-    Ok(state
-        .org(org)?
-        .is_some_and(|o| o.status == neurodata_proto::chain::v1::OrgStatus::Active as i32))
-}
-
 /// The reward-pool share of `price` at `bps` basis points, rounded down; never overflows.
 pub fn fee_of(price: Amount, bps: u32) -> Amount {
     let bps = u128::from(bps.min(10_000));

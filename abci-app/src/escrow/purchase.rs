@@ -10,7 +10,7 @@ use crate::amount::Amount;
 use crate::ledger::LedgerWrite;
 use crate::ledger::signer_address;
 use crate::market::{MarketRead, MarketWrite, existing_dataset, require_listed};
-use crate::membership::Signer;
+use crate::membership::{MembershipRead, Signer};
 use crate::state::{Event, StateWrite};
 use crate::tx::{ExecCtx, amount_field};
 
@@ -20,7 +20,7 @@ fn require_active_provider_org<S: StateWrite>(
     state: &S,
     dataset: &pb::Dataset,
 ) -> Result<(), TxError> {
-    if !crate::escrow::org_is_active(state, &dataset.provider_org)? {
+    if !state.org_is_active(&dataset.provider_org)? {
         return Err(EscrowError::ProviderOrgInactive {
             dataset: dataset.id,
             org: dataset.provider_org.clone(),

@@ -261,7 +261,7 @@ impl RefundPurchase {
         require_buyer_or_org_admin(&p, signer)?;
         require_status(&p, pb::PurchaseStatus::AwaitingKey, "refund")?;
         // A removed provider org can deliver nothing: no need to wait out its window.
-        let provider_gone = !super::org_is_active(state, &p.provider_org)?;
+        let provider_gone = !state.org_is_active(&p.provider_org)?;
         if ctx.height <= p.key_deadline_height && !provider_gone {
             return Err(EscrowError::RefundTooEarly {
                 purchase: p.id,

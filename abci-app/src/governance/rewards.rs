@@ -5,14 +5,12 @@
 //! a governance `Spend`).
 
 use crate::events::{EventKind, attr};
-use neurodata_proto::chain::v1 as pb;
 
 use super::GovernanceRead;
 use crate::TxError;
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::ledger::{LedgerRead, LedgerWrite};
-use crate::membership::MembershipRead;
 use crate::state::{Event, StateWrite};
 
 /// `pool * power / total`, rounded down, without overflowing u128.
@@ -32,12 +30,7 @@ pub fn pay_rewards<S: StateWrite>(state: &mut S, height: u64, epoch: u64) -> Res
     if pool == Amount::ZERO {
         return Ok(());
     }
-    let active: Vec<String> = state.active_orgs()?.into_iter().map(|o| o.org_id).collect();
-    let validators: Vec<pb::Validator> = state
-        .validators()?
-        .into_iter()
-        .filter(|v| active.contains(&v.org_id) && v.power > 0)
-        .collect();
+    let validators = state.active_validators()?;
     let total: u128 = validators
         .iter()
         .map(|v| u128::try_from(v.power).unwrap_or(0))

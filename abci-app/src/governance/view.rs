@@ -3,6 +3,7 @@
 use neurodata_proto::chain::v1 as pb;
 
 use super::{Params, state_key};
+use crate::membership::MembershipRead;
 use crate::state::{StateError, StateRead, StateWrite};
 
 /// Reads of governance records.
@@ -49,6 +50,20 @@ pub trait GovernanceRead: StateRead + Sized {
     /// Validators with power > 0, ascending by key.
     fn validators(&self) -> Result<Vec<pb::Validator>, StateError> {
         self.prefix_proto(state_key::VALIDATORS)
+    }
+
+    /// Validators of active orgs (a removed org's validators, should any remain, count for
+    /// nothing in attestations or rewards), ascending by key.
+    fn active_validators(&self) -> Result<Vec<pb::Validator>, StateError> {
+        let mut validators = self.validators()?;
+        let mut active = std::collections::BTreeMap::new();
+        for v in &validators {
+            if !active.contains_key(&v.org_id) {
+                active.insert(v.org_id.clone(), self.org_is_active(&v.org_id)?);
+            }
+        }
+        validators.retain(|v| active.get(&v.org_id).copied().unwrap_or(false));
+        Ok(validators)
     }
 }
 

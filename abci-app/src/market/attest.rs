@@ -39,17 +39,10 @@ impl From<pb::AttestDataset> for AttestDataset {
     }
 }
 
-/// Voting power per active org, from the validator set (a removed org's validators, should any
-/// remain, count for nothing).
-fn power_by_org<S: GovernanceRead + MembershipRead>(
-    state: &S,
-) -> Result<BTreeMap<String, u128>, TxError> {
-    let active: Vec<String> = state.active_orgs()?.into_iter().map(|o| o.org_id).collect();
+/// Voting power per active org, from the validator set.
+fn power_by_org<S: GovernanceRead>(state: &S) -> Result<BTreeMap<String, u128>, TxError> {
     let mut power = BTreeMap::new();
-    for v in state.validators()? {
-        if !active.contains(&v.org_id) {
-            continue;
-        }
+    for v in state.active_validators()? {
         *power.entry(v.org_id).or_insert(0u128) += u128::try_from(v.power).unwrap_or(0);
     }
     Ok(power)

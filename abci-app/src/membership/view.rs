@@ -26,6 +26,13 @@ pub trait MembershipRead: StateRead + Sized {
             .collect())
     }
 
+    /// Whether `org_id` is an active member org.
+    fn org_is_active(&self, org_id: &str) -> Result<bool, StateError> {
+        Ok(self
+            .org(org_id)?
+            .is_some_and(|o| o.status == pb::OrgStatus::Active as i32))
+    }
+
     /// The org whose current CA has this subject hash.
     fn org_by_ca_subject(&self, subject_hash: &[u8; 32]) -> Result<Option<String>, StateError> {
         Ok(self
