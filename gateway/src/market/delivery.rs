@@ -149,12 +149,21 @@ impl Delivery {
         let mut blocks = self.shared.chain.subscribe();
         let mut rescan = true;
         loop {
-            if rescan && let Err(e) = self.scan().await {
-                tracing::warn!("key delivery: {e}; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
+            // A delivery that failed for a passing reason (a node not yet serving a block's
+            // results, a full mempool) is tried again at the next block, not only when another
+            // purchase opens.
+            let mut retry = false;
+            if rescan {
+                match self.scan().await {
+                    Ok(failed) => retry = failed,
+                    Err(e) => {
+                        tracing::warn!("key delivery: {e}; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
             }
-            rescan = match blocks.recv().await {
+            let opened = match blocks.recv().await {
                 Ok(block) => block.txs.iter().flat_map(|t| t.events.iter()).any(|e| {
                     EventKind::PurchaseOpened == e.r#type.as_str()
                         && e.attributes
@@ -164,6 +173,7 @@ impl Delivery {
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => return,
             };
+            rescan = retry || opened;
         }
     }
 
@@ -171,8 +181,9 @@ impl Delivery {
         self.journal.join(format!("deliver-{purchase:020}.tx"))
     }
 
-    /// Delivers every purchase of the org still awaiting its key.
-    async fn scan(&self) -> Result<(), Error> {
+    /// Delivers every purchase of the org still awaiting its key; true if a delivery failed
+    /// for a reason that may pass (a refusal by policy is not retried).
+    async fn scan(&self) -> Result<bool, Error> {
         let filter = pb::PurchaseFilter {
             provider_org: self.org.clone(),
             open_only: true,
@@ -206,6 +217,7 @@ impl Delivery {
         }
         self.refused_mut()
             .retain(|id| awaiting.iter().any(|p| p.id == *id));
+        let mut failed = false;
         for p in awaiting {
             match self.deliver(&p).await {
                 Ok(()) => {}
@@ -222,11 +234,17 @@ impl Delivery {
                             }
                         }
                     }
-                    None => tracing::error!(purchase = p.id, "key delivery failed: {e}"),
+                    None => {
+                        failed = true;
+                        tracing::error!(
+                            purchase = p.id,
+                            "key delivery failed: {e}; retrying at the next block"
+                        );
+                    }
                 },
             }
         }
-        Ok(())
+        Ok(failed)
     }
 
     fn refused_mut(&self) -> std::sync::MutexGuard<'_, BTreeSet<u64>> {
