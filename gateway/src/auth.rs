@@ -1,7 +1,11 @@
 //! Who may call the gateway: every call (but health checks and reflection) carries a member
-//! certificate over mTLS, checked against the chain's membership as it is now — the same rules
-//! the chain applies to a tx signer: issued and signed by the current root CA of an active org,
-//! not revoked, within its validity at the latest block time, and a role allowed for the call.
+//! certificate over mTLS, judged per call by the chain's own membership rule
+//! ([`check_member`]) on the records the chain holds now: the org list, the certificate's
+//! registered identity and its revocation. So a caller is admitted exactly when the chain would
+//! accept it as a tx signer at the latest block time: a registered identity as registered, a new
+//! certificate issued and signed by the current root CA of an active org; not revoked; within
+//! its validity; a role allowed for the call. The gateway has no rule of its own: it fetches and
+//! caches the records, and maps the rule's refusal to a gRPC status ([`status`]).
 //!
 //! TLS itself only proves the client holds the certificate's key; the chain check happens per
 //! call, so an org admitted, removed or rotated by governance, or a certificate revoked, takes
@@ -11,11 +15,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use neurodata_abci::membership::Role;
-use neurodata_abci::membership::{CaCertificate, MemberCertificate};
+use neurodata_abci::membership::rule::org_in;
+use neurodata_abci::membership::{
+    MemberCertificate, MembershipError, Permission, Presented, Role, check_member,
+};
 use neurodata_proto::chain::v1 as pb;
 use prost::Message as _;
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::chain::{Chain, ChainError};
 
@@ -30,8 +36,6 @@ pub struct Member {
     pub role: Role,
     /// Subject CN.
     pub common_name: String,
-    not_before: i64,
-    not_after: i64,
 }
 
 impl Member {
@@ -48,11 +52,14 @@ impl Member {
             org_id: org_id.to_owned(),
             role,
             common_name: format!("{role}@{org_id}"),
-            not_before: 0,
-            not_after: i64::MAX,
         }
     }
 }
+
+/// Blob uploads: datasets by providers, models by trainers.
+const UPLOAD: &str = "/neurodata.gateway.v1.Blobs/Upload";
+/// Data key deposits.
+const DEPOSIT: &str = "/neurodata.gateway.v1.Keys/Deposit";
 
 /// Which roles may call a gRPC method; None: no certificate needed (health, reflection).
 pub fn roles_for(path: &str) -> Option<&'static [Role]> {
@@ -67,23 +74,60 @@ pub fn roles_for(path: &str) -> Option<&'static [Role]> {
     // Datasets are uploaded by providers and models by trainers; everything else is open to any
     // member role, because the chain checks each message's role itself and downloads go through
     // the blob authorization hook.
-    if path == "/neurodata.gateway.v1.Blobs/Upload" {
+    if path == UPLOAD {
         return Some(&[Role::Provider, Role::Trainer, Role::Admin]);
     }
     // Data keys are deposited by the providers (or admins) of the gateway's own org; the service
     // checks the org.
-    if path == "/neurodata.gateway.v1.Keys/Deposit" {
+    if path == DEPOSIT {
         return Some(&[Role::Provider, Role::Admin]);
     }
     Some(&Role::ALL)
 }
 
-fn denied(msg: String) -> Status {
-    Status::permission_denied(msg)
+/// How a role refusal names a call: its method, for the methods only some roles may call (every
+/// other method is open to every role, so it is never refused for the role).
+fn call_name(path: &str) -> &'static str {
+    [UPLOAD, DEPOSIT]
+        .into_iter()
+        .find(|m| *m == path)
+        .unwrap_or("this call")
 }
 
 fn unauthenticated(msg: String) -> Status {
     Status::unauthenticated(msg)
+}
+
+/// The status a caller sees for a membership refusal, with the chain's message.
+/// UNAUTHENTICATED: the certificate does not make its holder a member (not a member
+/// certificate, no admitted org's current CA issued it, outside its validity). PERMISSION_DENIED:
+/// it does, but the member may not act (its org removed, the certificate revoked, its role).
+pub fn status(e: &MembershipError) -> Status {
+    use MembershipError as M;
+    let code = match e {
+        M::BadCertificate(_)
+        | M::FingerprintMismatch { .. }
+        | M::UnknownSigner(_)
+        | M::UnknownCa { .. }
+        | M::NotSignedByCa { .. }
+        | M::CaRotated { .. }
+        | M::NotYetValid { .. }
+        | M::Expired { .. }
+        | M::KeyNotP256
+        | M::RoleCount { .. }
+        | M::UnknownRole { .. }
+        | M::CaCannotSign => Code::Unauthenticated,
+        M::OrgNotActive { .. }
+        | M::Revoked { .. }
+        | M::RoleNotAllowed { .. }
+        | M::ForeignCertificate { .. } => Code::PermissionDenied,
+        // Refusals of membership actions and of org root CAs, which the rule never returns;
+        // mapped by their meaning so that the match stays exhaustive.
+        M::AlreadyRevoked(_) | M::AlreadyMoved { .. } => Code::FailedPrecondition,
+        M::UnknownCertificate(_) => Code::NotFound,
+        M::RootNotCa | M::RootNotSelfSigned | M::RootSignatureInvalid => Code::InvalidArgument,
+    };
+    Status::new(code, e.to_string())
 }
 
 /// Maps a chain failure to the status a caller sees.
@@ -94,18 +138,65 @@ pub fn chain_status(e: ChainError) -> Status {
     }
 }
 
-/// Most verdicts the cache keeps. Anyone who can open a TLS connection can present any number
-/// of self-made certificates, so the cache must not grow with them: verdicts about certificates
-/// of no admitted org are not cached at all, and the rest are capped, oldest evicted first.
-const MAX_VERDICTS: usize = 4096;
+/// What the chain holds about one certificate: the records the rule reads besides the org list.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Records {
+    /// Its identity, if a tx registered it.
+    pub identity: Option<pb::Identity>,
+    /// Its revocation, if revoked.
+    pub revocation: Option<pb::Revocation>,
+}
 
-/// Verdicts and the org list, valid for one membership epoch.
+/// The verdict on a certificate for a call needing `permission` at `now`: the chain's rule on
+/// the records fetched for it (`orgs`, the org list; `records`, its identity and revocation),
+/// found and read as the chain reads them, a refusal mapped by [`status`].
+pub fn judge(
+    cert_der: &[u8],
+    orgs: &[pb::Org],
+    records: &Records,
+    now: i64,
+    permission: Permission<'_>,
+) -> Result<Member, Status> {
+    let parsed;
+    // Like the chain: a registered identity is judged by its record, so the certificate is
+    // parsed only when the chain has not registered it.
+    let presented = match &records.identity {
+        Some(identity) => Presented::Registered(identity),
+        None => {
+            parsed = MemberCertificate::parse(cert_der).map_err(|e| status(&e))?;
+            Presented::Certificate(&parsed)
+        }
+    };
+    let org = org_in(orgs, &presented);
+    let member = check_member(
+        presented,
+        org,
+        records.revocation.as_ref(),
+        now,
+        &[permission],
+    )
+    .map_err(|e| status(&e))?;
+    Ok(Member {
+        fingerprint: openssl::sha::sha256(cert_der),
+        org_id: member.identity.org_id,
+        role: member.role,
+        common_name: member.identity.common_name,
+    })
+}
+
+/// Most certificates whose records the cache keeps. Anyone who can open a TLS connection can
+/// present any number of self-made certificates, so the cache must not grow with them: records
+/// of certificates of no admitted org are not cached at all, and the rest are capped, oldest
+/// evicted first.
+const MAX_RECORDS: usize = 4096;
+
+/// Records and the org list, valid for one membership epoch.
 #[derive(Default)]
 struct Cache {
     epoch: u64,
     orgs: Option<Vec<pb::Org>>,
-    verdicts: BTreeMap<[u8; 32], Result<Member, Status>>,
-    /// Insertion order of `verdicts`, for eviction.
+    records: BTreeMap<[u8; 32], Records>,
+    /// Insertion order of `records`, for eviction.
     order: VecDeque<[u8; 32]>,
 }
 
@@ -122,23 +213,23 @@ impl Cache {
         (epoch == self.epoch).then_some(self)
     }
 
-    fn verdict(&mut self, epoch: u64, fingerprint: &[u8; 32]) -> Option<Result<Member, Status>> {
-        self.at(epoch)?.verdicts.get(fingerprint).cloned()
+    fn records(&mut self, epoch: u64, fingerprint: &[u8; 32]) -> Option<Records> {
+        self.at(epoch)?.records.get(fingerprint).cloned()
     }
 
     fn orgs(&mut self, epoch: u64) -> Option<Vec<pb::Org>> {
         self.at(epoch)?.orgs.clone()
     }
 
-    /// Keeps a verdict computed from membership as of epoch `seen`, unless membership changed
-    /// since (`now`): a verdict computed before a revocation must not be cached after it, where
-    /// it would outlive the revocation until the next membership change. Returns whether kept.
-    fn keep_verdict(
+    /// Keeps records fetched as of membership epoch `seen`, unless membership changed since
+    /// (`now`): records fetched before a revocation must not be cached after it, where they would
+    /// outlive the revocation until the next membership change. Returns whether kept.
+    fn keep_records(
         &mut self,
         seen: u64,
         now: u64,
         fingerprint: [u8; 32],
-        verdict: Result<Member, Status>,
+        records: Records,
     ) -> bool {
         if seen != now {
             return false;
@@ -146,13 +237,13 @@ impl Cache {
         let Some(cache) = self.at(now) else {
             return false;
         };
-        if cache.verdicts.insert(fingerprint, verdict).is_none() {
+        if cache.records.insert(fingerprint, records).is_none() {
             cache.order.push_back(fingerprint);
         }
-        while cache.verdicts.len() > MAX_VERDICTS {
+        while cache.records.len() > MAX_RECORDS {
             match cache.order.pop_front() {
                 Some(old) => {
-                    cache.verdicts.remove(&old);
+                    cache.records.remove(&old);
                 }
                 None => break,
             }
@@ -160,7 +251,7 @@ impl Cache {
         true
     }
 
-    /// As [`Cache::keep_verdict`], for the org list.
+    /// As [`Cache::keep_records`], for the org list.
     fn keep_orgs(&mut self, seen: u64, now: u64, orgs: Vec<pb::Org>) -> bool {
         if seen != now {
             return false;
@@ -173,73 +264,32 @@ impl Cache {
     }
 }
 
-/// Whether a verdict is worth caching: admitted members, and refusals of certificates an
-/// admitted (or removed) org's CA really signed (revoked, org removed). A certificate of no
-/// admitted org is refused without any chain query, so re-checking it costs little, while
-/// caching it would let a client grow the cache with self-made certificates.
-fn cacheable(verdict: &Result<Member, Status>) -> bool {
-    match verdict {
-        Ok(_) => true,
-        Err(s) => s.code() == tonic::Code::PermissionDenied,
+/// Whether a certificate's records are worth caching: those of a certificate the chain knows
+/// (registered or revoked) or that an admitted org's current CA signed. Re-fetching a
+/// certificate of no admitted org costs two queries, while caching its records would let a
+/// client grow the cache with self-made certificates.
+fn cacheable(cert_der: &[u8], orgs: &[pb::Org], records: &Records) -> bool {
+    if records.identity.is_some() || records.revocation.is_some() {
+        return true;
     }
+    MemberCertificate::parse(cert_der).is_ok_and(|cert| {
+        org_in(orgs, &Presented::Certificate(&cert))
+            .is_some_and(|org| cert.check_issued_by(org).is_ok())
+    })
 }
 
-/// The org whose current CA issued and signed a certificate. Only active orgs can admit it; a
-/// removed org whose CA signed it only explains the refusal. Looking at active orgs first means
-/// a removed org can never shadow a later org whose CA has the same subject name.
-fn issuing_org<'a>(
-    orgs: &'a [pb::Org],
-    cert_der: &[u8],
-    cert: &MemberCertificate,
-) -> Result<&'a pb::Org, Status> {
-    let named: Vec<&pb::Org> = orgs
-        .iter()
-        .filter(|o| {
-            CaCertificate::from_der(&o.ca_cert_der)
-                .map(|ca| ca.subject_hash == cert.issuer_hash)
-                .unwrap_or(false)
-        })
-        .collect();
-    let active = |o: &pb::Org| o.status == pb::OrgStatus::Active as i32;
-    if let Some(org) = named
-        .iter()
-        .find(|o| active(o) && signed_by(&o.ca_cert_der, cert_der))
-    {
-        return Ok(org);
+/// A record as the chain's query returns it: empty when absent.
+fn decode<M: prost::Message + Default>(value: &[u8], what: &str) -> Result<Option<M>, Status> {
+    if value.is_empty() {
+        return Ok(None);
     }
-    if let Some(org) = named.iter().find(|o| signed_by(&o.ca_cert_der, cert_der)) {
-        return Err(denied(format!(
-            "org {} has been removed from the consortium",
-            org.org_id
-        )));
-    }
-    if let Some(org) = named.iter().find(|o| active(o)) {
-        return Err(unauthenticated(format!(
-            "client certificate is not signed by the current CA of org {}",
-            org.org_id
-        )));
-    }
-    Err(unauthenticated(format!(
-        "client certificate issuer {:?} is not the CA of an admitted org",
-        cert.issuer
-    )))
+    M::decode(value)
+        .map(Some)
+        .map_err(|e| Status::internal(format!("{what} record does not decode: {e}")))
 }
 
-/// Whether the CA certificate's key verifies the certificate's signature.
-fn signed_by(ca_der: &[u8], cert_der: &[u8]) -> bool {
-    (|| {
-        let ca = openssl::x509::X509::from_der(ca_der).ok()?;
-        let ca_key = ca.public_key().ok()?;
-        openssl::x509::X509::from_der(cert_der)
-            .ok()?
-            .verify(&ca_key)
-            .ok()
-    })()
-    .unwrap_or(false)
-}
-
-/// Checks certificates against on-chain membership, caching verdicts until a block changes
-/// membership (see [`Chain::membership_epoch`]).
+/// Checks certificates against on-chain membership, caching the chain's records until a block
+/// changes membership (see [`Chain::membership_epoch`]).
 pub struct Membership {
     chain: Arc<Chain>,
     cache: Mutex<Cache>,
@@ -286,99 +336,69 @@ impl Membership {
             .map_err(chain_status)
     }
 
-    /// Checks the certificate a caller presented, for a call that needs one of `roles`.
-    pub async fn check(&self, cert_der: &[u8], roles: &[Role]) -> Result<Member, Status> {
-        let fingerprint = openssl::sha::sha256(cert_der);
-        // The epoch is read before anything is looked up, so a verdict is cached only if no
-        // membership change happened while it was being computed.
-        let seen = self.epoch();
-        let cached = self.cache().verdict(seen, &fingerprint);
-        let member = match cached {
-            Some(verdict) => verdict?,
-            None => {
-                let verdict = self.verify(cert_der, fingerprint).await;
-                // Failures to reach the chain are not verdicts.
-                if cacheable(&verdict) {
-                    let now = self.epoch();
-                    self.cache()
-                        .keep_verdict(seen, now, fingerprint, verdict.clone());
-                }
-                verdict?
-            }
-        };
-        self.admit(&member, roles)?;
-        Ok(member)
+    /// The chain's records of a certificate: its registered identity and its revocation.
+    async fn fetch(&self, fingerprint: [u8; 32]) -> Result<Records, Status> {
+        let (identity, revocation) = tokio::try_join!(
+            self.query("/identity", fingerprint.to_vec()),
+            self.query("/revocation", fingerprint.to_vec()),
+        )?;
+        Ok(Records {
+            identity: decode(&identity, "identity")?,
+            revocation: decode(&revocation, "revocation")?,
+        })
     }
 
-    /// Re-checks a member already admitted (for long-running streams after membership changed).
-    pub async fn recheck(&self, cert_der: &[u8], member: &Member) -> Result<(), Status> {
-        self.check(cert_der, &[member.role]).await.map(|_| ())
-    }
-
-    fn admit(&self, member: &Member, roles: &[Role]) -> Result<(), Status> {
-        // Validity is judged at the chain's time, like a tx; the wall clock is the fallback
-        // before the first block is seen.
+    /// The time certificates are judged at: the latest block's. The chain judges a tx signer at
+    /// its block's time, and the latest block's is the closest the gateway knows to the next
+    /// one's, so a caller admitted here is a signer the chain accepts now, whatever the gateway
+    /// host's clock says. The wall clock is the fallback before the first block is seen.
+    fn now(&self) -> i64 {
         let tip = self.chain.tip();
-        let now = if tip.height > 0 {
+        if tip.height > 0 {
             tip.time_unix
         } else {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
                 .unwrap_or(0)
-        };
-        if now < member.not_before {
-            return Err(unauthenticated(format!(
-                "client certificate is not valid before {} (chain time {now})",
-                member.not_before
-            )));
         }
-        if now > member.not_after {
-            return Err(unauthenticated(format!(
-                "client certificate expired at {} (chain time {now})",
-                member.not_after
-            )));
-        }
-        if !roles.contains(&member.role) {
-            return Err(denied(format!(
-                "role {} may not make this call (allowed: {})",
-                member.role,
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        Ok(())
     }
 
-    async fn verify(&self, cert_der: &[u8], fingerprint: [u8; 32]) -> Result<Member, Status> {
-        let cert = MemberCertificate::parse(cert_der).map_err(|e| {
-            unauthenticated(format!(
-                "client certificate is not a NeuroData member certificate: {e}"
-            ))
-        })?;
+    /// Checks the certificate a caller presented, for a call that needs `permission`.
+    pub async fn check(
+        &self,
+        cert_der: &[u8],
+        permission: Permission<'_>,
+    ) -> Result<Member, Status> {
+        let fingerprint = openssl::sha::sha256(cert_der);
+        // The epoch is read before anything is looked up, so records are cached only if no
+        // membership change happened while they were being fetched.
+        let seen = self.epoch();
         let orgs = self.orgs().await?;
-        let org = issuing_org(&orgs, cert_der, &cert)?;
-        let revocation = self.query("/revocation", fingerprint.to_vec()).await?;
-        if !revocation.is_empty() {
-            let r = pb::Revocation::decode(revocation.as_slice()).unwrap_or_default();
-            return Err(denied(format!(
-                "certificate {} was revoked at height {} ({})",
-                hex::encode(fingerprint),
-                r.height,
-                r.reason
-            )));
-        }
-        Ok(Member {
-            fingerprint,
-            org_id: org.org_id.clone(),
-            role: cert.role,
-            common_name: cert.common_name,
-            not_before: cert.not_before,
-            not_after: cert.not_after,
-        })
+        let cached = self.cache().records(seen, &fingerprint);
+        let records = match cached {
+            Some(records) => records,
+            None => {
+                // Failures to reach the chain are not records: nothing is cached.
+                let records = self.fetch(fingerprint).await?;
+                if cacheable(cert_der, &orgs, &records) {
+                    let now = self.epoch();
+                    self.cache()
+                        .keep_records(seen, now, fingerprint, records.clone());
+                }
+                records
+            }
+        };
+        judge(cert_der, &orgs, &records, self.now(), permission)
+    }
+
+    /// Re-checks a member already admitted (for long-running streams after membership changed).
+    pub async fn recheck(&self, cert_der: &[u8], member: &Member) -> Result<(), Status> {
+        let permission = Permission {
+            action: "this call",
+            roles: &[member.role],
+        };
+        self.check(cert_der, permission).await.map(|_| ())
     }
 }
 
@@ -419,13 +439,18 @@ pub async fn admit_call(
                 .to_owned(),
         )
     })?;
-    let member = membership.check(&cert_der, roles).await?;
+    let permission = Permission {
+        action: call_name(path),
+        roles,
+    };
+    let member = membership.check(&cert_der, permission).await?;
     Ok(Some(Caller { member, cert_der }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use neurodata_certs::{OrgCa, Validity};
 
     #[test]
     fn health_and_reflection_need_no_certificate_and_uploads_need_a_producer_role() {
@@ -448,118 +473,467 @@ mod tests {
         f
     }
 
+    fn revoked() -> Records {
+        Records {
+            identity: None,
+            revocation: Some(pb::Revocation::default()),
+        }
+    }
+
     #[test]
-    fn a_verdict_computed_across_a_membership_change_is_not_cached() {
+    fn records_fetched_across_a_membership_change_are_not_cached() {
         let mut cache = Cache::default();
-        let alice = Member::for_tests(fp(1), "medlab", Role::Buyer);
-        // Checked while epoch 0 was current, finished after a revocation moved it to 1.
-        assert!(!cache.keep_verdict(0, 1, fp(1), Ok(alice.clone())));
-        assert!(cache.verdict(1, &fp(1)).is_none());
+        // Fetched while epoch 0 was current, finished after a revocation moved it to 1.
+        assert!(!cache.keep_records(0, 1, fp(1), Records::default()));
+        assert!(cache.records(1, &fp(1)).is_none());
         assert!(!cache.keep_orgs(0, 1, vec![]));
         assert!(cache.orgs(1).is_none());
-        // Computed within one epoch: kept for that epoch only.
-        assert!(cache.keep_verdict(1, 1, fp(1), Ok(alice)));
-        assert!(cache.verdict(1, &fp(1)).is_some());
-        assert!(cache.verdict(2, &fp(1)).is_none());
+        // Fetched within one epoch: kept for that epoch only.
+        assert!(cache.keep_records(1, 1, fp(1), Records::default()));
+        assert!(cache.records(1, &fp(1)).is_some());
+        assert!(cache.records(2, &fp(1)).is_none());
         // A caller that read the epoch before it moved on neither sees nor wipes newer ones.
-        assert!(cache.keep_verdict(2, 2, fp(2), Err(denied("revoked".into()))));
-        assert!(cache.verdict(1, &fp(2)).is_none());
-        assert!(cache.verdict(2, &fp(2)).is_some());
+        assert!(cache.keep_records(2, 2, fp(2), revoked()));
+        assert!(cache.records(1, &fp(2)).is_none());
+        assert!(cache.records(2, &fp(2)).is_some());
     }
 
     #[test]
-    fn the_verdict_cache_is_bounded_and_skips_certificates_of_no_admitted_org() {
+    fn the_record_cache_is_bounded_and_skips_certificates_of_no_admitted_org() {
         let mut cache = Cache::default();
-        for i in 0..MAX_VERDICTS + 10 {
-            cache.keep_verdict(0, 0, fp(i), Err(denied("revoked".into())));
+        for i in 0..MAX_RECORDS + 10 {
+            cache.keep_records(0, 0, fp(i), revoked());
         }
-        assert_eq!(cache.verdicts.len(), MAX_VERDICTS);
-        assert!(cache.verdict(0, &fp(0)).is_none(), "the oldest is evicted");
-        assert!(cache.verdict(0, &fp(MAX_VERDICTS + 9)).is_some());
-        assert!(!cacheable(&Err(unauthenticated(
-            "client certificate issuer is not the CA of an admitted org".into()
-        ))));
-        assert!(!cacheable(&Err(Status::unavailable("node down"))));
-        assert!(cacheable(&Err(denied("revoked".into()))));
+        assert_eq!(cache.records.len(), MAX_RECORDS);
+        assert!(cache.records(0, &fp(0)).is_none(), "the oldest is evicted");
+        assert!(cache.records(0, &fp(MAX_RECORDS + 9)).is_some());
+
+        let v = Validity::days_from(NOW, 30);
+        let medlab = OrgCa::create("medlab", "Medlab", v).unwrap();
+        let orgs = [pb::Org {
+            org_id: "medlab".into(),
+            ca_cert_der: medlab.cert.to_der().unwrap(),
+            status: pb::OrgStatus::Active as i32,
+            ..Default::default()
+        }];
+        let member_of = |ca: &OrgCa| {
+            let m = ca.issue("alice", Role::Buyer, v).unwrap();
+            m.cert.to_der().unwrap()
+        };
+        let unknown = Records::default();
+        assert!(cacheable(&member_of(&medlab), &orgs, &unknown));
+        // Self-made: another CA, and one with medlab's CA subject.
+        let rogue = OrgCa::create("rogue", "Rogue", v).unwrap();
+        let impostor = OrgCa::create("medlab", "Medlab", v).unwrap();
+        assert!(!cacheable(&member_of(&rogue), &orgs, &unknown));
+        assert!(!cacheable(&member_of(&impostor), &orgs, &unknown));
+        assert!(!cacheable(b"junk", &orgs, &unknown));
+        // Whatever the chain knows about a certificate is kept.
+        assert!(cacheable(&member_of(&rogue), &orgs, &revoked()));
     }
 
-    mod issuing_org {
+    #[test]
+    fn refusals_say_unauthenticated_for_a_non_member_and_permission_denied_for_a_member() {
+        let e = MembershipError::Expired {
+            not_after: 1,
+            block_time: 2,
+        };
+        let s = status(&e);
+        assert_eq!(s.code(), Code::Unauthenticated);
+        assert_eq!(s.message(), e.to_string(), "the chain's message");
+        let revoked = MembershipError::Revoked {
+            fingerprint: "ab".into(),
+            height: 3,
+        };
+        assert_eq!(status(&revoked).code(), Code::PermissionDenied);
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// One list of cases run through the chain's membership check ([`check_signer`], on a chain
+    /// state built by governance's own actions) and through the gateway's ([`judge`], on the
+    /// records the gateway's queries return from that state): the same verdict, the same status.
+    mod same_verdict_as_the_chain {
         use super::super::*;
+        use super::NOW;
+        use neurodata_abci::TxError;
+        use neurodata_abci::address::Address;
+        use neurodata_abci::governance::{GovernanceWrite, Params, ProposalAction};
+        use neurodata_abci::membership::{MembershipRead, MembershipWrite, check_signer};
+        use neurodata_abci::state::{MemoryState, StateDelta};
+        use neurodata_abci::tx::ExecCtx;
         use neurodata_certs::{OrgCa, Validity};
 
-        fn now() -> i64 {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0)
+        type State = StateDelta<MemoryState>;
+
+        const DAY: i64 = 86_400;
+
+        /// One certificate presented for one permission, and what the chain says.
+        struct Case {
+            desc: &'static str,
+            cert: Vec<u8>,
+            permission: Permission<'static>,
+            /// The org and role admitted, or the chain's membership error code.
+            expected: Result<(&'static str, Role), u32>,
         }
 
-        fn org(id: &str, status: pb::OrgStatus, ca: &OrgCa) -> pb::Org {
-            pb::Org {
-                org_id: id.into(),
-                ca_cert_der: ca.cert.to_der().unwrap(),
-                status: status as i32,
-                ..Default::default()
+        fn any_role() -> Permission<'static> {
+            Permission {
+                action: "Transfer",
+                roles: &Role::ALL,
             }
         }
 
-        fn member_of(ca: &OrgCa) -> (Vec<u8>, MemberCertificate) {
-            let m = ca
-                .issue(
-                    "alice",
-                    neurodata_certs::Role::Buyer,
-                    Validity::days_from(now(), 5),
-                )
+        fn ctx(height: u64) -> ExecCtx {
+            ExecCtx {
+                height,
+                time: NOW - 10 * DAY + height as i64,
+                params: Params::default(),
+            }
+        }
+
+        fn pem(ca: &OrgCa) -> String {
+            String::from_utf8(ca.cert.to_pem().unwrap()).unwrap()
+        }
+
+        fn govern(state: &mut State, height: u64, action: ProposalAction) {
+            action.execute(state, &ctx(height)).unwrap();
+        }
+
+        fn admit(state: &mut State, org_id: &str, ca: &OrgCa) {
+            let name = org_id.to_owned();
+            let ca_cert_pem = pem(ca);
+            govern(
+                state,
+                1,
+                ProposalAction::AdmitOrg {
+                    org_id: org_id.into(),
+                    name,
+                    ca_cert_pem,
+                },
+            );
+        }
+
+        fn issue(ca: &OrgCa, role: Role, validity: Validity) -> Vec<u8> {
+            ca.issue("someone", role, validity)
+                .unwrap()
+                .cert
+                .to_der()
+                .unwrap()
+        }
+
+        /// Registers a certificate as its first tx would.
+        fn register(state: &mut State, der: &[u8]) {
+            let identity = MemberCertificate::parse(der)
+                .unwrap()
+                .register(&*state, 2)
                 .unwrap();
-            let der = m.cert.to_der().unwrap();
-            let cert = MemberCertificate::parse(&der).unwrap();
-            (der, cert)
+            state.put_identity(&identity);
+        }
+
+        fn revoke(state: &mut State, der: &[u8]) {
+            state.put_revocation(&pb::Revocation {
+                fingerprint: openssl::sha::sha256(der).to_vec(),
+                org_id: "medlab".into(),
+                reason: "lost laptop".into(),
+                height: 2,
+                revoked_by: vec![],
+            });
+        }
+
+        /// The consortium and its history, and the cases it makes.
+        fn world() -> (State, Vec<Case>) {
+            let ca_validity = Validity::days_from(NOW, 3650);
+            let ok = Validity::days_from(NOW, 30);
+            let ca = |id: &str, name: &str| OrgCa::create(id, name, ca_validity).unwrap();
+            let mut state = StateDelta::new(MemoryState::default());
+
+            // Height 1: governance admits four orgs; medlab runs the only validator.
+            let medlab = ca("medlab", "Medlab");
+            let acme = ca("acme", "Acme");
+            let bio = ca("bio", "Bio");
+            let labx = ca("labx", "Labx");
+            for (id, ca) in [
+                ("medlab", &medlab),
+                ("acme", &acme),
+                ("bio", &bio),
+                ("labx", &labx),
+            ] {
+                admit(&mut state, id, ca);
+            }
+            state.put_validator(
+                &[7; 32],
+                &pb::Validator {
+                    pub_key: vec![7; 32],
+                    power: 10,
+                    org_id: "medlab".into(),
+                    ..Default::default()
+                },
+            );
+
+            // Height 2: members register (their first tx) and admins revoke.
+            let registered = issue(&medlab, Role::Trainer, ok);
+            let registered_then_expired = issue(
+                &medlab,
+                Role::Buyer,
+                Validity {
+                    not_before: NOW - 20 * DAY,
+                    not_after: NOW - 1,
+                },
+            );
+            let revoked_unregistered = issue(&medlab, Role::Buyer, ok);
+            let revoked_registered = issue(&medlab, Role::Buyer, ok);
+            let acme_registered = issue(&acme, Role::Buyer, ok);
+            let acme_unregistered = issue(&acme, Role::Buyer, ok);
+            let bio_old_registered = issue(&bio, Role::Buyer, ok);
+            let bio_old_unregistered = issue(&bio, Role::Buyer, ok);
+            let labx_old_registered = issue(&labx, Role::Buyer, ok);
+            let labx_old_unregistered = issue(&labx, Role::Buyer, ok);
+            for der in [
+                &registered,
+                &registered_then_expired,
+                &revoked_registered,
+                &acme_registered,
+                &bio_old_registered,
+                &labx_old_registered,
+            ] {
+                register(&mut state, der);
+            }
+            revoke(&mut state, &revoked_unregistered);
+            revoke(&mut state, &revoked_registered);
+
+            // Height 3: acme is removed and another org admitted with a CA of the same subject;
+            // bio rotates to a CA with the same subject, labx to one with another subject.
+            govern(
+                &mut state,
+                3,
+                ProposalAction::RemoveOrg {
+                    org_id: "acme".into(),
+                },
+            );
+            let acme_labs = ca("acme", "Acme");
+            admit(&mut state, "acme-labs", &acme_labs);
+            let bio_new = ca("bio", "Bio");
+            let labx_new = ca("labx", "Labx Two");
+            for (org_id, ca) in [("bio", &bio_new), ("labx", &labx_new)] {
+                let ca_cert_pem = pem(ca);
+                govern(
+                    &mut state,
+                    3,
+                    ProposalAction::RotateOrgCa {
+                        org_id: org_id.into(),
+                        ca_cert_pem,
+                    },
+                );
+            }
+
+            let upload = Permission {
+                action: UPLOAD,
+                roles: roles_for(UPLOAD).unwrap_or_default(),
+            };
+            let case = |desc, cert, permission, expected| Case {
+                desc,
+                cert,
+                permission,
+                expected,
+            };
+            let cases = vec![
+                case(
+                    "a new certificate of an active org's CA",
+                    issue(&medlab, Role::Buyer, ok),
+                    any_role(),
+                    Ok(("medlab", Role::Buyer)),
+                ),
+                case(
+                    "a registered certificate",
+                    registered,
+                    any_role(),
+                    Ok(("medlab", Role::Trainer)),
+                ),
+                case(
+                    "expired",
+                    issue(
+                        &medlab,
+                        Role::Buyer,
+                        Validity {
+                            not_before: NOW - 20 * DAY,
+                            not_after: NOW - 1,
+                        },
+                    ),
+                    any_role(),
+                    Err(28),
+                ),
+                case(
+                    "expired after it was registered",
+                    registered_then_expired,
+                    any_role(),
+                    Err(28),
+                ),
+                case(
+                    "not yet valid",
+                    issue(
+                        &medlab,
+                        Role::Buyer,
+                        Validity {
+                            not_before: NOW + 1,
+                            not_after: NOW + DAY,
+                        },
+                    ),
+                    any_role(),
+                    Err(27),
+                ),
+                case(
+                    "revoked before the chain saw it",
+                    revoked_unregistered,
+                    any_role(),
+                    Err(29),
+                ),
+                case(
+                    "revoked after it was registered",
+                    revoked_registered,
+                    any_role(),
+                    Err(29),
+                ),
+                case(
+                    "issued by no org's CA",
+                    issue(&ca("rogue", "Rogue"), Role::Buyer, ok),
+                    any_role(),
+                    Err(23),
+                ),
+                case(
+                    "issued by a self-made CA with an admitted org's CA subject",
+                    issue(&ca("medlab", "Medlab"), Role::Admin, ok),
+                    any_role(),
+                    Err(24),
+                ),
+                case(
+                    "its org removed, registered before",
+                    acme_registered,
+                    any_role(),
+                    Err(25),
+                ),
+                case(
+                    // The removed org's CA subject now names acme-labs, whose CA did not sign it.
+                    "its org removed, never registered",
+                    acme_unregistered,
+                    any_role(),
+                    Err(24),
+                ),
+                case(
+                    "of the org admitted with a removed org's CA subject",
+                    issue(&acme_labs, Role::Provider, ok),
+                    any_role(),
+                    Ok(("acme-labs", Role::Provider)),
+                ),
+                case(
+                    "its CA rotated to one with the same subject, registered before",
+                    bio_old_registered,
+                    any_role(),
+                    Err(26),
+                ),
+                case(
+                    "its CA rotated to one with the same subject, never registered",
+                    bio_old_unregistered,
+                    any_role(),
+                    Err(24),
+                ),
+                case(
+                    "its CA rotated to one with another subject, registered before",
+                    labx_old_registered,
+                    any_role(),
+                    Err(26),
+                ),
+                case(
+                    "its CA rotated to one with another subject, never registered",
+                    labx_old_unregistered,
+                    any_role(),
+                    Err(23),
+                ),
+                case(
+                    "issued by an org's new CA after a rotation",
+                    issue(&labx_new, Role::Validator, ok),
+                    any_role(),
+                    Ok(("labx", Role::Validator)),
+                ),
+                case(
+                    "a role the call does not allow",
+                    issue(&medlab, Role::Buyer, ok),
+                    upload,
+                    Err(30),
+                ),
+                case(
+                    "a role the call allows",
+                    issue(&bio_new, Role::Provider, ok),
+                    upload,
+                    Ok(("bio", Role::Provider)),
+                ),
+                case(
+                    "a CA certificate",
+                    medlab.cert.to_der().unwrap(),
+                    any_role(),
+                    Err(39),
+                ),
+                case("not a certificate", b"junk".to_vec(), any_role(), Err(20)),
+            ];
+            (state, cases)
         }
 
         #[test]
-        fn a_removed_org_does_not_shadow_a_later_org_with_the_same_ca_subject() {
-            let v = Validity::days_from(now(), 10);
-            // Same org id and name: the same CA subject, another key.
-            let old = OrgCa::create("acme", "Acme", v).unwrap();
-            let new = OrgCa::create("acme", "Acme", v).unwrap();
-            let orgs = vec![
-                org("acme", pb::OrgStatus::Removed, &old),
-                org("acme-labs", pb::OrgStatus::Active, &new),
-            ];
-            let (der, cert) = member_of(&new);
-            assert_eq!(
-                issuing_org(&orgs, &der, &cert)
-                    .map(|o| o.org_id.clone())
-                    .ok(),
-                Some("acme-labs".to_owned())
-            );
-            // The removed org's members are refused as such.
-            let (der, cert) = member_of(&old);
-            let s = issuing_org(&orgs, &der, &cert).unwrap_err();
-            assert_eq!(s.code(), tonic::Code::PermissionDenied);
-            assert!(
-                s.message().contains("org acme has been removed"),
-                "{}",
-                s.message()
-            );
-            // A self-made CA with the same subject signs nothing the active org accepts.
-            let (der, cert) = member_of(&OrgCa::create("acme", "Acme", v).unwrap());
-            let s = issuing_org(&orgs, &der, &cert).unwrap_err();
-            assert_eq!(s.code(), tonic::Code::Unauthenticated);
-            assert!(
-                s.message()
-                    .contains("not signed by the current CA of org acme-labs"),
-                "{}",
-                s.message()
-            );
-            // An unknown issuer.
-            let (der, cert) = member_of(&OrgCa::create("rogue", "Rogue", v).unwrap());
-            let s = issuing_org(&orgs, &der, &cert).unwrap_err();
-            assert!(
-                s.message().contains("not the CA of an admitted org"),
-                "{}",
-                s.message()
-            );
+        fn the_gateway_admits_and_refuses_exactly_as_the_chain_does() {
+            let (state, cases) = world();
+            let orgs = state.orgs().unwrap();
+            for c in cases {
+                let fingerprint = openssl::sha::sha256(&c.cert);
+                let chain = match check_signer(
+                    &state,
+                    &Address(fingerprint),
+                    Some(&c.cert),
+                    &[c.permission],
+                    NOW,
+                    4,
+                ) {
+                    Ok(signer) => Ok(signer),
+                    Err(TxError::Membership(e)) => Err(e),
+                    Err(other) => panic!("{}: not a membership refusal: {other}", c.desc),
+                };
+                let records = Records {
+                    identity: state.identity(&fingerprint).unwrap(),
+                    revocation: state.revocation(&fingerprint).unwrap(),
+                };
+                let gateway = judge(&c.cert, &orgs, &records, NOW, c.permission);
+                match (&c.expected, chain, gateway) {
+                    (Ok((org, role)), Ok(signer), Ok(member)) => {
+                        assert_eq!(
+                            (signer.identity.org_id.as_str(), signer.role),
+                            (*org, *role),
+                            "{}: the chain's member",
+                            c.desc
+                        );
+                        assert_eq!(
+                            (member.org_id.as_str(), member.role, member.fingerprint),
+                            (*org, *role, fingerprint),
+                            "{}: the gateway's member",
+                            c.desc
+                        );
+                    }
+                    (Err(code), Err(e), Err(s)) => {
+                        assert_eq!(e.code(), *code, "{}: the chain's refusal: {e}", c.desc);
+                        let want = status(&e);
+                        assert_eq!(
+                            (s.code(), s.message()),
+                            (want.code(), want.message()),
+                            "{}: the gateway's status",
+                            c.desc
+                        );
+                    }
+                    (expected, chain, gateway) => panic!(
+                        "{}: expected {expected:?}, the chain said {:?}, the gateway {:?}",
+                        c.desc,
+                        chain.map(|s| (s.identity.org_id, s.role)),
+                        gateway.map(|m| (m.org_id, m.role)),
+                    ),
+                }
+            }
         }
     }
 }

@@ -152,42 +152,68 @@ impl MemberCertificate {
         })
     }
 
-    /// Finds the org whose current CA issued this certificate, checks the CA's signature on it,
-    /// and returns the identity record to register at `height`.
-    pub fn register<S: StateRead>(&self, state: &S, height: u64) -> Result<pb::Identity, TxError> {
-        let org = self.issuing_org(state)?;
-        Ok(pb::Identity {
+    /// The identity record of this certificate as a member of `org`, registered at `height`.
+    pub fn identity(&self, org: &pb::Org, height: u64) -> pb::Identity {
+        pb::Identity {
             fingerprint: self.fingerprint.to_vec(),
-            org_id: org.org_id,
+            org_id: org.org_id.clone(),
             role: self.role.to_string(),
             common_name: self.common_name.clone(),
             not_before: self.not_before,
             not_after: self.not_after,
-            issuer_ca_fingerprint: org.ca_fingerprint,
+            issuer_ca_fingerprint: org.ca_fingerprint.clone(),
             public_key_spki: self.spki.clone(),
             certificate_der: self.der.clone(),
             registered_height: height,
             successor: vec![],
-        })
+        }
     }
 
-    /// The active org whose current CA issued and signed this certificate.
-    pub fn issuing_org<S: StateRead>(&self, state: &S) -> Result<pb::Org, TxError> {
-        let unknown = || MembershipError::UnknownCa {
-            issuer: self.issuer.clone(),
-        };
-        let org_id = state
-            .org_by_ca_subject(&self.issuer_hash)?
-            .ok_or_else(unknown)?;
-        let org = state.org(&org_id)?.ok_or_else(unknown)?;
+    /// Checks that `org`'s current CA issued this certificate: its subject is the certificate's
+    /// issuer ([`MembershipError::UnknownCa`] if not) and its P-256 key verifies the
+    /// certificate's signature ([`MembershipError::NotSignedByCa`] if not). Whether the org is
+    /// active is for [`super::rule::live`].
+    pub fn check_issued_by(&self, org: &pb::Org) -> Result<(), MembershipError> {
         let ca = parse(&org.ca_cert_der)?;
+        if sha256(ca.subject().as_raw()) != self.issuer_hash {
+            return Err(MembershipError::UnknownCa {
+                issuer: self.issuer.clone(),
+            });
+        }
         let ca_key = p256_public_key(ca.public_key().raw)?;
         let x509 = X509::from_der(&self.der).map_err(bad)?;
         if !x509.verify(&ca_key).map_err(bad)? {
-            return Err(MembershipError::NotSignedByCa { org: org.org_id }.into());
+            return Err(MembershipError::NotSignedByCa {
+                org: org.org_id.clone(),
+            });
         }
+        Ok(())
+    }
+
+    /// Finds the org whose current CA issued this certificate, checks the CA's signature on it,
+    /// and returns the identity record to register at `height`.
+    pub fn register<S: StateRead>(&self, state: &S, height: u64) -> Result<pb::Identity, TxError> {
+        let org = self.issuing_org(state)?;
+        Ok(self.identity(&org, height))
+    }
+
+    /// The active org whose current CA issued and signed this certificate (found through the
+    /// ca-subject index: see [`super::rule`]).
+    pub fn issuing_org<S: StateRead>(&self, state: &S) -> Result<pb::Org, TxError> {
+        let org = state
+            .org_of(&super::rule::Presented::Certificate(self))?
+            .ok_or_else(|| MembershipError::UnknownCa {
+                issuer: self.issuer.clone(),
+            })?;
+        self.check_issued_by(&org)?;
         Ok(org)
     }
+}
+
+/// SHA-256 of a certificate's subject name DER: for a CA, what the certificates it issues name
+/// as their issuer.
+pub fn subject_hash(der: &[u8]) -> Result<[u8; 32], MembershipError> {
+    Ok(sha256(parse(der)?.subject().as_raw()))
 }
 
 #[cfg(test)]

@@ -7,12 +7,14 @@
 //! purchases and listings to a successor of the same org ([`MoveIdentity`]), so expiry,
 //! revocation or a CA rotation never strands a balance.
 //!
-//! Read [`authenticate`] for the full rule, [`certificate`] for how certificates are parsed and
-//! checked, and [`view`] for the records.
+//! Read [`rule`] for the full rule (one pure function, [`check_member`], that the chain and the
+//! gateway both call), [`check_signer`] for how the chain fetches its records, [`certificate`] for
+//! how certificates are parsed and checked, and [`view`] for the records.
 
 pub mod certificate;
 mod move_identity;
 mod revoke;
+pub mod rule;
 pub mod state_key;
 pub mod view;
 
@@ -20,11 +22,13 @@ pub use certificate::{CaCertificate, MemberCertificate};
 pub use move_identity::MoveIdentity;
 pub use neurodata_certs::Role;
 pub use revoke::RevokeCertificate;
+pub use rule::{Permission, Presented, check_member};
 pub use view::{MembershipRead, MembershipWrite};
 
 use neurodata_proto::chain::v1 as pb;
 
 use crate::TxError;
+use crate::address::Address;
 use crate::state::StateRead;
 use crate::tx::{Action, TxBody};
 
@@ -208,49 +212,19 @@ pub fn allowed_roles(action: &Action) -> &'static [Role] {
 }
 
 /// Checks that `identity` may act at `block_time`: its org active, issued by the org's current CA,
-/// not revoked, within its validity. The one rule for signers and for successors of a moved
-/// identity.
+/// not revoked, within its validity ([`rule::live`] on the records of `state`). The rule for
+/// successors of a moved identity; signers go through [`check_signer`].
 pub fn check_live<S: StateRead>(
     state: &S,
     identity: &pb::Identity,
     block_time: i64,
 ) -> Result<(), TxError> {
-    let fingerprint = hex::encode(&identity.fingerprint);
-    let org = state
-        .org(&identity.org_id)?
-        .filter(|o| o.status == pb::OrgStatus::Active as i32)
-        .ok_or_else(|| MembershipError::OrgNotActive {
-            org: identity.org_id.clone(),
-        })?;
-    if org.ca_fingerprint != identity.issuer_ca_fingerprint {
-        return Err(MembershipError::CaRotated { org: org.org_id }.into());
-    }
-    let key: [u8; 32] = identity
-        .fingerprint
-        .as_slice()
-        .try_into()
-        .map_err(|_| MembershipError::BadCertificate("fingerprint is not 32 bytes".into()))?;
-    if let Some(rev) = state.revocation(&key)? {
-        return Err(MembershipError::Revoked {
-            fingerprint,
-            height: rev.height,
-        }
-        .into());
-    }
-    if block_time < identity.not_before {
-        return Err(MembershipError::NotYetValid {
-            not_before: identity.not_before,
-            block_time,
-        }
-        .into());
-    }
-    if block_time > identity.not_after {
-        return Err(MembershipError::Expired {
-            not_after: identity.not_after,
-            block_time,
-        }
-        .into());
-    }
+    let org = state.org(&identity.org_id)?;
+    let revocation = match Presented::Registered(identity).fingerprint() {
+        Some(fingerprint) => state.revocation(&fingerprint)?,
+        None => None,
+    };
+    rule::live(identity, org.as_ref(), revocation.as_ref(), block_time)?;
     Ok(())
 }
 
@@ -273,40 +247,66 @@ pub fn authenticate<S: StateRead>(
     block_time: i64,
     height: u64,
 ) -> Result<Signer, TxError> {
-    let (identity, is_new) = match state.identity(&body.signer.0)? {
-        Some(identity) => (identity, false),
+    let permissions: Vec<Permission<'_>> = body
+        .messages
+        .iter()
+        .map(|action| Permission {
+            action: action.name(),
+            roles: allowed_roles(action),
+        })
+        .collect();
+    check_signer(
+        state,
+        &body.signer,
+        body.certificate.as_deref(),
+        &permissions,
+        block_time,
+        height,
+    )
+}
+
+/// The membership rule as the chain applies it: fetches what [`check_member`] reads for `signer`
+/// (its registered identity, else `certificate`, which must hash to it; the org it names; its
+/// revocation) from `state` and applies the rule at `block_time`. A new certificate's identity
+/// comes back with `registered_height` = `height`, for the caller to register.
+pub fn check_signer<S: StateRead>(
+    state: &S,
+    signer: &Address,
+    certificate: Option<&[u8]>,
+    permissions: &[Permission<'_>],
+    block_time: i64,
+    height: u64,
+) -> Result<Signer, TxError> {
+    let registered = state.identity(&signer.0)?;
+    let parsed;
+    let presented = match &registered {
+        Some(identity) => Presented::Registered(identity),
         None => {
-            let der = body
-                .certificate
-                .as_deref()
-                .ok_or_else(|| MembershipError::UnknownSigner(body.signer.to_hex()))?;
-            let cert = MemberCertificate::parse(der)?;
-            (cert.register(state, height)?, true)
+            let der = certificate.ok_or_else(|| MembershipError::UnknownSigner(signer.to_hex()))?;
+            parsed = MemberCertificate::parse(der)?;
+            Presented::Certificate(&parsed)
         }
     };
-    check_live(state, &identity, block_time)?;
-    let role: Role = identity
-        .role
-        .parse()
-        .map_err(|_| MembershipError::BadCertificate(format!("role {:?}", identity.role)))?;
-    for action in &body.messages {
-        let allowed = allowed_roles(action);
-        if !allowed.contains(&role) {
-            return Err(MembershipError::RoleNotAllowed {
-                role: role.to_string(),
-                message: action.name(),
-                allowed: allowed
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            }
-            .into());
-        }
+    let org = state.org_of(&presented)?;
+    let revocation = match presented.fingerprint() {
+        Some(fingerprint) => state.revocation(&fingerprint)?,
+        None => None,
+    };
+    let member = check_member(
+        presented,
+        org.as_ref(),
+        revocation.as_ref(),
+        block_time,
+        permissions,
+    )?;
+    let is_new = registered.is_none();
+    let mut identity = member.identity;
+    if is_new {
+        identity.registered_height = height;
     }
     Ok(Signer {
         identity,
-        role,
+        role: member.role,
         is_new,
     })
 }

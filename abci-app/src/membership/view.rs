@@ -2,6 +2,7 @@
 
 use neurodata_proto::chain::v1 as pb;
 
+use super::rule::Presented;
 use super::state_key;
 use crate::state::{StateError, StateRead, StateWrite};
 
@@ -38,6 +39,19 @@ pub trait MembershipRead: StateRead + Sized {
         Ok(self
             .get_raw(&state_key::ca_subject(subject_hash))?
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The org a presented certificate names (see [`super::rule`]): a registered identity's org,
+    /// or the active org whose current CA's subject is a new certificate's issuer (from the
+    /// ca-subject index governance keeps).
+    fn org_of(&self, presented: &Presented<'_>) -> Result<Option<pb::Org>, StateError> {
+        match presented {
+            Presented::Registered(identity) => self.org(&identity.org_id),
+            Presented::Certificate(cert) => match self.org_by_ca_subject(&cert.issuer_hash)? {
+                Some(org_id) => self.org(&org_id),
+                None => Ok(None),
+            },
+        }
     }
 
     /// The identity registered for a certificate fingerprint.
