@@ -5,9 +5,11 @@
 //! for the key, unwrap it, check it against the commitment, fetch the ciphertext from the
 //! provider's gateway, decrypt, check the plaintext hash, optionally `--confirm`), and `confirm`,
 //! `refund` or `dispute`. Files of any size go through in constant memory.
+//!
+//! A listing's rows and schema are read by `neurodata-tabular`, the reader the trainer trains
+//! with, so the row count on chain is the number of rows a training job reads.
 
 use neurodata_abci::events::{EventKind, attr};
-use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,6 +22,7 @@ use neurodata_crypto::stream::{DEFAULT_CHUNK_SIZE, DecryptingWriter, EncryptingR
 use neurodata_crypto::{DataKey, dleq, wrap};
 use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
+use neurodata_tabular::{self as tabular, ColumnType, Format};
 
 use crate::{SignerArgs, amount, load_signer, read};
 use neurodata_abci::escrow::status_name;
@@ -31,7 +34,7 @@ pub enum DatasetCommand {
     Upload {
         #[command(flatten)]
         signer: SignerArgs,
-        /// The CSV file (header row first).
+        /// The CSV file (header row first), or JSON lines for a `.jsonl`/`.ndjson` name.
         #[arg(long)]
         file: PathBuf,
         /// Title of the listing.
@@ -43,8 +46,8 @@ pub enum DatasetCommand {
         /// License (SPDX id or short text).
         #[arg(long, default_value = "CC-BY-4.0")]
         license: String,
-        /// Column types as `name:type,...` (int, float, string, bool, category); inferred from
-        /// the first 1,000 rows when absent.
+        /// Column types as `name:type,...` (int, float, string, bool, category), checked against
+        /// every row; inferred from every row when absent.
         #[arg(long)]
         schema: Option<String>,
     },
@@ -212,17 +215,6 @@ async fn submit(
     Ok(r)
 }
 
-fn parse_type(t: &str) -> anyhow::Result<pb::ColumnType> {
-    Ok(match t {
-        "int" => pb::ColumnType::Int,
-        "float" => pb::ColumnType::Float,
-        "string" => pb::ColumnType::String,
-        "bool" => pb::ColumnType::Bool,
-        "category" => pb::ColumnType::Category,
-        other => bail!("column type {other:?}: expected int, float, string, bool or category"),
-    })
-}
-
 fn type_name(t: i32) -> &'static str {
     match pb::ColumnType::try_from(t) {
         Ok(pb::ColumnType::Int) => "int",
@@ -234,104 +226,41 @@ fn type_name(t: i32) -> &'static str {
     }
 }
 
-/// The schema: from `spec` (`name:type,...`, checked against the header), else inferred from
-/// the first 1,000 rows: int, else float, else bool (true/false), else category (at most 20
-/// distinct values), else string.
-pub fn schema_of(file: &Path, spec: Option<&str>) -> anyhow::Result<pb::Schema> {
-    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let mut lines = std::io::BufReader::new(f).lines();
-    let header = lines
-        .next()
-        .context("the file is empty: a CSV needs a header row")??;
-    let names: Vec<String> = header.split(',').map(|s| s.trim().to_owned()).collect();
-    if let Some(spec) = spec {
-        let mut columns = Vec::new();
-        for part in spec.split(',') {
-            let (name, t) = part
-                .split_once(':')
-                .with_context(|| format!("--schema entry {part:?} is not name:type"))?;
-            columns.push(pb::Column {
-                name: name.trim().into(),
-                r#type: parse_type(t.trim())? as i32,
-            });
-        }
-        let declared: Vec<_> = columns.iter().map(|c| c.name.clone()).collect();
-        if declared != names {
-            bail!("--schema names {declared:?} do not match the header {names:?}");
-        }
-        return Ok(pb::Schema { columns });
-    }
-    let mut values: Vec<std::collections::BTreeSet<String>> = vec![Default::default(); names.len()];
-    let (mut ints, mut floats, mut bools) = (
-        vec![true; names.len()],
-        vec![true; names.len()],
-        vec![true; names.len()],
-    );
-    for (row, line) in lines.take(1000).enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-        if cells.len() != names.len() {
-            bail!(
-                "row {} has {} fields, the header has {}",
-                row + 1,
-                cells.len(),
-                names.len()
-            );
-        }
-        for (i, c) in cells.iter().enumerate() {
-            ints[i] &= c.parse::<i64>().is_ok();
-            floats[i] &= c.parse::<f64>().is_ok_and(f64::is_finite);
-            bools[i] &= matches!(*c, "true" | "false");
-            if values[i].len() <= 20 {
-                values[i].insert((*c).to_owned());
-            }
-        }
-    }
-    let columns = names
-        .into_iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let t = if ints[i] {
-                pb::ColumnType::Int
-            } else if floats[i] {
-                pb::ColumnType::Float
-            } else if bools[i] {
-                pb::ColumnType::Bool
-            } else if values[i].len() <= 20 {
-                pb::ColumnType::Category
-            } else {
-                pb::ColumnType::String
-            };
-            pb::Column {
-                name,
-                r#type: t as i32,
-            }
+/// What the listing states about `file`: its rows, its schema (`declared` as `name:type,...`,
+/// checked against the header and every row, else inferred from every row) and the SHA-256 of
+/// its bytes, from one pass in constant memory.
+fn summarize(file: &Path, declared: Option<&str>) -> anyhow::Result<tabular::Summary> {
+    let declared: Option<tabular::Schema> =
+        declared.map(str::parse).transpose().context("--schema")?;
+    let open = || std::fs::File::open(file).with_context(|| format!("opening {}", file.display()));
+    let progress = bar(open()?.metadata()?.len(), "read");
+    let summary = tabular::summarize(
+        progress.wrap_read(open()?),
+        Format::of_path(file),
+        declared.as_ref(),
+    )
+    .with_context(|| format!("reading {}", file.display()))?;
+    progress.finish_and_clear();
+    Ok(summary)
+}
+
+/// The listing's form of a schema.
+fn listing_schema(schema: &tabular::Schema) -> pb::Schema {
+    let columns = schema
+        .columns
+        .iter()
+        .map(|c| pb::Column {
+            name: c.name.clone(),
+            r#type: match c.kind {
+                ColumnType::Int => pb::ColumnType::Int,
+                ColumnType::Float => pb::ColumnType::Float,
+                ColumnType::Bool => pb::ColumnType::Bool,
+                ColumnType::Category => pb::ColumnType::Category,
+                ColumnType::String => pb::ColumnType::String,
+            } as i32,
         })
         .collect();
-    Ok(pb::Schema { columns })
-}
-
-/// Counts newline-terminated rows of what passes through (the header is subtracted later).
-struct RowCounter<R> {
-    inner: R,
-    newlines: u64,
-    last: u8,
-    progress: ProgressBar,
-}
-
-impl<R: Read> Read for RowCounter<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.newlines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-            self.last = buf[n - 1];
-            self.progress.inc(n as u64);
-        }
-        Ok(n)
-    }
+    pb::Schema { columns }
 }
 
 async fn upload(
@@ -342,24 +271,19 @@ async fn upload(
     license: String,
     schema: Option<String>,
 ) -> anyhow::Result<()> {
+    let summary = summarize(file, schema.as_deref())?;
+    let (rows, size, schema) = (summary.rows, summary.size, listing_schema(&summary.schema));
     let g = gateway(a).await?;
-    let schema = schema_of(file, schema.as_deref())?;
     let price = amount(&price)?;
     let key = DataKey::generate()?;
-    let size = std::fs::metadata(file)?.len();
 
     // Encrypt into a temporary file next to nothing else: constant memory, any size.
     let work = tempfile::tempdir()?;
     let sealed = work.path().join("dataset.ndenc");
-    let (plaintext_sha256, rows) = {
+    let plaintext_sha256 = {
         let progress = bar(size, "encrypt");
-        let counter = RowCounter {
-            inner: std::fs::File::open(file)?,
-            newlines: 0,
-            last: b'\n',
-            progress: progress.clone(),
-        };
-        let mut reader = EncryptingReader::new(counter, &key, DEFAULT_CHUNK_SIZE)?;
+        let plain = progress.wrap_read(std::fs::File::open(file)?);
+        let mut reader = EncryptingReader::new(plain, &key, DEFAULT_CHUNK_SIZE)?;
         let mut out = std::io::BufWriter::new(std::fs::File::create(&sealed)?);
         std::io::copy(&mut reader, &mut out)?;
         std::io::Write::flush(&mut out)?;
@@ -367,10 +291,13 @@ async fn upload(
         let sha = reader
             .plaintext_sha256()
             .context("encryption ended early")?;
-        // A last line without its newline is a row too; the header is not.
-        let counted = reader.inner();
-        let lines = counted.newlines + u64::from(counted.last != b'\n' && size > 0);
-        (sha, lines.saturating_sub(1))
+        // The rows and schema listed must be those of the bytes sold.
+        anyhow::ensure!(
+            sha == summary.sha256,
+            "{} changed while it was being read; upload it again",
+            file.display()
+        );
+        sha
     };
     let ciphertext_size = std::fs::metadata(&sealed)?.len();
 
@@ -714,4 +641,68 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A byte order mark, CRLF and LF, blank lines, quoted commas and a quoted line break, and
+    /// no newline after the last row: 3 rows (a count of line feeds would say 6).
+    const TRICKY: &str = "\u{feff}age,sex,y\r\n40,\"f\",yes\r\n\r\n  \r\n50.5,\"m, or\nother\",no\n\n60,f,\"y\"\"es\"";
+
+    fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("data.csv");
+        std::fs::write(&path, text).expect("write");
+        (dir, path)
+    }
+
+    #[test]
+    fn an_upload_lists_the_rows_the_trainer_reads_and_the_hash_of_the_bytes() {
+        let (_dir, path) = file(TRICKY);
+        let summary = summarize(&path, None).expect("summary");
+        // The trainer's reader of the same bytes (`Table::parse` reads through it).
+        let trainer = tabular::Document::parse(TRICKY.as_bytes(), Format::Csv)
+            .and_then(|d| d.row_count())
+            .expect("trainer's reader");
+        assert_eq!(summary.rows, 3);
+        assert_eq!(summary.rows, trainer);
+        assert_eq!(summary.size, TRICKY.len() as u64);
+        assert_eq!(summary.sha256, openssl::sha::sha256(TRICKY.as_bytes()));
+        let listed: Vec<(String, &str)> = listing_schema(&summary.schema)
+            .columns
+            .into_iter()
+            .map(|c| (c.name, type_name(c.r#type)))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("age".into(), "float"),
+                ("sex".into(), "category"),
+                ("y".into(), "category")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_declared_schema_is_checked_against_the_header_and_every_row() {
+        let (_dir, path) = file("age,sex\n40,f\n41,m\nold,f\n");
+        let summary = summarize(&path, Some("age:float, sex:category")).expect_err("old");
+        let err = format!("{summary:#}");
+        assert!(
+            err.ends_with("line 4, column \"age\": \"old\" is not a number"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            summarize(&path, Some("sex:category,age:int")).expect_err("order")
+        );
+        assert!(err.contains("do not match the header"), "{err}");
+        let err = format!(
+            "{:#}",
+            summarize(&path, Some("age:number")).expect_err("type")
+        );
+        assert!(err.starts_with("--schema: column type \"number\""), "{err}");
+    }
 }
