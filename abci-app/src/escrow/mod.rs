@@ -13,12 +13,19 @@
 //! nothing stays in escrow past its windows (property-tested with the supply in
 //! `tests/market.rs`). Validators' key requests ([`RequestValidation`]) ride the same delivery
 //! path with no money attached.
+//!
+//! The lifecycle itself is one pure function, [`Purchase::step`] in [`lifecycle`] (start
+//! there): the handlers check who signed, gather what an input needs, and hand its effects to
+//! `apply`, the one place escrow state changes.
 
+mod apply;
+pub mod lifecycle;
 mod purchase;
 mod settle;
 pub mod state_key;
 pub mod view;
 
+pub use lifecycle::{Delivery, Effect, Input, Purchase, PurchaseKind, PurchaseState, Transition};
 pub use purchase::{BuyDataset, RequestValidation};
 pub use settle::{
     ConfirmAccess, DeliverKey, DisputeKey, RefundPurchase, end_block, move_purchases,

@@ -1,17 +1,18 @@
 //! Opening purchases: `BuyDataset` (price into escrow) and `RequestValidation` (a validator's key
 //! request, no money).
 
-use crate::events::{EventKind, attr};
 use neurodata_proto::chain::v1 as pb;
 
-use super::{EscrowError, EscrowRead, EscrowWrite, escrow_account, fee_of};
+use super::apply::apply;
+use super::lifecycle::{Opening, PurchaseKind};
+use super::{EscrowError, EscrowRead, EscrowWrite, fee_of};
 use crate::TxError;
+use crate::address::Address;
 use crate::amount::Amount;
-use crate::ledger::LedgerWrite;
 use crate::ledger::signer_address;
-use crate::market::{MarketRead, MarketWrite, existing_dataset, require_listed};
+use crate::market::{existing_dataset, require_listed};
 use crate::membership::{MembershipRead, Signer};
-use crate::state::{Event, StateWrite};
+use crate::state::{StateError, StateWrite};
 use crate::tx::{ExecCtx, amount_field};
 
 /// Refuses a dataset whose provider org is no longer an active member: nobody there can deliver
@@ -49,15 +50,15 @@ impl TryFrom<pb::BuyDataset> for BuyDataset {
     }
 }
 
-/// Opens a purchase record (shared by sales and validation requests).
+/// Opens a purchase (shared by sales and validation requests) once its handler checked the
+/// dataset and the signer.
 fn open<S: StateWrite>(
     state: &mut S,
     dataset: &pb::Dataset,
     signer: &Signer,
-    kind: pb::PurchaseKind,
-    price: Amount,
+    kind: PurchaseKind,
     ctx: &ExecCtx,
-) -> Result<u64, TxError> {
+) -> Result<(), TxError> {
     let buyer = signer_address(signer)?;
     if let Some(purchase) = state.live_purchase(&buyer, dataset.id)? {
         return Err(EscrowError::AlreadyPurchased {
@@ -66,40 +67,31 @@ fn open<S: StateWrite>(
         }
         .into());
     }
+    let provider = Address::from_slice(&dataset.provider).ok_or_else(|| StateError::Corrupt {
+        key: crate::market::state_key::dataset(dataset.id),
+        reason: "provider is not 32 bytes".into(),
+    })?;
     let id = state.next_purchase_id()?;
-    let key_deadline = ctx.height + ctx.params.key_delivery_blocks;
-    let due = key_deadline + ctx.params.confirm_blocks;
-    let purchase = pb::Purchase {
-        id,
-        dataset_id: dataset.id,
-        kind: kind as i32,
-        buyer: buyer.0.to_vec(),
-        buyer_org: signer.identity.org_id.clone(),
-        provider: dataset.provider.clone(),
-        provider_org: dataset.provider_org.clone(),
-        price: price.to_string(),
-        fee: fee_of(price, ctx.params.market_fee_bps).to_string(),
-        status: pb::PurchaseStatus::AwaitingKey as i32,
-        opened_height: ctx.height,
-        key_deadline_height: key_deadline,
-        due_height: due,
-        ..Default::default()
-    };
-    state.put_purchase(&purchase);
     state.put_next_purchase_id(id + 1);
-    state.put_live_purchase(&buyer, dataset.id, id);
-    state.schedule(due, id);
-    state.emit(
-        Event::new(EventKind::PurchaseOpened)
-            .attr(attr::PURCHASE, id)
-            .attr(attr::DATASET, dataset.id)
-            .attr(attr::KIND, kind.as_str_name())
-            .attr(attr::BUYER, buyer)
-            .attr(attr::PROVIDER_ORG, &dataset.provider_org)
-            .attr(attr::PRICE, price)
-            .attr(attr::KEY_DEADLINE, key_deadline),
-    );
-    Ok(id)
+    let opening = Opening {
+        id,
+        dataset: dataset.id,
+        kind,
+        buyer,
+        buyer_org: signer.identity.org_id.clone(),
+        provider,
+        provider_org: dataset.provider_org.clone(),
+    };
+    let params = &ctx.params;
+    apply(
+        state,
+        None,
+        opening.open(
+            ctx.height,
+            params.key_delivery_blocks,
+            params.confirm_blocks,
+        ),
+    )
 }
 
 impl BuyDataset {
@@ -130,14 +122,14 @@ impl BuyDataset {
             }
             .into());
         }
-        open(state, &dataset, signer, pb::PurchaseKind::Sale, price, ctx)?;
-        if price > Amount::ZERO {
-            state.move_funds(&signer_address(signer)?, &escrow_account(), price)?;
-        }
-        let mut stats = state.dataset_stats(dataset.id)?;
-        stats.purchases += 1;
-        state.put_dataset_stats(&stats);
-        Ok(())
+        let fee = fee_of(price, ctx.params.market_fee_bps);
+        open(
+            state,
+            &dataset,
+            signer,
+            PurchaseKind::Sale { price, fee },
+            ctx,
+        )
     }
 }
 
@@ -177,15 +169,6 @@ impl RequestValidation {
             }
             .into());
         }
-        state.put_open_validations(org, open_now + 1);
-        open(
-            state,
-            &dataset,
-            signer,
-            pb::PurchaseKind::Validation,
-            Amount::ZERO,
-            ctx,
-        )?;
-        Ok(())
+        open(state, &dataset, signer, PurchaseKind::Validation, ctx)
     }
 }

@@ -3,6 +3,7 @@
 
 use neurodata_proto::chain::v1 as pb;
 
+use super::lifecycle::Purchase;
 use super::state_key;
 use crate::address::Address;
 use crate::market::view::read_u64;
@@ -10,12 +11,17 @@ use crate::state::{StateError, StateRead, StateWrite};
 
 /// Reads of escrow records.
 pub trait EscrowRead: StateRead + Sized {
-    /// Purchase `id`.
+    /// Purchase `id` as stored, the form queries return.
     fn purchase(&self, id: u64) -> Result<Option<pb::Purchase>, StateError> {
         self.get_proto(&state_key::purchase(id))
     }
 
-    /// Every purchase, ascending by id.
+    /// Purchase `id`, decoded for its lifecycle (a record that does not decode is corrupt).
+    fn load_purchase(&self, id: u64) -> Result<Option<Purchase>, StateError> {
+        self.purchase(id)?.map(Purchase::try_from).transpose()
+    }
+
+    /// Every purchase as stored, ascending by id.
     fn purchases(&self) -> Result<Vec<pb::Purchase>, StateError> {
         self.prefix_proto(state_key::PURCHASES)
     }
@@ -87,8 +93,11 @@ impl<T: StateRead> EscrowRead for T {}
 /// Writes of escrow records.
 pub trait EscrowWrite: StateWrite + EscrowRead {
     /// Stores a purchase.
-    fn put_purchase(&mut self, purchase: &pb::Purchase) {
-        self.put_proto(state_key::purchase(purchase.id), purchase);
+    fn put_purchase(&mut self, purchase: &Purchase) {
+        self.put_proto(
+            state_key::purchase(purchase.id),
+            &pb::Purchase::from(purchase),
+        );
     }
 
     /// Sets the next purchase id.
