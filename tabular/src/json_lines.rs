@@ -52,6 +52,12 @@ pub(crate) fn header(
     };
     while let Some((text, next)) = line_at(input, at, eof) {
         if let Some(object) = object(text, line)? {
+            if object.is_empty() {
+                return Err(ReadError::Json {
+                    line,
+                    message: "the first object has no keys, so the file has no columns".into(),
+                });
+            }
             let mut names: Vec<String> = object.keys().cloned().collect();
             // Sorted whatever order the JSON map keeps: the header must not depend on a feature.
             names.sort();

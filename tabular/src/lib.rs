@@ -308,6 +308,10 @@ mod tests {
         );
         let err = read("{\"a\":1}\n[1]\n", Format::JsonLines).expect_err("not an object");
         assert!(err.starts_with("line 2: "), "{err}");
+        assert_eq!(
+            read("\n{}\n", Format::JsonLines).map(|_| ()),
+            Err("line 2: the first object has no keys, so the file has no columns".into())
+        );
     }
 
     #[test]
