@@ -27,8 +27,8 @@ use crate::address::Address;
 use crate::app::{self, BlockCtx, Mode};
 use crate::genesis::{self, AppState};
 use crate::governance::GovernanceRead;
-use crate::query::{self, QueryTarget};
-use crate::state::{Event, MemoryState, ReadCache, StateDelta, StateRead};
+use crate::query::{self, Proof, Query};
+use crate::state::{Event, MemoryState, ReadCache, StateDelta};
 use crate::storage::{Committed, PreparedCommit, Storage};
 use crate::tx::{EnvelopeLimits, Tx};
 use crate::verifier::SignatureVerifier;
@@ -380,12 +380,12 @@ impl Node {
             0 => committed.height,
             h => h,
         };
-        let target = match query::target(&req.path, &req.data) {
-            Ok(t) => t,
+        let q = match Query::parse(&req.path, &req.data) {
+            Ok(q) => q,
             Err(e) => return Ok(fail(e.to_string())),
         };
-        match target {
-            QueryTarget::Key(key) => {
+        match q.proof() {
+            Proof::Key(key) => {
                 let (value, proof) = if req.prove {
                     match self.storage.get_with_proof(&key, height) {
                         Ok((v, p)) => (v, Some(p)),
@@ -418,11 +418,13 @@ impl Node {
                     ..Default::default()
                 })
             }
-            list => {
+            Proof::None => {
                 if height != committed.height {
                     return Ok(fail("list queries serve the latest height only".into()));
                 }
-                let value = self.list(list)?;
+                let value = query::list(&q, &self.storage)?.ok_or_else(|| {
+                    format!("{} is in the table as a list but has no answer", q.path())
+                })?;
                 Ok(response::Query {
                     code: 0u32.into(),
                     value: value.into(),
@@ -431,45 +433,6 @@ impl Node {
                 })
             }
         }
-    }
-
-    fn list(&self, target: QueryTarget) -> Result<Vec<u8>, BoxError> {
-        use crate::governance::state_key as g;
-        use crate::membership::state_key as m;
-        let s = &self.storage;
-        let prefix = match target {
-            QueryTarget::List(prefix) => prefix,
-            QueryTarget::Datasets(f) => {
-                let datasets = crate::market::MarketRead::datasets(s)?
-                    .into_iter()
-                    .filter(|d| crate::market::matches_filter(d, &f))
-                    .collect();
-                return Ok(pb::DatasetList { datasets }.encode_to_vec());
-            }
-            QueryTarget::Purchases(f) => {
-                let purchases = crate::escrow::EscrowRead::purchases(s)?
-                    .into_iter()
-                    .filter(|p| crate::escrow::matches_filter(p, &f))
-                    .collect();
-                return Ok(pb::PurchaseList { purchases }.encode_to_vec());
-            }
-            QueryTarget::Key(k) => return Err(format!("{k} is not a list").into()),
-        };
-        Ok(match prefix {
-            p if p == m::ORGS => pb::OrgList {
-                orgs: s.prefix_proto(p)?,
-            }
-            .encode_to_vec(),
-            p if p == g::VALIDATORS => pb::ValidatorList {
-                validators: s.validators()?,
-            }
-            .encode_to_vec(),
-            p if p == g::PROPOSALS => pb::ProposalList {
-                proposals: s.proposals()?,
-            }
-            .encode_to_vec(),
-            other => return Err(format!("no list for {other}").into()),
-        })
     }
 
     fn consensus(&self, req: ConsensusRequest) -> Result<ConsensusResponse, BoxError> {

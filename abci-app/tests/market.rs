@@ -392,7 +392,7 @@ fn a_dataset_is_verified_by_more_than_two_thirds_of_validator_power() {
 
 #[test]
 fn browse_and_purchase_queries_filter_on_the_node() {
-    use neurodata_abci::query::filter_data;
+    use neurodata_abci::query::{self, Query};
     use prost::Message as _;
     let c = Consortium::new(2, 1);
     let mut n = TestNode::start(&c);
@@ -402,7 +402,8 @@ fn browse_and_purchase_queries_filter_on_the_node() {
     let other = DataKey::generate().unwrap();
     n.ok(&p0, vec![msg::register_dataset(listing(&other, "900", 2))]);
     n.ok(&c.signer(1, Role::Buyer), vec![msg::buy(2, Amount(900))]);
-    let query = |path: &str, data: Vec<u8>| {
+    let query = |q: Query| {
+        let (path, data) = (q.path(), q.data());
         let r = n
             .node
             .query(tendermint::abci::request::Query {
@@ -416,12 +417,12 @@ fn browse_and_purchase_queries_filter_on_the_node() {
         r.value
     };
     let cheap = pb::DatasetList::decode(query(
-        "/datasets",
-        filter_data(&pb::DatasetFilter {
+        query::datasets(pb::DatasetFilter {
             max_price: "500".into(),
             column: "chol".into(),
             ..Default::default()
-        }),
+        })
+        .query,
     ))
     .unwrap();
     assert_eq!(
@@ -429,17 +430,16 @@ fn browse_and_purchase_queries_filter_on_the_node() {
         vec![1]
     );
     let mine = pb::PurchaseList::decode(query(
-        "/purchases",
-        filter_data(&pb::PurchaseFilter {
+        query::purchases(pb::PurchaseFilter {
             buyer: addr(&c, 1, Role::Buyer).0.to_vec(),
             ..Default::default()
-        }),
+        })
+        .query,
     ))
     .unwrap();
     assert_eq!(mine.purchases.len(), 1);
     assert_eq!(mine.purchases[0].dataset_id, 2);
-    let stats =
-        pb::DatasetStats::decode(query("/dataset_stats", 2u64.to_be_bytes().to_vec())).unwrap();
+    let stats = pb::DatasetStats::decode(query(query::dataset_stats(2).query)).unwrap();
     assert_eq!(stats.purchases, 1);
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use neurodata_client::gateway::{GatewayClient, GatewayTls};
-use neurodata_client::{Amount, ClientError, Signer, TxParams, msg};
+use neurodata_client::{Amount, ClientError, Signer, Submitter, msg};
 use neurodata_proto::gateway::v1 as gw;
 use tokio::sync::Mutex;
 
@@ -42,11 +42,10 @@ async fn main() -> anyhow::Result<()> {
             members.push((Signer::load(&dir, role)?, client));
         }
     }
-    let chain_id = members[0].1.status().await?.chain_id;
     // Register every member's certificate first so the measured txs are plain transfers.
     for (s, client) in &members {
-        client
-            .submit(s, Amount(1), vec![msg::transfer(s.address(), Amount(1))])
+        Submitter::new(client, s, Amount(1))
+            .submit(vec![msg::transfer(s.address(), Amount(1))])
             .await?;
     }
     let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
@@ -58,41 +57,24 @@ async fn main() -> anyhow::Result<()> {
     let addresses: Vec<_> = members.iter().map(|(s, _)| s.address()).collect();
     for (i, (signer, client)) in members.into_iter().enumerate() {
         let (latencies, refused) = (latencies.clone(), refused.clone());
-        let (to, chain_id) = (addresses[(i + 1) % n], chain_id.clone());
-        let next = client
-            .raw(neurodata_client::gateway::QueryKind::Account(
-                signer.address().0.to_vec(),
-            ))
-            .await?;
-        let mut nonce = if next.value.is_empty() {
-            0
-        } else {
-            <neurodata_proto::chain::v1::Account as prost::Message>::decode(next.value.as_slice())?
-                .nonce
-        };
+        let to = addresses[(i + 1) % n];
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
+            // The submitter counts nonces locally: txs go out back to back, before any is in a
+            // block.
+            let submitter = Submitter::new(&client, &signer, Amount(1));
             while Instant::now() < deadline {
-                let tx = signer.sign(
-                    TxParams {
-                        chain_id: chain_id.clone(),
-                        nonce,
-                        fee: Amount(1),
-                        attach_certificate: false,
-                        memo: String::new(),
-                    },
-                    vec![msg::transfer(to, Amount(1))],
-                )?;
+                let tx = submitter
+                    .sign(vec![msg::transfer(to, Amount(1))], "")
+                    .await?;
                 let t = Instant::now();
-                match client.broadcast(tx, gw::BroadcastMode::Sync, 0).await {
-                    Ok(_) => {
-                        mine.push(t.elapsed().as_secs_f64() * 1000.0);
-                        nonce += 1;
-                    }
+                match client.broadcast_mode(tx, gw::BroadcastMode::Sync, 0).await {
+                    Ok(_) => mine.push(t.elapsed().as_secs_f64() * 1000.0),
                     Err(ClientError::Rejected { log, .. }) => {
                         if refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 3 {
                             eprintln!("refused: {log}");
                         }
+                        submitter.resync().await;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     Err(e) => return Err(anyhow::anyhow!(e)),

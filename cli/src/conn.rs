@@ -1,17 +1,24 @@
 //! How `ndctl` reaches the chain: through the org's gRPC gateway over mTLS (`--gateway`, the
 //! normal path for members), or straight to a CometBFT node's RPC (`--node`, for operators on a
-//! validator host). Both give the same verified answers; the gateway path is what member orgs run.
+//! validator host). Either is a [`ChainAccess`]; verified reads check the block header with a
+//! light client anchored at the chain's genesis (`--genesis`) or at a trusted block (`--trust`),
+//! so neither the gateway nor the node is trusted for them.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::OnceLock;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::Args;
-use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
-use neurodata_client::{Amount, NodeClient, Signer, Verified};
+use neurodata_abci::query::{Query, Record, Typed};
+use neurodata_client::gateway::{GatewayClient, GatewayTls};
+use neurodata_client::light::default_options;
+use neurodata_client::{
+    Amount, Answer, ChainAccess, ClientError, Committed, LightBlock, LightClient, NodeClient,
+    Signer, Submitter, Verified,
+};
 use neurodata_proto::chain::v1 as pb;
 
-/// Where to send calls.
+/// Where to send calls, and what to trust.
 #[derive(Args, Clone, Debug)]
 pub struct ChainArgs {
     /// CometBFT RPC address (used when no --gateway is given).
@@ -28,6 +35,27 @@ pub struct ChainArgs {
     /// The CA that issued the gateway's server certificate (the gateway org's root CA PEM).
     #[arg(long, global = true, env = "NEURODATA_GATEWAY_CA")]
     pub gateway_ca: Option<PathBuf>,
+    /// The chain's genesis.json: verified reads accept a block header only if validators
+    /// descending from its validator set signed it.
+    #[arg(long, global = true, env = "NEURODATA_GENESIS")]
+    pub genesis: Option<PathBuf>,
+    /// Instead of --genesis: a block you trust, as HEIGHT:HASH (its header hash in hex, from a
+    /// node you run or another member).
+    #[arg(
+        long,
+        global = true,
+        env = "NEURODATA_TRUST",
+        conflicts_with = "genesis"
+    )]
+    pub trust: Option<String>,
+    /// With neither: the genesis of the local devnet in this directory, if there is one.
+    #[arg(
+        long,
+        global = true,
+        env = "NEURODATA_DEVNET",
+        default_value = "./devnet"
+    )]
+    pub devnet: PathBuf,
 }
 
 /// Connects to the gateway `args` name, as the member whose certificate and key are `identity`
@@ -57,12 +85,57 @@ pub async fn open_gateway(
         .with_context(|| format!("connecting to the gateway at {url}"))
 }
 
-/// A connection to the chain.
-pub enum Conn {
+/// The link to the chain.
+pub enum Link {
     /// CometBFT RPC.
     Node(NodeClient),
     /// An org gateway.
     Gateway(GatewayClient),
+}
+
+impl ChainAccess for Link {
+    async fn chain_id(&self) -> Result<String, ClientError> {
+        match self {
+            Link::Node(n) => n.chain_id().await,
+            Link::Gateway(g) => g.chain_id().await,
+        }
+    }
+
+    async fn latest_height(&self) -> Result<u64, ClientError> {
+        match self {
+            Link::Node(n) => n.latest_height().await,
+            Link::Gateway(g) => g.latest_height().await,
+        }
+    }
+
+    async fn read(&self, query: &Query, height: u64, prove: bool) -> Result<Answer, ClientError> {
+        match self {
+            Link::Node(n) => n.read(query, height, prove).await,
+            Link::Gateway(g) => g.read(query, height, prove).await,
+        }
+    }
+
+    async fn light_block(&self, height: u64) -> Result<LightBlock, ClientError> {
+        match self {
+            Link::Node(n) => n.light_block(height).await,
+            Link::Gateway(g) => g.light_block(height).await,
+        }
+    }
+
+    async fn broadcast(&self, tx: Vec<u8>) -> Result<Committed, ClientError> {
+        match self {
+            Link::Node(n) => n.broadcast(tx).await,
+            Link::Gateway(g) => g.broadcast(tx).await,
+        }
+    }
+}
+
+/// A connection to the chain with what verified reads trust.
+pub struct Conn {
+    /// The link.
+    pub link: Link,
+    args: ChainArgs,
+    light: OnceLock<LightClient>,
 }
 
 impl Conn {
@@ -71,42 +144,93 @@ impl Conn {
         args: &ChainArgs,
         identity: Option<(&std::path::Path, &std::path::Path)>,
     ) -> anyhow::Result<Conn> {
-        if args.gateway.is_none() {
-            return Ok(Conn::Node(NodeClient::new(&args.node)?));
-        }
-        Ok(Conn::Gateway(open_gateway(args, identity).await?))
+        let link = match args.gateway {
+            None => Link::Node(NodeClient::new(&args.node)?),
+            Some(_) => Link::Gateway(open_gateway(args, identity).await?),
+        };
+        Ok(Self::over(link, args))
     }
 
-    /// Signs, sends and waits for the block: (height, tx hash).
+    /// A connection over `link`, trusting what `args` name.
+    pub fn over(link: Link, args: &ChainArgs) -> Conn {
+        Conn {
+            link,
+            args: args.clone(),
+            light: OnceLock::new(),
+        }
+    }
+
+    /// The light client, built from `--genesis` or `--trust` on first use.
+    async fn light(&self) -> anyhow::Result<&LightClient> {
+        if let Some(l) = self.light.get() {
+            return Ok(l);
+        }
+        let local = crate::devnet::genesis_path(&self.args.devnet);
+        let genesis = match (&self.args.genesis, &self.args.trust) {
+            (Some(path), _) => Some(path.clone()),
+            (None, None) if local.exists() => Some(local),
+            _ => None,
+        };
+        let light = match (genesis, &self.args.trust) {
+            (Some(path), _) => {
+                let bytes =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                LightClient::from_genesis(&bytes, default_options())
+                    .with_context(|| format!("trust root {}", path.display()))?
+            }
+            (None, Some(trust)) => {
+                let (height, hash) = trust.split_once(':').context("--trust takes HEIGHT:HASH")?;
+                let height: u64 = height.parse().context("--trust HEIGHT")?;
+                let hash = tendermint::Hash::from_hex_upper(
+                    tendermint::hash::Algorithm::Sha256,
+                    &hash.to_uppercase(),
+                )
+                .context("--trust HASH: 64 hex digits")?;
+                LightClient::from_trusted_block(&self.link, height, hash, default_options()).await?
+            }
+            (None, None) => bail!(
+                "a verified read needs a trust root: pass --genesis FILE (the chain's \
+                 genesis.json; `ndctl devnet up` prints it) or --trust HEIGHT:HASH"
+            ),
+        };
+        let chain = self.link.chain_id().await?;
+        if light.chain_id() != chain {
+            bail!(
+                "the trust root is for chain {}, the connection reaches chain {chain}",
+                light.chain_id()
+            );
+        }
+        Ok(self.light.get_or_init(|| light))
+    }
+
+    /// Signs, sends and waits for the block.
     pub async fn submit(
         &self,
         signer: &Signer,
         fee: Amount,
         messages: Vec<pb::Message>,
-    ) -> anyhow::Result<(u64, String)> {
-        Ok(match self {
-            Conn::Node(n) => n.submit(signer, fee, messages).await?,
-            Conn::Gateway(g) => g.submit(signer, fee, messages).await?,
-        })
+    ) -> anyhow::Result<Committed> {
+        Ok(Submitter::new(&self.link, signer, fee)
+            .submit(messages)
+            .await?)
     }
 
-    /// A single record, its proof checked against the next block's app hash.
-    pub async fn verified(&self, kind: QueryKind) -> anyhow::Result<Verified> {
-        Ok(match self {
-            Conn::Node(n) => {
-                let (path, data) = kind.path_and_data();
-                n.query_verified(path, data, Duration::from_secs(30))
-                    .await?
-            }
-            Conn::Gateway(g) => g.query_verified(kind, 0).await?,
-        })
+    /// A single record, its proof checked against a light-client-verified header.
+    pub async fn verified(&self, query: &Query) -> anyhow::Result<Verified> {
+        Ok(self.light().await?.read(&self.link, query, 0).await?)
     }
 
-    /// A list at the latest height: (encoded list, height).
-    pub async fn list(&self, path: &str) -> anyhow::Result<(Vec<u8>, u64)> {
-        Ok(match self {
-            Conn::Node(n) => n.query_raw(path, vec![]).await?,
-            Conn::Gateway(g) => g.list(path).await?,
-        })
+    /// A record read as [`Conn::verified`], decoded; None if proven absent.
+    pub async fn record<R: Record>(&self, query: Typed<R>) -> anyhow::Result<Option<R>> {
+        Ok(self.light().await?.record(&self.link, query).await?)
+    }
+
+    /// A list (or any record) at the latest height, unproved: (value, height).
+    pub async fn list<R: Record + Send + Default>(
+        &self,
+        query: Typed<R>,
+    ) -> anyhow::Result<(R, u64)> {
+        let (r, h) = self.link.record_with_height(query).await?;
+        Ok((r.unwrap_or_default(), h))
     }
 }

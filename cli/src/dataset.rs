@@ -16,14 +16,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
-use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
-use neurodata_client::msg;
+use neurodata_abci::query::{self, Record, Typed};
+use neurodata_client::gateway::{GatewayClient, GatewayTls};
+use neurodata_client::{Committed, msg};
 use neurodata_crypto::stream::{DEFAULT_CHUNK_SIZE, DecryptingWriter, EncryptingReader};
 use neurodata_crypto::{DataKey, dleq, wrap};
 use neurodata_proto::chain::v1 as pb;
-use neurodata_proto::gateway::v1 as gw;
 use neurodata_tabular::{self as tabular, ColumnType, Format};
 
+use crate::conn::{Conn, Link};
 use crate::{SignerArgs, amount, load_signer, read};
 use neurodata_abci::escrow::status_name;
 
@@ -163,22 +164,32 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
-async fn gateway(a: &SignerArgs) -> anyhow::Result<GatewayClient> {
-    crate::conn::open_gateway(&a.chain, Some((&a.signer_cert, &a.signer_key))).await
+/// The member's org gateway: blobs and keys go to it directly, chain reads and txs through
+/// [`Conn`] (verified reads check its answers with the light client).
+struct Gateway {
+    client: GatewayClient,
+    conn: Conn,
+}
+
+async fn gateway(a: &SignerArgs) -> anyhow::Result<Gateway> {
+    let client = crate::conn::open_gateway(&a.chain, Some((&a.signer_cert, &a.signer_key))).await?;
+    Ok(Gateway {
+        conn: Conn::over(Link::Gateway(client.clone()), &a.chain),
+        client,
+    })
 }
 
 /// A gateway of another org (the dataset's `location`), trusted through the CAs the chain
 /// lists for the consortium's orgs.
 async fn provider_gateway(
     a: &SignerArgs,
-    own: &GatewayClient,
+    own: &Gateway,
     location: &str,
 ) -> anyhow::Result<GatewayClient> {
     if location.is_empty() || Some(location) == a.chain.gateway.as_deref() {
-        return gateway(a).await;
+        return Ok(own.client.clone());
     }
-    let (bytes, _) = own.list("/orgs").await?;
-    let orgs = <pb::OrgList as prost::Message>::decode(bytes.as_slice())?;
+    let (orgs, _) = own.conn.list(query::orgs()).await?;
     let mut bundle = Vec::new();
     for o in orgs.orgs {
         bundle.extend(openssl::x509::X509::from_der(&o.ca_cert_der)?.to_pem()?);
@@ -194,7 +205,7 @@ async fn provider_gateway(
         .with_context(|| format!("connecting to the provider's gateway at {location}"))
 }
 
-fn event_attr(r: &gw::BroadcastResponse, kind: EventKind, key: &str) -> Option<String> {
+fn event_attr(r: &Committed, kind: EventKind, key: &str) -> Option<String> {
     r.events
         .iter()
         .filter(|e| kind == e.r#type.as_str())
@@ -203,16 +214,9 @@ fn event_attr(r: &gw::BroadcastResponse, kind: EventKind, key: &str) -> Option<S
         .map(|a| a.value.clone())
 }
 
-async fn submit(
-    a: &SignerArgs,
-    g: &GatewayClient,
-    m: pb::Message,
-) -> anyhow::Result<gw::BroadcastResponse> {
+async fn submit(a: &SignerArgs, g: &Gateway, m: pb::Message) -> anyhow::Result<Committed> {
     let signer = load_signer(a)?;
-    let r = g
-        .submit_for_events(&signer, amount(&a.fee)?, vec![m])
-        .await?;
-    Ok(r)
+    g.conn.submit(&signer, amount(&a.fee)?, vec![m]).await
 }
 
 fn type_name(t: i32) -> &'static str {
@@ -303,13 +307,13 @@ async fn upload(
 
     let progress = bar(ciphertext_size, "upload");
     let reader = progress.wrap_async_read(tokio::fs::File::open(&sealed).await?);
-    let (cid, stored) = g.upload(reader).await?;
+    let (cid, stored) = g.client.upload(reader).await?;
     progress.finish_and_clear();
     anyhow::ensure!(stored == ciphertext_size, "gateway stored {stored} bytes");
 
     // After the upload: the deposit names the ciphertext's CID, and the gateway delivers the
     // key only for this signer's listing of that CID.
-    let commitment = g.deposit_key(key.as_bytes(), &cid).await?;
+    let commitment = g.client.deposit_key(key.as_bytes(), &cid).await?;
     anyhow::ensure!(
         commitment == key.commitment(),
         "the gateway's keystore answered a different key commitment"
@@ -338,18 +342,15 @@ async fn upload(
         schema.columns.len(),
         hex::encode(plaintext_sha256),
         hex::encode(key.commitment()),
-        r.tx_hash,
+        r.hash,
         r.height
     );
     Ok(())
 }
 
-async fn record<M: prost::Message + Default>(
-    g: &GatewayClient,
-    kind: QueryKind,
-    what: &str,
-) -> anyhow::Result<M> {
-    g.record(kind)
+async fn record<R: Record>(g: &Gateway, query: Typed<R>, what: &str) -> anyhow::Result<R> {
+    g.conn
+        .record(query)
         .await?
         .with_context(|| format!("{what} does not exist"))
 }
@@ -364,7 +365,7 @@ async fn download(
     let g = gateway(a).await?;
     let deadline = Instant::now() + Duration::from_secs(wait);
     let p = loop {
-        let p: pb::Purchase = record(&g, QueryKind::Purchase(purchase), "purchase").await?;
+        let p: pb::Purchase = record(&g, query::purchase(purchase), "purchase").await?;
         match pb::PurchaseStatus::try_from(p.status) {
             Ok(pb::PurchaseStatus::AwaitingKey) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -382,7 +383,7 @@ async fn download(
             _ => bail!("purchase {purchase} is {}", status_name(p.status)),
         }
     };
-    let d: pb::Dataset = record(&g, QueryKind::Dataset(p.dataset_id), "dataset").await?;
+    let d: pb::Dataset = record(&g, query::dataset(p.dataset_id), "dataset").await?;
     let private = openssl::pkey::PKey::private_key_from_pem(&read(&a.signer_key)?)?;
     let key = wrap::WrappedKey::parse(&p.wrapped_key)
         .and_then(|w| wrap::unwrap(&w, &private))
@@ -442,7 +443,7 @@ async fn download(
         let r = submit(a, &g, msg::confirm(purchase)).await?;
         println!(
             "confirmed purchase {purchase} at height {} (tx {})",
-            r.height, r.tx_hash
+            r.height, r.hash
         );
     }
     Ok(())
@@ -504,8 +505,9 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             column,
         } => {
             let g = gateway(&signer).await?;
-            let list = g
-                .datasets(pb::DatasetFilter {
+            let (list, _) = g
+                .conn
+                .list(query::datasets(pb::DatasetFilter {
                     provider_org: org.unwrap_or_default(),
                     max_price: max_price
                         .map(|p| amount(&p).map(|a| a.to_string()))
@@ -514,18 +516,18 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                     verified_only: verified,
                     column: column.unwrap_or_default(),
                     ..Default::default()
-                })
+                }))
                 .await?;
-            if list.is_empty() {
+            if list.datasets.is_empty() {
                 println!("no datasets match");
             }
-            for d in &list {
+            for d in &list.datasets {
                 print_dataset(d);
             }
         }
         DatasetCommand::Show { signer, dataset } => {
             let g = gateway(&signer).await?;
-            let d: pb::Dataset = record(&g, QueryKind::Dataset(dataset), "dataset").await?;
+            let d: pb::Dataset = record(&g, query::dataset(dataset), "dataset").await?;
             print_dataset(&d);
             for at in &d.attestations {
                 println!(
@@ -549,7 +551,7 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             let max = match max_price {
                 Some(p) => amount(&p)?,
                 None => {
-                    let d: pb::Dataset = record(&g, QueryKind::Dataset(dataset), "dataset").await?;
+                    let d: pb::Dataset = record(&g, query::dataset(dataset), "dataset").await?;
                     amount(&d.price)?
                 }
             };
@@ -559,7 +561,7 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 event_attr(&r, EventKind::PurchaseOpened, attr::KEY_DEADLINE).unwrap_or_default();
             println!(
                 "purchase {id} of dataset {dataset}: {max} NRC at most in escrow (height {}, tx {}); the provider delivers the key by height {deadline}",
-                r.height, r.tx_hash
+                r.height, r.hash
             );
         }
         DatasetCommand::Download {
@@ -574,7 +576,7 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             let r = submit(&signer, &g, msg::confirm(purchase)).await?;
             println!(
                 "confirmed purchase {purchase} at height {} (tx {})",
-                r.height, r.tx_hash
+                r.height, r.hash
             );
         }
         DatasetCommand::Refund { signer, purchase } => {
@@ -582,12 +584,12 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             let r = submit(&signer, &g, msg::refund(purchase)).await?;
             println!(
                 "refunded purchase {purchase} at height {} (tx {})",
-                r.height, r.tx_hash
+                r.height, r.hash
             );
         }
         DatasetCommand::Dispute { signer, purchase } => {
             let g = gateway(&signer).await?;
-            let p: pb::Purchase = record(&g, QueryKind::Purchase(purchase), "purchase").await?;
+            let p: pb::Purchase = record(&g, query::purchase(purchase), "purchase").await?;
             let wrapped = wrap::WrappedKey::parse(&p.wrapped_key)
                 .context("the purchase holds no delivered key to dispute")?;
             let private = openssl::pkey::PKey::private_key_from_pem(&read(&signer.signer_key)?)?;
@@ -595,19 +597,20 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             let r = submit(&signer, &g, msg::dispute(purchase, proof.to_bytes())).await?;
             println!(
                 "dispute upheld: purchase {purchase} refunded at height {} (tx {})",
-                r.height, r.tx_hash
+                r.height, r.hash
             );
         }
         DatasetCommand::Stats { signer, dataset } => {
             let g = gateway(&signer).await?;
-            let s: pb::DatasetStats =
-                g.record(QueryKind::DatasetStats(dataset))
-                    .await?
-                    .unwrap_or(pb::DatasetStats {
-                        dataset_id: dataset,
-                        revenue: "0".into(),
-                        ..Default::default()
-                    });
+            let s: pb::DatasetStats = g
+                .conn
+                .record(query::dataset_stats(dataset))
+                .await?
+                .unwrap_or(pb::DatasetStats {
+                    dataset_id: dataset,
+                    revenue: "0".into(),
+                    ..Default::default()
+                });
             println!(
                 "dataset {dataset}: {} purchases, {} paid, {} refunded, {} training runs, {} derived models, revenue {} NRC",
                 s.purchases, s.paid, s.refunded, s.training_runs, s.derived_models, s.revenue
@@ -626,7 +629,7 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 },
             };
-            for p in g.purchases(filter).await? {
+            for p in g.conn.list(query::purchases(filter)).await?.0.purchases {
                 println!(
                     "purchase {} of dataset {} by {}: {} NRC, {} (opened at {}, due {})",
                     p.id,

@@ -18,7 +18,7 @@ use clap::Subcommand;
 use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, GenesisValidator};
 use neurodata_abci::governance::Params;
 use neurodata_certs::{DEV_ORGS, Role};
-use neurodata_client::NodeClient;
+use neurodata_client::{ChainAccess as _, NodeClient};
 use serde::{Deserialize, Serialize};
 use std::os::unix::process::CommandExt as _;
 
@@ -144,6 +144,11 @@ struct Pids {
 
 fn node_home(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("node{i}"))
+}
+
+/// The devnet's genesis file: the trust root of verified reads.
+pub fn genesis_path(dir: &Path) -> PathBuf {
+    node_home(dir, 0).join("config/genesis.json")
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
@@ -585,8 +590,8 @@ async fn wait_for_blocks(
     for n in devnet.nodes.iter().filter(|n| nodes.contains(&n.index)) {
         let client = NodeClient::new(&n.rpc)?;
         loop {
-            match client.status().await {
-                Ok((_, h)) if h >= min_height => break,
+            match client.latest_height().await {
+                Ok(h) if h >= min_height => break,
                 _ if Instant::now() > deadline => {
                     bail!(
                         "node{} did not reach height {min_height} in {timeout:?}",
@@ -703,6 +708,15 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
                 }
             }
             println!("  certificates in {}", dir.join("consortium").display());
+            let first = devnet
+                .nodes
+                .first()
+                .map(|n| n.rpc.clone())
+                .unwrap_or_default();
+            println!(
+                "to reach it with ndctl:\n  export NEURODATA_NODE={first} NEURODATA_GENESIS={}",
+                genesis_path(&dir).display()
+            );
         }
         DevnetCommand::Down { dir, nodes } => {
             let devnet = Devnet::load(&dir)?;
@@ -729,8 +743,8 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
         DevnetCommand::Status { dir } => {
             let devnet = Devnet::load(&dir)?;
             for n in &devnet.nodes {
-                match NodeClient::new(&n.rpc)?.status().await {
-                    Ok((_, h)) => println!("node{}  height {h}", n.index),
+                match NodeClient::new(&n.rpc)?.latest_height().await {
+                    Ok(h) => println!("node{}  height {h}", n.index),
                     Err(e) => println!("node{}  down ({e})", n.index),
                 }
             }

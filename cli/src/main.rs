@@ -15,8 +15,8 @@ use conn::{ChainArgs, Conn};
 use neurodata_abci::address::Address;
 use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, GenesisValidator};
 use neurodata_abci::governance::{Params, status_name};
+use neurodata_abci::query;
 use neurodata_certs::{OrgCa, Role, Validity};
-use neurodata_client::gateway::QueryKind;
 use neurodata_client::{Amount, Signer, msg};
 use neurodata_proto::chain::v1 as pb;
 use openssl::x509::X509;
@@ -395,9 +395,11 @@ fn load_signer(a: &SignerArgs) -> anyhow::Result<Signer> {
 async fn submit(a: &SignerArgs, messages: Vec<pb::Message>) -> anyhow::Result<()> {
     let signer = load_signer(a)?;
     let conn = Conn::open(&a.chain, Some((&a.signer_cert, &a.signer_key))).await?;
-    let (height, hash) = conn.submit(&signer, amount(&a.fee)?, messages).await?;
+    let c = conn.submit(&signer, amount(&a.fee)?, messages).await?;
     println!(
-        "committed tx {hash} at height {height} (signer {})",
+        "committed tx {} at height {} (signer {})",
+        c.hash,
+        c.height,
         signer.address()
     );
     Ok(())
@@ -502,9 +504,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     match args.command {
         QueryCommand::Account { address } => {
             let address = parse_address(&address)?;
-            let v = conn
-                .verified(QueryKind::Account(address.0.to_vec()))
-                .await?;
+            let v = conn.verified(&query::account(address).query).await?;
             let account = match &v.value {
                 Some(b) => decode::<pb::Account>(b)?,
                 None => pb::Account {
@@ -522,7 +522,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
             );
         }
         QueryCommand::Org { org } => {
-            let v = conn.verified(QueryKind::Org(org.clone())).await?;
+            let v = conn.verified(&query::org(org.clone()).query).await?;
             let o = decode::<pb::Org>(
                 &v.value
                     .with_context(|| format!("org {org} does not exist"))?,
@@ -531,7 +531,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
             println!("  (proof verified at height {})", v.height);
         }
         QueryCommand::Proposal { id } => {
-            let v = conn.verified(QueryKind::Proposal(id)).await?;
+            let v = conn.verified(&query::proposal(id).query).await?;
             let p = decode::<pb::Proposal>(
                 &v.value
                     .with_context(|| format!("proposal {id} does not exist"))?,
@@ -539,7 +539,7 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
             print_proposal(&p);
         }
         QueryCommand::Supply => {
-            let v = conn.verified(QueryKind::Supply).await?;
+            let v = conn.verified(&query::supply().query).await?;
             let s = decode::<pb::Supply>(&v.value.unwrap_or_default())?;
             println!(
                 "total supply {} NRC at height {} (verified)",
@@ -547,16 +547,16 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
             );
         }
         QueryCommand::Orgs => {
-            let (b, h) = conn.list("/orgs").await?;
+            let (list, h) = conn.list(query::orgs()).await?;
             println!("orgs at height {h}:");
-            for o in decode::<pb::OrgList>(&b)?.orgs {
+            for o in list.orgs {
                 print_org(&o);
             }
         }
         QueryCommand::Validators => {
-            let (b, h) = conn.list("/validators").await?;
+            let (list, h) = conn.list(query::validators()).await?;
             println!("validators at height {h}:");
-            for v in decode::<pb::ValidatorList>(&b)?.validators {
+            for v in list.validators {
                 use base64::Engine as _;
                 println!(
                     "  {} power {} org {} ({})",
@@ -568,9 +568,9 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
             }
         }
         QueryCommand::Proposals => {
-            let (b, h) = conn.list("/proposals").await?;
+            let (list, h) = conn.list(query::proposals()).await?;
             println!("proposals at height {h}:");
-            for p in decode::<pb::ProposalList>(&b)?.proposals {
+            for p in list.proposals {
                 print_proposal(&p);
             }
         }

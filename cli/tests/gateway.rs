@@ -11,9 +11,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::DevnetDir;
+use neurodata_abci::query;
 use neurodata_certs::{OrgCa, Role, Validity};
-use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
-use neurodata_client::{Amount, ClientError, Signer, TxParams, msg};
+use neurodata_client::gateway::{GatewayClient, GatewayTls};
+use neurodata_client::{Amount, ClientError, Signer, TxParams, msg, submit};
 use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
@@ -155,16 +156,18 @@ async fn scenario(net: &Net) {
 
     // A transfer through the gateway, committed, and read back with a verified proof.
     let buyer_signer = net.signer("healthtech", "buyer");
-    let before = provider.account(provider_addr).await.unwrap();
-    let (height, hash) = buyer
-        .submit(
-            &buyer_signer,
-            Amount(1),
-            vec![msg::transfer(provider_addr, Amount(25))],
-        )
-        .await
-        .unwrap();
-    let after = provider.account(provider_addr).await.unwrap();
+    let light = common::light(net.dir.path());
+    let before = common::account(&light, &provider, provider_addr).await;
+    let committed = submit(
+        &buyer,
+        &buyer_signer,
+        Amount(1),
+        vec![msg::transfer(provider_addr, Amount(25))],
+    )
+    .await
+    .unwrap();
+    let (height, hash) = (committed.height, committed.hash);
+    let after = common::account(&light, &provider, provider_addr).await;
     let (b, a): (u128, u128) = (
         before.balance.parse().unwrap(),
         after.balance.parse().unwrap(),
@@ -193,8 +196,8 @@ async fn scenario(net: &Net) {
     assert_eq!(again.tx_hash, hash);
 
     // Proofs are checked by the client: a verified org read.
-    let v = buyer
-        .query_verified(QueryKind::Org("medlab".into()), 0)
+    let v = light
+        .read(&buyer, &query::org("medlab".into()).query, 0)
         .await
         .unwrap();
     assert!(v.value.is_some());
@@ -213,7 +216,10 @@ async fn scenario(net: &Net) {
             vec![msg::transfer(provider_addr, Amount(1))],
         )
         .unwrap();
-    match buyer.broadcast(replayed, gw::BroadcastMode::Sync, 0).await {
+    match buyer
+        .broadcast_mode(replayed, gw::BroadcastMode::Sync, 0)
+        .await
+    {
         Err(ClientError::Rejected { codespace, log, .. }) => {
             assert_eq!(codespace, "tx");
             assert!(log.contains("nonce"), "{log}");
@@ -223,7 +229,7 @@ async fn scenario(net: &Net) {
 
     // An oversize message is refused before it reaches the chain.
     let err = buyer
-        .broadcast(vec![7u8; 5 << 20], gw::BroadcastMode::Sync, 0)
+        .broadcast_mode(vec![7u8; 5 << 20], gw::BroadcastMode::Sync, 0)
         .await
         .unwrap_err();
     assert!(
@@ -393,31 +399,31 @@ async fn scenario(net: &Net) {
     // Another org lists medlab's unlisted blob (the chain cannot tell whose bytes they are):
     // that does not make it downloadable from medlab's gateway to the org that listed it.
     let dc_signer = net.signer("datacorp", "provider");
-    outsider
-        .submit(
-            &dc_signer,
-            Amount(1),
-            vec![msg::register_dataset(pb::RegisterDataset {
-                cid: cid.clone(),
-                plaintext_sha256: vec![1; 32],
-                key_commitment: vec![2; 32],
-                size: size - 1,
-                ciphertext_size: size,
-                rows: 1,
-                schema: Some(pb::Schema {
-                    columns: vec![pb::Column {
-                        name: "x".into(),
-                        r#type: pb::ColumnType::Int as i32,
-                    }],
-                }),
-                price: "1".into(),
-                license: "x".into(),
-                title: "medlab's bytes, listed by datacorp".into(),
-                location: String::new(),
-            })],
-        )
-        .await
-        .unwrap();
+    submit(
+        &outsider,
+        &dc_signer,
+        Amount(1),
+        vec![msg::register_dataset(pb::RegisterDataset {
+            cid: cid.clone(),
+            plaintext_sha256: vec![1; 32],
+            key_commitment: vec![2; 32],
+            size: size - 1,
+            ciphertext_size: size,
+            rows: 1,
+            schema: Some(pb::Schema {
+                columns: vec![pb::Column {
+                    name: "x".into(),
+                    r#type: pb::ColumnType::Int as i32,
+                }],
+            }),
+            price: "1".into(),
+            license: "x".into(),
+            title: "medlab's bytes, listed by datacorp".into(),
+            location: String::new(),
+        })],
+    )
+    .await
+    .unwrap();
     let err = outsider.download(&cid, &mut Vec::new()).await.unwrap_err();
     assert_eq!(gateway_code(&err), "PermissionDenied", "{err}");
     // Only medlab's own listing of a CID opens it on medlab's gateway; datacorp's opens nothing.
@@ -440,18 +446,18 @@ async fn scenario(net: &Net) {
         .unwrap();
     let intern_cert = net.signer("medlab", "intern");
     let admin = net.signer("medlab", "admin");
-    provider
-        .submit(
-            &admin,
-            Amount(1),
-            vec![msg::revoke(
-                intern_cert.address(),
-                Some(intern_cert.certificate_der().to_vec()),
-                "left the lab",
-            )],
-        )
-        .await
-        .unwrap();
+    submit(
+        &provider,
+        &admin,
+        Amount(1),
+        vec![msg::revoke(
+            intern_cert.address(),
+            Some(intern_cert.certificate_der().to_vec()),
+            "left the lab",
+        )],
+    )
+    .await
+    .unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match intern_events.message().await {
@@ -518,14 +524,14 @@ async fn scenario(net: &Net) {
         recovered,
         "gateway did not recover after CometBFT came back"
     );
-    buyer
-        .submit(
-            &buyer_signer,
-            Amount(1),
-            vec![msg::transfer(provider_addr, Amount(1))],
-        )
-        .await
-        .unwrap();
+    submit(
+        &buyer,
+        &buyer_signer,
+        Amount(1),
+        vec![msg::transfer(provider_addr, Amount(1))],
+    )
+    .await
+    .unwrap();
 }
 
 fn python_interop(net: &Net, to_hex: &str) {

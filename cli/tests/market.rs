@@ -19,8 +19,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{DevnetDir, ndctl};
-use neurodata_client::gateway::{GatewayClient, GatewayTls, QueryKind};
-use neurodata_client::{Amount, ClientError, NodeClient, Signer, msg};
+use neurodata_abci::query;
+use neurodata_client::gateway::{GatewayClient, GatewayTls};
+use neurodata_client::{Amount, ClientError, LightClient, NodeClient, Signer, msg, submit};
 use neurodata_proto::chain::v1 as pb;
 
 const BASE_PORT: u16 = 27900;
@@ -28,6 +29,7 @@ const BASE_PORT: u16 = 27900;
 struct Net {
     dir: DevnetDir,
     spec: serde_json::Value,
+    light: LightClient,
 }
 
 impl Net {
@@ -35,7 +37,8 @@ impl Net {
         let dir = DevnetDir::new("ndmk");
         start(dir.path());
         let spec = dir.json("devnet.json");
-        Net { dir, spec }
+        let light = common::light(dir.path());
+        Net { dir, spec, light }
     }
 
     fn url(&self) -> String {
@@ -157,23 +160,37 @@ fn gateway_code(e: &ClientError) -> String {
     }
 }
 
-async fn balance(node: &NodeClient, signer: &Signer) -> u128 {
-    node.account(signer.address())
+async fn balance(net: &Net, node: &NodeClient, signer: &Signer) -> u128 {
+    common::account(&net.light, node, signer.address())
         .await
-        .unwrap()
         .balance
         .parse()
         .unwrap()
 }
 
-async fn purchase(c: &GatewayClient, id: u64) -> pb::Purchase {
-    c.record(QueryKind::Purchase(id)).await.unwrap().unwrap()
+async fn nonce(net: &Net, node: &NodeClient, signer: &Signer) -> u64 {
+    common::account(&net.light, node, signer.address())
+        .await
+        .nonce
 }
 
-async fn wait_status(c: &GatewayClient, id: u64, want: pb::PurchaseStatus) -> pb::Purchase {
+async fn purchase(net: &Net, c: &GatewayClient, id: u64) -> pb::Purchase {
+    net.light
+        .record(c, query::purchase(id))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn wait_status(
+    net: &Net,
+    c: &GatewayClient,
+    id: u64,
+    want: pb::PurchaseStatus,
+) -> pb::Purchase {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let p = purchase(c, id).await;
+        let p = purchase(net, c, id).await;
         if p.status == want as i32 {
             return p;
         }
@@ -216,7 +233,12 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         "{out}"
     );
     let medlab = net.client("medlab", "admin").await;
-    let d: pb::Dataset = medlab.record(QueryKind::Dataset(1)).await.unwrap().unwrap();
+    let d: pb::Dataset = net
+        .light
+        .record(&medlab, query::dataset(1))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.rows, 2000);
     assert_eq!(d.plaintext_sha256, openssl::sha::sha256(&plain).to_vec());
 
@@ -244,14 +266,14 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         location: String::new(),
     };
     let provider_gw = net.client("medlab", "provider").await;
-    let err = provider_gw
-        .submit(
-            &provider,
-            Amount(1),
-            vec![msg::register_dataset(missing.clone())],
-        )
-        .await
-        .unwrap_err();
+    let err = submit(
+        &provider_gw,
+        &provider,
+        Amount(1),
+        vec![msg::register_dataset(missing.clone())],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(gateway_code(&err), "FailedPrecondition", "{err}");
     assert!(err.to_string().contains("upload the ciphertext"), "{err}");
 
@@ -260,31 +282,28 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
     net.kill_gateway();
     let buyer = net.signer("healthtech", "buyer");
     let node = NodeClient::new(&net.rpc()).unwrap();
-    let provider_nonce = node.account(provider.address()).await.unwrap().nonce;
-    node.submit(&buyer, Amount(1), vec![msg::buy(1, Amount(5000))])
+    let provider_nonce = nonce(&net, &node, &provider).await;
+    submit(&node, &buyer, Amount(1), vec![msg::buy(1, Amount(5000))])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     net.restart_gateway();
     let medlab = net.client("medlab", "admin").await;
-    let p = wait_status(&medlab, 1, pb::PurchaseStatus::KeyDelivered).await;
+    let p = wait_status(&net, &medlab, 1, pb::PurchaseStatus::KeyDelivered).await;
     assert_eq!(p.delivered_by, provider.address().0.to_vec());
-    assert_eq!(
-        node.account(provider.address()).await.unwrap().nonce,
-        provider_nonce + 1
-    );
+    assert_eq!(nonce(&net, &node, &provider).await, provider_nonce + 1);
     // Another restart: the purchase is no longer waiting, nothing is sent again.
     net.kill_gateway();
     net.restart_gateway();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
-        node.account(provider.address()).await.unwrap().nonce,
+        nonce(&net, &node, &provider).await,
         provider_nonce + 1,
         "the key was delivered exactly once"
     );
 
     // Download, decrypt, verify, confirm.
-    let before = balance(&node, &provider).await;
+    let before = balance(&net, &node, &provider).await;
     let got = work.join("bought.csv");
     let out = net
         .dataset(
@@ -305,7 +324,7 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         "{out}"
     );
     assert_eq!(std::fs::read(&got).unwrap(), plain);
-    let after = balance(&node, &provider).await;
+    let after = balance(&net, &node, &provider).await;
     assert_eq!(
         after - before,
         5000 - 100,
@@ -351,9 +370,14 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
     missing.title = "datacorp heart".into();
     missing.price = "5000".into();
     let dc_signer = net.signer("datacorp", "provider");
-    node.submit(&dc_signer, Amount(1), vec![msg::register_dataset(missing)])
-        .await
-        .unwrap();
+    submit(
+        &node,
+        &dc_signer,
+        Amount(1),
+        vec![msg::register_dataset(missing)],
+    )
+    .await
+    .unwrap();
     net.dataset("buy", "healthtech", "buyer", &["--dataset", "2"])
         .unwrap();
     let buyer_spki = openssl::x509::X509::from_pem(
@@ -367,7 +391,8 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
     let wrong =
         neurodata_crypto::wrap::wrap(&neurodata_crypto::DataKey::generate().unwrap(), &buyer_spki)
             .unwrap();
-    dc.submit(
+    submit(
+        &dc,
         &dc_signer,
         Amount(1),
         vec![msg::deliver_key(
@@ -396,17 +421,17 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         "{err}"
     );
     assert!(!work.join("bad.csv").exists());
-    let buyer_before = balance(&node, &buyer).await;
+    let buyer_before = balance(&net, &node, &buyer).await;
     let out = net
         .dataset("dispute", "healthtech", "buyer", &["--purchase", "2"])
         .unwrap();
     assert!(out.contains("dispute upheld"), "{out}");
-    let p = purchase(&medlab, 2).await;
+    let p = purchase(&net, &medlab, 2).await;
     assert_eq!(p.status, pb::PurchaseStatus::WrongKeyRefunded as i32);
     // Verified reads trail the tip by a block (the proof needs the next header): poll.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let now = balance(&node, &buyer).await;
+        let now = balance(&net, &node, &buyer).await;
         if now == buyer_before + 5000 - 1 {
             break;
         }
@@ -422,20 +447,26 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
     // default policy (deliver_validation_keys = false). A sale opened after it is delivered, so
     // the delivery task has considered the request (in id order) and skipped it, logging once.
     let validator = net.signer("medlab", "validator");
-    node.submit(&validator, Amount(1), vec![msg::request_validation(1)])
-        .await
-        .unwrap();
-    let request = purchase(&medlab, 3).await;
+    submit(
+        &node,
+        &validator,
+        Amount(1),
+        vec![msg::request_validation(1)],
+    )
+    .await
+    .unwrap();
+    let request = purchase(&net, &medlab, 3).await;
     assert_eq!(request.kind, pb::PurchaseKind::Validation as i32);
-    node.submit(
+    submit(
+        &node,
         &net.signer("datacorp", "buyer"),
         Amount(1),
         vec![msg::buy(1, Amount(5000))],
     )
     .await
     .unwrap();
-    wait_status(&medlab, 4, pb::PurchaseStatus::KeyDelivered).await;
-    let request = purchase(&medlab, 3).await;
+    wait_status(&net, &medlab, 4, pb::PurchaseStatus::KeyDelivered).await;
+    let request = purchase(&net, &medlab, 3).await;
     assert_eq!(
         request.status,
         pb::PurchaseStatus::AwaitingKey as i32,

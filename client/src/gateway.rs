@@ -1,65 +1,21 @@
-//! A client of an org's gRPC gateway: mTLS with the member's certificate, tx submission, queries
-//! whose Merkle proofs are checked here against the app hash of the next block's header, event
-//! subscriptions, and blob upload/download that check the CID on the client side too.
+//! A client of an org's gRPC gateway: mTLS with the member's certificate, [`ChainAccess`] (reads
+//! of any row of the query table, light blocks, tx broadcast), event subscriptions, key deposits,
+//! and blob upload/download that check the CID on the client side too.
 
 use std::path::Path;
 
-use neurodata_abci::address::Address;
-use neurodata_proto::chain::v1 as pb;
+use neurodata_abci::query::Query;
 use neurodata_proto::gateway::v1 as gw;
 use openssl::sha::Sha256;
-use tendermint_proto::Protobuf;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+use crate::ClientError;
+use crate::access::{Answer, ChainAccess, Committed, LightBlock};
 use crate::cid::Cid;
-use crate::{Amount, ClientError, Signer, TxParams, Verified, verify_proof};
 
 /// Bytes per upload message.
 pub const UPLOAD_CHUNK: usize = 1 << 20;
-
-/// What a proved query reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueryKind {
-    /// An account by address.
-    Account(Vec<u8>),
-    /// A registered identity by certificate fingerprint.
-    Identity(Vec<u8>),
-    /// A revocation record by certificate fingerprint.
-    Revocation(Vec<u8>),
-    /// An org by id.
-    Org(String),
-    /// A proposal by id.
-    Proposal(u64),
-    /// Chain parameters.
-    Params,
-    /// Total NRC supply.
-    Supply,
-    /// A dataset listing by id.
-    Dataset(u64),
-    /// A dataset's usage statistics.
-    DatasetStats(u64),
-    /// A purchase by id.
-    Purchase(u64),
-}
-
-impl QueryKind {
-    /// The ABCI query path and data the chain reads for it (to recompute the proved key).
-    pub fn path_and_data(&self) -> (&'static str, Vec<u8>) {
-        match self {
-            QueryKind::Account(a) => ("/account", a.clone()),
-            QueryKind::Identity(a) => ("/identity", a.clone()),
-            QueryKind::Revocation(a) => ("/revocation", a.clone()),
-            QueryKind::Org(o) => ("/org", o.as_bytes().to_vec()),
-            QueryKind::Proposal(id) => ("/proposal", id.to_be_bytes().to_vec()),
-            QueryKind::Params => ("/params", vec![]),
-            QueryKind::Supply => ("/supply", vec![]),
-            QueryKind::Dataset(id) => ("/dataset", id.to_be_bytes().to_vec()),
-            QueryKind::DatasetStats(id) => ("/dataset_stats", id.to_be_bytes().to_vec()),
-            QueryKind::Purchase(id) => ("/purchase", id.to_be_bytes().to_vec()),
-        }
-    }
-}
 
 /// How to reach a gateway over mTLS.
 #[derive(Clone, Debug)]
@@ -155,8 +111,8 @@ impl GatewayClient {
             .into_inner())
     }
 
-    /// Broadcasts a signed tx; a tx the chain refuses is [`ClientError::Rejected`].
-    pub async fn broadcast(
+    /// Broadcasts a signed tx in `mode`; a tx the chain refuses is [`ClientError::Rejected`].
+    pub async fn broadcast_mode(
         &self,
         tx: Vec<u8>,
         mode: gw::BroadcastMode,
@@ -181,187 +137,6 @@ impl GatewayClient {
             });
         }
         Ok(r)
-    }
-
-    /// Signs `messages` with the signer's next nonce (attaching its certificate if the chain has
-    /// not seen it yet) and waits for the block; returns height and tx hash.
-    pub async fn submit(
-        &self,
-        signer: &Signer,
-        fee: Amount,
-        messages: Vec<pb::Message>,
-    ) -> Result<(u64, String), ClientError> {
-        let r = self.submit_for_events(signer, fee, messages).await?;
-        Ok((r.height, r.tx_hash))
-    }
-
-    /// As [`GatewayClient::submit`], returning the whole result with the tx's events (a refused
-    /// tx is an error).
-    pub async fn submit_for_events(
-        &self,
-        signer: &Signer,
-        fee: Amount,
-        messages: Vec<pb::Message>,
-    ) -> Result<gw::BroadcastResponse, ClientError> {
-        let chain_id = self.status().await?.chain_id;
-        let addr = signer.address().0.to_vec();
-        let account = self.raw(QueryKind::Account(addr.clone())).await?;
-        let nonce = crate::decode_account(signer.address(), Some(account.value.as_slice()))?.nonce;
-        let known = !self.raw(QueryKind::Identity(addr)).await?.value.is_empty();
-        let tx = signer.sign(
-            TxParams {
-                chain_id,
-                nonce,
-                fee,
-                attach_certificate: !known,
-                memo: String::new(),
-            },
-            messages,
-        )?;
-        self.broadcast(tx, gw::BroadcastMode::Commit, 0).await
-    }
-
-    async fn call(
-        &self,
-        kind: QueryKind,
-        height: u64,
-        prove: bool,
-    ) -> Result<gw::QueryResponse, ClientError> {
-        let mut q = self.q();
-        let r = match kind {
-            QueryKind::Account(a) => {
-                q.account(gw::AddressQuery {
-                    address: a,
-                    height,
-                    prove,
-                })
-                .await
-            }
-            QueryKind::Identity(a) => {
-                q.identity(gw::AddressQuery {
-                    address: a,
-                    height,
-                    prove,
-                })
-                .await
-            }
-            QueryKind::Revocation(a) => {
-                q.revocation(gw::AddressQuery {
-                    address: a,
-                    height,
-                    prove,
-                })
-                .await
-            }
-            QueryKind::Org(org_id) => {
-                q.org(gw::OrgQuery {
-                    org_id,
-                    height,
-                    prove,
-                })
-                .await
-            }
-            QueryKind::Proposal(proposal_id) => {
-                q.proposal(gw::ProposalQuery {
-                    proposal_id,
-                    height,
-                    prove,
-                })
-                .await
-            }
-            QueryKind::Params => q.params(gw::StateQuery { height, prove }).await,
-            QueryKind::Supply => q.supply(gw::StateQuery { height, prove }).await,
-            QueryKind::Dataset(id) => q.dataset(gw::IdQuery { id, height, prove }).await,
-            QueryKind::DatasetStats(id) => q.dataset_stats(gw::IdQuery { id, height, prove }).await,
-            QueryKind::Purchase(id) => q.purchase(gw::IdQuery { id, height, prove }).await,
-        };
-        Ok(r.map_err(status_err)?.into_inner())
-    }
-
-    /// A state read without proof (latest height).
-    pub async fn raw(&self, kind: QueryKind) -> Result<gw::QueryResponse, ClientError> {
-        self.call(kind, 0, false).await
-    }
-
-    /// A state read at `height` (0: latest) whose proof is checked against the app hash in the
-    /// header of block `height + 1`, which the gateway returns with it.
-    pub async fn query_verified(
-        &self,
-        kind: QueryKind,
-        height: u64,
-    ) -> Result<Verified, ClientError> {
-        let (path, data) = kind.path_and_data();
-        let r = self.call(kind, height, true).await?;
-        verify_response(path, &data, &r)
-    }
-
-    /// The account of `address`, verified.
-    pub async fn account(&self, address: Address) -> Result<pb::Account, ClientError> {
-        let v = self
-            .query_verified(QueryKind::Account(address.0.to_vec()), 0)
-            .await?;
-        crate::decode_account(address, v.value.as_deref())
-    }
-
-    /// A list (`/orgs`, `/validators`, `/proposals`) at the latest height.
-    pub async fn list(&self, path: &str) -> Result<(Vec<u8>, u64), ClientError> {
-        let mut q = self.q();
-        let r = match path {
-            "/orgs" => q.orgs(gw::ListQuery {}).await,
-            "/validators" => q.validators(gw::ListQuery {}).await,
-            "/proposals" => q.proposals(gw::ListQuery {}).await,
-            other => {
-                return Err(ClientError::Query {
-                    path: other.into(),
-                    log: "not a list".into(),
-                });
-            }
-        }
-        .map_err(status_err)?
-        .into_inner();
-        Ok((r.value, r.height))
-    }
-
-    /// Listings passing `filter`, at the latest height.
-    pub async fn datasets(
-        &self,
-        filter: pb::DatasetFilter,
-    ) -> Result<Vec<pb::Dataset>, ClientError> {
-        let r = self
-            .q()
-            .datasets(gw::DatasetsQuery {
-                filter: Some(filter),
-            })
-            .await
-            .map_err(status_err)?
-            .into_inner();
-        Ok(decode_list::<pb::DatasetList>("/datasets", &r.value)?.datasets)
-    }
-
-    /// Purchases passing `filter`, at the latest height.
-    pub async fn purchases(
-        &self,
-        filter: pb::PurchaseFilter,
-    ) -> Result<Vec<pb::Purchase>, ClientError> {
-        let r = self
-            .q()
-            .purchases(gw::PurchasesQuery {
-                filter: Some(filter),
-            })
-            .await
-            .map_err(status_err)?
-            .into_inner();
-        Ok(decode_list::<pb::PurchaseList>("/purchases", &r.value)?.purchases)
-    }
-
-    /// A record read through `kind` and checked against the app hash; None if absent.
-    pub async fn record<M: prost::Message + Default>(
-        &self,
-        kind: QueryKind,
-    ) -> Result<Option<M>, ClientError> {
-        let (path, _) = kind.path_and_data();
-        let v = self.query_verified(kind, 0).await?;
-        v.value.map(|b| decode_list::<M>(path, &b)).transpose()
     }
 
     /// Hands a data key to the gateway's keystore (providers of the gateway's org), bound to the
@@ -490,49 +265,58 @@ impl GatewayClient {
     }
 }
 
-fn decode_list<M: prost::Message + Default>(path: &str, bytes: &[u8]) -> Result<M, ClientError> {
-    M::decode(bytes).map_err(|e| ClientError::Query {
-        path: path.into(),
-        log: format!("answer does not decode: {e}"),
-    })
-}
+impl ChainAccess for GatewayClient {
+    async fn chain_id(&self) -> Result<String, ClientError> {
+        Ok(self.status().await?.chain_id)
+    }
 
-/// Checks a proved gateway answer for `path`/`data`: the key is the one asked for, the header is
-/// block `height + 1`, and the proof verifies against that header's app hash.
-pub fn verify_response(
-    path: &str,
-    data: &[u8],
-    r: &gw::QueryResponse,
-) -> Result<Verified, ClientError> {
-    let expected_key = crate::proved_key(path, data)?;
-    if r.key != expected_key {
-        return Err(ClientError::Proof(format!(
-            "gateway answered for key {}, asked {expected_key}",
-            r.key
-        )));
+    async fn latest_height(&self) -> Result<u64, ClientError> {
+        Ok(self.status().await?.height)
     }
-    let header =
-        <tendermint::block::Header as Protobuf<tendermint_proto::types::Header>>::decode_vec(
-            &r.next_header,
-        )
-        .map_err(|e| ClientError::Proof(format!("next block header does not decode: {e}")))?;
-    if header.height.value() != r.height + 1 {
-        return Err(ClientError::Proof(format!(
-            "header is for height {}, the state is at {}",
-            header.height, r.height
-        )));
+
+    async fn read(&self, query: &Query, height: u64, prove: bool) -> Result<Answer, ClientError> {
+        let r = self
+            .q()
+            .read(gw::ReadRequest {
+                path: query.path().into(),
+                data: query.data(),
+                height,
+                prove,
+            })
+            .await
+            .map_err(status_err)?
+            .into_inner();
+        Ok(Answer {
+            height: r.height,
+            key: r.key,
+            value: r.value,
+            proof: r.proof,
+        })
     }
-    let app_hash: [u8; 32] = header
-        .app_hash
-        .as_bytes()
-        .try_into()
-        .map_err(|_| ClientError::Proof("app hash is not 32 bytes".into()))?;
-    let value = (!r.value.is_empty()).then(|| r.value.clone());
-    verify_proof(&expected_key, value.as_deref(), &r.proof, app_hash)?;
-    Ok(Verified {
-        key: expected_key,
-        value,
-        height: r.height,
-        app_hash,
-    })
+
+    async fn light_block(&self, height: u64) -> Result<LightBlock, ClientError> {
+        let r = self
+            .q()
+            .light_block(gw::LightBlockRequest { height })
+            .await
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable if s.message().contains("not committed yet") => {
+                    ClientError::NotYet(s.message().to_owned())
+                }
+                _ => status_err(s),
+            })?
+            .into_inner();
+        LightBlock::from_response(&r)
+    }
+
+    async fn broadcast(&self, tx: Vec<u8>) -> Result<Committed, ClientError> {
+        let r = self
+            .broadcast_mode(tx, gw::BroadcastMode::Commit, 0)
+            .await?;
+        Ok(Committed {
+            height: r.height,
+            hash: r.tx_hash,
+            events: r.events,
+        })
+    }
 }

@@ -1,18 +1,29 @@
 //! The NeuroData client library: builds and signs transactions with a member certificate, sends
-//! them to a node, and reads state with Merkle proofs it verifies against block headers.
+//! them to the chain, and reads state with Merkle proofs checked against light-client-verified
+//! block headers.
 //!
-//! Start with [`Signer`] (a member's certificate and key), the message builders in [`msg`], and
-//! [`NodeClient`] (CometBFT RPC) or [`gateway::GatewayClient`] (an org's gRPC gateway over mTLS).
-//! [`verify_proof`] is the proof check on its own.
+//! Start with [`Signer`] (a member's certificate and key) and the message builders in [`msg`];
+//! reach the chain through a [`ChainAccess`]: [`NodeClient`] (CometBFT RPC) or
+//! [`gateway::GatewayClient`] (an org's gRPC gateway over mTLS). [`Submitter`] signs and sends a
+//! signer's txs, [`LightClient`] makes verified reads, and the records there are to read are the
+//! rows of [`neurodata_abci::query`].
 
 pub use neurodata_crypto::cid;
+pub mod access;
 pub mod gateway;
+pub mod light;
+pub mod node;
+pub mod submit;
+
+pub use access::{Answer, ChainAccess, Committed, LightBlock};
+pub use light::{LightClient, Verified};
+pub use neurodata_abci::query;
+pub use node::NodeClient;
+pub use submit::Submitter;
 
 use std::path::Path;
-use std::time::Duration;
 
 use neurodata_abci::address::Address;
-use neurodata_abci::query::{self, QueryTarget};
 use neurodata_proto::chain::v1 as pb;
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
@@ -20,7 +31,6 @@ use openssl::sign::Signer as OpensslSigner;
 use openssl::x509::X509;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
-use tendermint_rpc::{Client as _, HttpClient};
 
 pub use neurodata_abci::amount::Amount;
 
@@ -39,8 +49,22 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// The node could not be reached or answered with an RPC error.
-    #[error("node RPC: {0}")]
-    Rpc(#[from] tendermint_rpc::Error),
+    #[error("node RPC at {url}: {reason}")]
+    Rpc {
+        /// The RPC address.
+        url: String,
+        /// What failed, in one line.
+        reason: String,
+    },
+    /// The node has seen these exact tx bytes already (pending or committed).
+    #[error(
+        "this exact tx was already received (it is pending or committed); a new tx needs the \
+         signer's next nonce"
+    )]
+    AlreadyReceived,
+    /// The block asked for is not committed yet.
+    #[error("{0}")]
+    NotYet(String),
     /// The node rejected the tx in CheckTx or FinalizeBlock.
     #[error("tx {hash} rejected ({codespace} code {code}): {log}")]
     Rejected {
@@ -81,6 +105,55 @@ pub enum ClientError {
     /// Waiting for something took too long.
     #[error("timed out waiting for {0}")]
     Timeout(String),
+}
+
+impl ClientError {
+    /// An RPC failure in one line: the transport's own message ends with a source-location
+    /// trace nobody calling us needs.
+    pub fn rpc(url: &str, e: tendermint_rpc::Error) -> Self {
+        let full = e.to_string();
+        let reason = full
+            .split("\n\nLocation:")
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        ClientError::Rpc {
+            url: url.to_owned(),
+            reason,
+        }
+    }
+
+    /// Whether the chain refused a tx for its nonce (replayed or skipping ahead).
+    pub fn is_stale_nonce(&self) -> bool {
+        use neurodata_abci::tx::EnvelopeError::{NonceGap, NonceReplay};
+        let codes = [
+            NonceReplay {
+                expected: 0,
+                got: 0,
+            }
+            .code(),
+            NonceGap {
+                expected: 0,
+                got: 0,
+            }
+            .code(),
+        ];
+        matches!(self, ClientError::Rejected { codespace, code, .. }
+            if codespace == "tx" && codes.contains(code))
+    }
+}
+
+/// Signs `messages` as `signer`'s next tx, sends it over `chain` and waits for its block (a
+/// one-off [`Submitter`]).
+pub async fn submit<C: ChainAccess>(
+    chain: &C,
+    signer: &Signer,
+    fee: Amount,
+    messages: Vec<pb::Message>,
+) -> Result<Committed, ClientError> {
+    Submitter::new(chain, signer, fee).submit(messages).await
 }
 
 /// A member's signing identity: certificate and private key.
@@ -304,19 +377,6 @@ pub mod msg {
     }
 }
 
-/// The state key a provable query for `path`/`data` reads (recomputed by the client, so a proof
-/// for another key is refused); list queries carry no proof.
-pub(crate) fn proved_key(path: &str, data: &[u8]) -> Result<String, ClientError> {
-    let query_error = |log: String| ClientError::Query {
-        path: path.into(),
-        log,
-    };
-    match query::target(path, data).map_err(|e| query_error(e.to_string()))? {
-        QueryTarget::Key(key) => Ok(key),
-        _ => Err(query_error("list queries carry no proof".into())),
-    }
-}
-
 /// Checks a borsh `SparseMerkleProof<Sha256>` for `key` → `value` (None: absent) against `root`.
 pub fn verify_proof(
     key: &str,
@@ -344,212 +404,6 @@ pub fn decode_account(address: Address, value: Option<&[u8]>) -> Result<pb::Acco
             nonce: 0,
         }),
         Some(b) => pb::Account::decode(b).map_err(|e| ClientError::Decode(e.to_string())),
-    }
-}
-
-/// A state value read with a verified proof.
-#[derive(Clone, Debug)]
-pub struct Verified {
-    /// The state key.
-    pub key: String,
-    /// The value (None: proven absent).
-    pub value: Option<Vec<u8>>,
-    /// Height of the state.
-    pub height: u64,
-    /// App hash (from header `height + 1`) the proof was checked against.
-    pub app_hash: [u8; 32],
-}
-
-/// A CometBFT RPC client speaking NeuroData.
-pub struct NodeClient {
-    rpc: HttpClient,
-}
-
-impl NodeClient {
-    /// Connects to a CometBFT RPC address such as `http://127.0.0.1:26657`.
-    pub fn new(url: &str) -> Result<Self, ClientError> {
-        Ok(NodeClient {
-            rpc: HttpClient::new(url)?,
-        })
-    }
-
-    /// The chain id and latest height.
-    pub async fn status(&self) -> Result<(String, u64), ClientError> {
-        let s = self.rpc.status().await?;
-        Ok((
-            s.node_info.network.to_string(),
-            s.sync_info.latest_block_height.value(),
-        ))
-    }
-
-    /// Broadcasts and waits until the tx is in a block; returns its height and hash, or the
-    /// rejection from CheckTx or FinalizeBlock.
-    pub async fn broadcast_commit(&self, tx: Vec<u8>) -> Result<(u64, String), ClientError> {
-        let r = self.rpc.broadcast_tx_commit(tx).await?;
-        let hash = r.hash.to_string();
-        if r.check_tx.code.is_err() {
-            return Err(ClientError::Rejected {
-                hash,
-                codespace: r.check_tx.codespace,
-                code: r.check_tx.code.value(),
-                log: r.check_tx.log,
-            });
-        }
-        if r.tx_result.code.is_err() {
-            return Err(ClientError::Rejected {
-                hash,
-                codespace: r.tx_result.codespace,
-                code: r.tx_result.code.value(),
-                log: r.tx_result.log,
-            });
-        }
-        Ok((r.height.value(), hash))
-    }
-
-    /// Broadcasts and returns after CheckTx.
-    pub async fn broadcast_sync(&self, tx: Vec<u8>) -> Result<String, ClientError> {
-        let r = self.rpc.broadcast_tx_sync(tx).await?;
-        let hash = r.hash.to_string();
-        if r.code.is_err() {
-            return Err(ClientError::Rejected {
-                hash,
-                codespace: r.codespace,
-                code: r.code.value(),
-                log: r.log,
-            });
-        }
-        Ok(hash)
-    }
-
-    /// A raw query without proof (lists, or when trust in the node is enough).
-    pub async fn query_raw(
-        &self,
-        path: &str,
-        data: Vec<u8>,
-    ) -> Result<(Vec<u8>, u64), ClientError> {
-        let r = self
-            .rpc
-            .abci_query(Some(path.to_owned()), data, None, false)
-            .await?;
-        if r.code.is_err() {
-            return Err(ClientError::Query {
-                path: path.into(),
-                log: r.log,
-            });
-        }
-        Ok((r.value, r.height.value()))
-    }
-
-    /// A single-key query whose answer is checked with its Merkle proof against the app hash in
-    /// the header of the next block (waiting for it, at most `wait`).
-    pub async fn query_verified(
-        &self,
-        path: &str,
-        data: Vec<u8>,
-        wait: Duration,
-    ) -> Result<Verified, ClientError> {
-        let expected_key = proved_key(path, &data)?;
-        let r = self
-            .rpc
-            .abci_query(Some(path.to_owned()), data, None, true)
-            .await?;
-        if r.code.is_err() {
-            return Err(ClientError::Query {
-                path: path.into(),
-                log: r.log,
-            });
-        }
-        let key =
-            String::from_utf8(r.key.clone()).map_err(|e| ClientError::Decode(e.to_string()))?;
-        if key != expected_key {
-            return Err(ClientError::Proof(format!(
-                "node answered for key {key}, asked {expected_key}"
-            )));
-        }
-        let op = r
-            .proof
-            .as_ref()
-            .and_then(|p| p.ops.first())
-            .filter(|op| op.field_type == query::PROOF_TYPE)
-            .ok_or_else(|| ClientError::Proof("no jmt proof in the answer".into()))?;
-        let height = r.height.value();
-        let app_hash = self.app_hash_after(height, wait).await?;
-        let value = (!r.value.is_empty()).then_some(r.value);
-        verify_proof(&key, value.as_deref(), &op.data, app_hash)?;
-        Ok(Verified {
-            key,
-            value,
-            height,
-            app_hash,
-        })
-    }
-
-    /// The app hash of the state after `height`: the one in the header of block `height + 1`.
-    pub async fn app_hash_after(
-        &self,
-        height: u64,
-        wait: Duration,
-    ) -> Result<[u8; 32], ClientError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let next = tendermint::block::Height::try_from(height + 1)
-            .map_err(|e| ClientError::Decode(e.to_string()))?;
-        loop {
-            match self.rpc.header(next).await {
-                Ok(h) => {
-                    return h
-                        .header
-                        .app_hash
-                        .as_bytes()
-                        .try_into()
-                        .map_err(|_| ClientError::Proof("app hash is not 32 bytes".into()));
-                }
-                Err(e) if tokio::time::Instant::now() >= deadline => {
-                    return Err(ClientError::Timeout(format!("header {next}: {e}")));
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-    }
-
-    /// The account of `address` (balance and next nonce), verified.
-    pub async fn account(&self, address: Address) -> Result<pb::Account, ClientError> {
-        let v = self
-            .query_verified("/account", address.0.to_vec(), Duration::from_secs(20))
-            .await?;
-        decode_account(address, v.value.as_deref())
-    }
-
-    /// Whether the chain already knows this signer's certificate.
-    pub async fn identity_known(&self, address: Address) -> Result<bool, ClientError> {
-        let (value, _) = self.query_raw("/identity", address.0.to_vec()).await?;
-        Ok(!value.is_empty())
-    }
-
-    /// Signs `messages` with the signer's next nonce (and its certificate if the chain has not
-    /// seen it), broadcasts, and waits for the block.
-    pub async fn submit(
-        &self,
-        signer: &Signer,
-        fee: Amount,
-        messages: Vec<pb::Message>,
-    ) -> Result<(u64, String), ClientError> {
-        let (chain_id, _) = self.status().await?;
-        let (account, _) = self
-            .query_raw("/account", signer.address().0.to_vec())
-            .await?;
-        let nonce = decode_account(signer.address(), Some(account.as_slice()))?.nonce;
-        let attach_certificate = !self.identity_known(signer.address()).await?;
-        let tx = signer.sign(
-            TxParams {
-                chain_id,
-                nonce,
-                fee,
-                attach_certificate,
-                memo: String::new(),
-            },
-            messages,
-        )?;
-        self.broadcast_commit(tx).await
     }
 }
 

@@ -9,9 +9,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use neurodata_abci::events::EventKind;
+use neurodata_abci::query::Query;
+use neurodata_client::node::convert_events;
+use neurodata_client::{Answer, ChainAccess, ClientError, Committed, LightBlock, NodeClient};
 use neurodata_proto::gateway::v1 as gw;
 use tendermint_rpc::{Client as _, HttpClient};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
+
+/// How long the gateway's own txs (key deliveries) wait for their block.
+const OWN_TX_WAIT: Duration = Duration::from_secs(30);
 
 /// Event types after which cached membership verdicts are stale.
 const MEMBERSHIP_EVENTS: [EventKind; 4] = [
@@ -40,6 +47,46 @@ pub enum ChainError {
         /// What was wrong.
         reason: String,
     },
+}
+
+impl From<ClientError> for ChainError {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::Rpc { url, reason } => ChainError::Unreachable { url, reason },
+            other => ChainError::Bad {
+                url: "CometBFT".into(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// Why a tx did not make it into a block.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// CometBFT has seen these exact bytes already.
+    #[error(
+        "this exact tx was already received (it is pending or committed); a new tx needs the \
+         signer's next nonce"
+    )]
+    AlreadyReceived,
+    /// The node failed.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// Passed CheckTx, not in a block in time.
+    #[error(
+        "tx {hash} passed CheckTx but was not in a block within {} ms; it may still commit: query \
+         it by hash or watch for its events", wait.as_millis()
+    )]
+    Timeout {
+        /// The tx hash.
+        hash: String,
+        /// How long we waited.
+        wait: Duration,
+    },
+    /// The follower stopped.
+    #[error("gateway is shutting down")]
+    ShuttingDown,
 }
 
 /// One executed tx of a block.
@@ -93,7 +140,7 @@ pub struct Tip {
 /// The chain client shared by every service.
 pub struct Chain {
     url: String,
-    rpc: HttpClient,
+    node: NodeClient,
     up: AtomicBool,
     blocks: broadcast::Sender<Arc<BlockOutcome>>,
     tip: watch::Sender<Tip>,
@@ -101,33 +148,16 @@ pub struct Chain {
     membership_epoch: watch::Sender<u64>,
 }
 
-fn convert_events(events: &[tendermint::abci::Event]) -> Vec<gw::Event> {
-    events
-        .iter()
-        .map(|e| gw::Event {
-            r#type: e.kind.clone(),
-            attributes: e
-                .attributes
-                .iter()
-                .map(|a| gw::Attribute {
-                    key: String::from_utf8_lossy(a.key_bytes()).into_owned(),
-                    value: String::from_utf8_lossy(a.value_bytes()).into_owned(),
-                })
-                .collect(),
-        })
-        .collect()
-}
-
 impl Chain {
     /// A client for the CometBFT RPC at `url` (`http://host:port`).
     pub fn new(url: &str) -> Result<Arc<Self>, ChainError> {
-        let rpc = HttpClient::new(url).map_err(|e| ChainError::Bad {
+        let node = NodeClient::new(url).map_err(|e| ChainError::Bad {
             url: url.into(),
             reason: e.to_string(),
         })?;
         Ok(Arc::new(Chain {
             url: url.into(),
-            rpc,
+            node,
             up: AtomicBool::new(false),
             blocks: broadcast::channel(256).0,
             tip: watch::channel(Tip::default()).0,
@@ -137,7 +167,7 @@ impl Chain {
 
     /// The raw RPC client.
     pub fn rpc(&self) -> &HttpClient {
-        &self.rpc
+        self.node.rpc()
     }
 
     /// Maps an RPC failure to a [`ChainError`], noting the node as down if it did not answer.
@@ -190,18 +220,11 @@ impl Chain {
     /// An ABCI query at the latest height, without proof: the raw value (empty: absent). A
     /// refusal by the app is [`ChainError::Bad`] with its log.
     pub async fn query_latest(&self, path: &str, data: Vec<u8>) -> Result<Vec<u8>, ChainError> {
-        let r = self
-            .rpc
-            .abci_query(Some(path.to_owned()), data, None, false)
-            .await
-            .map_err(|e| self.rpc_error(e))?;
-        if r.code.is_err() {
-            return Err(ChainError::Bad {
-                url: self.url.clone(),
-                reason: format!("query {path}: {}", r.log),
-            });
-        }
-        Ok(r.value)
+        let query = Query::parse(path, &data).map_err(|e| ChainError::Bad {
+            url: self.url.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(self.read(&query, 0, false).await?.value)
     }
 
     /// Reads block `height` and its results.
@@ -210,7 +233,7 @@ impl Chain {
             url: self.url.clone(),
             reason: e.to_string(),
         })?;
-        let (block, results) = tokio::try_join!(self.rpc.block(h), self.rpc.block_results(h))
+        let (block, results) = tokio::try_join!(self.rpc().block(h), self.rpc().block_results(h))
             .map_err(|e| self.rpc_error(e))?;
         let results_txs = results.txs_results.unwrap_or_default();
         let block = block.block;
@@ -249,7 +272,7 @@ impl Chain {
     pub async fn follow(self: Arc<Self>, poll: Duration) {
         let mut next: Option<u64> = None;
         loop {
-            match self.rpc.status().await {
+            match self.rpc().status().await {
                 Ok(status) => {
                     if !self.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(url = %self.url, "CometBFT RPC reachable");
@@ -280,6 +303,76 @@ impl Chain {
         }
     }
 
+    /// Sends a signed tx to CometBFT; with `commit_wait`, waits up to that long for the block
+    /// that holds it (seen by the follower) and answers with its execution result. A tx refused
+    /// by CheckTx or the block is an answer with its code, not an error.
+    pub async fn send(
+        &self,
+        tx: Vec<u8>,
+        commit_wait: Option<Duration>,
+    ) -> Result<gw::BroadcastResponse, SendError> {
+        // Subscribe before sending, so the block holding the tx cannot pass unseen.
+        let mut blocks = self.subscribe();
+        let r = self.rpc().broadcast_tx_sync(tx).await.map_err(|e| {
+            let e = self.rpc_error(e);
+            // CometBFT refuses bytes it has already seen with an RPC error, not a CheckTx code.
+            if e.to_string().contains("tx already exists in cache") {
+                SendError::AlreadyReceived
+            } else {
+                SendError::Chain(e)
+            }
+        })?;
+        let hash = r.hash.to_string();
+        let mut out = gw::BroadcastResponse {
+            tx_hash: hash.clone(),
+            code: r.code.value(),
+            codespace: r.codespace,
+            log: r.log,
+            height: 0,
+            events: vec![],
+        };
+        let Some(wait) = commit_wait else {
+            return Ok(out);
+        };
+        if out.code != 0 {
+            return Ok(out);
+        }
+        let (height, t) = tokio::time::timeout(wait, async {
+            loop {
+                match blocks.recv().await {
+                    Ok(block) => {
+                        if let Some(t) = block.txs.iter().find(|t| t.hash == hash) {
+                            return Ok((block.height, t.clone()));
+                        }
+                    }
+                    // Fell behind the follower: look the tx up in the blocks we skipped.
+                    Err(RecvError::Lagged(_)) => {
+                        let tip = self.tip().height;
+                        for h in tip.saturating_sub(300)..=tip {
+                            if let Ok(block) = self.block(h).await
+                                && let Some(t) = block.txs.iter().find(|t| t.hash == hash)
+                            {
+                                return Ok((h, t.clone()));
+                            }
+                        }
+                    }
+                    Err(RecvError::Closed) => return Err(SendError::ShuttingDown),
+                }
+            }
+        })
+        .await
+        .map_err(|_| SendError::Timeout {
+            hash: hash.clone(),
+            wait,
+        })??;
+        out.height = height;
+        out.code = t.code;
+        out.codespace = t.codespace;
+        out.log = t.log;
+        out.events = t.events;
+        Ok(out)
+    }
+
     fn publish(&self, block: BlockOutcome) {
         if block.touches_membership() {
             self.membership_epoch.send_modify(|e| *e += 1);
@@ -290,5 +383,62 @@ impl Chain {
         });
         // No subscribers is fine.
         let _ = self.blocks.send(Arc::new(block));
+    }
+}
+
+/// The gateway's own chain handle as a [`ChainAccess`]: reads go to its node, and a broadcast
+/// waits for the follower to see the block.
+impl ChainAccess for Chain {
+    async fn chain_id(&self) -> Result<String, ClientError> {
+        self.noted(self.node.chain_id().await)
+    }
+
+    async fn latest_height(&self) -> Result<u64, ClientError> {
+        self.noted(self.node.latest_height().await)
+    }
+
+    async fn read(&self, query: &Query, height: u64, prove: bool) -> Result<Answer, ClientError> {
+        self.noted(self.node.read(query, height, prove).await)
+    }
+
+    async fn light_block(&self, height: u64) -> Result<LightBlock, ClientError> {
+        self.noted(self.node.light_block(height).await)
+    }
+
+    async fn broadcast(&self, tx: Vec<u8>) -> Result<Committed, ClientError> {
+        let r = self
+            .send(tx, Some(OWN_TX_WAIT))
+            .await
+            .map_err(|e| match e {
+                SendError::Chain(ChainError::Unreachable { url, reason }) => {
+                    ClientError::Rpc { url, reason }
+                }
+                SendError::Timeout { .. } => ClientError::Timeout(e.to_string()),
+                SendError::AlreadyReceived => ClientError::AlreadyReceived,
+                other => ClientError::Transport(other.to_string()),
+            })?;
+        if r.code != 0 {
+            return Err(ClientError::Rejected {
+                hash: r.tx_hash,
+                codespace: r.codespace,
+                code: r.code,
+                log: r.log,
+            });
+        }
+        Ok(Committed {
+            height: r.height,
+            hash: r.tx_hash,
+            events: r.events,
+        })
+    }
+}
+
+impl Chain {
+    /// Notes the node as down when a call did not reach it.
+    fn noted<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
+        if let Err(ClientError::Rpc { .. }) = &r {
+            self.up.store(false, Ordering::Relaxed);
+        }
+        r
     }
 }

@@ -5,6 +5,36 @@
 use std::path::Path;
 use std::process::Command;
 
+use neurodata_abci::address::Address;
+use neurodata_abci::query;
+use neurodata_client::light::default_options;
+use neurodata_client::{ChainAccess, LightClient};
+use neurodata_proto::chain::v1 as pb;
+
+/// A light client trusting the genesis of the devnet in `dir`.
+pub fn light(dir: &Path) -> LightClient {
+    let genesis = std::fs::read(dir.join("node0/config/genesis.json")).unwrap();
+    LightClient::from_genesis(&genesis, default_options()).unwrap()
+}
+
+/// The account of `address` read through `chain`, its proof checked against a verified header
+/// (absent: a zero balance).
+pub async fn account<C: ChainAccess>(
+    light: &LightClient,
+    chain: &C,
+    address: Address,
+) -> pb::Account {
+    light
+        .record(chain, query::account(address))
+        .await
+        .unwrap()
+        .unwrap_or(pb::Account {
+            address: address.0.to_vec(),
+            balance: "0".into(),
+            nonce: 0,
+        })
+}
+
 /// Runs `ndctl` with `NEURODATA_DEVNET=dir`: Ok(stdout+stderr) on success, Err(the same) on
 /// failure.
 pub fn ndctl(dir: &Path, args: &[&str]) -> Result<String, String> {

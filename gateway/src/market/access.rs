@@ -15,11 +15,12 @@
 use std::sync::Arc;
 
 use neurodata_abci::address::Address;
-use neurodata_abci::query::live_purchase_data;
+use neurodata_abci::query::{self, BuyerDataset};
+use neurodata_client::ChainAccess;
 use neurodata_proto::chain::v1 as pb;
 use tonic::Status;
 
-use super::{dataset_by_cid, query};
+use super::dataset_by_cid;
 use crate::auth::{Caller, Member, chain_status};
 use crate::chain::Chain;
 use crate::cid::Cid;
@@ -49,27 +50,22 @@ impl MarketAccess {
         member: &Member,
         dataset: u64,
     ) -> Result<Option<pb::Purchase>, Status> {
-        let id = self
-            .chain
-            .query_latest(
-                "/live_purchase",
-                live_purchase_data(&Address(member.fingerprint), dataset),
-            )
+        let chain = &*self.chain;
+        let id = chain
+            .record(query::live_purchase(BuyerDataset {
+                buyer: Address(member.fingerprint),
+                dataset,
+            }))
             .await
-            .map_err(chain_status)?;
-        if id.is_empty() {
-            return Ok(None);
-        }
+            .map_err(|e| chain_status(e.into()))?;
         // The mark answers for sales and validation requests alike; the kind is in the record.
-        let id = <[u8; 8]>::try_from(id.as_slice()).map_err(|_| {
-            Status::internal(format!(
-                "/live_purchase answered {} bytes, not an 8-byte purchase id",
-                id.len()
-            ))
-        })?;
-        query(&self.chain, "/purchase", id.to_vec())
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        chain
+            .record(query::purchase(id.0))
             .await
-            .map_err(chain_status)
+            .map_err(|e| chain_status(e.into()))
     }
 }
 

@@ -24,20 +24,15 @@ use std::time::Duration;
 use neurodata_abci::address::Address;
 use neurodata_abci::amount::Amount;
 use neurodata_abci::events::{EventKind, attr};
-use neurodata_client::{Signer, TxParams, msg};
+use neurodata_abci::query;
+use neurodata_client::{ChainAccess, ClientError, Signer, Submitter, msg};
 use neurodata_crypto::DataKey;
 use neurodata_crypto::wrap::wrap;
 use neurodata_proto::chain::v1 as pb;
-use tendermint_rpc::Client as _;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::keystore::{Deposit, KeyStore, write_atomic};
-use super::query;
 use crate::service::Shared;
-use crate::service::tx::submit;
-
-/// How long a delivery waits for its block.
-const COMMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// The delivery task's settings.
 pub struct Delivery {
@@ -189,13 +184,12 @@ impl Delivery {
             open_only: true,
             ..Default::default()
         };
-        let list: pb::PurchaseList = query(
-            &self.shared.chain,
-            "/purchases",
-            neurodata_abci::query::filter_data(&filter),
-        )
-        .await?
-        .unwrap_or_default();
+        let list = self
+            .shared
+            .chain
+            .record(query::purchases(filter))
+            .await?
+            .unwrap_or_default();
         let awaiting: Vec<_> = list
             .purchases
             .into_iter()
@@ -259,33 +253,49 @@ impl Delivery {
         // holds whatever was signed before it.
         let key = self.vetted_key(p).await?;
         let path = self.journal_path(p.id);
+        let params = self
+            .shared
+            .chain
+            .record(query::params())
+            .await?
+            .ok_or("no chain parameters")?;
+        let submitter = Submitter::new(
+            &*self.shared.chain,
+            &self.signer,
+            params.min_fee.parse::<Amount>()?,
+        );
         let tx = match std::fs::read(&path) {
             Ok(tx) => {
                 tracing::info!(purchase = p.id, "re-sending the journaled delivery");
                 tx
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let tx = self.sign_delivery(p, &key).await?;
+                let tx = self.sign_delivery(&submitter, p, &key).await?;
                 write_atomic(&path, &tx)?;
                 tx
             }
             Err(e) => return Err(e.into()),
         };
-        match submit(&self.shared, tx, Some(COMMIT_WAIT)).await {
-            Ok(r) if r.code == 0 => {
-                tracing::info!(purchase = p.id, height = r.height, tx = %r.tx_hash, "key delivered");
+        match submitter.send(tx).await {
+            Ok(c) => {
+                tracing::info!(purchase = p.id, height = c.height, tx = %c.hash, "key delivered");
                 std::fs::remove_file(&path)?;
                 Ok(())
             }
-            Ok(r) => {
+            Err(ClientError::Rejected {
+                codespace,
+                code,
+                log,
+                ..
+            }) => {
                 // Refused (the window closed, the nonce moved on): the journaled tx can never
                 // commit, so drop it; the next scan signs afresh if the purchase still waits.
                 std::fs::remove_file(&path)?;
-                Err(format!("delivery refused: {} {}: {}", r.codespace, r.code, r.log).into())
+                Err(format!("delivery refused: {codespace} {code}: {log}").into())
             }
             // Pending in a mempool already: the next block (and scan) settles it.
-            Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
-            Err(s) => Err(s.message().to_owned().into()),
+            Err(ClientError::AlreadyReceived) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -296,13 +306,12 @@ impl Delivery {
         if p.kind == pb::PurchaseKind::Validation as i32 && !deliver_validation {
             return Err(Refusal::ValidationRequest { purchase: p.id }.into());
         }
-        let dataset: pb::Dataset = query(
-            &self.shared.chain,
-            "/dataset",
-            p.dataset_id.to_be_bytes().to_vec(),
-        )
-        .await?
-        .ok_or_else(|| format!("dataset {} not found", p.dataset_id))?;
+        let dataset = self
+            .shared
+            .chain
+            .record(query::dataset(p.dataset_id))
+            .await?
+            .ok_or_else(|| format!("dataset {} not found", p.dataset_id))?;
         let commitment = <[u8; 32]>::try_from(dataset.key_commitment.as_slice())
             .map_err(|_| "dataset key commitment is not 32 bytes")?;
         let deposit = self.keystore.get(&commitment)?.ok_or_else(|| {
@@ -327,8 +336,10 @@ impl Delivery {
         let mut chain = vec![first.to_vec()];
         while chain.len() <= MAX_MOVES {
             let Some(last) = chain.last() else { break };
-            let identity: Option<pb::Identity> =
-                query(&self.shared.chain, "/identity", last.clone()).await?;
+            let Some(address) = Address::from_slice(last) else {
+                break;
+            };
+            let identity = self.shared.chain.record(query::identity(address)).await?;
             match identity {
                 Some(i) if !i.successor.is_empty() && !chain.contains(&i.successor) => {
                     chain.push(i.successor);
@@ -340,33 +351,28 @@ impl Delivery {
         Ok(chain)
     }
 
-    async fn sign_delivery(&self, p: &pb::Purchase, key: &DataKey) -> Result<Vec<u8>, Error> {
-        let chain = &self.shared.chain;
-        let buyer: pb::Identity = query(chain, "/identity", p.buyer.clone())
-            .await?
-            .ok_or("buyer identity not on chain")?;
-        let wrapped = wrap(key, &buyer.public_key_spki)?;
+    async fn sign_delivery(
+        &self,
+        submitter: &Submitter<'_, crate::chain::Chain>,
+        p: &pb::Purchase,
+        key: &DataKey,
+    ) -> Result<Vec<u8>, Error> {
         // Named in the tx: the chain refuses the delivery if the purchase has moved to another
         // buyer identity since, whose key this wrapping would not open.
         let recipient = Address::from_slice(&p.buyer).ok_or("purchase buyer is not 32 bytes")?;
-        let me = self.signer.address();
-        let account: Option<pb::Account> = query(chain, "/account", me.0.to_vec()).await?;
-        let known: Option<pb::Identity> = query(chain, "/identity", me.0.to_vec()).await?;
-        let params: pb::Params = query(chain, "/params", vec![])
+        let buyer = self
+            .shared
+            .chain
+            .record(query::identity(recipient))
             .await?
-            .ok_or("no chain parameters")?;
-        let status = chain.rpc().status().await.map_err(|e| chain.rpc_error(e))?;
-        let tx = self.signer.sign(
-            TxParams {
-                chain_id: status.node_info.network.to_string(),
-                nonce: account.map(|a| a.nonce).unwrap_or(0),
-                fee: params.min_fee.parse::<Amount>()?,
-                attach_certificate: known.is_none(),
-                memo: format!("key for purchase {}", p.id),
-            },
-            vec![msg::deliver_key(p.id, recipient, wrapped.to_bytes())],
-        )?;
-        Ok(tx)
+            .ok_or("buyer identity not on chain")?;
+        let wrapped = wrap(key, &buyer.public_key_spki)?;
+        Ok(submitter
+            .sign(
+                vec![msg::deliver_key(p.id, recipient, wrapped.to_bytes())],
+                &format!("key for purchase {}", p.id),
+            )
+            .await?)
     }
 }
 

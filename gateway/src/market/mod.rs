@@ -6,28 +6,11 @@ pub mod access;
 pub mod delivery;
 pub mod keystore;
 
+use neurodata_abci::query::{self, OrgCid};
+use neurodata_client::ChainAccess;
 use neurodata_proto::chain::v1 as pb;
-use prost::Message;
 
 use crate::chain::{Chain, ChainError};
-
-/// Reads one record at the latest height through the ABCI query `path` (None: absent).
-pub async fn query<M: Message + Default>(
-    chain: &Chain,
-    path: &str,
-    data: Vec<u8>,
-) -> Result<Option<M>, ChainError> {
-    let value = chain.query_latest(path, data).await?;
-    if value.is_empty() {
-        return Ok(None);
-    }
-    M::decode(value.as_slice())
-        .map(Some)
-        .map_err(|e| ChainError::Bad {
-            url: path.to_owned(),
-            reason: format!("answer does not decode: {e}"),
-        })
-}
 
 /// The dataset of provider org `org` listing a ciphertext CID, if any.
 pub async fn dataset_by_cid(
@@ -36,13 +19,13 @@ pub async fn dataset_by_cid(
     cid: &str,
 ) -> Result<Option<pb::Dataset>, ChainError> {
     let id = chain
-        .query_latest(
-            "/dataset_by_cid",
-            neurodata_abci::query::dataset_by_cid_data(org, cid),
-        )
+        .record(query::dataset_by_cid(OrgCid {
+            org: org.into(),
+            cid: cid.into(),
+        }))
         .await?;
-    let Ok(id) = <[u8; 8]>::try_from(id.as_slice()) else {
+    let Some(id) = id else {
         return Ok(None);
     };
-    query(chain, "/dataset", id.to_vec()).await
+    Ok(chain.record(query::dataset(id.0)).await?)
 }

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use neurodata_abci::query::PROOF_TYPE;
+use neurodata_abci::address::Address;
+use neurodata_abci::query::{self, Query};
+use neurodata_client::access::wait_light_block;
+use neurodata_client::{ChainAccess, ClientError};
 use neurodata_proto::gateway::v1 as gw;
 use tendermint_proto::Protobuf;
-use tendermint_rpc::Client as _;
 use tonic::{Request, Response, Status};
 
 use super::Shared;
@@ -20,108 +22,72 @@ const NEXT_HEADER_WAIT: Duration = Duration::from_secs(15);
 /// The Query service.
 pub struct QueryService(pub Arc<Shared>);
 
+fn read_status(e: ClientError) -> Status {
+    match e {
+        ClientError::Query { path, log } => {
+            Status::invalid_argument(format!("query {path}: {log}"))
+        }
+        ClientError::Timeout(what) => {
+            Status::deadline_exceeded(format!("no header yet to prove against: {what}"))
+        }
+        ClientError::NotYet(what) => Status::unavailable(what),
+        other => chain_status(other.into()),
+    }
+}
+
 impl QueryService {
-    async fn read(
+    /// Reads one row of the query table; with `prove`, adds the proof and the next block's header.
+    async fn serve(
         &self,
-        path: &str,
-        data: Vec<u8>,
+        query: Query,
         height: u64,
         prove: bool,
     ) -> Result<Response<gw::QueryResponse>, Status> {
-        let chain = &self.0.chain;
-        let h = match height {
-            0 => None,
-            h => Some(
-                tendermint::block::Height::try_from(h)
-                    .map_err(|e| Status::invalid_argument(format!("height {h}: {e}")))?,
-            ),
-        };
+        let chain = &*self.0.chain;
         let r = chain
-            .rpc()
-            .abci_query(Some(path.to_owned()), data, h, prove)
+            .read(&query, height, prove)
             .await
-            .map_err(|e| chain_status(chain.rpc_error(e)))?;
-        if r.code.is_err() {
-            return Err(Status::invalid_argument(format!(
-                "query {path} at height {height}: {}",
-                r.log
-            )));
-        }
-        let height = r.height.value();
+            .map_err(read_status)?;
         let mut out = gw::QueryResponse {
-            height,
-            key: String::from_utf8_lossy(&r.key).into_owned(),
+            height: r.height,
+            key: r.key,
             value: r.value,
+            proof: r.proof,
             ..Default::default()
         };
         if prove {
-            let op = r
-                .proof
-                .as_ref()
-                .and_then(|p| p.ops.first())
-                .filter(|op| op.field_type == PROOF_TYPE)
-                .ok_or_else(|| Status::internal(format!("node returned no {PROOF_TYPE} proof")))?;
-            out.proof = op.data.clone();
-            let header = next_header(chain, height).await?;
+            let next = wait_light_block(chain, r.height + 1, NEXT_HEADER_WAIT)
+                .await
+                .map_err(read_status)?;
+            let header = next.signed_header.header;
             out.app_hash = header.app_hash.as_bytes().to_vec();
             out.next_header = Protobuf::<tendermint_proto::types::Header>::encode_vec(header);
         }
         Ok(Response::new(out))
     }
 
-    async fn list(&self, path: &str) -> Result<Response<gw::ListResponse>, Status> {
-        self.list_with(path, vec![]).await
-    }
-
-    async fn list_with(
-        &self,
-        path: &str,
-        data: Vec<u8>,
-    ) -> Result<Response<gw::ListResponse>, Status> {
-        let chain = &self.0.chain;
-        let r = chain
-            .rpc()
-            .abci_query(Some(path.to_owned()), data, None, false)
+    /// A list at the latest height.
+    async fn list(&self, query: Query) -> Result<Response<gw::ListResponse>, Status> {
+        let r = self
+            .0
+            .chain
+            .read(&query, 0, false)
             .await
-            .map_err(|e| chain_status(chain.rpc_error(e)))?;
-        if r.code.is_err() {
-            return Err(Status::internal(format!("query {path}: {}", r.log)));
-        }
+            .map_err(read_status)?;
         Ok(Response::new(gw::ListResponse {
-            height: r.height.value(),
+            height: r.height,
             value: r.value,
         }))
     }
 }
 
-async fn next_header(
-    chain: &crate::chain::Chain,
-    height: u64,
-) -> Result<tendermint::block::Header, Status> {
-    let next = tendermint::block::Height::try_from(height + 1)
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let deadline = tokio::time::Instant::now() + NEXT_HEADER_WAIT;
-    loop {
-        match chain.rpc().header(next).await {
-            Ok(h) => return Ok(h.header),
-            Err(e) if tokio::time::Instant::now() >= deadline => {
-                return Err(Status::deadline_exceeded(format!(
-                    "no header at height {next} yet to prove against: {e}"
-                )));
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-fn address(a: &[u8]) -> Result<Vec<u8>, Status> {
-    if a.len() != 32 {
-        return Err(Status::invalid_argument(format!(
+fn address(a: &[u8]) -> Result<Address, Status> {
+    Address::from_slice(a).ok_or_else(|| {
+        Status::invalid_argument(format!(
             "address must be 32 bytes (SHA-256 of the member certificate), got {}",
             a.len()
-        )));
-    }
-    Ok(a.to_vec())
+        ))
+    })
 }
 
 #[tonic::async_trait]
@@ -131,7 +97,7 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::AddressQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/account", address(&q.address)?, q.height, q.prove)
+        self.serve(Query::Account(address(&q.address)?), q.height, q.prove)
             .await
     }
 
@@ -140,7 +106,7 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::AddressQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/identity", address(&q.address)?, q.height, q.prove)
+        self.serve(Query::Identity(address(&q.address)?), q.height, q.prove)
             .await
     }
 
@@ -149,14 +115,13 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::AddressQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/revocation", address(&q.address)?, q.height, q.prove)
+        self.serve(Query::Revocation(address(&q.address)?), q.height, q.prove)
             .await
     }
 
     async fn org(&self, req: Request<gw::OrgQuery>) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/org", q.org_id.into_bytes(), q.height, q.prove)
-            .await
+        self.serve(Query::Org(q.org_id), q.height, q.prove).await
     }
 
     async fn proposal(
@@ -164,13 +129,8 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::ProposalQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read(
-            "/proposal",
-            q.proposal_id.to_be_bytes().to_vec(),
-            q.height,
-            q.prove,
-        )
-        .await
+        self.serve(Query::Proposal(q.proposal_id), q.height, q.prove)
+            .await
     }
 
     async fn params(
@@ -178,7 +138,7 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::StateQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/params", vec![], q.height, q.prove).await
+        self.serve(Query::Params, q.height, q.prove).await
     }
 
     async fn supply(
@@ -186,25 +146,25 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::StateQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/supply", vec![], q.height, q.prove).await
+        self.serve(Query::Supply, q.height, q.prove).await
     }
 
     async fn orgs(&self, _: Request<gw::ListQuery>) -> Result<Response<gw::ListResponse>, Status> {
-        self.list("/orgs").await
+        self.list(Query::Orgs).await
     }
 
     async fn validators(
         &self,
         _: Request<gw::ListQuery>,
     ) -> Result<Response<gw::ListResponse>, Status> {
-        self.list("/validators").await
+        self.list(Query::Validators).await
     }
 
     async fn proposals(
         &self,
         _: Request<gw::ListQuery>,
     ) -> Result<Response<gw::ListResponse>, Status> {
-        self.list("/proposals").await
+        self.list(Query::Proposals).await
     }
 
     async fn dataset(
@@ -212,8 +172,7 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::IdQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/dataset", q.id.to_be_bytes().to_vec(), q.height, q.prove)
-            .await
+        self.serve(Query::Dataset(q.id), q.height, q.prove).await
     }
 
     async fn dataset_stats(
@@ -221,13 +180,8 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::IdQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read(
-            "/dataset_stats",
-            q.id.to_be_bytes().to_vec(),
-            q.height,
-            q.prove,
-        )
-        .await
+        self.serve(Query::DatasetStats(q.id), q.height, q.prove)
+            .await
     }
 
     async fn purchase(
@@ -235,8 +189,7 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::IdQuery>,
     ) -> Result<Response<gw::QueryResponse>, Status> {
         let q = req.into_inner();
-        self.read("/purchase", q.id.to_be_bytes().to_vec(), q.height, q.prove)
-            .await
+        self.serve(Query::Purchase(q.id), q.height, q.prove).await
     }
 
     async fn datasets(
@@ -244,8 +197,7 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::DatasetsQuery>,
     ) -> Result<Response<gw::ListResponse>, Status> {
         let f = req.into_inner().filter.unwrap_or_default();
-        self.list_with("/datasets", neurodata_abci::query::filter_data(&f))
-            .await
+        self.list(Query::Datasets(f)).await
     }
 
     async fn purchases(
@@ -253,7 +205,39 @@ impl gw::query_server::Query for QueryService {
         req: Request<gw::PurchasesQuery>,
     ) -> Result<Response<gw::ListResponse>, Status> {
         let f = req.into_inner().filter.unwrap_or_default();
-        self.list_with("/purchases", neurodata_abci::query::filter_data(&f))
+        self.list(Query::Purchases(f)).await
+    }
+
+    async fn read(
+        &self,
+        req: Request<gw::ReadRequest>,
+    ) -> Result<Response<gw::QueryResponse>, Status> {
+        let r = req.into_inner();
+        let q = query::Query::parse(&r.path, &r.data)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if r.prove && q.proof() == query::Proof::None {
+            return Err(Status::invalid_argument(format!(
+                "{} is a list: lists carry no proof",
+                q.path()
+            )));
+        }
+        self.serve(q, r.height, r.prove).await
+    }
+
+    async fn light_block(
+        &self,
+        req: Request<gw::LightBlockRequest>,
+    ) -> Result<Response<gw::LightBlockResponse>, Status> {
+        let height = req.into_inner().height;
+        if height == 0 {
+            return Err(Status::invalid_argument("height must be at least 1"));
+        }
+        let lb = self
+            .0
+            .chain
+            .light_block(height)
             .await
+            .map_err(read_status)?;
+        Ok(Response::new(lb.to_response()))
     }
 }

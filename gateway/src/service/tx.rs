@@ -4,12 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neurodata_proto::gateway::v1 as gw;
-use tendermint_rpc::Client as _;
-use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status};
 
 use super::{Shared, blobs};
 use crate::auth::chain_status;
+use crate::chain::SendError;
 
 /// The Tx service.
 pub struct TxService(pub Arc<Shared>);
@@ -81,78 +80,14 @@ pub async fn submit(
     tx: Vec<u8>,
     commit_wait: Option<Duration>,
 ) -> Result<gw::BroadcastResponse, Status> {
-    // Subscribe before sending, so the block holding the tx cannot pass unseen.
-    let mut blocks = shared.chain.subscribe();
-    let r = shared
+    shared
         .chain
-        .rpc()
-        .broadcast_tx_sync(tx)
+        .send(tx, commit_wait)
         .await
-        .map_err(|e| {
-            let e = shared.chain.rpc_error(e);
-            // CometBFT refuses bytes it has already seen with an RPC error, not a CheckTx code.
-            if e.to_string().contains("tx already exists in cache") {
-                Status::already_exists(
-                    "this exact tx was already received (it is pending or committed); a new \
-                     tx needs the signer's next nonce",
-                )
-            } else {
-                chain_status(e)
-            }
-        })?;
-    let tx_hash = r.hash.to_string();
-    let mut out = gw::BroadcastResponse {
-        tx_hash: tx_hash.clone(),
-        code: r.code.value(),
-        codespace: r.codespace,
-        log: r.log,
-        height: 0,
-        events: vec![],
-    };
-    let Some(wait) = commit_wait else {
-        return Ok(out);
-    };
-    if out.code != 0 {
-        return Ok(out);
-    }
-    let found = tokio::time::timeout(wait, async {
-        loop {
-            match blocks.recv().await {
-                Ok(block) => {
-                    if let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash) {
-                        return Ok((block.height, t.clone()));
-                    }
-                }
-                // Fell behind the follower: look the tx up by hash in the blocks we skipped.
-                Err(RecvError::Lagged(_)) => {
-                    let tip = shared.chain.tip().height;
-                    for h in tip.saturating_sub(300)..=tip {
-                        if let Ok(block) = shared.chain.block(h).await
-                            && let Some(t) = block.txs.iter().find(|t| t.hash == tx_hash)
-                        {
-                            return Ok((h, t.clone()));
-                        }
-                    }
-                }
-                Err(RecvError::Closed) => {
-                    return Err(Status::unavailable("gateway is shutting down"));
-                }
-            }
-        }
-    })
-    .await
-    .map_err(|_| {
-        Status::deadline_exceeded(format!(
-            "tx {tx_hash} passed CheckTx but was not in a block within {} ms; it may still \
-             commit: query it by hash or watch for its events",
-            wait.as_millis()
-        ))
-    })??;
-    let (height, t) = found;
-    out.height = height;
-    out.code = t.code;
-    out.codespace = t.codespace;
-    out.log = t.log;
-    out.events = t.events;
-    Ok(out)
+        .map_err(|e| match e {
+            SendError::AlreadyReceived => Status::already_exists(e.to_string()),
+            SendError::Chain(e) => chain_status(e),
+            SendError::Timeout { .. } => Status::deadline_exceeded(e.to_string()),
+            SendError::ShuttingDown => Status::unavailable(e.to_string()),
+        })
 }

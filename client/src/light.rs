@@ -1,0 +1,317 @@
+//! Verified reads that do not trust the node or gateway answering them.
+//!
+//! A [`LightClient`] starts from a trust root the user chose: the chain's genesis (its validator
+//! set), or a block hash at a height the user got out of band. To accept a header it checks, with
+//! the tendermint light-client verifier, that the header's commit carries the signatures of more
+//! than 2/3 of that height's voting power and that validators it already trusts vouch for that
+//! set: directly for the next block, or with at least 1/3 of their power for a later one,
+//! bisecting when the set has changed too much in between (governance adding, removing and
+//! re-weighting validators). A proof is then checked against the app hash of a header accepted
+//! this way, so a forged header, a header of another chain, or a proof from another height is
+//! refused whoever serves it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use neurodata_abci::query::{Proof, Query, Record, Typed};
+use tendermint::block::Header;
+use tendermint::validator::Set as ValidatorSet;
+use tendermint::{Hash, Time};
+use tendermint_light_client_verifier::options::Options;
+use tendermint_light_client_verifier::types::{
+    TrustThreshold, TrustedBlockState, UntrustedBlockState,
+};
+use tendermint_light_client_verifier::{ProdVerifier, Verdict, Verifier as _};
+
+use crate::access::{ChainAccess, decode, wait_light_block};
+use crate::{ClientError, verify_proof};
+
+/// How long a verified read waits for the block after the one it read (whose header carries
+/// the app hash of that state).
+pub const NEXT_BLOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// How many verified blocks a client remembers as starting points.
+const REMEMBERED: usize = 64;
+
+/// A state value read with a proof checked against a light-client-verified header.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    /// The state key.
+    pub key: String,
+    /// The value (None: proven absent).
+    pub value: Option<Vec<u8>>,
+    /// Height of the state.
+    pub height: u64,
+    /// The app hash (from verified header `height + 1`) the proof was checked against.
+    pub app_hash: [u8; 32],
+}
+
+/// A block the client trusts: what verifying the next one needs.
+#[derive(Clone, Debug)]
+struct Trusted {
+    time: Time,
+    next_validators: ValidatorSet,
+}
+
+/// The genesis fields a trust root needs.
+#[derive(serde::Deserialize)]
+struct Genesis {
+    genesis_time: Time,
+    chain_id: tendermint::chain::Id,
+    #[serde(default)]
+    validators: Vec<tendermint::validator::Info>,
+}
+
+/// A light client for one chain (see the module docs). Cheap to share; verified blocks are
+/// remembered so the next read starts from the closest one.
+pub struct LightClient {
+    chain_id: tendermint::chain::Id,
+    options: Options,
+    verifier: ProdVerifier,
+    /// Verified blocks by height; the lowest is the trust root.
+    trusted: Mutex<BTreeMap<u64, Trusted>>,
+}
+
+/// The defaults: trust a validator set for two weeks after its block, tolerate 10 s of clock
+/// drift, and need 1/3 of a trusted set's power to vouch for a later set (CometBFT's own).
+pub fn default_options() -> Options {
+    Options {
+        trust_threshold: TrustThreshold::ONE_THIRD,
+        trusting_period: Duration::from_secs(14 * 24 * 3600),
+        clock_drift: Duration::from_secs(10),
+    }
+}
+
+impl LightClient {
+    /// Trusts the validator set of a genesis file (`genesis.json` as CometBFT reads it).
+    pub fn from_genesis(genesis_json: &[u8], options: Options) -> Result<Self, ClientError> {
+        let g: Genesis = serde_json::from_slice(genesis_json)
+            .map_err(|e| ClientError::Decode(format!("genesis: {e}")))?;
+        if g.validators.is_empty() {
+            return Err(ClientError::Decode(
+                "genesis has no validators to trust (the app sets them at InitChain): anchor at \
+                 a trusted height instead"
+                    .into(),
+            ));
+        }
+        let root = Trusted {
+            time: g.genesis_time,
+            next_validators: ValidatorSet::without_proposer(g.validators),
+        };
+        Ok(Self::with_root(g.chain_id, options, 0, root))
+    }
+
+    /// Trusts block `height` whose header hash is `hash` (learnt out of band, e.g. from another
+    /// member's node): its header and next validators are fetched from `chain` and checked
+    /// against the hash.
+    pub async fn from_trusted_block<C: ChainAccess>(
+        chain: &C,
+        height: u64,
+        hash: Hash,
+        options: Options,
+    ) -> Result<Self, ClientError> {
+        let lb = chain.light_block(height).await?;
+        let header = &lb.signed_header.header;
+        if header.hash() != hash {
+            return Err(ClientError::Proof(format!(
+                "block {height} has hash {}, the trusted hash is {hash}",
+                header.hash()
+            )));
+        }
+        if lb.next_validators.hash() != header.next_validators_hash {
+            return Err(ClientError::Proof(format!(
+                "the next validators served for block {height} are not the ones its header names"
+            )));
+        }
+        let root = Trusted {
+            time: header.time,
+            next_validators: lb.next_validators,
+        };
+        Ok(Self::with_root(
+            header.chain_id.clone(),
+            options,
+            height,
+            root,
+        ))
+    }
+
+    fn with_root(
+        chain_id: tendermint::chain::Id,
+        options: Options,
+        height: u64,
+        root: Trusted,
+    ) -> Self {
+        LightClient {
+            chain_id,
+            options,
+            verifier: ProdVerifier::default(),
+            trusted: Mutex::new(BTreeMap::from([(height, root)])),
+        }
+    }
+
+    /// The chain this client trusts.
+    pub fn chain_id(&self) -> &str {
+        self.chain_id.as_str()
+    }
+
+    fn remembered(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Trusted>> {
+        // A map of verified blocks stays valid whatever panicked while holding it.
+        self.trusted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The highest verified height.
+    pub fn latest_trusted(&self) -> u64 {
+        self.remembered().keys().next_back().copied().unwrap_or(0)
+    }
+
+    fn closest_below(&self, height: u64) -> Result<(u64, Trusted), ClientError> {
+        let map = self.remembered();
+        match map.range(..height).next_back() {
+            Some((h, t)) => Ok((*h, t.clone())),
+            None => Err(ClientError::Proof(format!(
+                "height {height} is at or below the trust root {}: verify from an earlier root",
+                map.keys().next().copied().unwrap_or(0)
+            ))),
+        }
+    }
+
+    fn remember(&self, height: u64, trusted: Trusted) {
+        let mut map = self.remembered();
+        map.insert(height, trusted);
+        // Keep the root and the most recent blocks.
+        while map.len() > REMEMBERED {
+            let Some(second) = map.keys().nth(1).copied() else {
+                break;
+            };
+            map.remove(&second);
+        }
+    }
+
+    /// The header of block `height`, accepted only if its commit verifies from the trust root
+    /// (waiting up to `wait` for the block to be committed).
+    pub async fn verify<C: ChainAccess>(
+        &self,
+        chain: &C,
+        height: u64,
+        wait: Duration,
+    ) -> Result<Header, ClientError> {
+        let (mut from, mut trusted) = self.closest_below(height)?;
+        let mut target = height;
+        loop {
+            let lb = wait_light_block(chain, target, wait).await?;
+            let header = &lb.signed_header.header;
+            if header.height.value() != target {
+                return Err(ClientError::Proof(format!(
+                    "asked for block {target}, got a header for {}",
+                    header.height
+                )));
+            }
+            let untrusted = UntrustedBlockState {
+                signed_header: &lb.signed_header,
+                validators: &lb.validators,
+                next_validators: Some(&lb.next_validators),
+            };
+            let trusted_state = TrustedBlockState {
+                chain_id: &self.chain_id,
+                header_time: trusted.time,
+                height: tendermint::block::Height::try_from(from)
+                    .map_err(|e| ClientError::Decode(e.to_string()))?,
+                next_validators: &trusted.next_validators,
+                next_validators_hash: trusted.next_validators.hash(),
+            };
+            match self.verifier.verify_update_header(
+                untrusted,
+                trusted_state,
+                &self.options,
+                Time::now(),
+            ) {
+                Verdict::Success => {
+                    let verified = Trusted {
+                        time: header.time,
+                        next_validators: lb.next_validators.clone(),
+                    };
+                    self.remember(target, verified.clone());
+                    if target == height {
+                        return Ok(lb.signed_header.header);
+                    }
+                    (from, trusted, target) = (target, verified, height);
+                }
+                Verdict::NotEnoughTrust(tally) => {
+                    // Too much of the set changed between `from` and `target`: verify a block
+                    // in between first.
+                    let mid = from + (target - from) / 2;
+                    if mid == from {
+                        return Err(ClientError::Proof(format!(
+                            "block {target}: the validators trusted at {from} do not vouch for \
+                             its commit ({tally})"
+                        )));
+                    }
+                    target = mid;
+                }
+                Verdict::Invalid(detail) => {
+                    return Err(ClientError::Proof(format!(
+                        "block {target} fails light-client verification: {detail}"
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads `query` at `height` (0: latest) with its proof, and checks the proof against the
+    /// app hash of the verified header of the next block.
+    pub async fn read<C: ChainAccess>(
+        &self,
+        chain: &C,
+        query: &Query,
+        height: u64,
+    ) -> Result<Verified, ClientError> {
+        let Proof::Key(expected_key) = query.proof() else {
+            return Err(ClientError::Query {
+                path: query.path().into(),
+                log: "a list carries no proof; read it unverified".into(),
+            });
+        };
+        let answer = chain.read(query, height, true).await?;
+        if answer.key != expected_key {
+            return Err(ClientError::Proof(format!(
+                "answered for key {}, asked {expected_key}",
+                answer.key
+            )));
+        }
+        if height != 0 && answer.height != height {
+            return Err(ClientError::Proof(format!(
+                "answered at height {}, asked {height}",
+                answer.height
+            )));
+        }
+        let header = self
+            .verify(chain, answer.height + 1, NEXT_BLOCK_WAIT)
+            .await?;
+        let app_hash: [u8; 32] = header
+            .app_hash
+            .as_bytes()
+            .try_into()
+            .map_err(|_| ClientError::Proof("app hash is not 32 bytes".into()))?;
+        let value = (!answer.value.is_empty()).then_some(answer.value);
+        verify_proof(&expected_key, value.as_deref(), &answer.proof, app_hash)?;
+        Ok(Verified {
+            key: expected_key,
+            value,
+            height: answer.height,
+            app_hash,
+        })
+    }
+
+    /// The record `query` reads at the latest height, verified; None if proven absent.
+    pub async fn record<C: ChainAccess, R: Record>(
+        &self,
+        chain: &C,
+        query: Typed<R>,
+    ) -> Result<Option<R>, ClientError> {
+        let v = self.read(chain, &query.query, 0).await?;
+        decode(&query.query, v.value.as_deref().unwrap_or_default())
+    }
+}
