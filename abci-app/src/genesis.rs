@@ -133,6 +133,34 @@ impl From<&Params> for GenesisParams {
     }
 }
 
+impl GenesisOrg {
+    /// A founding org whose root CA certificate is the PEM file `ca_pem`.
+    pub fn from_ca_file(
+        org_id: &str,
+        name: &str,
+        ca_pem: &std::path::Path,
+    ) -> Result<Self, GenesisError> {
+        Ok(GenesisOrg {
+            org_id: org_id.into(),
+            name: name.into(),
+            ca_cert_pem: std::fs::read_to_string(ca_pem)
+                .map_err(|e| invalid(format!("org {org_id}: {}: {e}", ca_pem.display())))?,
+        })
+    }
+}
+
+impl AppState {
+    /// Writes this state as the `app_state` of a CometBFT genesis document, the one place a
+    /// genesis file gets it.
+    pub fn put_into(&self, genesis_doc: &mut serde_json::Value) -> Result<(), GenesisError> {
+        genesis_doc
+            .as_object_mut()
+            .ok_or_else(|| invalid("genesis.json is not a JSON object"))?
+            .insert("app_state".into(), serde_json::to_value(self)?);
+        Ok(())
+    }
+}
+
 /// Why a genesis was refused (the node cannot start with it).
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisError {

@@ -264,11 +264,11 @@ fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
     let mut allocations = Vec::new();
     for (org_id, name) in DEV_ORGS {
         let org_dir = consortium.join(org_id);
-        orgs.push(GenesisOrg {
-            org_id: org_id.into(),
-            name: name.into(),
-            ca_cert_pem: std::fs::read_to_string(org_dir.join("ca.pem"))?,
-        });
+        orgs.push(GenesisOrg::from_ca_file(
+            org_id,
+            name,
+            &org_dir.join("ca.pem"),
+        )?);
         for role in Role::ALL {
             let cert = openssl::x509::X509::from_pem(&std::fs::read(
                 org_dir.join(format!("{role}.pem")),
@@ -330,7 +330,7 @@ fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?
         .into();
-    genesis["app_state"] = serde_json::to_value(&app_state)?;
+    app_state.put_into(&mut genesis)?;
     let bytes = serde_json::to_vec_pretty(&genesis)?;
     for n in &devnet.nodes {
         std::fs::write(node_home(dir, n.index).join("config/genesis.json"), &bytes)?;

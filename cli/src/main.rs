@@ -422,11 +422,7 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
             .iter()
             .find(|(i, _)| i == id)
             .map_or(id.to_owned(), |(_, n)| n.clone());
-        orgs.push(GenesisOrg {
-            org_id: id.into(),
-            name,
-            ca_cert_pem: String::from_utf8(read(Path::new(file))?)?,
-        });
+        orgs.push(GenesisOrg::from_ca_file(id, &name, Path::new(file))?);
     }
     let validators = args
         .validators
@@ -478,15 +474,12 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         allocations,
         params: Some(GenesisParams::from(&params)),
     };
-    let value = serde_json::to_value(&app_state)?;
     match args.into {
-        None => println!("{}", serde_json::to_string_pretty(&value)?),
+        None => println!("{}", serde_json::to_string_pretty(&app_state)?),
         Some(path) => {
             let mut doc: serde_json::Value = serde_json::from_slice(&read(&path)?)
                 .with_context(|| format!("{} is not JSON", path.display()))?;
-            doc.as_object_mut()
-                .context("genesis.json is not a JSON object")?
-                .insert("app_state".into(), value);
+            app_state.put_into(&mut doc)?;
             std::fs::write(&path, serde_json::to_vec_pretty(&doc)?)?;
             println!("wrote app_state into {}", path.display());
         }

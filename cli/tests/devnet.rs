@@ -13,6 +13,13 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{DevnetDir, ndctl};
+use neurodata_abci::query::{self, Query};
+use neurodata_client::gateway::{GatewayClient, GatewayTls};
+use neurodata_client::{
+    Answer, ChainAccess, ClientError, Committed, LightBlock, Signer, verify_proof,
+};
+use neurodata_proto::chain::v1 as pb;
+use prost::Message as _;
 use tendermint_rpc::{Client, HttpClient, Paging};
 
 /// Scenarios run one at a time: four validators already fill two cores.
@@ -32,20 +39,26 @@ fn rt() -> tokio::runtime::Runtime {
 
 impl Net {
     fn up(base_port: u16) -> Net {
+        Self::up_with(base_port, &[])
+    }
+
+    fn up_with(base_port: u16, extra: &[&str]) -> Net {
         let dir = DevnetDir::new("nd");
         let mut net = Net { dir, rpcs: vec![] };
-        let out = ndctl(
-            net.path(),
+        let base_port = base_port.to_string();
+        let args = [
             &[
                 "devnet",
                 "up",
                 "--validators",
                 "4",
                 "--base-port",
-                &base_port.to_string(),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("devnet up failed: {e}"));
+                &base_port,
+            ][..],
+            extra,
+        ]
+        .concat();
+        let out = ndctl(net.path(), &args).unwrap_or_else(|e| panic!("devnet up failed: {e}"));
         assert!(out.contains("producing blocks"), "{out}");
         net.reload();
         net
@@ -370,7 +383,7 @@ fn two_of_four_down_halts_the_chain_and_one_back_resumes_it() {
 #[test]
 fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     let _g = lock();
-    let mut net = Net::up(27400);
+    let mut net = Net::up_with(27400, &["--gateways"]);
     let out = ndctl(net.path(), &["devnet", "add-node"]).unwrap();
     let key = out
         .split("validator key ")
@@ -487,6 +500,118 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     });
     assert_eq!(left, 4);
     net.assert_converged(&[0, 1, 2, 3, 4]);
+    rt().block_on(verified_reads_through_a_lying_gateway(&net));
+}
+
+/// A gateway (or node) that lies about the latest state: it answers with the value and proof
+/// of the state at height `at`, claiming the latest height, and with `forge_header` also
+/// rewrites the app hash in the later headers to the one that old proof verifies against, so
+/// the answer is consistent in everything but the commit signatures.
+struct Liar<'a, C> {
+    inner: &'a C,
+    at: u64,
+    forge_header: bool,
+}
+
+impl<C: ChainAccess> ChainAccess for Liar<'_, C> {
+    async fn chain_id(&self) -> Result<String, ClientError> {
+        self.inner.chain_id().await
+    }
+
+    async fn latest_height(&self) -> Result<u64, ClientError> {
+        self.inner.latest_height().await
+    }
+
+    async fn read(&self, q: &Query, height: u64, prove: bool) -> Result<Answer, ClientError> {
+        let real = self.inner.read(q, height, prove).await?;
+        let old = self.inner.read(q, self.at, prove).await?;
+        Ok(Answer {
+            height: real.height,
+            ..old
+        })
+    }
+
+    async fn light_block(&self, height: u64) -> Result<LightBlock, ClientError> {
+        let mut lb = self.inner.light_block(height).await?;
+        if self.forge_header && height > self.at + 1 {
+            let old = self.inner.light_block(self.at + 1).await?;
+            lb.signed_header.header.app_hash = old.signed_header.header.app_hash;
+        }
+        Ok(lb)
+    }
+
+    async fn broadcast(&self, tx: Vec<u8>) -> Result<Committed, ClientError> {
+        self.inner.broadcast(tx).await
+    }
+}
+
+/// After governance added a validator, re-weighted it and removed a genesis one: a light client
+/// trusting only the genesis validators verifies reads through healthtech's gateway, and refuses
+/// a forged header and a proof from another height.
+async fn verified_reads_through_a_lying_gateway(net: &Net) {
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.path().join("devnet.json")).unwrap()).unwrap();
+    let url = spec["nodes"][1]["gateway"]["url"].as_str().unwrap();
+    let org = net.path().join("consortium/healthtech");
+    let tls = GatewayTls::from_files(
+        &org.join("ca.pem"),
+        &org.join("admin.pem"),
+        &org.join("admin.key"),
+    )
+    .unwrap();
+    let gateway = GatewayClient::connect(url, Some(tls)).await.unwrap();
+    let admin = Signer::load(&org, "admin").unwrap();
+    let account = query::account(admin.address()).query;
+
+    // The signers of the latest blocks are not the genesis set, and the client follows.
+    let light = common::light(net.path());
+    let honest = light.read(&gateway, &account, 0).await.unwrap();
+    let nonce = pb::Account::decode(honest.value.as_deref().unwrap())
+        .unwrap()
+        .nonce;
+    assert!(nonce >= 3, "healthtech's admin voted three times");
+
+    // Lies: the account as it was at height 2, before the admin's votes, claimed as the
+    // latest state.
+    let stale = Liar {
+        inner: &gateway,
+        at: 2,
+        forge_header: false,
+    };
+    let forged = Liar {
+        forge_header: true,
+        ..stale
+    };
+    // The forged answer is self-consistent: its proof verifies against its forged header, which
+    // is all a proof check without the commit's signatures could see.
+    let answer = forged.read(&account, 0, true).await.unwrap();
+    let header = forged.light_block(answer.height + 1).await.unwrap();
+    let forged_app_hash: [u8; 32] = header
+        .signed_header
+        .header
+        .app_hash
+        .as_bytes()
+        .try_into()
+        .unwrap();
+    assert!(
+        verify_proof(
+            &answer.key,
+            (!answer.value.is_empty()).then_some(answer.value.as_slice()),
+            &answer.proof,
+            forged_app_hash
+        )
+        .is_ok()
+    );
+    for (liar, what) in [
+        (&stale, "a proof from another height"),
+        (&forged, "a forged header"),
+    ] {
+        let light = common::light(net.path());
+        match light.read(liar, &account, 0).await {
+            Err(ClientError::Proof(reason)) => eprintln!("{what} refused: {reason}"),
+            other => panic!("{what} accepted: {other:?}"),
+        }
+    }
 }
 
 #[test]

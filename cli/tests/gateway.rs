@@ -312,7 +312,7 @@ async fn scenario(net: &Net) {
     let err = mallory.status().await.unwrap_err();
     assert_eq!(gateway_code(&err), "Unauthenticated", "{err}");
     assert!(
-        err.to_string().contains("not the CA of an admitted org"),
+        err.to_string().contains("not the CA of any admitted org"),
         "{err}"
     );
 

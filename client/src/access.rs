@@ -51,6 +51,30 @@ pub struct LightBlock {
     pub next_validators: ValidatorSet,
 }
 
+impl Committed {
+    /// The chain's refusal a gateway broadcast answer carries, if it is one.
+    pub fn refusal(r: &gw::BroadcastResponse) -> Option<ClientError> {
+        (r.code != 0).then(|| ClientError::Rejected {
+            hash: r.tx_hash.clone(),
+            codespace: r.codespace.clone(),
+            code: r.code,
+            log: r.log.clone(),
+        })
+    }
+
+    /// A gateway's COMMIT-mode answer: the committed tx, or the chain's refusal.
+    pub fn from_response(r: gw::BroadcastResponse) -> Result<Self, ClientError> {
+        if let Some(refused) = Self::refusal(&r) {
+            return Err(refused);
+        }
+        Ok(Committed {
+            height: r.height,
+            hash: r.tx_hash,
+            events: r.events,
+        })
+    }
+}
+
 type RawSignedHeader = tendermint_proto::types::SignedHeader;
 type RawValidatorSet = tendermint_proto::types::ValidatorSet;
 

@@ -118,7 +118,17 @@ impl GatewayClient {
         mode: gw::BroadcastMode,
         timeout_ms: u32,
     ) -> Result<gw::BroadcastResponse, ClientError> {
-        let r = self
+        let r = self.send(tx, mode, timeout_ms).await?;
+        Committed::refusal(&r).map_or(Ok(r), Err)
+    }
+
+    async fn send(
+        &self,
+        tx: Vec<u8>,
+        mode: gw::BroadcastMode,
+        timeout_ms: u32,
+    ) -> Result<gw::BroadcastResponse, ClientError> {
+        Ok(self
             .tx()
             .broadcast(gw::BroadcastRequest {
                 tx,
@@ -127,16 +137,7 @@ impl GatewayClient {
             })
             .await
             .map_err(status_err)?
-            .into_inner();
-        if r.code != 0 {
-            return Err(ClientError::Rejected {
-                hash: r.tx_hash,
-                codespace: r.codespace,
-                code: r.code,
-                log: r.log,
-            });
-        }
-        Ok(r)
+            .into_inner())
     }
 
     /// Hands a data key to the gateway's keystore (providers of the gateway's org), bound to the
@@ -310,13 +311,6 @@ impl ChainAccess for GatewayClient {
     }
 
     async fn broadcast(&self, tx: Vec<u8>) -> Result<Committed, ClientError> {
-        let r = self
-            .broadcast_mode(tx, gw::BroadcastMode::Commit, 0)
-            .await?;
-        Ok(Committed {
-            height: r.height,
-            hash: r.tx_hash,
-            events: r.events,
-        })
+        Committed::from_response(self.send(tx, gw::BroadcastMode::Commit, 0).await?)
     }
 }

@@ -107,21 +107,25 @@ pub enum ClientError {
     Timeout(String),
 }
 
+/// An RPC error's message in one line, without the source-location trace its `Display` ends
+/// with (nobody calling us needs a path into the cargo registry).
+pub fn one_line(e: &tendermint_rpc::Error) -> String {
+    let full = e.to_string();
+    full.split("\n\nLocation:")
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl ClientError {
     /// An RPC failure in one line: the transport's own message ends with a source-location
     /// trace nobody calling us needs.
     pub fn rpc(url: &str, e: tendermint_rpc::Error) -> Self {
-        let full = e.to_string();
-        let reason = full
-            .split("\n\nLocation:")
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
         ClientError::Rpc {
             url: url.to_owned(),
-            reason,
+            reason: one_line(&e),
         }
     }
 

@@ -15,12 +15,14 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use neurodata_abci::address::Address;
 use neurodata_abci::membership::rule::org_in;
 use neurodata_abci::membership::{
     MemberCertificate, MembershipError, Permission, Presented, Role, check_member,
 };
+use neurodata_abci::query::{self, Record, Typed};
+use neurodata_client::{ChainAccess, ClientError};
 use neurodata_proto::chain::v1 as pb;
-use prost::Message as _;
 use tonic::{Code, Status};
 
 use crate::chain::{Chain, ChainError};
@@ -279,15 +281,6 @@ fn cacheable(cert_der: &[u8], orgs: &[pb::Org], records: &Records) -> bool {
 }
 
 /// A record as the chain's query returns it: empty when absent.
-fn decode<M: prost::Message + Default>(value: &[u8], what: &str) -> Result<Option<M>, Status> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    M::decode(value)
-        .map(Some)
-        .map_err(|e| Status::internal(format!("{what} record does not decode: {e}")))
-}
-
 /// Checks certificates against on-chain membership, caching the chain's records until a block
 /// changes membership (see [`Chain::membership_epoch`]).
 pub struct Membership {
@@ -320,31 +313,30 @@ impl Membership {
         if let Some(orgs) = self.cache().orgs(seen) {
             return Ok(orgs);
         }
-        let value = self.query("/orgs", vec![]).await?;
-        let orgs = pb::OrgList::decode(value.as_slice())
-            .map_err(|e| Status::internal(format!("org list does not decode: {e}")))?
-            .orgs;
+        let orgs = self.read(query::orgs()).await?.unwrap_or_default().orgs;
         let now = self.epoch();
         self.cache().keep_orgs(seen, now, orgs.clone());
         Ok(orgs)
     }
 
-    async fn query(&self, path: &str, data: Vec<u8>) -> Result<Vec<u8>, Status> {
-        self.chain
-            .query_latest(path, data)
-            .await
-            .map_err(chain_status)
+    async fn read<R: Record + Send>(&self, query: Typed<R>) -> Result<Option<R>, Status> {
+        self.chain.record(query).await.map_err(|e| match e {
+            // A stored record that does not decode is the chain's fault, not the caller's.
+            ClientError::Query { path, log } => Status::internal(format!("{path}: {log}")),
+            other => chain_status(other.into()),
+        })
     }
 
     /// The chain's records of a certificate: its registered identity and its revocation.
     async fn fetch(&self, fingerprint: [u8; 32]) -> Result<Records, Status> {
+        let address = Address(fingerprint);
         let (identity, revocation) = tokio::try_join!(
-            self.query("/identity", fingerprint.to_vec()),
-            self.query("/revocation", fingerprint.to_vec()),
+            self.read(query::identity(address)),
+            self.read(query::revocation(address)),
         )?;
         Ok(Records {
-            identity: decode(&identity, "identity")?,
-            revocation: decode(&revocation, "revocation")?,
+            identity,
+            revocation,
         })
     }
 

@@ -172,18 +172,11 @@ impl Chain {
 
     /// Maps an RPC failure to a [`ChainError`], noting the node as down if it did not answer.
     pub fn rpc_error(&self, e: tendermint_rpc::Error) -> ChainError {
-        // The error's Display ends with a source-location trace nobody calling us needs.
-        let full = e.to_string();
-        let reason = full
-            .split("\n\nLocation:")
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
         // An RPC-level error response means the node answered; anything else (refused, reset,
         // timed out, garbage) means it is not there for us.
-        if matches!(e.detail(), tendermint_rpc::error::ErrorDetail::Response(_)) {
+        let answered = matches!(e.detail(), tendermint_rpc::error::ErrorDetail::Response(_));
+        let reason = neurodata_client::one_line(&e);
+        if answered {
             ChainError::Bad {
                 url: self.url.clone(),
                 reason,
@@ -215,16 +208,6 @@ impl Chain {
     /// Changes when membership may have changed.
     pub fn membership_epoch(&self) -> watch::Receiver<u64> {
         self.membership_epoch.subscribe()
-    }
-
-    /// An ABCI query at the latest height, without proof: the raw value (empty: absent). A
-    /// refusal by the app is [`ChainError::Bad`] with its log.
-    pub async fn query_latest(&self, path: &str, data: Vec<u8>) -> Result<Vec<u8>, ChainError> {
-        let query = Query::parse(path, &data).map_err(|e| ChainError::Bad {
-            url: self.url.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(self.read(&query, 0, false).await?.value)
     }
 
     /// Reads block `height` and its results.
@@ -417,19 +400,7 @@ impl ChainAccess for Chain {
                 SendError::AlreadyReceived => ClientError::AlreadyReceived,
                 other => ClientError::Transport(other.to_string()),
             })?;
-        if r.code != 0 {
-            return Err(ClientError::Rejected {
-                hash: r.tx_hash,
-                codespace: r.codespace,
-                code: r.code,
-                log: r.log,
-            });
-        }
-        Ok(Committed {
-            height: r.height,
-            hash: r.tx_hash,
-            events: r.events,
-        })
+        Committed::from_response(r)
     }
 }
 
