@@ -10,9 +10,9 @@ use crate::TxError;
 use crate::address::Address;
 use crate::events::{EventKind, attr};
 use crate::ledger::{LedgerRead, LedgerWrite};
-use crate::membership::{MembershipWrite, Signer, authenticate};
+use crate::membership::{MembershipWrite, authenticate};
 use crate::state::{Changes, Event, StateDelta, StateRead, StateWrite};
-use crate::tx::{Action, EnvelopeError, EnvelopeLimits, ExecCtx, Tx};
+use crate::tx::{EnvelopeError, EnvelopeLimits, ExecCtx, Tx};
 use crate::verifier::{SignatureVerifier, VerifyMode};
 use neurodata_proto::chain::v1 as pb;
 
@@ -189,7 +189,7 @@ pub fn execute_tx<S: StateRead>(
         .body
         .messages
         .iter()
-        .try_for_each(|action| execute_action(&mut fork, action, &signer, &ctx))
+        .try_for_each(|action| action.execute(&mut fork, &signer, &ctx))
         .err();
     let failure = match (failure, mode) {
         (Some(e), Mode::CheckTx { .. }) => return Err(e),
@@ -212,32 +212,6 @@ pub fn execute_tx<S: StateRead>(
         failure,
         signer_account,
     })
-}
-
-/// One match over every action: a new action does not compile until it is dispatched here.
-fn execute_action<S: StateWrite>(
-    state: &mut S,
-    action: &Action,
-    signer: &Signer,
-    ctx: &ExecCtx,
-) -> Result<(), TxError> {
-    match action {
-        Action::Transfer(a) => a.check_and_execute(state, signer),
-        Action::RevokeCertificate(a) => a.check_and_execute(state, signer, ctx),
-        Action::SubmitProposal(a) => a.check_and_execute(state, signer, ctx),
-        Action::Vote(a) => a.check_and_execute(state, signer, ctx),
-        Action::RegisterDataset(a) => a.check_and_execute(state, signer, ctx),
-        Action::UpdateDatasetPrice(a) => a.check_and_execute(state, signer),
-        Action::DelistDataset(a) => a.check_and_execute(state, signer),
-        Action::BuyDataset(a) => a.check_and_execute(state, signer, ctx),
-        Action::RequestValidation(a) => a.check_and_execute(state, signer, ctx),
-        Action::DeliverKey(a) => a.check_and_execute(state, signer, ctx),
-        Action::ConfirmAccess(a) => a.check_and_execute(state, signer, ctx),
-        Action::RefundPurchase(a) => a.check_and_execute(state, signer, ctx),
-        Action::DisputeKey(a) => a.check_and_execute(state, signer, ctx),
-        Action::AttestDataset(a) => a.check_and_execute(state, signer, ctx),
-        Action::MoveIdentity(a) => a.check_and_execute(state, signer, ctx),
-    }
 }
 
 /// Runs a tx inside a block: applies its charge, and its messages' changes if they all

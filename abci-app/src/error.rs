@@ -51,6 +51,13 @@ pub enum TxError {
     State(#[from] StateError),
 }
 
+/// Message conversions that cannot fail still go through `TryFrom`, with this error type.
+impl From<std::convert::Infallible> for TxError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl TxError {
     /// Stable numeric code for the ABCI result (never 0, which means success), inside its
     /// codespace's [`CODE_BLOCKS`].

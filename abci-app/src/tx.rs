@@ -16,7 +16,8 @@ use crate::governance::{SubmitProposal, Vote};
 use crate::ledger::Transfer;
 use crate::market::{AttestDataset, DelistDataset, RegisterDataset, UpdateDatasetPrice};
 use crate::membership::certificate::sha256;
-use crate::membership::{MoveIdentity, RevokeCertificate};
+use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
+use crate::state::StateWrite;
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,92 +146,89 @@ pub fn amount_field(field: &'static str, s: &str) -> Result<crate::amount::Amoun
         .map_err(|e: crate::amount::AmountError| invalid(field, e))
 }
 
-/// One checked message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Ledger: move NRC.
-    Transfer(Transfer),
-    /// Membership: revoke a certificate.
-    RevokeCertificate(RevokeCertificate),
-    /// Governance: open a proposal.
-    SubmitProposal(SubmitProposal),
-    /// Governance: vote.
-    Vote(Vote),
-    /// Market: list a dataset.
-    RegisterDataset(Box<RegisterDataset>),
-    /// Market: change a price.
-    UpdateDatasetPrice(UpdateDatasetPrice),
-    /// Market: delist.
-    DelistDataset(DelistDataset),
-    /// Escrow: buy.
-    BuyDataset(BuyDataset),
-    /// Escrow: a validator's key request.
-    RequestValidation(RequestValidation),
-    /// Escrow: deliver the wrapped key.
-    DeliverKey(Box<DeliverKey>),
-    /// Escrow: confirm.
-    ConfirmAccess(ConfirmAccess),
-    /// Escrow: refund after the delivery window.
-    RefundPurchase(RefundPurchase),
-    /// Escrow: prove a wrong key.
-    DisputeKey(Box<DisputeKey>),
-    /// Market: a validator's findings.
-    AttestDataset(AttestDataset),
-    /// Membership: move an identity to its successor.
-    MoveIdentity(MoveIdentity),
+/// The message table: every message the chain accepts, with its checked domain type (converted
+/// from the protobuf with `TryFrom`, executed with `check_and_execute`) and the roles that may
+/// send it (what the membership rule checks). A new message is its protobuf in the
+/// `Message.action` oneof, its domain type in its module, and one row here; the enum, its
+/// decoding, its dispatch and its roles all come from the row.
+macro_rules! actions {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty), roles: $roles:expr; )*) => {
+        /// One checked message.
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub enum Action {
+            $( $(#[$doc])* $variant(Box<$ty>), )*
+        }
+
+        impl Action {
+            /// Message type name, for errors and events.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( Action::$variant(_) => stringify!($variant), )*
+                }
+            }
+
+            /// Roles that may send this message.
+            pub fn roles(&self) -> &'static [Role] {
+                match self {
+                    $( Action::$variant(_) => $roles, )*
+                }
+            }
+
+            fn from_pb(index: usize, m: pb::Message) -> Result<Self, TxError> {
+                use pb::message::Action as A;
+                match m.action {
+                    None => Err(EnvelopeError::UnknownMessage { index }.into()),
+                    $( Some(A::$variant(m)) => Ok(Action::$variant(Box::new(<$ty>::try_from(m)?))), )*
+                }
+            }
+
+            /// Checks the message against the state and executes it.
+            pub fn execute<S: StateWrite>(
+                &self,
+                state: &mut S,
+                signer: &Signer,
+                ctx: &ExecCtx,
+            ) -> Result<(), TxError> {
+                match self {
+                    $( Action::$variant(a) => a.check_and_execute(state, signer, ctx), )*
+                }
+            }
+        }
+    };
 }
 
-impl Action {
-    /// Message type name, for errors and events.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Action::Transfer(_) => "Transfer",
-            Action::RevokeCertificate(_) => "RevokeCertificate",
-            Action::SubmitProposal(_) => "SubmitProposal",
-            Action::Vote(_) => "Vote",
-            Action::RegisterDataset(_) => "RegisterDataset",
-            Action::UpdateDatasetPrice(_) => "UpdateDatasetPrice",
-            Action::DelistDataset(_) => "DelistDataset",
-            Action::BuyDataset(_) => "BuyDataset",
-            Action::RequestValidation(_) => "RequestValidation",
-            Action::DeliverKey(_) => "DeliverKey",
-            Action::ConfirmAccess(_) => "ConfirmAccess",
-            Action::RefundPurchase(_) => "RefundPurchase",
-            Action::DisputeKey(_) => "DisputeKey",
-            Action::AttestDataset(_) => "AttestDataset",
-            Action::MoveIdentity(_) => "MoveIdentity",
-        }
-    }
-
-    fn from_pb(index: usize, m: pb::Message) -> Result<Self, TxError> {
-        use pb::message::Action as A;
-        match m.action {
-            None => Err(EnvelopeError::UnknownMessage { index }.into()),
-            Some(A::Transfer(t)) => Ok(Action::Transfer(t.try_into()?)),
-            Some(A::RevokeCertificate(r)) => Ok(Action::RevokeCertificate(r.try_into()?)),
-            Some(A::SubmitProposal(p)) => Ok(Action::SubmitProposal(p.try_into()?)),
-            Some(A::Vote(v)) => Ok(Action::Vote(v.try_into()?)),
-            Some(A::RegisterDataset(m)) => Ok(Action::RegisterDataset(Box::new(m.try_into()?))),
-            Some(A::UpdateDatasetPrice(m)) => Ok(Action::UpdateDatasetPrice(m.try_into()?)),
-            Some(A::DelistDataset(m)) => Ok(Action::DelistDataset(DelistDataset {
-                dataset_id: m.dataset_id,
-            })),
-            Some(A::BuyDataset(m)) => Ok(Action::BuyDataset(m.try_into()?)),
-            Some(A::RequestValidation(m)) => Ok(Action::RequestValidation(RequestValidation {
-                dataset_id: m.dataset_id,
-            })),
-            Some(A::DeliverKey(m)) => Ok(Action::DeliverKey(Box::new(m.try_into()?))),
-            Some(A::ConfirmAccess(m)) => Ok(Action::ConfirmAccess(ConfirmAccess {
-                purchase_id: m.purchase_id,
-            })),
-            Some(A::RefundPurchase(m)) => Ok(Action::RefundPurchase(RefundPurchase {
-                purchase_id: m.purchase_id,
-            })),
-            Some(A::DisputeKey(m)) => Ok(Action::DisputeKey(Box::new(m.try_into()?))),
-            Some(A::AttestDataset(m)) => Ok(Action::AttestDataset(m.into())),
-            Some(A::MoveIdentity(m)) => Ok(Action::MoveIdentity(m.try_into()?)),
-        }
-    }
+actions! {
+    /// Ledger: move NRC (any member).
+    Transfer(Transfer), roles: &Role::ALL;
+    /// Membership: revoke a certificate.
+    RevokeCertificate(RevokeCertificate), roles: &[Role::Admin];
+    /// Governance: open a proposal.
+    SubmitProposal(SubmitProposal), roles: &[Role::Admin];
+    /// Governance: vote.
+    Vote(Vote), roles: &[Role::Admin];
+    /// Market: list a dataset.
+    RegisterDataset(RegisterDataset), roles: &[Role::Provider];
+    /// Market: change a price (the provider itself or an admin of its org, checked against the
+    /// dataset).
+    UpdateDatasetPrice(UpdateDatasetPrice), roles: &[Role::Provider, Role::Admin];
+    /// Market: delist (same senders as a price change).
+    DelistDataset(DelistDataset), roles: &[Role::Provider, Role::Admin];
+    /// Escrow: buy.
+    BuyDataset(BuyDataset), roles: &[Role::Buyer, Role::Trainer];
+    /// Escrow: a validator's key request.
+    RequestValidation(RequestValidation), roles: &[Role::Validator];
+    /// Escrow: deliver the wrapped key (a provider or admin of the dataset's org).
+    DeliverKey(DeliverKey), roles: &[Role::Provider, Role::Admin];
+    /// Escrow: confirm (the purchase's own buyer, checked against the purchase).
+    ConfirmAccess(ConfirmAccess), roles: &Role::ALL;
+    /// Escrow: refund after the delivery window (the buyer or an admin of its org).
+    RefundPurchase(RefundPurchase), roles: &Role::ALL;
+    /// Escrow: prove a wrong key (the buyer or an admin of its org).
+    DisputeKey(DisputeKey), roles: &Role::ALL;
+    /// Market: a validator's findings.
+    AttestDataset(AttestDataset), roles: &[Role::Validator];
+    /// Membership: move an identity to its successor.
+    MoveIdentity(MoveIdentity), roles: &[Role::Admin];
 }
 
 /// A checked tx body.

@@ -140,6 +140,14 @@ pub struct RequestValidation {
     pub dataset_id: u64,
 }
 
+impl From<pb::RequestValidation> for RequestValidation {
+    fn from(m: pb::RequestValidation) -> Self {
+        RequestValidation {
+            dataset_id: m.dataset_id,
+        }
+    }
+}
+
 impl RequestValidation {
     /// Opens a no-money purchase the provider's gateway answers (if its org's policy delivers
     /// validation keys). Only a registered validator operator may ask, only for a listed dataset

@@ -103,6 +103,14 @@ pub struct ConfirmAccess {
     pub purchase_id: u64,
 }
 
+impl From<pb::ConfirmAccess> for ConfirmAccess {
+    fn from(m: pb::ConfirmAccess) -> Self {
+        ConfirmAccess {
+            purchase_id: m.purchase_id,
+        }
+    }
+}
+
 impl ConfirmAccess {
     /// Pays the provider out of escrow.
     pub fn check_and_execute<S: StateWrite>(
@@ -125,6 +133,14 @@ impl ConfirmAccess {
 pub struct RefundPurchase {
     /// The purchase.
     pub purchase_id: u64,
+}
+
+impl From<pb::RefundPurchase> for RefundPurchase {
+    fn from(m: pb::RefundPurchase) -> Self {
+        RefundPurchase {
+            purchase_id: m.purchase_id,
+        }
+    }
 }
 
 impl RefundPurchase {

@@ -8,6 +8,7 @@ use crate::address::Address;
 use crate::amount::Amount;
 use crate::membership::Signer;
 use crate::state::StateWrite;
+use crate::tx::ExecCtx;
 use crate::tx::invalid;
 
 /// Move `amount` NRC from the signer to `to`.
@@ -38,6 +39,7 @@ impl Transfer {
         &self,
         state: &mut S,
         signer: &Signer,
+        _ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let from = signer_address(signer)?;
         state.move_funds(&from, &self.to, self.amount)

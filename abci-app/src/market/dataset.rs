@@ -240,6 +240,7 @@ impl UpdateDatasetPrice {
         &self,
         state: &mut S,
         signer: &Signer,
+        _ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let mut dataset = owned_listing(state, self.dataset_id, signer)?;
         dataset.price = self.price.to_string();
@@ -260,12 +261,21 @@ pub struct DelistDataset {
     pub dataset_id: u64,
 }
 
+impl From<pb::DelistDataset> for DelistDataset {
+    fn from(m: pb::DelistDataset) -> Self {
+        DelistDataset {
+            dataset_id: m.dataset_id,
+        }
+    }
+}
+
 impl DelistDataset {
     /// Marks the dataset delisted; open purchases still run to completion.
     pub fn check_and_execute<S: StateWrite>(
         &self,
         state: &mut S,
         signer: &Signer,
+        _ctx: &ExecCtx,
     ) -> Result<(), TxError> {
         let mut dataset = owned_listing(state, self.dataset_id, signer)?;
         dataset.status = pb::DatasetStatus::Delisted as i32;

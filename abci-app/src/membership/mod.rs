@@ -30,7 +30,7 @@ use neurodata_proto::chain::v1 as pb;
 use crate::TxError;
 use crate::address::Address;
 use crate::state::StateRead;
-use crate::tx::{Action, TxBody};
+use crate::tx::TxBody;
 
 /// Why a signer or a membership action was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -190,27 +190,6 @@ impl MembershipError {
     }
 }
 
-/// Roles that may send `action`.
-pub fn allowed_roles(action: &Action) -> &'static [Role] {
-    match action {
-        Action::Transfer(_) => &Role::ALL,
-        Action::RevokeCertificate(_)
-        | Action::MoveIdentity(_)
-        | Action::SubmitProposal(_)
-        | Action::Vote(_) => &[Role::Admin],
-        Action::RegisterDataset(_) => &[Role::Provider],
-        // The provider itself or an admin of its org (checked against the dataset).
-        Action::UpdateDatasetPrice(_) | Action::DelistDataset(_) | Action::DeliverKey(_) => {
-            &[Role::Provider, Role::Admin]
-        }
-        Action::BuyDataset(_) => &[Role::Buyer, Role::Trainer],
-        Action::RequestValidation(_) | Action::AttestDataset(_) => &[Role::Validator],
-        // The purchase's own buyer (refunds and disputes also an admin of its org; checked
-        // against the purchase).
-        Action::ConfirmAccess(_) | Action::RefundPurchase(_) | Action::DisputeKey(_) => &Role::ALL,
-    }
-}
-
 /// Checks that `identity` may act at `block_time`: its org active, issued by the org's current CA,
 /// not revoked, within its validity ([`rule::live`] on the records of `state`). The rule for
 /// successors of a moved identity; signers go through [`check_signer`].
@@ -252,7 +231,7 @@ pub fn authenticate<S: StateRead>(
         .iter()
         .map(|action| Permission {
             action: action.name(),
-            roles: allowed_roles(action),
+            roles: action.roles(),
         })
         .collect();
     check_signer(
