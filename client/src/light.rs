@@ -315,3 +315,156 @@ impl LightClient {
         decode(&query.query, v.value.as_deref().unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use neurodata_abci::query::Query;
+    use tendermint_testgen::{Generator as _, Header as TestHeader, Validator};
+
+    use super::*;
+    use crate::access::{Answer, Committed, LightBlock};
+
+    /// Blocks served as a node would, from a generated chain.
+    struct Blocks(BTreeMap<u64, LightBlock>);
+
+    impl ChainAccess for Blocks {
+        async fn chain_id(&self) -> Result<String, ClientError> {
+            Ok("test-chain".into())
+        }
+        async fn latest_height(&self) -> Result<u64, ClientError> {
+            Ok(self.0.keys().next_back().copied().unwrap_or(0))
+        }
+        async fn read(&self, _: &Query, _: u64, _: bool) -> Result<Answer, ClientError> {
+            Err(ClientError::Transport("no state here".into()))
+        }
+        async fn light_block(&self, height: u64) -> Result<LightBlock, ClientError> {
+            self.0
+                .get(&height)
+                .cloned()
+                .ok_or_else(|| ClientError::NotYet(format!("block {height}")))
+        }
+        async fn broadcast(&self, _: Vec<u8>) -> Result<Committed, ClientError> {
+            Err(ClientError::Transport("read only".into()))
+        }
+    }
+
+    fn set(names: &[&str]) -> Vec<Validator> {
+        names
+            .iter()
+            .map(|n| Validator::new(n).voting_power(10))
+            .collect()
+    }
+
+    fn start() -> Time {
+        (Time::now() - Duration::from_secs(3600)).unwrap()
+    }
+
+    /// Block `height` signed by `vals`, naming `next` as the next block's validators.
+    fn block(height: u64, vals: &[Validator], next: &[Validator]) -> LightBlock {
+        let time = (start() + Duration::from_secs(height)).unwrap();
+        let header = TestHeader::new(vals)
+            .height(height)
+            .chain_id("test-chain")
+            .next_validators(next)
+            .time(time);
+        let tb = tendermint_testgen::LightBlock::new_default_with_header(header)
+            .next_validators(next)
+            .generate()
+            .unwrap();
+        LightBlock {
+            signed_header: tb.signed_header,
+            validators: tb.validators,
+            next_validators: tb.next_validators,
+        }
+    }
+
+    /// 1..=7 signed by a, b, c, d; 8..=20 by e, f, g, h: nobody the genesis trusted signs the
+    /// later blocks, so reaching them takes verifying the hand-over in between.
+    fn chain() -> Blocks {
+        let (old, new) = (set(&["a", "b", "c", "d"]), set(&["e", "f", "g", "h"]));
+        Blocks(
+            (1..=20)
+                .map(|h| match h {
+                    1..=6 => (h, block(h, &old, &old)),
+                    7 => (h, block(h, &old, &new)),
+                    _ => (h, block(h, &new, &new)),
+                })
+                .collect(),
+        )
+    }
+
+    fn trusting_genesis() -> LightClient {
+        let root = Trusted {
+            time: start(),
+            next_validators: ValidatorSet::without_proposer(
+                set(&["a", "b", "c", "d"])
+                    .iter()
+                    .map(|v| v.generate().unwrap())
+                    .collect(),
+            ),
+        };
+        LightClient::with_root("test-chain".parse().unwrap(), default_options(), 0, root)
+    }
+
+    #[tokio::test]
+    async fn a_header_signed_by_a_wholly_new_set_is_reached_by_bisection() {
+        let chain = chain();
+        let light = trusting_genesis();
+        let header = light.verify(&chain, 20, Duration::ZERO).await.unwrap();
+        assert_eq!(header.height.value(), 20);
+        // The hand-over block was verified on the way and is remembered.
+        assert!(light.remembered().contains_key(&7));
+        // An earlier height is verified from the closest block below it.
+        assert_eq!(
+            light
+                .verify(&chain, 9, Duration::ZERO)
+                .await
+                .unwrap()
+                .height
+                .value(),
+            9
+        );
+    }
+
+    #[tokio::test]
+    async fn a_set_nobody_trusted_handed_over_to_is_refused() {
+        let mut chain = chain();
+        // A liar's blocks from 8 on: signed by a set of its own, without a hand-over from the
+        // trusted set (block 7 still names e, f, g, h).
+        let fake = set(&["x", "y", "z", "w"]);
+        for h in 8..=20 {
+            chain.0.insert(h, block(h, &fake, &fake));
+        }
+        let light = trusting_genesis();
+        let err = light.verify(&chain, 20, Duration::ZERO).await.unwrap_err();
+        assert!(matches!(err, ClientError::Proof(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_header_with_a_rewritten_field_is_refused() {
+        let mut chain = chain();
+        let mut forged = chain.0[&20].clone();
+        forged.signed_header.header.app_hash =
+            tendermint::AppHash::try_from(vec![7u8; 32]).unwrap();
+        chain.0.insert(20, forged);
+        let err = trusting_genesis()
+            .verify(&chain, 20, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Proof(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_block_not_committed_yet_times_out_and_height_zero_is_refused() {
+        let chain = chain();
+        let light = trusting_genesis();
+        let err = light
+            .verify(&chain, 21, Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Timeout(_)), "{err}");
+        assert!(light.verify(&chain, 0, Duration::ZERO).await.is_err());
+    }
+}

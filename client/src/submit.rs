@@ -119,3 +119,147 @@ impl<'a, C: ChainAccess> Submitter<'a, C> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use neurodata_abci::query::{Proof, Query};
+    use prost::Message as _;
+
+    use super::*;
+    use crate::access::{Answer, LightBlock};
+    use crate::msg;
+
+    /// A chain that keeps one signer's account: a tx must carry its next nonce, and the
+    /// certificate until one tx carried it.
+    #[derive(Default)]
+    struct Ledger {
+        next_nonce: Mutex<u64>,
+        identity: Mutex<bool>,
+        sent: Mutex<Vec<pb::TxBody>>,
+    }
+
+    impl ChainAccess for Ledger {
+        async fn chain_id(&self) -> Result<String, ClientError> {
+            Ok("test-chain".into())
+        }
+        async fn latest_height(&self) -> Result<u64, ClientError> {
+            Ok(1)
+        }
+        async fn read(&self, q: &Query, _: u64, _: bool) -> Result<Answer, ClientError> {
+            let value = match q {
+                Query::Account(a) => pb::Account {
+                    address: a.0.to_vec(),
+                    balance: "100".into(),
+                    nonce: *self.next_nonce.lock().unwrap(),
+                }
+                .encode_to_vec(),
+                Query::Identity(_) if *self.identity.lock().unwrap() => {
+                    pb::Identity::default().encode_to_vec()
+                }
+                _ => vec![],
+            };
+            let key = match q.proof() {
+                Proof::Key(k) => k,
+                Proof::None => String::new(),
+            };
+            Ok(Answer {
+                height: 1,
+                key,
+                value,
+                proof: vec![],
+            })
+        }
+        async fn light_block(&self, h: u64) -> Result<LightBlock, ClientError> {
+            Err(ClientError::NotYet(format!("block {h}")))
+        }
+        async fn broadcast(&self, tx: Vec<u8>) -> Result<Committed, ClientError> {
+            let envelope = pb::Tx::decode(tx.as_slice()).unwrap();
+            let body = pb::TxBody::decode(envelope.body.as_slice()).unwrap();
+            let mut next = self.next_nonce.lock().unwrap();
+            let refuse = |code: u32| ClientError::Rejected {
+                hash: String::new(),
+                codespace: "tx".into(),
+                code,
+                log: format!("nonce {} but next is {}", body.nonce, *next),
+            };
+            if body.nonce < *next {
+                return Err(refuse(8));
+            }
+            if body.nonce > *next {
+                return Err(refuse(9));
+            }
+            let mut identity = self.identity.lock().unwrap();
+            if !*identity && body.certificate.is_empty() {
+                return Err(ClientError::Rejected {
+                    hash: String::new(),
+                    codespace: "membership".into(),
+                    code: 20,
+                    log: "unknown signer".into(),
+                });
+            }
+            *identity = true;
+            *next += 1;
+            self.sent.lock().unwrap().push(body);
+            Ok(Committed {
+                height: 1,
+                hash: String::new(),
+                events: vec![],
+            })
+        }
+    }
+
+    fn signer() -> Signer {
+        use openssl::ec::{EcGroup, EcKey};
+        use openssl::nid::Nid;
+        use openssl::pkey::PKey;
+        use openssl::x509::{X509, X509NameBuilder};
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "alice").unwrap();
+        let name = name.build();
+        let mut cert = X509::builder().unwrap();
+        cert.set_subject_name(&name).unwrap();
+        cert.set_issuer_name(&name).unwrap();
+        cert.set_pubkey(&key).unwrap();
+        cert.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        Signer::new(&cert.build(), key).unwrap()
+    }
+
+    fn transfer() -> Vec<pb::Message> {
+        vec![msg::transfer(crate::Address([1; 32]), Amount(1))]
+    }
+
+    #[tokio::test]
+    async fn txs_signed_back_to_back_get_consecutive_nonces_and_one_certificate() {
+        let chain = Ledger::default();
+        let alice = signer();
+        let s = Submitter::new(&chain, &alice, Amount(1));
+        let first = s.sign(transfer(), "").await.unwrap();
+        let second = s.sign(transfer(), "").await.unwrap();
+        s.send(first).await.unwrap();
+        s.send(second).await.unwrap();
+        let sent = chain.sent.lock().unwrap().clone();
+        assert_eq!(sent.iter().map(|b| b.nonce).collect::<Vec<_>>(), [0, 1]);
+        assert!(!sent[0].certificate.is_empty(), "the first tx registers it");
+        assert!(sent[1].certificate.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_nonce_another_process_used_is_resynced_and_the_tx_signed_again() {
+        let chain = Ledger::default();
+        let alice = signer();
+        let s = Submitter::new(&chain, &alice, Amount(1));
+        s.submit(transfer()).await.unwrap();
+        // The same identity signs elsewhere: the chain's next nonce moves past our count.
+        *chain.next_nonce.lock().unwrap() += 2;
+        let c = s.submit(transfer()).await;
+        assert!(c.is_ok(), "{c:?}");
+        let sent = chain.sent.lock().unwrap().clone();
+        assert_eq!(sent.last().map(|b| b.nonce), Some(3));
+        assert_eq!(sent.len(), 2, "the refused tx was not counted");
+    }
+}
