@@ -11,7 +11,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use neurodata_abci::query::{Query, Record, Typed};
 use neurodata_client::gateway::{GatewayClient, GatewayTls};
-use neurodata_client::light::default_options;
+use neurodata_client::light::{Anchor, default_options};
 use neurodata_client::{
     Amount, Answer, ChainAccess, ClientError, Committed, LightBlock, LightClient, NodeClient,
     Signer, Submitter, Verified,
@@ -83,6 +83,29 @@ pub async fn open_gateway(
     GatewayClient::connect(url, tls)
         .await
         .with_context(|| format!("connecting to the gateway at {url}"))
+}
+
+/// What verified reads trust.
+enum Root {
+    /// A genesis file's bytes.
+    Genesis(Vec<u8>),
+    /// A block by height and header hash.
+    Block(u64, tendermint::Hash),
+}
+
+/// Where the highest block verified from `root` is saved: `$NEURODATA_TRUST_DIR` (default
+/// `~/.neurodata/trusted`), one file per root, named by the SHA-256 of the root, so a devnet
+/// made again with the same chain id never starts from the old one's blocks.
+fn anchor_path(root: &Root) -> Option<PathBuf> {
+    let dir = match std::env::var_os("NEURODATA_TRUST_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(std::env::var_os("HOME")?).join(".neurodata/trusted"),
+    };
+    let id = match root {
+        Root::Genesis(bytes) => openssl::sha::sha256(bytes),
+        Root::Block(height, hash) => openssl::sha::sha256(format!("{height}:{hash}").as_bytes()),
+    };
+    Some(dir.join(format!("{}.json", hex::encode(id))))
 }
 
 /// The link to the chain.
@@ -160,24 +183,14 @@ impl Conn {
         }
     }
 
-    /// The light client, built from `--genesis` or `--trust` on first use.
-    async fn light(&self) -> anyhow::Result<&LightClient> {
-        if let Some(l) = self.light.get() {
-            return Ok(l);
-        }
+    /// The trust root `args` name: the genesis file, a trusted block, or the local devnet's
+    /// genesis; None if there is none.
+    fn root(&self) -> anyhow::Result<Option<Root>> {
         let local = crate::devnet::genesis_path(&self.args.devnet);
-        let genesis = match (&self.args.genesis, &self.args.trust) {
-            (Some(path), _) => Some(path.clone()),
-            (None, None) if local.exists() => Some(local),
-            _ => None,
-        };
-        let light = match (genesis, &self.args.trust) {
-            (Some(path), _) => {
-                let bytes =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                LightClient::from_genesis(&bytes, default_options())
-                    .with_context(|| format!("trust root {}", path.display()))?
-            }
+        Ok(match (&self.args.genesis, &self.args.trust) {
+            (Some(path), _) => Some(Root::Genesis(
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )),
             (None, Some(trust)) => {
                 let (height, hash) = trust.split_once(':').context("--trust takes HEIGHT:HASH")?;
                 let height: u64 = height.parse().context("--trust HEIGHT")?;
@@ -186,12 +199,37 @@ impl Conn {
                     &hash.to_uppercase(),
                 )
                 .context("--trust HASH: 64 hex digits")?;
-                LightClient::from_trusted_block(&self.link, height, hash, default_options()).await?
+                Some(Root::Block(height, hash))
             }
-            (None, None) => bail!(
-                "a verified read needs a trust root: pass --genesis FILE (the chain's \
-                 genesis.json; `ndctl devnet up` prints it) or --trust HEIGHT:HASH"
-            ),
+            (None, None) if local.exists() => Some(Root::Genesis(
+                std::fs::read(&local).with_context(|| format!("reading {}", local.display()))?,
+            )),
+            (None, None) => None,
+        })
+    }
+
+    /// The light client, built from the trust root on first use; it starts from the block the
+    /// last `ndctl` of the same root verified, if saved (see [`anchor_path`]).
+    async fn light(&self) -> anyhow::Result<&LightClient> {
+        if let Some(l) = self.light.get() {
+            return Ok(l);
+        }
+        let root = self.root()?.context(
+            "a verified read needs a trust root: pass --genesis FILE (the chain's genesis.json; \
+             `ndctl devnet up` prints it) or --trust HEIGHT:HASH",
+        )?;
+        let saved = anchor_path(&root).and_then(|p| std::fs::read(p).ok());
+        let light = match (saved, &root) {
+            (Some(bytes), _) if serde_json::from_slice::<Anchor>(&bytes).is_ok() => {
+                let anchor: Anchor = serde_json::from_slice(&bytes)?;
+                LightClient::from_anchor(anchor, default_options())
+            }
+            (_, Root::Genesis(bytes)) => LightClient::from_genesis(bytes, default_options())
+                .context("the trust root (genesis)")?,
+            (_, Root::Block(height, hash)) => {
+                LightClient::from_trusted_block(&self.link, *height, *hash, default_options())
+                    .await?
+            }
         };
         let chain = self.link.chain_id().await?;
         if light.chain_id() != chain {
@@ -203,26 +241,58 @@ impl Conn {
         Ok(self.light.get_or_init(|| light))
     }
 
-    /// Signs, sends and waits for the block.
+    /// Saves the highest verified block for the next `ndctl` of the same root. Best effort: a
+    /// read is verified whether or not its anchor could be written.
+    fn save_anchor(&self) {
+        let (Some(light), Ok(Some(root))) = (self.light.get(), self.root()) else {
+            return;
+        };
+        let (Some(anchor), Some(path)) = (light.anchor(), anchor_path(&root)) else {
+            return;
+        };
+        let write = || -> anyhow::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(&anchor)?)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            eprintln!(
+                "note: could not save the verified block to {}: {e}",
+                path.display()
+            );
+        }
+    }
+
+    /// Signs, sends and waits for the block; with a trust root, only for the chain it names.
     pub async fn submit(
         &self,
         signer: &Signer,
         fee: Amount,
         messages: Vec<pb::Message>,
     ) -> anyhow::Result<Committed> {
-        Ok(Submitter::new(&self.link, signer, fee)
-            .submit(messages)
-            .await?)
+        let mut submitter = Submitter::new(&self.link, signer, fee);
+        if self.root()?.is_some() {
+            submitter = submitter.for_chain(self.light().await?.chain_id());
+        }
+        Ok(submitter.submit(messages).await?)
     }
 
     /// A single record, its proof checked against a light-client-verified header.
     pub async fn verified(&self, query: &Query) -> anyhow::Result<Verified> {
-        Ok(self.light().await?.read(&self.link, query, 0).await?)
+        let v = self.light().await?.read(&self.link, query, 0).await?;
+        self.save_anchor();
+        Ok(v)
     }
 
     /// A record read as [`Conn::verified`], decoded; None if proven absent.
     pub async fn record<R: Record>(&self, query: Typed<R>) -> anyhow::Result<Option<R>> {
-        Ok(self.light().await?.record(&self.link, query).await?)
+        let r = self.light().await?.record(&self.link, query).await?;
+        self.save_anchor();
+        Ok(r)
     }
 
     /// A list (or any record) at the latest height, unproved: (value, height).

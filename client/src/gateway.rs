@@ -17,6 +17,16 @@ use crate::cid::Cid;
 /// Bytes per upload message.
 pub const UPLOAD_CHUNK: usize = 1 << 20;
 
+/// How long a read, a light block or a status call may take: a gateway that hangs must not
+/// stall a verification or a submitter holding its nonce.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn timed<T>(message: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(message);
+    r.set_timeout(CALL_TIMEOUT);
+    r
+}
+
 /// How to reach a gateway over mTLS.
 #[derive(Clone, Debug)]
 pub struct GatewayTls {
@@ -105,7 +115,7 @@ impl GatewayClient {
     /// Chain and gateway status, and who the gateway thinks we are.
     pub async fn status(&self) -> Result<gw::StatusResponse, ClientError> {
         Ok(gw::status_client::StatusClient::new(self.channel.clone())
-            .get(gw::StatusRequest {})
+            .get(timed(gw::StatusRequest {}))
             .await
             .map_err(status_err)?
             .into_inner())
@@ -278,12 +288,12 @@ impl ChainAccess for GatewayClient {
     async fn read(&self, query: &Query, height: u64, prove: bool) -> Result<Answer, ClientError> {
         let r = self
             .q()
-            .read(gw::ReadRequest {
+            .read(timed(gw::ReadRequest {
                 path: query.path().into(),
                 data: query.data(),
                 height,
                 prove,
-            })
+            }))
             .await
             .map_err(status_err)?
             .into_inner();
@@ -298,7 +308,7 @@ impl ChainAccess for GatewayClient {
     async fn light_block(&self, height: u64) -> Result<LightBlock, ClientError> {
         let r = self
             .q()
-            .light_block(gw::LightBlockRequest { height })
+            .light_block(timed(gw::LightBlockRequest { height }))
             .await
             .map_err(|s| match s.code() {
                 tonic::Code::Unavailable if s.message().contains("not committed yet") => {

@@ -34,6 +34,10 @@ pub const NEXT_BLOCK_WAIT: Duration = Duration::from_secs(30);
 /// How many verified blocks a client remembers as starting points.
 const REMEMBERED: usize = 64;
 
+/// Most light blocks one verification fetches: bisection needs about log2 of the distance per
+/// validator-set hand-over, so this bounds what a server that withholds trust can make us fetch.
+const MAX_FETCHES: usize = 256;
+
 /// A state value read with a proof checked against a light-client-verified header.
 #[derive(Clone, Debug)]
 pub struct Verified {
@@ -47,11 +51,41 @@ pub struct Verified {
     pub app_hash: [u8; 32],
 }
 
-/// A block the client trusts: what verifying the next one needs.
+/// A block the client trusts: what verifying the next one needs. Saved by [`LightClient::anchor`]
+/// so a later process starts from it instead of the root, whose trusting period runs out.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Anchor {
+    /// The chain.
+    pub chain_id: tendermint::chain::Id,
+    /// The block's height.
+    pub height: u64,
+    /// Its header time.
+    pub time: Time,
+    /// The validators of the block after it.
+    pub next_validators: ValidatorSet,
+}
+
 #[derive(Clone, Debug)]
 struct Trusted {
     time: Time,
     next_validators: ValidatorSet,
+}
+
+/// A validator set from a list whose total power the caller does not control: the tendermint
+/// constructor panics above its limit.
+pub(crate) fn validator_set(
+    validators: Vec<tendermint::validator::Info>,
+) -> Result<ValidatorSet, ClientError> {
+    let total = validators
+        .iter()
+        .try_fold(0u64, |sum, v| sum.checked_add(v.power()))
+        .filter(|t| *t <= ValidatorSet::MAX_TOTAL_VOTING_POWER);
+    if total.is_none() {
+        return Err(ClientError::Proof(
+            "a validator set's total voting power is above CometBFT's limit".into(),
+        ));
+    }
+    Ok(ValidatorSet::without_proposer(validators))
 }
 
 /// The genesis fields a trust root needs.
@@ -71,17 +105,26 @@ pub struct LightClient {
     verifier: ProdVerifier,
     /// Verified blocks by height; the lowest is the trust root.
     trusted: Mutex<BTreeMap<u64, Trusted>>,
+    /// How old the state a read of the latest height returns may be.
+    max_age: Duration,
 }
 
 /// The defaults: trust a validator set for two weeks after its block, tolerate 10 s of clock
-/// drift, and need 1/3 of a trusted set's power to vouch for a later set (CometBFT's own).
+/// drift, and need more than 2/3 of a trusted set's power to vouch for a later set. CometBFT's
+/// light client takes 1/3 and cross-checks witnesses; a member reading through one gateway has
+/// no witness, and 1/3 would let orgs holding just over a third of the power (too few to fork the
+/// chain) sign a state of their own making that the client accepts.
 pub fn default_options() -> Options {
     Options {
-        trust_threshold: TrustThreshold::ONE_THIRD,
+        trust_threshold: TrustThreshold::TWO_THIRDS,
         trusting_period: Duration::from_secs(14 * 24 * 3600),
         clock_drift: Duration::from_secs(10),
     }
 }
+
+/// How old the latest state may be: a server answering a read of the latest height with an old
+/// (validly signed) state is refused after this.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(600);
 
 impl LightClient {
     /// Trusts the validator set of a genesis file (`genesis.json` as CometBFT reads it).
@@ -95,9 +138,13 @@ impl LightClient {
                     .into(),
             ));
         }
+        // Block 1's time is the genesis time, and the verifier wants a later time than the
+        // trusted one: the root sits a nanosecond before.
+        let time = (g.genesis_time - Duration::from_nanos(1))
+            .map_err(|e| ClientError::Decode(format!("genesis time: {e}")))?;
         let root = Trusted {
-            time: g.genesis_time,
-            next_validators: ValidatorSet::without_proposer(g.validators),
+            time,
+            next_validators: validator_set(g.validators)?,
         };
         Ok(Self::with_root(g.chain_id, options, 0, root))
     }
@@ -136,6 +183,15 @@ impl LightClient {
         ))
     }
 
+    /// Starts from a block verified by an earlier client of the same root ([`LightClient::anchor`]).
+    pub fn from_anchor(anchor: Anchor, options: Options) -> Self {
+        let root = Trusted {
+            time: anchor.time,
+            next_validators: anchor.next_validators,
+        };
+        Self::with_root(anchor.chain_id, options, anchor.height, root)
+    }
+
     fn with_root(
         chain_id: tendermint::chain::Id,
         options: Options,
@@ -147,7 +203,25 @@ impl LightClient {
             options,
             verifier: ProdVerifier::default(),
             trusted: Mutex::new(BTreeMap::from([(height, root)])),
+            max_age: DEFAULT_MAX_AGE,
         }
+    }
+
+    /// How old the state of a read of the latest height may be (default [`DEFAULT_MAX_AGE`]).
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The highest verified block, to save and start a later client from.
+    pub fn anchor(&self) -> Option<Anchor> {
+        let map = self.remembered();
+        map.iter().next_back().map(|(height, t)| Anchor {
+            chain_id: self.chain_id.clone(),
+            height: *height,
+            time: t.time,
+            next_validators: t.next_validators.clone(),
+        })
     }
 
     /// The chain this client trusts.
@@ -200,7 +274,7 @@ impl LightClient {
     ) -> Result<Header, ClientError> {
         let (mut from, mut trusted) = self.closest_below(height)?;
         let mut target = height;
-        loop {
+        for _ in 0..MAX_FETCHES {
             let lb = wait_light_block(chain, target, wait).await?;
             let header = &lb.signed_header.header;
             if header.height.value() != target {
@@ -222,12 +296,28 @@ impl LightClient {
                 next_validators: &trusted.next_validators,
                 next_validators_hash: trusted.next_validators.hash(),
             };
-            match self.verifier.verify_update_header(
+            // A commit its own validators did not sign is a lie, not a reason to bisect.
+            match self.verifier.verify_commit(&untrusted) {
+                Verdict::Success => {}
+                Verdict::NotEnoughTrust(tally) => {
+                    return Err(ClientError::Proof(format!(
+                        "block {target}: its validators did not sign its commit with more than \
+                         2/3 of their power ({tally})"
+                    )));
+                }
+                Verdict::Invalid(detail) => {
+                    return Err(ClientError::Proof(format!(
+                        "block {target} fails light-client verification: {detail}"
+                    )));
+                }
+            }
+            let verdict = self.verifier.verify_update_header(
                 untrusted,
                 trusted_state,
                 &self.options,
                 Time::now(),
-            ) {
+            );
+            match verdict {
                 Verdict::Success => {
                     let verified = Trusted {
                         time: header.time,
@@ -258,6 +348,10 @@ impl LightClient {
                 }
             }
         }
+        Err(ClientError::Proof(format!(
+            "block {height}: no chain of trust from block {from} within {MAX_FETCHES} fetched \
+             blocks"
+        )))
     }
 
     /// Reads `query` at `height` (0: latest) with its proof, and checks the proof against the
@@ -287,9 +381,36 @@ impl LightClient {
                 answer.height
             )));
         }
-        let header = self
-            .verify(chain, answer.height + 1, NEXT_BLOCK_WAIT)
-            .await?;
+        let next = answer
+            .height
+            .checked_add(1)
+            .filter(|h| i64::try_from(*h).is_ok())
+            .ok_or_else(|| {
+                ClientError::Proof(format!("height {} is out of range", answer.height))
+            })?;
+        if height == 0 && next < self.latest_trusted() {
+            return Err(ClientError::Proof(format!(
+                "answered with the state at {} as the latest, but block {} is verified already",
+                answer.height,
+                self.latest_trusted()
+            )));
+        }
+        let header = self.verify(chain, next, NEXT_BLOCK_WAIT).await?;
+        if height == 0 {
+            // A validly signed old state is still not the latest one.
+            let age = Time::now()
+                .duration_since(header.time)
+                .unwrap_or(Duration::ZERO);
+            if age > self.max_age {
+                return Err(ClientError::Proof(format!(
+                    "the latest state offered is from block {} of {} s ago (allowed: {} s): the \
+                     server is stale or the chain is halted",
+                    answer.height,
+                    age.as_secs(),
+                    self.max_age.as_secs()
+                )));
+            }
+        }
         let app_hash: [u8; 32] = header
             .app_hash
             .as_bytes()
@@ -320,14 +441,15 @@ impl LightClient {
 mod tests {
     use std::collections::BTreeMap;
 
-    use neurodata_abci::query::Query;
+    use neurodata_abci::query::{Proof, Query};
     use tendermint_testgen::{Generator as _, Header as TestHeader, Validator};
 
     use super::*;
     use crate::access::{Answer, Committed, LightBlock};
 
-    /// Blocks served as a node would, from a generated chain.
-    struct Blocks(BTreeMap<u64, LightBlock>);
+    /// Blocks served as a node would, from a generated chain; reads answer with the state at
+    /// `answer_at` (and no usable proof).
+    struct Blocks(BTreeMap<u64, LightBlock>, u64);
 
     impl ChainAccess for Blocks {
         async fn chain_id(&self) -> Result<String, ClientError> {
@@ -336,8 +458,16 @@ mod tests {
         async fn latest_height(&self) -> Result<u64, ClientError> {
             Ok(self.0.keys().next_back().copied().unwrap_or(0))
         }
-        async fn read(&self, _: &Query, _: u64, _: bool) -> Result<Answer, ClientError> {
-            Err(ClientError::Transport("no state here".into()))
+        async fn read(&self, q: &Query, _: u64, _: bool) -> Result<Answer, ClientError> {
+            let Proof::Key(key) = q.proof() else {
+                return Err(ClientError::Transport("no lists here".into()));
+            };
+            Ok(Answer {
+                height: self.1,
+                key,
+                value: vec![1],
+                proof: vec![],
+            })
         }
         async fn light_block(&self, height: u64) -> Result<LightBlock, ClientError> {
             self.0
@@ -392,6 +522,7 @@ mod tests {
                     _ => (h, block(h, &new, &new)),
                 })
                 .collect(),
+            19,
         )
     }
 
@@ -443,6 +574,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_commit_its_own_validators_did_not_sign_is_refused_without_bisecting() {
+        let mut chain = chain();
+        let mut stripped = chain.0[&20].clone();
+        stripped.signed_header.commit.signatures.truncate(1);
+        chain.0.insert(20, stripped);
+        let light = trusting_genesis();
+        let err = light.verify(&chain, 20, Duration::ZERO).await.unwrap_err();
+        assert!(err.to_string().contains("insufficient signers"), "{err}");
+        assert_eq!(light.latest_trusted(), 0, "nothing was fetched in between");
+    }
+
+    #[tokio::test]
     async fn a_header_with_a_rewritten_field_is_refused() {
         let mut chain = chain();
         let mut forged = chain.0[&20].clone();
@@ -454,6 +597,38 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, ClientError::Proof(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_old_state_offered_as_the_latest_is_refused() {
+        let mut chain = chain();
+        let light = trusting_genesis();
+        let account = neurodata_abci::query::account(crate::Address([3; 32])).query;
+        // Every block here is an hour old: validly signed, but not the latest state.
+        let err = light.read(&chain, &account, 0).await.unwrap_err();
+        assert!(err.to_string().contains("stale"), "{err}");
+        // Once block 20 is verified, an answer from before it is not the latest either.
+        chain.1 = 4;
+        let err = light.read(&chain, &account, 0).await.unwrap_err();
+        assert!(err.to_string().contains("verified already"), "{err}");
+        // A read at an explicit height does not ask for the latest: only the proof is wrong.
+        let err = light.read(&chain, &account, 4).await.unwrap_err();
+        assert!(err.to_string().contains("proof"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_client_started_from_a_saved_anchor_goes_on_from_it() {
+        let chain = chain();
+        let first = trusting_genesis();
+        first.verify(&chain, 12, Duration::ZERO).await.unwrap();
+        let anchor = first.anchor().unwrap();
+        assert_eq!(anchor.height, 12);
+        let json = serde_json::to_vec(&anchor).unwrap();
+        let next =
+            LightClient::from_anchor(serde_json::from_slice(&json).unwrap(), default_options());
+        next.verify(&chain, 20, Duration::ZERO).await.unwrap();
+        // Nothing at or below the anchor can be verified from it.
+        assert!(next.verify(&chain, 12, Duration::ZERO).await.is_err());
     }
 
     #[tokio::test]

@@ -2,11 +2,11 @@
 
 use neurodata_abci::query::{PROOF_TYPE, Query};
 use neurodata_proto::gateway::v1 as gw;
-use tendermint::validator::Set as ValidatorSet;
 use tendermint_rpc::{Client as _, HttpClient, Paging};
 
 use crate::ClientError;
 use crate::access::{Answer, ChainAccess, Committed, LightBlock};
+use crate::light::validator_set;
 
 /// A CometBFT RPC client speaking NeuroData.
 #[derive(Clone, Debug)]
@@ -132,18 +132,18 @@ impl ChainAccess for NodeClient {
             .commit(height(at)?)
             .await
             .map_err(|e| self.rpc_error(e))?;
-        let set = |r: tendermint_rpc::endpoint::validators::Response| {
-            ValidatorSet::without_proposer(r.validators)
-        };
+        let next_height = at
+            .checked_add(1)
+            .ok_or_else(|| ClientError::Decode(format!("height {at} is out of range")))?;
         let (validators, next) = tokio::try_join!(
             self.rpc.validators(height(at)?, Paging::All),
-            self.rpc.validators(height(at + 1)?, Paging::All),
+            self.rpc.validators(height(next_height)?, Paging::All),
         )
         .map_err(|e| self.rpc_error(e))?;
         Ok(LightBlock {
             signed_header: commit.signed_header,
-            validators: set(validators),
-            next_validators: set(next),
+            validators: validator_set(validators.validators)?,
+            next_validators: validator_set(next.validators)?,
         })
     }
 

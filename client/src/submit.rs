@@ -2,8 +2,8 @@
 //! when the chain has not seen it, signs and sends.
 //!
 //! The nonce is read from the chain once and then counted locally, so txs signed back to back
-//! (before the first is in a block) get consecutive nonces. When a send fails the count is
-//! dropped and read again; when the chain refused the nonce itself (replayed or skipping ahead:
+//! (before the first is in a block) get consecutive nonces. When the chain refuses a tx the count
+//! is dropped and read again; when it refused the nonce itself (replayed or skipping ahead:
 //! another process signed with the same identity, or a signed tx was never sent)
 //! [`Submitter::submit`] signs once more with the nonce the chain reports.
 
@@ -26,6 +26,7 @@ pub struct Submitter<'a, C> {
     chain: &'a C,
     signer: &'a Signer,
     fee: Amount,
+    chain_id: Option<String>,
     known: tokio::sync::Mutex<Option<Known>>,
 }
 
@@ -36,8 +37,17 @@ impl<'a, C: ChainAccess> Submitter<'a, C> {
             chain,
             signer,
             fee,
+            chain_id: None,
             known: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Signs only for `chain_id` (the chain a trust root names), whatever chain the connection
+    /// says it reaches: a server cannot get txs signed for another chain that accepts the same
+    /// certificate.
+    pub fn for_chain(mut self, chain_id: &str) -> Self {
+        self.chain_id = Some(chain_id.to_owned());
+        self
     }
 
     /// The signer.
@@ -52,6 +62,14 @@ impl<'a, C: ChainAccess> Submitter<'a, C> {
             self.chain.record(query::account(address)),
             self.chain.record(query::identity(address)),
         )?;
+        if let Some(expected) = &self.chain_id
+            && *expected != chain_id
+        {
+            return Err(ClientError::Proof(format!(
+                "the connection reaches chain {chain_id}, the trust root is for chain {expected}: \
+                 nothing signed"
+            )));
+        }
         Ok(Known {
             chain_id,
             next_nonce: account.map(|a| a.nonce).unwrap_or(0),
@@ -82,10 +100,9 @@ impl<'a, C: ChainAccess> Submitter<'a, C> {
             },
             messages,
         )?;
+        // Every tx carries the certificate until one is in a block: CheckTx judges a signer
+        // by the committed state, where a certificate still pending is not.
         k.next_nonce += 1;
-        // The first tx carries the certificate; the ones after it may rely on it only once it
-        // is in a block, which the pending count cannot tell: re-read on failure instead.
-        k.identity_on_chain = true;
         Ok(tx)
     }
 
@@ -95,13 +112,19 @@ impl<'a, C: ChainAccess> Submitter<'a, C> {
         *self.known.lock().await = None;
     }
 
-    /// Sends a signed tx and waits for its block. Any failure forgets the local count (a
-    /// refused tx used no nonce, or did not register the certificate), so the next
-    /// [`Submitter::sign`] reads both from the chain again.
+    /// Sends a signed tx and waits for its block. A refusal forgets the local count (a refused
+    /// tx used no nonce, or the chain's count moved on), so the next [`Submitter::sign`] reads it
+    /// from the chain again; a timeout or a lost connection keeps it (the tx may still commit).
     pub async fn send(&self, tx: Vec<u8>) -> Result<Committed, ClientError> {
         let r = self.chain.broadcast(tx).await;
-        if r.is_err() {
-            self.resync().await;
+        match &r {
+            Ok(_) => {
+                if let Some(k) = self.known.lock().await.as_mut() {
+                    k.identity_on_chain = true;
+                }
+            }
+            Err(ClientError::Rejected { .. }) => self.resync().await,
+            Err(_) => {}
         }
         r
     }
@@ -234,7 +257,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn txs_signed_back_to_back_get_consecutive_nonces_and_one_certificate() {
+    async fn txs_signed_back_to_back_get_consecutive_nonces_and_carry_the_certificate_until_one_commits()
+     {
         let chain = Ledger::default();
         let alice = signer();
         let s = Submitter::new(&chain, &alice, Amount(1));
@@ -244,8 +268,11 @@ mod tests {
         s.send(second).await.unwrap();
         let sent = chain.sent.lock().unwrap().clone();
         assert_eq!(sent.iter().map(|b| b.nonce).collect::<Vec<_>>(), [0, 1]);
-        assert!(!sent[0].certificate.is_empty(), "the first tx registers it");
-        assert!(sent[1].certificate.is_empty());
+        // Both were signed before either was in a block: both carry the certificate.
+        assert!(sent.iter().all(|b| !b.certificate.is_empty()));
+        s.submit(transfer()).await.unwrap();
+        let third = chain.sent.lock().unwrap().last().cloned().unwrap();
+        assert!(third.certificate.is_empty(), "registered by then");
     }
 
     #[tokio::test]

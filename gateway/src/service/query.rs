@@ -215,6 +215,12 @@ impl gw::query_server::Query for QueryService {
         let r = req.into_inner();
         let q = query::Query::parse(&r.path, &r.data)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Raw state keys are for operators on the node, not for members through a gateway.
+        if let Query::Store(_) = q {
+            return Err(Status::permission_denied(
+                "/store reads raw state keys: ask the node's operator; members read records",
+            ));
+        }
         if r.prove && q.proof() == query::Proof::None {
             return Err(Status::invalid_argument(format!(
                 "{} is a list: lists carry no proof",
