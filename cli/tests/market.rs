@@ -188,7 +188,8 @@ async fn wait_status(
     id: u64,
     want: pb::PurchaseStatus,
 ) -> pb::Purchase {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: on a loaded 2-core machine a delivery can take several blocks.
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let p = purchase(net, c, id).await;
         if p.status == want as i32 {

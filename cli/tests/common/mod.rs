@@ -63,22 +63,24 @@ pub fn ndctl_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Result<St
 
 /// A temporary devnet directory under /tmp (short paths: Unix socket names are limited); the
 /// network in it is stopped on drop.
-pub struct DevnetDir(tempfile::TempDir);
+pub struct DevnetDir(Option<tempfile::TempDir>);
 
 impl DevnetDir {
     /// A fresh directory named `<prefix>…`.
     pub fn new(prefix: &str) -> Self {
-        DevnetDir(
+        DevnetDir(Some(
             tempfile::Builder::new()
                 .prefix(prefix)
                 .tempdir_in("/tmp")
                 .unwrap(),
-        )
+        ))
     }
 
     /// Its path.
     pub fn path(&self) -> &Path {
-        self.0.path()
+        self.0
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
     }
 
     /// A JSON file `ndctl devnet` keeps there (`devnet.json`, `pids.json`).
@@ -90,5 +92,12 @@ impl DevnetDir {
 impl Drop for DevnetDir {
     fn drop(&mut self) {
         let _ = ndctl(self.path(), &["devnet", "down"]);
+        // A failed test keeps its network's directory: the node, app and gateway logs are the
+        // report.
+        if std::thread::panicking()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("kept {} for its logs", dir.keep().display());
+        }
     }
 }
