@@ -14,6 +14,8 @@ cargo build -q -p ndctl -p neurodata-abci -p neurodata-gateway -p neurodata-trai
 scripts/build-cometbft.sh >/dev/null
 ndctl="$CARGO_TARGET_DIR/debug/ndctl"
 export NEURODATA_DEVNET=${NEURODATA_DEVNET:-$PWD/devnet}
+# The light client's verified blocks are kept with the network it verified.
+export NEURODATA_TRUST_DIR=$NEURODATA_DEVNET/trusted
 C=$NEURODATA_DEVNET/consortium
 # Queries go through medlab's gateway as medlab's admin.
 export NEURODATA_GATEWAY=https://127.0.0.1:26608 NEURODATA_GATEWAY_CA=$C/medlab/ca.pem
@@ -66,7 +68,7 @@ fi
 echo "revoked certificate refused: ${out#error: }"
 
 echo
-echo "== 5. a query verified with its Merkle proof against the next block header's app hash"
+echo "== 5. a query verified with its Merkle proof against the next block header, whose commit the light client checks from the genesis validators"
 "$ndctl" query account "$C/genomics/buyer.pem"
 "$ndctl" query supply
 

@@ -46,6 +46,8 @@ pub fn ndctl_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Result<St
     let out = Command::new(env!("CARGO_BIN_EXE_ndctl"))
         .args(args)
         .env("NEURODATA_DEVNET", dir)
+        // Verified blocks saved with the network, not in the home directory.
+        .env("NEURODATA_TRUST_DIR", dir.join("trusted"))
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run ndctl");
