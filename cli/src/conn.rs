@@ -21,12 +21,13 @@ use neurodata_proto::chain::v1 as pb;
 /// Where to send calls, and what to trust.
 #[derive(Args, Clone, Debug)]
 pub struct ChainArgs {
-    /// CometBFT RPC address (used when no --gateway is given).
+    /// CometBFT RPC address (used when no --gateway is given; the default is the local devnet's
+    /// first node).
     #[arg(
         long,
         global = true,
         env = "NEURODATA_NODE",
-        default_value = "http://127.0.0.1:26657"
+        default_value = "http://127.0.0.1:26607"
     )]
     pub node: String,
     /// The org gateway, e.g. https://127.0.0.1:26608 (gRPC over mTLS with your member certificate).

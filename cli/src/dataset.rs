@@ -25,7 +25,9 @@ use neurodata_proto::chain::v1 as pb;
 use neurodata_tabular::{self as tabular, ColumnType, Format};
 
 use crate::conn::{Conn, Link};
-use crate::{SignerArgs, amount, load_signer, read};
+use neurodata_client::ChainAccess as _;
+
+use crate::{FeeArgs, Me, SignerArgs, amount, load_signer, read};
 use neurodata_abci::escrow::status_name;
 
 /// Marketplace commands.
@@ -34,14 +36,14 @@ pub enum DatasetCommand {
     /// Encrypts a CSV, uploads the ciphertext, deposits the key with the org gateway and lists it.
     Upload {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// The CSV file (header row first), or JSON lines for a `.jsonl`/`.ndjson` name.
         #[arg(long)]
         file: PathBuf,
         /// Title of the listing.
         #[arg(long)]
         title: String,
-        /// Price in NRC base units.
+        /// Price in NRC (whole NRC).
         #[arg(long)]
         price: String,
         /// License (SPDX id or short text).
@@ -54,8 +56,6 @@ pub enum DatasetCommand {
     },
     /// Browses listings.
     List {
-        #[command(flatten)]
-        signer: SignerArgs,
         /// Only this provider org.
         #[arg(long)]
         org: Option<String>,
@@ -71,8 +71,6 @@ pub enum DatasetCommand {
     },
     /// Shows one listing (verified against the app hash) and its usage.
     Show {
-        #[command(flatten)]
-        signer: SignerArgs,
         /// Dataset id.
         #[arg(long)]
         dataset: u64,
@@ -80,7 +78,7 @@ pub enum DatasetCommand {
     /// Buys a dataset: its price goes into escrow until you confirm.
     Buy {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// Dataset id.
         #[arg(long)]
         dataset: u64,
@@ -91,13 +89,16 @@ pub enum DatasetCommand {
     /// Waits for the key, downloads, decrypts and verifies a purchased dataset.
     Download {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// Purchase id.
         #[arg(long)]
         purchase: u64,
         /// Where to write the plaintext (written only once verified).
         #[arg(long)]
         out: PathBuf,
+        /// Overwrite --out if it exists.
+        #[arg(long)]
+        force: bool,
         /// Seconds to wait for the provider to deliver the key.
         #[arg(long, default_value_t = 120)]
         wait: u64,
@@ -108,7 +109,7 @@ pub enum DatasetCommand {
     /// Confirms a purchase: escrow pays the provider.
     Confirm {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// Purchase id.
         #[arg(long)]
         purchase: u64,
@@ -116,7 +117,7 @@ pub enum DatasetCommand {
     /// Takes the price back when no key came within the delivery window.
     Refund {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// Purchase id.
         #[arg(long)]
         purchase: u64,
@@ -124,23 +125,19 @@ pub enum DatasetCommand {
     /// Proves on chain that the delivered key is wrong; refunds the price.
     Dispute {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// Purchase id.
         #[arg(long)]
         purchase: u64,
     },
     /// Usage of a dataset: purchases, payouts, refunds, training runs, revenue.
     Stats {
-        #[command(flatten)]
-        signer: SignerArgs,
         /// Dataset id.
         #[arg(long)]
         dataset: u64,
     },
     /// Your purchases (or, with --org, the purchases of an org's datasets).
     Purchases {
-        #[command(flatten)]
-        signer: SignerArgs,
         /// Purchases of this provider org's datasets instead of your own.
         #[arg(long)]
         org: Option<String>,
@@ -172,7 +169,7 @@ struct Gateway {
 }
 
 async fn gateway(a: &SignerArgs) -> anyhow::Result<Gateway> {
-    let client = crate::conn::open_gateway(&a.chain, Some((&a.signer_cert, &a.signer_key))).await?;
+    let client = crate::conn::open_gateway(&a.chain, a.identity()).await?;
     Ok(Gateway {
         conn: Conn::over(Link::Gateway(client.clone()), &a.chain),
         client,
@@ -196,8 +193,8 @@ async fn provider_gateway(
     }
     let tls = GatewayTls {
         server_ca_pem: bundle,
-        cert_pem: read(&a.signer_cert)?,
-        key_pem: read(&a.signer_key)?,
+        cert_pem: read(a.cert()?)?,
+        key_pem: read(a.key()?)?,
         domain: None,
     };
     GatewayClient::connect(location, Some(tls))
@@ -359,15 +356,41 @@ async fn download(
     a: &SignerArgs,
     purchase: u64,
     out: &Path,
+    force: bool,
     wait: u64,
     confirm: bool,
 ) -> anyhow::Result<()> {
+    if out.exists() && !force {
+        bail!(
+            "{} exists: pass --force to overwrite it, or another --out",
+            out.display()
+        );
+    }
+    let me = load_signer(a)?.address();
     let g = gateway(a).await?;
     let deadline = Instant::now() + Duration::from_secs(wait);
+    let mut told = false;
     let p = loop {
         let p: pb::Purchase = record(&g, query::purchase(purchase), "purchase").await?;
+        // Checked first: someone else's purchase carries a key wrapped to someone else, which
+        // would otherwise read as a wrong key and accuse the provider.
+        if p.buyer != me.0.as_slice() {
+            bail!(
+                "purchase {purchase} is not yours: {} of {} bought it (you are {me})",
+                hex::encode(&p.buyer),
+                p.buyer_org
+            );
+        }
         match pb::PurchaseStatus::try_from(p.status) {
             Ok(pb::PurchaseStatus::AwaitingKey) if Instant::now() < deadline => {
+                if !told {
+                    eprintln!(
+                        "waiting for {}'s gateway to deliver the key (until height {}, at most \
+                         {wait} s here)…",
+                        p.provider_org, p.key_deadline_height
+                    );
+                    told = true;
+                }
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Ok(pb::PurchaseStatus::AwaitingKey) => bail!(
@@ -384,7 +407,7 @@ async fn download(
         }
     };
     let d: pb::Dataset = record(&g, query::dataset(p.dataset_id), "dataset").await?;
-    let private = openssl::pkey::PKey::private_key_from_pem(&read(&a.signer_key)?)?;
+    let private = openssl::pkey::PKey::private_key_from_pem(&read(a.key()?)?)?;
     let key = wrap::WrappedKey::parse(&p.wrapped_key)
         .and_then(|w| wrap::unwrap(&w, &private))
         .ok()
@@ -449,6 +472,15 @@ async fn download(
     Ok(())
 }
 
+/// `n` things, in the singular for one.
+fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 fn print_dataset(d: &pb::Dataset) {
     let cols: Vec<String> = d
         .schema
@@ -487,23 +519,26 @@ fn print_dataset(d: &pb::Dataset) {
 }
 
 /// Runs a dataset command.
-pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
+pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
     match cmd {
         DatasetCommand::Upload {
-            signer,
+            fee,
             file,
             title,
             price,
             license,
             schema,
-        } => upload(&signer, &file, title, price, license, schema).await?,
+        } => {
+            let signer = SignerArgs::new(me, Some(&fee));
+            upload(&signer, &file, title, price, license, schema).await?
+        }
         DatasetCommand::List {
-            signer,
             org,
             max_price,
             verified,
             column,
         } => {
+            let signer = SignerArgs::new(me, None);
             let g = gateway(&signer).await?;
             let (list, _) = g
                 .conn
@@ -525,7 +560,8 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 print_dataset(d);
             }
         }
-        DatasetCommand::Show { signer, dataset } => {
+        DatasetCommand::Show { dataset } => {
+            let signer = SignerArgs::new(me, None);
             let g = gateway(&signer).await?;
             let d: pb::Dataset = record(&g, query::dataset(dataset), "dataset").await?;
             print_dataset(&d);
@@ -543,18 +579,44 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             }
         }
         DatasetCommand::Buy {
-            signer,
+            fee,
             dataset,
             max_price,
         } => {
+            let signer = SignerArgs::new(me, Some(&fee));
             let g = gateway(&signer).await?;
+            // Unproved reads: the chain checks all of this again when the tx runs; these only
+            // turn its refusal into a clearer one, without waiting for a block to prove them.
+            let d = g
+                .conn
+                .link
+                .record(query::dataset(dataset))
+                .await?
+                .with_context(|| format!("dataset {dataset} does not exist"))?;
+            let price = amount(&d.price)?;
             let max = match max_price {
                 Some(p) => amount(&p)?,
-                None => {
-                    let d: pb::Dataset = record(&g, query::dataset(dataset), "dataset").await?;
-                    amount(&d.price)?
-                }
+                None => price,
             };
+            let fee = amount(&signer.fee)?;
+            let me = load_signer(&signer)?.address();
+            let balance = g
+                .conn
+                .link
+                .record(query::account(me))
+                .await?
+                .map(|a| a.balance)
+                .unwrap_or_else(|| "0".into());
+            let balance = amount(&balance)?;
+            if max < price {
+                bail!("dataset {dataset} costs {price} NRC, more than --max-price {max} NRC");
+            }
+            if price.0.saturating_add(fee.0) > balance.0 {
+                bail!(
+                    "dataset {dataset} costs {price} NRC plus the {fee} NRC fee; your balance is \
+                     {balance} NRC"
+                );
+            }
             let r = submit(&signer, &g, msg::buy(dataset, max)).await?;
             let id = event_attr(&r, EventKind::PurchaseOpened, attr::PURCHASE).unwrap_or_default();
             let deadline =
@@ -565,13 +627,18 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
             );
         }
         DatasetCommand::Download {
-            signer,
+            fee,
             purchase,
             out,
+            force,
             wait,
             confirm,
-        } => download(&signer, purchase, &out, wait, confirm).await?,
-        DatasetCommand::Confirm { signer, purchase } => {
+        } => {
+            let signer = SignerArgs::new(me, Some(&fee));
+            download(&signer, purchase, &out, force, wait, confirm).await?
+        }
+        DatasetCommand::Confirm { fee, purchase } => {
+            let signer = SignerArgs::new(me, Some(&fee));
             let g = gateway(&signer).await?;
             let r = submit(&signer, &g, msg::confirm(purchase)).await?;
             println!(
@@ -579,7 +646,8 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 r.height, r.hash
             );
         }
-        DatasetCommand::Refund { signer, purchase } => {
+        DatasetCommand::Refund { fee, purchase } => {
+            let signer = SignerArgs::new(me, Some(&fee));
             let g = gateway(&signer).await?;
             let r = submit(&signer, &g, msg::refund(purchase)).await?;
             println!(
@@ -587,12 +655,13 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 r.height, r.hash
             );
         }
-        DatasetCommand::Dispute { signer, purchase } => {
+        DatasetCommand::Dispute { fee, purchase } => {
+            let signer = SignerArgs::new(me, Some(&fee));
             let g = gateway(&signer).await?;
             let p: pb::Purchase = record(&g, query::purchase(purchase), "purchase").await?;
             let wrapped = wrap::WrappedKey::parse(&p.wrapped_key)
                 .context("the purchase holds no delivered key to dispute")?;
-            let private = openssl::pkey::PKey::private_key_from_pem(&read(&signer.signer_key)?)?;
+            let private = openssl::pkey::PKey::private_key_from_pem(&read(signer.key()?)?)?;
             let proof = dleq::prove(&wrapped, &private)?;
             let r = submit(&signer, &g, msg::dispute(purchase, proof.to_bytes())).await?;
             println!(
@@ -600,7 +669,8 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                 r.height, r.hash
             );
         }
-        DatasetCommand::Stats { signer, dataset } => {
+        DatasetCommand::Stats { dataset } => {
+            let signer = SignerArgs::new(me, None);
             let g = gateway(&signer).await?;
             let s: pb::DatasetStats = g
                 .conn
@@ -612,11 +682,17 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 });
             println!(
-                "dataset {dataset}: {} purchases, {} paid, {} refunded, {} training runs, {} derived models, revenue {} NRC",
-                s.purchases, s.paid, s.refunded, s.training_runs, s.derived_models, s.revenue
+                "dataset {dataset}: {}, {} paid, {} refunded, {}, {}, revenue {} NRC",
+                count(s.purchases, "purchase"),
+                s.paid,
+                s.refunded,
+                count(s.training_runs, "training run"),
+                count(s.derived_models, "derived model"),
+                s.revenue
             );
         }
-        DatasetCommand::Purchases { signer, org } => {
+        DatasetCommand::Purchases { org } => {
+            let signer = SignerArgs::new(me, None);
             let g = gateway(&signer).await?;
             let me = load_signer(&signer)?.address();
             let filter = match org {
@@ -629,7 +705,11 @@ pub async fn run(cmd: DatasetCommand) -> anyhow::Result<()> {
                     ..Default::default()
                 },
             };
-            for p in g.conn.list(query::purchases(filter)).await?.0.purchases {
+            let (list, height) = g.conn.list(query::purchases(filter)).await?;
+            if list.purchases.is_empty() {
+                println!("no purchases at height {height}");
+            }
+            for p in list.purchases {
                 println!(
                     "purchase {} of dataset {} by {}: {} NRC, {} (opened at {}, due {})",
                     p.id,

@@ -17,7 +17,7 @@ use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, G
 use neurodata_abci::governance::{Params, status_name};
 use neurodata_abci::query;
 use neurodata_certs::{OrgCa, Role, Validity};
-use neurodata_client::{Amount, Signer, msg};
+use neurodata_client::{Amount, ChainAccess as _, Signer, msg};
 use neurodata_proto::chain::v1 as pb;
 use openssl::x509::X509;
 use pb::proposal_action::Action as A;
@@ -26,8 +26,32 @@ use pb::proposal_action::Action as A;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    #[command(flatten)]
+    me: Me,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Who you are and where the chain is: accepted anywhere on the command line, each with an
+/// environment twin.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct Me {
+    #[command(flatten)]
+    chain: ChainArgs,
+    /// Your member certificate (PEM): it signs your txs and is your mTLS identity at a gateway.
+    #[arg(long, global = true, env = "NEURODATA_CERT", alias = "signer-cert")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, global = true, env = "NEURODATA_KEY", alias = "signer-key")]
+    key: Option<PathBuf>,
+}
+
+/// The fee of a command that signs a tx.
+#[derive(Args, Clone, Debug)]
+pub(crate) struct FeeArgs {
+    /// Fee in NRC (whole NRC: the token has no fractions).
+    #[arg(long, env = "NEURODATA_FEE", default_value = "1")]
+    fee: String,
 }
 
 #[derive(Subcommand)]
@@ -87,13 +111,14 @@ enum CaCommand {
         #[arg(long, default_value_t = 365)]
         days: i64,
     },
-    /// Revokes a member certificate of the admin's org on chain.
+    /// Revokes a member certificate of the admin's org on chain (signed with --cert/--key, an
+    /// admin of that org).
     Revoke {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// The certificate to revoke (PEM file).
-        #[arg(long)]
-        cert: PathBuf,
+        #[arg(value_name = "CERTIFICATE")]
+        revoked: PathBuf,
         /// Why.
         #[arg(long, default_value = "revoked by org admin")]
         reason: String,
@@ -102,7 +127,7 @@ enum CaCommand {
     /// successor identity of the same org: its balance, open purchases and listings.
     MoveIdentity {
         #[command(flatten)]
-        signer: SignerArgs,
+        fee: FeeArgs,
         /// The certificate moved from (PEM file).
         #[arg(long)]
         from: PathBuf,
@@ -157,25 +182,50 @@ enum KeysCommand {
     },
 }
 
-#[derive(Args)]
-struct SignerArgs {
-    #[command(flatten)]
+/// What a command runs with: the global identity and chain flags, and the fee if it signs.
+pub(crate) struct SignerArgs {
     chain: ChainArgs,
-    /// Signer certificate (PEM).
-    #[arg(long, env = "NEURODATA_CERT")]
-    signer_cert: PathBuf,
-    /// Signer private key (PEM).
-    #[arg(long, env = "NEURODATA_KEY")]
-    signer_key: PathBuf,
-    /// Fee in NRC base units.
-    #[arg(long, env = "NEURODATA_FEE", default_value = "1")]
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
     fee: String,
+}
+
+impl SignerArgs {
+    fn new(me: &Me, fee: Option<&FeeArgs>) -> Self {
+        SignerArgs {
+            chain: me.chain.clone(),
+            cert: me.cert.clone(),
+            key: me.key.clone(),
+            fee: fee.map_or_else(|| "1".into(), |f| f.fee.clone()),
+        }
+    }
+
+    /// Your certificate file.
+    fn cert(&self) -> anyhow::Result<&Path> {
+        self.cert.as_deref().context(
+            "this command needs your member certificate: pass --cert FILE --key FILE (or set \
+             NEURODATA_CERT and NEURODATA_KEY)",
+        )
+    }
+
+    /// Your key file.
+    fn key(&self) -> anyhow::Result<&Path> {
+        self.key.as_deref().context(
+            "this command needs your member key: pass --cert FILE --key FILE (or set \
+             NEURODATA_CERT and NEURODATA_KEY)",
+        )
+    }
+
+    /// Certificate and key, if both are given.
+    fn identity(&self) -> Option<(&Path, &Path)> {
+        self.cert.as_deref().zip(self.key.as_deref())
+    }
 }
 
 #[derive(Args)]
 struct TxArgs {
     #[command(flatten)]
-    signer: SignerArgs,
+    fee: FeeArgs,
     #[command(subcommand)]
     message: TxMessage,
 }
@@ -184,12 +234,16 @@ struct TxArgs {
 enum TxMessage {
     /// Sends NRC.
     Transfer {
-        /// Recipient: 64 hex digits, or a certificate PEM file.
+        /// Recipient: a member's certificate PEM file, or its address (64 hex digits) if that
+        /// address has signed before (has an identity on chain).
         #[arg(long)]
         to: String,
-        /// Amount in base units.
+        /// Amount in NRC (whole NRC).
         #[arg(long)]
         amount: String,
+        /// Send to a 64-hex address that has no identity on chain (nobody may hold its key).
+        #[arg(long)]
+        allow_unregistered: bool,
     },
     /// Opens a governance proposal (org admins).
     #[command(subcommand)]
@@ -313,14 +367,6 @@ struct MarketParamsArgs {
 
 #[derive(Args)]
 struct QueryArgs {
-    #[command(flatten)]
-    chain: ChainArgs,
-    /// Your member certificate (PEM), for the gateway's mTLS.
-    #[arg(long, global = true, env = "NEURODATA_CERT")]
-    cert: Option<PathBuf>,
-    /// Its private key (PEM).
-    #[arg(long, global = true, env = "NEURODATA_KEY")]
-    key: Option<PathBuf>,
     #[command(subcommand)]
     command: QueryCommand,
 }
@@ -383,18 +429,23 @@ fn parse_address(s: &str) -> anyhow::Result<Address> {
     bail!("{s:?} is neither a 64-hex-digit address nor a certificate file")
 }
 
+/// An amount of NRC as the user typed it: whole NRC, the token has no fractions.
 fn amount(s: &str) -> anyhow::Result<Amount> {
-    s.parse().with_context(|| format!("amount {s:?}"))
+    if s.contains('.') || s.contains(',') {
+        bail!("NRC has no fractions: amounts are whole NRC, got {s:?}");
+    }
+    s.parse()
+        .with_context(|| format!("{s:?} is not an amount of NRC (a whole number, e.g. 25)"))
 }
 
 fn load_signer(a: &SignerArgs) -> anyhow::Result<Signer> {
-    Signer::from_pem(&read(&a.signer_cert)?, &read(&a.signer_key)?)
-        .context("loading signer certificate and key")
+    Signer::from_pem(&read(a.cert()?)?, &read(a.key()?)?)
+        .context("loading your certificate and key")
 }
 
 async fn submit(a: &SignerArgs, messages: Vec<pb::Message>) -> anyhow::Result<()> {
     let signer = load_signer(a)?;
-    let conn = Conn::open(&a.chain, Some((&a.signer_cert, &a.signer_key))).await?;
+    let conn = Conn::open(&a.chain, a.identity()).await?;
     let c = conn.submit(&signer, amount(&a.fee)?, messages).await?;
     println!(
         "committed tx {} at height {} (signer {})",
@@ -491,9 +542,9 @@ fn decode<M: prost::Message + Default>(bytes: &[u8]) -> anyhow::Result<M> {
     M::decode(bytes).context("decoding the node's answer")
 }
 
-async fn query(args: QueryArgs) -> anyhow::Result<()> {
-    let identity = args.cert.as_deref().zip(args.key.as_deref());
-    let conn = Conn::open(&args.chain, identity).await?;
+async fn query(args: QueryArgs, me: &Me) -> anyhow::Result<()> {
+    let me = SignerArgs::new(me, None);
+    let conn = Conn::open(&me.chain, me.identity()).await?;
     match args.command {
         QueryCommand::Account { address } => {
             let address = parse_address(&address)?;
@@ -541,14 +592,22 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         }
         QueryCommand::Orgs => {
             let (list, h) = conn.list(query::orgs()).await?;
-            println!("orgs at height {h}:");
+            if list.orgs.is_empty() {
+                println!("no orgs at height {h}");
+            } else {
+                println!("orgs at height {h}:");
+            }
             for o in list.orgs {
                 print_org(&o);
             }
         }
         QueryCommand::Validators => {
             let (list, h) = conn.list(query::validators()).await?;
-            println!("validators at height {h}:");
+            if list.validators.is_empty() {
+                println!("no validators at height {h}");
+            } else {
+                println!("validators at height {h}:");
+            }
             for v in list.validators {
                 use base64::Engine as _;
                 println!(
@@ -562,7 +621,11 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
         }
         QueryCommand::Proposals => {
             let (list, h) = conn.list(query::proposals()).await?;
-            println!("proposals at height {h}:");
+            if list.proposals.is_empty() {
+                println!("no proposals at height {h}");
+            } else {
+                println!("proposals at height {h}:");
+            }
             for p in list.proposals {
                 print_proposal(&p);
             }
@@ -571,8 +634,19 @@ async fn query(args: QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A Unix time as an ISO 8601 UTC date and time.
+fn utc(unix: i64) -> String {
+    tendermint::Time::from_unix_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|_| format!("{unix} (unix seconds)"))
+}
+
 fn print_org(o: &pb::Org) {
-    let status = pb::OrgStatus::try_from(o.status).map_or("unknown", |s| s.as_str_name());
+    let status = match pb::OrgStatus::try_from(o.status) {
+        Ok(pb::OrgStatus::Active) => "active",
+        Ok(pb::OrgStatus::Removed) => "removed",
+        _ => "unknown",
+    };
     println!(
         "  {} ({}) {} ca {} admitted at {}",
         o.org_id,
@@ -695,6 +769,7 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let me = &cli.me;
     match cli.command {
         Command::Ca(CaCommand::Init {
             org,
@@ -731,17 +806,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         Command::Ca(CaCommand::Revoke {
-            signer,
-            cert,
+            fee,
+            revoked,
             reason,
         }) => {
-            let der = X509::from_pem(&read(&cert)?)?.to_der()?;
-            let fp = cert_address(&cert)?;
+            let der = X509::from_pem(&read(&revoked)?)?.to_der()?;
+            let fp = cert_address(&revoked)?;
+            let signer = SignerArgs::new(me, Some(&fee));
             submit(&signer, vec![msg::revoke(fp, Some(der), &reason)]).await?;
             println!("revoked {fp}");
         }
         Command::Ca(CaCommand::MoveIdentity {
-            signer,
+            fee,
             from,
             to,
             reason,
@@ -750,7 +826,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let to_der = X509::from_pem(&read(&to)?)?.to_der()?;
             let to = cert_address(&to)?;
             submit(
-                &signer,
+                &SignerArgs::new(me, Some(&fee)),
                 vec![msg::move_identity(from, to, Some(to_der), &reason)],
             )
             .await?;
@@ -766,19 +842,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let x = X509::from_pem(&read(&cert)?)?;
             let parsed = neurodata_abci::membership::MemberCertificate::parse(&x.to_der()?)?;
             println!(
-                "address  {}\nsubject  {} (role {})\nissuer   {}\nvalid    {} .. {} (unix seconds)",
+                "address  {}\nsubject  {} (role {})\nissuer   {}\nvalid    {} .. {} (UTC)",
                 hex::encode(parsed.fingerprint),
                 parsed.common_name,
                 parsed.role,
                 parsed.issuer,
-                parsed.not_before,
-                parsed.not_after
+                utc(parsed.not_before),
+                utc(parsed.not_after)
             );
         }
-        Command::Tx(TxArgs { signer, message }) => {
+        Command::Tx(TxArgs { fee, message }) => {
+            let signer = SignerArgs::new(me, Some(&fee));
             let msgs = match message {
-                TxMessage::Transfer { to, amount: a } => {
-                    vec![msg::transfer(parse_address(&to)?, amount(&a)?)]
+                TxMessage::Transfer {
+                    to,
+                    amount: a,
+                    allow_unregistered,
+                } => {
+                    let recipient = parse_address(&to)?;
+                    // A certificate file names a member; a bare address may be anyone's, or
+                    // nobody's: coins sent to an address no key signs for are gone.
+                    if !Path::new(&to).exists() && !allow_unregistered {
+                        let conn = Conn::open(&signer.chain, signer.identity()).await?;
+                        let known = conn
+                            .link
+                            .record(query::identity(recipient))
+                            .await?
+                            .is_some();
+                        if !known {
+                            bail!(
+                                "no member has signed with address {recipient} (it has no \
+                                 identity on chain), so nobody may hold its key: pass the \
+                                 recipient's certificate file with --to, or \
+                                 --allow-unregistered if you are sure"
+                            );
+                        }
+                    }
+                    vec![msg::transfer(recipient, amount(&a)?)]
                 }
                 TxMessage::Propose(p) => vec![proposal_message(p)?],
                 TxMessage::Vote { proposal, reject } => proposal
@@ -788,9 +888,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             submit(&signer, msgs).await?;
         }
-        Command::Query(q) => query(q).await?,
+        Command::Query(q) => query(q, me).await?,
         Command::Devnet(d) => devnet::run_command(d).await?,
-        Command::Dataset(d) => dataset::run(d).await?,
+        Command::Dataset(d) => dataset::run(d, me).await?,
     }
     Ok(())
 }
@@ -799,6 +899,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn main() {
     if let Err(e) = run(Cli::parse()).await {
         eprintln!("error: {e:#}");
+        if let Some(neurodata_client::ClientError::Unreachable { .. }) = e.downcast_ref() {
+            eprintln!(
+                "is the node running (`ndctl devnet status`)? pass --node URL or set \
+                 NEURODATA_NODE (`ndctl devnet up` prints it), or use your org's --gateway"
+            );
+        }
         std::process::exit(1);
     }
 }

@@ -48,12 +48,20 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
-    /// The node could not be reached or answered with an RPC error.
-    #[error("node RPC at {url}: {reason}")]
+    /// The node answered with an RPC error.
+    #[error("the node at {url} answered with an error: {reason}")]
     Rpc {
         /// The RPC address.
         url: String,
         /// What failed, in one line.
+        reason: String,
+    },
+    /// The node did not answer (refused, timed out, unknown host).
+    #[error("cannot reach the node at {url} ({reason})")]
+    Unreachable {
+        /// The RPC address.
+        url: String,
+        /// Why, in a few words.
         reason: String,
     },
     /// The node has seen these exact tx bytes already (pending or committed).
@@ -123,10 +131,23 @@ impl ClientError {
     /// An RPC failure in one line: the transport's own message ends with a source-location
     /// trace nobody calling us needs.
     pub fn rpc(url: &str, e: tendermint_rpc::Error) -> Self {
-        ClientError::Rpc {
-            url: url.to_owned(),
-            reason: one_line(&e),
+        let url = url.to_owned();
+        let line = one_line(&e);
+        if matches!(e.detail(), tendermint_rpc::error::ErrorDetail::Response(_)) {
+            return ClientError::Rpc { url, reason: line };
         }
+        let lower = line.to_lowercase();
+        let reason = [
+            ("connection refused", "connection refused"),
+            ("timed out", "timed out"),
+            ("dns error", "unknown host"),
+            ("connection reset", "connection reset"),
+            ("invalid uri", "not a valid URL"),
+        ]
+        .iter()
+        .find(|(needle, _)| lower.contains(needle))
+        .map_or(line.clone(), |(_, short)| (*short).to_owned());
+        ClientError::Unreachable { url, reason }
     }
 
     /// Whether the chain refused a tx for its nonce (replayed or skipping ahead).

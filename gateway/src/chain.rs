@@ -52,7 +52,7 @@ pub enum ChainError {
 impl From<ClientError> for ChainError {
     fn from(e: ClientError) -> Self {
         match e {
-            ClientError::Rpc { url, reason } => ChainError::Unreachable { url, reason },
+            ClientError::Unreachable { url, reason } => ChainError::Unreachable { url, reason },
             other => ChainError::Bad {
                 url: "CometBFT".into(),
                 reason: other.to_string(),
@@ -394,7 +394,7 @@ impl ChainAccess for Chain {
             .await
             .map_err(|e| match e {
                 SendError::Chain(ChainError::Unreachable { url, reason }) => {
-                    ClientError::Rpc { url, reason }
+                    ClientError::Unreachable { url, reason }
                 }
                 SendError::Timeout { .. } => ClientError::Timeout(e.to_string()),
                 SendError::AlreadyReceived => ClientError::AlreadyReceived,
@@ -407,7 +407,7 @@ impl ChainAccess for Chain {
 impl Chain {
     /// Notes the node as down when a call did not reach it.
     fn noted<T>(&self, r: Result<T, ClientError>) -> Result<T, ClientError> {
-        if let Err(ClientError::Rpc { .. }) = &r {
+        if let Err(ClientError::Unreachable { .. }) = &r {
             self.up.store(false, Ordering::Relaxed);
         }
         r
