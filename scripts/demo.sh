@@ -34,7 +34,7 @@ echo "== 1. local consortium network"
 as() { # as ORG ROLE: signer flags, and the gateway of the member's org (genomics has none: medlab's)
   local gw=26608 ca=medlab
   case $1 in healthtech) gw=26618 ca=healthtech ;; datacorp) gw=26628 ca=datacorp ;; esac
-  echo "--signer-cert $C/$1/$2.pem --signer-key $C/$1/$2.key --gateway https://127.0.0.1:$gw --gateway-ca $C/$ca/ca.pem"
+  echo "--cert $C/$1/$2.pem --key $C/$1/$2.key --gateway https://127.0.0.1:$gw --gateway-ca $C/$ca/ca.pem"
 }
 balance() { "$ndctl" query account "$1" | sed -n "s/  balance \([0-9]*\).*/\1/p"; }
 
@@ -61,7 +61,7 @@ echo "== 4. issue a certificate, use it, revoke it"
 "$ndctl" ca issue --ca-dir "$C/medlab" --name intern --role buyer --days 30
 "$ndctl" tx $(as medlab buyer) transfer --to "$C/medlab/intern.pem" --amount 50
 "$ndctl" tx $(as medlab intern) transfer --to "$C/medlab/provider.pem" --amount 5
-"$ndctl" ca revoke $(as medlab admin) --cert "$C/medlab/intern.pem" --reason "internship over"
+"$ndctl" ca revoke $(as medlab admin) "$C/medlab/intern.pem" --reason "internship over"
 if out=$("$ndctl" tx $(as medlab intern) transfer --to "$C/medlab/provider.pem" --amount 5 2>&1); then
   echo "ERROR: a revoked certificate could still sign: $out"; exit 1
 fi

@@ -242,6 +242,12 @@ fn summarize(file: &Path, declared: Option<&str>) -> anyhow::Result<tabular::Sum
     )
     .with_context(|| format!("reading {}", file.display()))?;
     progress.finish_and_clear();
+    if summary.rows == 0 {
+        bail!(
+            "{} has a header but no data rows: nothing to list",
+            file.display()
+        );
+    }
     Ok(summary)
 }
 
@@ -371,7 +377,12 @@ async fn download(
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut told = false;
     let p = loop {
-        let p: pb::Purchase = record(&g, query::purchase(purchase), "purchase").await?;
+        let p: pb::Purchase = record(
+            &g,
+            query::purchase(purchase),
+            &format!("purchase {}", purchase),
+        )
+        .await?;
         // Checked first: someone else's purchase carries a key wrapped to someone else, which
         // would otherwise read as a wrong key and accuse the provider.
         if p.buyer != me.0.as_slice() {
@@ -406,7 +417,12 @@ async fn download(
             _ => bail!("purchase {purchase} is {}", status_name(p.status)),
         }
     };
-    let d: pb::Dataset = record(&g, query::dataset(p.dataset_id), "dataset").await?;
+    let d: pb::Dataset = record(
+        &g,
+        query::dataset(p.dataset_id),
+        &format!("dataset {}", p.dataset_id),
+    )
+    .await?;
     let private = openssl::pkey::PKey::private_key_from_pem(&read(a.key()?)?)?;
     let key = wrap::WrappedKey::parse(&p.wrapped_key)
         .and_then(|w| wrap::unwrap(&w, &private))
@@ -563,7 +579,8 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
         DatasetCommand::Show { dataset } => {
             let signer = SignerArgs::new(me, None);
             let g = gateway(&signer).await?;
-            let d: pb::Dataset = record(&g, query::dataset(dataset), "dataset").await?;
+            let d: pb::Dataset =
+                record(&g, query::dataset(dataset), &format!("dataset {}", dataset)).await?;
             print_dataset(&d);
             for at in &d.attestations {
                 println!(
@@ -658,7 +675,12 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
         DatasetCommand::Dispute { fee, purchase } => {
             let signer = SignerArgs::new(me, Some(&fee));
             let g = gateway(&signer).await?;
-            let p: pb::Purchase = record(&g, query::purchase(purchase), "purchase").await?;
+            let p: pb::Purchase = record(
+                &g,
+                query::purchase(purchase),
+                &format!("purchase {}", purchase),
+            )
+            .await?;
             let wrapped = wrap::WrappedKey::parse(&p.wrapped_key)
                 .context("the purchase holds no delivered key to dispute")?;
             let private = openssl::pkey::PKey::private_key_from_pem(&read(signer.key()?)?)?;

@@ -46,7 +46,7 @@ pub enum DevnetCommand {
         #[arg(long, env = "NEURODATA_ABCI_BIN")]
         abci: Option<PathBuf>,
         /// Only start node(s) with this index (repeat); default all.
-        #[arg(long = "node")]
+        #[arg(long = "only", value_name = "INDEX")]
         nodes: Vec<usize>,
         /// Run CometBFT's built-in app (`kvstore`) instead of NeuroData, for baselines.
         #[arg(long)]
@@ -64,7 +64,7 @@ pub enum DevnetCommand {
         #[arg(long, env = "NEURODATA_DEVNET", default_value = "./devnet")]
         dir: PathBuf,
         /// Only stop node(s) with this index (repeat); default all.
-        #[arg(long = "node")]
+        #[arg(long = "only", value_name = "INDEX")]
         nodes: Vec<usize>,
     },
     /// Adds a full node (not a validator) that syncs the chain; prints its validator key.
@@ -743,9 +743,15 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
         DevnetCommand::Status { dir } => {
             let devnet = Devnet::load(&dir)?;
             for n in &devnet.nodes {
-                match NodeClient::new(&n.rpc)?.latest_height().await {
-                    Ok(h) => println!("node{}  height {h}", n.index),
-                    Err(e) => println!("node{}  down ({e})", n.index),
+                let node = NodeClient::new(&n.rpc)?;
+                match tendermint_rpc::Client::status(node.rpc()).await {
+                    Ok(s) => println!(
+                        "node{}  height {}  app hash {}",
+                        n.index, s.sync_info.latest_block_height, s.sync_info.latest_app_hash
+                    ),
+                    Err(e) => {
+                        println!("node{}  down ({})", n.index, neurodata_client::one_line(&e))
+                    }
                 }
             }
         }

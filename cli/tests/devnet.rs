@@ -126,7 +126,7 @@ impl Net {
     }
 
     fn start(&self, node: usize) {
-        ndctl(self.path(), &["devnet", "up", "--node", &node.to_string()])
+        ndctl(self.path(), &["devnet", "up", "--only", &node.to_string()])
             .unwrap_or_else(|e| panic!("restart node{node}: {e}"));
     }
 
@@ -350,7 +350,7 @@ fn two_of_four_down_halts_the_chain_and_one_back_resumes_it() {
     .unwrap();
     ndctl(
         net.path(),
-        &["devnet", "down", "--node", "2", "--node", "3"],
+        &["devnet", "down", "--only", "2", "--only", "3"],
     )
     .unwrap();
     std::thread::sleep(Duration::from_secs(3));
@@ -626,11 +626,10 @@ fn txs_of_a_revoked_certificate_are_rejected_on_every_node() {
             "revoke",
             "--node",
             &net.rpcs[0],
-            "--signer-cert",
-            net.cert("medlab", "admin").0.to_str().unwrap(),
-            "--signer-key",
-            net.cert("medlab", "admin").1.to_str().unwrap(),
             "--cert",
+            net.cert("medlab", "admin").0.to_str().unwrap(),
+            "--key",
+            net.cert("medlab", "admin").1.to_str().unwrap(),
             trainer.to_str().unwrap(),
         ],
     )
