@@ -86,6 +86,24 @@ pub async fn open_gateway(
         .with_context(|| format!("connecting to the gateway at {url}"))
 }
 
+/// Awaits a verified read, saying on a terminal what it waits for once it takes a moment: the
+/// proof of the latest state needs the next block's header, which may be a second away.
+async fn patiently<T>(read: impl std::future::Future<Output = T>) -> T {
+    let read = std::pin::pin!(read);
+    let notice = tokio::time::sleep(std::time::Duration::from_millis(700));
+    tokio::pin!(notice);
+    let mut read = read;
+    tokio::select! {
+        done = &mut read => return done,
+        () = &mut notice => {
+            if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!("waiting for the next block to prove the read…");
+            }
+        }
+    }
+    read.await
+}
+
 /// What verified reads trust.
 enum Root {
     /// A genesis file's bytes.
@@ -284,14 +302,16 @@ impl Conn {
 
     /// A single record, its proof checked against a light-client-verified header.
     pub async fn verified(&self, query: &Query) -> anyhow::Result<Verified> {
-        let v = self.light().await?.read(&self.link, query, 0).await?;
+        let light = self.light().await?;
+        let v = patiently(light.read(&self.link, query, 0)).await?;
         self.save_anchor();
         Ok(v)
     }
 
     /// A record read as [`Conn::verified`], decoded; None if proven absent.
     pub async fn record<R: Record>(&self, query: Typed<R>) -> anyhow::Result<Option<R>> {
-        let r = self.light().await?.record(&self.link, query).await?;
+        let light = self.light().await?;
+        let r = patiently(light.record(&self.link, query)).await?;
         self.save_anchor();
         Ok(r)
     }

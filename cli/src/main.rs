@@ -657,15 +657,23 @@ fn print_org(o: &pb::Org) {
     );
 }
 
+fn orgs_or_none(orgs: &[String]) -> String {
+    if orgs.is_empty() {
+        "none".into()
+    } else {
+        orgs.join(", ")
+    }
+}
+
 fn print_proposal(p: &pb::Proposal) {
     println!(
-        "  #{} {:?} by {} [{}] approvals {:?} rejections {:?} voting until {}{}",
+        "  #{} {:?} by {} [{}] approvals: {} rejections: {} voting until {}{}",
         p.id,
         p.title,
         p.proposer_org,
         status_name(p.status),
-        p.approvals,
-        p.rejections,
+        orgs_or_none(&p.approvals),
+        orgs_or_none(&p.rejections),
         p.voting_end_height,
         if p.failure.is_empty() {
             String::new()
