@@ -125,6 +125,28 @@ fn a_members_first_five_minutes_run_as_written_and_mistakes_say_what_to_do() {
     assert!(ok, "the README's first five minutes failed:\n{out}");
     assert!(out.contains("balance"), "{out}");
     assert!(out.contains("committed tx"), "{out}");
+    // 1. `devnet up` says how to reach it, and the default --node is its first node.
+    assert!(
+        out.contains("export NEURODATA_NODE=http://127.0.0.1:26607"),
+        "{out}"
+    );
+    let (_, help) = run(dir, "ndctl query --help");
+    assert!(help.contains("[default: http://127.0.0.1:26607]"), "{help}");
+    // 10. Dates, not unix seconds; plain status names.
+    assert!(
+        out.contains("(UTC)") && !out.contains("unix seconds"),
+        "{out}"
+    );
+    assert!(
+        out.contains("active ca") && !out.contains("ORG_STATUS"),
+        "{out}"
+    );
+    // 7. One unit in help, input and output.
+    let (_, help) = run(dir, "ndctl tx transfer --help");
+    assert!(
+        help.contains("whole NRC") && !help.contains("base units"),
+        "{help}"
+    );
 
     let buyer = member("healthtech", "buyer");
     let provider = member("medlab", "provider");
