@@ -1,5 +1,6 @@
 //! `neurodata-abci`: the NeuroData ABCI application that a CometBFT v0.38 node connects to.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,9 +41,16 @@ fn parse_listen(s: &str) -> anyhow::Result<Listen> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .init();
+    let logs =
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log));
+    // No colour codes in a log file (`ndctl devnet` sends stdout, the subscriber's writer, to
+    // abci.log); on a terminal, tracing's default (colour unless NO_COLOR is set).
+    let logs = if std::io::stdout().is_terminal() {
+        logs
+    } else {
+        logs.with_ansi(false)
+    };
+    logs.init();
     let listen = parse_listen(&cli.listen)?;
     let storage = Storage::open(&cli.home)
         .with_context(|| format!("opening state store {}", cli.home.display()))?;

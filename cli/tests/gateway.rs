@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::DevnetDir;
 use neurodata_abci::query;
 use neurodata_certs::{OrgCa, Role, Validity};
-use neurodata_client::gateway::{GatewayClient, GatewayTls};
+use neurodata_client::gateway::{GatewayClient, GatewayConnectError, GatewayTls};
 use neurodata_client::{Amount, ClientError, Signer, TxParams, msg, submit};
 use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
@@ -316,6 +316,9 @@ async fn scenario(net: &Net) {
         "{err}"
     );
 
+    // A member who points ndctl at the gateway wrongly is told what is wrong and the fix.
+    connection_mistakes_are_told_in_one_line(net).await;
+
     // Blobs: round trip, CID checked; the wrong role, unknown and malformed CIDs, oversize.
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let (cid, size) = provider
@@ -532,6 +535,138 @@ async fn scenario(net: &Net) {
     )
     .await
     .unwrap();
+
+    // The logs the devnet writes to files carry no terminal colour codes.
+    for log in ["gateway.log", "abci.log"] {
+        let text = std::fs::read(net.dir.path().join("node0").join(log)).unwrap();
+        assert!(!text.is_empty(), "{log} is empty");
+        assert!(
+            !text.windows(2).any(|w| w == b"\x1b["),
+            "{log} has ANSI escape sequences: {}",
+            String::from_utf8_lossy(&text[..text.len().min(400)])
+        );
+    }
+}
+
+/// `ndctl query orgs --gateway URL ARGS` fails with `error: EXPECTED`, one line, in the user's
+/// terms.
+fn assert_mistake(net: &Net, url: &str, args: &[&str], expected: &str) {
+    let mut all = vec!["query", "orgs", "--gateway", url];
+    all.extend_from_slice(args);
+    let out = ndctl(net.dir.path(), &all).expect_err("a wrong gateway connection succeeded");
+    let line = out.trim_end();
+    for noise in [
+        "\n",
+        "transport error",
+        "Location:",
+        "tcp connect error",
+        "UnknownIssuer",
+    ] {
+        assert!(!line.contains(noise), "{noise:?} in {out:?}");
+    }
+    // Until cli/src/conn.rs stops wrapping the (self-contained) connection error with
+    // "connecting to the gateway at URL", that prefix is accepted too.
+    let wrapped = format!("error: connecting to the gateway at {url}: {expected}");
+    assert!(
+        line == format!("error: {expected}") || line == wrapped,
+        "ndctl said {line:?}, expected \"error: {expected}\""
+    );
+}
+
+async fn connection_mistakes_are_told_in_one_line(net: &Net) {
+    let url = net.url();
+    let plain = url.replacen("https://", "http://", 1);
+    let rpc = net.spec["nodes"][0]["rpc"].as_str().unwrap().to_owned();
+    let rpc_tls = rpc.replacen("http://", "https://", 1);
+    let closed = "https://127.0.0.1:1";
+    let file = |org: &str, name: &str| net.org_dir(org).join(name).display().to_string();
+    let (medlab_ca, datacorp_ca) = (file("medlab", "ca.pem"), file("datacorp", "ca.pem"));
+    let (cert, key, other_key) = (
+        file("medlab", "provider.pem"),
+        file("medlab", "provider.key"),
+        file("medlab", "buyer.key"),
+    );
+    let member = ["--gateway-ca", &medlab_ca, "--cert", &cert, "--key", &key];
+
+    assert_mistake(
+        net,
+        &plain,
+        &[],
+        &format!("the gateway at {plain} speaks TLS: use {url}"),
+    );
+    assert_mistake(
+        net,
+        &rpc,
+        &[],
+        &format!("{rpc} does not answer gRPC: is this the gateway's port (not the node's RPC)?"),
+    );
+    assert_mistake(
+        net,
+        &rpc_tls,
+        &member,
+        &format!("{rpc_tls} does not answer TLS: is this the gateway's port (not the node's RPC)?"),
+    );
+    assert_mistake(
+        net,
+        closed,
+        &member,
+        &format!(
+            "cannot reach the gateway at {closed} (connection refused): is it running, and is \
+             this its port?"
+        ),
+    );
+    assert_mistake(
+        net,
+        &url,
+        &["--gateway-ca", &datacorp_ca, "--cert", &cert, "--key", &key],
+        &format!(
+            "the gateway at {url} presents a certificate issued by medlab CA, not by the CA \
+             given (datacorp CA): pass the root CA of the gateway's org (--gateway-ca)"
+        ),
+    );
+    assert_mistake(
+        net,
+        &url,
+        &[
+            "--gateway-ca",
+            &medlab_ca,
+            "--cert",
+            &cert,
+            "--key",
+            &other_key,
+        ],
+        &format!("the key in {other_key} is not the key of certificate {cert}"),
+    );
+
+    // A name the gateway's certificate does not carry.
+    let mut tls = net.tls("medlab", "provider");
+    tls.domain = Some("elsewhere.example".into());
+    let err = GatewayClient::connect(&url, Some(tls)).await.err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the certificate of the gateway at {url} is not issued for elsewhere.example: use a \
+             host name or address its certificate names"
+        )
+    );
+
+    // The library refuses a key that is not the certificate's before connecting, also when it
+    // is given PEM rather than files.
+    let mut tls = net.tls("medlab", "provider");
+    tls.key_pem = std::fs::read(&other_key).unwrap();
+    let err = GatewayClient::connect(&url, Some(tls)).await.err().unwrap();
+    assert!(
+        matches!(
+            err,
+            ClientError::GatewayConnect(GatewayConnectError::KeyMismatch { .. })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("the member key is not the key of the member certificate"),
+        "{err}"
+    );
 }
 
 fn python_interop(net: &Net, to_hex: &str) {

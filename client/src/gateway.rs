@@ -13,6 +13,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::ClientError;
 use crate::access::{Answer, ChainAccess, Committed, LightBlock};
 use crate::cid::Cid;
+pub use crate::gateway_errors::GatewayConnectError;
+use crate::gateway_errors::{self, Target};
 
 /// Bytes per upload message.
 pub const UPLOAD_CHUNK: usize = 1 << 20;
@@ -41,7 +43,8 @@ pub struct GatewayTls {
 }
 
 impl GatewayTls {
-    /// Reads the CA, certificate and key files.
+    /// Reads the CA, certificate and key files, and checks that the key is the certificate's
+    /// (a mismatch would otherwise show only as a failed TLS handshake).
     pub fn from_files(server_ca: &Path, cert: &Path, key: &Path) -> Result<Self, ClientError> {
         let read = |p: &Path| {
             std::fs::read(p).map_err(|source| ClientError::Io {
@@ -49,19 +52,27 @@ impl GatewayTls {
                 source,
             })
         };
-        Ok(GatewayTls {
+        let tls = GatewayTls {
             server_ca_pem: read(server_ca)?,
             cert_pem: read(cert)?,
             key_pem: read(key)?,
             domain: None,
-        })
+        };
+        gateway_errors::ca_names(&tls.server_ca_pem, &server_ca.display().to_string())?;
+        gateway_errors::check_identity(&tls.cert_pem, &tls.key_pem, Some((cert, key)))?;
+        Ok(tls)
     }
 }
+
+/// How long a connection (TCP, TLS and HTTP/2 handshakes) may take.
+pub(crate) const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A connected gateway client.
 #[derive(Clone)]
 pub struct GatewayClient {
     channel: Channel,
+    /// Where it connected, to explain a failed call in the user's terms.
+    target: std::sync::Arc<Target>,
 }
 
 fn status_err(s: tonic::Status) -> ClientError {
@@ -73,30 +84,85 @@ fn status_err(s: tonic::Status) -> ClientError {
 
 impl GatewayClient {
     /// Connects to `url` (`https://host:port` with `tls`, `http://` only for a dev gateway).
+    /// A failure is a [`ClientError::GatewayConnect`] that says what is wrong and the fix
+    /// (the wrong scheme or port, the wrong CA, a key that is not the certificate's).
     pub async fn connect(url: &str, tls: Option<GatewayTls>) -> Result<Self, ClientError> {
-        let bad = |e: tonic::transport::Error| ClientError::Transport(format!("{url}: {e}"));
+        let bad_url = |reason: String| GatewayConnectError::BadUrl {
+            url: url.to_owned(),
+            reason,
+        };
         let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(bad)?
-            .connect_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| bad_url(gateway_errors::root_cause(&e)))?
+            .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
+        let uri = endpoint.uri();
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(bad_url("it does not start with https://".into()).into()),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| bad_url("no host".into()))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let (mut trusted_cas, mut name) = (None, host.clone());
         if let Some(t) = tls {
+            gateway_errors::check_identity(&t.cert_pem, &t.key_pem, None)?;
+            trusted_cas = Some(gateway_errors::ca_names(
+                &t.server_ca_pem,
+                "the gateway CA",
+            )?);
             let mut cfg = ClientTlsConfig::new()
                 .ca_certificate(Certificate::from_pem(&t.server_ca_pem))
                 .identity(Identity::from_pem(&t.cert_pem, &t.key_pem));
             if let Some(d) = t.domain {
+                name = d.clone();
                 cfg = cfg.domain_name(d);
             }
-            endpoint = endpoint.tls_config(cfg).map_err(bad)?;
+            endpoint = endpoint
+                .tls_config(cfg)
+                .map_err(|e| GatewayConnectError::Tls {
+                    url: url.to_owned(),
+                    reason: gateway_errors::root_cause(&e),
+                })?;
         }
-        let channel = endpoint.connect().await.map_err(|e| {
-            ClientError::Transport(format!(
-                "{url}: {e}{}",
-                std::error::Error::source(&e)
-                    .map(|s| format!(": {s}"))
-                    .unwrap_or_default()
-            ))
-        })?;
-        Ok(GatewayClient { channel })
+        let target = std::sync::Arc::new(Target {
+            url: url.to_owned(),
+            host,
+            port,
+            name,
+            trusted_cas,
+        });
+        // tonic bounds the TCP connect only; a server that accepts and then says nothing would
+        // hold the TLS handshake forever.
+        let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+            Err(_) => {
+                return Err(GatewayConnectError::NoAnswer {
+                    url: url.to_owned(),
+                    secs: CONNECT_TIMEOUT.as_secs(),
+                }
+                .into());
+            }
+            Ok(Err(e)) => return Err(target.diagnose(&e).await.into()),
+            Ok(Ok(channel)) => channel,
+        };
+        if !https && let Some(e) = target.probe_plaintext().await {
+            return Err(e.into());
+        }
+        Ok(GatewayClient { channel, target })
+    }
+
+    /// A call's failure: a transport failure that names a mistake (the gateway went away, a
+    /// reconnection met another certificate), or an answer from an HTTP server that is not a
+    /// gRPC one (tonic makes up a status for it), as [`ClientError::GatewayConnect`]; else the
+    /// gateway's status.
+    fn call_err(&self, s: tonic::Status) -> ClientError {
+        self.target
+            .explain_call(&s)
+            .map_or_else(|| status_err(s), ClientError::from)
     }
 
     fn tx(&self) -> gw::tx_client::TxClient<Channel> {
@@ -117,7 +183,7 @@ impl GatewayClient {
         Ok(gw::status_client::StatusClient::new(self.channel.clone())
             .get(timed(gw::StatusRequest {}))
             .await
-            .map_err(status_err)?
+            .map_err(|s| self.call_err(s))?
             .into_inner())
     }
 
@@ -146,7 +212,7 @@ impl GatewayClient {
                 timeout_ms,
             })
             .await
-            .map_err(status_err)?
+            .map_err(|s| self.call_err(s))?
             .into_inner())
     }
 
@@ -161,7 +227,7 @@ impl GatewayClient {
                 cid: cid.to_owned(),
             })
             .await
-            .map_err(status_err)?
+            .map_err(|s| self.call_err(s))?
             .into_inner()
             .commitment)
     }
@@ -174,7 +240,7 @@ impl GatewayClient {
         Ok(gw::events_client::EventsClient::new(self.channel.clone())
             .subscribe(req)
             .await
-            .map_err(status_err)?
+            .map_err(|s| self.call_err(s))?
             .into_inner())
     }
 
@@ -226,7 +292,7 @@ impl GatewayClient {
                 path: "upload source".into(),
                 source,
             })?;
-        let r = r.map_err(status_err)?.into_inner();
+        let r = r.map_err(|s| self.call_err(s))?.into_inner();
         let expected = Cid::from_digest(digest).to_string();
         if r.cid != expected {
             return Err(ClientError::Proof(format!(
@@ -247,11 +313,11 @@ impl GatewayClient {
             .blobs()
             .download(gw::DownloadRequest { cid: cid.into() })
             .await
-            .map_err(status_err)?
+            .map_err(|s| self.call_err(s))?
             .into_inner();
         let mut hasher = Sha256::new();
         let mut size = 0u64;
-        while let Some(chunk) = stream.message().await.map_err(status_err)? {
+        while let Some(chunk) = stream.message().await.map_err(|s| self.call_err(s))? {
             hasher.update(&chunk.data);
             size += chunk.data.len() as u64;
             writer
@@ -295,7 +361,7 @@ impl ChainAccess for GatewayClient {
                 prove,
             }))
             .await
-            .map_err(status_err)?
+            .map_err(|s| self.call_err(s))?
             .into_inner();
         Ok(Answer {
             height: r.height,
@@ -314,7 +380,7 @@ impl ChainAccess for GatewayClient {
                 tonic::Code::Unavailable if s.message().contains("not committed yet") => {
                     ClientError::NotYet(s.message().to_owned())
                 }
-                _ => status_err(s),
+                _ => self.call_err(s),
             })?
             .into_inner();
         LightBlock::from_response(&r)

@@ -11,6 +11,7 @@
 pub use neurodata_crypto::cid;
 pub mod access;
 pub mod gateway;
+mod gateway_errors;
 pub mod light;
 pub mod node;
 pub mod submit;
@@ -107,9 +108,13 @@ pub enum ClientError {
         /// The gateway's message.
         message: String,
     },
-    /// The gateway could not be reached or the TLS setup failed.
+    /// A gateway exchange failed in a way no other variant describes (connecting is
+    /// [`ClientError::GatewayConnect`]).
     #[error("gateway connection: {0}")]
     Transport(String),
+    /// Connecting to the gateway failed: what is wrong and the fix, in one line.
+    #[error(transparent)]
+    GatewayConnect(#[from] gateway::GatewayConnectError),
     /// Waiting for something took too long.
     #[error("timed out waiting for {0}")]
     Timeout(String),
