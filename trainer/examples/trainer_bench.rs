@@ -16,7 +16,7 @@ use candle_nn::{Optimizer as _, VarBuilder, VarMap};
 use neurodata_trainer::kernels;
 use neurodata_trainer::nn::{self, Architecture, Batches, Output};
 use neurodata_trainer::rng::Stream;
-use neurodata_trainer::spec::{Activation, Optimizer};
+use neurodata_trainer::spec::{Activation, Adam, Optimizer};
 
 fn synthetic(rows: usize, features: usize) -> (Vec<f32>, Vec<f32>) {
     let mut s = Stream::new(1, "bench", 0);
@@ -42,12 +42,12 @@ fn deterministic(
     width: usize,
     epochs: u64,
 ) -> anyhow::Result<(f64, f32)> {
-    let opt = Optimizer::Adam {
+    let opt = Optimizer::Adam(Adam {
         lr: LR,
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
-    };
+    });
     let mut state = nn::State::init(arch, 1)?;
     let mut batches = Batches::new(x, y, width, BATCH, 1);
     let steps = epochs * batches.per_epoch();

@@ -14,23 +14,26 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Stream;
 
 /// Why a data file was refused. Every variant names the column and line to fix.
+///
+/// Messages are whole, causes included, and no variant has a `source()` (see
+/// [`crate::TrainError`]).
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// What the OS said.
+        error: std::io::Error,
     },
     /// No header or no data rows.
     #[error("{0}: the file has no data rows")]
     Empty(String),
     /// Not a well-formed table (syntax, ragged rows, text that is not UTF-8), or a cell that is
     /// not a finite number in a numeric column.
-    #[error(transparent)]
-    Table(#[from] ReadError),
+    #[error("{0}")]
+    Table(ReadError),
     /// Schema columns the file lacks.
     #[error("line {line}: missing column(s) {columns:?} of the schema")]
     MissingColumns {
@@ -63,6 +66,12 @@ pub enum DataError {
         /// Rows in the file.
         rows: usize,
     },
+}
+
+impl From<ReadError> for DataError {
+    fn from(e: ReadError) -> Self {
+        DataError::Table(e)
+    }
 }
 
 /// Classification or regression.
@@ -177,9 +186,9 @@ impl Table {
     }
 
     fn read_with(path: &Path, schema: &Schema, target_optional: bool) -> Result<Table, DataError> {
-        let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        let bytes = std::fs::read(path).map_err(|error| DataError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         Table::parse(path, &bytes, schema, target_optional)
     }

@@ -22,7 +22,7 @@ use crate::data::{Preprocessing, Split, Table};
 use crate::metrics::Metrics;
 use crate::model::{Body, Model};
 use crate::nn::{self, Architecture, Batches};
-use crate::spec::{JobSpec, ModelSpec, Task};
+use crate::spec::{DecisionTree, JobSpec, ModelSpec, Task};
 use crate::tensors::TensorFile;
 use crate::trace::Trace;
 use crate::tree::{self, Samples, Tree};
@@ -158,7 +158,7 @@ impl Prepared {
         let split = Split::new(table.rows(), spec.test_fraction, spec.seed)?;
         let task = spec.task();
         let preprocessing = Preprocessing::fit(&table, &spec.schema, &split.train, task)?;
-        let standardise = !matches!(spec.model, ModelSpec::DecisionTree { .. });
+        let standardise = !matches!(spec.model, ModelSpec::DecisionTree(_));
         let x = preprocessing.encode(&table, &split.train, standardise);
         let y: Vec<f32> = match task {
             Task::Classification => preprocessing
@@ -223,12 +223,12 @@ impl<'a> Engine<'a> {
         let width = p.preprocessing.width();
         let classes = p.preprocessing.classes.len();
         let kind = match &spec.model {
-            ModelSpec::DecisionTree {
+            ModelSpec::DecisionTree(DecisionTree {
                 max_depth,
                 min_samples_split,
                 min_samples_leaf,
                 ..
-            } => EngineKind::Tree {
+            }) => EngineKind::Tree {
                 samples: Samples {
                     x: &p.x,
                     y: &p.y,
@@ -399,13 +399,60 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, TrainError>
     serde_json::from_str(&text).map_err(|e| TrainError::Result(format!("{}: {e}", path.display())))
 }
 
-/// Trains `spec` on `data`, writing everything to `out`.
+/// The files a run writes at the top of its output directory (see the module doc); checkpoints
+/// go under `checkpoints/`.
+const OUTPUT_FILES: [&str; 6] = [
+    "model.safetensors",
+    "model.onnx",
+    "metrics.json",
+    "trace.json",
+    "split.json",
+    "result.json",
+];
+
+/// The files of an earlier run in `out` that [`run`] would overwrite or delete, in a fixed order;
+/// empty when `out` does not exist or holds none of them.
+pub fn earlier_outputs(out: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = OUTPUT_FILES
+        .iter()
+        .map(|name| out.join(name))
+        .filter(|path| path.exists())
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(out.join("checkpoints")) {
+        let mut checkpoints: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        checkpoints.sort();
+        found.extend(checkpoints);
+    }
+    found
+}
+
+/// Refuses an output directory holding an earlier run's files ([`TrainError::OutputExists`]), so
+/// a run does not silently replace results.
+pub fn check_output_dir(out: &Path) -> Result<(), TrainError> {
+    let earlier = earlier_outputs(out);
+    match earlier.first() {
+        None => Ok(()),
+        Some(first) => Err(TrainError::OutputExists {
+            first: first.display().to_string(),
+            others: earlier.len() - 1,
+        }),
+    }
+}
+
+/// Trains `spec` on `data`, writing everything to `out` and replacing an earlier run's files
+/// there (the CLI calls [`check_output_dir`] first unless given `--force`).
 pub fn run(
     spec: &JobSpec,
     data: &Path,
     out: &Path,
     observer: &mut dyn Observer,
 ) -> Result<RunResult, TrainError> {
+    if out.exists() && !out.is_dir() {
+        return Err(TrainError::io(
+            out,
+            std::io::Error::other("exists and is not a directory"),
+        ));
+    }
     // A result left by an earlier run in this directory must not outlive a failing rerun, nor
     // checkpoints beyond this run's count.
     for stale in [out.join("result.json"), out.join("trace.json")] {

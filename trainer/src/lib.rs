@@ -15,6 +15,7 @@ pub mod onnx;
 mod onnx_regressor;
 pub mod rng;
 pub mod spec;
+mod tagged;
 pub mod tensors;
 pub mod trace;
 pub mod tree;
@@ -28,6 +29,10 @@ pub use spec::{JobSpec, SpecError};
 pub use tensors::FormatError;
 
 /// Why a job, a verification or an evaluation failed.
+///
+/// Each message is whole, its cause included, and no variant has a `source()` (hence `From` by
+/// hand rather than `#[from]`): the trainer prints errors with `{:#}`, which walks the chain and
+/// would print a cause that is both in the message and a source twice.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// The spec was refused.
@@ -35,10 +40,10 @@ pub enum TrainError {
     Spec(#[from] SpecError),
     /// The data was refused.
     #[error("data: {0}")]
-    Data(#[from] DataError),
+    Data(DataError),
     /// A model file is malformed.
     #[error("model file: {0}")]
-    Format(#[from] FormatError),
+    Format(FormatError),
     /// A checkpoint is malformed or does not hash to its trace leaf.
     #[error("checkpoint {index} is corrupt: {reason}")]
     CorruptCheckpoint {
@@ -75,27 +80,63 @@ pub enum TrainError {
     #[error("onnx: {0}")]
     Onnx(String),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path.
         path: String,
-        /// The cause.
-        source: std::io::Error,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// The output directory holds files of an earlier run, which would be overwritten.
+    #[error(
+        "refusing to overwrite {first}{} of an earlier run; pass --force to overwrite",
+        and_others(*.others)
+    )]
+    OutputExists {
+        /// The first such file.
+        first: String,
+        /// How many more there are.
+        others: usize,
     },
     /// candle failed.
     #[error("tensor: {0}")]
-    Candle(#[from] candle_core::Error),
+    Candle(candle_core::Error),
     /// A bug.
     #[error("internal: {0}")]
     Internal(String),
 }
 
 impl TrainError {
-    fn io(path: &Path, source: std::io::Error) -> TrainError {
+    fn io(path: &Path, error: std::io::Error) -> TrainError {
         TrainError::Io {
             path: path.display().to_string(),
-            source,
+            error,
         }
+    }
+}
+
+fn and_others(others: usize) -> String {
+    match others {
+        0 => String::new(),
+        n => format!(" and {n} other file(s)"),
+    }
+}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        TrainError::Data(e)
+    }
+}
+
+impl From<FormatError> for TrainError {
+    fn from(e: FormatError) -> Self {
+        TrainError::Format(e)
+    }
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        TrainError::Candle(e)
     }
 }
 
@@ -171,4 +212,50 @@ pub fn eval(model: &model::Model, onnx: &[u8], data: &Path) -> Result<EvalReport
         native_metrics: model.metrics(&native, &table, rows)?,
         ok: max_scaled_diff <= tolerance,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `{:#}` and anyhow's `{:?}` print the message and then each `source()`: a cause that is in
+    /// the message must not also be a source.
+    #[test]
+    fn every_wrapped_cause_is_printed_once() {
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "no such thing");
+        let json = serde_json::from_str::<JobSpec>("{\"seed\": x}").expect_err("not json");
+        let json_text = json.to_string();
+        let cases: Vec<(TrainError, String)> = vec![
+            (SpecError::Parse(json).into(), json_text),
+            (
+                SpecError::Schema(data::SchemaError("no such target".into())).into(),
+                "no such target".into(),
+            ),
+            (
+                DataError::Io {
+                    path: "d.csv".into(),
+                    error: io(),
+                }
+                .into(),
+                "no such thing".into(),
+            ),
+            (
+                DataError::Table(neurodata_tabular::ReadError::Io(io())).into(),
+                "no such thing".into(),
+            ),
+            (FormatError("truncated".into()).into(), "truncated".into()),
+            (TrainError::io(Path::new("x"), io()), "no such thing".into()),
+            (
+                candle_core::Error::Msg("shape mismatch".into()).into(),
+                "shape mismatch".into(),
+            ),
+        ];
+        for (e, cause) in cases {
+            assert!(std::error::Error::source(&e).is_none(), "{e}");
+            let e = anyhow::Error::new(e).context("spec.json");
+            for printed in [format!("{e:#}"), format!("{e:?}")] {
+                assert_eq!(printed.matches(cause.as_str()).count(), 1, "{printed}");
+            }
+        }
+    }
 }

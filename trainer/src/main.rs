@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -27,6 +28,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a job: writes the model, its ONNX export, metrics, trace and result to --out.
+    ///
+    /// Refuses an --out directory that holds an earlier run's files unless given --force.
     Run {
         /// Job spec (JSON).
         #[arg(long)]
@@ -37,6 +40,9 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Overwrite the files of an earlier run in --out.
+        #[arg(long)]
+        force: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -142,8 +148,19 @@ impl Observer for Progress {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+/// Prints an error once, its causes on one line (`{:#}`), and exits with status 1; returning the
+/// error from `main` would print it with `{:?}`, a backtrace included when RUST_BACKTRACE is set.
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     let threads = cli
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -153,11 +170,15 @@ fn main() -> anyhow::Result<()> {
             spec,
             data,
             out,
+            force,
             quiet,
         } => {
             let text = std::fs::read_to_string(&spec)
                 .with_context(|| format!("reading {}", spec.display()))?;
-            let spec = JobSpec::from_json(&text)?;
+            let spec = JobSpec::from_json(&text).with_context(|| spec.display().to_string())?;
+            if !force {
+                job::check_output_dir(&out)?;
+            }
             let bar = (!quiet).then(|| ProgressBar::new(0));
             let mut progress = Progress {
                 bar,

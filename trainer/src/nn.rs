@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor, Var};
 
 use crate::kernels::{self, Loss};
 use crate::rng::Stream;
-use crate::spec::{Activation, JobSpec, ModelSpec, Optimizer, Task};
+use crate::spec::{Activation, Adam, JobSpec, LinearModel, Mlp, ModelSpec, Optimizer, Sgd, Task};
 use crate::tensors::{FormatError, TensorFile};
 
 /// Shape of a network.
@@ -63,17 +63,18 @@ impl Architecture {
             1
         };
         let (hidden, activation, dropout, l2) = match &spec.model {
-            ModelSpec::LogisticRegression { l2 } | ModelSpec::LinearRegression { l2 } => {
+            ModelSpec::LogisticRegression(LinearModel { l2 })
+            | ModelSpec::LinearRegression(LinearModel { l2 }) => {
                 (Vec::new(), Activation::Relu, 0.0, *l2)
             }
-            ModelSpec::Mlp {
+            ModelSpec::Mlp(Mlp {
                 hidden,
                 activation,
                 dropout,
                 l2,
                 ..
-            } => (hidden.clone(), *activation, *dropout, *l2),
-            ModelSpec::DecisionTree { .. } => return None,
+            }) => (hidden.clone(), *activation, *dropout, *l2),
+            ModelSpec::DecisionTree(_) => return None,
         };
         let mut widths = vec![inputs];
         widths.extend(hidden);
@@ -340,7 +341,7 @@ pub fn step(
             g.clone()
         };
         let update = match optimizer {
-            Optimizer::Sgd { lr, momentum } => {
+            Optimizer::Sgd(Sgd { lr, momentum }) => {
                 if *momentum > 0.0 {
                     let key = format!("sgd.velocity/{name}");
                     let v = match state.optimizer.get(&key) {
@@ -353,12 +354,12 @@ pub fn step(
                     (g * *lr)?
                 }
             }
-            Optimizer::Adam {
+            Optimizer::Adam(Adam {
                 lr,
                 beta1,
                 beta2,
                 eps,
-            } => {
+            }) => {
                 let (km, kv) = (format!("adam.m/{name}"), format!("adam.v/{name}"));
                 let m = match state.optimizer.get(&km) {
                     Some(m) => ((m * *beta1)? + (&g * (1.0 - beta1))?)?,
@@ -425,19 +426,19 @@ mod tests {
         for (a, opt) in [
             (
                 arch(Output::Logistic, false),
-                Optimizer::Sgd {
+                Optimizer::Sgd(Sgd {
                     lr: 0.5,
                     momentum: 0.9,
-                },
+                }),
             ),
             (
                 arch(Output::Logistic, true),
-                Optimizer::Adam {
+                Optimizer::Adam(Adam {
                     lr: 0.05,
                     beta1: 0.9,
                     beta2: 0.999,
                     eps: 1e-8,
-                },
+                }),
             ),
         ] {
             let mut state = State::init(&a, 9)?;

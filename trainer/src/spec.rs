@@ -1,20 +1,27 @@
 //! The job spec: what to train, on which columns, with which hyper-parameters and limits.
 //!
 //! A spec is JSON with unknown fields refused, so a typo fails the job instead of silently
-//! training with a default. [`JobSpec::check`] is the stateless check of every range; the model
-//! file embeds the checked spec in its canonical form.
+//! training with a default; inside `model` and `training.optimizer` the typo is reported at its
+//! line and column, by its path (`model.hiden`; the `tagged` module says how).
+//! [`JobSpec::check`] is the stateless check of every range; the model file embeds the checked
+//! spec in its canonical form.
 
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 pub use crate::data::Task;
 use crate::data::{Schema, SchemaError};
+use crate::tagged::{self, Tagged};
 
 /// Why a spec was refused.
+///
+/// Each message is whole, cause included, and no variant has a `source()`: a printer that walks
+/// the chain (`{:#}`, anyhow's `Caused by:`) would print the cause twice.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    /// Not JSON, or not the shape of a spec.
+    /// Not JSON, or not the shape of a spec; serde_json's message ends with the line and column.
     #[error("job spec: {0}")]
-    Parse(#[from] serde_json::Error),
+    Parse(serde_json::Error),
     /// A hyper-parameter outside its range.
     #[error("job spec: {field} = {value} is out of range: {rule}")]
     OutOfRange {
@@ -27,7 +34,7 @@ pub enum SpecError {
     },
     /// The schema is inconsistent (e.g. the target is not one of its columns).
     #[error("job spec: schema: {0}")]
-    Schema(#[from] SchemaError),
+    Schema(SchemaError),
     /// The algorithm cannot do the task asked of it.
     #[error("job spec: {0}")]
     Unsupported(String),
@@ -86,55 +93,95 @@ pub enum Criterion {
     Mse,
 }
 
-/// The algorithm, tagged by `algorithm`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "algorithm", rename_all = "snake_case", deny_unknown_fields)]
+/// The algorithm, tagged by `algorithm`; each variant's fields are its struct.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "algorithm", rename_all = "snake_case")]
 pub enum ModelSpec {
     /// Binary (sigmoid) or multinomial (softmax) logistic regression, by the number of classes.
-    LogisticRegression {
-        /// L2 penalty on the weights.
-        #[serde(default)]
-        l2: f64,
-    },
+    LogisticRegression(LinearModel),
     /// Least-squares linear regression.
-    LinearRegression {
-        /// L2 penalty on the weights.
-        #[serde(default)]
-        l2: f64,
-    },
+    LinearRegression(LinearModel),
     /// Multi-layer perceptron with one or two hidden layers.
-    Mlp {
-        /// Classification or regression.
-        task: Task,
-        /// Widths of the hidden layers.
-        hidden: Vec<usize>,
-        /// Hidden non-linearity.
-        #[serde(default = "default_activation")]
-        activation: Activation,
-        /// Dropout probability after each hidden layer, in training only.
-        #[serde(default)]
-        dropout: f64,
-        /// L2 penalty on the weights.
-        #[serde(default)]
-        l2: f64,
-    },
+    Mlp(Mlp),
     /// CART decision tree.
-    DecisionTree {
-        /// Classification or regression.
-        task: Task,
-        /// Split criterion; gini by default for classification, mse for regression.
-        #[serde(default)]
-        criterion: Option<Criterion>,
-        /// Deepest level a split may create (the root is depth 0).
-        #[serde(default = "default_max_depth")]
-        max_depth: u32,
-        /// Fewest samples a node needs to be split.
-        #[serde(default = "default_min_split")]
-        min_samples_split: usize,
-        /// Fewest samples each child of a split must keep.
-        #[serde(default = "default_min_leaf")]
-        min_samples_leaf: usize,
-    },
+    DecisionTree(DecisionTree),
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
+}
+
+impl Tagged for ModelSpec {
+    const PATH: &'static str = "model";
+    const TAG: &'static str = "algorithm";
+    const VARIANTS: &'static [&'static str] = &[
+        "logistic_regression",
+        "linear_regression",
+        "mlp",
+        "decision_tree",
+    ];
+
+    fn variant<'de, D: Deserializer<'de>>(name: &str, fields: D) -> Result<Self, D::Error> {
+        Ok(match name {
+            "logistic_regression" => {
+                ModelSpec::LogisticRegression(LinearModel::deserialize(fields)?)
+            }
+            "linear_regression" => ModelSpec::LinearRegression(LinearModel::deserialize(fields)?),
+            "mlp" => ModelSpec::Mlp(Mlp::deserialize(fields)?),
+            "decision_tree" => ModelSpec::DecisionTree(DecisionTree::deserialize(fields)?),
+            _ => return Err(de::Error::unknown_variant(name, Self::VARIANTS)),
+        })
+    }
+}
+
+/// Logistic or linear regression: one linear layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinearModel {
+    /// L2 penalty on the weights.
+    #[serde(default)]
+    pub l2: f64,
+}
+
+/// Multi-layer perceptron.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mlp {
+    /// Classification or regression.
+    pub task: Task,
+    /// Widths of the hidden layers.
+    pub hidden: Vec<usize>,
+    /// Hidden non-linearity.
+    #[serde(default = "default_activation")]
+    pub activation: Activation,
+    /// Dropout probability after each hidden layer, in training only.
+    #[serde(default)]
+    pub dropout: f64,
+    /// L2 penalty on the weights.
+    #[serde(default)]
+    pub l2: f64,
+}
+
+/// CART decision tree.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionTree {
+    /// Classification or regression.
+    pub task: Task,
+    /// Split criterion; gini by default for classification, mse for regression.
+    #[serde(default)]
+    pub criterion: Option<Criterion>,
+    /// Deepest level a split may create (the root is depth 0).
+    #[serde(default = "default_max_depth")]
+    pub max_depth: u32,
+    /// Fewest samples a node needs to be split.
+    #[serde(default = "default_min_split")]
+    pub min_samples_split: usize,
+    /// Fewest samples each child of a split must keep.
+    #[serde(default = "default_min_leaf")]
+    pub min_samples_leaf: usize,
 }
 
 fn default_activation() -> Activation {
@@ -150,39 +197,69 @@ fn default_min_leaf() -> usize {
     1
 }
 
-/// Optimizer of the gradient-trained models.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+/// Optimizer of the gradient-trained models, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Optimizer {
     /// Stochastic gradient descent with optional momentum.
-    Sgd {
-        /// Learning rate.
-        lr: f64,
-        /// Momentum (0 disables it).
-        #[serde(default)]
-        momentum: f64,
-    },
+    Sgd(Sgd),
     /// Adam (Kingma & Ba) with bias correction.
-    Adam {
-        /// Learning rate.
-        lr: f64,
-        /// First-moment decay.
-        #[serde(default = "default_beta1")]
-        beta1: f64,
-        /// Second-moment decay.
-        #[serde(default = "default_beta2")]
-        beta2: f64,
-        /// Denominator guard.
-        #[serde(default = "default_eps")]
-        eps: f64,
-    },
+    Adam(Adam),
+}
+
+impl<'de> Deserialize<'de> for Optimizer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
+}
+
+impl Tagged for Optimizer {
+    const PATH: &'static str = "training.optimizer";
+    const TAG: &'static str = "kind";
+    const VARIANTS: &'static [&'static str] = &["sgd", "adam"];
+
+    fn variant<'de, D: Deserializer<'de>>(name: &str, fields: D) -> Result<Self, D::Error> {
+        Ok(match name {
+            "sgd" => Optimizer::Sgd(Sgd::deserialize(fields)?),
+            "adam" => Optimizer::Adam(Adam::deserialize(fields)?),
+            _ => return Err(de::Error::unknown_variant(name, Self::VARIANTS)),
+        })
+    }
+}
+
+/// Stochastic gradient descent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sgd {
+    /// Learning rate.
+    pub lr: f64,
+    /// Momentum (0 disables it).
+    #[serde(default)]
+    pub momentum: f64,
+}
+
+/// Adam.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adam {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay.
+    #[serde(default = "default_beta1")]
+    pub beta1: f64,
+    /// Second-moment decay.
+    #[serde(default = "default_beta2")]
+    pub beta2: f64,
+    /// Denominator guard.
+    #[serde(default = "default_eps")]
+    pub eps: f64,
 }
 
 impl Optimizer {
     /// The learning rate.
     pub fn lr(&self) -> f64 {
         match self {
-            Optimizer::Sgd { lr, .. } | Optimizer::Adam { lr, .. } => *lr,
+            Optimizer::Sgd(Sgd { lr, .. }) | Optimizer::Adam(Adam { lr, .. }) => *lr,
         }
     }
 }
@@ -214,12 +291,12 @@ impl Default for TrainingSpec {
         TrainingSpec {
             epochs: 20,
             batch_size: 32,
-            optimizer: Optimizer::Adam {
+            optimizer: Optimizer::Adam(Adam {
                 lr: 0.01,
                 beta1: default_beta1(),
                 beta2: default_beta2(),
                 eps: default_eps(),
-            },
+            }),
         }
     }
 }
@@ -246,7 +323,7 @@ impl Default for Limits {
 impl JobSpec {
     /// Parses and checks a spec.
     pub fn from_json(text: &str) -> Result<JobSpec, SpecError> {
-        let spec: JobSpec = serde_json::from_str(text)?;
+        let spec: JobSpec = serde_json::from_str(text).map_err(SpecError::Parse)?;
         spec.check()?;
         Ok(spec)
     }
@@ -259,18 +336,19 @@ impl JobSpec {
     /// The task this spec trains for.
     pub fn task(&self) -> Task {
         match &self.model {
-            ModelSpec::LogisticRegression { .. } => Task::Classification,
-            ModelSpec::LinearRegression { .. } => Task::Regression,
-            ModelSpec::Mlp { task, .. } | ModelSpec::DecisionTree { task, .. } => *task,
+            ModelSpec::LogisticRegression(_) => Task::Classification,
+            ModelSpec::LinearRegression(_) => Task::Regression,
+            ModelSpec::Mlp(Mlp { task, .. })
+            | ModelSpec::DecisionTree(DecisionTree { task, .. }) => *task,
         }
     }
 
     /// The tree criterion, defaulted by task.
     pub fn criterion(&self) -> Option<Criterion> {
         match &self.model {
-            ModelSpec::DecisionTree {
+            ModelSpec::DecisionTree(DecisionTree {
                 criterion, task, ..
-            } => Some(criterion.unwrap_or(match task {
+            }) => Some(criterion.unwrap_or(match task {
                 Task::Classification => Criterion::Gini,
                 Task::Regression => Criterion::Mse,
             })),
@@ -322,13 +400,14 @@ impl JobSpec {
             ">= 16",
         )?;
         let l2 = match &self.model {
-            ModelSpec::LogisticRegression { l2 } | ModelSpec::LinearRegression { l2 } => Some(*l2),
-            ModelSpec::Mlp {
+            ModelSpec::LogisticRegression(LinearModel { l2 })
+            | ModelSpec::LinearRegression(LinearModel { l2 }) => Some(*l2),
+            ModelSpec::Mlp(Mlp {
                 hidden,
                 dropout,
                 l2,
                 ..
-            } => {
+            }) => {
                 range(
                     (1..=2).contains(&hidden.len()),
                     "model.hidden",
@@ -351,13 +430,13 @@ impl JobSpec {
                 )?;
                 Some(*l2)
             }
-            ModelSpec::DecisionTree {
+            ModelSpec::DecisionTree(DecisionTree {
                 task,
                 criterion,
                 max_depth,
                 min_samples_split,
                 min_samples_leaf,
-            } => {
+            }) => {
                 range(
                     (1..=64).contains(max_depth),
                     "model.max_depth",
@@ -415,7 +494,7 @@ impl JobSpec {
                 "0 < x <= 10",
             )?;
             match &t.optimizer {
-                Optimizer::Sgd { momentum, .. } => {
+                Optimizer::Sgd(Sgd { momentum, .. }) => {
                     range(
                         momentum.is_finite() && (0.0..1.0).contains(momentum),
                         "training.optimizer.momentum",
@@ -423,9 +502,9 @@ impl JobSpec {
                         "0 <= x < 1",
                     )?;
                 }
-                Optimizer::Adam {
+                Optimizer::Adam(Adam {
                     beta1, beta2, eps, ..
-                } => {
+                }) => {
                     range(
                         beta1.is_finite() && (0.0..1.0).contains(beta1),
                         "training.optimizer.beta1",
@@ -447,7 +526,7 @@ impl JobSpec {
                 }
             }
         }
-        self.schema.check()?;
+        self.schema.check().map_err(SpecError::Schema)?;
         Ok(())
     }
 }
@@ -508,5 +587,122 @@ mod tests {
         );
         let err = JobSpec::from_json(&lr0).expect_err("lr 0").to_string();
         assert!(err.contains("training.optimizer.lr"), "{err}");
+    }
+
+    /// The (line, column) serde_json reports for the end of the first `needle` in `text`.
+    fn position_after(text: &str, needle: &str) -> (usize, usize) {
+        let at = text.find(needle).expect("needle") + needle.len();
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        (text[..at].matches('\n').count() + 1, at - line_start)
+    }
+
+    #[test]
+    fn a_field_inside_a_tagged_object_is_refused_at_the_field_by_its_path() {
+        let cases = [
+            (
+                "{\n  \"algorithm\": \"mlp\",\n  \"task\": \"classification\",\n  \"hiden\": [8]\n}",
+                "\"hiden\"",
+                "model.hiden: unknown field for algorithm `mlp`, expected one of `task`, \
+                 `hidden`, `activation`, `dropout`, `l2`",
+            ),
+            // Before the tag, a name no algorithm takes is still refused where it is.
+            (
+                "{\n  \"task\": \"classification\",\n  \"hiden\": [8],\n  \"algorithm\": \"mlp\"\n}",
+                "\"hiden\"",
+                "model.hiden: unknown field, expected `algorithm` or one of",
+            ),
+            (
+                // serde_json has read past the closing brace when the error surfaces.
+                "{\"algorithm\": \"svm\"}",
+                "\"svm\"}",
+                "model.algorithm: unknown algorithm `svm`, expected one of `logistic_regression`",
+            ),
+        ];
+        for (model, at, want) in cases {
+            let text = spec(model);
+            let err = JobSpec::from_json(&text).expect_err(model).to_string();
+            let (line, column) = position_after(&text, at);
+            let want = format!("job spec: {want}");
+            assert!(err.starts_with(&want), "{model}:\n{err}\nwant {want}");
+            assert!(
+                err.ends_with(&format!(" at line {line} column {column}")),
+                "{model}: {err}, want line {line} column {column}"
+            );
+        }
+
+        let text = spec(r#"{"algorithm":"logistic_regression"}"#).replace(
+            r#""seed":1"#,
+            "\"seed\":1,\n\"training\":{\"epochs\":1,\"batch_size\":8,\n\"optimizer\":{\"kind\":\"sgd\",\"lr\":0.1,\n\"momentm\":0.9}}",
+        );
+        let err = JobSpec::from_json(&text).expect_err("momentm").to_string();
+        let (line, column) = position_after(&text, "\"momentm\"");
+        assert_eq!(
+            err,
+            format!(
+                "job spec: training.optimizer.momentm: unknown field for kind `sgd`, expected one \
+                 of `lr`, `momentum` at line {line} column {column}"
+            )
+        );
+    }
+
+    #[test]
+    fn every_tagged_variant_round_trips_with_its_tag_first() {
+        let models = [
+            ModelSpec::LogisticRegression(LinearModel { l2: 0.5 }),
+            ModelSpec::LinearRegression(LinearModel { l2: 0.0 }),
+            ModelSpec::Mlp(Mlp {
+                task: Task::Regression,
+                hidden: vec![4, 2],
+                activation: Activation::Tanh,
+                dropout: 0.1,
+                l2: 0.0,
+            }),
+            ModelSpec::DecisionTree(DecisionTree {
+                task: Task::Classification,
+                criterion: Some(Criterion::Entropy),
+                max_depth: 3,
+                min_samples_split: 4,
+                min_samples_leaf: 2,
+            }),
+        ];
+        assert_eq!(models.len(), ModelSpec::VARIANTS.len());
+        for (model, name) in models.iter().zip(ModelSpec::VARIANTS) {
+            let json = serde_json::to_string(model).expect("serializes");
+            assert!(
+                json.starts_with(&format!(r#"{{"algorithm":"{name}","#)),
+                "{json}"
+            );
+            let back: ModelSpec = serde_json::from_str(&json).expect(&json);
+            assert_eq!(&back, model);
+        }
+        let optimizers = [
+            Optimizer::Sgd(Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+            }),
+            TrainingSpec::default().optimizer,
+        ];
+        assert_eq!(optimizers.len(), Optimizer::VARIANTS.len());
+        for (optimizer, name) in optimizers.iter().zip(Optimizer::VARIANTS) {
+            let json = serde_json::to_string(optimizer).expect("serializes");
+            assert!(
+                json.starts_with(&format!(r#"{{"kind":"{name}","#)),
+                "{json}"
+            );
+            let back: Optimizer = serde_json::from_str(&json).expect(&json);
+            assert_eq!(&back, optimizer);
+        }
+        // The canonical form is the model file's identity: a change here changes every hash.
+        let mlp = JobSpec::from_json(&spec(
+            r#"{"hidden":[4],"task":"classification","algorithm":"mlp"}"#,
+        ))
+        .expect("valid");
+        assert!(
+            mlp.canonical_json().contains(
+                r#""model":{"algorithm":"mlp","task":"classification","hidden":[4],"activation":"relu","dropout":0.0,"l2":0.0},"#
+            ),
+            "{}",
+            mlp.canonical_json()
+        );
     }
 }

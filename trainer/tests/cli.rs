@@ -45,10 +45,24 @@ fn err(out: Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Written pretty, one field a line, as a user would, so error positions can be checked.
 fn write_spec(dir: &Path, name: &str, spec: &Value) -> PathBuf {
     let p = dir.join(format!("{name}.json"));
-    std::fs::write(&p, spec.to_string()).expect("write spec");
+    std::fs::write(&p, pretty(spec)).expect("write spec");
     p
+}
+
+fn pretty(spec: &Value) -> String {
+    serde_json::to_string_pretty(spec).expect("json")
+}
+
+/// Where serde_json reports an error found right after the first `needle` in `text`:
+/// `line L column C`, the column counting the bytes before it on its line.
+fn position_after(text: &str, needle: &str) -> String {
+    let at = text.find(needle).expect("needle") + needle.len();
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[..at].matches('\n').count() + 1;
+    format!("line {line} column {}", at - line_start)
 }
 
 fn run_args<'a>(spec: &'a Path, data: &'a Path, out: &'a Path) -> Vec<&'a str> {
@@ -292,9 +306,9 @@ fn model_files_are_bit_identical_across_cpu_models_and_thread_counts() {
     for (name, spec, file) in &jobs {
         let spec_path = write_spec(dir.path(), name, spec);
         let mut seen = std::collections::BTreeMap::new();
-        for cpu in cpus {
+        for (i, cpu) in cpus.iter().enumerate() {
             for threads in ["1", "2"] {
-                let out = dir.path().join(format!("{name}-{}-{threads}", cpu.len()));
+                let out = dir.path().join(format!("{name}-cpu{i}-{threads}"));
                 let sha = model_sha(cpu, threads, &spec_path, file, &out);
                 seen.insert(format!("{cpu:?} threads={threads}"), sha);
             }
@@ -462,6 +476,20 @@ fn bad_input_is_refused_with_a_clear_error() {
         "training": {"epochs": 2, "batch_size": 4, "optimizer": {"kind": "adam", "lr": 0.1}}
     });
     let good_rows = "a,b,y\n1,2,u\n2,3,v\n3,1,u\n4,4,v\n5,0,u\n6,2,v\n";
+    let mut model_typo = base.clone();
+    model_typo["model"] = json!({"algorithm": "mlp", "task": "classification", "hiden": [8]});
+    let model_typo_message = format!(
+        "job spec: model.hiden: unknown field for algorithm `mlp`, expected one of `task`, \
+         `hidden`, `activation`, `dropout`, `l2` at {}",
+        position_after(&pretty(&model_typo), "\"hiden\"")
+    );
+    let mut optimizer_typo = base.clone();
+    optimizer_typo["training"]["optimizer"]["momentm"] = json!(0.9);
+    let optimizer_typo_message = format!(
+        "training.optimizer.momentm: unknown field for kind `adam`, expected one of `lr`, \
+         `beta1`, `beta2`, `eps` at {}",
+        position_after(&pretty(&optimizer_typo), "\"momentm\"")
+    );
     let cases: Vec<(&str, Value, &str, &str)> = vec![
         (
             "missing",
@@ -569,6 +597,13 @@ fn bad_input_is_refused_with_a_clear_error() {
             good_rows,
             "unknown field `epochs`",
         ),
+        ("model_typo", model_typo, good_rows, &model_typo_message),
+        (
+            "optimizer_typo",
+            optimizer_typo,
+            good_rows,
+            &optimizer_typo_message,
+        ),
         (
             "diverges",
             {
@@ -589,7 +624,15 @@ fn bad_input_is_refused_with_a_clear_error() {
         std::fs::write(&file, rows).expect("rows");
         let out = dir.path().join(name);
         let e = err(trainer(&[], &run_args(&spec, &file, &out)));
-        assert!(e.contains(want), "{name}: {e}");
+        assert_eq!(
+            e.matches(want).count(),
+            1,
+            "{name}: the message, cause included, is printed once: {e}"
+        );
+        assert!(
+            e.starts_with("error: ") && e.lines().count() == 1,
+            "{name}: one line, no `Caused by:` or backtrace: {e}"
+        );
         assert!(
             !out.join("result.json").exists(),
             "{name}: no result after a failure"
@@ -604,10 +647,10 @@ fn bad_input_is_refused_with_a_clear_error() {
     );
     assert!(reused.join("result.json").exists());
     let spec = write_spec(dir.path(), "reused_spec", &spec_file("iris_tree.json"));
-    let e = err(trainer(
-        &[],
-        &run_args(&spec, &dir.path().join("one_class.csv"), &reused),
-    ));
+    let one_class = dir.path().join("one_class.csv");
+    let mut forced = run_args(&spec, &one_class, &reused);
+    forced.push("--force");
+    let e = err(trainer(&[], &forced));
     assert!(e.contains("missing column"), "{e}");
     assert!(!reused.join("result.json").exists());
     assert!(!reused.join("checkpoints/00000.ckpt").exists());
@@ -619,7 +662,10 @@ fn bad_input_is_refused_with_a_clear_error() {
             dir.path(),
         ),
     ));
-    assert!(e.contains("/nonexistent.json"), "{e}");
+    assert_eq!(
+        e.trim_end(),
+        "error: reading /nonexistent.json: No such file or directory (os error 2)"
+    );
     let corrupt = dir.path().join("model.safetensors");
     let iris = data("iris.csv");
     let predict_with_corrupt_model = || {
@@ -636,7 +682,11 @@ fn bad_input_is_refused_with_a_clear_error() {
     };
     std::fs::write(&corrupt, b"\x10\0\0\0\0\0\0\0{}").expect("write");
     let e = predict_with_corrupt_model();
-    assert!(e.contains("not a valid tensor file"), "{e}");
+    assert_eq!(
+        e.matches("not a valid tensor file").count(),
+        1,
+        "once, no `Caused by:`: {e}"
+    );
 
     // A well-formed file whose architecture does not fit its own preprocessing.
     let (out, _) = run(
@@ -657,6 +707,101 @@ fn bad_input_is_refused_with_a_clear_error() {
     std::fs::write(&corrupt, file.to_bytes()).expect("write");
     let e = predict_with_corrupt_model();
     assert!(e.contains("architecture does not fit"), "{e}");
+}
+
+/// Every file under `dir`, sorted.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn run_refuses_to_overwrite_an_earlier_run_unless_forced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let iris = data("iris.csv");
+    let (out, first) = run(dir.path(), "out", &spec_file("iris_tree.json"), &iris);
+    let mut listed = neurodata_trainer::job::earlier_outputs(&out);
+    listed.sort();
+    assert_eq!(
+        listed,
+        files_under(&out),
+        "earlier_outputs names every file a run writes"
+    );
+    let model = out.join("model.safetensors");
+    let model_bytes = std::fs::read(&model).expect("model");
+
+    let other = write_spec(dir.path(), "other", &spec_file("iris_logreg.json"));
+    let e = err(trainer(&[], &run_args(&other, &iris, &out)));
+    assert_eq!(
+        e.trim_end(),
+        format!(
+            "error: refusing to overwrite {} and {} other file(s) of an earlier run; pass --force \
+             to overwrite",
+            model.display(),
+            listed.len() - 1
+        )
+    );
+    assert_eq!(
+        std::fs::read(&model).expect("model"),
+        model_bytes,
+        "the refused run wrote nothing"
+    );
+
+    let mut forced = run_args(&other, &iris, &out);
+    forced.push("--force");
+    let second: Value = serde_json::from_str(&ok(trainer(&[], &forced))).expect("json");
+    assert_ne!(second["model_sha256"], first["model_sha256"]);
+    let written = std::fs::read(&model).expect("model");
+    assert_eq!(
+        json!(hex::encode(Sha256::digest(&written))),
+        second["model_sha256"],
+        "--force replaced the model"
+    );
+
+    // A directory holding other files is no earlier run.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).expect("mkdir");
+    std::fs::write(shared.join("notes.txt"), "mine").expect("write");
+    ok(trainer(&[], &run_args(&other, &iris, &shared)));
+    assert_eq!(
+        std::fs::read_to_string(shared.join("notes.txt")).expect("notes"),
+        "mine"
+    );
+
+    // A file named as the output directory is left alone, even with --force.
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "mine").expect("write");
+    let mut forced = run_args(&other, &iris, &file);
+    forced.push("--force");
+    let e = err(trainer(&[], &forced));
+    assert_eq!(
+        e.trim_end(),
+        format!("error: {}: exists and is not a directory", file.display())
+    );
+    assert_eq!(std::fs::read_to_string(&file).expect("file"), "mine");
+}
+
+#[test]
+fn progress_has_no_terminal_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = write_spec(dir.path(), "logreg", &spec_file("iris_logreg.json"));
+    let out = dir.path().join("out");
+    let iris = data("iris.csv");
+    let mut args = run_args(&spec, &iris, &out);
+    args.retain(|a| *a != "--quiet");
+    let output = trainer(&[], &args);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    ok(output);
+    assert!(!stderr.contains('\x1b'), "{stderr:?}");
 }
 
 #[test]
