@@ -77,13 +77,13 @@ pub async fn open_gateway(
             .as_deref()
             .context("--gateway-ca: the gateway org's root CA is needed to trust the gateway")?;
         let (cert, key) = identity.context(
-            "a gateway call needs your member certificate and key (--cert/--key, or the signer's)",
+            "a gateway call needs your member certificate and key: pass --cert FILE --key FILE \
+             (or set NEURODATA_CERT and NEURODATA_KEY)",
         )?;
         Some(GatewayTls::from_files(ca, cert, key)?)
     };
-    GatewayClient::connect(url, tls)
-        .await
-        .with_context(|| format!("connecting to the gateway at {url}"))
+    // Its errors name the URL and the fix already.
+    Ok(GatewayClient::connect(url, tls).await?)
 }
 
 /// Awaits a verified read, saying on a terminal what it waits for once it takes a moment: the

@@ -197,9 +197,7 @@ async fn provider_gateway(
         key_pem: read(a.key()?)?,
         domain: None,
     };
-    GatewayClient::connect(location, Some(tls))
-        .await
-        .with_context(|| format!("connecting to the provider's gateway at {location}"))
+    Ok(GatewayClient::connect(location, Some(tls)).await?)
 }
 
 fn event_attr(r: &Committed, kind: EventKind, key: &str) -> Option<String> {

@@ -439,8 +439,20 @@ fn amount(s: &str) -> anyhow::Result<Amount> {
 }
 
 fn load_signer(a: &SignerArgs) -> anyhow::Result<Signer> {
-    Signer::from_pem(&read(a.cert()?)?, &read(a.key()?)?)
-        .context("loading your certificate and key")
+    let (cert, key) = (a.cert()?, a.key()?);
+    let x509 = X509::from_pem(&read(cert)?)
+        .with_context(|| format!("{} is not a PEM certificate", cert.display()))?;
+    let private = openssl::pkey::PKey::private_key_from_pem(&read(key)?)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    // The chain would only say the signature does not verify; the gateway check says this.
+    if !x509.public_key()?.public_eq(&private) {
+        bail!(
+            "the key in {} is not the key of certificate {}",
+            key.display(),
+            cert.display()
+        );
+    }
+    Ok(Signer::new(&x509, private)?)
 }
 
 async fn submit(a: &SignerArgs, messages: Vec<pb::Message>) -> anyhow::Result<()> {

@@ -564,11 +564,8 @@ fn assert_mistake(net: &Net, url: &str, args: &[&str], expected: &str) {
     ] {
         assert!(!line.contains(noise), "{noise:?} in {out:?}");
     }
-    // Until cli/src/conn.rs stops wrapping the (self-contained) connection error with
-    // "connecting to the gateway at URL", that prefix is accepted too.
-    let wrapped = format!("error: connecting to the gateway at {url}: {expected}");
     assert!(
-        line == format!("error: {expected}") || line == wrapped,
+        line == format!("error: {expected}"),
         "ndctl said {line:?}, expected \"error: {expected}\""
     );
 }

@@ -268,6 +268,16 @@ fn a_members_first_five_minutes_run_as_written_and_mistakes_say_what_to_do() {
     let (ok, out) = run(dir, &format!("{buyer}ndctl dataset list --fee 1"));
     assert!(!ok && out.contains("--fee"), "{out}");
 
+    // 5. A key that is not the certificate's says so, through the node as through a gateway.
+    refused(
+        dir,
+        "",
+        "ndctl tx transfer --cert devnet/consortium/healthtech/buyer.pem \
+         --key devnet/consortium/healthtech/provider.key \
+         --to devnet/consortium/medlab/provider.pem --amount 1",
+        &["the key in devnet/consortium/healthtech/provider.key is not the key of certificate"],
+    );
+
     // The README's last line stops the network.
     let (ok, out) = run(dir, lines.last().unwrap());
     assert!(ok && out.contains("stopped"), "{out}");

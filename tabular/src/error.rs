@@ -4,9 +4,10 @@
 /// Why a file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    /// The source could not be read.
+    /// The source could not be read. The cause is in the message, not a `source()`, so a
+    /// report of the whole chain says it once.
     #[error("reading the file: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// Nothing but blank lines: no header row.
     #[error("the file is empty: a table needs a header row")]
     NoHeader,
@@ -136,4 +137,10 @@ pub enum SchemaError {
         /// The type as written.
         name: String,
     },
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(e: std::io::Error) -> Self {
+        ReadError::Io(e)
+    }
 }
