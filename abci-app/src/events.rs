@@ -72,6 +72,8 @@ kinds! {
     RewardPaid => "reward.paid",
     /// A dataset was listed.
     DatasetRegistered => "dataset.registered",
+    /// A member asked for a preview of a listing.
+    PreviewRequested => "dataset.preview_requested",
     /// A dataset's price changed.
     DatasetPriceChanged => "dataset.price_changed",
     /// A dataset was delisted.

@@ -195,6 +195,7 @@ proto_record!(
     pb::Dataset,
     pb::DatasetStats,
     pb::Purchase,
+    pb::PreviewRequest,
     pb::OrgList,
     pb::ValidatorList,
     pb::ProposalList,
@@ -367,6 +368,9 @@ query_table! {
     /// The live purchase id of a buyer for a dataset.
     live_purchase: LivePurchase(b: BuyerDataset) = "/live_purchase" => Id,
         key(escrow::state_key::by_buyer(&b.buyer, b.dataset));
+    /// A member's preview request for a dataset.
+    preview_request: PreviewRequest(b: BuyerDataset) = "/preview_request" => pb::PreviewRequest,
+        key(market::state_key::preview(b.dataset, &b.buyer));
     /// Every member org.
     orgs: Orgs = "/orgs" => pb::OrgList, list;
     /// Every validator.
@@ -437,6 +441,11 @@ mod tests {
             .query,
             purchase(9).query,
             live_purchase(BuyerDataset {
+                buyer: a,
+                dataset: 3,
+            })
+            .query,
+            preview_request(BuyerDataset {
                 buyer: a,
                 dataset: 3,
             })

@@ -14,7 +14,9 @@ use crate::escrow::{
 };
 use crate::governance::{SubmitProposal, Vote};
 use crate::ledger::Transfer;
-use crate::market::{AttestDataset, DelistDataset, RegisterDataset, UpdateDatasetPrice};
+use crate::market::{
+    AttestDataset, DelistDataset, RegisterDataset, RequestPreview, UpdateDatasetPrice,
+};
 use crate::membership::certificate::sha256;
 use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
 use crate::state::StateWrite;
@@ -229,6 +231,8 @@ actions! {
     AttestDataset(AttestDataset), roles: &[Role::Validator];
     /// Membership: move an identity to its successor.
     MoveIdentity(MoveIdentity), roles: &[Role::Admin];
+    /// Market: ask for a preview of a listing (those who may buy it).
+    RequestPreview(RequestPreview), roles: &[Role::Buyer, Role::Trainer];
 }
 
 /// A checked tx body.

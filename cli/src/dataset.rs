@@ -334,6 +334,7 @@ async fn upload(
             license,
             title: title.clone(),
             location: a.chain.gateway.clone().unwrap_or_default(),
+            ..Default::default()
         }),
     )
     .await?;

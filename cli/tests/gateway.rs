@@ -423,6 +423,7 @@ async fn scenario(net: &Net) {
             license: "x".into(),
             title: "medlab's bytes, listed by datacorp".into(),
             location: String::new(),
+            ..Default::default()
         })],
     )
     .await

@@ -265,6 +265,7 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         license: "x".into(),
         title: "ghost".into(),
         location: String::new(),
+        ..Default::default()
     };
     let provider_gw = net.client("medlab", "provider").await;
     let err = submit(
@@ -345,7 +346,7 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         .dataset("stats", "medlab", "provider", &["--dataset", "1"])
         .unwrap();
     assert!(
-        stats.contains("1 purchases, 1 paid") && stats.contains("revenue 4900"),
+        stats.contains("1 purchase, 1 paid") && stats.contains("revenue 4900"),
         "{stats}"
     );
 

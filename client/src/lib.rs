@@ -401,6 +401,13 @@ pub mod msg {
         }))
     }
 
+    /// Ask for a preview of a listing (rows drawn from the next block's hash).
+    pub fn request_preview(dataset_id: u64) -> pb::Message {
+        wrap(pb::message::Action::RequestPreview(pb::RequestPreview {
+            dataset_id,
+        }))
+    }
+
     /// A validator's findings about a dataset.
     pub fn attest(m: pb::AttestDataset) -> pb::Message {
         wrap(pb::message::Action::AttestDataset(m))

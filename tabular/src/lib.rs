@@ -40,6 +40,7 @@
 mod document;
 mod error;
 mod json_lines;
+pub mod merkle;
 mod records;
 pub mod schema;
 mod stream;

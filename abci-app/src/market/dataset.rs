@@ -82,7 +82,16 @@ pub struct RegisterDataset {
     pub title: String,
     /// Download location.
     pub location: String,
+    /// How the plaintext is written.
+    pub format: pb::DataFormat,
+    /// Merkle root over the plaintext rows (None: a listing without previews or row checks).
+    pub rows_root: Option<[u8; 32]>,
+    /// Most rows a preview shows (0: none).
+    pub preview_rows: u32,
 }
+
+/// Most rows a listing may offer in a preview.
+pub const MAX_PREVIEW_ROWS: u32 = 100;
 
 impl TryFrom<pb::RegisterDataset> for RegisterDataset {
     type Error = TxError;
@@ -100,6 +109,24 @@ impl TryFrom<pb::RegisterDataset> for RegisterDataset {
         }
         if m.location.len() > 256 {
             return Err(invalid("register_dataset.location", "at most 256 bytes"));
+        }
+        let format = pb::DataFormat::try_from(m.format)
+            .map_err(|_| invalid("register_dataset.format", "not a known data format"))?;
+        let rows_root = match m.rows_root.as_slice() {
+            [] => None,
+            r => Some(digest("register_dataset.rows_root", r)?),
+        };
+        if m.preview_rows > 0 && rows_root.is_none() {
+            return Err(invalid(
+                "register_dataset.preview_rows",
+                "previews need the rows root they are checked against",
+            ));
+        }
+        if m.preview_rows > MAX_PREVIEW_ROWS || u64::from(m.preview_rows) > m.rows {
+            return Err(invalid(
+                "register_dataset.preview_rows",
+                format!("at most {MAX_PREVIEW_ROWS} and at most the dataset's rows"),
+            ));
         }
         if m.ciphertext_size <= m.size {
             return Err(invalid(
@@ -123,6 +150,9 @@ impl TryFrom<pb::RegisterDataset> for RegisterDataset {
             license: m.license,
             title: m.title,
             location: m.location,
+            format,
+            rows_root,
+            preview_rows: m.preview_rows,
         })
     }
 }
@@ -177,6 +207,9 @@ impl RegisterDataset {
             location: self.location.clone(),
             status: pb::DatasetStatus::Listed as i32,
             registered_height: ctx.height,
+            format: self.format as i32,
+            rows_root: self.rows_root.map(|r| r.to_vec()).unwrap_or_default(),
+            preview_rows: self.preview_rows,
             ..Default::default()
         };
         state.put_dataset(&dataset);

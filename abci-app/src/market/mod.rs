@@ -13,11 +13,15 @@
 
 mod attest;
 mod dataset;
+mod preview;
 pub mod state_key;
 pub mod view;
 
 pub use attest::{AttestDataset, require_operator, require_voting_power};
-pub use dataset::{DelistDataset, RegisterDataset, UpdateDatasetPrice, matches_filter};
+pub use dataset::{
+    DelistDataset, MAX_PREVIEW_ROWS, RegisterDataset, UpdateDatasetPrice, matches_filter,
+};
+pub use preview::RequestPreview;
 pub use view::{MarketRead, MarketWrite};
 
 use neurodata_proto::chain::v1 as pb;
@@ -131,6 +135,27 @@ pub enum MarketError {
         /// The name.
         name: String,
     },
+    /// The listing offers no previews.
+    #[error("dataset {0} offers no previews (its provider listed it with preview_rows 0)")]
+    NoPreview(u64),
+    /// One preview per member and dataset.
+    #[error(
+        "you requested a preview of dataset {dataset} at height {height} already; one per member"
+    )]
+    PreviewRequested {
+        /// The dataset.
+        dataset: u64,
+        /// The earlier request's height.
+        height: u64,
+    },
+    /// The provider's own org holds the data.
+    #[error("dataset {dataset} is your org's ({org}): read it from your org's blob store")]
+    OwnPreview {
+        /// The dataset.
+        dataset: u64,
+        /// The org.
+        org: String,
+    },
     /// A column's type is unset or unknown.
     #[error(
         "schema column {name:?} has type {type_code}, not a known type (int, float, string, bool, category)"
@@ -160,6 +185,9 @@ impl MarketError {
             MarketError::BadColumnName { .. } => 90,
             MarketError::DuplicateColumn { .. } => 91,
             MarketError::UnknownColumnType { .. } => 92,
+            MarketError::NoPreview(_) => 93,
+            MarketError::PreviewRequested { .. } => 94,
+            MarketError::OwnPreview { .. } => 95,
         }
     }
 }

@@ -28,6 +28,11 @@ pub fn by_key_commitment(org: &str, commitment: &[u8; 32]) -> String {
     format!("market/key-commitment/{org}/{}", hex::encode(commitment))
 }
 
+/// The preview request of `requester` for dataset `id`.
+pub fn preview(id: u64, requester: &crate::address::Address) -> String {
+    format!("market/preview/{id:020}/{}", requester.to_hex())
+}
+
 /// Usage statistics of dataset `id`.
 pub fn stats(id: u64) -> String {
     format!("market/stats/{id:020}")

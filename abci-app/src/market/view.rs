@@ -3,6 +3,8 @@
 
 use neurodata_proto::chain::v1 as pb;
 
+use crate::address::Address;
+
 use super::state_key;
 use crate::state::{StateError, StateRead, StateWrite};
 
@@ -91,6 +93,11 @@ pub trait MarketWrite: StateWrite + MarketRead {
             state_key::next_dataset_id().into(),
             id.to_be_bytes().to_vec(),
         );
+    }
+
+    /// Stores a preview request.
+    fn put_preview_request(&mut self, request: &pb::PreviewRequest, requester: &Address) {
+        self.put_proto(state_key::preview(request.dataset_id, requester), request);
     }
 
     /// Stores usage statistics.

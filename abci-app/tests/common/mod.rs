@@ -398,5 +398,6 @@ pub fn listing(key: &DataKey, price: &str, salt: u8) -> pb::RegisterDataset {
         license: "CC-BY-4.0".into(),
         title: "heart".into(),
         location: "https://gw.org0.example:27008".into(),
+        ..Default::default()
     }
 }
