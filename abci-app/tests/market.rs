@@ -566,3 +566,75 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn previews_are_requested_once_per_member_of_another_org_and_only_where_offered() {
+    use neurodata_abci::query::{BuyerDataset, Query};
+    use prost::Message as _;
+    let c = Consortium::new(2, 1);
+    let mut n = TestNode::start(&c);
+    let key = DataKey::generate().unwrap();
+    let p0 = c.signer(0, Role::Provider);
+    // Listing rules: a preview needs a rows root and fits the dataset and the cap.
+    let mut offered = listing(&key, "100", 1);
+    offered.preview_rows = 2;
+    let o = n.run(&p0, vec![msg::register_dataset(offered.clone())]);
+    assert_eq!((o.codespace, o.code), ("tx", 11), "{}", o.log);
+    assert!(o.log.contains("rows root"), "{}", o.log);
+    offered.rows_root = vec![7; 32];
+    offered.preview_rows = 3;
+    let o = n.run(&p0, vec![msg::register_dataset(offered.clone())]);
+    assert!(
+        o.log.contains("at most"),
+        "more rows than the dataset: {}",
+        o.log
+    );
+    offered.preview_rows = 2;
+    offered.format = pb::DataFormat::JsonLines as i32;
+    n.ok(&p0, vec![msg::register_dataset(offered)]);
+    let d = n.storage().dataset(1).unwrap().unwrap();
+    assert_eq!(
+        (d.preview_rows, d.rows_root.len(), d.format),
+        (2, 32, pb::DataFormat::JsonLines as i32)
+    );
+    let other = DataKey::generate().unwrap();
+    n.ok(&p0, vec![msg::register_dataset(listing(&other, "100", 2))]);
+
+    let buyer = c.signer(1, Role::Buyer);
+    // No previews offered; the provider's own org; a role that does not buy.
+    let o = n.run(&buyer, vec![msg::request_preview(2)]);
+    assert_eq!((o.codespace, o.code), ("market", 93), "{}", o.log);
+    let o = n.run(&c.signer(0, Role::Buyer), vec![msg::request_preview(1)]);
+    assert_eq!((o.codespace, o.code), ("market", 95), "{}", o.log);
+    let o = n.run(&c.signer(1, Role::Validator), vec![msg::request_preview(1)]);
+    assert_eq!(o.codespace, "membership", "{}", o.log);
+
+    // Recorded once, readable through the query table.
+    let done = n.ok(&buyer, vec![msg::request_preview(1)]);
+    let o = n.run(&buyer, vec![msg::request_preview(1)]);
+    assert_eq!((o.codespace, o.code), ("market", 94), "{}", o.log);
+    let q = Query::PreviewRequest(BuyerDataset {
+        buyer: buyer.address(),
+        dataset: 1,
+    });
+    let r = n
+        .node
+        .query(tendermint::abci::request::Query {
+            data: q.data().into(),
+            path: q.path().into(),
+            height: 0u32.into(),
+            prove: false,
+        })
+        .unwrap();
+    let request = pb::PreviewRequest::decode(r.value).unwrap();
+    assert_eq!(
+        (
+            request.dataset_id,
+            request.rows,
+            request.requester_org.as_str()
+        ),
+        (1, 2, "org1")
+    );
+    assert_eq!(request.requester, buyer.address().0.to_vec());
+    assert!(request.height > 0 && done.code == 0);
+}
