@@ -3,6 +3,8 @@
 //! first error in file order is the one returned, so the rows and errors are those of a
 //! sequential read.
 
+use crate::json::Columns;
+use crate::json_array::{self, Expect};
 use crate::records::{self, HeaderScan, Resume};
 use crate::{Format, Header, ReadError, Row, json_lines};
 
@@ -39,6 +41,9 @@ impl<'a> Document<'a> {
             },
             Format::JsonLines => {
                 json_lines::header(bytes, start, true)?.ok_or(ReadError::NoHeader)?
+            }
+            Format::JsonArray => {
+                json_array::header(bytes, start, true)?.ok_or(ReadError::NoHeader)?
             }
         };
         Ok(Document {
@@ -119,7 +124,7 @@ impl<'a> Document<'a> {
     }
 
     /// The body cut at line feeds into about `threads` equal runs, or one run when it is small,
-    /// JSON lines, or holds a quote (a quoted field may span a cut).
+    /// JSON (a column's JSON type is checked against its first value), or holds a quote (a quoted field may span a cut).
     fn runs(&self, threads: usize) -> Vec<Run> {
         let (body, len) = (self.body.at, self.bytes.len());
         let whole = vec![Run {
@@ -179,9 +184,28 @@ impl<'a> Document<'a> {
                 })?;
             }
             Format::JsonLines => {
-                json_lines::each_object(input, from, true, &self.header, |line, fields| {
-                    visit(Row { line, fields })
-                })?;
+                let mut columns = Columns::new(&self.header);
+                json_lines::each_object(
+                    input,
+                    from,
+                    true,
+                    &self.header,
+                    &mut columns,
+                    |line, fields| visit(Row { line, fields }),
+                )?;
+            }
+            // The body starts at the first element, which `parse` read the header from.
+            Format::JsonArray => {
+                let mut columns = Columns::new(&self.header);
+                json_array::each_object(
+                    input,
+                    from,
+                    &mut Expect::First,
+                    true,
+                    &self.header,
+                    &mut columns,
+                    |line, fields| visit(Row { line, fields }),
+                )?;
             }
         }
         Ok(())

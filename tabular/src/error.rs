@@ -8,9 +8,13 @@ pub enum ReadError {
     /// report of the whole chain says it once.
     #[error("reading the file: {0}")]
     Io(std::io::Error),
-    /// Nothing but blank lines: no header row.
+    /// Nothing but blank lines (or whitespace, or an empty JSON array): no header row.
     #[error("the file is empty: a table needs a header row")]
     NoHeader,
+    /// A UTF-8 byte order mark first. Refused rather than skipped: it is part of the bytes whose
+    /// SHA-256 is listed, and tools that do not expect it read it into the first column's name.
+    #[error("the file starts with a byte order mark: save it as UTF-8 without BOM")]
+    ByteOrderMark,
     /// A header column without a name.
     #[error("line {line}: header column {column} has no name")]
     UnnamedColumn {
@@ -71,6 +75,36 @@ pub enum ReadError {
         /// What is wrong with it.
         message: String,
     },
+    /// A JSON value that is an object or an array: a cell holds one flat value.
+    #[error(
+        "line {line}, column {column:?}: a nested {kind} is not a cell value (the rows must be flat objects: make it a column of its own, or a string)"
+    )]
+    Nested {
+        /// 1-based line where the row's object starts.
+        line: u64,
+        /// The key.
+        column: String,
+        /// `object` or `array`.
+        kind: &'static str,
+    },
+    /// A JSON value of another type than the column's earlier values (`null` aside).
+    #[error(
+        "line {line}, column {column:?}: {found} {value} where line {first_line} holds {expected}: a column holds one JSON type (null for no value)"
+    )]
+    MixedTypes {
+        /// 1-based line where the row's object starts.
+        line: u64,
+        /// The key.
+        column: String,
+        /// The JSON type found (`a string`, `a number`, `a boolean`).
+        found: &'static str,
+        /// The value as written in JSON.
+        value: String,
+        /// The JSON type of the column's first value.
+        expected: &'static str,
+        /// The line of the column's first value.
+        first_line: u64,
+    },
     /// A JSON object whose keys are not the first object's.
     #[error(
         "line {line}: keys differ from the first object's: missing {missing:?}, unexpected {extra:?}"
@@ -120,6 +154,14 @@ pub enum CellError {
     /// Not `true` or `false`.
     #[error("is not true or false")]
     NotABool,
+}
+
+/// A format name that is not one of [`crate::Format`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("format {name:?}: expected csv, jsonl or json")]
+pub struct UnknownFormat {
+    /// The name as written.
+    pub name: String,
 }
 
 /// Why a declared schema (`name:type,...`) was refused.

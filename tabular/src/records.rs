@@ -233,27 +233,28 @@ pub(crate) enum HeaderScan {
 /// The UTF-8 byte order mark some editors put first.
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
-/// Past a byte order mark at the very start of the file; `None` while the buffer holds less than
-/// a whole one that may be one.
-pub(crate) fn skip_bom(input: &[u8], from: Resume, eof: bool) -> Option<Resume> {
+/// Refuses a byte order mark at the very start of the file (see [`ReadError::ByteOrderMark`]);
+/// `None` while the buffer holds less than a whole one that may be one.
+pub(crate) fn refuse_bom(
+    input: &[u8],
+    from: Resume,
+    eof: bool,
+) -> Result<Option<Resume>, ReadError> {
     if from.at != 0 || from.line != 1 {
-        return Some(from);
+        return Ok(Some(from));
     }
     if input.starts_with(BOM) {
-        return Some(Resume {
-            at: BOM.len(),
-            line: 1,
-        });
+        return Err(ReadError::ByteOrderMark);
     }
     if !eof && input.len() < BOM.len() && BOM.starts_with(input) {
-        return None;
+        return Ok(None);
     }
-    Some(from)
+    Ok(Some(from))
 }
 
 /// Reads the first non-blank record of `input[from.at..]` as the header.
 pub(crate) fn header(input: &[u8], from: Resume, eof: bool) -> Result<HeaderScan, ReadError> {
-    let Some(Resume { mut at, mut line }) = skip_bom(input, from, eof) else {
+    let Some(Resume { mut at, mut line }) = refuse_bom(input, from, eof)? else {
         return Ok(HeaderScan::Cut);
     };
     let mut spans = Vec::new();

@@ -5,6 +5,8 @@
 
 use std::io::Read;
 
+use crate::json::Columns;
+use crate::json_array::{self, Expect};
 use crate::records::{self, HeaderScan, Resume};
 use crate::{Format, Header, ReadError, Row, json_lines};
 
@@ -17,6 +19,10 @@ pub struct Stream<R> {
     input: Buffer<R>,
     format: Format,
     header: Header,
+    /// JSON: each column's type so far.
+    columns: Columns,
+    /// A JSON array: what the tokenizer expects at `input.next`.
+    expect: Expect,
 }
 
 /// The bytes read and not yet consumed.
@@ -85,6 +91,7 @@ impl<R: Read> Stream<R> {
                     HeaderScan::Cut => None,
                 },
                 Format::JsonLines => json_lines::header(input.held(), input.next, input.eof)?,
+                Format::JsonArray => json_array::header(input.held(), input.next, input.eof)?,
             };
             match found {
                 Some((header, next)) => {
@@ -98,6 +105,9 @@ impl<R: Read> Stream<R> {
         Ok(Stream {
             input,
             format,
+            columns: Columns::new(&header),
+            // A JSON array's rows start at its first element, which the header was read from.
+            expect: Expect::First,
             header,
         })
     }
@@ -129,11 +139,23 @@ impl<R: Read> Stream<R> {
                     }
                     visit(Row { line, fields })
                 })?,
-                Format::JsonLines => {
-                    json_lines::each_object(held, from, eof, &self.header, |line, fields| {
-                        visit(Row { line, fields })
-                    })?
-                }
+                Format::JsonLines => json_lines::each_object(
+                    held,
+                    from,
+                    eof,
+                    &self.header,
+                    &mut self.columns,
+                    |line, fields| visit(Row { line, fields }),
+                )?,
+                Format::JsonArray => json_array::each_object(
+                    held,
+                    from,
+                    &mut self.expect,
+                    eof,
+                    &self.header,
+                    &mut self.columns,
+                    |line, fields| visit(Row { line, fields }),
+                )?,
             };
             if input.eof {
                 return Ok(self.input.source);
@@ -223,6 +245,28 @@ mod tests {
             let text = format!("{}{end}", lines.join("\n"));
             let a = streamed(text.as_bytes(), Format::JsonLines).map_err(|e| e.to_string());
             let b = in_memory(text.as_bytes(), Format::JsonLines).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(a, b, "{:?}", text);
+        }
+
+        /// The same for a JSON array: mostly well-formed arrays of objects split over lines,
+        /// with stray punctuation, strings holding brackets, nested values and mixed types.
+        #[test]
+        fn a_trickled_json_array_stream_reads_what_the_file_in_memory_reads(
+            elements in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "{\"a\":1,\"b\":\"x\"}", "{\"b\":\"]},{\\\"\",\n \"a\":2.5}",
+                    "{\"a\":null,\"b\":null}", "{\"a\":\"1\",\"b\":\"x\"}", "{\"a\":[1],\"b\":\"\"}",
+                    "{\"a\":1}", "{", "]", "7",
+                ]),
+                0..6,
+            ),
+            separator in proptest::sample::select(vec![",", ",\n", " ,\r\n ", ""]),
+            open in proptest::sample::select(vec!["[", "\n[\n", ""]),
+            close in proptest::sample::select(vec!["]", "\n]\n", "", "],"]),
+        ) {
+            let text = format!("{open}{}{close}", elements.join(separator));
+            let a = streamed(text.as_bytes(), Format::JsonArray).map_err(|e| e.to_string());
+            let b = in_memory(text.as_bytes(), Format::JsonArray).map_err(|e| e.to_string());
             proptest::prop_assert_eq!(a, b, "{:?}", text);
         }
     }
