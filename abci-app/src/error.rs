@@ -207,6 +207,9 @@ mod tests {
             BadColumnName { index: 0, name: s() },
             DuplicateColumn { name: s() },
             UnknownColumnType { name: s(), type_code: 0 },
+            NoPreview(1),
+            PreviewRequested { dataset: 1, height: 1 },
+            OwnPreview { dataset: 1, org: s() },
         }));
         all.extend(every!(Es {
             UnknownPurchase(1),
