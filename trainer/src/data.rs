@@ -2,7 +2,8 @@
 //! and the preprocessing (standardisation, one-hot) whose parameters the model file stores.
 //!
 //! Files are read by `neurodata-tabular`, the reader `ndctl dataset upload` lists rows with, so
-//! the rows trained on are the rows the listing counts (its rules: blank lines, CRLF, quotes).
+//! the rows trained on are the rows the listing counts and commits to (its rules: CSV, JSON lines
+//! or a JSON array by the file's name; blank lines, CRLF, quotes, flat JSON values).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;
@@ -175,7 +176,8 @@ impl Table {
         self.target.len()
     }
 
-    /// Reads a `.csv` or `.jsonl`/`.ndjson` file (by extension; CSV otherwise).
+    /// Reads a `.csv`, `.jsonl`/`.ndjson` (JSON lines) or `.json` (a JSON array of objects) file,
+    /// by extension ([`Format::of_path`]; CSV otherwise).
     pub fn read(path: &Path, schema: &Schema) -> Result<Table, DataError> {
         Table::read_with(path, schema, false)
     }
@@ -193,7 +195,7 @@ impl Table {
         Table::parse(path, &bytes, schema, target_optional)
     }
 
-    /// Parses a file's bytes (CSV, or JSON lines for `.jsonl`/`.ndjson` paths). A large CSV
+    /// Parses a file's bytes in the format its path names ([`Format::of_path`]). A large CSV
     /// without quotes is parsed by the kernels' threads, each taking a run of whole lines; the
     /// parts are joined in file order, and the first error in file order is the one reported.
     pub fn parse(
@@ -752,9 +754,10 @@ mod tests {
         assert!(err.starts_with("line 50001, column \"age\""), "{err}");
     }
 
-    /// A tricky file: a byte order mark, CRLF and LF, blank and space-only lines, quoted commas,
-    /// a quoted line break, a doubled quote, no newline after the last row.
-    const TRICKY: &str = "\u{feff}age,sex,y\r\n40,\"f\",yes\r\n\r\n  \r\n50.5,\"m, or\nother\",no\n\n60,f,\"y\"\"es\"";
+    /// A tricky file: CRLF and LF, blank and space-only lines, quoted commas, a quoted line
+    /// break, a doubled quote, no newline after the last row.
+    const TRICKY: &str =
+        "age,sex,y\r\n40,\"f\",yes\r\n\r\n  \r\n50.5,\"m, or\nother\",no\n\n60,f,\"y\"\"es\"";
 
     #[test]
     fn a_listings_row_count_is_the_number_of_rows_the_trainer_reads() {
@@ -776,6 +779,42 @@ mod tests {
         assert_eq!(listed.rows, from_json.rows() as u64);
         assert_eq!(from_json.features, table.features);
         assert_eq!(from_json.target, table.target);
+    }
+
+    #[test]
+    fn a_json_array_reads_the_table_of_the_same_csv_and_its_listing_commits_to_its_rows() {
+        let array = "[\n  {\"age\": 40, \"sex\": \"f\", \"y\": \"yes\"},\n  {\"age\": 50.5, \"sex\": \"m, or\\nother\",\n   \"y\": \"no\"},\n  {\"age\": 60, \"sex\": \"f\", \"y\": \"y\\\"es\"}\n]\n";
+        let table = csv(TRICKY).expect("csv");
+        let from_array =
+            Table::parse(Path::new("x.json"), array.as_bytes(), &schema(), false).expect("json");
+        assert_eq!(from_array.features, table.features);
+        assert_eq!(from_array.target, table.target);
+        // The listing's count is the trainer's, and its rows root that of the same rows as CSV.
+        let listed =
+            tabular::summarize(array.as_bytes(), Format::JsonArray, None).expect("listing");
+        assert_eq!(listed.rows, from_array.rows() as u64);
+        let as_csv = tabular::summarize(TRICKY.as_bytes(), Format::Csv, None).expect("listing");
+        assert_eq!(listed.rows_root, as_csv.rows_root);
+        // A nested value is refused with its line and column.
+        let nested = array.replace("\"f\", \"y\": \"yes\"", "{\"k\": 1}, \"y\": \"yes\"");
+        let err = Table::parse(Path::new("x.json"), nested.as_bytes(), &schema(), false)
+            .expect_err("nested")
+            .to_string();
+        assert!(
+            err.starts_with("line 2, column \"sex\": a nested object"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_refused_with_the_reason() {
+        let err = csv(&format!("\u{feff}{TRICKY}"))
+            .expect_err("BOM")
+            .to_string();
+        assert_eq!(
+            err,
+            "the file starts with a byte order mark: save it as UTF-8 without BOM"
+        );
     }
 
     #[test]
