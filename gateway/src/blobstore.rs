@@ -1,12 +1,16 @@
-//! The content-addressed blob store: a blob lives under its CID, in a local directory (default)
-//! or in an S3-compatible bucket (`object_store`'s S3 client: AWS, MinIO, Ceph RGW, ...).
+//! The content-addressed blob store: a blob lives under its CID, in a local directory (default),
+//! in an S3-compatible bucket (`object_store`'s S3 client: AWS, MinIO, Ceph RGW, ...), or in an
+//! IPFS node (kubo's RPC API; [`ipfs`] explains the mapping from our CIDs to kubo's).
 //!
 //! Writes are atomic: bytes go to a temporary name, are hashed on the way, and only once complete
 //! (and the CID checked) become visible under `blobs/<cid>` — locally by fsync and rename (and a
 //! directory fsync), in S3 by completing a multipart upload to `tmp/<random>` and a server-side
 //! copy — so a crash or a failed upload never leaves a partial blob visible under a CID. Reads
 //! re-hash the bytes and fail at the end if they no longer match their CID (corruption is
-//! reported, never passed off as the blob).
+//! reported, never passed off as the blob). In IPFS a blob becomes visible when its mapping is
+//! recorded, after the node pinned the checked bytes.
+
+mod ipfs;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +24,8 @@ use openssl::sha::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::cid::Cid;
+
+pub use ipfs::{INDEX_FILE as IPFS_INDEX_FILE, IpfsSettings};
 
 /// What went wrong with a blob.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,16 @@ pub enum BlobError {
     /// The object store failed.
     #[error("object store: {0}")]
     Object(#[from] object_store::Error),
+    /// The IPFS node's RPC API failed or answered something unexpected.
+    #[error("IPFS node {api}: {op}: {reason}")]
+    Ipfs {
+        /// The node's RPC API URL.
+        api: String,
+        /// The RPC (`add`, `cat`, `pin/add`, `pin/rm`).
+        op: &'static str,
+        /// What went wrong, with kubo's message when it sent one.
+        reason: String,
+    },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -74,6 +90,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
 enum Backend {
     Local { blobs: PathBuf, tmp: PathBuf },
     Object(Arc<dyn ObjectStore>),
+    Ipfs(Arc<ipfs::IpfsNode>),
 }
 
 /// Blobs named by CID.
@@ -142,6 +159,15 @@ impl BlobStore {
         Ok(Self::with_object_store(Arc::new(b.build()?), max_bytes))
     }
 
+    /// A store in a kubo node, with the CID mapping in `settings.state_dir`. The node is not
+    /// contacted until the first call.
+    pub fn open_ipfs(settings: &IpfsSettings, max_bytes: u64) -> Result<Self, BlobError> {
+        Ok(BlobStore {
+            backend: Backend::Ipfs(Arc::new(ipfs::IpfsNode::open(settings)?)),
+            max_bytes,
+        })
+    }
+
     /// A store on any `object_store` backend.
     pub fn with_object_store(store: Arc<dyn ObjectStore>, max_bytes: u64) -> Self {
         BlobStore {
@@ -175,6 +201,52 @@ impl BlobStore {
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e.into()),
             },
+            Backend::Ipfs(node) => Ok(node.placement(cid).await.map(|p| p.size)),
+        }
+    }
+
+    /// The root CID kubo stores a blob under (IPFS backend only; None elsewhere or if absent).
+    pub async fn ipfs_root(&self, cid: &Cid) -> Option<String> {
+        match &self.backend {
+            Backend::Ipfs(node) => node.placement(cid).await.map(|p| p.root),
+            Backend::Local { .. } | Backend::Object(_) => None,
+        }
+    }
+
+    /// Removes a blob (in IPFS: unpins it and forgets its root). Returns whether it was stored.
+    pub async fn remove(&self, cid: &Cid) -> Result<bool, BlobError> {
+        match &self.backend {
+            Backend::Local { blobs, .. } => {
+                let path = blobs.join(cid.to_string());
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(io(&path)(e)),
+                }
+                let dir = blobs.clone();
+                // As for a new blob: the removal is durable once the directory is on disk.
+                tokio::task::spawn_blocking(move || {
+                    std::fs::File::open(&dir).and_then(|d| d.sync_all())
+                })
+                .await
+                .map_err(|e| BlobError::Io {
+                    path: path.clone(),
+                    source: std::io::Error::other(e),
+                })?
+                .map_err(io(&path))?;
+                Ok(true)
+            }
+            Backend::Object(store) => {
+                let path = Self::object_path(cid);
+                match store.head(&path).await {
+                    Ok(_) => {}
+                    Err(object_store::Error::NotFound { .. }) => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                }
+                store.delete(&path).await?;
+                Ok(true)
+            }
+            Backend::Ipfs(node) => node.remove(cid).await,
         }
     }
 
@@ -197,6 +269,7 @@ impl BlobStore {
                     key,
                 }
             }
+            Backend::Ipfs(node) => Sink::Ipfs(node.begin_add()),
         };
         Ok(Upload {
             store: self.clone(),
@@ -237,6 +310,10 @@ impl BlobStore {
                 }
                 Err(e) => return Err(e.into()),
             },
+            Backend::Ipfs(node) => {
+                let placement = node.placement(cid).await.ok_or(BlobError::NotFound(*cid))?;
+                (Source::Ipfs(node.cat(&placement).await?), placement.size)
+            }
         };
         Ok(BlobReader {
             cid: *cid,
@@ -256,10 +333,11 @@ enum Sink {
         writer: Option<object_store::WriteMultipart>,
         key: ObjectPath,
     },
+    Ipfs(ipfs::AddSink),
 }
 
 /// An upload in progress. Dropped without [`Upload::finish`], its temporary file (or multipart
-/// upload) is removed.
+/// upload) is removed (in IPFS: the add is broken off, so the node pins nothing).
 pub struct Upload {
     store: BlobStore,
     sink: Sink,
@@ -289,6 +367,7 @@ impl Upload {
                 w.wait_for_capacity(4).await?;
                 w.write(data);
             }
+            Sink::Ipfs(add) => add.write(data).await?,
             _ => {}
         }
         Ok(())
@@ -351,6 +430,11 @@ impl Upload {
                     tracing::warn!(%key, "removing a temporary object: {e}");
                 }
             }
+            (Sink::Ipfs(add), Backend::Ipfs(node)) => {
+                // Only now, with the CID checked, is the body ended well-formed.
+                let root = add.finish().await?;
+                node.record(cid, root, self.size).await?;
+            }
             _ => {}
         }
         Ok((cid, self.size))
@@ -386,6 +470,7 @@ enum Source {
         stream: BoxStream<'static, object_store::Result<Bytes>>,
         pending: Bytes,
     },
+    Ipfs(ipfs::CatStream),
 }
 
 /// Reads a stored blob in chunks, checking its CID at the end.
@@ -429,6 +514,7 @@ impl BlobReader {
                     buf.extend_from_slice(&pending.split_to(take));
                 }
             }
+            Source::Ipfs(cat) => cat.fill(&mut buf, max).await?,
         }
         Ok(buf)
     }
@@ -445,6 +531,9 @@ impl BlobReader {
                 h.update(&buf);
             }
             return Ok(Some(buf));
+        }
+        if let Source::Ipfs(cat) = &self.source {
+            cat.check_complete()?;
         }
         let digest = self.hasher.take().map(Sha256::finish).unwrap_or_default();
         let actual = Cid::from_digest(digest);

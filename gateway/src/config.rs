@@ -66,14 +66,19 @@ pub struct Config {
     pub s3_endpoint: Option<String>,
     /// S3 region.
     pub s3_region: String,
+    /// Keep blobs in this IPFS node instead (kubo's RPC API, e.g. `http://127.0.0.1:5001`;
+    /// loopback or a private network only, the API is unauthenticated). The mapping from blob
+    /// CIDs to the node's root CIDs is kept in `state_dir` (`ipfs.index`). Not with `s3_bucket`.
+    pub ipfs_api: Option<String>,
     /// Largest blob accepted, bytes.
     pub max_blob_bytes: u64,
     /// Most bytes one member (certificate) may store on this gateway, all its uploads together.
     pub upload_quota_member_bytes: u64,
     /// Most bytes the org's members may store on this gateway together.
     pub upload_quota_org_bytes: u64,
-    /// Directory for the gateway's own records (the upload index `uploads.index`); default:
-    /// `blob_dir`. Set it when blobs live in S3, so the index is on a persistent volume.
+    /// Directory for the gateway's own records (the upload index `uploads.index`, and with
+    /// `ipfs_api` the CID mapping `ipfs.index`); default: `blob_dir`. Set it when blobs live in
+    /// S3 or IPFS, so the indexes are on a persistent volume.
     pub state_dir: Option<PathBuf>,
     /// Largest single gRPC message, bytes (txs, upload chunks).
     pub max_message_bytes: usize,
@@ -117,6 +122,7 @@ impl Default for Config {
             s3_bucket: None,
             s3_endpoint: None,
             s3_region: "us-east-1".into(),
+            ipfs_api: None,
             max_blob_bytes: 64 << 30,
             upload_quota_member_bytes: 64 << 30,
             upload_quota_org_bytes: 1 << 40,
@@ -209,6 +215,11 @@ impl Config {
             c.s3_endpoint = Some(endpoint);
         }
         env(get, "s3_region", &mut c.s3_region)?;
+        let mut ipfs = String::new();
+        env(get, "ipfs_api", &mut ipfs)?;
+        if !ipfs.is_empty() {
+            c.ipfs_api = Some(ipfs);
+        }
         env(get, "max_blob_bytes", &mut c.max_blob_bytes)?;
         env(
             get,
@@ -269,6 +280,18 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "upload_quota_member_bytes and upload_quota_org_bytes must be > 0".into(),
             ));
+        }
+        if self.s3_bucket.is_some() && self.ipfs_api.is_some() {
+            return Err(ConfigError::Invalid(
+                "s3_bucket and ipfs_api both set: blobs live in one store, choose one".into(),
+            ));
+        }
+        if let Some(api) = &self.ipfs_api
+            && !(api.starts_with("http://") || api.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "ipfs_api {api:?} must be the URL of kubo's RPC API, e.g. http://127.0.0.1:5001"
+            )));
         }
         if self.poll_interval_ms == 0 {
             return Err(ConfigError::Invalid("poll_interval_ms must be > 0".into()));
@@ -365,6 +388,40 @@ mod tests {
         assert!(c.deliver_validation_keys);
         assert_eq!(c.state_dir(), Path::new("/var/lib/gw"));
         Ok(())
+    }
+
+    #[test]
+    fn ipfs_api_comes_from_the_environment_and_excludes_s3() {
+        let plain = ("NEURODATA_GATEWAY_INSECURE_PLAINTEXT", "true");
+        let c = Config::load_with(
+            None,
+            &with_env(&[
+                plain,
+                ("NEURODATA_GATEWAY_IPFS_API", "http://127.0.0.1:5001"),
+            ]),
+        );
+        assert_eq!(
+            c.ok().and_then(|c| c.ipfs_api).as_deref(),
+            Some("http://127.0.0.1:5001")
+        );
+        assert!(matches!(
+            Config::load_with(
+                None,
+                &with_env(&[
+                    plain,
+                    ("NEURODATA_GATEWAY_IPFS_API", "http://127.0.0.1:5001"),
+                    ("NEURODATA_GATEWAY_S3_BUCKET", "blobs"),
+                ])
+            ),
+            Err(ConfigError::Invalid(m)) if m.contains("choose one")
+        ));
+        assert!(matches!(
+            Config::load_with(
+                None,
+                &with_env(&[plain, ("NEURODATA_GATEWAY_IPFS_API", "127.0.0.1:5001")])
+            ),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]

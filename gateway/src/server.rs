@@ -88,8 +88,8 @@ impl Gateway {
             )?),
             _ => None,
         };
-        let blobs = match &config.s3_bucket {
-            Some(bucket) => BlobStore::open_s3(
+        let blobs = match (&config.s3_bucket, &config.ipfs_api) {
+            (Some(bucket), _) => BlobStore::open_s3(
                 &crate::blobstore::S3Settings {
                     bucket: bucket.clone(),
                     endpoint: config.s3_endpoint.clone(),
@@ -98,7 +98,14 @@ impl Gateway {
                 },
                 config.max_blob_bytes,
             )?,
-            None => BlobStore::open(&config.blob_dir, config.max_blob_bytes)?,
+            (None, Some(api)) => BlobStore::open_ipfs(
+                &crate::blobstore::IpfsSettings {
+                    api: api.clone(),
+                    state_dir: config.state_dir().to_owned(),
+                },
+                config.max_blob_bytes,
+            )?,
+            (None, None) => BlobStore::open(&config.blob_dir, config.max_blob_bytes)?,
         };
         let uploads = UploadLedger::open(
             config.state_dir(),

@@ -9,8 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use neurodata_gateway::Cid;
-use neurodata_gateway::blobstore::{BlobError, BlobStore, S3Settings};
+mod common;
+
+use neurodata_gateway::blobstore::{BlobStore, S3Settings};
 
 struct Server(Child);
 
@@ -80,7 +81,7 @@ fn start_s3() -> (Server, u16) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_backend_round_trip_and_refusals() {
+async fn s3_backend_passes_the_blob_store_suite() {
     let (_server, port) = start_s3();
     let store = BlobStore::open_s3(
         &S3Settings {
@@ -94,46 +95,6 @@ async fn s3_backend_round_trip_and_refusals() {
     )
     .unwrap();
 
-    // 12 MB: more than one 5 MiB multipart part.
-    let data: Vec<u8> = (0..12_000_000u32).map(|i| (i * 31 % 251) as u8).collect();
-    let mut up = store.begin().await.unwrap();
-    for chunk in data.chunks(1 << 20) {
-        up.write(chunk).await.unwrap();
-    }
-    let (cid, size) = up.finish(None).await.unwrap();
-    assert_eq!(cid, Cid::of(&data));
-    assert_eq!(store.size(&cid).await.unwrap(), Some(size));
-    let mut r = store.open_blob(&cid).await.unwrap();
-    let mut back = Vec::new();
-    while let Some(c) = r.next_chunk(1 << 20).await.unwrap() {
-        back.extend(c);
-    }
-    assert_eq!(back, data);
-
-    // Wrong announced CID: refused, and nothing appears under either CID.
-    let mut up = store.begin().await.unwrap();
-    up.write(b"some bytes").await.unwrap();
-    let wrong = Cid::of(b"other bytes");
-    assert!(matches!(
-        up.finish(Some(wrong)).await,
-        Err(BlobError::Mismatch { .. })
-    ));
-    assert_eq!(store.size(&wrong).await.unwrap(), None);
-    assert_eq!(store.size(&Cid::of(b"some bytes")).await.unwrap(), None);
-    assert!(matches!(
-        store.open_blob(&wrong).await,
-        Err(BlobError::NotFound(_))
-    ));
-
-    // Over the size limit.
-    let mut up = store.begin().await.unwrap();
-    let big = vec![0u8; 1 << 20];
-    let mut refused = false;
-    for _ in 0..40 {
-        if let Err(BlobError::TooLarge { .. }) = up.write(&big).await {
-            refused = true;
-            break;
-        }
-    }
-    assert!(refused);
+    // 12 MB: more than one 5 MiB multipart part; the rest as for every backend.
+    common::blob_store_suite(&store).await;
 }

@@ -77,7 +77,7 @@ pub fn blob_status(e: BlobError) -> Status {
         BlobError::Mismatch { .. } => Status::invalid_argument(e.to_string()),
         BlobError::NotFound(_) => Status::not_found(e.to_string()),
         BlobError::Corrupt { .. } => Status::data_loss(e.to_string()),
-        BlobError::Io { .. } | BlobError::Object(_) => {
+        BlobError::Io { .. } | BlobError::Object(_) | BlobError::Ipfs { .. } => {
             tracing::error!("blob store: {e}");
             Status::unavailable("blob store error (see the gateway's log)")
         }
