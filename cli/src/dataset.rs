@@ -3,11 +3,13 @@
 //! Providers `upload` (encrypt locally with a fresh key, upload the ciphertext, hand the key to
 //! the org gateway's keystore, list the dataset); buyers `list`, `show`, `buy`, `download` (wait
 //! for the key, unwrap it, check it against the commitment, fetch the ciphertext from the
-//! provider's gateway, decrypt, check the plaintext hash, optionally `--confirm`), and `confirm`,
-//! `refund` or `dispute`. Files of any size go through in constant memory.
+//! provider's gateway, decrypt, check the plaintext hash and the rows root, optionally
+//! `--confirm`), and `confirm`, `refund` or `dispute`. Files of any size go through in constant
+//! memory.
 //!
-//! A listing's rows and schema are read by `neurodata-tabular`, the reader the trainer trains
-//! with, so the row count on chain is the number of rows a training job reads.
+//! A listing's rows, schema and rows root are read by `neurodata-tabular`, the reader the trainer
+//! trains with, in the listing's format (CSV, JSON lines or a JSON array), so the row count on
+//! chain is the number of rows a training job reads and the rows root commits to their cells.
 
 use neurodata_abci::events::{EventKind, attr};
 use std::path::{Path, PathBuf};
@@ -33,13 +35,19 @@ use neurodata_abci::escrow::status_name;
 /// Marketplace commands.
 #[derive(Subcommand)]
 pub enum DatasetCommand {
-    /// Encrypts a CSV, uploads the ciphertext, deposits the key with the org gateway and lists it.
+    /// Encrypts a table (CSV, JSON lines or a JSON array), uploads the ciphertext, deposits the
+    /// key with the org gateway and lists it.
     Upload {
         #[command(flatten)]
         fee: FeeArgs,
-        /// The CSV file (header row first), or JSON lines for a `.jsonl`/`.ndjson` name.
+        /// The file: CSV (header row first), JSON lines (one flat object per line) or a JSON
+        /// array of flat objects. Refused before anything is encrypted if it does not read.
         #[arg(long)]
         file: PathBuf,
+        /// How the file is written: csv, jsonl or json (a JSON array). Default: from the file's
+        /// name (.json: json; .jsonl or .ndjson: jsonl; anything else: csv).
+        #[arg(long)]
+        format: Option<Format>,
         /// Title of the listing.
         #[arg(long)]
         title: String,
@@ -53,6 +61,10 @@ pub enum DatasetCommand {
         /// every row; inferred from every row when absent.
         #[arg(long)]
         schema: Option<String>,
+        /// Most rows a buyer's preview may show before buying (drawn on chain, proven against the
+        /// listing's rows root; at most 100 and at most the file's rows). Default 0: no previews.
+        #[arg(long, default_value_t = 0)]
+        preview_rows: u32,
     },
     /// Browses listings.
     List {
@@ -163,12 +175,12 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 /// The member's org gateway: blobs and keys go to it directly, chain reads and txs through
 /// [`Conn`] (verified reads check its answers with the light client).
-struct Gateway {
-    client: GatewayClient,
-    conn: Conn,
+pub(crate) struct Gateway {
+    pub(crate) client: GatewayClient,
+    pub(crate) conn: Conn,
 }
 
-async fn gateway(a: &SignerArgs) -> anyhow::Result<Gateway> {
+pub(crate) async fn gateway(a: &SignerArgs) -> anyhow::Result<Gateway> {
     let client = crate::conn::open_gateway(&a.chain, a.identity()).await?;
     Ok(Gateway {
         conn: Conn::over(Link::Gateway(client.clone()), &a.chain),
@@ -178,7 +190,7 @@ async fn gateway(a: &SignerArgs) -> anyhow::Result<Gateway> {
 
 /// A gateway of another org (the dataset's `location`), trusted through the CAs the chain
 /// lists for the consortium's orgs.
-async fn provider_gateway(
+pub(crate) async fn provider_gateway(
     a: &SignerArgs,
     own: &Gateway,
     location: &str,
@@ -209,7 +221,11 @@ fn event_attr(r: &Committed, kind: EventKind, key: &str) -> Option<String> {
         .map(|a| a.value.clone())
 }
 
-async fn submit(a: &SignerArgs, g: &Gateway, m: pb::Message) -> anyhow::Result<Committed> {
+pub(crate) async fn submit(
+    a: &SignerArgs,
+    g: &Gateway,
+    m: pb::Message,
+) -> anyhow::Result<Committed> {
     let signer = load_signer(a)?;
     g.conn.submit(&signer, amount(&a.fee)?, vec![m]).await
 }
@@ -225,20 +241,39 @@ fn type_name(t: i32) -> &'static str {
     }
 }
 
-/// What the listing states about `file`: its rows, its schema (`declared` as `name:type,...`,
-/// checked against the header and every row, else inferred from every row) and the SHA-256 of
-/// its bytes, from one pass in constant memory.
-fn summarize(file: &Path, declared: Option<&str>) -> anyhow::Result<tabular::Summary> {
+/// The format of a listing (unspecified: CSV, as listings before formats were named); `None`
+/// for a format this ndctl does not know.
+fn listed_format(format: i32) -> Option<Format> {
+    match pb::DataFormat::try_from(format).ok()? {
+        pb::DataFormat::Unspecified | pb::DataFormat::Csv => Some(Format::Csv),
+        pb::DataFormat::JsonLines => Some(Format::JsonLines),
+        pb::DataFormat::JsonArray => Some(Format::JsonArray),
+    }
+}
+
+/// The listing's form of a format.
+fn listing_format(format: Format) -> pb::DataFormat {
+    match format {
+        Format::Csv => pb::DataFormat::Csv,
+        Format::JsonLines => pb::DataFormat::JsonLines,
+        Format::JsonArray => pb::DataFormat::JsonArray,
+    }
+}
+
+/// What the listing states about `file`, read as `format`: its rows, its schema (`declared` as
+/// `name:type,...`, checked against the header and every row, else inferred from every row),
+/// the SHA-256 of its bytes and the Merkle root over its rows, from one pass in constant memory.
+fn summarize(
+    file: &Path,
+    format: Format,
+    declared: Option<&str>,
+) -> anyhow::Result<tabular::Summary> {
     let declared: Option<tabular::Schema> =
         declared.map(str::parse).transpose().context("--schema")?;
     let open = || std::fs::File::open(file).with_context(|| format!("opening {}", file.display()));
     let progress = bar(open()?.metadata()?.len(), "read");
-    let summary = tabular::summarize(
-        progress.wrap_read(open()?),
-        Format::of_path(file),
-        declared.as_ref(),
-    )
-    .with_context(|| format!("reading {}", file.display()))?;
+    let summary = tabular::summarize(progress.wrap_read(open()?), format, declared.as_ref())
+        .with_context(|| format!("reading {} as {format}", file.display()))?;
     progress.finish_and_clear();
     if summary.rows == 0 {
         bail!(
@@ -268,15 +303,42 @@ fn listing_schema(schema: &tabular::Schema) -> pb::Schema {
     pb::Schema { columns }
 }
 
-async fn upload(
-    a: &SignerArgs,
-    file: &Path,
+/// The listing's words for its previews.
+fn previews(rows: u32) -> String {
+    match rows {
+        0 => "no previews".into(),
+        1 => "previews up to 1 row".into(),
+        n => format!("previews up to {n} rows"),
+    }
+}
+
+/// What `ndctl dataset upload` lists besides the file's summary.
+struct Listing {
+    format: Format,
     title: String,
     price: String,
     license: String,
     schema: Option<String>,
-) -> anyhow::Result<()> {
-    let summary = summarize(file, schema.as_deref())?;
+    preview_rows: u32,
+}
+
+async fn upload(a: &SignerArgs, file: &Path, l: Listing) -> anyhow::Result<()> {
+    let Listing {
+        format,
+        title,
+        price,
+        license,
+        schema,
+        preview_rows,
+    } = l;
+    let summary = summarize(file, format, schema.as_deref())?;
+    // Said here, before anything is encrypted, rather than by the chain after the upload.
+    if u64::from(preview_rows) > summary.rows {
+        bail!(
+            "--preview-rows {preview_rows} is more than the file's {} rows",
+            summary.rows
+        );
+    }
     let (rows, size, schema) = (summary.rows, summary.size, listing_schema(&summary.schema));
     let g = gateway(a).await?;
     let price = amount(&price)?;
@@ -334,15 +396,19 @@ async fn upload(
             license,
             title: title.clone(),
             location: a.chain.gateway.clone().unwrap_or_default(),
-            ..Default::default()
+            format: listing_format(format) as i32,
+            rows_root: summary.rows_root.to_vec(),
+            preview_rows,
         }),
     )
     .await?;
     let id = event_attr(&r, EventKind::DatasetRegistered, attr::DATASET).unwrap_or_default();
     println!(
-        "listed dataset {id} {title:?}: {rows} rows, {} columns, {size} bytes ({ciphertext_size} encrypted), price {price} NRC\n  cid {cid}\n  sha256 {}\n  key commitment {} (key deposited with the gateway)\n  tx {} at height {}",
+        "listed dataset {id} {title:?}: {rows} rows, {} columns, {size} bytes ({ciphertext_size} encrypted), price {price} NRC\n  format {format}, {}\n  cid {cid}\n  sha256 {}\n  rows root {}\n  key commitment {} (key deposited with the gateway)\n  tx {} at height {}",
         schema.columns.len(),
+        previews(preview_rows),
         hex::encode(plaintext_sha256),
+        hex::encode(summary.rows_root),
         hex::encode(key.commitment()),
         r.hash,
         r.height
@@ -350,7 +416,11 @@ async fn upload(
     Ok(())
 }
 
-async fn record<R: Record>(g: &Gateway, query: Typed<R>, what: &str) -> anyhow::Result<R> {
+pub(crate) async fn record<R: Record>(
+    g: &Gateway,
+    query: Typed<R>,
+    what: &str,
+) -> anyhow::Result<R> {
     g.conn
         .record(query)
         .await?
@@ -468,14 +538,20 @@ async fn download(
             hex::encode(&d.plaintext_sha256)
         );
     }
+    let rows_checked = check_rows_root(&partial, &d)?;
     std::fs::rename(&partial, out)
         .with_context(|| format!("moving the verified file to {}", out.display()))?;
     println!(
-        "downloaded dataset {} to {}: {} bytes, sha256 {} matches the listing",
+        "downloaded dataset {} to {}: {} bytes, sha256 {} matches the listing{}",
         d.id,
         out.display(),
         done.plaintext_len,
-        hex::encode(done.plaintext_sha256)
+        hex::encode(done.plaintext_sha256),
+        if rows_checked {
+            ", and so do its rows (rows root)"
+        } else {
+            " (listed before rows roots: no rows root to check)"
+        }
     );
     if confirm && p.status == pb::PurchaseStatus::KeyDelivered as i32 {
         let r = submit(a, &g, msg::confirm(purchase)).await?;
@@ -485,6 +561,41 @@ async fn download(
         );
     }
     Ok(())
+}
+
+/// Re-reads the decrypted file `plain` in the listing's format and checks its rows against the
+/// listing's rows root, which previews were proven against: a provider cannot show rows the
+/// file does not hold. `false` for a listing without a rows root (made before them).
+fn check_rows_root(plain: &Path, d: &pb::Dataset) -> anyhow::Result<bool> {
+    if d.rows_root.is_empty() {
+        return Ok(false);
+    }
+    let Some(format) = listed_format(d.format) else {
+        bail!(
+            "dataset {} is listed in a data format this ndctl does not know ({}): update ndctl to \
+             check its rows; do not confirm until then",
+            d.id,
+            d.format
+        );
+    };
+    let root = std::fs::File::open(plain)
+        .map_err(tabular::ReadError::from)
+        .and_then(|f| tabular::rows_root(f, format))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the decrypted data does not read as the {format} table listed ({e}); do not \
+                 confirm"
+            )
+        })?;
+    if root.as_slice() != d.rows_root {
+        bail!(
+            "the rows do not match the listing's rows root; do not confirm (read as {format}: \
+             rows root {}, the listing says {})",
+            hex::encode(root),
+            hex::encode(&d.rows_root)
+        );
+    }
+    Ok(true)
 }
 
 /// `n` things, in the singular for one.
@@ -503,8 +614,10 @@ fn print_dataset(d: &pb::Dataset) {
         .flat_map(|s| s.columns.iter())
         .map(|c| format!("{}:{}", c.name, type_name(c.r#type)))
         .collect();
+    let format = listed_format(d.format)
+        .map_or_else(|| format!("unknown ({})", d.format), |f| f.to_string());
     println!(
-        "dataset {} {:?} by {} ({})\n  price {} NRC, license {}, {} rows, {} bytes, {}{}\n  columns {}\n  cid {} at {}",
+        "dataset {} {:?} by {} ({})\n  price {} NRC, license {}, {} rows, {} bytes, {}{}\n  format {format}, {}\n  columns {}\n  cid {} at {}",
         d.id,
         d.title,
         d.provider_org,
@@ -523,6 +636,7 @@ fn print_dataset(d: &pb::Dataset) {
         } else {
             ""
         },
+        previews(d.preview_rows),
         cols.join(","),
         d.cid,
         if d.location.is_empty() {
@@ -539,13 +653,23 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
         DatasetCommand::Upload {
             fee,
             file,
+            format,
             title,
             price,
             license,
             schema,
+            preview_rows,
         } => {
             let signer = SignerArgs::new(me, Some(&fee));
-            upload(&signer, &file, title, price, license, schema).await?
+            let listing = Listing {
+                format: format.unwrap_or_else(|| Format::of_path(&file)),
+                title,
+                price,
+                license,
+                schema,
+                preview_rows,
+            };
+            upload(&signer, &file, listing).await?
         }
         DatasetCommand::List {
             org,
@@ -751,13 +875,18 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// A byte order mark, CRLF and LF, blank lines, quoted commas and a quoted line break, and
-    /// no newline after the last row: 3 rows (a count of line feeds would say 6).
-    const TRICKY: &str = "\u{feff}age,sex,y\r\n40,\"f\",yes\r\n\r\n  \r\n50.5,\"m, or\nother\",no\n\n60,f,\"y\"\"es\"";
+    /// CRLF and LF, blank lines, quoted commas and a quoted line break, and no newline after
+    /// the last row: 3 rows (a count of line feeds would say 6).
+    const TRICKY: &str =
+        "age,sex,y\r\n40,\"f\",yes\r\n\r\n  \r\n50.5,\"m, or\nother\",no\n\n60,f,\"y\"\"es\"";
 
     fn file(text: &str) -> (tempfile::TempDir, PathBuf) {
+        named(text, "data.csv")
+    }
+
+    fn named(text: &str, name: &str) -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("data.csv");
+        let path = dir.path().join(name);
         std::fs::write(&path, text).expect("write");
         (dir, path)
     }
@@ -765,7 +894,7 @@ mod tests {
     #[test]
     fn an_upload_lists_the_rows_the_trainer_reads_and_the_hash_of_the_bytes() {
         let (_dir, path) = file(TRICKY);
-        let summary = summarize(&path, None).expect("summary");
+        let summary = summarize(&path, Format::Csv, None).expect("summary");
         // The trainer's reader of the same bytes (`Table::parse` reads through it).
         let trainer = tabular::Document::parse(TRICKY.as_bytes(), Format::Csv)
             .and_then(|d| d.row_count())
@@ -792,7 +921,8 @@ mod tests {
     #[test]
     fn a_declared_schema_is_checked_against_the_header_and_every_row() {
         let (_dir, path) = file("age,sex\n40,f\n41,m\nold,f\n");
-        let summary = summarize(&path, Some("age:float, sex:category")).expect_err("old");
+        let summary =
+            summarize(&path, Format::Csv, Some("age:float, sex:category")).expect_err("old");
         let err = format!("{summary:#}");
         assert!(
             err.ends_with("line 4, column \"age\": \"old\" is not a number"),
@@ -800,13 +930,102 @@ mod tests {
         );
         let err = format!(
             "{:#}",
-            summarize(&path, Some("sex:category,age:int")).expect_err("order")
+            summarize(&path, Format::Csv, Some("sex:category,age:int")).expect_err("order")
         );
         assert!(err.contains("do not match the header"), "{err}");
         let err = format!(
             "{:#}",
-            summarize(&path, Some("age:number")).expect_err("type")
+            summarize(&path, Format::Csv, Some("age:number")).expect_err("type")
         );
         assert!(err.starts_with("--schema: column type \"number\""), "{err}");
+    }
+
+    #[test]
+    fn a_file_that_does_not_read_is_refused_before_anything_is_encrypted_with_line_and_reason() {
+        let cases = [
+            (
+                "\u{feff}a,b\n1,2\n",
+                "data.csv",
+                "the file starts with a byte order mark: save it as UTF-8 without BOM",
+            ),
+            (
+                "a,b\n1,2\n3\n",
+                "data.csv",
+                "line 3: 1 fields, the header has 2",
+            ),
+            (
+                "",
+                "data.json",
+                "the file is empty: a table needs a header row",
+            ),
+            (
+                "[{\"a\": 1},\n {\"a\": {\"b\": 2}}]",
+                "data.json",
+                "line 2, column \"a\": a nested object is not a cell value",
+            ),
+            (
+                "{\"a\": 1}\n{\"a\": \"one\"}\n",
+                "data.jsonl",
+                "line 2, column \"a\": a string \"one\" where line 1 holds a number",
+            ),
+        ];
+        for (text, name, want) in cases {
+            let (_dir, path) = named(text, name);
+            let err = format!(
+                "{:#}",
+                summarize(&path, Format::of_path(&path), None).expect_err(want)
+            );
+            assert!(err.contains(want), "{name}: {err}");
+            assert!(
+                err.starts_with(&format!("reading {} as ", path.display())),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_format_is_listed_as_itself_and_an_unspecified_one_is_csv() {
+        for format in Format::ALL {
+            assert_eq!(listed_format(listing_format(format) as i32), Some(format));
+        }
+        assert_eq!(
+            listed_format(pb::DataFormat::Unspecified as i32),
+            Some(Format::Csv)
+        );
+        assert_eq!(listed_format(99), None);
+        assert_eq!(previews(0), "no previews");
+        assert_eq!(previews(5), "previews up to 5 rows");
+    }
+
+    #[test]
+    fn a_download_is_checked_against_the_listings_rows_root_in_the_listings_format() {
+        let array = "[{\"age\": 40, \"sex\": \"f\"}, {\"age\": 41, \"sex\": \"m\"}]";
+        let (_dir, path) = named(array, "bought");
+        let listed =
+            tabular::summarize(array.as_bytes(), Format::JsonArray, None).expect("listing");
+        let mut d = pb::Dataset {
+            id: 3,
+            format: pb::DataFormat::JsonArray as i32,
+            rows_root: listed.rows_root.to_vec(),
+            ..Default::default()
+        };
+        assert!(check_rows_root(&path, &d).expect("matches"));
+        // Another root: refused.
+        d.rows_root[0] ^= 1;
+        let err = check_rows_root(&path, &d)
+            .expect_err("other root")
+            .to_string();
+        assert!(
+            err.starts_with("the rows do not match the listing's rows root; do not confirm"),
+            "{err}"
+        );
+        // The right root, but the listing says CSV: the file does not read as one.
+        d.rows_root[0] ^= 1;
+        d.format = pb::DataFormat::Csv as i32;
+        let err = check_rows_root(&path, &d).expect_err("as CSV").to_string();
+        assert!(err.contains("do not confirm"), "{err}");
+        // A listing made before rows roots: nothing to check.
+        d.rows_root.clear();
+        assert!(!check_rows_root(&path, &d).expect("no root"));
     }
 }

@@ -8,7 +8,9 @@
 //! not in the gateway's store; a purchase made while the provider's gateway is down is delivered
 //! after its restart, exactly once, and a second restart delivers nothing more; a wrong key
 //! proven on chain and refunded; a validator's key request not answered under the gateway's
-//! default policy.
+//! default policy; a JSON array listed with `--format json` (its format, rows root and previews
+//! on chain and in `list`/`show`), bought and downloaded with its rows checked against the root,
+//! and a malformed one refused before anything is uploaded.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -151,6 +153,22 @@ fn csv(path: &Path, rows: usize) {
         ));
     }
     std::fs::write(path, s).unwrap();
+}
+
+/// The rows of [`csv`] as a JSON array of objects, one per line.
+fn json_array(path: &Path, rows: usize) {
+    let objects: Vec<String> = (0..rows)
+        .map(|i| {
+            format!(
+                "  {{\"age\": {}, \"sex\": \"{}\", \"chol\": {}.5, \"target\": {}}}",
+                30 + i % 50,
+                ["F", "M"][i % 2],
+                180 + i % 90,
+                i % 2
+            )
+        })
+        .collect();
+    std::fs::write(path, format!("[\n{}\n]\n", objects.join(",\n"))).unwrap();
 }
 
 fn gateway_code(e: &ClientError) -> String {
@@ -481,4 +499,93 @@ async fn datasets_are_sold_delivered_verified_and_disputed_through_real_gateways
         1,
         "the skipped request is logged once: {log}"
     );
+
+    // A JSON array (named so that only --format says what it is) with previews, listed as
+    // dataset 3; a malformed one is refused before anything is encrypted or uploaded.
+    let bad = work.join("bad.json");
+    std::fs::write(&bad, "[{\"age\": 1},\n {\"age\": [2]}]").unwrap();
+    let err = net
+        .dataset(
+            "upload",
+            "medlab",
+            "provider",
+            &[
+                "--file",
+                bad.to_str().unwrap(),
+                "--title",
+                "bad",
+                "--price",
+                "1",
+            ],
+        )
+        .unwrap_err();
+    assert!(
+        err.contains("line 2, column \"age\": a nested array is not a cell value"),
+        "{err}"
+    );
+    let rows = work.join("heart.rows");
+    json_array(&rows, 40);
+    let plain = std::fs::read(&rows).unwrap();
+    let out = net
+        .dataset(
+            "upload",
+            "medlab",
+            "provider",
+            &[
+                "--file",
+                rows.to_str().unwrap(),
+                "--format",
+                "json",
+                "--preview-rows",
+                "3",
+                "--title",
+                "heart json",
+                "--price",
+                "100",
+            ],
+        )
+        .unwrap();
+    assert!(
+        out.contains("listed dataset 3") && out.contains("format json, previews up to 3 rows"),
+        "{out}"
+    );
+    let d: pb::Dataset = net
+        .light
+        .record(&medlab, query::dataset(3))
+        .await
+        .unwrap()
+        .unwrap();
+    let summary =
+        neurodata_tabular::summarize(plain.as_slice(), neurodata_tabular::Format::JsonArray, None)
+            .unwrap();
+    assert_eq!(d.format, pb::DataFormat::JsonArray as i32);
+    assert_eq!(d.rows_root, summary.rows_root.to_vec());
+    assert_eq!((d.rows, d.preview_rows), (40, 3));
+    let shown = net
+        .dataset("show", "healthtech", "buyer", &["--dataset", "3"])
+        .unwrap();
+    assert!(
+        shown.contains("format json, previews up to 3 rows"),
+        "{shown}"
+    );
+    let listed = net
+        .dataset("list", "healthtech", "buyer", &["--org", "medlab"])
+        .unwrap();
+    assert!(
+        listed.contains("format csv, no previews") && listed.contains("format json, previews"),
+        "{listed}"
+    );
+    net.dataset("buy", "healthtech", "buyer", &["--dataset", "3"])
+        .unwrap();
+    let got = work.join("bought.json");
+    let out = net
+        .dataset(
+            "download",
+            "healthtech",
+            "buyer",
+            &["--purchase", "5", "--out", got.to_str().unwrap()],
+        )
+        .unwrap();
+    assert!(out.contains("and so do its rows (rows root)"), "{out}");
+    assert_eq!(std::fs::read(&got).unwrap(), plain);
 }
