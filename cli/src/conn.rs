@@ -308,6 +308,16 @@ impl Conn {
         Ok(v)
     }
 
+    /// The header of block `height`, verified by the light client (waiting for the block).
+    pub async fn verified_header(&self, height: u64) -> anyhow::Result<tendermint::block::Header> {
+        let light = self.light().await?;
+        let h =
+            patiently(light.verify(&self.link, height, neurodata_client::light::NEXT_BLOCK_WAIT))
+                .await?;
+        self.save_anchor();
+        Ok(h)
+    }
+
     /// A record read as [`Conn::verified`], decoded; None if proven absent.
     pub async fn record<R: Record>(&self, query: Typed<R>) -> anyhow::Result<Option<R>> {
         let light = self.light().await?;

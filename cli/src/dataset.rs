@@ -148,6 +148,15 @@ pub enum DatasetCommand {
         #[arg(long)]
         dataset: u64,
     },
+    /// Shows a few rows of a listing before you buy: asks on chain (once per dataset; the rows
+    /// are drawn by the next block's hash) and checks each row's proof against the listing.
+    Preview {
+        #[command(flatten)]
+        fee: FeeArgs,
+        /// Dataset id.
+        #[arg(long)]
+        dataset: u64,
+    },
     /// Your purchases (or, with --org, the purchases of an org's datasets).
     Purchases {
         /// Purchases of this provider org's datasets instead of your own.
@@ -835,6 +844,9 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
                 count(s.derived_models, "derived model"),
                 s.revenue
             );
+        }
+        DatasetCommand::Preview { fee, dataset } => {
+            crate::preview::run(&SignerArgs::new(me, Some(&fee)), dataset).await?
         }
         DatasetCommand::Purchases { org } => {
             let signer = SignerArgs::new(me, None);

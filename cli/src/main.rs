@@ -6,6 +6,7 @@
 mod conn;
 mod dataset;
 mod devnet;
+mod preview;
 
 use std::path::{Path, PathBuf};
 

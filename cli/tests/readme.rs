@@ -98,6 +98,23 @@ fn refused(dir: &Path, as_member: &str, script: &str, want: &[&str]) -> String {
     out
 }
 
+/// Waits until `as_member`'s node has dataset `id`: its node may be a block behind the one that
+/// committed the listing.
+fn seen(dir: &Path, as_member: &str, id: u64) {
+    for _ in 0..20 {
+        if run(
+            dir,
+            &format!("{as_member}ndctl dataset show --dataset {id}"),
+        )
+        .0
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("dataset {id} never reached the member's node");
+}
+
 struct Down(PathBuf);
 
 impl Drop for Down {
@@ -202,11 +219,33 @@ fn a_members_first_five_minutes_run_as_written_and_mistakes_say_what_to_do() {
         ),
     );
     assert!(ok && out.contains("listed dataset 2"), "{out}");
+    seen(dir, &buyer, 2);
     refused(
         dir,
         &buyer,
         "ndctl dataset buy --dataset 2",
         &["costs 1000000000000000 NRC plus the 1 NRC fee; your balance is"],
+    );
+
+    // Previews (issue 16): drawn on chain, each row proven against the listing's rows root.
+    let (ok, out) = run(
+        dir,
+        &format!(
+            "{provider}ndctl dataset upload --file ok.csv --title shown --price 5 --preview-rows 2"
+        ),
+    );
+    assert!(ok && out.contains("listed dataset 3"), "{out}");
+    seen(dir, &buyer, 3);
+    let (ok, out) = run(dir, &format!("{buyer}ndctl dataset preview --dataset 3"));
+    assert!(
+        ok && out.contains("2 of 2 rows") && out.contains("40,200") && out.contains("41,210"),
+        "{out}"
+    );
+    refused(
+        dir,
+        &buyer,
+        "ndctl dataset preview --dataset 1",
+        &["dataset 1 offers no previews"],
     );
 
     // 2. Somebody else's purchase is not yours (and is no reason to accuse the provider).

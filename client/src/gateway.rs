@@ -232,6 +232,16 @@ impl GatewayClient {
             .commitment)
     }
 
+    /// The preview of `dataset_id` this gateway's org serves for the caller's on-chain request
+    /// (check it with [`crate::preview::check_preview`]).
+    pub async fn preview(&self, dataset_id: u64) -> Result<gw::PreviewResponse, ClientError> {
+        let mut q = gw::previews_client::PreviewsClient::new(self.channel.clone());
+        Ok(q.get(gw::PreviewQuery { dataset_id })
+            .await
+            .map_err(|s| self.call_err(s))?
+            .into_inner())
+    }
+
     /// Subscribes to events (see `SubscribeRequest`).
     pub async fn subscribe(
         &self,

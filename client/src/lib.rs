@@ -14,6 +14,7 @@ pub mod gateway;
 mod gateway_errors;
 pub mod light;
 pub mod node;
+pub mod preview;
 pub mod submit;
 
 pub use access::{Answer, ChainAccess, Committed, LightBlock};

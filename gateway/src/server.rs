@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::service::blobs::{BlobAccess, BlobsService};
 use crate::service::events::EventsService;
 use crate::service::keys::KeysService;
+use crate::service::preview::PreviewService;
 use crate::service::query::QueryService;
 use crate::service::status::StatusService;
 use crate::service::tx::TxService;
@@ -190,6 +191,13 @@ impl Gateway {
             .add_service(
                 gw::status_server::StatusServer::new(StatusService(shared.clone()))
                     .max_decoding_message_size(limit),
+            )
+            .add_service(
+                gw::previews_server::PreviewsServer::new(PreviewService {
+                    shared: shared.clone(),
+                    keystore: self.keystore.clone(),
+                })
+                .max_decoding_message_size(limit),
             )
             .add_service(
                 gw::keys_server::KeysServer::new(KeysService {

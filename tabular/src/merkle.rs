@@ -147,6 +147,31 @@ pub fn verify(root: &Hash, size: u64, index: u64, leaf: &Hash, path: &[Hash]) ->
     snode == 0 && r == *root
 }
 
+/// The rows a preview shows: `count` distinct indices below `rows`, drawn from `seed` (the hash
+/// of the block after the request, which nobody knew when the request was made). The gateway
+/// and the client draw the same ones.
+pub fn draw_rows(seed: &[u8], rows: u64, count: u32) -> Vec<u64> {
+    let want = u64::from(count).min(rows) as usize;
+    let mut drawn: Vec<u64> = Vec::with_capacity(want);
+    let mut counter = 0u64;
+    while drawn.len() < want {
+        let mut h = Sha256::new();
+        h.update(b"neurodata preview");
+        h.update(seed);
+        h.update(counter.to_be_bytes());
+        let d: Hash = h.finalize().into();
+        counter += 1;
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&d[..8]);
+        let index = u64::from_be_bytes(first) % rows;
+        if !drawn.contains(&index) {
+            drawn.push(index);
+        }
+    }
+    drawn.sort_unstable();
+    drawn
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +210,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn draws_are_distinct_bounded_and_follow_the_seed() {
+        let a = draw_rows(b"block A", 50, 10);
+        assert_eq!(a.len(), 10);
+        assert!(a.windows(2).all(|w| w[0] < w[1]) && a.iter().all(|i| *i < 50));
+        assert_eq!(a, draw_rows(b"block A", 50, 10));
+        assert_ne!(a, draw_rows(b"block B", 50, 10));
+        assert_eq!(
+            draw_rows(b"x", 3, 10),
+            vec![0, 1, 2],
+            "never more than the rows"
+        );
+        assert!(draw_rows(b"x", 0, 10).is_empty());
     }
 
     #[test]
