@@ -142,6 +142,15 @@ pub enum DatasetCommand {
         #[arg(long)]
         purchase: u64,
     },
+    /// Takes your org's listing off the market; open purchases run to their end, then the org's
+    /// gateway drops the ciphertext.
+    Delist {
+        #[command(flatten)]
+        fee: FeeArgs,
+        /// Dataset id.
+        #[arg(long)]
+        dataset: u64,
+    },
     /// Usage of a dataset: purchases, payouts, refunds, training runs, revenue.
     Stats {
         /// Dataset id.
@@ -820,6 +829,15 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
             let r = submit(&signer, &g, msg::dispute(purchase, proof.to_bytes())).await?;
             println!(
                 "dispute upheld: purchase {purchase} refunded at height {} (tx {})",
+                r.height, r.hash
+            );
+        }
+        DatasetCommand::Delist { fee, dataset } => {
+            let signer = SignerArgs::new(me, Some(&fee));
+            let g = gateway(&signer).await?;
+            let r = submit(&signer, &g, msg::delist(dataset)).await?;
+            println!(
+                "delisted dataset {dataset} at height {} (tx {})",
                 r.height, r.hash
             );
         }

@@ -248,6 +248,26 @@ fn a_members_first_five_minutes_run_as_written_and_mistakes_say_what_to_do() {
         &["dataset 1 offers no previews"],
     );
 
+    // A delisted dataset nobody holds a purchase of leaves medlab's blob store.
+    let (_, shown) = run(dir, &format!("{provider}ndctl dataset show --dataset 2"));
+    let cid = shown
+        .split("cid ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let blob = dir.join("devnet/node0/blobs/blobs").join(&cid);
+    assert!(blob.exists(), "{}", blob.display());
+    let (ok, out) = run(dir, &format!("{provider}ndctl dataset delist --dataset 2"));
+    assert!(ok && out.contains("delisted dataset 2"), "{out}");
+    for _ in 0..40 {
+        if !blob.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(!blob.exists(), "the delisted ciphertext is still stored");
+
     // 2. Somebody else's purchase is not yours (and is no reason to accuse the provider).
     let (ok, out) = run(dir, &format!("{stranger}ndctl dataset buy --dataset 1"));
     assert!(ok && out.contains("purchase 1 of dataset 1"), "{out}");

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::market::access::MarketAccess;
 use crate::market::delivery::Delivery;
 use crate::market::keystore::KeyStore;
+use crate::market::retire::Retire;
 use crate::metrics::Metrics;
 use crate::service::blobs::{BlobAccess, BlobsService};
 use crate::service::events::EventsService;
@@ -150,6 +151,9 @@ impl Gateway {
             let delivery =
                 Delivery::new(shared.clone(), signer, keystore, org, dir.join("journal"))?;
             tokio::spawn(delivery.run());
+        }
+        if let Some(org) = config.org_id.clone() {
+            tokio::spawn(Retire::new(shared.clone(), org).run());
         }
         tokio::spawn(
             shared

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod delivery;
 pub mod keystore;
+pub mod retire;
 
 use neurodata_abci::query::{self, OrgCid};
 use neurodata_client::ChainAccess;

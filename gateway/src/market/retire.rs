@@ -1,0 +1,129 @@
+//! Dropping the ciphertext of this org's delisted datasets: once a listing is delisted and no
+//! purchase of it is still open (a buyer awaiting or holding a delivered key may still need to
+//! download), its blob leaves the store (unpinned from IPFS, deleted from a directory or bucket)
+//! and from the upload accounting. The rule is a scan of the chain, run at start and whenever a
+//! block delists a dataset or closes a purchase, so a restart loses nothing: a blob is kept until
+//! a scan finds it removable.
+
+use std::sync::Arc;
+
+use neurodata_abci::events::EventKind;
+use neurodata_abci::query;
+use neurodata_client::ChainAccess as _;
+use neurodata_proto::chain::v1 as pb;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::cid::Cid;
+use crate::service::Shared;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether a delisted dataset's ciphertext may go: no purchase of it is open.
+pub fn removable(dataset: &pb::Dataset, open_purchases: &[pb::Purchase]) -> bool {
+    dataset.status == pb::DatasetStatus::Delisted as i32
+        && !open_purchases.iter().any(|p| p.dataset_id == dataset.id)
+}
+
+/// The task.
+pub struct Retire {
+    shared: Arc<Shared>,
+    org: String,
+}
+
+impl Retire {
+    /// Retires the blobs of `org`'s delisted datasets.
+    pub fn new(shared: Arc<Shared>, org: String) -> Self {
+        Retire { shared, org }
+    }
+
+    /// Runs until the gateway stops.
+    pub async fn run(self) {
+        let mut blocks = self.shared.chain.subscribe();
+        let mut scan = true;
+        loop {
+            if scan && let Err(e) = self.scan().await {
+                tracing::warn!("retiring delisted blobs: {e}; trying again at the next block");
+            }
+            scan = match blocks.recv().await {
+                Ok(block) => {
+                    block.txs.iter().flat_map(|t| t.events.iter()).any(|e| {
+                        EventKind::DatasetDelisted == e.r#type.as_str()
+                            || EventKind::PurchaseClosed == e.r#type.as_str()
+                    }) || block
+                        .block_events
+                        .iter()
+                        .any(|e| EventKind::PurchaseClosed == e.r#type.as_str())
+                }
+                Err(RecvError::Lagged(_)) => true,
+                Err(RecvError::Closed) => return,
+            };
+        }
+    }
+
+    async fn scan(&self) -> Result<(), Error> {
+        let chain = &*self.shared.chain;
+        let datasets = chain
+            .record(query::datasets(pb::DatasetFilter {
+                provider_org: self.org.clone(),
+                include_delisted: true,
+                ..Default::default()
+            }))
+            .await?
+            .unwrap_or_default()
+            .datasets;
+        let open = chain
+            .record(query::purchases(pb::PurchaseFilter {
+                provider_org: self.org.clone(),
+                open_only: true,
+                ..Default::default()
+            }))
+            .await?
+            .unwrap_or_default()
+            .purchases;
+        for d in datasets.iter().filter(|d| removable(d, &open)) {
+            let cid: Cid = d.cid.parse()?;
+            // Another live listing of the same bytes keeps them.
+            if datasets
+                .iter()
+                .any(|o| o.cid == d.cid && o.status == pb::DatasetStatus::Listed as i32)
+            {
+                continue;
+            }
+            if self.shared.blobs.remove(&cid).await? {
+                self.shared.uploads.forget(&cid)?;
+                tracing::info!(dataset = d.id, cid = %cid, "delisted: ciphertext removed");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delisted_dataset_goes_only_when_no_purchase_of_it_is_open() {
+        let listed = pb::Dataset {
+            id: 1,
+            status: pb::DatasetStatus::Listed as i32,
+            ..Default::default()
+        };
+        let delisted = pb::Dataset {
+            status: pb::DatasetStatus::Delisted as i32,
+            ..listed.clone()
+        };
+        let open = pb::Purchase {
+            dataset_id: 1,
+            ..Default::default()
+        };
+        let other = pb::Purchase {
+            dataset_id: 2,
+            ..Default::default()
+        };
+        assert!(!removable(&listed, &[]));
+        assert!(removable(&delisted, &[]));
+        assert!(removable(&delisted, std::slice::from_ref(&other)));
+        assert!(!removable(&delisted, &[open]));
+    }
+}
