@@ -53,18 +53,29 @@ pub fn check_preview(
             r.rows.len()
         )));
     }
-    let drawn = merkle::draw_rows(block_hash, dataset.rows, allowed);
+    let seed = merkle::preview_seed(block_hash, dataset.id, &request.requester);
+    let drawn = merkle::draw_rows(&seed, dataset.rows, allowed);
     let shown: Vec<u64> = r.rows.iter().map(|row| row.index).collect();
     if shown != drawn {
         return Err(refused(format!(
             "it shows rows {shown:?}, the block hash draws {drawn:?}"
         )));
     }
-    let columns = dataset.schema.as_ref().map_or(0, |s| s.columns.len());
-    if r.header.len() != columns {
+    let names: Vec<&str> = dataset
+        .schema
+        .iter()
+        .flat_map(|s| s.columns.iter())
+        .map(|c| c.name.as_str())
+        .collect();
+    let columns = names.len();
+    if r.header
+        .iter()
+        .map(String::as_str)
+        .ne(names.iter().copied())
+    {
         return Err(refused(format!(
-            "its header has {} columns, the listing {columns}",
-            r.header.len()
+            "its header {:?} is not the listing's columns {names:?}",
+            r.header
         )));
     }
     r.rows
@@ -125,7 +136,12 @@ mod tests {
             rows_root: merkle::root(&leaves(t)).to_vec(),
             preview_rows: cap,
             schema: Some(pb::Schema {
-                columns: vec![pb::Column::default(), pb::Column::default()],
+                columns: ["age", "y"]
+                    .map(|n| pb::Column {
+                        name: n.into(),
+                        ..Default::default()
+                    })
+                    .to_vec(),
             }),
             ..Default::default()
         }
@@ -167,7 +183,7 @@ mod tests {
     fn the_drawn_rows_with_their_proofs_pass() {
         let t = table();
         let hash = [5u8; 32];
-        let drawn = merkle::draw_rows(&hash, ROWS, 3);
+        let drawn = merkle::draw_rows(&merkle::preview_seed(&hash, 1, &[]), ROWS, 3);
         let rows = check_preview(
             &listing(&t, 3),
             &request(3),
@@ -181,7 +197,7 @@ mod tests {
     fn rows_not_in_the_dataset_fail() {
         let t = table();
         let hash = [5u8; 32];
-        let drawn = merkle::draw_rows(&hash, ROWS, 3);
+        let drawn = merkle::draw_rows(&merkle::preview_seed(&hash, 1, &[]), ROWS, 3);
         let mut a = answer(&t, &hash, &drawn);
         a.rows[1].cells[0] = "99".into();
         let e = check_preview(&listing(&t, 3), &request(3), &hash, &a).unwrap_err();
@@ -192,7 +208,7 @@ mod tests {
     fn rows_other_than_the_drawn_ones_fail() {
         let t = table();
         let hash = [5u8; 32];
-        let drawn = merkle::draw_rows(&hash, ROWS, 3);
+        let drawn = merkle::draw_rows(&merkle::preview_seed(&hash, 1, &[]), ROWS, 3);
         // The provider's favourite rows, each with a valid proof.
         let chosen: Vec<u64> = (0..ROWS).filter(|i| !drawn.contains(i)).take(3).collect();
         let e = check_preview(
@@ -209,7 +225,11 @@ mod tests {
             &listing(&t, 3),
             &request(3),
             &hash,
-            &answer(&t, &other, &merkle::draw_rows(&other, ROWS, 3)),
+            &answer(
+                &t,
+                &other,
+                &merkle::draw_rows(&merkle::preview_seed(&other, 1, &[]), ROWS, 3),
+            ),
         )
         .unwrap_err();
         assert!(e.to_string().contains("block after the request"), "{e}");
@@ -219,7 +239,7 @@ mod tests {
     fn a_preview_larger_than_the_cap_is_refused() {
         let t = table();
         let hash = [5u8; 32];
-        let more = merkle::draw_rows(&hash, ROWS, 5);
+        let more = merkle::draw_rows(&merkle::preview_seed(&hash, 1, &[]), ROWS, 5);
         let e = check_preview(
             &listing(&t, 3),
             &request(5),

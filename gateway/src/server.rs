@@ -197,10 +197,10 @@ impl Gateway {
                     .max_decoding_message_size(limit),
             )
             .add_service(
-                gw::previews_server::PreviewsServer::new(PreviewService {
-                    shared: shared.clone(),
-                    keystore: self.keystore.clone(),
-                })
+                gw::previews_server::PreviewsServer::new(PreviewService::new(
+                    shared.clone(),
+                    self.keystore.clone(),
+                ))
                 .max_decoding_message_size(limit),
             )
             .add_service(

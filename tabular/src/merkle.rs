@@ -147,9 +147,20 @@ pub fn verify(root: &Hash, size: u64, index: u64, leaf: &Hash, path: &[Hash]) ->
     snode == 0 && r == *root
 }
 
-/// The rows a preview shows: `count` distinct indices below `rows`, drawn from `seed` (the hash
-/// of the block after the request, which nobody knew when the request was made). The gateway
-/// and the client draw the same ones.
+/// The seed a preview's rows are drawn from: the hash of the block after the request (which
+/// nobody knew when the request was made), bound to the dataset and the requester, so requests
+/// in one block draw different rows.
+pub fn preview_seed(block_hash: &[u8], dataset: u64, requester: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update(b"neurodata preview seed");
+    h.update(block_hash);
+    h.update(dataset.to_be_bytes());
+    h.update(requester);
+    h.finalize().into()
+}
+
+/// The rows a preview shows: `count` distinct indices below `rows`, drawn from `seed`
+/// ([`preview_seed`]). The gateway and the client draw the same ones.
 pub fn draw_rows(seed: &[u8], rows: u64, count: u32) -> Vec<u64> {
     let want = u64::from(count).min(rows) as usize;
     let mut drawn: Vec<u64> = Vec::with_capacity(want);

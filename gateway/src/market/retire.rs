@@ -18,10 +18,22 @@ use crate::service::Shared;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// Whether a delisted dataset's ciphertext may go: no purchase of it is open.
-pub fn removable(dataset: &pb::Dataset, open_purchases: &[pb::Purchase]) -> bool {
+/// Whether a delisted dataset's ciphertext may go: no purchase of it holds it. Open purchases
+/// (a buyer awaiting or holding a key, a validator's request) need it, and so does every paid
+/// one: a buyer keeps the right to download what it paid for. Only refunded purchases let go.
+pub fn removable(dataset: &pb::Dataset, purchases: &[pb::Purchase]) -> bool {
+    let lets_go = |p: &pb::Purchase| {
+        p.status == pb::PurchaseStatus::Refunded as i32
+            || p.status == pb::PurchaseStatus::WrongKeyRefunded as i32
+            || (p.kind == pb::PurchaseKind::Validation as i32
+                && p.status != pb::PurchaseStatus::AwaitingKey as i32
+                && p.status != pb::PurchaseStatus::KeyDelivered as i32)
+    };
     dataset.status == pb::DatasetStatus::Delisted as i32
-        && !open_purchases.iter().any(|p| p.dataset_id == dataset.id)
+        && purchases
+            .iter()
+            .filter(|p| p.dataset_id == dataset.id)
+            .all(lets_go)
 }
 
 /// The task.
@@ -79,17 +91,19 @@ impl Retire {
             .await?
             .unwrap_or_default()
             .datasets;
-        let open = chain
+        let purchases = chain
             .record(query::purchases(pb::PurchaseFilter {
                 provider_org: self.org.clone(),
-                open_only: true,
                 ..Default::default()
             }))
             .await?
             .unwrap_or_default()
             .purchases;
-        for d in datasets.iter().filter(|d| removable(d, &open)) {
-            let cid: Cid = d.cid.parse()?;
+        for d in datasets.iter().filter(|d| removable(d, &purchases)) {
+            let Ok(cid) = d.cid.parse::<Cid>() else {
+                tracing::warn!(dataset = d.id, cid = %d.cid, "delisted: not a CID, skipped");
+                continue;
+            };
             // Another live listing of the same bytes keeps them.
             if datasets
                 .iter()
@@ -121,17 +135,29 @@ mod tests {
             status: pb::DatasetStatus::Delisted as i32,
             ..listed.clone()
         };
-        let open = pb::Purchase {
-            dataset_id: 1,
-            ..Default::default()
-        };
-        let other = pb::Purchase {
-            dataset_id: 2,
-            ..Default::default()
-        };
+        let purchase =
+            |dataset_id, status: pb::PurchaseStatus, kind: pb::PurchaseKind| pb::Purchase {
+                dataset_id,
+                status: status as i32,
+                kind: kind as i32,
+                ..Default::default()
+            };
+        use pb::PurchaseKind::{Sale, Validation};
+        use pb::PurchaseStatus::{AwaitingKey, Confirmed, KeyDelivered, Refunded, Released};
         assert!(!removable(&listed, &[]));
         assert!(removable(&delisted, &[]));
-        assert!(removable(&delisted, std::slice::from_ref(&other)));
-        assert!(!removable(&delisted, &[open]));
+        assert!(removable(&delisted, &[purchase(2, AwaitingKey, Sale)]));
+        for held in [AwaitingKey, KeyDelivered, Confirmed, Released] {
+            assert!(
+                !removable(&delisted, &[purchase(1, held, Sale)]),
+                "{held:?}"
+            );
+        }
+        assert!(!removable(
+            &delisted,
+            &[purchase(1, KeyDelivered, Validation)]
+        ));
+        assert!(removable(&delisted, &[purchase(1, Released, Validation)]));
+        assert!(removable(&delisted, &[purchase(1, Refunded, Sale)]));
     }
 }

@@ -30,12 +30,57 @@ const NEXT_BLOCK_WAIT: Duration = Duration::from_secs(30);
 /// Largest plaintext a preview decrypts (in memory).
 const MAX_PREVIEW_PLAINTEXT: u64 = 256 << 20;
 
+/// Answers kept, so a repeated call costs nothing (an answer never changes: the request, the
+/// drawing block and the data are fixed).
+const CACHED: usize = 256;
+
+/// A cached answer's key: the dataset and the requester.
+type AnswerKey = (u64, [u8; 32]);
+
 /// The Previews service.
 pub struct PreviewService {
     /// What every service reads.
     pub shared: Arc<Shared>,
     /// The org's data keys (None: this gateway holds none and previews nothing).
     pub keystore: Option<Arc<KeyStore>>,
+    /// One preview is computed at a time: each decrypts and hashes a whole dataset.
+    pub busy: tokio::sync::Semaphore,
+    /// Answers by (dataset, requester), oldest dropped first.
+    pub answers: std::sync::Mutex<std::collections::VecDeque<(AnswerKey, gw::PreviewResponse)>>,
+}
+
+impl PreviewService {
+    /// The service over `shared` with `keystore`.
+    pub fn new(shared: Arc<Shared>, keystore: Option<Arc<KeyStore>>) -> Self {
+        PreviewService {
+            shared,
+            keystore,
+            busy: tokio::sync::Semaphore::new(1),
+            answers: std::sync::Mutex::new(std::collections::VecDeque::new()),
+        }
+    }
+
+    fn cached(&self, key: AnswerKey) -> Option<gw::PreviewResponse> {
+        let answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        answers
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, r)| r.clone())
+    }
+
+    fn keep(&self, key: AnswerKey, answer: gw::PreviewResponse) {
+        let mut answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        answers.push_back((key, answer));
+        while answers.len() > CACHED {
+            answers.pop_front();
+        }
+    }
 }
 
 fn chain_err(e: neurodata_client::ClientError) -> Status {
@@ -69,10 +114,24 @@ impl PreviewService {
                     dataset.id
                 ))
             })?;
-        if dataset.size > MAX_PREVIEW_PLAINTEXT {
+        if dataset.size > MAX_PREVIEW_PLAINTEXT
+            || self
+                .shared
+                .blobs
+                .size(
+                    &dataset
+                        .cid
+                        .parse::<crate::cid::Cid>()
+                        .map_err(|e| Status::internal(format!("listing CID: {e}")))?,
+                )
+                .await
+                .map_err(super::blobs::blob_status)?
+                != Some(dataset.ciphertext_size)
+        {
             return Err(Status::resource_exhausted(format!(
-                "dataset {} is {} bytes; previews decrypt at most {MAX_PREVIEW_PLAINTEXT}",
-                dataset.id, dataset.size
+                "dataset {} cannot be previewed here: previews decrypt at most \
+                 {MAX_PREVIEW_PLAINTEXT} bytes of a ciphertext this store holds",
+                dataset.id
             )));
         }
         let cid = dataset
@@ -117,6 +176,17 @@ impl gw::previews_server::Previews for PreviewService {
             .map(|c| c.member)
             .ok_or_else(|| Status::unauthenticated("a preview is for a member certificate"))?;
         let id = req.into_inner().dataset_id;
+        if let Some(answer) = self.cached((id, member.fingerprint)) {
+            return Ok(Response::new(answer));
+        }
+        let _turn = self
+            .busy
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("gateway shutting down"))?;
+        if let Some(answer) = self.cached((id, member.fingerprint)) {
+            return Ok(Response::new(answer));
+        }
         let chain = &*self.shared.chain;
         let dataset = chain
             .record(query::dataset(id))
@@ -152,49 +222,71 @@ impl gw::previews_server::Previews for PreviewService {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let block_hash = block.signed_header.header.hash();
-        let drawn = merkle::draw_rows(block_hash.as_bytes(), dataset.rows, request.rows);
+        let seed = merkle::preview_seed(block_hash.as_bytes(), id, &request.requester);
+        let drawn = merkle::draw_rows(&seed, dataset.rows, request.rows);
 
         let plain = self.plaintext(&dataset).await?;
-        let document = Document::parse(&plain, format_of(&dataset))
-            .map_err(|e| Status::data_loss(format!("dataset {id}: {e}")))?;
-        let mut leaves = Vec::new();
-        let mut shown = Vec::new();
-        document
-            .rows(|row| -> Result<(), ReadError> {
-                let index = leaves.len() as u64;
-                leaves.push(merkle::leaf(index, row.fields));
-                if drawn.binary_search(&index).is_ok() {
-                    shown.push((index, row.fields.iter().map(|f| (*f).to_owned()).collect()));
-                }
-                Ok(())
-            })
-            .map_err(|e| Status::data_loss(format!("dataset {id}: {e}")))?;
-        if merkle::root(&leaves) != root || leaves.len() as u64 != dataset.rows {
-            return Err(Status::data_loss(format!(
-                "dataset {id}: the stored rows do not match the listing's rows root"
-            )));
-        }
-        let rows = shown
-            .into_iter()
-            .map(|(index, cells): (u64, Vec<String>)| {
-                let proof = merkle::proof(&leaves, index as usize)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|h| h.to_vec())
-                    .collect();
-                gw::PreviewRow {
-                    index,
-                    cells,
-                    proof,
-                }
-            })
-            .collect();
-        Ok(Response::new(gw::PreviewResponse {
+        let format = format_of(&dataset);
+        let rows_expected = dataset.rows;
+        // Hashing every row is CPU work: off the async threads.
+        let (header, rows) =
+            tokio::task::spawn_blocking(move || draw(&plain, format, &drawn, root, rows_expected))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| {
+                    // The reader's message may quote a cell: it stays in this gateway's log.
+                    tracing::error!(dataset = id, "preview: {e}");
+                    Status::data_loss(format!(
+                        "dataset {id}: the stored data does not read as its listing says"
+                    ))
+                })?;
+        let answer = gw::PreviewResponse {
             dataset_id: id,
             request_height: request.height,
             block_hash: block_hash.as_bytes().to_vec(),
-            header: document.header().names().to_vec(),
+            header,
             rows,
-        }))
+        };
+        self.keep((id, member.fingerprint), answer.clone());
+        Ok(Response::new(answer))
     }
+}
+
+/// The drawn rows of `plain` with their proofs, after checking every row against `root`.
+fn draw(
+    plain: &[u8],
+    format: Format,
+    drawn: &[u64],
+    root: [u8; 32],
+    rows: u64,
+) -> Result<(Vec<String>, Vec<gw::PreviewRow>), String> {
+    let document = Document::parse(plain, format).map_err(|e| e.to_string())?;
+    let mut leaves = Vec::new();
+    let mut shown = Vec::new();
+    document
+        .rows(|row| -> Result<(), ReadError> {
+            let index = leaves.len() as u64;
+            leaves.push(merkle::leaf(index, row.fields));
+            if drawn.binary_search(&index).is_ok() {
+                shown.push((index, row.fields.iter().map(|f| (*f).to_owned()).collect()));
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    if merkle::root(&leaves) != root || leaves.len() as u64 != rows {
+        return Err("the stored rows do not match the listing's rows root".into());
+    }
+    let rows = shown
+        .into_iter()
+        .map(|(index, cells): (u64, Vec<String>)| gw::PreviewRow {
+            index,
+            cells,
+            proof: merkle::proof(&leaves, index as usize)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|h| h.to_vec())
+                .collect(),
+        })
+        .collect();
+    Ok((document.header().names().to_vec(), rows))
 }
