@@ -311,11 +311,26 @@ impl Conn {
     /// The header of block `height`, verified by the light client (waiting for the block).
     pub async fn verified_header(&self, height: u64) -> anyhow::Result<tendermint::block::Header> {
         let light = self.light().await?;
-        let h =
-            patiently(light.verify(&self.link, height, neurodata_client::light::NEXT_BLOCK_WAIT))
-                .await?;
-        self.save_anchor();
-        Ok(h)
+        let wait = neurodata_client::light::NEXT_BLOCK_WAIT;
+        match patiently(light.verify(&self.link, height, wait)).await {
+            Ok(h) => {
+                self.save_anchor();
+                Ok(h)
+            }
+            // At or below the saved anchor (an earlier run verified past it): from the root.
+            Err(ClientError::Proof(e)) if e.contains("trust root") => {
+                let root = self.root()?.context("no trust root")?;
+                let fresh = match &root {
+                    Root::Genesis(bytes) => LightClient::from_genesis(bytes, default_options())?,
+                    Root::Block(h, hash) => {
+                        LightClient::from_trusted_block(&self.link, *h, *hash, default_options())
+                            .await?
+                    }
+                };
+                Ok(patiently(fresh.verify(&self.link, height, wait)).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A record read as [`Conn::verified`], decoded; None if proven absent.

@@ -472,7 +472,7 @@ async fn download(
         .await?;
         // Checked first: someone else's purchase carries a key wrapped to someone else, which
         // would otherwise read as a wrong key and accuse the provider.
-        if p.buyer != me.0.as_slice() {
+        if p.buyer != me.0.as_slice() && p.key_recipient != me.0.as_slice() {
             bail!(
                 "purchase {purchase} is not yours: {} of {} bought it (you are {me})",
                 hex::encode(&p.buyer),
@@ -743,14 +743,10 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
         } => {
             let signer = SignerArgs::new(me, Some(&fee));
             let g = gateway(&signer).await?;
-            // Unproved reads: the chain checks all of this again when the tx runs; these only
-            // turn its refusal into a clearer one, without waiting for a block to prove them.
-            let d = g
-                .conn
-                .link
-                .record(query::dataset(dataset))
-                .await?
-                .with_context(|| format!("dataset {dataset} does not exist"))?;
+            // The price the buy commits to (--max-price by default) is read verified; the
+            // balance check below only turns the chain's refusal into a clearer one.
+            let d: pb::Dataset =
+                record(&g, query::dataset(dataset), &format!("dataset {dataset}")).await?;
             let price = amount(&d.price)?;
             let max = match max_price {
                 Some(p) => amount(&p)?,

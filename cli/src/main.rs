@@ -883,7 +883,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let recipient = parse_address(&to)?;
                     // A certificate file names a member; a bare address may be anyone's, or
                     // nobody's: coins sent to an address no key signs for are gone.
-                    if !Path::new(&to).exists() && !allow_unregistered {
+                    let member_file = Path::new(&to).exists()
+                        && X509::from_pem(&read(Path::new(&to))?)
+                            .ok()
+                            .and_then(|x| x.to_der().ok())
+                            .is_some_and(|der| {
+                                neurodata_abci::membership::MemberCertificate::parse(&der).is_ok()
+                            });
+                    if Path::new(&to).exists() && !member_file && !allow_unregistered {
+                        bail!(
+                            "{to} is not a member certificate (a CA certificate cannot sign, so \
+                             coins sent to it are lost): pass the member's certificate, or \
+                             --allow-unregistered if you are sure"
+                        );
+                    }
+                    if !member_file && !allow_unregistered {
                         let conn = Conn::open(&signer.chain, signer.identity()).await?;
                         let known = conn
                             .link

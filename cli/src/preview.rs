@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use neurodata_abci::query::{self, BuyerDataset};
-use neurodata_client::msg;
 use neurodata_client::preview::check_preview;
+use neurodata_client::{ChainAccess as _, msg};
 use neurodata_proto::chain::v1 as pb;
 
 use crate::dataset::{gateway, provider_gateway, record, submit};
@@ -23,7 +23,15 @@ pub async fn run(a: &SignerArgs, dataset: u64) -> anyhow::Result<()> {
         bail!("dataset {dataset} offers no previews (its provider listed it with none)");
     }
     let mine = query::preview_request(BuyerDataset { buyer: me, dataset });
-    let request = match g.conn.record(mine.clone()).await? {
+    // An unproved look first: a request made a moment ago may not be provable yet, and a second
+    // one would be refused.
+    let pending = g.conn.link.record(mine.clone()).await?.is_some();
+    let found = if pending {
+        wait_provable(&g, &mine).await?
+    } else {
+        g.conn.record(mine.clone()).await?
+    };
+    let request = match found {
         Some(r) => r,
         None => {
             let c = submit(a, &g, msg::request_preview(dataset)).await?;
@@ -34,17 +42,9 @@ pub async fn run(a: &SignerArgs, dataset: u64) -> anyhow::Result<()> {
                 c.hash,
                 c.height + 1
             );
-            // Verified reads trail the tip by a block: wait until the request is provable.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(r) = g.conn.record(mine.clone()).await? {
-                    break r;
-                }
-                if Instant::now() > deadline {
-                    bail!("the preview request committed but cannot be read back yet; run again");
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
+            wait_provable(&g, &mine)
+                .await?
+                .context("the preview request committed but cannot be read back yet; run again")?
         }
     };
     let header = g
@@ -69,4 +69,22 @@ pub async fn run(a: &SignerArgs, dataset: u64) -> anyhow::Result<()> {
         println!("  {:>3}  {}", r.index, r.cells.join(","));
     }
     Ok(())
+}
+
+/// The request, read verified, waiting up to 30 s for it to be provable (verified reads trail
+/// the tip by a block).
+async fn wait_provable(
+    g: &crate::dataset::Gateway,
+    mine: &neurodata_abci::query::Typed<pb::PreviewRequest>,
+) -> anyhow::Result<Option<pb::PreviewRequest>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(r) = g.conn.record(mine.clone()).await? {
+            return Ok(Some(r));
+        }
+        if Instant::now() > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -316,6 +316,14 @@ fn a_members_first_five_minutes_run_as_written_and_mistakes_say_what_to_do() {
     );
     assert!(ok && out.contains("committed tx"), "{out}");
 
+    // A CA certificate cannot sign: coins sent to its fingerprint would be lost.
+    refused(
+        dir,
+        &buyer,
+        "ndctl tx transfer --to devnet/consortium/medlab/ca.pem --amount 1",
+        &["is not a member certificate"],
+    );
+
     // 6. One flag scheme: identity flags anywhere, read-only commands without --fee.
     let (ok, out) = run(
         dir,
