@@ -357,6 +357,17 @@ async fn upload(a: &SignerArgs, file: &Path, l: Listing) -> anyhow::Result<()> {
             summary.rows
         );
     }
+    // A gateway decrypts a previewed dataset in memory, up to 256 MiB: a larger one offering
+    // previews would take buyers' requests (and fees) for previews it never serves.
+    const MAX_PREVIEWED_BYTES: u64 = 256 << 20;
+    if preview_rows > 0 && summary.size > MAX_PREVIEWED_BYTES {
+        bail!(
+            "{} is {} bytes; previews are served for files up to {MAX_PREVIEWED_BYTES} bytes: \
+             list it with --preview-rows 0",
+            file.display(),
+            summary.size
+        );
+    }
     let (rows, size, schema) = (summary.rows, summary.size, listing_schema(&summary.schema));
     let g = gateway(a).await?;
     let price = amount(&price)?;

@@ -222,13 +222,14 @@ impl IpfsNode {
         op: &'static str,
         query: &[(&str, &str)],
     ) -> Result<reqwest::Response, BlobError> {
-        let response = self
-            .http
-            .post(self.url(op))
-            .query(query)
-            .send()
-            .await
-            .map_err(|e| self.error(op, format!("{e:#}")))?;
+        // Pins run under the index lock and `cat` waits for kubo to find the blocks: neither
+        // may stall the store for ever when the node hangs. (A cat's body streams unbounded.)
+        let limit = std::time::Duration::from_secs(if op == "cat" { 60 } else { 120 });
+        let response =
+            tokio::time::timeout(limit, self.http.post(self.url(op)).query(query).send())
+                .await
+                .map_err(|_| self.error(op, format!("no answer within {} s", limit.as_secs())))?
+                .map_err(|e| self.error(op, format!("{e:#}")))?;
         if response.status().is_success() {
             return Ok(response);
         }
