@@ -260,7 +260,17 @@ impl Chain {
                     if !self.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(url = %self.url, "CometBFT RPC reachable");
                     }
-                    let latest = status.sync_info.latest_block_height.value();
+                    // A block's results can be read before the app has committed its state:
+                    // publish only blocks the app has committed, so whoever reacts to a block
+                    // reads the state it left.
+                    let committed = match self.rpc().abci_info().await {
+                        Ok(info) => info.last_block_height.value(),
+                        Err(e) => {
+                            tracing::warn!(url = %self.url, "reading the app's height: {e}");
+                            0
+                        }
+                    };
+                    let latest = status.sync_info.latest_block_height.value().min(committed);
                     let mut h = next.unwrap_or(latest.max(1));
                     while h <= latest {
                         match self.block(h).await {

@@ -172,15 +172,7 @@ impl<'a> Document<'a> {
         match self.format {
             Format::Csv => {
                 records::each_record(input, from, true, |line, fields| {
-                    if fields.len() != want {
-                        return Err(ReadError::Width {
-                            line,
-                            got: fields.len(),
-                            want,
-                        }
-                        .into());
-                    }
-                    visit(Row { line, fields })
+                    visit(Row::csv(line, fields, want)?)
                 })?;
             }
             Format::JsonLines => {

@@ -197,6 +197,20 @@ pub struct Row<'r> {
     pub fields: &'r [&'r str],
 }
 
+impl<'r> Row<'r> {
+    /// A CSV record as a row, refused unless it has the header's `want` fields.
+    pub(crate) fn csv(line: u64, fields: &'r [&'r str], want: usize) -> Result<Self, ReadError> {
+        if fields.len() != want {
+            return Err(ReadError::Width {
+                line,
+                got: fields.len(),
+                want,
+            });
+        }
+        Ok(Row { line, fields })
+    }
+}
+
 /// A table as text, for tests: the header's names and each row's line and fields.
 #[cfg(test)]
 pub(crate) type TableText = (Vec<String>, Vec<(u64, Vec<String>)>);

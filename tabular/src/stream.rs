@@ -129,15 +129,7 @@ impl<R: Read> Stream<R> {
             let (held, from, eof) = (&input.bytes[..input.len], input.next, input.eof);
             input.next = match self.format {
                 Format::Csv => records::each_record(held, from, eof, |line, fields| {
-                    if fields.len() != want {
-                        return Err(ReadError::Width {
-                            line,
-                            got: fields.len(),
-                            want,
-                        }
-                        .into());
-                    }
-                    visit(Row { line, fields })
+                    visit(Row::csv(line, fields, want)?)
                 })?,
                 Format::JsonLines => json_lines::each_object(
                     held,

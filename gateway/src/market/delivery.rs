@@ -143,9 +143,6 @@ impl Delivery {
     pub async fn run(self) {
         let mut blocks = self.shared.chain.subscribe();
         let mut rescan = true;
-        // A block's results can be read before the app has committed its state, so a scan
-        // right after a purchase opened may not see it yet: scan at the next block as well.
-        let mut opened_before = false;
         loop {
             // A delivery that failed for a passing reason (a node not yet serving a block's
             // results, a full mempool) is tried again at the next block, not only when another
@@ -171,8 +168,7 @@ impl Delivery {
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => return,
             };
-            rescan = retry || opened || opened_before;
-            opened_before = opened;
+            rescan = retry || opened;
         }
     }
 

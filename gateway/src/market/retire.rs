@@ -52,18 +52,20 @@ impl Retire {
     pub async fn run(self) {
         let mut blocks = self.shared.chain.subscribe();
         let mut scan = true;
-        // A block's results can be read before the app commits its state: a block that
-        // delists or closes is scanned again at the next block, when its state is committed.
-        let mut again = false;
+        // A failed scan is tried again at the next block.
+        let mut retry = false;
         loop {
-            let mut failed = false;
-            if (scan || again)
-                && let Err(e) = self.scan().await
-            {
-                tracing::warn!("retiring delisted blobs: {e}; trying again at the next block");
-                failed = true;
+            if scan || retry {
+                retry = match self.scan().await {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::warn!(
+                            "retiring delisted blobs: {e}; trying again at the next block"
+                        );
+                        true
+                    }
+                };
             }
-            again = scan || failed;
             scan = match blocks.recv().await {
                 Ok(block) => {
                     block.txs.iter().flat_map(|t| t.events.iter()).any(|e| {
