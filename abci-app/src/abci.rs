@@ -161,6 +161,7 @@ impl Node {
             chain_id: chain_id.to_owned(),
             height: genesis_height,
             time,
+            hash: [0; 32],
             params: delta.params()?,
         };
         app::begin_block(&mut delta, &block, 0);
@@ -224,10 +225,16 @@ impl Node {
         req: request::FinalizeBlock,
     ) -> Result<response::FinalizeBlock, BoxError> {
         let nanos = i32::try_from(req.time.unix_timestamp_nanos().rem_euclid(1_000_000_000))?;
+        let hash: [u8; 32] = req
+            .hash
+            .as_bytes()
+            .try_into()
+            .map_err(|_| "block hash is not 32 bytes")?;
         let block = self.finalize(
             req.height.value(),
             req.time.unix_timestamp(),
             nanos,
+            hash,
             &req.txs,
         )?;
         let validator_updates = block
@@ -266,12 +273,14 @@ impl Node {
         height: u64,
         time: i64,
         time_nanos: i32,
+        hash: [u8; 32],
         txs: &[T],
     ) -> Result<FinalizedBlock, BoxError> {
         let block = BlockCtx {
             chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
             height,
             time,
+            hash,
             params: self.storage.params()?,
         };
         let cached = ReadCache::new(&self.storage);
@@ -345,6 +354,8 @@ impl Node {
             chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
             height: last.height + 1,
             time: last.time_seconds,
+            // CheckTx runs no end-of-block work, the only reader of the hash.
+            hash: [0; 32],
             params: self.storage.params()?,
         };
         let signer = pb::Tx::decode(tx)

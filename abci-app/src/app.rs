@@ -38,6 +38,9 @@ pub struct BlockCtx {
     pub height: u64,
     /// Block time, Unix seconds.
     pub time: i64,
+    /// The block's hash (CometBFT's header hash): randomness nobody knew before the block, e.g.
+    /// for drawing a training job's worker and the segments validators re-run.
+    pub hash: [u8; 32],
     /// Parameters as of the start of the block: a parameter change takes effect from the next
     /// block, so every tx of a block is judged by the same limits and fee.
     pub params: crate::governance::Params,
@@ -267,6 +270,7 @@ pub fn begin_block<S: StateWrite>(state: &mut S, block: &BlockCtx, time_nanos: i
 /// events. A failure here is a broken state, not a user's error.
 pub fn end_block<S: StateWrite>(state: &mut S, block: &BlockCtx) -> Result<(), TxError> {
     crate::escrow::end_block(state, block.height)?;
+    crate::training::end_block(state, block)?;
     crate::governance::rewards::pay_rewards(state, block.height, block.params.reward_epoch_blocks)
 }
 

@@ -7,6 +7,7 @@ use crate::ledger::LedgerError;
 use crate::market::MarketError;
 use crate::membership::MembershipError;
 use crate::state::StateError;
+use crate::training::TrainingError;
 use crate::tx::EnvelopeError;
 use std::ops::Range;
 
@@ -21,6 +22,7 @@ pub const CODE_BLOCKS: &[(&str, Range<u32>)] = &[
     ("market", 80..99),
     ("state", 99..100),
     ("escrow", 100..120),
+    ("training", 120..140),
     ("governance", 200..220),
     ("membership", 220..240),
 ];
@@ -46,6 +48,9 @@ pub enum TxError {
     /// Purchases and settlement.
     #[error(transparent)]
     Escrow(#[from] EscrowError),
+    /// Training jobs, workers and results.
+    #[error(transparent)]
+    Training(#[from] TrainingError),
     /// The store below the state machine failed (not the user's fault).
     #[error(transparent)]
     State(#[from] StateError),
@@ -69,6 +74,7 @@ impl TxError {
             TxError::Governance(e) => e.code(),
             TxError::Market(e) => e.code(),
             TxError::Escrow(e) => e.code(),
+            TxError::Training(e) => e.code(),
             TxError::State(_) => 99,
         }
     }
@@ -82,6 +88,7 @@ impl TxError {
             TxError::Governance(_) => "governance",
             TxError::Market(_) => "market",
             TxError::Escrow(_) => "escrow",
+            TxError::Training(_) => "training",
             TxError::State(_) => "state",
         }
     }
@@ -96,6 +103,7 @@ mod tests {
     use crate::ledger::LedgerError as L;
     use crate::market::MarketError as Mk;
     use crate::membership::MembershipError as M;
+    use crate::training::TrainingError as Tr;
     use crate::tx::EnvelopeError as E;
 
     /// One value of each listed variant, as `TxError`s. The generated match names every listed
@@ -228,6 +236,20 @@ mod tests {
             ValidationQuota { org: s(), open: 4, max: 4 },
             NotBuyerOrAdmin(1),
             RecipientNotBuyer { purchase: 1, buyer: s() },
+        }));
+        all.extend(every!(Tr {
+            UnknownJob(1),
+            NotPurchased(1),
+            BadSpec(s()),
+            SpecSchemaMismatch { dataset: 1, reason: s() },
+            WrongStatus { job: 1, status: "queued", needed: "assigned" },
+            NotAssigned { job: 1, assigned: s() },
+            NotSubmitter(1),
+            DeadlineTooSoon { deadline: 1, now: 1, min: 60 },
+            WindowClosed { job: 1, what: "accept", at: 1 },
+            BadResult(s()),
+            Capacity(17),
+            OwnJob(1),
         }));
         // Every store failure is one code: it is the node's fault, never the tx's.
         all.push(TxError::State(StateError::Storage(s())));

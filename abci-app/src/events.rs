@@ -88,6 +88,30 @@ kinds! {
     PurchaseDisputeUpheld => "purchase.dispute_upheld",
     /// A purchase closed (confirmed, released or refunded).
     PurchaseClosed => "purchase.closed",
+    /// A worker offered (or withdrew) capacity.
+    WorkerRegistered => "training.worker_registered",
+    /// A training job was submitted; its bounty is in escrow.
+    JobSubmitted => "training.submitted",
+    /// A worker was drawn for a job.
+    JobAssigned => "training.assigned",
+    /// The assigned worker accepted and locked its stake.
+    JobAccepted => "training.accepted",
+    /// The worker posted its result.
+    JobResult => "training.result",
+    /// The sampling beacon was drawn; validators re-run their segments and commit.
+    JobBeacon => "training.beacon",
+    /// A validator's commit or reveal was recorded (or refused).
+    JobAttested => "training.attested",
+    /// Commits closed; validators reveal.
+    JobRevealing => "training.revealing",
+    /// Validators with more than 2/3 of the power agreed: the model version is on chain.
+    JobFinalized => "training.finalized",
+    /// Validators with more than 1/3 of the power found a mismatch: the stake was slashed.
+    JobRejected => "training.rejected",
+    /// A worker let a window pass (accept or result).
+    JobMissed => "training.missed",
+    /// The job ended without a model; the bounty went back.
+    JobRefunded => "training.refunded",
 }
 
 impl std::fmt::Display for EventKind {
@@ -108,6 +132,20 @@ pub mod attr {
     pub const AMOUNT: &str = "amount";
     /// A vote's direction.
     pub const APPROVE: &str = "approve";
+    /// A worker's capacity.
+    pub const CAPACITY: &str = "capacity";
+    /// A training job id.
+    pub const JOB: &str = "job";
+    /// A model version id.
+    pub const MODEL: &str = "model";
+    /// A hex SHA-256.
+    pub const HASH: &str = "hash";
+    /// A height something is due by.
+    pub const DUE: &str = "due";
+    /// A commit–reveal step.
+    pub const STEP: &str = "step";
+    /// A training worker (hex fingerprint).
+    pub const WORKER: &str = "worker";
     /// A purchase's buyer (hex fingerprint).
     pub const BUYER: &str = "buyer";
     /// An org CA's fingerprint.

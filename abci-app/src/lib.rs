@@ -6,7 +6,8 @@
 //! - The domains, each with its messages, checks, state keys and typed views:
 //!   [`membership`] (X.509 identities, roles, revocation), [`ledger`] (NRC), [`governance`]
 //!   (proposals, votes, validators, parameters), [`market`] (dataset listings and validation),
-//!   [`escrow`] (purchases, key delivery, settlement).
+//!   [`escrow`] (purchases, key delivery, settlement), [`training`] (jobs, workers, validators'
+//!   commit–reveal attestation, model versions).
 //! - [`events`]: every event kind and attribute key the chain emits (consumers match on these).
 //! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `server`):
 //!   RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the thin ABCI adapter.
@@ -27,6 +28,7 @@ pub mod market;
 pub mod membership;
 pub mod query;
 pub mod state;
+pub mod training;
 pub mod tx;
 pub mod verifier;
 

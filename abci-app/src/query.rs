@@ -14,7 +14,7 @@ use prost::Message as _;
 
 use crate::address::Address;
 use crate::state::{StateError, StateRead};
-use crate::{app, escrow, governance, ledger, market, membership};
+use crate::{app, escrow, governance, ledger, market, membership, training};
 
 /// The proof type name in `ProofOp.type`: a borsh `jmt::proof::SparseMerkleProof<Sha256>` for
 /// `sha256(key)` against the app hash.
@@ -165,7 +165,7 @@ macro_rules! filter_arg {
         }
     )*};
 }
-filter_arg!(pb::DatasetFilter, pb::PurchaseFilter);
+filter_arg!(pb::DatasetFilter, pb::PurchaseFilter, pb::JobFilter);
 
 /// A record type a query answers with: how its stored bytes decode (a present record only; an
 /// absent record is an empty answer).
@@ -200,7 +200,14 @@ proto_record!(
     pb::ValidatorList,
     pb::ProposalList,
     pb::DatasetList,
-    pb::PurchaseList
+    pb::PurchaseList,
+    pb::Job,
+    pb::Worker,
+    pb::ModelVersion,
+    pb::AttestorStats,
+    pb::JobList,
+    pb::WorkerList,
+    pb::ModelVersionList
 );
 
 /// An index entry: the id of the record it points at, stored as 8 big-endian bytes.
@@ -381,6 +388,24 @@ query_table! {
     datasets: Datasets(f: pb::DatasetFilter) = "/datasets" => pb::DatasetList, list;
     /// Purchases passing a filter.
     purchases: Purchases(f: pb::PurchaseFilter) = "/purchases" => pb::PurchaseList, list;
+    /// A training job by id, with every step of its life.
+    job: Job(id: u64) = "/job" => pb::Job,
+        key(training::state_key::job(*id));
+    /// A registered worker by fingerprint.
+    worker: Worker(a: Address) = "/worker" => pb::Worker,
+        key(training::state_key::worker(a));
+    /// A model version by id.
+    model_version: ModelVersion(id: u64) = "/model_version" => pb::ModelVersion,
+        key(training::state_key::model(*id));
+    /// A validator's attestation record by CometBFT address (hex).
+    attestor: Attestor(hex: String) = "/attestor" => pb::AttestorStats,
+        key(training::state_key::attestor_hex(hex));
+    /// Jobs passing a filter.
+    jobs: Jobs(f: pb::JobFilter) = "/jobs" => pb::JobList, list;
+    /// Every worker.
+    workers: Workers = "/workers" => pb::WorkerList, list;
+    /// Every model version.
+    model_versions: ModelVersions = "/model_versions" => pb::ModelVersionList, list;
 }
 
 /// Answers a list query from `state` (its latest height): the encoded list.
@@ -410,6 +435,21 @@ pub fn list<S: StateRead>(query: &Query, state: &S) -> Result<Option<Vec<u8>>, S
                 .into_iter()
                 .filter(|p| escrow::matches_filter(p, f))
                 .collect(),
+        }
+        .encode_to_vec(),
+        Query::Jobs(f) => pb::JobList {
+            jobs: training::TrainingRead::jobs(state)?
+                .into_iter()
+                .filter(|j| training::matches_filter(j, f))
+                .collect(),
+        }
+        .encode_to_vec(),
+        Query::Workers => pb::WorkerList {
+            workers: training::TrainingRead::workers(state)?,
+        }
+        .encode_to_vec(),
+        Query::ModelVersions => pb::ModelVersionList {
+            models: training::TrainingRead::model_versions(state)?,
         }
         .encode_to_vec(),
         _ => return Ok(None),
@@ -459,6 +499,17 @@ mod tests {
             })
             .query,
             purchases(pb::PurchaseFilter::default()).query,
+            job(4).query,
+            worker(a).query,
+            model_version(2).query,
+            attestor("00ff".into()).query,
+            jobs(pb::JobFilter {
+                dataset_id: 3,
+                ..Default::default()
+            })
+            .query,
+            workers().query,
+            model_versions().query,
         ]
     }
 

@@ -20,6 +20,7 @@ use crate::market::{
 use crate::membership::certificate::sha256;
 use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
 use crate::state::StateWrite;
+use crate::training::{AcceptJob, CancelJob, RegisterWorker, SubmitJob, SubmitResult};
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -233,6 +234,16 @@ actions! {
     MoveIdentity(MoveIdentity), roles: &[Role::Admin];
     /// Market: ask for a preview of a listing (those who may buy it).
     RequestPreview(RequestPreview), roles: &[Role::Buyer, Role::Trainer];
+    /// Training: offer capacity as a worker.
+    RegisterWorker(RegisterWorker), roles: &[Role::Trainer];
+    /// Training: ask for a run on data the signer bought or provides.
+    SubmitJob(SubmitJob), roles: &[Role::Buyer, Role::Trainer, Role::Provider];
+    /// Training: the assigned worker takes the job (checked against the job).
+    AcceptJob(AcceptJob), roles: &[Role::Trainer];
+    /// Training: the assigned worker's result (checked against the job).
+    SubmitResult(SubmitResult), roles: &[Role::Trainer];
+    /// Training: the submitter withdraws an unaccepted job (checked against the job).
+    CancelJob(CancelJob), roles: &[Role::Buyer, Role::Trainer, Role::Provider];
 }
 
 /// A checked tx body.

@@ -24,6 +24,12 @@ pub const CHAIN: &str = "neurodata-test";
 pub const T0: i64 = 1_800_000_000;
 pub const START_BALANCE: u128 = 1_000_000;
 
+/// A stand-in for CometBFT's header hash of block `height`: distinct per height.
+pub fn block_hash(height: u64) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(height.to_be_bytes()).into()
+}
+
 pub fn block_time(height: u64) -> i64 {
     T0 + 5 * height as i64
 }
@@ -176,7 +182,10 @@ impl TestNode {
     /// Finalizes and commits the next block with `txs`.
     pub fn block(&mut self, txs: &[Vec<u8>]) -> FinalizedBlock {
         let h = self.height + 1;
-        let b = self.node.finalize(h, block_time(h), 0, txs).unwrap();
+        let b = self
+            .node
+            .finalize(h, block_time(h), 0, block_hash(h), txs)
+            .unwrap();
         let c = self.node.commit_block().unwrap();
         assert_eq!(
             c.app_hash, b.app_hash,
