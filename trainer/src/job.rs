@@ -534,11 +534,20 @@ pub struct SegmentCheck {
     pub steps: u64,
     /// Whether the last segment also reproduced the model file.
     pub final_model_checked: bool,
+    /// SHA-256 of the end checkpoint as re-computed (equal to the trace's leaf `segment + 1`).
+    #[serde(serialize_with = "hex_digest")]
+    pub end_sha256: [u8; 32],
+}
+
+fn hex_digest<S: serde::Serializer>(digest: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(digest))
 }
 
 /// Re-runs `segments` of the run in `out` against `data`: the result, trace and model must agree
-/// with each other, each starting checkpoint must hash to its leaf, and re-running from it must
-/// give the next leaf (and, for the last segment, the submitted model file).
+/// with each other, the final checkpoint must hash to the last leaf and be the submitted model,
+/// each starting checkpoint must hash to its leaf, re-running from it must give the next leaf (and,
+/// for the last segment, the submitted model file), and the end checkpoint's file, when present,
+/// must hash to that leaf too.
 pub fn verify(
     out: &Path,
     data: &Path,
@@ -568,12 +577,11 @@ pub fn verify(
     }
     let prepared = Prepared::new(&spec, data)?;
     if prepared.data_sha256 != result.data_sha256 {
-        return Err(TrainError::Result(format!(
-            "{} is not the data the run used (SHA-256 {} != {})",
-            data.display(),
-            prepared.data_sha256,
-            result.data_sha256
-        )));
+        return Err(TrainError::OtherData {
+            path: data.display().to_string(),
+            have: prepared.data_sha256,
+            want: result.data_sha256,
+        });
     }
     // Checked on every verification, not only when the last segment is drawn: a model whose
     // stored standardisation differs from the data's would score other inputs than it trained on.
@@ -583,6 +591,27 @@ pub fn verify(
         ));
     }
     let mut engine = Engine::new(&spec, &prepared)?;
+    // Checked on every verification, not only by the validators that draw the last segment: a
+    // trainer could otherwise submit another model (an earlier, cheaper one) beside an honest
+    // trace and escape whenever the last segment is not sampled. Restoring costs no training.
+    let last = trace.segments();
+    let final_path = checkpoint_path(out, last);
+    let final_bytes = std::fs::read(&final_path).map_err(|e| TrainError::io(&final_path, e))?;
+    if sha256_hex(&final_bytes) != trace.leaves[last] {
+        return Err(TrainError::CorruptCheckpoint {
+            index: last,
+            reason: "its SHA-256 is not the trace's leaf".into(),
+        });
+    }
+    let final_state = engine.restore(last, &final_bytes)?;
+    let final_model = engine
+        .model(final_state, &prepared.preprocessing)?
+        .to_bytes()?;
+    if sha256_hex(&final_model) != result.model_sha256 {
+        return Err(TrainError::Result(format!(
+            "model.safetensors is not the model of the final checkpoint ({last})"
+        )));
+    }
     let mut checks = Vec::new();
     for &i in segments {
         if i >= trace.segments() {
@@ -609,13 +638,29 @@ pub fn verify(
         }
         let want = trace.steps[i + 1] - trace.steps[i];
         engine.advance(&mut state, want, &mut |_, _| Ok(()))?;
-        let got = sha256_hex(&engine.checkpoint(&state)?.to_bytes());
+        let end: [u8; 32] = Sha256::digest(engine.checkpoint(&state)?.to_bytes()).into();
+        let got = hex::encode(end);
         if got != trace.leaves[i + 1] {
             return Err(TrainError::TraceMismatch {
                 segment: i,
                 expected: trace.leaves[i + 1].clone(),
                 got,
             });
+        }
+        // The re-run already proves the leaf; a published end checkpoint that differs from it
+        // means the run's checkpoint files are not its trace (the next segment's re-runners
+        // would start from it). An absent file is not needed here.
+        let end_path = checkpoint_path(out, i + 1);
+        match std::fs::read(&end_path) {
+            Ok(bytes) if sha256_hex(&bytes) != got => {
+                return Err(TrainError::CorruptCheckpoint {
+                    index: i + 1,
+                    reason: "its SHA-256 is not the trace's leaf".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TrainError::io(&end_path, e)),
         }
         let last = i + 1 == trace.segments();
         if last {
@@ -630,9 +675,63 @@ pub fn verify(
             segment: i,
             steps: want,
             final_model_checked: last,
+            end_sha256: end,
         });
     }
     Ok(checks)
+}
+
+/// What a validator reports after re-running its segments (`trainer verify --json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    /// Segments re-run (or drawn, when the check stopped before re-running them).
+    pub segments: Vec<usize>,
+    /// Whether every check of [`verify`] passed.
+    pub matches: bool,
+    /// Hex SHA-256 over the re-computed end-checkpoint digests of `segments`, in segment order
+    /// (the concatenation of their 32 bytes); `None` unless `matches`.
+    pub segments_digest: Option<String>,
+    /// Hex SHA-256 of `model.safetensors` as found.
+    pub model_sha256: String,
+    /// The root in `trace.json`; `None` when that file is not a trace.
+    pub trace_root: Option<String>,
+    /// Why the run does not match; `None` when it does.
+    pub error: Option<String>,
+}
+
+/// [`verify`] as a verdict: a finding against the run ([`TrainError::is_mismatch`]) is
+/// `matches: false` with its reason; only a failure to check at all (a missing file, the wrong
+/// data file, an internal error) is an `Err`.
+pub fn verdict(out: &Path, data: &Path, segments: &[usize]) -> Result<Verdict, TrainError> {
+    let model_path = out.join("model.safetensors");
+    let model_bytes = std::fs::read(&model_path).map_err(|e| TrainError::io(&model_path, e))?;
+    let trace_root = match read_trace(out) {
+        Ok(trace) => Some(trace.root),
+        Err(e) if e.is_mismatch() => None,
+        Err(e) => return Err(e),
+    };
+    let mut verdict = Verdict {
+        segments: segments.to_vec(),
+        matches: false,
+        segments_digest: None,
+        model_sha256: sha256_hex(&model_bytes),
+        trace_root,
+        error: None,
+    };
+    match verify(out, data, segments) {
+        Ok(checks) => {
+            let mut digest = Sha256::new();
+            for check in &checks {
+                digest.update(check.end_sha256);
+            }
+            verdict.segments = checks.iter().map(|c| c.segment).collect();
+            verdict.matches = true;
+            verdict.segments_digest = Some(hex::encode(digest.finalize()));
+        }
+        Err(e) if e.is_mismatch() => verdict.error = Some(e.to_string()),
+        Err(e) => return Err(e),
+    }
+    Ok(verdict)
 }
 
 /// The trace of a run directory (for choosing segments).

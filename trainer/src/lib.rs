@@ -67,6 +67,16 @@ pub enum TrainError {
     /// The submitted result is inconsistent with its files or the data.
     #[error("result: {0}")]
     Result(String),
+    /// The data file given to a verification is not the one the result names.
+    #[error("{path} is not the data the run used (SHA-256 {have} != {want})")]
+    OtherData {
+        /// The file given.
+        path: String,
+        /// Its SHA-256.
+        have: String,
+        /// The result's `data_sha256`.
+        want: String,
+    },
     /// A time or memory limit was hit.
     #[error("limit: {0}")]
     Limit(String),
@@ -107,6 +117,32 @@ pub enum TrainError {
 }
 
 impl TrainError {
+    /// Whether a verification that failed with this error has decided that the submitted run
+    /// does not match (its checkpoints, trace, result or model file are wrong), rather than
+    /// failed to check (a file missing or unreadable, data that do not parse, a bug). A
+    /// validator attests the first kind and only reports the second.
+    pub fn is_mismatch(&self) -> bool {
+        match self {
+            // The spec and model file come from the trainer.
+            TrainError::Spec(_) | TrainError::Format(_) => true,
+            TrainError::CorruptCheckpoint { .. }
+            | TrainError::TraceMismatch { .. }
+            | TrainError::Result(_) => true,
+            // An honest run's segments re-run as they ran: a divergence from a committed
+            // checkpoint means the checkpoint is not what the run produced.
+            TrainError::Diverged { .. } => true,
+            // The data file is the validator's input (it fetches the job's dataset by its
+            // hash): one that does not parse or is another file says nothing about the run.
+            TrainError::Data(_) | TrainError::OtherData { .. } => false,
+            TrainError::Limit(_)
+            | TrainError::Onnx(_)
+            | TrainError::Io { .. }
+            | TrainError::OutputExists { .. }
+            | TrainError::Candle(_)
+            | TrainError::Internal(_) => false,
+        }
+    }
+
     fn io(path: &Path, error: std::io::Error) -> TrainError {
         TrainError::Io {
             path: path.display().to_string(),

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use neurodata_trainer::job::{self, Observer};
 use neurodata_trainer::model::{Model, Predictions};
-use neurodata_trainer::{JobSpec, data, kernels, onnx};
+use neurodata_trainer::{JobSpec, data, kernels, onnx, trace};
 
 #[derive(Parser)]
 #[command(
@@ -48,6 +48,10 @@ enum Command {
         quiet: bool,
     },
     /// Re-run segments of a run from its checkpoints and check them against its trace.
+    ///
+    /// Segments are given (--segment, --all), sampled (--sample with --beacon), or this
+    /// validator's share of a job's assignment (--job-id, --validator, --validators,
+    /// --sample-bps and --beacon).
     Verify {
         /// The run's output directory.
         #[arg(long)]
@@ -67,6 +71,27 @@ enum Command {
         /// Re-run every segment.
         #[arg(long)]
         all: bool,
+        /// On-chain id of the job: re-run the segments assigned to --validator among
+        /// --validators by --beacon (the hash of a block after the result's block).
+        #[arg(
+            long,
+            requires_all = ["validator", "validators", "sample_bps", "beacon"],
+            conflicts_with_all = ["segments", "sample", "all"]
+        )]
+        job_id: Option<u64>,
+        /// This validator's address (40 hex digits, as CometBFT prints it).
+        #[arg(long, requires = "job_id")]
+        validator: Option<String>,
+        /// Every validator's address (40 hex digits each), comma-separated, in any order.
+        #[arg(long, value_delimiter = ',', requires = "job_id")]
+        validators: Vec<String>,
+        /// Share of segments sampled, in basis points (1 to 10000).
+        #[arg(long, requires = "job_id", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        sample_bps: Option<u32>,
+        /// Print one JSON verdict (segments, matches, segments_digest, model_sha256,
+        /// trace_root, error) and exit 0 whenever the run could be checked, matching or not.
+        #[arg(long)]
+        json: bool,
     },
     /// Evaluate the ONNX export with tract against the native model on the test split.
     Eval {
@@ -194,28 +219,72 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify {
             out,
             data,
-            mut segments,
+            segments,
             sample,
             beacon,
             all,
+            job_id,
+            validator,
+            validators,
+            sample_bps,
+            json,
         } => {
-            let trace = job::read_trace(&out)?;
-            if all {
-                segments = (0..trace.segments()).collect();
-            }
-            if let Some(fraction) = sample {
-                if !(fraction > 0.0 && fraction <= 1.0) {
-                    bail!("--sample must be in (0, 1], got {fraction}");
+            let selection = match job_id {
+                Some(job_id) => Selection::Assigned {
+                    job_id,
+                    me: address(validator.as_deref().unwrap_or_default(), "--validator")?,
+                    validators: validators
+                        .iter()
+                        .map(|v| address(v, "--validators"))
+                        .collect::<anyhow::Result<_>>()?,
+                    sample_bps: sample_bps.unwrap_or(10_000),
+                    beacon: hex::decode(beacon.unwrap_or_default())
+                        .context("--beacon must be hex")?,
+                },
+                None => {
+                    if let Some(fraction) = sample
+                        && !(fraction > 0.0 && fraction <= 1.0)
+                    {
+                        bail!("--sample must be in (0, 1], got {fraction}");
+                    }
+                    let beacon = match (sample, beacon) {
+                        (Some(_), Some(b)) => hex::decode(b).context("--beacon must be hex")?,
+                        _ => Vec::new(),
+                    };
+                    Selection::Listed {
+                        segments,
+                        sample,
+                        beacon,
+                        all,
+                    }
                 }
-                let beacon =
-                    hex::decode(beacon.unwrap_or_default()).context("--beacon must be hex")?;
-                segments.extend(trace.sample(fraction, &beacon));
+            };
+            if let Selection::Assigned { me, validators, .. } = &selection
+                && !validators.contains(me)
+            {
+                bail!("--validator {} is not among --validators", hex::encode(me));
             }
-            segments.sort_unstable();
-            segments.dedup();
-            if segments.is_empty() {
-                bail!("nothing to verify: give --segment, --sample with --beacon, or --all");
+            let trace = job::read_trace(&out);
+            let segments = match &trace {
+                Ok(trace) => selection.segments(trace),
+                Err(_) => Vec::new(),
+            };
+            // A trace.json that is not a trace is a finding for --json, not a reason to stop.
+            if segments.is_empty() && (trace.is_ok() || !json) {
+                trace?;
+                bail!(
+                    "nothing to verify: give --segment, --sample with --beacon, --all, or \
+                     --job-id with --validator, --validators, --sample-bps and --beacon"
+                );
             }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string(&job::verdict(&out, &data, &segments)?)?
+                );
+                return Ok(());
+            }
+            let trace = trace?;
             let checks = job::verify(&out, &data, &segments)?;
             println!(
                 "{}",
@@ -264,6 +333,71 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How `verify` chooses the segments to re-run.
+enum Selection {
+    /// --segment, --all and --sample with --beacon, together.
+    Listed {
+        segments: Vec<usize>,
+        sample: Option<f64>,
+        beacon: Vec<u8>,
+        all: bool,
+    },
+    /// This validator's share of the job's assignment ([`trace::segments_for`]).
+    Assigned {
+        job_id: u64,
+        me: [u8; 20],
+        validators: Vec<[u8; 20]>,
+        sample_bps: u32,
+        beacon: Vec<u8>,
+    },
+}
+
+impl Selection {
+    /// The segments to re-run, ascending and distinct.
+    fn segments(&self, t: &trace::Trace) -> Vec<usize> {
+        let mut chosen = match self {
+            Selection::Listed {
+                segments,
+                sample,
+                beacon,
+                all,
+            } => {
+                let mut chosen = segments.clone();
+                if *all {
+                    chosen.extend(0..t.segments());
+                }
+                if let Some(fraction) = sample {
+                    chosen.extend(t.sample(*fraction, beacon));
+                }
+                chosen
+            }
+            Selection::Assigned {
+                job_id,
+                me,
+                validators,
+                sample_bps,
+                beacon,
+            } => trace::segments_for(beacon, *job_id, validators, t.segments(), *sample_bps, me),
+        };
+        chosen.sort_unstable();
+        chosen.dedup();
+        chosen
+    }
+}
+
+/// A CometBFT validator address: 20 bytes as 40 hex digits (an optional `0x` allowed).
+fn address(text: &str, flag: &str) -> anyhow::Result<[u8; 20]> {
+    let digits = text.trim();
+    let digits = digits.strip_prefix("0x").unwrap_or(digits);
+    let bytes = hex::decode(digits).with_context(|| format!("{flag}: {text:?} is not hex"))?;
+    bytes.try_into().map_err(|b: Vec<u8>| {
+        anyhow::anyhow!(
+            "{flag}: {text:?} is {} bytes, a validator address is 20",
+            b.len()
+        )
+    })
 }
 
 fn read_model(path: &Path) -> anyhow::Result<Model> {
