@@ -249,7 +249,7 @@ mod tests {
             WindowClosed { job: 1, what: "accept", at: 1 },
             BadResult(s()),
             Capacity(17),
-            OwnJob(1),
+            NotAttestor { job: 1, fingerprint: s() },
         }));
         // Every store failure is one code: it is the node's fault, never the tx's.
         all.push(TxError::State(StateError::Storage(s())));

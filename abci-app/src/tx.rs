@@ -20,7 +20,9 @@ use crate::market::{
 use crate::membership::certificate::sha256;
 use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
 use crate::state::StateWrite;
-use crate::training::{AcceptJob, CancelJob, RegisterWorker, SubmitJob, SubmitResult};
+use crate::training::{
+    AcceptJob, CancelJob, RegisterWorker, RequestJobKeys, SubmitJob, SubmitResult,
+};
 
 /// Why an envelope was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -244,6 +246,9 @@ actions! {
     SubmitResult(SubmitResult), roles: &[Role::Trainer];
     /// Training: the submitter withdraws an unaccepted job (checked against the job).
     CancelJob(CancelJob), roles: &[Role::Buyer, Role::Trainer, Role::Provider];
+    /// Training: a validator operator's key requests for a job it attests (checked against the
+    /// job's attestors).
+    RequestJobKeys(RequestJobKeys), roles: &[Role::Validator];
 }
 
 /// A checked tx body.

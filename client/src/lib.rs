@@ -413,6 +413,40 @@ pub mod msg {
     pub fn attest(m: pb::AttestDataset) -> pb::Message {
         wrap(pb::message::Action::AttestDataset(m))
     }
+
+    /// Offer (or, with 0, withdraw) capacity as a training worker.
+    pub fn register_worker(capacity: u32) -> pb::Message {
+        wrap(pb::message::Action::RegisterWorker(pb::RegisterWorker {
+            capacity,
+        }))
+    }
+
+    /// Ask for a training run.
+    pub fn submit_job(m: pb::SubmitJob) -> pb::Message {
+        wrap(pb::message::Action::SubmitJob(m))
+    }
+
+    /// Take an assigned job, locking its stake.
+    pub fn accept_job(job_id: u64) -> pb::Message {
+        wrap(pb::message::Action::AcceptJob(pb::AcceptJob { job_id }))
+    }
+
+    /// Post a job's result.
+    pub fn submit_result(m: pb::SubmitResult) -> pb::Message {
+        wrap(pb::message::Action::SubmitResult(m))
+    }
+
+    /// A validator operator's key requests for a job it attests.
+    pub fn request_job_keys(job_id: u64) -> pb::Message {
+        wrap(pb::message::Action::RequestJobKeys(pb::RequestJobKeys {
+            job_id,
+        }))
+    }
+
+    /// Withdraw an unaccepted job.
+    pub fn cancel_job(job_id: u64) -> pb::Message {
+        wrap(pb::message::Action::CancelJob(pb::CancelJob { job_id }))
+    }
 }
 
 /// Checks a borsh `SparseMerkleProof<Sha256>` for `key` → `value` (None: absent) against `root`.

@@ -70,6 +70,12 @@ pub enum PurchaseKind {
     },
     /// A validator's key request: no money moves.
     Validation,
+    /// The key for a training job's worker or verifier, opened by the chain: no money moves
+    /// and it counts against no quota (the job bounds how many there are).
+    Training {
+        /// The job.
+        job: u64,
+    },
 }
 
 impl PurchaseKind {
@@ -77,7 +83,7 @@ impl PurchaseKind {
     pub fn price(&self) -> Amount {
         match self {
             PurchaseKind::Sale { price, .. } => *price,
-            PurchaseKind::Validation => Amount::ZERO,
+            PurchaseKind::Validation | PurchaseKind::Training { .. } => Amount::ZERO,
         }
     }
 
@@ -86,6 +92,7 @@ impl PurchaseKind {
         match self {
             PurchaseKind::Sale { .. } => pb::PurchaseKind::Sale,
             PurchaseKind::Validation => pb::PurchaseKind::Validation,
+            PurchaseKind::Training { .. } => pb::PurchaseKind::Training,
         }
     }
 }
@@ -599,7 +606,7 @@ impl Purchase {
                 }
                 effects.push(Effect::CountRefund);
             }
-            PurchaseKind::Validation => {}
+            PurchaseKind::Validation | PurchaseKind::Training { .. } => {}
         }
         if !paid {
             effects.push(Effect::DropLive { buyer: self.buyer });
@@ -645,6 +652,9 @@ impl TryFrom<pb::Purchase> for Purchase {
                 PurchaseKind::Sale { price, fee }
             }
             Ok(pb::PurchaseKind::Validation) => PurchaseKind::Validation,
+            Ok(pb::PurchaseKind::Training) => PurchaseKind::Training {
+                job: m.training_job,
+            },
             _ => return Err(corrupt(format!("unknown kind {}", m.kind))),
         };
         let delivery = || -> Result<Delivery, StateError> {
@@ -710,7 +720,9 @@ impl From<&Purchase> for pb::Purchase {
     fn from(p: &Purchase) -> pb::Purchase {
         let (price, fee) = match p.kind {
             PurchaseKind::Sale { price, fee } => (price, fee),
-            PurchaseKind::Validation => (Amount::ZERO, Amount::ZERO),
+            PurchaseKind::Validation | PurchaseKind::Training { .. } => {
+                (Amount::ZERO, Amount::ZERO)
+            }
         };
         let delivery = p.state.delivery();
         pb::Purchase {
@@ -739,6 +751,10 @@ impl From<&Purchase> for pb::Purchase {
                 .and_then(|d| d.key_recipient)
                 .map(|a| a.0.to_vec())
                 .unwrap_or_default(),
+            training_job: match p.kind {
+                PurchaseKind::Training { job } => job,
+                _ => 0,
+            },
         }
     }
 }

@@ -26,7 +26,7 @@ pub mod state_key;
 pub mod view;
 
 pub use lifecycle::{Delivery, Effect, Input, Purchase, PurchaseKind, PurchaseState, Transition};
-pub use purchase::{BuyDataset, RequestValidation};
+pub use purchase::{BuyDataset, RequestValidation, open_training_key_request};
 pub use settle::{
     ConfirmAccess, DeliverKey, DisputeKey, RefundPurchase, end_block, move_purchases,
 };

@@ -60,6 +60,18 @@ fn open<S: StateWrite>(
     ctx: &ExecCtx,
 ) -> Result<(), TxError> {
     let buyer = signer_address(signer)?;
+    open_for(state, dataset, buyer, &signer.identity.org_id, kind, ctx).map(|_| ())
+}
+
+/// Opens a purchase for `buyer` of `buyer_org`; returns its id.
+fn open_for<S: StateWrite>(
+    state: &mut S,
+    dataset: &pb::Dataset,
+    buyer: Address,
+    buyer_org: &str,
+    kind: PurchaseKind,
+    ctx: &ExecCtx,
+) -> Result<u64, TxError> {
     if let Some(purchase) = state.live_purchase(&buyer, dataset.id)? {
         return Err(EscrowError::AlreadyPurchased {
             dataset: dataset.id,
@@ -78,7 +90,7 @@ fn open<S: StateWrite>(
         dataset: dataset.id,
         kind,
         buyer,
-        buyer_org: signer.identity.org_id.clone(),
+        buyer_org: buyer_org.to_owned(),
         provider,
         provider_org: dataset.provider_org.clone(),
     };
@@ -91,7 +103,35 @@ fn open<S: StateWrite>(
             params.key_delivery_blocks,
             params.confirm_blocks,
         ),
+    )?;
+    Ok(id)
+}
+
+/// Opens the key request of a training job's worker or verifier for `dataset_id` (the chain
+/// opens it: no signer, no money, no quota); the provider's gateway delivers the key wrapped to
+/// `recipient`'s certificate as for a sale. A recipient that already holds a live purchase of
+/// the dataset has (or is getting) the key, so none is opened: `None`.
+pub fn open_training_key_request<S: StateWrite>(
+    state: &mut S,
+    dataset_id: u64,
+    recipient: Address,
+    recipient_org: &str,
+    job: u64,
+    ctx: &ExecCtx,
+) -> Result<Option<u64>, TxError> {
+    if state.live_purchase(&recipient, dataset_id)?.is_some() {
+        return Ok(None);
+    }
+    let dataset = existing_dataset(state, dataset_id)?;
+    open_for(
+        state,
+        &dataset,
+        recipient,
+        recipient_org,
+        PurchaseKind::Training { job },
+        ctx,
     )
+    .map(Some)
 }
 
 impl BuyDataset {

@@ -15,7 +15,7 @@ use crate::escrow::lifecycle::{PurchaseKind, PurchaseState};
 use crate::events::{EventKind, attr};
 use crate::ledger::{LedgerWrite, signer_address};
 use crate::market::existing_dataset;
-use crate::membership::Signer;
+use crate::membership::{MembershipRead, Signer};
 use crate::state::{Event, StateWrite};
 use crate::tx::{ExecCtx, amount_field, invalid};
 
@@ -153,6 +153,14 @@ impl SubmitJob {
         let submitter = signer_address(signer)?;
         for id in &self.dataset_ids {
             let dataset = existing_dataset(state, *id)?;
+            if !state.org_is_active(&dataset.provider_org)? {
+                // Nobody could deliver its key to the worker.
+                return Err(crate::escrow::EscrowError::ProviderOrgInactive {
+                    dataset: dataset.id,
+                    org: dataset.provider_org.clone(),
+                }
+                .into());
+            }
             if !may_train_on(state, &dataset, &submitter)? {
                 return Err(TrainingError::NotPurchased(*id).into());
             }
@@ -255,6 +263,16 @@ impl AcceptJob {
             .min(job.deadline);
         job.stake_locked = true;
         job.status = pb::JobStatus::Training as i32;
+        for d in &job.dataset_ids {
+            crate::escrow::open_training_key_request(
+                state,
+                *d,
+                worker,
+                &signer.identity.org_id,
+                job.id,
+                ctx,
+            )?;
+        }
         let detail = format!("stake {stake} locked; result due by {}", job.result_by);
         step(&mut job, ctx.height, "accepted", detail);
         state.put_job(&job);
@@ -306,5 +324,64 @@ impl CancelJob {
         }
         super::settle::release_worker(state, &job)?;
         super::settle::refund(state, &mut job, ctx.height, "cancelled by its submitter")
+    }
+}
+
+/// A validator operator asks for the keys of a job it attests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestJobKeys {
+    /// The job.
+    pub job_id: u64,
+}
+
+impl From<pb::RequestJobKeys> for RequestJobKeys {
+    fn from(m: pb::RequestJobKeys) -> Self {
+        RequestJobKeys { job_id: m.job_id }
+    }
+}
+
+impl RequestJobKeys {
+    /// Opens a key request per dataset for the signer, if it operates a validator among the
+    /// job's attestors and the job is attesting (its beacon drawn): the data goes only to those
+    /// who re-run it, and only while they do.
+    pub fn check_and_execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        signer: &Signer,
+        ctx: &ExecCtx,
+    ) -> Result<(), TxError> {
+        let job = existing_job(state, self.job_id)?;
+        require_status(&job, pb::JobStatus::Attesting)?;
+        let me = signer.identity.fingerprint.as_slice();
+        let attestors: Vec<Vec<u8>> = job
+            .attestation
+            .iter()
+            .flat_map(|a| a.attestors.iter().map(|x| x.validator.clone()))
+            .collect();
+        let operates = crate::governance::GovernanceRead::validators(state)?
+            .iter()
+            .any(|v| {
+                v.operators.iter().any(|o| o == me)
+                    && attestors.contains(&super::attest::validator_address(&v.pub_key).to_vec())
+            });
+        if !operates {
+            return Err(TrainingError::NotAttestor {
+                job: job.id,
+                fingerprint: hex::encode(me),
+            }
+            .into());
+        }
+        let me = signer_address(signer)?;
+        for d in &job.dataset_ids {
+            crate::escrow::open_training_key_request(
+                state,
+                *d,
+                me,
+                &signer.identity.org_id,
+                job.id,
+                ctx,
+            )?;
+        }
+        Ok(())
     }
 }

@@ -34,7 +34,7 @@ mod worker;
 pub use attest::{
     CastVote, INJECTED_MARKER, Verdict, apply_votes, check_extension, votes_to_extend,
 };
-pub use job::{AcceptJob, CancelJob, SubmitJob};
+pub use job::{AcceptJob, CancelJob, RequestJobKeys, SubmitJob};
 pub use result::SubmitResult;
 pub use schedule::end_block;
 pub use view::{TrainingRead, TrainingWrite};
@@ -187,9 +187,16 @@ pub enum TrainingError {
     /// A worker's capacity over the limit.
     #[error("capacity {0} is above the limit {MAX_CAPACITY}")]
     Capacity(u32),
-    /// Training on the submitter's own job.
-    #[error("job {0} is yours; a worker never runs its own submitter's job")]
-    OwnJob(u64),
+    /// Key requests from someone who attests no validator of the job.
+    #[error(
+        "{fingerprint} operates no validator among job {job}'s attestors (or the beacon is not drawn yet)"
+    )]
+    NotAttestor {
+        /// The job.
+        job: u64,
+        /// The signer.
+        fingerprint: String,
+    },
 }
 
 impl TrainingError {
@@ -207,7 +214,7 @@ impl TrainingError {
             TrainingError::WindowClosed { .. } => 128,
             TrainingError::BadResult(_) => 129,
             TrainingError::Capacity(_) => 130,
-            TrainingError::OwnJob(_) => 131,
+            TrainingError::NotAttestor { .. } => 131,
         }
     }
 }
