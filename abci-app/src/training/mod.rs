@@ -107,6 +107,13 @@ pub fn matches_filter(job: &pb::Job, f: &pb::JobFilter) -> bool {
         && (f.worker.is_empty() || f.worker == job.worker)
         && (f.statuses.is_empty() || f.statuses.contains(&job.status))
         && (f.dataset_id == 0 || job.dataset_ids.contains(&f.dataset_id))
+        && (f.artifact_cid.is_empty()
+            || job.result.as_ref().is_some_and(|r| {
+                [&r.model_cid, &r.onnx_cid, &r.trace_cid]
+                    .into_iter()
+                    .chain(&r.checkpoint_cids)
+                    .any(|c| *c == f.artifact_cid)
+            }))
 }
 
 /// Records a step of the job's life.
