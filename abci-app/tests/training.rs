@@ -92,7 +92,7 @@ fn setup() -> (Consortium, TestNode) {
         vec![msg::deliver_key(1, buyer.address(), wrapped.to_bytes())],
     );
     n.ok(&buyer, vec![msg::confirm(1)]);
-    n.ok(&c.signer(2, Role::Trainer), vec![msg::register_worker(1)]);
+    n.ok(&c.signer(2, Role::Trainer), vec![msg::register_worker(1, "https://gw.org2.example:27008")]);
     (c, n)
 }
 
@@ -228,7 +228,7 @@ fn a_worker_that_does_not_accept_is_replaced_and_a_job_nobody_takes_is_refunded(
     let buyer = c.signer(1, Role::Buyer);
     let first = c.signer(2, Role::Trainer);
     let second = c.signer(0, Role::Trainer);
-    n.ok(&second, vec![msg::register_worker(2)]);
+    n.ok(&second, vec![msg::register_worker(2, "https://gw.org0.example:27008")]);
     let before = n.balance(buyer.address());
     n.ok(&buyer, vec![msg::submit_job(submit(&n, 1))]);
     n.block(&[]);

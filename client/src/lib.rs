@@ -415,9 +415,10 @@ pub mod msg {
     }
 
     /// Offer (or, with 0, withdraw) capacity as a training worker.
-    pub fn register_worker(capacity: u32) -> pb::Message {
+    pub fn register_worker(capacity: u32, location: &str) -> pb::Message {
         wrap(pb::message::Action::RegisterWorker(pb::RegisterWorker {
             capacity,
+            location: location.into(),
         }))
     }
 

@@ -15,6 +15,8 @@ use crate::tx::ExecCtx;
 pub struct RegisterWorker {
     /// Jobs at once.
     pub capacity: u32,
+    /// Its org's gateway URL.
+    pub location: String,
 }
 
 impl TryFrom<pb::RegisterWorker> for RegisterWorker {
@@ -23,8 +25,15 @@ impl TryFrom<pb::RegisterWorker> for RegisterWorker {
         if m.capacity > MAX_CAPACITY {
             return Err(TrainingError::Capacity(m.capacity).into());
         }
+        if m.location.len() > 256 {
+            return Err(crate::tx::invalid(
+                "register_worker.location",
+                "at most 256 bytes",
+            ));
+        }
         Ok(RegisterWorker {
             capacity: m.capacity,
+            location: m.location,
         })
     }
 }
@@ -45,6 +54,7 @@ impl RegisterWorker {
         });
         worker.org_id = signer.identity.org_id.clone();
         worker.capacity = self.capacity;
+        worker.location = self.location.clone();
         state.put_worker(&worker);
         state.emit(
             Event::new(EventKind::WorkerRegistered)
