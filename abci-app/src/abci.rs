@@ -25,12 +25,13 @@ use tower_abci::BoxError;
 use crate::TxError;
 use crate::address::Address;
 use crate::app::{self, BlockCtx, Mode};
+use crate::extension::{self, Attester, InjectError};
 use crate::genesis::{self, AppState};
 use crate::governance::GovernanceRead;
 use crate::query::{self, Proof, Query};
 use crate::state::{Event, MemoryState, ReadCache, StateDelta};
 use crate::storage::{Committed, PreparedCommit, Storage};
-use crate::tx::{EnvelopeLimits, Tx};
+use crate::tx::{EnvelopeError, EnvelopeLimits, Tx};
 use crate::verifier::SignatureVerifier;
 
 /// Name and version reported in Info.
@@ -49,6 +50,22 @@ pub struct FinalizedBlock {
     pub block_events: Vec<Event>,
 }
 
+/// Why ProcessProposal refuses a block.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposalError {
+    /// A tx no honest PrepareProposal includes: it does not decode or is oversize.
+    #[error("tx {index} is not a tx: {error}")]
+    Undecodable {
+        /// Its position in the block.
+        index: usize,
+        /// Why it does not decode.
+        error: TxError,
+    },
+    /// The injected votes are misplaced or do not verify.
+    #[error(transparent)]
+    Injected(#[from] InjectError),
+}
+
 /// A block executed by FinalizeBlock, waiting for Commit.
 struct PendingBlock {
     prepared: PreparedCommit,
@@ -62,6 +79,8 @@ pub struct Node {
     /// Each signer's account (nonce and balance) as the txs admitted to the mempool since the
     /// last commit leave it; rebuilt by CometBFT's recheck after every commit.
     mempool_accounts: Mutex<BTreeMap<Address, pb::Account>>,
+    /// This validator's identity and verdict inbox, when it attests training results.
+    attester: Option<Attester>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,7 +109,15 @@ impl Node {
             verifier: SignatureVerifier::default(),
             pending: Mutex::new(None),
             mempool_accounts: Mutex::new(BTreeMap::new()),
+            attester: None,
         }
+    }
+
+    /// The node of a validator that attests training results: ExtendVote says what its
+    /// verifier's verdicts and the committed state ask of it.
+    pub fn with_attester(mut self, attester: Attester) -> Self {
+        self.attester = Some(attester);
+        self
     }
 
     /// The store (for tests and tools).
@@ -181,8 +208,9 @@ impl Node {
         })
     }
 
-    /// PrepareProposal: keeps mempool order, drops txs that cannot even decode, stays under the
-    /// block byte limit.
+    /// PrepareProposal: puts the last commit's signed vote extensions first when any has
+    /// something in it, then keeps mempool order, drops txs that cannot even decode, stays under
+    /// the block byte limit.
     pub fn prepare_proposal(
         &self,
         req: request::PrepareProposal,
@@ -190,7 +218,34 @@ impl Node {
         let limits = self.limits()?;
         let max = usize::try_from(req.max_tx_bytes).unwrap_or(usize::MAX);
         let mut total = 0usize;
-        let mut txs = Vec::with_capacity(req.txs.len());
+        let mut txs = Vec::with_capacity(req.txs.len() + 1);
+        let height = req.height.value();
+        if let Some(injected) = req
+            .local_last_commit
+            .as_ref()
+            .and_then(|commit| extension::injected_votes_tx(height, commit))
+        {
+            // Proposed only if every node will accept it: a block refused for it would cost a
+            // round, and the votes can wait for the next proposer.
+            let validators = self.storage.validators()?;
+            match extension::verify_injected(&injected, &limits.chain_id, height, &validators) {
+                Ok(_) if injected.len() <= max => {
+                    total += injected.len();
+                    txs.push(Bytes::from(injected));
+                }
+                Ok(_) => {
+                    tracing::warn!(
+                        height,
+                        size = injected.len(),
+                        max,
+                        "injected votes exceed the block's tx bytes; left out"
+                    )
+                }
+                Err(e) => {
+                    tracing::warn!(height, error = %e, "injected votes would not verify; left out")
+                }
+            }
+        }
         for tx in req.txs {
             if Tx::decode(&tx, &limits).is_err() {
                 continue;
@@ -205,18 +260,47 @@ impl Node {
     }
 
     /// ProcessProposal: rejects a block carrying a tx that no honest PrepareProposal would have
-    /// included (undecodable or oversize); other invalid txs are rejected one by one in
-    /// FinalizeBlock.
+    /// included (undecodable or oversize, injected votes that do not verify or are not first);
+    /// other invalid txs are rejected one by one in FinalizeBlock.
     pub fn process_proposal(
         &self,
         req: request::ProcessProposal,
     ) -> Result<response::ProcessProposal, BoxError> {
+        let height = req.height.value();
+        Ok(match self.process(height, &req.txs)? {
+            Ok(()) => response::ProcessProposal::Accept,
+            Err(e) => {
+                tracing::warn!(height, error = %e, "proposal rejected");
+                response::ProcessProposal::Reject
+            }
+        })
+    }
+
+    /// The body of ProcessProposal: `Ok(Err(_))` is a rejected block, `Err(_)` a broken node.
+    pub fn process<T: AsRef<[u8]>>(
+        &self,
+        height: u64,
+        txs: &[T],
+    ) -> Result<Result<(), ProposalError>, BoxError> {
         let limits = self.limits()?;
-        if req.txs.iter().all(|tx| Tx::decode(tx, &limits).is_ok()) {
-            Ok(response::ProcessProposal::Accept)
-        } else {
-            Ok(response::ProcessProposal::Reject)
+        for (index, tx) in txs.iter().enumerate() {
+            let tx = tx.as_ref();
+            if !extension::is_injected(tx) {
+                if let Err(error) = Tx::decode(tx, &limits) {
+                    return Ok(Err(ProposalError::Undecodable { index, error }));
+                }
+            } else if index > 0 {
+                return Ok(Err(InjectError::NotFirst { index }.into()));
+            } else {
+                let validators = self.storage.validators()?;
+                if let Err(e) =
+                    extension::verify_injected(tx, &limits.chain_id, height, &validators)
+                {
+                    return Ok(Err(e.into()));
+                }
+            }
         }
+        Ok(Ok(()))
     }
 
     /// FinalizeBlock: executes every tx, computes the app hash, persists nothing.
@@ -286,10 +370,30 @@ impl Node {
         let cached = ReadCache::new(&self.storage);
         let mut state = StateDelta::new(&cached);
         app::begin_block(&mut state, &block, time_nanos);
-        let outcomes = txs
-            .iter()
-            .map(|tx| app::deliver_tx(&mut state, tx.as_ref(), &block, &self.verifier))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut outcomes = Vec::with_capacity(txs.len());
+        // The last commit's attestations, injected first by the proposer, before any tx can
+        // change a job (a marker tx anywhere else fails to decode like any garbage).
+        let txs = match txs.split_first() {
+            Some((first, rest)) if extension::is_injected(first.as_ref()) => {
+                let validators = self.storage.validators()?;
+                outcomes.push(extension::deliver_injected(
+                    &mut state,
+                    first.as_ref(),
+                    &block,
+                    &validators,
+                )?);
+                rest
+            }
+            _ => txs,
+        };
+        for tx in txs {
+            outcomes.push(app::deliver_tx(
+                &mut state,
+                tx.as_ref(),
+                &block,
+                &self.verifier,
+            )?);
+        }
         let mut end = StateDelta::new(&state);
         app::end_block(&mut end, &block)?;
         let end_changes = end.into_changes();
@@ -349,6 +453,14 @@ impl Node {
 
     /// The body of CheckTx: `Ok(Err(_))` is a rejected tx, `Err(_)` a broken node.
     pub fn check(&self, tx: &[u8]) -> Result<Result<(), TxError>, BoxError> {
+        if extension::is_injected(tx) {
+            return Ok(Err(EnvelopeError::Malformed(
+                "an injected-votes tx (validators' signed vote extensions) is put in blocks by \
+                 their proposers, never submitted"
+                    .into(),
+            )
+            .into()));
+        }
         let last = app::last_block(&self.storage)?.ok_or("no genesis yet")?;
         let block = BlockCtx {
             chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
@@ -459,16 +571,46 @@ impl Node {
                 ConsensusResponse::FinalizeBlock(self.finalize_block(r)?)
             }
             ConsensusRequest::Commit => ConsensusResponse::Commit(self.commit()?),
-            // Vote extensions are unused until validators attest training results.
-            ConsensusRequest::ExtendVote(_) => {
+            ConsensusRequest::ExtendVote(r) => {
                 ConsensusResponse::ExtendVote(response::ExtendVote {
-                    vote_extension: Bytes::default(),
+                    vote_extension: self.extend_vote(r.height.value()).into(),
                 })
             }
-            ConsensusRequest::VerifyVoteExtension(_) => {
-                ConsensusResponse::VerifyVoteExtension(response::VerifyVoteExtension::Accept)
-            }
+            ConsensusRequest::VerifyVoteExtension(r) => ConsensusResponse::VerifyVoteExtension(
+                self.verify_vote_extension(&r.vote_extension),
+            ),
         })
+    }
+
+    /// ExtendVote: this validator's attestations the committed state asks for, or nothing. Never
+    /// fails: a problem (an unreadable inbox, a store error) is logged and the vote goes out with
+    /// an empty extension, as CometBFT needs one to precommit.
+    pub fn extend_vote(&self, height: u64) -> Vec<u8> {
+        let Some(attester) = &self.attester else {
+            return Vec::new();
+        };
+        match extension::vote_extension(&self.storage, attester) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(height, error = %e, "extending the vote with nothing");
+                Vec::new()
+            }
+        }
+    }
+
+    /// VerifyVoteExtension: stateless checks only (an empty extension passes), so honest
+    /// validators, whatever state they are at, never disagree about another's extension.
+    pub fn verify_vote_extension(&self, extension: &[u8]) -> response::VerifyVoteExtension {
+        if extension.is_empty() {
+            return response::VerifyVoteExtension::Accept;
+        }
+        match crate::training::check_extension(extension) {
+            Ok(_) => response::VerifyVoteExtension::Accept,
+            Err(e) => {
+                tracing::warn!(error = %e, "vote extension rejected");
+                response::VerifyVoteExtension::Reject
+            }
+        }
     }
 
     fn info_call(&self, req: InfoRequest) -> Result<InfoResponse, BoxError> {

@@ -8,6 +8,8 @@
 //!   (proposals, votes, validators, parameters), [`market`] (dataset listings and validation),
 //!   [`escrow`] (purchases, key delivery, settlement), [`training`] (jobs, workers, validators'
 //!   commit–reveal attestation, model versions).
+//! - [`extension`]: validators' attestations on the wire — the verdict inbox, vote extensions,
+//!   and the signed extensions a proposer injects into its block.
 //! - [`events`]: every event kind and attribute key the chain emits (consumers match on these).
 //! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `server`):
 //!   RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the thin ABCI adapter.
@@ -21,6 +23,7 @@ pub mod app;
 mod error;
 pub mod escrow;
 pub mod events;
+pub mod extension;
 pub mod genesis;
 pub mod governance;
 pub mod ledger;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use neurodata_abci::abci::{Listen, Node, serve};
+use neurodata_abci::extension::{Attester, key_file_address};
 use neurodata_abci::storage::Storage;
 
 /// Runs the NeuroData state machine behind an ABCI socket.
@@ -26,6 +27,36 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax).
     #[arg(long, env = "NEURODATA_LOG", default_value = "info")]
     log: String,
+    /// This validator's CometBFT `priv_validator_key.json` (its public half gives the address
+    /// the app attests as). Default: none, the node extends no votes.
+    #[arg(long, env = "NEURODATA_VALIDATOR_KEY")]
+    validator_key: Option<PathBuf>,
+    /// The verdict inbox its verifier writes `job-<id>.json` files into (needs
+    /// `--validator-key`). Default: none, the node extends no votes.
+    #[arg(long, env = "NEURODATA_VERDICTS")]
+    verdicts: Option<PathBuf>,
+}
+
+/// Who this node attests as, from `--validator-key` and `--verdicts`.
+fn attester(cli: &Cli) -> anyhow::Result<Option<Attester>> {
+    match (&cli.validator_key, &cli.verdicts) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => {
+            anyhow::bail!("--verdicts needs --validator-key: whose verdicts are they?")
+        }
+        (Some(key), None) => {
+            tracing::warn!(key = %key.display(), "--validator-key without --verdicts: this validator extends no votes");
+            Ok(None)
+        }
+        (Some(key), Some(dir)) => {
+            let address = key_file_address(key)?;
+            tracing::info!(address = %hex::encode_upper(address), verdicts = %dir.display(), "attesting training results");
+            Ok(Some(Attester {
+                address,
+                verdicts: dir.clone(),
+            }))
+        }
+    }
 }
 
 fn parse_listen(s: &str) -> anyhow::Result<Listen> {
@@ -52,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     };
     logs.init();
     let listen = parse_listen(&cli.listen)?;
+    let attester = attester(&cli)?;
     let storage = Storage::open(&cli.home)
         .with_context(|| format!("opening state store {}", cli.home.display()))?;
     match storage.committed()? {
@@ -61,7 +93,11 @@ async fn main() -> anyhow::Result<()> {
         None => tracing::info!("empty store: waiting for InitChain"),
     }
     tracing::info!(?listen, "ABCI server listening");
-    serve(Arc::new(Node::new(storage)), listen)
+    let node = match attester {
+        Some(a) => Node::new(storage).with_attester(a),
+        None => Node::new(storage),
+    };
+    serve(Arc::new(node), listen)
         .await
         .map_err(|e| anyhow::anyhow!("ABCI server: {e}"))
 }

@@ -5,7 +5,8 @@
 //! - `devnet.json`: chain id, binaries and each node's ports, id and validator key;
 //! - `pids.json`: the processes `up` started (what `down` stops, and nothing else);
 //! - `consortium/`: the dev consortium (`certs/`), `node<i>/`: CometBFT home, `app/` (RocksDB),
-//!   `abci.sock`, `cometbft.log`, `abci.log`; with `--gateways`, node *i* < 3 also runs the gRPC
+//!   `abci.sock`, `cometbft.log`, `abci.log`, `verdicts/` (the inbox of the validator's verifier,
+//!   read by its app to extend votes); with `--gateways`, node *i* < 3 also runs the gRPC
 //!   gateway of org *i* (`gateway.toml`, `gateway.log`, `blobs/`).
 
 use std::fs::File;
@@ -314,6 +315,9 @@ fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
     let mut genesis: serde_json::Value = serde_json::from_slice(&std::fs::read(&template)?)?;
     genesis["chain_id"] = devnet.chain_id.clone().into();
     genesis["initial_height"] = "1".into();
+    // Validators attest training results in their precommits' vote extensions from the first
+    // block on (CometBFT v0.38 `ABCIParams.VoteExtensionsEnableHeight`).
+    genesis["consensus_params"]["abci"]["vote_extensions_enable_height"] = "1".into();
     genesis["validators"] = validators
         .iter()
         .zip(devnet.nodes.iter().filter(|n| n.genesis_validator))
@@ -545,12 +549,19 @@ fn start_node(devnet: &Devnet, dir: &Path, i: usize, pids: &mut Pids) -> anyhow:
     if devnet.builtin_app.is_none() && !alive(abci_pid, &devnet.abci) {
         let socket = home.join("abci.sock");
         let _ = std::fs::remove_file(&socket);
+        // The verdict inbox the validator's verifier writes into.
+        let verdicts = home.join("verdicts");
+        std::fs::create_dir_all(&verdicts)?;
         let mut child = spawn_logged(
             Command::new(&devnet.abci)
                 .arg("--home")
                 .arg(home.join("app"))
                 .arg("--listen")
                 .arg(format!("unix://{}", socket.display()))
+                .arg("--validator-key")
+                .arg(home.join("config/priv_validator_key.json"))
+                .arg("--verdicts")
+                .arg(&verdicts)
                 .env("NEURODATA_LOG", "info"),
             &home.join("abci.log"),
         )?;
