@@ -1,0 +1,18 @@
+//! The NeuroData worker: runs training jobs the chain assigns to a trainer org's worker
+//! (`neurodata-worker train`), and re-runs the segments a validator is assigned of a result
+//! (`neurodata-worker verify`), leaving the verdict for the validator's abci-app to commit to.
+//!
+//! Start with [`journal`]: what is recorded per job and the pure decisions a (restarted) worker
+//! or verifier takes from the chain's view plus that record. Then [`runner`] (where a run
+//! executes: a child process now, a Kubernetes Job later), [`fetch`] and [`assemble`] (a job's
+//! data, decrypted, checked and joined into one file, the same way on every machine),
+//! [`artifacts`] (a run's published files and the result a worker submits) and [`judge`] (how a
+//! validator rebuilds the run from the chain record and decides its verdict). The loops that
+//! drive them against the chain are in the binary (`src/main.rs`, `train.rs`, `verify.rs`).
+
+pub mod artifacts;
+pub mod assemble;
+pub mod fetch;
+pub mod journal;
+pub mod judge;
+pub mod runner;

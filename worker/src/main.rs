@@ -1,0 +1,134 @@
+//! `neurodata-worker`: `train` runs the jobs the chain assigns to this worker; `verify` re-runs
+//! a validator's share of each result it attests and leaves the verdict for its abci-app.
+//!
+//! Both poll the chain through the member's org gateway about once a second rather than follow
+//! the gateway's event stream: every decision is taken from the chain's current records plus the
+//! local journal (see the library's `journal` module), so a poll after a restart, a dropped
+//! connection or a missed event finds the same state a stream would have led to, with no event
+//! replay or cursor to keep. A `/jobs` read per second is cheap next to a training run.
+
+mod node;
+mod train;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "neurodata-worker",
+    version,
+    about = "Runs NeuroData training jobs (train) and re-runs a validator's share of results (verify)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How this member reaches the chain, and where it keeps its work.
+#[derive(Args, Clone, Debug)]
+pub struct MemberArgs {
+    /// The member's org gateway, e.g. https://127.0.0.1:26608 (gRPC over mTLS).
+    #[arg(long, env = "NEURODATA_GATEWAY")]
+    pub gateway: String,
+    /// The CA that issued the gateway's server certificate (the org's root CA, PEM).
+    #[arg(long, env = "NEURODATA_GATEWAY_CA")]
+    pub ca: PathBuf,
+    /// The member certificate (PEM): it signs the txs and is presented to every gateway.
+    #[arg(long, env = "NEURODATA_CERT")]
+    pub cert: PathBuf,
+    /// Its private key (PEM): it also unwraps the data keys delivered to this member.
+    #[arg(long, env = "NEURODATA_KEY")]
+    pub key: PathBuf,
+    /// Directory for per-job work: journals, decrypted data (deleted when done), run outputs.
+    #[arg(long, env = "NEURODATA_WORKER_STATE")]
+    pub state: PathBuf,
+    /// The trainer binary.
+    #[arg(long, env = "NEURODATA_TRAINER", default_value = "trainer")]
+    pub trainer: PathBuf,
+    /// Fee per tx in NRC (whole NRC).
+    #[arg(long, env = "NEURODATA_FEE", default_value = "1")]
+    pub fee: String,
+    /// Milliseconds between polls of the chain.
+    #[arg(long, env = "NEURODATA_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Register as a worker and run every job assigned to it: accept, fetch and decrypt the
+    /// data, train, upload the artifacts, submit the result.
+    Train {
+        #[command(flatten)]
+        member: MemberArgs,
+        /// Jobs run at once (0..=16); registered on chain.
+        #[arg(long, env = "NEURODATA_WORKER_CAPACITY", default_value_t = 1)]
+        capacity: u32,
+        /// The URL of this worker org's gateway as other orgs reach it (validators fetch the
+        /// artifacts there); default: --gateway.
+        #[arg(long, env = "NEURODATA_WORKER_LOCATION")]
+        location: Option<String>,
+        /// Kernel threads per trainer run (default: every CPU; results do not depend on it).
+        #[arg(long, env = "NEURODATA_TRAINER_THREADS")]
+        threads: Option<usize>,
+    },
+    /// Re-run this validator's segments of every result it attests and write the verdicts to
+    /// the validator's inbox.
+    Verify {
+        #[command(flatten)]
+        member: MemberArgs,
+        /// The validator's CometBFT priv_validator_key.json (only its public key is read).
+        #[arg(long, env = "NEURODATA_VALIDATOR_KEY")]
+        validator_key: PathBuf,
+        /// The verdict inbox the validator's abci-app reads (its --verdicts directory).
+        #[arg(long, env = "NEURODATA_VERDICTS")]
+        verdicts: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The job tasks run on one thread: `GatewayClient::connect` (client/src/gateway_errors.rs,
+    // `Target::diagnose` holds a `&dyn Error` across an await) is not `Send`, so a task that may
+    // connect to another org's gateway cannot move between threads. Runs and verifications do
+    // their CPU work in child processes and `spawn_blocking`, so one thread for the tasks is
+    // enough.
+    let tasks = tokio::task::LocalSet::new();
+    let result = runtime.block_on(tasks.run_until(async {
+        match Cli::parse().command {
+            Command::Train {
+                member,
+                capacity,
+                location,
+                threads,
+            } => train::run(member, capacity, location, threads).await,
+            Command::Verify {
+                member,
+                validator_key,
+                verdicts,
+            } => verify::run(member, validator_key, verdicts).await,
+        }
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

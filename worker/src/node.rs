@@ -1,0 +1,113 @@
+//! The member as the loops use it: its gateways, its signing identity and private key, and the
+//! one place txs are sent (one at a time, so concurrent jobs never race for a nonce).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use neurodata_abci::address::Address;
+use neurodata_abci::query;
+use neurodata_client::gateway::{GatewayClient, GatewayTls};
+use neurodata_client::{Amount, ChainAccess as _, ClientError, Committed, Signer, Submitter};
+use neurodata_proto::chain::v1 as pb;
+use neurodata_worker::fetch::Gateways;
+use openssl::pkey::{PKey, Private};
+
+use crate::MemberArgs;
+
+/// A connected member.
+pub struct Node {
+    /// Its gateways.
+    pub gateways: Gateways,
+    signer: Signer,
+    /// Its address (certificate fingerprint).
+    pub me: Address,
+    /// Its private key (unwraps delivered data keys).
+    pub private: PKey<Private>,
+    fee: Amount,
+    sending: tokio::sync::Mutex<()>,
+    /// The state directory.
+    pub state: PathBuf,
+    /// The trainer binary.
+    pub trainer: PathBuf,
+    /// Time between polls.
+    pub poll: Duration,
+}
+
+impl Node {
+    /// Reads the member's files and connects to its gateway.
+    pub async fn open(m: &MemberArgs) -> anyhow::Result<Node> {
+        let tls = GatewayTls::from_files(&m.ca, &m.cert, &m.key)?;
+        let signer = Signer::from_pem(&tls.cert_pem, &tls.key_pem)
+            .context("the member certificate and key")?;
+        let private = PKey::private_key_from_pem(&tls.key_pem)
+            .with_context(|| format!("reading {}", m.key.display()))?;
+        if m.fee.contains('.') {
+            anyhow::bail!("--fee: NRC has no fractions, got {:?}", m.fee);
+        }
+        let fee: Amount = m
+            .fee
+            .parse()
+            .with_context(|| format!("--fee {:?} is not a whole amount of NRC", m.fee))?;
+        std::fs::create_dir_all(&m.state)
+            .with_context(|| format!("creating --state {}", m.state.display()))?;
+        let gateways = Gateways::connect(&m.gateway, tls).await?;
+        let me = signer.address();
+        Ok(Node {
+            gateways,
+            signer,
+            me,
+            private,
+            fee,
+            sending: tokio::sync::Mutex::new(()),
+            state: m.state.clone(),
+            trainer: m.trainer.clone(),
+            poll: Duration::from_millis(m.poll_ms.max(100)),
+        })
+    }
+
+    /// The own gateway, as the chain.
+    pub fn chain(&self) -> &GatewayClient {
+        self.gateways.own()
+    }
+
+    /// Signs `message` as the next tx, sends it and waits for its block.
+    pub async fn submit(&self, message: pb::Message) -> Result<Committed, ClientError> {
+        let _one_at_a_time = self.sending.lock().await;
+        Submitter::new(self.chain(), &self.signer, self.fee)
+            .submit(vec![message])
+            .await
+    }
+
+    /// Job `id` as the chain has it now.
+    pub async fn job(&self, id: u64) -> Result<Option<pb::Job>, ClientError> {
+        self.chain().record(query::job(id)).await
+    }
+
+    /// The latest committed height.
+    pub async fn height(&self) -> Result<u64, ClientError> {
+        self.chain().latest_height().await
+    }
+
+    /// Jobs passing `filter`.
+    pub async fn jobs(&self, filter: pb::JobFilter) -> Result<Vec<pb::Job>, ClientError> {
+        Ok(self
+            .chain()
+            .record(query::jobs(filter))
+            .await?
+            .unwrap_or_default()
+            .jobs)
+    }
+}
+
+/// Whether the chain refused a tx because the job is not in the status it needs (it moved on:
+/// our earlier tx, or the chain's own windows, got there first).
+pub fn is_wrong_status(e: &ClientError) -> bool {
+    let code = neurodata_abci::training::TrainingError::WrongStatus {
+        job: 0,
+        status: "",
+        needed: "",
+    }
+    .code();
+    matches!(e, ClientError::Rejected { codespace, code: c, .. } if codespace == "training" && *c == code)
+}
