@@ -94,7 +94,9 @@ pub struct Config {
     pub org_id: Option<String>,
     /// Whether validators' key requests (`RequestValidation` purchases) get the data key and
     /// may download the ciphertext: an explicit org policy, off by default, because a validation
-    /// request costs nothing.
+    /// request costs nothing. Training jobs' key requests (opened by the chain for a job's worker
+    /// and attesting validators' operators) are served regardless: the provider agreed to
+    /// on-platform training of the data it sells.
     pub deliver_validation_keys: bool,
     /// Where the org's data keys are kept (sealed with the keystore passphrase).
     pub keystore_dir: Option<PathBuf>,

@@ -2,20 +2,35 @@
 //! gateway's own org ([`crate::service::blobs::uploader`]), so:
 //!
 //! - members of the gateway's own org may read any of them;
-//! - a blob no dataset lists: nobody else (a provider checking an upload before listing it);
+//! - a blob no dataset lists: nobody else, unless it is an artifact of a training run by this
+//!   org's worker (below); otherwise it is private (a provider checking an upload before listing
+//!   it);
 //! - a blob listed by a dataset of *another* org: nobody else. Anyone may list any CID, so if a
 //!   listing decided, another org could list a CID held here (before this org does) and make it
 //!   downloadable to its own members and buyers (finding 6 of the audit);
-//! - a blob listed by this org's dataset: members with a live purchase of it — a sale, or a
-//!   validator's key request only if the org's policy delivers to those (`deliver_validation_keys`,
-//!   off by default; finding 1).
+//! - a blob listed by this org's dataset: members with a live purchase of it — a sale, a
+//!   training job's key request (the chain opens those for the job's worker and for the
+//!   operators of validators attesting it; the provider agreed to on-platform training of what
+//!   it sells), or a validator's key request only if the org's policy delivers to those
+//!   (`deliver_validation_keys`, off by default; finding 1).
+//!
+//! Training artifacts. A worker uploads its run's files (model, ONNX export, trace,
+//! checkpoints) to its own org's gateway as plain blobs and names their CIDs in `SubmitResult`.
+//! Such a blob, listed by no dataset, is readable by another org's member if a job whose current
+//! result names it was run by a worker of *this* org (only the worker's own gateway serves them:
+//! anyone else could name a CID held here in a result) and the member is either of the job's
+//! submitter org (which owns the model) or an operator of a validator attesting that result (it
+//! re-runs sampled segments). A trainer of this org can thereby open any unlisted blob held here
+//! to those readers, as it could by downloading and passing it on; nobody outside the org can.
 //!
 //! Decided from the chain at the latest height on every call; the rule itself is [`decide`].
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use neurodata_abci::address::Address;
 use neurodata_abci::query::{self, BuyerDataset};
+use neurodata_abci::training::attest::validator_address;
 use neurodata_client::ChainAccess;
 use neurodata_proto::chain::v1 as pb;
 use tonic::Status;
@@ -67,6 +82,36 @@ impl MarketAccess {
             .await
             .map_err(|e| chain_status(e.into()))
     }
+
+    /// The jobs whose current result names `cid` and whose worker is of `own_org` (the only
+    /// ones [`decide`] counts).
+    async fn artifact_jobs(&self, own_org: &str, cid: &str) -> Result<Vec<pb::Job>, Status> {
+        let jobs = self
+            .chain
+            .record(query::jobs(pb::JobFilter {
+                artifact_cid: cid.to_owned(),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|e| chain_status(e.into()))?
+            .unwrap_or_default()
+            .jobs;
+        Ok(jobs
+            .into_iter()
+            .filter(|j| j.worker_org == own_org)
+            .collect())
+    }
+
+    /// The validator set.
+    async fn validators(&self) -> Result<Vec<pb::Validator>, Status> {
+        Ok(self
+            .chain
+            .record(query::validators())
+            .await
+            .map_err(|e| chain_status(e.into()))?
+            .unwrap_or_default()
+            .validators)
+    }
 }
 
 /// What the download decision is made from.
@@ -83,6 +128,11 @@ pub struct Facts<'a> {
     pub dataset: Option<&'a pb::Dataset>,
     /// The caller's live purchase of that dataset, if any.
     pub purchase: Option<&'a pb::Purchase>,
+    /// Training jobs whose current result names the blob (read only for a blob no dataset
+    /// lists; others are ignored).
+    pub jobs: &'a [pb::Job],
+    /// The validator set (read only when the caller's access hangs on attesting a job).
+    pub validators: &'a [pb::Validator],
 }
 
 /// The download rule (see the module doc).
@@ -92,10 +142,7 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
         return Ok(());
     }
     let Some(dataset) = f.dataset else {
-        return Err(Status::permission_denied(format!(
-            "blob {} is not a listed dataset; only members of this gateway's org may read it",
-            f.cid
-        )));
+        return decide_artifact(f);
     };
     if own != Some(dataset.provider_org.as_str()) {
         return Err(Status::permission_denied(format!(
@@ -118,7 +165,9 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
         return Err(buy_first());
     };
     match pb::PurchaseKind::try_from(p.kind) {
-        Ok(pb::PurchaseKind::Sale) => Ok(()),
+        // A training key request is the chain's, for a job's worker or attesting validators:
+        // not subject to the validation policy (the provider agreed to on-platform training).
+        Ok(pb::PurchaseKind::Sale | pb::PurchaseKind::Training) => Ok(()),
         Ok(pb::PurchaseKind::Validation) if f.deliver_validation_keys => Ok(()),
         Ok(pb::PurchaseKind::Validation) => Err(Status::permission_denied(format!(
             "purchase {} is a validator's key request, and org {} does not serve validation \
@@ -127,6 +176,81 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
         ))),
         Ok(pb::PurchaseKind::Unspecified) | Err(_) => Err(buy_first()),
     }
+}
+
+/// Whether `job`'s current result names `cid` among its artifacts.
+fn names_artifact(job: &pb::Job, cid: &str) -> bool {
+    job.result.as_ref().is_some_and(|r| {
+        [&r.model_cid, &r.onnx_cid, &r.trace_cid]
+            .into_iter()
+            .chain(&r.checkpoint_cids)
+            .any(|c| c == cid)
+    })
+}
+
+/// The rule for a blob no dataset lists: private to the gateway's org, except a training
+/// artifact of this org's worker, to the job's submitter org and its attestors' operators.
+fn decide_artifact(f: &Facts<'_>) -> Result<(), Status> {
+    let Some(own) = f.own_org else {
+        return Err(Status::permission_denied(format!(
+            "blob {} is not a listed dataset, and this gateway has no org configured: nobody \
+             may read it",
+            f.cid
+        )));
+    };
+    // Only a result of this org's worker: a worker of another org could name any CID held here.
+    let ours: Vec<&pb::Job> = f
+        .jobs
+        .iter()
+        .filter(|j| j.worker_org == own && names_artifact(j, f.cid))
+        .collect();
+    if ours.is_empty() {
+        return Err(Status::permission_denied(format!(
+            "blob {} is not a listed dataset, nor an artifact of a training result by a \
+             worker of this gateway's org ({own}); only members of {own} may read it",
+            f.cid
+        )));
+    }
+    let caller = f.member;
+    if ours.iter().any(|j| j.submitter_org == caller.org_id) {
+        return Ok(());
+    }
+    // The validators this caller operates, by CometBFT address.
+    let operated: Vec<[u8; 20]> = f
+        .validators
+        .iter()
+        .filter(|v| {
+            v.operators
+                .iter()
+                .any(|o| o.as_slice() == caller.fingerprint)
+        })
+        .map(|v| validator_address(&v.pub_key))
+        .collect();
+    let attests = |j: &&pb::Job| {
+        j.attestation.as_ref().is_some_and(|a| {
+            a.attestors.iter().any(|at| {
+                operated
+                    .iter()
+                    .any(|v| at.validator.as_slice() == v.as_slice())
+            })
+        })
+    };
+    if ours.iter().any(attests) {
+        return Ok(());
+    }
+    let ids: Vec<String> = ours.iter().map(|j| j.id.to_string()).collect();
+    let submitters: BTreeSet<&str> = ours.iter().map(|j| j.submitter_org.as_str()).collect();
+    Err(Status::permission_denied(format!(
+        "blob {} is an artifact of training job {} run by org {own}; it is readable by members \
+         of the job's submitter org ({}) and by operators of the validators attesting its \
+         result; {} ({}, org {}) is neither",
+        f.cid,
+        ids.join(", "),
+        submitters.into_iter().collect::<Vec<_>>().join(", "),
+        caller.common_name,
+        caller.fingerprint_hex(),
+        caller.org_id
+    )))
 }
 
 #[tonic::async_trait]
@@ -146,6 +270,8 @@ impl BlobAccess for MarketAccess {
             cid: &cid_text,
             dataset: None,
             purchase: None,
+            jobs: &[],
+            validators: &[],
         };
         // Own members need no chain reads.
         if own_org == Some(member.org_id.as_str()) {
@@ -153,20 +279,34 @@ impl BlobAccess for MarketAccess {
         }
         // Only the gateway's own org's listing of a CID counts (a listing of it by another org
         // opens nothing here).
-        let dataset = match own_org {
-            Some(org) => dataset_by_cid(&self.chain, org, &cid_text)
-                .await
-                .map_err(chain_status)?,
-            None => None,
+        let Some(org) = own_org else {
+            return decide(&facts);
         };
+        let dataset = dataset_by_cid(&self.chain, org, &cid_text)
+            .await
+            .map_err(chain_status)?;
         facts.dataset = dataset.as_ref();
         let purchase = match &dataset {
-            Some(d) if own_org == Some(d.provider_org.as_str()) => {
-                self.live_purchase(member, d.id).await?
-            }
+            Some(d) if d.provider_org == org => self.live_purchase(member, d.id).await?,
             _ => None,
         };
         facts.purchase = purchase.as_ref();
+        // A blob no dataset lists may be a training artifact of this org's worker.
+        let (jobs, validators) = if dataset.is_none() {
+            let jobs = self.artifact_jobs(org, &cid_text).await?;
+            // The validator set matters only to a caller outside every job's submitter org.
+            let validators =
+                if !jobs.is_empty() && !jobs.iter().any(|j| j.submitter_org == member.org_id) {
+                    self.validators().await?
+                } else {
+                    Vec::new()
+                };
+            (jobs, validators)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        facts.jobs = &jobs;
+        facts.validators = &validators;
         decide(&facts)
     }
 }
@@ -207,6 +347,8 @@ mod tests {
             cid: "bafyblob",
             dataset,
             purchase,
+            jobs: &[],
+            validators: &[],
         })
         .map_err(|s| (s.code(), s.message().to_owned()))
     }
@@ -254,5 +396,170 @@ mod tests {
         assert_eq!(err.0, tonic::Code::PermissionDenied);
         assert!(err.1.contains("deliver_validation_keys"), "{}", err.1);
         assert!(verdict("healthtech", Some(&ours), Some(&request), true).is_ok());
+    }
+
+    #[test]
+    fn a_training_key_request_downloads_whatever_the_validation_policy() {
+        let ours = dataset("medlab");
+        let request = purchase(pb::PurchaseKind::Training);
+        assert!(verdict("healthtech", Some(&ours), Some(&request), false).is_ok());
+        assert!(verdict("healthtech", Some(&ours), Some(&request), true).is_ok());
+        // Of another dataset, it opens nothing.
+        let other = pb::Purchase {
+            dataset_id: 5,
+            ..request
+        };
+        assert!(verdict("healthtech", Some(&ours), Some(&other), false).is_err());
+    }
+
+    const ARTIFACT: &str = "bafymodel";
+    /// The caller's certificate fingerprint.
+    const CALLER: [u8; 32] = [3; 32];
+    const VALIDATOR_KEY: [u8; 32] = [8; 32];
+    const OTHER_VALIDATOR_KEY: [u8; 32] = [9; 32];
+
+    /// Job 12, submitted by `submitter_org`, run by a worker of `worker_org`, whose result names
+    /// [`ARTIFACT`] (as its third checkpoint) and is attested by the validator of
+    /// [`VALIDATOR_KEY`].
+    fn job(worker_org: &str, submitter_org: &str) -> pb::Job {
+        pb::Job {
+            id: 12,
+            submitter_org: submitter_org.into(),
+            worker_org: worker_org.into(),
+            result: Some(pb::JobResult {
+                model_cid: "bafyother".into(),
+                checkpoint_cids: vec!["bafyc0".into(), "bafyc1".into(), ARTIFACT.into()],
+                ..Default::default()
+            }),
+            attestation: Some(pb::ResultAttestation {
+                attestors: vec![pb::Attestor {
+                    validator: validator_address(&VALIDATOR_KEY).to_vec(),
+                    org_id: "datacorp".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn validator(pub_key: [u8; 32], operators: &[[u8; 32]]) -> pb::Validator {
+        pb::Validator {
+            pub_key: pub_key.to_vec(),
+            org_id: "datacorp".into(),
+            operators: operators.iter().map(|o| o.to_vec()).collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The verdict on [`ARTIFACT`], listed by no dataset, for a member [`CALLER`] of
+    /// `member_org` at medlab's gateway.
+    fn artifact_verdict(
+        member_org: &str,
+        jobs: &[pb::Job],
+        validators: &[pb::Validator],
+    ) -> Result<(), (tonic::Code, String)> {
+        let member = Member::for_tests(CALLER, member_org, Role::Validator);
+        decide(&Facts {
+            own_org: Some("medlab"),
+            deliver_validation_keys: false,
+            member: &member,
+            cid: ARTIFACT,
+            dataset: None,
+            purchase: None,
+            jobs,
+            validators,
+        })
+        .map_err(|s| (s.code(), s.message().to_owned()))
+    }
+
+    #[test]
+    fn an_artifact_of_this_orgs_worker_is_readable_by_the_jobs_submitter_org() {
+        let jobs = [job("medlab", "healthtech")];
+        assert!(artifact_verdict("healthtech", &jobs, &[]).is_ok());
+    }
+
+    #[test]
+    fn an_artifact_of_this_orgs_worker_is_readable_by_an_operator_of_an_attesting_validator() {
+        let jobs = [job("medlab", "healthtech")];
+        let validators = [
+            validator(OTHER_VALIDATOR_KEY, &[[4; 32]]),
+            validator(VALIDATOR_KEY, &[[5; 32], CALLER]),
+        ];
+        assert!(artifact_verdict("datacorp", &jobs, &validators).is_ok());
+    }
+
+    #[test]
+    fn an_artifact_is_refused_to_operators_of_other_validators_and_to_strangers() {
+        let jobs = [job("medlab", "healthtech")];
+        // CALLER operates a validator, but not one attesting the job.
+        let not_attesting = [
+            validator(OTHER_VALIDATOR_KEY, &[CALLER]),
+            validator(VALIDATOR_KEY, &[[5; 32]]),
+        ];
+        for (who, validators) in [
+            ("operator of a non-attestor", &not_attesting[..]),
+            ("stranger", &[][..]),
+        ] {
+            let err = artifact_verdict("datacorp", &jobs, validators).unwrap_err();
+            assert_eq!(err.0, tonic::Code::PermissionDenied, "{who}");
+            assert!(
+                err.1.contains("artifact of training job 12")
+                    && err.1.contains("submitter org (healthtech)")
+                    && err.1.contains("operators of the validators attesting"),
+                "{who}: the refusal names what would open it: {}",
+                err.1
+            );
+        }
+    }
+
+    #[test]
+    fn an_artifact_of_another_orgs_worker_is_not_served_here() {
+        // A worker of datacorp names a CID held at medlab's gateway in its result: medlab's
+        // blob must not open to datacorp's submitter or attestors.
+        let jobs = [job("datacorp", "healthtech")];
+        let validators = [validator(VALIDATOR_KEY, &[CALLER])];
+        for org in ["healthtech", "datacorp"] {
+            let err = artifact_verdict(org, &jobs, &validators).unwrap_err();
+            assert_eq!(err.0, tonic::Code::PermissionDenied, "{org}");
+            assert!(
+                err.1.contains("not a listed dataset, nor an artifact"),
+                "{org}: {}",
+                err.1
+            );
+        }
+    }
+
+    #[test]
+    fn a_job_whose_result_does_not_name_the_blob_opens_nothing() {
+        let mut other = job("medlab", "healthtech");
+        if let Some(r) = other.result.as_mut() {
+            r.checkpoint_cids.clear();
+        }
+        let err = artifact_verdict("healthtech", &[other], &[]).unwrap_err();
+        assert!(
+            err.1.contains("not a listed dataset, nor an artifact"),
+            "{}",
+            err.1
+        );
+    }
+
+    #[test]
+    fn a_listed_blob_keeps_the_dataset_rule_even_if_a_result_names_it() {
+        let ours = dataset("medlab");
+        let member = Member::for_tests(CALLER, "healthtech", Role::Buyer);
+        let jobs = [job("medlab", "healthtech")];
+        let err = decide(&Facts {
+            own_org: Some("medlab"),
+            deliver_validation_keys: false,
+            member: &member,
+            cid: ARTIFACT,
+            dataset: Some(&ours),
+            purchase: None,
+            jobs: &jobs,
+            validators: &[],
+        })
+        .unwrap_err();
+        assert!(err.message().contains("buy it first"), "{}", err.message());
     }
 }

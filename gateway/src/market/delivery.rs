@@ -11,7 +11,11 @@
 //!
 //! Before a key leaves the keystore, the purchase is vetted ([`vet`]): a validator's key request
 //! (`PURCHASE_KIND_VALIDATION`, no money) is served only under the org's explicit policy
-//! `deliver_validation_keys` (finding 1 of the audit), and the key must have been deposited by
+//! `deliver_validation_keys` (finding 1 of the audit); a training job's key request
+//! (`PURCHASE_KIND_TRAINING`, no money, opened by the chain for the job's assigned worker and for
+//! the operators of validators attesting its result) is served like a sale, whatever that policy:
+//! a provider listing data for sale agrees to on-platform training of it, and the chain opens
+//! these only for a job that bought (or provides) the data. The key must have been deposited by
 //! the dataset's provider for the dataset's own ciphertext CID — otherwise a rogue provider's
 //! decoy listing carrying a colleague's key commitment would get the colleague's key delivered
 //! to its buyers (finding 7). A refused purchase is logged once and never delivered.
@@ -57,6 +61,17 @@ pub enum Refusal {
         /// The purchase.
         purchase: u64,
     },
+    /// A purchase of a kind this gateway does not know: no key for what it cannot vet.
+    #[error(
+        "purchase {purchase} is of unknown kind {kind}; this gateway delivers keys for sales, \
+         training key requests and (by policy) validation requests only"
+    )]
+    UnknownKind {
+        /// The purchase.
+        purchase: u64,
+        /// Its kind on the wire.
+        kind: i32,
+    },
     /// The key was deposited by someone other than the dataset's provider.
     #[error(
         "dataset {dataset} is listed by {provider}, but the key with its commitment was \
@@ -87,6 +102,24 @@ pub enum Refusal {
     },
 }
 
+/// Whether this org delivers keys for purchases of `p`'s kind: sales and training key requests
+/// always, validators' key requests only if `deliver_validation_keys`.
+pub fn kind_allowed(p: &pb::Purchase, deliver_validation_keys: bool) -> Result<(), Refusal> {
+    match pb::PurchaseKind::try_from(p.kind) {
+        // A training key request goes to the job's worker or an attesting validator's operator,
+        // wrapped to that purchase's buyer certificate like a sale's: the provider agreed to
+        // on-platform training of the data it sells, so `deliver_validation_keys` does not
+        // apply.
+        Ok(pb::PurchaseKind::Sale | pb::PurchaseKind::Training) => Ok(()),
+        Ok(pb::PurchaseKind::Validation) if deliver_validation_keys => Ok(()),
+        Ok(pb::PurchaseKind::Validation) => Err(Refusal::ValidationRequest { purchase: p.id }),
+        Ok(pb::PurchaseKind::Unspecified) | Err(_) => Err(Refusal::UnknownKind {
+            purchase: p.id,
+            kind: p.kind,
+        }),
+    }
+}
+
 /// Whether the key of `deposit` may be delivered for purchase `p` of `dataset`. `successors`
 /// are the identities the depositor was moved to by its org's admin (`MoveIdentity`, which also
 /// moves its listings), in order: the depositor's listing stays deliverable after a move.
@@ -97,9 +130,7 @@ pub fn vet(
     successors: &[Vec<u8>],
     deliver_validation_keys: bool,
 ) -> Result<(), Refusal> {
-    if p.kind == pb::PurchaseKind::Validation as i32 && !deliver_validation_keys {
-        return Err(Refusal::ValidationRequest { purchase: p.id });
-    }
+    kind_allowed(p, deliver_validation_keys)?;
     if dataset.provider != deposit.depositor && !successors.contains(&dataset.provider) {
         return Err(Refusal::NotDepositor {
             dataset: dataset.id,
@@ -159,12 +190,19 @@ impl Delivery {
                 }
             }
             let opened = match blocks.recv().await {
-                Ok(block) => block.txs.iter().flat_map(|t| t.events.iter()).any(|e| {
-                    EventKind::PurchaseOpened == e.r#type.as_str()
-                        && e.attributes
-                            .iter()
-                            .any(|a| a.key == attr::PROVIDER_ORG && a.value == self.org)
-                }),
+                // Training key requests are opened by the chain inside a worker's or validator
+                // operator's tx today; a block event counts too, should one ever open there.
+                Ok(block) => block
+                    .txs
+                    .iter()
+                    .flat_map(|t| t.events.iter())
+                    .chain(block.block_events.iter())
+                    .any(|e| {
+                        EventKind::PurchaseOpened == e.r#type.as_str()
+                            && e.attributes
+                                .iter()
+                                .any(|a| a.key == attr::PROVIDER_ORG && a.value == self.org)
+                    }),
                 Err(RecvError::Lagged(_)) => true,
                 Err(RecvError::Closed) => return,
             };
@@ -222,7 +260,9 @@ impl Delivery {
                                 Refusal::ValidationRequest { .. } => {
                                     tracing::info!(purchase = p.id, "not delivering: {r}");
                                 }
-                                Refusal::NotDepositor { .. } | Refusal::OtherCiphertext { .. } => {
+                                Refusal::UnknownKind { .. }
+                                | Refusal::NotDepositor { .. }
+                                | Refusal::OtherCiphertext { .. } => {
                                     tracing::error!(purchase = p.id, "not delivering: {r}");
                                 }
                             }
@@ -303,9 +343,7 @@ impl Delivery {
     async fn vetted_key(&self, p: &pb::Purchase) -> Result<DataKey, Error> {
         let deliver_validation = self.shared.config.deliver_validation_keys;
         // Cheap and final: no need to read the dataset or the keystore.
-        if p.kind == pb::PurchaseKind::Validation as i32 && !deliver_validation {
-            return Err(Refusal::ValidationRequest { purchase: p.id }.into());
-        }
+        kind_allowed(p, deliver_validation)?;
         let dataset = self
             .shared
             .chain
@@ -476,6 +514,47 @@ mod tests {
             "the refusal names the setting"
         );
         assert_eq!(vet(&request, &d, &k, &[], true), Ok(()));
+        Ok(())
+    }
+
+    #[test]
+    fn training_key_requests_get_keys_whatever_the_validation_policy()
+    -> Result<(), neurodata_crypto::CryptoError> {
+        let request = pb::Purchase {
+            training_job: 12,
+            ..purchase(pb::PurchaseKind::Training)
+        };
+        let d = dataset(PROVIDER, "bafy-real");
+        let k = deposit(PROVIDER, "bafy-real")?;
+        for deliver_validation_keys in [false, true] {
+            assert_eq!(
+                vet(&request, &d, &k, &[], deliver_validation_keys),
+                Ok(()),
+                "deliver_validation_keys = {deliver_validation_keys}"
+            );
+        }
+        // The key binding still holds: no colleague's key through a decoy listing.
+        assert!(matches!(
+            vet(&request, &dataset(COLLEAGUE, "bafy-decoy"), &k, &[], false),
+            Err(Refusal::NotDepositor { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_purchase_of_unknown_kind_gets_no_key() -> Result<(), neurodata_crypto::CryptoError> {
+        let d = dataset(PROVIDER, "bafy-real");
+        let k = deposit(PROVIDER, "bafy-real")?;
+        for kind in [pb::PurchaseKind::Unspecified as i32, 99] {
+            let p = pb::Purchase {
+                kind,
+                ..purchase(pb::PurchaseKind::Sale)
+            };
+            assert_eq!(
+                vet(&p, &d, &k, &[], true),
+                Err(Refusal::UnknownKind { purchase: 7, kind })
+            );
+        }
         Ok(())
     }
 }

@@ -19,15 +19,22 @@ use crate::service::Shared;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Whether a delisted dataset's ciphertext may go: no purchase of it holds it. Open purchases
-/// (a buyer awaiting or holding a key, a validator's request) need it, and so does every paid
-/// one: a buyer keeps the right to download what it paid for. Only refunded purchases let go.
+/// (a buyer awaiting or holding a key, a validator's or a training job's key request) need it,
+/// and so does every paid sale: a buyer keeps the right to download what it paid for. Refunded
+/// purchases let go, and so do closed no-money requests (validation, training): their holder
+/// had the key's whole confirm window to fetch the data. A kind this gateway does not know holds
+/// the blob.
 pub fn removable(dataset: &pb::Dataset, purchases: &[pb::Purchase]) -> bool {
     let lets_go = |p: &pb::Purchase| {
-        p.status == pb::PurchaseStatus::Refunded as i32
-            || p.status == pb::PurchaseStatus::WrongKeyRefunded as i32
-            || (p.kind == pb::PurchaseKind::Validation as i32
-                && p.status != pb::PurchaseStatus::AwaitingKey as i32
-                && p.status != pb::PurchaseStatus::KeyDelivered as i32)
+        let refunded = p.status == pb::PurchaseStatus::Refunded as i32
+            || p.status == pb::PurchaseStatus::WrongKeyRefunded as i32;
+        let open = p.status == pb::PurchaseStatus::AwaitingKey as i32
+            || p.status == pb::PurchaseStatus::KeyDelivered as i32;
+        match pb::PurchaseKind::try_from(p.kind) {
+            Ok(pb::PurchaseKind::Sale) => refunded,
+            Ok(pb::PurchaseKind::Validation | pb::PurchaseKind::Training) => refunded || !open,
+            Ok(pb::PurchaseKind::Unspecified) | Err(_) => false,
+        }
     };
     dataset.status == pb::DatasetStatus::Delisted as i32
         && purchases
@@ -161,5 +168,50 @@ mod tests {
         ));
         assert!(removable(&delisted, &[purchase(1, Released, Validation)]));
         assert!(removable(&delisted, &[purchase(1, Refunded, Sale)]));
+    }
+
+    #[test]
+    fn a_delisted_dataset_is_kept_while_a_training_key_request_is_open() {
+        let delisted = pb::Dataset {
+            id: 1,
+            status: pb::DatasetStatus::Delisted as i32,
+            ..Default::default()
+        };
+        let request = |status: pb::PurchaseStatus| pb::Purchase {
+            dataset_id: 1,
+            status: status as i32,
+            kind: pb::PurchaseKind::Training as i32,
+            training_job: 12,
+            ..Default::default()
+        };
+        use pb::PurchaseStatus::{AwaitingKey, Confirmed, KeyDelivered, Refunded, Released};
+        for held in [AwaitingKey, KeyDelivered] {
+            assert!(!removable(&delisted, &[request(held)]), "{held:?}");
+        }
+        for closed in [Released, Confirmed, Refunded] {
+            assert!(removable(&delisted, &[request(closed)]), "{closed:?}");
+        }
+        // A closed training request does not let go of what an open sale holds.
+        let sale = pb::Purchase {
+            kind: pb::PurchaseKind::Sale as i32,
+            ..request(KeyDelivered)
+        };
+        assert!(!removable(&delisted, &[request(Released), sale]));
+    }
+
+    #[test]
+    fn a_purchase_of_unknown_kind_keeps_the_blob() {
+        let delisted = pb::Dataset {
+            id: 1,
+            status: pb::DatasetStatus::Delisted as i32,
+            ..Default::default()
+        };
+        let unknown = pb::Purchase {
+            dataset_id: 1,
+            status: pb::PurchaseStatus::Released as i32,
+            kind: 99,
+            ..Default::default()
+        };
+        assert!(!removable(&delisted, &[unknown]));
     }
 }
