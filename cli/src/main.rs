@@ -6,6 +6,7 @@
 mod conn;
 mod dataset;
 mod devnet;
+mod job;
 mod preview;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +76,9 @@ enum Command {
     /// The data marketplace: upload, browse, buy, download, confirm, refund, dispute.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Training jobs: submit, list, show, follow, cancel.
+    #[command(subcommand)]
+    Job(job::JobCommand),
 }
 
 #[derive(Subcommand)]
@@ -926,6 +930,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(q) => query(q, me).await?,
         Command::Devnet(d) => devnet::run_command(d).await?,
         Command::Dataset(d) => dataset::run(d, me).await?,
+        Command::Job(j) => job::run(j, me).await?,
     }
     Ok(())
 }
