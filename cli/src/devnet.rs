@@ -58,6 +58,11 @@ pub enum DevnetCommand {
         /// The neurodata-gateway binary (default: next to ndctl).
         #[arg(long, env = "NEURODATA_GATEWAY_BIN")]
         gateway_bin: Option<PathBuf>,
+        /// Also run training (needs --gateways): datacorp's worker (its `trainer` member, next to
+        /// node 2) and a verifier beside every validator (its org's `validator` member), which
+        /// re-runs sampled segments of results and feeds its app's verdict inbox.
+        #[arg(long, requires = "gateways")]
+        training: bool,
     },
     /// Stops the processes `up` started (by pid).
     Down {
@@ -133,7 +138,22 @@ pub struct Devnet {
     /// The neurodata-gateway binary, when the devnet runs gateways.
     #[serde(default)]
     pub gateway_bin: Option<PathBuf>,
+    /// The neurodata-worker and trainer binaries, when the devnet runs training.
+    #[serde(default)]
+    pub training: Option<TrainingBins>,
 }
+
+/// The binaries of the devnet's workers and verifiers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingBins {
+    /// neurodata-worker.
+    pub worker: PathBuf,
+    /// trainer.
+    pub trainer: PathBuf,
+}
+
+/// The org whose `trainer` member runs the devnet's worker.
+pub const WORKER_ORG: &str = "datacorp";
 
 /// Processes of one node.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -141,6 +161,11 @@ struct Pids {
     nodes: Vec<(usize, u32, u32)>,
     #[serde(default)]
     gateways: Vec<(usize, u32)>,
+    /// Worker (beside the node of its org's gateway) and verifiers (beside their validator).
+    #[serde(default)]
+    workers: Vec<(usize, u32)>,
+    #[serde(default)]
+    verifiers: Vec<(usize, u32)>,
 }
 
 fn node_home(dir: &Path, i: usize) -> PathBuf {
@@ -342,6 +367,7 @@ fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)] // one call site, each argument a named flag
 fn create(
     dir: &Path,
     validators: usize,
@@ -350,6 +376,7 @@ fn create(
     abci: PathBuf,
     builtin_app: Option<String>,
     gateway_bin: Option<PathBuf>,
+    training: Option<TrainingBins>,
 ) -> anyhow::Result<Devnet> {
     if validators == 0 {
         bail!("a devnet needs at least one validator");
@@ -363,6 +390,7 @@ fn create(
         nodes: vec![],
         builtin_app,
         gateway_bin,
+        training,
     };
     for i in 0..validators {
         let mut node = init_node(&devnet, dir, i)?;
@@ -475,6 +503,110 @@ fn start_gateway(
     pids.gateways.retain(|(n, _)| *n != i);
     pids.gateways.push((i, child.id()));
     pids.gateways.sort();
+    Ok(())
+}
+
+/// The gateway URL serving `org`, if the devnet runs one.
+fn gateway_of<'a>(devnet: &'a Devnet, org: &str) -> Option<&'a GatewaySpec> {
+    devnet
+        .nodes
+        .iter()
+        .filter_map(|n| n.gateway.as_ref())
+        .find(|g| g.org == org)
+}
+
+/// Starts a training process (worker or verifier) unless the one recorded still runs.
+fn start_training_process(
+    bin: &Path,
+    pid: Option<u32>,
+    args: &[std::ffi::OsString],
+    log: &Path,
+) -> anyhow::Result<Option<u32>> {
+    if pid.is_some_and(|p| alive(p, bin)) {
+        return Ok(None);
+    }
+    let child = spawn_logged(
+        Command::new(bin)
+            .args(args)
+            .env("RUST_LOG", "info,h2=warn,hyper=warn,tower=warn"),
+        log,
+    )?;
+    Ok(Some(child.id()))
+}
+
+/// With training: the worker beside the worker org's gateway, and a verifier beside each
+/// validator, operated by its org's `validator` member through its org's gateway.
+fn start_training(
+    devnet: &Devnet,
+    dir: &Path,
+    node: &NodeSpec,
+    pids: &mut Pids,
+) -> anyhow::Result<()> {
+    let Some(bins) = &devnet.training else {
+        return Ok(());
+    };
+    let i = node.index;
+    let home = node_home(dir, i).canonicalize()?;
+    let certs = dir.join("consortium").canonicalize()?;
+    let member = |org: &str, role: &str, gw: &GatewaySpec| -> Vec<std::ffi::OsString> {
+        let o = certs.join(org);
+        vec![
+            "--gateway".into(),
+            gw.url.clone().into(),
+            "--ca".into(),
+            o.join("ca.pem").into(),
+            "--cert".into(),
+            o.join(format!("{role}.pem")).into(),
+            "--key".into(),
+            o.join(format!("{role}.key")).into(),
+            "--trainer".into(),
+            bins.trainer.clone().into(),
+        ]
+    };
+    if let Some(gw) = node.gateway.as_ref().filter(|g| g.org == WORKER_ORG) {
+        let mut args: Vec<std::ffi::OsString> = vec!["train".into()];
+        args.extend(member(WORKER_ORG, "trainer", gw));
+        args.extend([
+            "--state".into(),
+            home.join("worker").into_os_string(),
+            "--capacity".into(),
+            "2".into(),
+        ]);
+        let old = pids.workers.iter().find(|(n, _)| *n == i).map(|(_, p)| *p);
+        if let Some(pid) =
+            start_training_process(&bins.worker, old, &args, &home.join("worker.log"))?
+        {
+            pids.workers.retain(|(n, _)| *n != i);
+            pids.workers.push((i, pid));
+        }
+    }
+    if node.genesis_validator {
+        let org = DEV_ORGS[i % DEV_ORGS.len()].0;
+        let Some(gw) = gateway_of(devnet, org) else {
+            return Ok(());
+        };
+        let mut args: Vec<std::ffi::OsString> = vec!["verify".into()];
+        args.extend(member(org, "validator", gw));
+        args.extend([
+            "--validator-key".into(),
+            home.join("config/priv_validator_key.json").into_os_string(),
+            "--verdicts".into(),
+            home.join("verdicts").into_os_string(),
+            "--state".into(),
+            home.join("verifier").into_os_string(),
+        ]);
+        let old = pids
+            .verifiers
+            .iter()
+            .find(|(n, _)| *n == i)
+            .map(|(_, p)| *p);
+        if let Some(pid) =
+            start_training_process(&bins.worker, old, &args, &home.join("verifier.log"))?
+        {
+            pids.verifiers.retain(|(n, _)| *n != i);
+            pids.verifiers.push((i, pid));
+        }
+    }
     Ok(())
 }
 
@@ -620,6 +752,18 @@ fn stop(dir: &Path, devnet: &Devnet, only: &[usize]) -> anyhow::Result<Vec<usize
     let mut pids = load_pids(dir);
     let mut stopped = Vec::new();
     let selected = |i: usize| only.is_empty() || only.contains(&i);
+    if let Some(bins) = &devnet.training {
+        for (_, pid) in pids
+            .workers
+            .iter()
+            .chain(&pids.verifiers)
+            .filter(|(i, _)| selected(*i))
+        {
+            kill_and_wait(*pid, &bins.worker);
+        }
+    }
+    pids.workers.retain(|(i, _)| !selected(*i));
+    pids.verifiers.retain(|(i, _)| !selected(*i));
     if let Some(bin) = &devnet.gateway_bin {
         for (_, pid) in pids.gateways.iter().filter(|(i, _)| selected(*i)) {
             kill_and_wait(*pid, bin);
@@ -651,6 +795,7 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             builtin_app,
             gateways,
             gateway_bin,
+            training,
         } => {
             let devnet = if dir.join("devnet.json").exists() {
                 println!("resuming the devnet in {}", dir.display());
@@ -677,6 +822,21 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
                         "--gateway-bin",
                     )?),
                 };
+                let training = match training {
+                    false => None,
+                    true => Some(TrainingBins {
+                        worker: sibling_binary(
+                            "neurodata-worker",
+                            "neurodata-worker",
+                            "(nothing: build it)",
+                        )?,
+                        trainer: sibling_binary(
+                            "trainer",
+                            "neurodata-trainer",
+                            "(nothing: build it)",
+                        )?,
+                    }),
+                };
                 create(
                     &dir,
                     validators,
@@ -685,6 +845,7 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
                     abci,
                     builtin_app,
                     gateway_bin,
+                    training,
                 )?
             };
             let selected: Vec<usize> = if nodes.is_empty() {
@@ -700,6 +861,10 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             wait_for_blocks(&devnet, &selected, 2, Duration::from_secs(120)).await?;
             for n in devnet.nodes.iter().filter(|n| selected.contains(&n.index)) {
                 start_gateway(&devnet, &dir, n, &mut pids)?;
+            }
+            save_pids(&dir, &pids)?;
+            for n in devnet.nodes.iter().filter(|n| selected.contains(&n.index)) {
+                start_training(&devnet, &dir, n, &mut pids)?;
             }
             save_pids(&dir, &pids)?;
             println!("chain {} is producing blocks", devnet.chain_id);
