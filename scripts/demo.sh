@@ -2,7 +2,8 @@
 # Starts the local consortium network (4 CometBFT validators + 4 NeuroData apps on loopback, and
 # the gRPC gateway of each founding org) and runs the demo through the gateways, each member
 # calling its own org's gateway over mTLS: admit a new org by governance, issue and revoke a
-# certificate, NRC transfers, and a query whose Merkle proof is verified against a block header.
+# certificate, NRC transfers, a query whose Merkle proof is verified against a block header, the
+# data marketplace, and a training job the validators re-run and attest on chain.
 # Usage: scripts/demo.sh [--keep]   (--keep leaves the network running; stop: ndctl devnet down)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ keep=${1:-}
 scripts/install-deps.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/neurodata/target}
 echo "== building (first run: several minutes; cached afterwards)"
-cargo build -q -p ndctl -p neurodata-abci -p neurodata-gateway -p neurodata-trainer
+cargo build -q -p ndctl -p neurodata-abci -p neurodata-gateway -p neurodata-trainer -p neurodata-worker
 scripts/build-cometbft.sh >/dev/null
 ndctl="$CARGO_TARGET_DIR/debug/ndctl"
 export NEURODATA_DEVNET=${NEURODATA_DEVNET:-$PWD/devnet}
@@ -29,7 +30,7 @@ cleanup() { [ "$keep" = "--keep" ] || "$ndctl" devnet down; }
 trap cleanup EXIT
 
 echo "== 1. local consortium network"
-"$ndctl" devnet up --validators 4 --gateways
+"$ndctl" devnet up --validators 4 --gateways --training
 
 as() { # as ORG ROLE: signer flags, and the gateway of the member's org (genomics has none: medlab's)
   local gw=26608 ca=medlab
@@ -113,6 +114,18 @@ PY
 "$trainer" eval --out "$work/model-1" --data "$work/heart.bought.csv" | python3 -c "import json,sys; r=json.load(sys.stdin); print(f'ONNX export under tract: {r[\"labels_agree\"]}/{r[\"rows\"]} test rows agree, max difference {r[\"max_scaled_diff\"]:.1e}')"
 echo "first predictions (row,label,p_0,p_1):"
 head -4 "$work/heart.bought.csv" | "$trainer" predict --model "$work/model-1/model.safetensors" --data /dev/stdin 2>/dev/null | head -4 || true
+
+echo
+echo "== 8. Proof-of-Validation: healthtech has the chain train a logistic regression on the data it bought"
+# datacorp's worker is drawn, accepts (locking its stake), gets the data key through medlab's
+# gateway, trains, uploads its artifacts and posts the result; each validator's verifier re-runs
+# the segments the next block's hash gave it and its app commits, then reveals, its verdict in
+# vote extensions; more than 2/3 of the power agreeing makes the model version final.
+worker_before=$(balance "$C/datacorp/trainer.pem")
+"$ndctl" job submit $(as healthtech buyer) --dataset 1 --spec trainer/jobs/heart-logreg.json --bounty 500 --stake 100 --sample 0.25 --wait
+echo "datacorp/trainer (the worker): $worker_before -> $(balance "$C/datacorp/trainer.pem") NRC (the bounty minus the validators' 10%, its stake back, its tx fees)"
+"$ndctl" query model-version 1
+"$ndctl" dataset stats $(as medlab provider) --dataset 1
 "$ndctl" devnet status
 echo
 echo "demo complete"

@@ -393,6 +393,13 @@ enum QueryCommand {
         /// Proposal id.
         id: u64,
     },
+    /// A model version made final by the validators (verified): hash, job, datasets, metrics.
+    ModelVersion {
+        /// Model version id.
+        id: u64,
+    },
+    /// Registered training workers.
+    Workers,
     /// Total supply (verified).
     Supply,
     /// All orgs.
@@ -598,6 +605,47 @@ async fn query(args: QueryArgs, me: &Me) -> anyhow::Result<()> {
                     .with_context(|| format!("proposal {id} does not exist"))?,
             )?;
             print_proposal(&p);
+        }
+        QueryCommand::ModelVersion { id } => {
+            let v = conn.verified(&query::model_version(id).query).await?;
+            let m = decode::<pb::ModelVersion>(
+                &v.value
+                    .with_context(|| format!("model version {id} does not exist"))?,
+            )?;
+            println!(
+                "model version {} ({}) from job {} on datasets {:?}\n  owner {} ({}), trained by {}\n  model sha256 {}\n  spec sha256 {}\n  metrics {}\n  onnx {}  model {}\n  final at height {} (proof verified at height {})",
+                m.id,
+                m.algorithm,
+                m.job_id,
+                m.dataset_ids,
+                hex::encode(&m.owner),
+                m.owner_org,
+                hex::encode(&m.trainer),
+                hex::encode(&m.model_sha256),
+                hex::encode(&m.spec_sha256),
+                m.metrics_json,
+                m.onnx_cid,
+                m.model_cid,
+                m.height,
+                v.height
+            );
+        }
+        QueryCommand::Workers => {
+            let (list, height) = conn.list(query::workers()).await?;
+            println!("{} workers at height {height}", list.workers.len());
+            for w in list.workers {
+                println!(
+                    "  {} ({}) capacity {} active {} final {} rejected {} missed {} at {}",
+                    hex::encode(&w.address),
+                    w.org_id,
+                    w.capacity,
+                    w.active,
+                    w.finalized,
+                    w.rejected,
+                    w.missed,
+                    w.location
+                );
+            }
         }
         QueryCommand::Supply => {
             let v = conn.verified(&query::supply().query).await?;
