@@ -8,10 +8,14 @@
 //!    vote extensions, final — with one validator attesting wrongly (its verifier stopped and a
 //!    "mismatch" verdict dropped in its inbox): outvoted, unpaid, recorded. The model version,
 //!    the bounty split, the stake returned, the dataset's usage stats, `ndctl job status`.
-//! 3. With one validator down for the rest of the test, a worker the test controls (medlab's
-//!    trainer) posts a result whose trace has one forged checkpoint (sampled: the sample is
-//!    100%): the validators find it, the stake is slashed, the job is drawn again; datacorp's
-//!    worker then runs it honestly and it is final with three of four validators.
+//! 3. Workers the test controls (medlab's and healthtech's trainers) take job 2 in turn: a trace
+//!    with one forged checkpoint, then a checkpoint never uploaded (every segment sampled): each
+//!    is caught, its stake slashed, and the job drawn again. Then one validator goes down for
+//!    the rest of the test, datacorp's worker runs job 2 honestly and three of four validators
+//!    make it final.
+//! 4. Job 3: a result naming another model file, then a worker that accepts and dies (its
+//!    result window passes): each loses its stake, the bounty stays in escrow, and datacorp's
+//!    worker finishes the job.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -308,7 +312,7 @@ async fn jobs_are_trained_reexecuted_attested_and_final_and_forgeries_are_slashe
         .unwrap_err();
     assert!(e.contains("no confirmed purchase of dataset 1"), "{e}");
 
-    // 2. The worker registered itself at start.
+    // 2. healthtech's job. The worker registered itself at start.
     let worker = net.signer("datacorp", "trainer").address();
     let deadline = Instant::now() + Duration::from_secs(60);
     while net
@@ -468,148 +472,99 @@ async fn jobs_are_trained_reexecuted_attested_and_final_and_forgeries_are_slashe
         "{shown}"
     );
 
-    // 3. node3 goes down for the rest of the test (its validator and verifier).
-    ndctl(net.path(), &["devnet", "down", "--only", "3"]).unwrap();
-    // The test's own worker: medlab's trainer; datacorp's worker steps aside for now.
-    net.kill("workers", 2);
-    let node = net.node();
-    let datacorp_trainer = net.signer("datacorp", "trainer");
-    submit(
-        &node,
-        &datacorp_trainer,
-        Amount(1),
-        vec![msg::register_worker(0, &net.gateway_url("datacorp"))],
-    )
-    .await
-    .unwrap();
-    let forger = net.signer("medlab", "trainer");
-    submit(
-        &node,
-        &forger,
-        Amount(1),
-        vec![msg::register_worker(1, &net.gateway_url("medlab"))],
-    )
-    .await
-    .unwrap();
-    let forger_before = net.balance(forger.address()).await;
+    // 3. node3's own verifier is back; the test's workers, medlab's and healthtech's trainers,
+    // take job 2 while datacorp's steps aside. (All four validators attest the forgeries: a
+    // forged segment is re-run by two of them, and a mismatch rejects with more than 1/3 of the
+    // power. Were one of a segment's two re-runners down, one finding would not be enough: the
+    // result would be undecided, the stake returned and the job drawn again.)
+    ndctl(net.path(), &["devnet", "up", "--only", "3"]).unwrap();
+    let forgers = [
+        net.signer("medlab", "trainer"),
+        net.signer("healthtech", "trainer"),
+    ];
+    let forger_orgs = ["medlab", "healthtech"];
+    step_aside(&net).await;
+    for (f, org) in forgers.iter().zip(forger_orgs) {
+        submit(
+            &net.node(),
+            f,
+            Amount(1),
+            vec![msg::register_worker(1, &net.gateway_url(org))],
+        )
+        .await
+        .unwrap();
+    }
+    let before: Vec<u128> = {
+        let mut v = Vec::new();
+        for f in &forgers {
+            v.push(net.balance(f.address()).await);
+        }
+        v
+    };
     let buyer = net.signer("healthtech", "buyer");
     let buyer_before = net.balance(buyer.address()).await;
-    let deadline = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + 1800;
-    submit(
-        &node,
-        &buyer,
-        Amount(1),
-        vec![msg::submit_job(pb::SubmitJob {
-            dataset_ids: vec![1],
-            spec_json: std::fs::read_to_string(spec_file()).unwrap(),
-            bounty: "500".into(),
-            stake: "100".into(),
-            deadline,
-            sample_bps: 10_000,
-        })],
-    )
-    .await
-    .unwrap();
-    let j = net
+    submit_job(&net, &buyer, std::fs::read_to_string(spec_file()).unwrap()).await;
+
+    // Attempt 1: a trace with one forged checkpoint (every segment sampled).
+    let first = net
         .wait_job(2, 60, |j| status(j) == pb::JobStatus::Assigned)
         .await;
-    assert_eq!(j.worker, forger.address().0.to_vec());
-    submit(&node, &forger, Amount(1), vec![msg::accept_job(2)])
-        .await
+    let (a, a_org) = forgers
+        .iter()
+        .zip(forger_orgs)
+        .find(|(f, _)| first.worker == f.address().0.to_vec())
         .unwrap();
-    // It trains honestly, then forges checkpoint 3 and re-hashes the trace around it.
-    let run_dir = work.join("forged");
-    let run = Command::new(trainer_bin())
-        .args(["run", "--quiet", "--spec", spec, "--data"])
-        .arg(&csv)
-        .arg("--out")
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    assert!(run.status.success());
-    let ckpt = |i: usize| run_dir.join("checkpoints").join(format!("{i:05}.ckpt"));
-    let mut forged = std::fs::read(ckpt(3)).unwrap();
-    let last = forged.len() - 1;
-    forged[last] ^= 1;
-    std::fs::write(ckpt(3), &forged).unwrap();
-    let mut trace: neurodata_trainer::trace::Trace =
-        serde_json::from_slice(&std::fs::read(run_dir.join("trace.json")).unwrap()).unwrap();
-    let leaves: Vec<[u8; 32]> = (0..trace.leaves.len())
-        .map(|i| {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(std::fs::read(ckpt(i)).unwrap()).into()
-        })
-        .collect();
-    trace = neurodata_trainer::trace::Trace::new(trace.checkpoint_every, trace.steps, leaves);
-    std::fs::write(
-        run_dir.join("trace.json"),
-        serde_json::to_vec(&trace).unwrap(),
-    )
-    .unwrap();
-    let gw = net.gateway("medlab", "trainer").await;
-    let up = |path: PathBuf| {
-        let gw = gw.clone();
-        async move {
-            let bytes = std::fs::read(&path).unwrap();
-            let (cid, _) = gw.upload(std::io::Cursor::new(bytes)).await.unwrap();
-            cid
-        }
-    };
-    let model_bytes = std::fs::read(run_dir.join("model.safetensors")).unwrap();
-    let mut checkpoint_cids = Vec::new();
-    for i in 0..trace.leaves.len() {
-        checkpoint_cids.push(up(ckpt(i)).await);
-    }
-    let run_result: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run_dir.join("result.json")).unwrap()).unwrap();
-    let result = pb::SubmitResult {
-        job_id: 2,
-        model_sha256: {
-            use sha2::Digest as _;
-            sha2::Sha256::digest(&model_bytes).to_vec()
-        },
-        trace_root: hex::decode(&trace.root).unwrap(),
-        segments: trace.segments() as u32,
-        metrics_json: serde_json::to_string(&run_result["metrics"]).unwrap(),
-        model_cid: up(run_dir.join("model.safetensors")).await,
-        onnx_cid: up(run_dir.join("model.onnx")).await,
-        trace_cid: up(run_dir.join("trace.json")).await,
-        checkpoint_cids,
-        sandbox_sha256: Vec::new(),
-    };
-    assert_eq!(result.model_cid, Cid::of(&model_bytes).to_string());
-    submit(&node, &forger, Amount(1), vec![msg::submit_result(result)])
-        .await
-        .unwrap();
-    let j = net
-        .wait_job(2, 240, |j| {
-            j.steps
-                .iter()
-                .any(|s| s.step == "rejected" || s.step == "final")
-        })
-        .await;
-    assert!(
-        j.steps.iter().any(|s| s.step == "rejected"),
+    forge(&net, 2, a, a_org, &csv, Forgery::Checkpoint).await;
+    let j = net.wait_job(2, 240, |j| ended_attempt(j, 1)).await;
+    assert_eq!(
+        j.steps.iter().filter(|s| s.step == "rejected").count(),
+        1,
         "a forged segment was not caught: {:#?}",
         j.steps
     );
-    assert_eq!(j.tried, vec![forger.address().0.to_vec()]);
     // The forger lost its stake (and paid two fees: accept, result); half of it went to the
     // validators that found the forgery (16 or 25 each, as two or three revealed before the
     // decision), the rest to the submitter, whose bounty stays in escrow for the next worker.
-    assert_eq!(net.balance(forger.address()).await, forger_before - 100 - 2);
+    let ai = forgers
+        .iter()
+        .position(|f| f.address() == a.address())
+        .unwrap();
+    assert_eq!(net.balance(a.address()).await, before[ai] - 100 - 2);
     let back = net.balance(buyer.address()).await + 500 + 1 - buyer_before;
     assert!(
         back == 50 || back == 52,
         "the submitter got {back} of the stake"
     );
 
-    // datacorp's worker comes back (it re-registers its capacity) and runs job 2 honestly; with
-    // node3 still down, three of four validators make it final.
+    // Attempt 2: the other forger withholds a checkpoint (never uploaded).
+    let second = net
+        .wait_job(2, 60, |j| {
+            status(j) == pb::JobStatus::Assigned && j.tried.len() == 1
+        })
+        .await;
+    let (b, b_org) = forgers
+        .iter()
+        .zip(forger_orgs)
+        .find(|(f, _)| second.worker == f.address().0.to_vec())
+        .unwrap();
+    assert_ne!(
+        b.address(),
+        a.address(),
+        "a rejected worker is never drawn again"
+    );
+    forge(&net, 2, b, b_org, &csv, Forgery::WithheldCheckpoint).await;
+    let j = net.wait_job(2, 240, |j| ended_attempt(j, 2)).await;
+    assert_eq!(
+        j.steps.iter().filter(|s| s.step == "rejected").count(),
+        2,
+        "a withheld checkpoint did not cost the stake: {:#?}",
+        j.steps
+    );
+
+    // Attempt 3: node3 goes down for the rest of the test (its validator and verifier);
+    // datacorp's worker comes back (it re-registers its capacity) and runs job 2 honestly; three
+    // of four validators make it final.
+    ndctl(net.path(), &["devnet", "down", "--only", "3"]).unwrap();
     ndctl(net.path(), &["devnet", "up", "--only", "2"]).unwrap();
     let j = net
         .wait_job(2, 240, |j| {
@@ -630,6 +585,220 @@ async fn jobs_are_trained_reexecuted_attested_and_final_and_forgeries_are_slashe
         model.model_sha256,
         "the same spec on the same data: the same model"
     );
+
+    // 4. Job 3: a forged model hash, then a worker that dies after accepting (its result window,
+    // the spec's 10 s plus the slack, passes): each loses its stake, the bounty stays, and
+    // datacorp's worker finishes the job.
+    step_aside(&net).await;
+    let short = std::fs::read_to_string(spec_file())
+        .unwrap()
+        .replace("\"max_seconds\": 300", "\"max_seconds\": 10");
+    assert!(short.contains("\"max_seconds\": 10"));
+    submit_job(&net, &buyer, short).await;
+    let first = net
+        .wait_job(3, 60, |j| status(j) == pb::JobStatus::Assigned)
+        .await;
+    let (a, a_org) = forgers
+        .iter()
+        .zip(forger_orgs)
+        .find(|(f, _)| first.worker == f.address().0.to_vec())
+        .unwrap();
+    forge(&net, 3, a, a_org, &csv, Forgery::ModelHash).await;
+    let j = net.wait_job(3, 240, |j| ended_attempt(j, 1)).await;
+    assert!(
+        j.steps.iter().any(|s| s.step == "rejected"),
+        "a forged model hash was not caught: {:#?}",
+        j.steps
+    );
+    let second = net
+        .wait_job(3, 60, |j| {
+            status(j) == pb::JobStatus::Assigned && j.tried.len() == 1
+        })
+        .await;
+    let b = forgers
+        .iter()
+        .find(|f| second.worker == f.address().0.to_vec())
+        .unwrap();
+    let b_before = net.balance(b.address()).await;
+    submit(&net.node(), b, Amount(1), vec![msg::accept_job(3)])
+        .await
+        .unwrap();
+    // ... and nothing more from it.
+    let j = net.wait_job(3, 240, |j| ended_attempt(j, 2)).await;
+    assert!(j.steps.iter().any(|s| s.step == "missed"), "{:#?}", j.steps);
+    assert_eq!(net.balance(b.address()).await, b_before - 100 - 1);
+    let escrowed = net.balance(training::escrow_account()).await;
+    assert!(
+        escrowed >= 500,
+        "the bounty is intact in escrow ({escrowed})"
+    );
+    ndctl(net.path(), &["devnet", "up", "--only", "2"]).unwrap();
+    let j = net
+        .wait_job(3, 240, |j| {
+            matches!(status(j), pb::JobStatus::Final | pb::JobStatus::Refunded)
+        })
+        .await;
+    assert_eq!(status(&j), pb::JobStatus::Final, "{:#?}", j.steps);
+    assert_eq!(j.worker, worker.0.to_vec());
+}
+
+/// Whether attempt `n` of a job ended (rejected, missed, undecided or final).
+fn ended_attempt(j: &pb::Job, n: usize) -> bool {
+    j.steps
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.step.as_str(),
+                "rejected" | "missed" | "undecided" | "final"
+            )
+        })
+        .count()
+        >= n
+}
+
+/// Stops datacorp's worker and withdraws its capacity, so only the test's workers are drawn.
+async fn step_aside(net: &Net) {
+    net.kill("workers", 2);
+    submit(
+        &net.node(),
+        &net.signer("datacorp", "trainer"),
+        Amount(1),
+        vec![msg::register_worker(0, &net.gateway_url("datacorp"))],
+    )
+    .await
+    .unwrap();
+}
+
+async fn submit_job(net: &Net, buyer: &Signer, spec_json: String) {
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + 1800;
+    submit(
+        &net.node(),
+        buyer,
+        Amount(1),
+        vec![msg::submit_job(pb::SubmitJob {
+            dataset_ids: vec![1],
+            spec_json,
+            bounty: "500".into(),
+            stake: "100".into(),
+            deadline,
+            sample_bps: 10_000,
+        })],
+    )
+    .await
+    .unwrap();
+}
+
+/// How a test worker cheats.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forgery {
+    /// Checkpoint 3 altered and the trace re-hashed around it.
+    Checkpoint,
+    /// Checkpoint 3 never uploaded.
+    WithheldCheckpoint,
+    /// The result names another model file (also uploaded) than the run's.
+    ModelHash,
+}
+
+/// A test worker accepts job `id`, trains honestly on `csv`, cheats as told, uploads to its own
+/// org's gateway and posts the result.
+async fn forge(net: &Net, id: u64, who: &Signer, org: &str, csv: &Path, how: Forgery) {
+    let node = net.node();
+    submit(&node, who, Amount(1), vec![msg::accept_job(id)])
+        .await
+        .unwrap();
+    let job = net.job(id).await;
+    let run_dir = net.path().join(format!("work/forged-{id}-{org}"));
+    let spec = run_dir.with_extension("json");
+    std::fs::write(&spec, &job.spec_json).unwrap();
+    let run = Command::new(trainer_bin())
+        .args(["run", "--quiet", "--spec"])
+        .arg(&spec)
+        .arg("--data")
+        .arg(csv)
+        .arg("--out")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    assert!(run.status.success());
+    let ckpt = |i: usize| run_dir.join("checkpoints").join(format!("{i:05}.ckpt"));
+    let model_path = run_dir.join("model.safetensors");
+    match how {
+        Forgery::Checkpoint => {
+            let mut forged = std::fs::read(ckpt(3)).unwrap();
+            let last = forged.len() - 1;
+            forged[last] ^= 1;
+            std::fs::write(ckpt(3), &forged).unwrap();
+            let trace: neurodata_trainer::trace::Trace =
+                serde_json::from_slice(&std::fs::read(run_dir.join("trace.json")).unwrap())
+                    .unwrap();
+            let leaves: Vec<[u8; 32]> = (0..trace.leaves.len())
+                .map(|i| {
+                    use sha2::Digest as _;
+                    sha2::Sha256::digest(std::fs::read(ckpt(i)).unwrap()).into()
+                })
+                .collect();
+            let trace =
+                neurodata_trainer::trace::Trace::new(trace.checkpoint_every, trace.steps, leaves);
+            std::fs::write(
+                run_dir.join("trace.json"),
+                serde_json::to_vec(&trace).unwrap(),
+            )
+            .unwrap();
+        }
+        Forgery::ModelHash => {
+            let mut other = std::fs::read(&model_path).unwrap();
+            let last = other.len() - 1;
+            other[last] ^= 1;
+            std::fs::write(&model_path, other).unwrap();
+        }
+        Forgery::WithheldCheckpoint => {}
+    }
+    let trace: neurodata_trainer::trace::Trace =
+        serde_json::from_slice(&std::fs::read(run_dir.join("trace.json")).unwrap()).unwrap();
+    let gw = net.gateway(org, "trainer").await;
+    let up = |path: PathBuf| {
+        let gw = gw.clone();
+        async move {
+            let bytes = std::fs::read(&path).unwrap();
+            let (cid, _) = gw.upload(std::io::Cursor::new(bytes)).await.unwrap();
+            cid
+        }
+    };
+    let mut checkpoint_cids = Vec::new();
+    for i in 0..trace.leaves.len() {
+        if how == Forgery::WithheldCheckpoint && i == 3 {
+            let bytes = std::fs::read(ckpt(i)).unwrap();
+            checkpoint_cids.push(Cid::of(&bytes).to_string());
+        } else {
+            checkpoint_cids.push(up(ckpt(i)).await);
+        }
+    }
+    let model_bytes = std::fs::read(&model_path).unwrap();
+    let run_result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("result.json")).unwrap()).unwrap();
+    let result = pb::SubmitResult {
+        job_id: id,
+        model_sha256: {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(&model_bytes).to_vec()
+        },
+        trace_root: hex::decode(&trace.root).unwrap(),
+        segments: trace.segments() as u32,
+        metrics_json: serde_json::to_string(&run_result["metrics"]).unwrap(),
+        model_cid: up(model_path.clone()).await,
+        onnx_cid: up(run_dir.join("model.onnx")).await,
+        trace_cid: up(run_dir.join("trace.json")).await,
+        checkpoint_cids,
+        sandbox_sha256: Vec::new(),
+    };
+    assert_eq!(result.model_cid, Cid::of(&model_bytes).to_string());
+    submit(&node, who, Amount(1), vec![msg::submit_result(result)])
+        .await
+        .unwrap();
 }
 
 fn attestor_revealed(att: &pb::ResultAttestation, v: &[u8]) -> bool {

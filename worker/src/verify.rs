@@ -95,6 +95,22 @@ async fn tick(v: &Arc<Verifier>, in_flight: &InFlight) -> anyhow::Result<()> {
         .await?;
     let height = v.node.height().await?;
     let attesting: BTreeSet<u64> = jobs.iter().map(|j| j.id).collect();
+    // A verdict left in the inbox for a job no longer attesting is stale; the app would ignore
+    // it (its result digest names an ended attempt), so it goes.
+    for stale in VerdictFile::read_all(&v.verdicts)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !attesting.contains(&f.job_id))
+    {
+        let path = v.verdicts.join(VerdictFile::file_name(stale.job_id));
+        if std::fs::remove_file(&path).is_ok() {
+            tracing::info!(
+                job = stale.job_id,
+                "job {}: no longer attesting; its verdict is removed from the inbox",
+                stale.job_id
+            );
+        }
+    }
     for id in JobDir::list(&v.node.state) {
         let busy = in_flight.lock().map(|s| s.contains(&id)).unwrap_or(true);
         if !attesting.contains(&id) && !busy {

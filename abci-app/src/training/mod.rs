@@ -48,7 +48,7 @@ use crate::address::Address;
 /// Blocks an assigned worker has to accept.
 pub const ACCEPT_BLOCKS: u64 = 20;
 /// Seconds a worker gets past the spec's own time limit to upload and submit its result.
-pub const RESULT_SLACK_SECONDS: i64 = 300;
+pub const RESULT_SLACK_SECONDS: i64 = 60;
 /// Blocks validators have to commit after the beacon.
 pub const COMMIT_BLOCKS: u64 = 120;
 /// Blocks the commit phase stays open after commits of more than 2/3 of the power are in, so

@@ -44,11 +44,17 @@ fn cid(field: &'static str, text: &str) -> Result<(), TxError> {
         .map_err(|e| TrainingError::BadResult(format!("{field}: {e}")).into())
 }
 
-/// What validators attest: SHA-256 over every field of the result but its height, each
-/// length-prefixed so no two results share a digest.
-pub fn result_digest(r: &pb::JobResult) -> [u8; 32] {
+/// What validators attest: SHA-256 over the job, the worker and every field of the result
+/// (its height included), each length-prefixed. The job, worker and height make every attempt's
+/// digest its own: a verdict (or a commit) on a rejected attempt never counts for a later one
+/// that posts the same files.
+pub fn result_digest(job_id: u64, worker: &[u8], r: &pb::JobResult) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"neurodata/result/v1\0");
+    h.update(b"neurodata/result/v2\0");
+    h.update(job_id.to_be_bytes());
+    h.update((worker.len() as u64).to_be_bytes());
+    h.update(worker);
+    h.update(r.height.to_be_bytes());
     let mut field = |b: &[u8]| {
         h.update((b.len() as u64).to_be_bytes());
         h.update(b);
@@ -152,7 +158,7 @@ impl SubmitResult {
         }
         let mut result = self.result.clone();
         result.height = ctx.height;
-        let digest = result_digest(&result);
+        let digest = result_digest(job.id, &job.worker, &result);
         result.digest = digest.to_vec();
         job.result = Some(result);
         job.attestation = Some(pb::ResultAttestation {

@@ -91,7 +91,7 @@ impl World {
             height: 1,
             ..Default::default()
         };
-        result.digest = super::result::result_digest(&result).to_vec();
+        result.digest = super::result::result_digest(1, &WORKER.0, &result).to_vec();
         job.result = Some(result);
         job.attestation = Some(pb::ResultAttestation {
             beacon_height: 2,
