@@ -410,8 +410,24 @@ impl Target {
     /// The mistake behind a failed connection: as [`Target::explain`], with what only another
     /// look at the network tells (who issued the certificate the gateway presents, whether the
     /// host resolves); else the innermost cause.
-    pub(crate) async fn diagnose(&self, err: &(dyn Error + 'static)) -> GatewayConnectError {
-        match self.explain(err, true) {
+    ///
+    /// The error is read before the first await, so the future holds no `&dyn Error` (which is
+    /// not `Send`) and a connection can be made from a task on a multi-threaded runtime.
+    pub(crate) fn diagnose(
+        &self,
+        err: &(dyn Error + 'static),
+    ) -> impl std::future::Future<Output = GatewayConnectError> + Send + '_ {
+        let explained = self.explain(err, true);
+        let root = root_cause(err);
+        self.diagnosed(explained, root)
+    }
+
+    async fn diagnosed(
+        &self,
+        explained: Option<GatewayConnectError>,
+        root: String,
+    ) -> GatewayConnectError {
+        match explained {
             Some(GatewayConnectError::UnknownIssuer { url, given, .. }) => {
                 let (host, port) = (self.host.clone(), self.port);
                 let presented = tokio::task::spawn_blocking(move || presented_issuer(&host, port))
@@ -432,7 +448,7 @@ impl Target {
                 },
                 Ok(_) => GatewayConnectError::Failed {
                     url: self.url.clone(),
-                    reason: root_cause(err),
+                    reason: root,
                 },
             },
         }
