@@ -8,6 +8,7 @@ mod common;
 
 use common::{Consortium, START_BALANCE, TestNode, block_time, listing};
 use neurodata_abci::amount::Amount;
+use neurodata_abci::escrow::EscrowRead;
 use neurodata_abci::ledger::LedgerRead;
 use neurodata_abci::market::MarketRead;
 use neurodata_abci::training::{self, TrainingRead};
@@ -44,7 +45,7 @@ fn submit(n: &TestNode, dataset: u64) -> pb::SubmitJob {
         spec_json: spec(),
         bounty: BOUNTY.to_string(),
         stake: STAKE.to_string(),
-        deadline: block_time(n.height + 1) + 3_600,
+        deadline: block_time(n.height + 1) + 7_200,
         sample_bps: 2_500,
     }
 }
@@ -70,6 +71,12 @@ fn result(job_id: u64, segments: u32) -> pb::SubmitResult {
 
 /// org0 provides dataset 1, org1 bought it (confirmed), org2's trainer is a worker.
 fn setup() -> (Consortium, TestNode) {
+    let (c, n, _) = setup_with_key();
+    (c, n)
+}
+
+/// As [`setup`], with the dataset's key.
+fn setup_with_key() -> (Consortium, TestNode, DataKey) {
     let c = Consortium::new(3, 4);
     let mut n = TestNode::start(&c);
     let key = DataKey::generate().unwrap();
@@ -92,8 +99,11 @@ fn setup() -> (Consortium, TestNode) {
         vec![msg::deliver_key(1, buyer.address(), wrapped.to_bytes())],
     );
     n.ok(&buyer, vec![msg::confirm(1)]);
-    n.ok(&c.signer(2, Role::Trainer), vec![msg::register_worker(1, "https://gw.org2.example:27008")]);
-    (c, n)
+    n.ok(
+        &c.signer(2, Role::Trainer),
+        vec![msg::register_worker(1, "https://gw.org2.example:27008")],
+    );
+    (c, n, key)
 }
 
 fn job(n: &TestNode, id: u64) -> pb::Job {
@@ -228,7 +238,10 @@ fn a_worker_that_does_not_accept_is_replaced_and_a_job_nobody_takes_is_refunded(
     let buyer = c.signer(1, Role::Buyer);
     let first = c.signer(2, Role::Trainer);
     let second = c.signer(0, Role::Trainer);
-    n.ok(&second, vec![msg::register_worker(2, "https://gw.org0.example:27008")]);
+    n.ok(
+        &second,
+        vec![msg::register_worker(2, "https://gw.org0.example:27008")],
+    );
     let before = n.balance(buyer.address());
     n.ok(&buyer, vec![msg::submit_job(submit(&n, 1))]);
     n.block(&[]);
@@ -270,7 +283,7 @@ fn a_worker_that_does_not_accept_is_replaced_and_a_job_nobody_takes_is_refunded(
 }
 
 #[test]
-fn a_worker_that_never_posts_its_result_loses_its_stake_to_the_submitter() {
+fn a_worker_that_never_posts_its_result_loses_its_stake_unless_its_key_never_came() {
     let (c, mut n) = setup();
     let buyer = c.signer(1, Role::Buyer);
     let trainer = c.signer(2, Role::Trainer);
@@ -283,22 +296,92 @@ fn a_worker_that_never_posts_its_result_loses_its_stake_to_the_submitter() {
     n.ok(&buyer, vec![msg::submit_job(m)]);
     n.block(&[]);
     n.ok(&trainer, vec![msg::accept_job(1)]);
+    // The chain opened the worker's key request; the provider never answers it.
+    let p = n
+        .storage()
+        .live_purchase(&trainer.address(), 1)
+        .unwrap()
+        .unwrap();
+    let p = n.storage().purchase(p).unwrap().unwrap();
+    assert_eq!(
+        (p.kind, p.training_job),
+        (pb::PurchaseKind::Training as i32, 1)
+    );
     let result_by = job(&n, 1).result_by;
-    let before = n.balance(buyer.address());
+    let (buyer_before, worker_before) = (n.balance(buyer.address()), n.balance(trainer.address()));
+    let pool_before = n.balance(neurodata_abci::address::Address::reward_pool());
     while block_time(n.height + 1) <= result_by {
         n.block(&[]);
     }
     n.block(&[]);
     let j = job(&n, 1);
     assert!(!j.stake_locked);
-    assert_eq!(n.balance(buyer.address()), before + STAKE);
+    assert!(
+        j.steps.iter().any(|s| s.detail.contains("never reached")),
+        "{:?}",
+        j.steps
+    );
+    assert_eq!(
+        n.balance(trainer.address()),
+        worker_before + STAKE,
+        "not its fault"
+    );
+    assert_eq!(n.balance(buyer.address()), buyer_before);
     assert_eq!(
         n.balance(training::escrow_account()),
         BOUNTY,
         "the bounty stays for the next worker"
     );
+    assert_eq!(
+        n.balance(neurodata_abci::address::Address::reward_pool()),
+        pool_before
+    );
     let late = n.run(&trainer, vec![msg::submit_result(result(1, 3))]);
     assert_eq!(late.code, 124);
+}
+
+#[test]
+fn a_worker_that_got_its_key_and_posts_nothing_loses_its_stake_to_the_reward_pool() {
+    let (c, mut n, key) = setup_with_key();
+    let buyer = c.signer(1, Role::Buyer);
+    let trainer = c.signer(2, Role::Trainer);
+    let mut m = submit(&n, 1);
+    m.spec_json = spec().replace(
+        "\"seed\":7",
+        "\"seed\":7,\"limits\":{\"max_seconds\":10,\"max_memory_mb\":512}",
+    );
+    n.ok(&buyer, vec![msg::submit_job(m)]);
+    n.block(&[]);
+    n.ok(&trainer, vec![msg::accept_job(1)]);
+    let id = n
+        .storage()
+        .live_purchase(&trainer.address(), 1)
+        .unwrap()
+        .unwrap();
+    let spki = c.orgs[2].members[&Role::Trainer]
+        .cert
+        .public_key()
+        .unwrap()
+        .public_key_to_der()
+        .unwrap();
+    let wrapped = wrap::wrap(&key, &spki).unwrap();
+    n.ok(
+        &c.signer(0, Role::Provider),
+        vec![msg::deliver_key(id, trainer.address(), wrapped.to_bytes())],
+    );
+    let result_by = job(&n, 1).result_by;
+    let (buyer_before, worker_before) = (n.balance(buyer.address()), n.balance(trainer.address()));
+    let pool = neurodata_abci::address::Address::reward_pool();
+    let pool_before = n.balance(pool);
+    while block_time(n.height + 1) <= result_by {
+        n.block(&[]);
+    }
+    n.block(&[]);
+    assert!(!job(&n, 1).stake_locked);
+    // Not to the submitter, who set the terms: to the reward pool.
+    assert_eq!(n.balance(pool), pool_before + STAKE);
+    assert_eq!(n.balance(buyer.address()), buyer_before);
+    assert_eq!(n.balance(trainer.address()), worker_before);
 }
 
 #[test]

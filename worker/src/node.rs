@@ -35,8 +35,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// Reads the member's files and connects to its gateway.
-    pub async fn open(m: &MemberArgs) -> anyhow::Result<Node> {
+    /// Reads the member's files and connects to its gateway. Its per-job work goes under
+    /// `<--state>/<mode>`, so a worker and a verifier given the same directory never touch each
+    /// other's jobs (each deletes the job directories it no longer needs).
+    pub async fn open(m: &MemberArgs, mode: &str) -> anyhow::Result<Node> {
         let tls = GatewayTls::from_files(&m.ca, &m.cert, &m.key)?;
         let signer = Signer::from_pem(&tls.cert_pem, &tls.key_pem)
             .context("the member certificate and key")?;
@@ -49,8 +51,9 @@ impl Node {
             .fee
             .parse()
             .with_context(|| format!("--fee {:?} is not a whole amount of NRC", m.fee))?;
-        std::fs::create_dir_all(&m.state)
-            .with_context(|| format!("creating --state {}", m.state.display()))?;
+        let state = m.state.join(mode);
+        std::fs::create_dir_all(&state)
+            .with_context(|| format!("creating {}", state.display()))?;
         let gateways = Gateways::connect(&m.gateway, tls).await?;
         let me = signer.address();
         Ok(Node {
@@ -60,7 +63,7 @@ impl Node {
             private,
             fee,
             sending: tokio::sync::Mutex::new(()),
-            state: m.state.clone(),
+            state,
             trainer: m.trainer.clone(),
             poll: Duration::from_millis(m.poll_ms.max(100)),
         })

@@ -33,7 +33,7 @@ pub async fn run(
     location: Option<String>,
     threads: Option<usize>,
 ) -> anyhow::Result<()> {
-    let node = Arc::new(Node::open(&m).await?);
+    let node = Arc::new(Node::open(&m, "train").await?);
     let location = location.unwrap_or_else(|| m.gateway.clone());
     let runner = Arc::new(LocalRunner {
         trainer: node.trainer.clone(),

@@ -45,7 +45,7 @@ struct Verifier {
 /// Runs the verifier until killed.
 pub async fn run(m: MemberArgs, validator_key: PathBuf, verdicts: PathBuf) -> anyhow::Result<()> {
     let address = key_file_address(&validator_key)?;
-    let node = Node::open(&m).await?;
+    let node = Node::open(&m, "verify").await?;
     std::fs::create_dir_all(&verdicts)
         .with_context(|| format!("creating --verdicts {}", verdicts.display()))?;
     tracing::info!(

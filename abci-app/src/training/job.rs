@@ -142,11 +142,16 @@ impl SubmitJob {
         signer: &Signer,
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
-        if self.deadline < ctx.time.saturating_add(MIN_DEADLINE_SECONDS) {
+        // Room for a worker to run the spec to its own limit and upload: a deadline that cuts a
+        // run short would only cost workers their stakes.
+        let min = MIN_DEADLINE_SECONDS
+            .saturating_add(RESULT_SLACK_SECONDS)
+            .saturating_add(i64::try_from(self.spec.limits.max_seconds).unwrap_or(i64::MAX));
+        if self.deadline < ctx.time.saturating_add(min) {
             return Err(TrainingError::DeadlineTooSoon {
                 deadline: self.deadline,
                 now: ctx.time,
-                min: MIN_DEADLINE_SECONDS,
+                min,
             }
             .into());
         }
@@ -322,7 +327,9 @@ impl CancelJob {
             }
             .into());
         }
-        super::settle::release_worker(state, &job)?;
+        if s == pb::JobStatus::Assigned {
+            super::settle::release_worker(state, &job)?;
+        }
         super::settle::refund(state, &mut job, ctx.height, "cancelled by its submitter")
     }
 }
@@ -352,19 +359,18 @@ impl RequestJobKeys {
     ) -> Result<(), TxError> {
         let job = existing_job(state, self.job_id)?;
         require_status(&job, pb::JobStatus::Attesting)?;
+        // Keys serve re-runs, which end with the commit phase.
+        if let Some(att) = job.attestation.as_ref().filter(|a| a.revealing) {
+            return Err(TrainingError::WindowClosed {
+                job: job.id,
+                what: "commit",
+                at: att.commit_until as i64,
+            }
+            .into());
+        }
         let me = signer.identity.fingerprint.as_slice();
-        let attestors: Vec<Vec<u8>> = job
-            .attestation
-            .iter()
-            .flat_map(|a| a.attestors.iter().map(|x| x.validator.clone()))
-            .collect();
-        let operates = crate::governance::GovernanceRead::validators(state)?
-            .iter()
-            .any(|v| {
-                v.operators.iter().any(|o| o == me)
-                    && attestors.contains(&super::attest::validator_address(&v.pub_key).to_vec())
-            });
-        if !operates {
+        let validators = crate::governance::GovernanceRead::validators(state)?;
+        if !super::operates_attestor(&job, &validators, me) {
             return Err(TrainingError::NotAttestor {
                 job: job.id,
                 fingerprint: hex::encode(me),

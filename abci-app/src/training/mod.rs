@@ -107,13 +107,31 @@ pub fn matches_filter(job: &pb::Job, f: &pb::JobFilter) -> bool {
         && (f.worker.is_empty() || f.worker == job.worker)
         && (f.statuses.is_empty() || f.statuses.contains(&job.status))
         && (f.dataset_id == 0 || job.dataset_ids.contains(&f.dataset_id))
-        && (f.artifact_cid.is_empty()
-            || job.result.as_ref().is_some_and(|r| {
-                [&r.model_cid, &r.onnx_cid, &r.trace_cid]
-                    .into_iter()
-                    .chain(&r.checkpoint_cids)
-                    .any(|c| *c == f.artifact_cid)
-            }))
+        && (f.artifact_cid.is_empty() || result_names(job, &f.artifact_cid))
+}
+
+/// Whether the job's current result names `cid` (model, ONNX export, trace or a checkpoint).
+pub fn result_names(job: &pb::Job, cid: &str) -> bool {
+    job.result.as_ref().is_some_and(|r| {
+        [&r.model_cid, &r.onnx_cid, &r.trace_cid]
+            .into_iter()
+            .chain(&r.checkpoint_cids)
+            .any(|c| c == cid)
+    })
+}
+
+/// Whether the member `fingerprint` operates one of `validators` that is among the job's
+/// attestors: who may have the job's data keys and fetch its artifacts.
+pub fn operates_attestor(job: &pb::Job, validators: &[pb::Validator], fingerprint: &[u8]) -> bool {
+    let Some(att) = &job.attestation else {
+        return false;
+    };
+    validators.iter().any(|v| {
+        v.operators.iter().any(|o| o == fingerprint) && {
+            let address = attest::validator_address(&v.pub_key);
+            att.attestors.iter().any(|a| a.validator == address)
+        }
+    })
 }
 
 /// Records a step of the job's life.

@@ -7,6 +7,7 @@ use super::{ATTEST_REWARD_BPS, MAX_ATTEMPTS, TrainingRead, TrainingWrite, escrow
 use crate::TxError;
 use crate::address::Address;
 use crate::amount::Amount;
+use crate::escrow::EscrowRead;
 use crate::events::{EventKind, attr};
 use crate::governance::GovernanceRead;
 use crate::governance::rewards::share;
@@ -119,7 +120,8 @@ fn requeue_or_refund<S: StateWrite>(
     height: u64,
     time: i64,
 ) -> Result<(), TxError> {
-    job.tried.push(job.worker.clone());
+    job.tried.push(std::mem::take(&mut job.worker));
+    job.worker_org.clear();
     job.result = None;
     job.attestation = None;
     if job.tried.len() >= MAX_ATTEMPTS {
@@ -134,9 +136,31 @@ fn requeue_or_refund<S: StateWrite>(
     Ok(())
 }
 
-/// A worker let its accept or result window pass: it is marked, a locked stake goes to the
-/// submitter (the delay cost it time, and a worker that crashes can resume before the window
-/// closes), and the job is drawn again.
+/// Whether every dataset key of the job reached the worker (its live purchase of each has a
+/// delivered key): if one did not, a missed result window is not the worker's fault.
+fn keys_delivered<S: StateWrite>(
+    state: &S,
+    job: &pb::Job,
+    worker: &Address,
+) -> Result<bool, TxError> {
+    for d in &job.dataset_ids {
+        let delivered = match state.live_purchase(worker, *d)? {
+            Some(id) => state
+                .load_purchase(id)?
+                .is_some_and(|p| p.state.delivery().is_some()),
+            None => false,
+        };
+        if !delivered {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A worker let its accept or result window pass: it is marked and the job is drawn again. A
+/// locked stake goes to the reward pool — not to the submitter, who set the job's terms and
+/// could otherwise profit from windows it made too short — unless a data key never reached the
+/// worker, which is then not its fault and gets the stake back.
 pub fn missed<S: StateWrite>(
     state: &mut S,
     job: &mut pb::Job,
@@ -153,10 +177,16 @@ pub fn missed<S: StateWrite>(
     let mut detail = format!("{} missed the {what} window", hex::encode(&job.worker));
     if job.stake_locked {
         let stake = amount(job, &job.stake)?;
-        let submitter = address(job, &job.submitter)?;
-        state.move_funds(&escrow_account(), &submitter, stake)?;
+        if keys_delivered(state, job, &w)? {
+            state.move_funds(&escrow_account(), &Address::reward_pool(), stake)?;
+            detail.push_str(&format!("; stake {stake} to the reward pool"));
+        } else {
+            state.move_funds(&escrow_account(), &w, stake)?;
+            detail.push_str(&format!(
+                "; stake {stake} returned: a data key never reached the worker"
+            ));
+        }
         job.stake_locked = false;
-        detail.push_str(&format!("; stake {stake} to the submitter"));
     }
     step(job, height, "missed", &detail);
     state.emit(
