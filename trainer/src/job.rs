@@ -544,7 +544,9 @@ fn hex_digest<S: serde::Serializer>(digest: &[u8; 32], s: S) -> Result<S::Ok, S:
 }
 
 /// Re-runs `segments` of the run in `out` against `data`: the result, trace and model must agree
-/// with each other, the final checkpoint must hash to the last leaf and be the submitted model,
+/// with each other, the trace must start at the checkpoint the spec's seed gives and have its
+/// checkpoints at the steps the spec implies ([`Trace::schedule_error`]), the final checkpoint
+/// must hash to the last leaf, be a finished run and be the submitted model,
 /// each starting checkpoint must hash to its leaf, re-running from it must give the next leaf (and,
 /// for the last segment, the submitted model file), and the end checkpoint's file, when present,
 /// must hash to that leaf too.
@@ -591,6 +593,30 @@ pub fn verify(
         ));
     }
     let mut engine = Engine::new(&spec, &prepared)?;
+    // The trace must be the whole run the spec describes, from its start to its end: otherwise a
+    // trainer could commit checkpoint 0 as any state it likes (forged weights one step before
+    // the end, say), train honestly from there, and every re-run segment would match; or stop
+    // early and submit a prefix. Checked on every verification with no training: checkpoint 0
+    // is rebuilt from the spec's seed exactly as `run` writes it, and the steps must be the
+    // schedule `run` follows (the finished end is checked on the final checkpoint below).
+    let Some(&first_step) = trace.steps.first() else {
+        return Err(TrainError::Result("the trace has no checkpoints".into()));
+    };
+    let initial = engine.checkpoint(&engine.init()?)?.to_bytes();
+    if first_step != 0 || sha256_hex(&initial) != trace.leaves[0] {
+        return Err(TrainError::Result(format!(
+            "the trace does not start at the spec's initial checkpoint (its checkpoint 0 is at \
+             step {first_step}{})",
+            if first_step == 0 {
+                " but is not the state the spec's seed gives"
+            } else {
+                ", not 0"
+            }
+        )));
+    }
+    if let Some(reason) = trace.schedule_error(spec.checkpoint_every, engine.total()) {
+        return Err(TrainError::Result(reason));
+    }
     // Checked on every verification, not only by the validators that draw the last segment: a
     // trainer could otherwise submit another model (an earlier, cheaper one) beside an honest
     // trace and escape whenever the last segment is not sampled. Restoring costs no training.
@@ -604,6 +630,19 @@ pub fn verify(
         });
     }
     let final_state = engine.restore(last, &final_bytes)?;
+    if Engine::steps(&final_state) != trace.steps[last] {
+        return Err(TrainError::CorruptCheckpoint {
+            index: last,
+            reason: "its step count is not the trace's".into(),
+        });
+    }
+    if !engine.done(&final_state) {
+        return Err(TrainError::Result(format!(
+            "the trace ends at step {} before the run is finished: the final checkpoint ({last}) \
+             is not a finished state",
+            trace.steps[last]
+        )));
+    }
     let final_model = engine
         .model(final_state, &prepared.preprocessing)?
         .to_bytes()?;

@@ -55,6 +55,67 @@ impl Trace {
             && self.steps.windows(2).all(|w| w[0] < w[1])
     }
 
+    /// Why the checkpoint steps are not the ones a run of this spec records, or `None` when
+    /// they are. A run checkpoints at step 0, after every `checkpoint_every` steps and at its
+    /// end, so checkpoint `i` is at `min(i * checkpoint_every, total)`. `total` is the run's
+    /// step count when the spec fixes it (networks); without it (trees, which stop when fully
+    /// grown) every checkpoint but the last must be at `i * checkpoint_every` and the last within
+    /// the final interval (whether that state is finished is for the caller to check). Cheap: no
+    /// checkpoint is read.
+    pub fn schedule_error(&self, checkpoint_every: u64, total: Option<u64>) -> Option<String> {
+        if self.checkpoint_every != checkpoint_every {
+            return Some(format!(
+                "the trace checkpoints every {} steps, the spec every {checkpoint_every}",
+                self.checkpoint_every
+            ));
+        }
+        if checkpoint_every == 0 {
+            return Some("the spec's checkpoint_every is 0".into());
+        }
+        let Some(&end) = self.steps.last() else {
+            return Some("the trace has no checkpoints".into());
+        };
+        let last = self.steps.len() - 1;
+        if let Some(total) = total {
+            if end != total {
+                return Some(format!(
+                    "the trace ends at step {end}, the spec runs {total} steps"
+                ));
+            }
+            let want = total.div_ceil(checkpoint_every) + 1;
+            if self.steps.len() as u64 != want {
+                return Some(format!(
+                    "the trace has {} checkpoints, the spec implies {want}",
+                    self.steps.len()
+                ));
+            }
+        }
+        for (i, &at) in self.steps.iter().enumerate() {
+            // i * checkpoint_every, saturated: a step count past u64 is not any checkpoint's.
+            let planned = (i as u64).saturating_mul(checkpoint_every);
+            let ok = match total {
+                Some(total) => at == planned.min(total),
+                None if i < last || i == 0 => at == planned,
+                // The last checkpoint of a tree: after the previous one, at most a full interval.
+                None => at > planned - checkpoint_every && at <= planned,
+            };
+            if !ok {
+                let want = match total {
+                    Some(total) => planned.min(total).to_string(),
+                    None if i < last || i == 0 => planned.to_string(),
+                    None => format!(
+                        "after step {} and at most {planned}",
+                        planned - checkpoint_every
+                    ),
+                };
+                return Some(format!(
+                    "checkpoint {i} is at step {at}, the spec puts it at {want}"
+                ));
+            }
+        }
+        None
+    }
+
     /// `ceil(fraction * segments)` distinct segments drawn with randomness from `beacon`
     /// (e.g. the hash of a block produced after the result was submitted) and this root, in
     /// increasing order.
