@@ -52,8 +52,7 @@ impl Node {
             .parse()
             .with_context(|| format!("--fee {:?} is not a whole amount of NRC", m.fee))?;
         let state = m.state.join(mode);
-        std::fs::create_dir_all(&state)
-            .with_context(|| format!("creating {}", state.display()))?;
+        std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
         let gateways = Gateways::connect(&m.gateway, tls).await?;
         let me = signer.address();
         Ok(Node {

@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use neurodata_abci::address::Address;
 use neurodata_abci::query::{self, BuyerDataset};
-use neurodata_abci::training::attest::validator_address;
+use neurodata_abci::training;
 use neurodata_client::ChainAccess;
 use neurodata_proto::chain::v1 as pb;
 use tonic::Status;
@@ -178,16 +178,6 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
     }
 }
 
-/// Whether `job`'s current result names `cid` among its artifacts.
-fn names_artifact(job: &pb::Job, cid: &str) -> bool {
-    job.result.as_ref().is_some_and(|r| {
-        [&r.model_cid, &r.onnx_cid, &r.trace_cid]
-            .into_iter()
-            .chain(&r.checkpoint_cids)
-            .any(|c| c == cid)
-    })
-}
-
 /// The rule for a blob no dataset lists: private to the gateway's org, except a training
 /// artifact of this org's worker, to the job's submitter org and its attestors' operators.
 fn decide_artifact(f: &Facts<'_>) -> Result<(), Status> {
@@ -202,7 +192,7 @@ fn decide_artifact(f: &Facts<'_>) -> Result<(), Status> {
     let ours: Vec<&pb::Job> = f
         .jobs
         .iter()
-        .filter(|j| j.worker_org == own && names_artifact(j, f.cid))
+        .filter(|j| j.worker_org == own && training::result_names(j, f.cid))
         .collect();
     if ours.is_empty() {
         return Err(Status::permission_denied(format!(
@@ -215,27 +205,11 @@ fn decide_artifact(f: &Facts<'_>) -> Result<(), Status> {
     if ours.iter().any(|j| j.submitter_org == caller.org_id) {
         return Ok(());
     }
-    // The validators this caller operates, by CometBFT address.
-    let operated: Vec<[u8; 20]> = f
-        .validators
+    // The same rule as the chain's for the job's data keys (RequestJobKeys).
+    if ours
         .iter()
-        .filter(|v| {
-            v.operators
-                .iter()
-                .any(|o| o.as_slice() == caller.fingerprint)
-        })
-        .map(|v| validator_address(&v.pub_key))
-        .collect();
-    let attests = |j: &&pb::Job| {
-        j.attestation.as_ref().is_some_and(|a| {
-            a.attestors.iter().any(|at| {
-                operated
-                    .iter()
-                    .any(|v| at.validator.as_slice() == v.as_slice())
-            })
-        })
-    };
-    if ours.iter().any(attests) {
+        .any(|j| training::operates_attestor(j, f.validators, &caller.fingerprint))
+    {
         return Ok(());
     }
     let ids: Vec<String> = ours.iter().map(|j| j.id.to_string()).collect();
@@ -315,6 +289,7 @@ impl BlobAccess for MarketAccess {
 mod tests {
     use super::*;
     use neurodata_abci::membership::Role;
+    use neurodata_abci::training::attest::validator_address;
 
     fn dataset(org: &str) -> pb::Dataset {
         pb::Dataset {
