@@ -6,9 +6,11 @@
 //! or verifier takes from the chain's view plus that record. Then [`runner`] (where a run
 //! executes: a child process now, a Kubernetes Job later), [`fetch`] and [`assemble`] (a job's
 //! data, decrypted, checked and joined into one file, the same way on every machine),
-//! [`artifacts`] (a run's published files and the result a worker submits) and [`judge`] (how a
-//! validator rebuilds the run from the chain record and decides its verdict). The loops that
-//! drive them against the chain are in the binary (`src/main.rs`, `train.rs`, `verify.rs`).
+//! [`artifacts`] (a run's published files and the result a worker submits), [`judge`] (how a
+//! validator rebuilds the run from the chain record and decides its verdict) and [`validation`]
+//! (how a validator checks a listed dataset against its listing for `AttestDataset`). The loops
+//! that drive them against the chain are in the binary (`src/main.rs`, `train.rs`, `verify.rs`,
+//! `validate.rs`).
 
 pub mod artifacts;
 pub mod assemble;
@@ -16,3 +18,4 @@ pub mod fetch;
 pub mod journal;
 pub mod judge;
 pub mod runner;
+pub mod validation;

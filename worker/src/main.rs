@@ -1,5 +1,6 @@
 //! `neurodata-worker`: `train` runs the jobs the chain assigns to this worker; `verify` re-runs
-//! a validator's share of each result it attests and leaves the verdict for its abci-app.
+//! a validator's share of each result it attests and leaves the verdict for its abci-app, and
+//! checks the datasets its operator holds a validation key for (`validate.rs`).
 //!
 //! Both poll the chain through the member's org gateway about once a second rather than follow
 //! the gateway's event stream: every decision is taken from the chain's current records plus the
@@ -9,6 +10,7 @@
 
 mod node;
 mod train;
+mod validate;
 mod verify;
 
 use std::path::PathBuf;
@@ -75,7 +77,8 @@ enum Command {
         threads: Option<usize>,
     },
     /// Re-run this validator's segments of every result it attests and write the verdicts to
-    /// the validator's inbox.
+    /// the validator's inbox; check the datasets this member holds a validation key for and
+    /// attest them (AttestDataset).
     Verify {
         #[command(flatten)]
         member: MemberArgs,
@@ -85,6 +88,17 @@ enum Command {
         /// The verdict inbox the validator's abci-app reads (its --verdicts directory).
         #[arg(long, env = "NEURODATA_VERDICTS")]
         verdicts: PathBuf,
+        /// Datasets to ask the key of with RequestValidation (comma-separated ids), once each
+        /// and only while not verified: a validation request hands out the data for free and
+        /// counts against the org's quota. Whatever validation purchase this member holds is
+        /// checked and attested (AttestDataset) with or without this flag.
+        #[arg(
+            long,
+            env = "NEURODATA_VALIDATE_DATASETS",
+            value_delimiter = ',',
+            value_name = "ID,ID,..."
+        )]
+        validate_datasets: Vec<u64>,
     },
 }
 
@@ -123,7 +137,8 @@ fn main() -> ExitCode {
                 member,
                 validator_key,
                 verdicts,
-            } => verify::run(member, validator_key, verdicts).await,
+                validate_datasets,
+            } => verify::run(member, validator_key, verdicts, validate_datasets).await,
         }
     }));
     match result {

@@ -1,7 +1,9 @@
 //! `neurodata-worker verify`: for every result this validator attests, asks for the data keys,
 //! fetches the data and the artifacts it needs, rebuilds the run from the chain record, re-runs
 //! its segments and leaves the verdict in the validator's inbox; each step decided by
-//! [`neurodata_worker::journal::verify_step`].
+//! [`neurodata_worker::journal::verify_step`]. The same loop also runs the dataset duty
+//! (`validate.rs`: RequestValidation for `--validate-datasets`, AttestDataset for every
+//! validation key held).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use neurodata_worker::judge::{self, Assignment, Judgement};
 
 use crate::MemberArgs;
 use crate::node::Node;
+use crate::validate;
 
 /// Attempts at fetching one artifact before it counts as withheld.
 const FETCH_ATTEMPTS: u32 = 5;
@@ -32,8 +35,8 @@ const RETRY_PAUSE: Duration = Duration::from_secs(10);
 type InFlight = Arc<Mutex<BTreeSet<u64>>>;
 
 /// What every job task needs.
-struct Verifier {
-    node: Node,
+pub(crate) struct Verifier {
+    pub(crate) node: Node,
     /// The validator's CometBFT address.
     address: [u8; 20],
     /// The verdict inbox.
@@ -42,8 +45,14 @@ struct Verifier {
     cpu: tokio::sync::Semaphore,
 }
 
-/// Runs the verifier until killed.
-pub async fn run(m: MemberArgs, validator_key: PathBuf, verdicts: PathBuf) -> anyhow::Result<()> {
+/// Runs the verifier until killed: the results it attests, and the datasets it validates (the
+/// validation purchases it holds, and a request for each of `validate_datasets`; `validate.rs`).
+pub async fn run(
+    m: MemberArgs,
+    validator_key: PathBuf,
+    verdicts: PathBuf,
+    validate_datasets: Vec<u64>,
+) -> anyhow::Result<()> {
     let address = key_file_address(&validator_key)?;
     let node = Node::open(&m, "verify").await?;
     std::fs::create_dir_all(&verdicts)
@@ -62,9 +71,16 @@ pub async fn run(m: MemberArgs, validator_key: PathBuf, verdicts: PathBuf) -> an
         cpu: tokio::sync::Semaphore::new(1),
     });
     let in_flight: InFlight = Arc::default();
+    let datasets = Arc::new(validate::Datasets::new(&validate_datasets));
+    if !validate_datasets.is_empty() {
+        tracing::info!("validation to request for datasets {validate_datasets:?}");
+    }
     loop {
         if let Err(e) = tick(&v, &in_flight).await {
             tracing::warn!("polling the chain: {e:#}");
+        }
+        if let Err(e) = validate::tick(&v, &datasets).await {
+            tracing::warn!("polling the chain for datasets: {e:#}");
         }
         tokio::time::sleep(v.node.poll).await;
     }
