@@ -268,16 +268,7 @@ impl AcceptJob {
             .min(job.deadline);
         job.stake_locked = true;
         job.status = pb::JobStatus::Training as i32;
-        for d in &job.dataset_ids {
-            crate::escrow::open_training_key_request(
-                state,
-                *d,
-                worker,
-                &signer.identity.org_id,
-                job.id,
-                ctx,
-            )?;
-        }
+        open_key_requests(state, &job, worker, &signer.identity.org_id, ctx)?;
         let detail = format!("stake {stake} locked; result due by {}", job.result_by);
         step(&mut job, ctx.height, "accepted", detail);
         state.put_job(&job);
@@ -290,6 +281,21 @@ impl AcceptJob {
         );
         Ok(())
     }
+}
+
+/// Opens `recipient`'s key request for every dataset of the job (the worker on accepting, an
+/// attesting validator's operator on asking).
+fn open_key_requests<S: StateWrite>(
+    state: &mut S,
+    job: &pb::Job,
+    recipient: crate::address::Address,
+    org: &str,
+    ctx: &ExecCtx,
+) -> Result<(), TxError> {
+    for d in &job.dataset_ids {
+        crate::escrow::open_training_key_request(state, *d, recipient, org, job.id, ctx)?;
+    }
+    Ok(())
 }
 
 /// The submitter withdraws a job no worker has accepted.
@@ -327,9 +333,8 @@ impl CancelJob {
             }
             .into());
         }
-        if s == pb::JobStatus::Assigned {
-            super::settle::release_worker(state, &job)?;
-        }
+        // A queued job holds no worker (requeuing forgets it), so this frees only a drawn one.
+        super::settle::release_worker(state, &job)?;
         super::settle::refund(state, &mut job, ctx.height, "cancelled by its submitter")
     }
 }
@@ -378,16 +383,6 @@ impl RequestJobKeys {
             .into());
         }
         let me = signer_address(signer)?;
-        for d in &job.dataset_ids {
-            crate::escrow::open_training_key_request(
-                state,
-                *d,
-                me,
-                &signer.identity.org_id,
-                job.id,
-                ctx,
-            )?;
-        }
-        Ok(())
+        open_key_requests(state, &job, me, &signer.identity.org_id, ctx)
     }
 }
