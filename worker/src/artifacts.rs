@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use neurodata_proto::chain::v1 as pb;
 use neurodata_trainer::job::RunResult;
+use sha2::{Digest as _, Sha256};
 
 use crate::journal::Uploaded;
 
@@ -105,6 +106,20 @@ fn hash32(path: &Path, field: &str, hex_text: &str) -> Result<Vec<u8>, ArtifactE
         })
 }
 
+/// The SHA-256 of the sandbox record a runner left beside `out` (the Kubernetes runner's pod
+/// template, `sandbox.json`); empty for a run without one (a local run).
+fn sandbox_sha256(out: &Path) -> Result<Vec<u8>, ArtifactError> {
+    let path = out.with_file_name("sandbox.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Sha256::digest(&bytes).to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(ArtifactError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
 /// The `SubmitResult` of the run in `out` whose files got the CIDs `cids`: the model hash, trace
 /// root and segment count from `result.json`, and its `metrics` value re-serialized by
 /// serde_json (the canonical form validators compare with their own evaluation).
@@ -133,6 +148,6 @@ pub fn submit_result(
         onnx_cid: cids.onnx_cid.clone(),
         trace_cid: cids.trace_cid.clone(),
         checkpoint_cids: cids.checkpoint_cids.clone(),
-        sandbox_sha256: Vec::new(),
+        sandbox_sha256: sandbox_sha256(out)?,
     })
 }

@@ -17,5 +17,6 @@ pub mod assemble;
 pub mod fetch;
 pub mod journal;
 pub mod judge;
+pub mod kube_runner;
 pub mod runner;
 pub mod validation;

@@ -9,6 +9,7 @@
 //! replay or cursor to keep. A `/jobs` read per second is cheap next to a training run.
 
 mod node;
+mod pod_run;
 mod train;
 mod validate;
 mod verify;
@@ -58,6 +59,49 @@ pub struct MemberArgs {
     pub poll_ms: u64,
 }
 
+/// Where training runs execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunnerKind {
+    /// A trainer child process of the worker.
+    Local,
+    /// A Kubernetes Job per run, in the worker's namespace (the worker runs in a pod whose
+    /// --state is a ReadWriteMany PersistentVolumeClaim, --k8s-work-claim).
+    Kubernetes,
+}
+
+/// The runner and, for `kubernetes`, how its run pods are made.
+#[derive(Args, Clone, Debug)]
+pub struct RunnerArgs {
+    /// Where runs execute.
+    #[arg(long, env = "NEURODATA_RUNNER", value_enum, default_value_t = RunnerKind::Local)]
+    pub runner: RunnerKind,
+    /// Namespace of the run Jobs (default: the worker pod's own).
+    #[arg(long, env = "NEURODATA_K8S_NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+    /// Image of the run pods (holds neurodata-worker and trainer).
+    #[arg(long, env = "NEURODATA_K8S_IMAGE")]
+    pub k8s_image: Option<String>,
+    /// The PersistentVolumeClaim mounted at --state; run pods mount their job's files from it.
+    #[arg(long, env = "NEURODATA_K8S_WORK_CLAIM")]
+    pub k8s_work_claim: Option<String>,
+    /// Labels of the org gateway's pods (k=v,k=v): the only egress a run pod is allowed.
+    #[arg(long, env = "NEURODATA_K8S_GATEWAY_SELECTOR", value_delimiter = ',', value_name = "K=V,...")]
+    pub k8s_gateway_selector: Vec<String>,
+    /// The gateway's gRPC port (the run pods' egress).
+    #[arg(long, env = "NEURODATA_K8S_GATEWAY_PORT", default_value_t = 26608)]
+    pub k8s_gateway_port: u16,
+    /// CPU request and limit of a run pod (a Kubernetes quantity); the trainer gets as many
+    /// threads.
+    #[arg(long, env = "NEURODATA_K8S_CPU", default_value = "1")]
+    pub k8s_cpu: String,
+    /// Seconds a finished run Job is kept if the worker does not delete it.
+    #[arg(long, env = "NEURODATA_K8S_TTL_SECONDS", default_value_t = 600)]
+    pub k8s_ttl_seconds: u32,
+    /// An annotation for run pods (KEY=VALUE; repeatable).
+    #[arg(long, env = "NEURODATA_K8S_POD_ANNOTATIONS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub k8s_pod_annotation: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Register as a worker and run every job assigned to it: accept, fetch and decrypt the
@@ -75,6 +119,8 @@ enum Command {
         /// Kernel threads per trainer run (default: every CPU; results do not depend on it).
         #[arg(long, env = "NEURODATA_TRAINER_THREADS")]
         threads: Option<usize>,
+        #[command(flatten)]
+        runner: RunnerArgs,
     },
     /// Re-run this validator's segments of every result it attests and write the verdicts to
     /// the validator's inbox; check the datasets this member holds a validation key for and
@@ -100,6 +146,10 @@ enum Command {
         )]
         validate_datasets: Vec<u64>,
     },
+    /// Inside a Kubernetes run pod: decrypt the sealed data with the run's key into a
+    /// memory-backed directory and run the trainer on it (what `train --runner kubernetes`
+    /// starts; not for operators).
+    PodRun(pod_run::PodRunArgs),
 }
 
 fn main() -> ExitCode {
@@ -132,13 +182,15 @@ fn main() -> ExitCode {
                 capacity,
                 location,
                 threads,
-            } => train::run(member, capacity, location, threads).await,
+                runner,
+            } => train::run(member, capacity, location, threads, runner).await,
             Command::Verify {
                 member,
                 validator_key,
                 verdicts,
                 validate_datasets,
             } => verify::run(member, validator_key, verdicts, validate_datasets).await,
+            Command::PodRun(args) => pod_run::run(args).await,
         }
     }));
     match result {

@@ -70,6 +70,22 @@ pub enum RunnerError {
         /// Why.
         source: std::io::Error,
     },
+    /// A call to the Kubernetes API failed.
+    #[error("{what}: {source}")]
+    Kubernetes {
+        /// What was done.
+        what: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Watching a Kubernetes object failed.
+    #[error("{what}: {source}")]
+    Watch {
+        /// What was watched.
+        what: String,
+        /// Why.
+        source: kube::runtime::watcher::Error,
+    },
 }
 
 /// Runs training jobs.

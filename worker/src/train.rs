@@ -16,9 +16,10 @@ use neurodata_worker::fetch::{self, FetchError};
 use neurodata_worker::journal::{
     DataReady, JobDir, JobView, LocalFiles, TrainJournal, TrainStep, Uploaded, train_step,
 };
+use neurodata_worker::kube_runner::{KubeRunner, KubeRunnerConfig};
 use neurodata_worker::runner::{LocalRunner, RunOutcome, RunRequest, RunStatus, Runner};
 
-use crate::MemberArgs;
+use crate::{MemberArgs, RunnerArgs, RunnerKind};
 use crate::node::{Node, is_wrong_status};
 
 /// Pause after a job's task failed, before the next poll starts it again.
@@ -32,13 +33,86 @@ pub async fn run(
     capacity: u32,
     location: Option<String>,
     threads: Option<usize>,
+    runner: RunnerArgs,
 ) -> anyhow::Result<()> {
     let node = Arc::new(Node::open(&m, "train").await?);
     let location = location.unwrap_or_else(|| m.gateway.clone());
-    let runner = Arc::new(LocalRunner {
-        trainer: node.trainer.clone(),
-        threads,
-    });
+    match runner.runner {
+        RunnerKind::Local => {
+            let local = LocalRunner {
+                trainer: node.trainer.clone(),
+                threads,
+            };
+            serve(node, capacity, location, Arc::new(local)).await
+        }
+        RunnerKind::Kubernetes => {
+            let kube = kube_runner(&m, &node, runner).await?;
+            serve(node, capacity, location, Arc::new(kube)).await
+        }
+    }
+}
+
+/// The Kubernetes runner the flags describe, with the pod's own credentials (in a cluster) or
+/// the kubeconfig's.
+async fn kube_runner(m: &MemberArgs, node: &Node, a: RunnerArgs) -> anyhow::Result<KubeRunner> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster credentials or KUBECONFIG)")?;
+    let namespace = match a.k8s_namespace {
+        Some(ns) => ns,
+        None => client.default_namespace().to_owned(),
+    };
+    let image = a
+        .k8s_image
+        .context("--runner kubernetes needs --k8s-image (the image with neurodata-worker and trainer)")?;
+    let work_claim = a
+        .k8s_work_claim
+        .context("--runner kubernetes needs --k8s-work-claim (the PVC mounted at --state)")?;
+    let mut gateway_selector = std::collections::BTreeMap::new();
+    for pair in &a.k8s_gateway_selector {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--k8s-gateway-selector: {pair:?} is not KEY=VALUE"))?;
+        gateway_selector.insert(k.to_owned(), v.to_owned());
+    }
+    anyhow::ensure!(
+        !gateway_selector.is_empty(),
+        "--runner kubernetes needs --k8s-gateway-selector (the labels of the org gateway's pods: \
+         the only egress run pods get)"
+    );
+    let mut pod_annotations = std::collections::BTreeMap::new();
+    for pair in &a.k8s_pod_annotation {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--k8s-pod-annotation: {pair:?} is not KEY=VALUE"))?;
+        pod_annotations.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(KubeRunner::new(
+        client,
+        KubeRunnerConfig {
+            namespace,
+            image,
+            work_claim,
+            state: m.state.clone(),
+            gateway_selector,
+            gateway_port: a.k8s_gateway_port,
+            cpu: a.k8s_cpu,
+            ttl_seconds: a.k8s_ttl_seconds,
+            pod_annotations,
+            // Object names carry the member's address (its first 12 hex digits): two workers
+            // in one namespace never touch each other's runs.
+            worker: hex::encode(node.me.0).chars().take(12).collect(),
+        },
+    ))
+}
+
+/// Registers, then polls the chain and drives every job assigned to this worker, forever.
+async fn serve<R: Runner + 'static>(
+    node: Arc<Node>,
+    capacity: u32,
+    location: String,
+    runner: Arc<R>,
+) -> anyhow::Result<()> {
     tracing::info!(
         "worker {} starting: capacity {capacity}, artifacts served at {location}, state in {}",
         node.me,
@@ -89,9 +163,9 @@ async fn register(node: &Node, capacity: u32, location: &str) -> anyhow::Result<
 
 /// One poll: starts a task for every job assigned to us, and for every job directory left from
 /// earlier (its task cleans it up when the job is no longer ours).
-async fn tick(
+async fn tick<R: Runner + 'static>(
     node: &Arc<Node>,
-    runner: &Arc<LocalRunner>,
+    runner: &Arc<R>,
     in_flight: &InFlight,
 ) -> anyhow::Result<()> {
     let listed = node

@@ -1,0 +1,796 @@
+//! [`KubeRunner`]: each training run is a Kubernetes batch/v1 Job in the worker's namespace.
+//!
+//! The run's pod never sees plaintext on shared storage. The runner seals the job's data file
+//! with a fresh AES-256-GCM key into `<job>/sealed/` on the work volume (a PersistentVolumeClaim
+//! the worker and its run pods share), puts that key and the spec in a per-run Secret, and the
+//! pod (`neurodata-worker pod-run`) decrypts into a memory-backed volume and runs the trainer,
+//! writing to `<job>/out/`. The pod mounts only those two directories of the claim.
+//!
+//! Objects, all named `nd-train-<worker>-<job id>` and labelled with the worker and the job id:
+//! - the **Job**: `backoffLimit` 0, `activeDeadlineSeconds` from the spec's time limit, a TTL
+//!   after it finishes; its pod runs as non-root with a read-only root filesystem, no
+//!   capabilities, seccomp RuntimeDefault, no service-account token, and the spec's memory limit
+//!   as its memory request and limit;
+//! - the **Secret** (data key and spec), mounted read-only;
+//! - the **NetworkPolicy**: no ingress, egress only to the org gateway's pods.
+//!
+//! The Job is created suspended, the Secret and NetworkPolicy are created owned by it (so the
+//! garbage collector deletes them with it if the worker dies for good), and only then is it
+//! resumed: no pod starts without its key or its fence. The runner follows the Job with a watch,
+//! reads the pod's log into the worker's, maps how it ended to a [`RunOutcome`], and deletes
+//! the Secret, the NetworkPolicy, the Job and the sealed data once it has. A restarted worker
+//! finds its Job by label ([`Runner::find`]) and attaches to it.
+//!
+//! The pod spec's SHA-256 is written beside the run (`sandbox.json`) and goes into the
+//! `SubmitResult`, so a buyer can check how the run was sandboxed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::{AsyncBufReadExt as _, StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use neurodata_crypto::DataKey;
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::artifacts;
+use crate::runner::{RunOutcome, RunRequest, RunStatus, Runner, RunnerError};
+
+/// The label every object of a run carries: the job id.
+pub const JOB_LABEL: &str = "neurodata.io/job-id";
+/// The label naming the worker that created the run.
+pub const WORKER_LABEL: &str = "neurodata.io/worker";
+/// The component label of run pods (the chart's NetworkPolicies and Role name them by it).
+pub const COMPONENT: &str = "training-run";
+
+/// Where the pod sees its files.
+const POD_JOB_DIR: &str = "/job";
+const POD_SECRET_DIR: &str = "/run/neurodata";
+const POD_PLAIN_DIR: &str = "/plain";
+
+/// Seconds the pod gets beyond the spec's time limit: decrypting the data and starting the
+/// trainer (which enforces the limit on the run itself).
+const START_SLACK_SECONDS: u64 = 60;
+
+/// Memory the pod gets beyond the spec's limit: `neurodata-worker pod-run` itself. The
+/// decrypted data lives in a memory-backed volume and is added on top.
+const POD_OVERHEAD_MIB: u64 = 128;
+
+/// The permissions the runner needs in its namespace, as RBAC rules (apiGroups, resources,
+/// verbs). The chart's worker Role grants exactly these; a test holds the two together.
+pub const RBAC_RULES: &[(&str, &str, &[&str])] = &[
+    (
+        "batch",
+        "jobs",
+        &["create", "get", "list", "watch", "delete", "patch"],
+    ),
+    ("", "secrets", &["create", "get", "list", "delete"]),
+    (
+        "networking.k8s.io",
+        "networkpolicies",
+        &["create", "get", "list", "delete"],
+    ),
+    ("", "pods", &["get", "list", "watch"]),
+    ("", "pods/log", &["get"]),
+];
+
+/// How run pods are made.
+#[derive(Clone, Debug)]
+pub struct KubeRunnerConfig {
+    /// The namespace the Jobs run in (the worker's own).
+    pub namespace: String,
+    /// The image with `neurodata-worker` and `trainer` (the worker's own image).
+    pub image: String,
+    /// The PersistentVolumeClaim mounted at `state` in the worker; run pods mount their job's
+    /// `sealed/` and `out/` from it.
+    pub work_claim: String,
+    /// The worker's `--state` directory: the claim's mount point in the worker.
+    pub state: PathBuf,
+    /// Labels of the org gateway's pods: the only destination a run pod may reach.
+    pub gateway_selector: BTreeMap<String, String>,
+    /// The gateway's gRPC port.
+    pub gateway_port: u16,
+    /// CPU request and limit of a run pod (a Kubernetes quantity: `1`, `500m`); the trainer
+    /// gets as many threads, at least one.
+    pub cpu: String,
+    /// Seconds a finished Job is kept before Kubernetes deletes it (if the worker did not).
+    pub ttl_seconds: u32,
+    /// Extra annotations on run pods.
+    pub pod_annotations: BTreeMap<String, String>,
+    /// This worker's name in labels and object names (lowercase alphanumerics, `-`).
+    pub worker: String,
+}
+
+/// Runs training jobs as Kubernetes Jobs; see the module documentation.
+#[derive(Clone)]
+pub struct KubeRunner {
+    client: kube::Client,
+    config: KubeRunnerConfig,
+}
+
+impl std::fmt::Debug for KubeRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeRunner")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> RunnerError {
+    let what = what.into();
+    move |source| RunnerError::Kubernetes { what, source }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunnerError {
+    let what = what.into();
+    move |source| RunnerError::Io { what, source }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+/// Threads for a CPU quantity: whole cores rounded down, at least one.
+fn threads_for(cpu: &str) -> u64 {
+    let whole = match cpu.strip_suffix('m') {
+        Some(milli) => milli.parse::<u64>().map(|m| m / 1000).unwrap_or(1),
+        None => cpu
+            .parse::<f64>()
+            .map(|c| c.floor().max(0.0) as u64)
+            .unwrap_or(1),
+    };
+    whole.max(1)
+}
+
+/// The sealed copy of `data` the pod reads (the data's own file name, so the trainer sees its
+/// format from the extension, plus `.sealed`).
+fn sealed_name(data: &Path) -> String {
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    format!("{name}.sealed")
+}
+
+impl KubeRunner {
+    /// A runner creating its Jobs through `client`.
+    pub fn new(client: kube::Client, config: KubeRunnerConfig) -> KubeRunner {
+        KubeRunner { client, config }
+    }
+
+    /// The name of every object of job `job_id`'s run.
+    pub fn object_name(&self, job_id: u64) -> String {
+        format!("nd-train-{}-{job_id}", self.config.worker)
+    }
+
+    fn labels(&self, job_id: u64) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (JOB_LABEL.to_owned(), job_id.to_string()),
+            (WORKER_LABEL.to_owned(), self.config.worker.clone()),
+            ("app.kubernetes.io/component".to_owned(), COMPONENT.into()),
+            ("app.kubernetes.io/part-of".to_owned(), "neurodata".into()),
+        ])
+    }
+
+    fn jobs(&self) -> Api<Job> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn policies(&self) -> Api<NetworkPolicy> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// The job's directory on the work volume, relative to the claim's root (`job-<id>`), from
+    /// the run's output directory `<state>/job-<id>/out`.
+    fn job_subpath(&self, job: &RunRequest) -> Result<PathBuf, RunnerError> {
+        job.out
+            .parent()
+            .and_then(|dir| dir.strip_prefix(&self.config.state).ok())
+            .filter(|rel| !rel.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .ok_or_else(|| RunnerError::Io {
+                what: format!(
+                    "job {}: its output directory {} is not in a job directory under the work \
+                     volume {}",
+                    job.job_id,
+                    job.out.display(),
+                    self.config.state.display()
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            })
+    }
+
+    /// The run pod's template: what `sandbox.json` records and the Job runs.
+    pub fn pod_template(
+        &self,
+        job: &RunRequest,
+        data_bytes: u64,
+    ) -> Result<PodTemplateSpec, RunnerError> {
+        let sub = self.job_subpath(job)?;
+        let sub = sub.to_string_lossy();
+        let name = self.object_name(job.job_id);
+        let sealed = format!("{POD_JOB_DIR}/sealed/{}", sealed_name(&job.data));
+        let data_mib = data_bytes.div_ceil(1024 * 1024);
+        let memory = format!("{}Mi", job.max_memory_mb + POD_OVERHEAD_MIB + data_mib);
+        let threads = threads_for(&self.config.cpu).to_string();
+        let mut labels = self.labels(job.job_id);
+        labels.insert("neurodata.io/run".into(), name.clone());
+        let template = json!({
+            "metadata": {
+                "labels": labels,
+                "annotations": self.config.pod_annotations,
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": false,
+                "enableServiceLinks": false,
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "runAsUser": 10001,
+                    "runAsGroup": 10001,
+                    "fsGroup": 10001,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [{
+                    "name": "trainer",
+                    "image": self.config.image,
+                    "command": ["neurodata-worker"],
+                    "args": [
+                        "pod-run",
+                        "--spec", format!("{POD_SECRET_DIR}/spec.json"),
+                        "--key", format!("{POD_SECRET_DIR}/data-key"),
+                        "--sealed", sealed,
+                        "--plain", POD_PLAIN_DIR,
+                        "--out", format!("{POD_JOB_DIR}/out"),
+                        "--threads", threads,
+                    ],
+                    "resources": {
+                        "requests": {"cpu": self.config.cpu, "memory": memory},
+                        "limits": {"cpu": self.config.cpu, "memory": memory},
+                    },
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false,
+                        "readOnlyRootFilesystem": true,
+                        "runAsNonRoot": true,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    // The trainer's last line (`error: ...`) is the reason of a failure.
+                    "terminationMessagePolicy": "FallbackToLogsOnError",
+                    "volumeMounts": [
+                        {"name": "key", "mountPath": POD_SECRET_DIR, "readOnly": true},
+                        // Writable scratch for the run's pid file beside `out`.
+                        {"name": "scratch", "mountPath": POD_JOB_DIR},
+                        {"name": "work", "mountPath": format!("{POD_JOB_DIR}/sealed"),
+                         "subPath": format!("{sub}/sealed"), "readOnly": true},
+                        {"name": "work", "mountPath": format!("{POD_JOB_DIR}/out"),
+                         "subPath": format!("{sub}/out")},
+                        {"name": "plain", "mountPath": POD_PLAIN_DIR},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                    ],
+                }],
+                "volumes": [
+                    {"name": "key", "secret": {"secretName": name, "defaultMode": 0o440}},
+                    {"name": "work", "persistentVolumeClaim": {"claimName": self.config.work_claim}},
+                    {"name": "scratch", "emptyDir": {"sizeLimit": "16Mi"}},
+                    {"name": "plain", "emptyDir": {"medium": "Memory", "sizeLimit": format!("{}Mi", data_mib + 1)}},
+                    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+                ],
+            },
+        });
+        serde_json::from_value(template).map_err(|e| RunnerError::Io {
+            what: format!("job {}: building the pod template", job.job_id),
+            source: std::io::Error::other(e),
+        })
+    }
+
+    /// Seals the data, records the sandbox, creates the Job (suspended), its Secret and
+    /// NetworkPolicy, and resumes it.
+    async fn start(&self, job: &RunRequest) -> Result<(), RunnerError> {
+        let id = job.job_id;
+        let name = self.object_name(id);
+        let job_dir = job.out.parent().unwrap_or(&job.out).to_path_buf();
+        let sealed_dir = job_dir.join("sealed");
+        std::fs::create_dir_all(&sealed_dir)
+            .map_err(io_err(format!("creating {}", sealed_dir.display())))?;
+        std::fs::create_dir_all(&job.out)
+            .map_err(io_err(format!("creating {}", job.out.display())))?;
+        let key = DataKey::generate().map_err(|e| RunnerError::Io {
+            what: "generating the run's data key".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let sealed_path = sealed_dir.join(sealed_name(&job.data));
+        let data_bytes = seal(&job.data, &sealed_path, &key)?;
+        let spec = std::fs::read(&job.spec)
+            .map_err(io_err(format!("reading {}", job.spec.display())))?;
+
+        let template = self.pod_template(job, data_bytes)?;
+        let sandbox = serde_json::to_vec(&template).map_err(|e| RunnerError::Io {
+            what: "serializing the pod template".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let sandbox_path = sandbox_path(&job.out);
+        std::fs::write(&sandbox_path, &sandbox)
+            .map_err(io_err(format!("writing {}", sandbox_path.display())))?;
+
+        let deadline = job.max_seconds + START_SLACK_SECONDS;
+        let k8s_job: Job = serde_json::from_value(json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": name,
+                "labels": self.labels(id),
+                "annotations": {"neurodata.io/sandbox-sha256": hex::encode(Sha256::digest(&sandbox))},
+            },
+            "spec": {
+                "suspend": true,
+                "backoffLimit": 0,
+                "completions": 1,
+                "parallelism": 1,
+                "activeDeadlineSeconds": deadline,
+                "ttlSecondsAfterFinished": self.config.ttl_seconds,
+                "template": template,
+            },
+        }))
+        .map_err(|e| RunnerError::Io {
+            what: "building the Job".into(),
+            source: std::io::Error::other(e),
+        })?;
+        let created = self
+            .jobs()
+            .create(&PostParams::default(), &k8s_job)
+            .await
+            .map_err(kube_err(format!("creating Job {name}")))?;
+        let uid = created.metadata.uid.clone().unwrap_or_default();
+        let owner = json!([{
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": name,
+            "uid": uid,
+            "controller": true,
+            "blockOwnerDeletion": false,
+        }]);
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": self.labels(id), "ownerReferences": owner},
+            "type": "Opaque",
+            "immutable": true,
+            "data": {
+                "data-key": base64_encode(key.as_bytes()),
+                "spec.json": base64_encode(&spec),
+            },
+        }))
+        .map_err(|e| RunnerError::Io {
+            what: "building the Secret".into(),
+            source: std::io::Error::other(e),
+        })?;
+        self.secrets()
+            .create(&PostParams::default(), &secret)
+            .await
+            .map_err(kube_err(format!("creating Secret {name}")))?;
+        let mut pod_labels = self.labels(id);
+        pod_labels.insert("neurodata.io/run".into(), name.clone());
+        let policy: NetworkPolicy = serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": name, "labels": self.labels(id), "ownerReferences": owner},
+            "spec": {
+                "podSelector": {"matchLabels": {"neurodata.io/run": name}},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [],
+                "egress": [{
+                    "to": [{"podSelector": {"matchLabels": self.config.gateway_selector}}],
+                    "ports": [{"protocol": "TCP", "port": self.config.gateway_port}],
+                }],
+            },
+        }))
+        .map_err(|e| RunnerError::Io {
+            what: "building the NetworkPolicy".into(),
+            source: std::io::Error::other(e),
+        })?;
+        self.policies()
+            .create(&PostParams::default(), &policy)
+            .await
+            .map_err(kube_err(format!("creating NetworkPolicy {name}")))?;
+        self.jobs()
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"suspend": false}})),
+            )
+            .await
+            .map_err(kube_err(format!("resuming Job {name}")))?;
+        tracing::info!(
+            job = id,
+            "job {id}: Kubernetes Job {}/{name} started (sandbox sha256 {})",
+            self.config.namespace,
+            hex::encode(Sha256::digest(&sandbox))
+        );
+        Ok(())
+    }
+
+    /// Waits for Job `name` to end and says how it did.
+    async fn follow(&self, job: &RunRequest) -> Result<RunOutcome, RunnerError> {
+        let id = job.job_id;
+        let name = self.object_name(id);
+        let logs = tokio::spawn(follow_logs(self.pods(), name.clone(), id));
+        let mut stream = watcher::watch_object(self.jobs(), &name).boxed();
+        let outcome = loop {
+            let next = stream
+                .try_next()
+                .await
+                .map_err(|e| RunnerError::Watch {
+                    what: format!("watching Job {name}"),
+                    source: e,
+                })?;
+            match next {
+                None => {
+                    // The stream ended: a watch is endless, so this only happens on shutdown.
+                    break RunOutcome::Failed(format!("the watch of Job {name} ended"));
+                }
+                Some(None) => {
+                    break RunOutcome::Failed(format!(
+                        "Job {name} was deleted before it finished"
+                    ));
+                }
+                Some(Some(k8s_job)) => {
+                    if let Some(ended) = job_ended(&k8s_job) {
+                        break self.outcome(job, ended).await;
+                    }
+                }
+            }
+        };
+        // What the pod wrote is already in the worker's log or in the termination message.
+        logs.abort();
+        Ok(outcome)
+    }
+
+    /// The outcome of a Job that ended as `ended`.
+    async fn outcome(&self, job: &RunRequest, ended: Ended) -> RunOutcome {
+        match ended {
+            Ended::Complete => {
+                if artifacts::outputs_complete(&job.out) {
+                    RunOutcome::Succeeded
+                } else {
+                    RunOutcome::Failed(
+                        "the run's pod completed but its outputs are incomplete".into(),
+                    )
+                }
+            }
+            Ended::Failed { reason, message } => {
+                if reason == "DeadlineExceeded" {
+                    return RunOutcome::DeadlineExceeded;
+                }
+                let pod = self.pod_ending(job.job_id).await;
+                match pod {
+                    Some(PodEnding::Evicted(why)) => RunOutcome::Failed(format!("evicted: {why}")),
+                    Some(PodEnding::Message(m)) if m.contains("time limit") => {
+                        RunOutcome::DeadlineExceeded
+                    }
+                    Some(PodEnding::Message(m)) => {
+                        RunOutcome::Failed(m.trim_start_matches("error: ").to_owned())
+                    }
+                    None => RunOutcome::Failed(format!("the Job failed ({reason}): {message}")),
+                }
+            }
+        }
+    }
+
+    /// How the pod of job `job_id` ended, from its status: evicted, or its container's
+    /// termination message (the trainer's last line).
+    async fn pod_ending(&self, job_id: u64) -> Option<PodEnding> {
+        let selector = format!("neurodata.io/run={}", self.object_name(job_id));
+        let pods = self
+            .pods()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        for pod in pods.items {
+            let Some(status) = pod.status else { continue };
+            if status.reason.as_deref() == Some("Evicted") {
+                return Some(PodEnding::Evicted(status.message.unwrap_or_default()));
+            }
+            for c in status.container_statuses.unwrap_or_default() {
+                let terminated = c.state.and_then(|s| s.terminated);
+                if let Some(t) = terminated
+                    && t.exit_code != 0
+                {
+                    let message = t
+                        .message
+                        .map(|m| m.trim().lines().last().unwrap_or_default().to_owned())
+                        .filter(|m| !m.is_empty())
+                        .unwrap_or_else(|| format!("the trainer exited with {}", t.exit_code));
+                    return Some(PodEnding::Message(message));
+                }
+            }
+        }
+        None
+    }
+
+    /// Deletes what the run left: the Secret first (the key must not outlive the run), the
+    /// NetworkPolicy, the Job and its pod, and the sealed data.
+    async fn clean_up(&self, job: &RunRequest) -> Result<(), RunnerError> {
+        let name = self.object_name(job.job_id);
+        absent(
+            self.secrets().delete(&name, &DeleteParams::default()).await,
+            || format!("deleting Secret {name}"),
+        )?;
+        absent(
+            self.policies().delete(&name, &DeleteParams::default()).await,
+            || format!("deleting NetworkPolicy {name}"),
+        )?;
+        absent(
+            self.jobs().delete(&name, &DeleteParams::background()).await,
+            || format!("deleting Job {name}"),
+        )?;
+        if let Some(dir) = job.out.parent() {
+            let sealed = dir.join("sealed");
+            if sealed.exists() {
+                std::fs::remove_dir_all(&sealed)
+                    .map_err(io_err(format!("deleting {}", sealed.display())))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A delete's result, with "not found" counting as done.
+fn absent<T>(r: Result<T, kube::Error>, what: impl FnOnce() -> String) -> Result<(), RunnerError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 404) => Ok(()),
+        Err(source) => Err(RunnerError::Kubernetes {
+            what: what(),
+            source,
+        }),
+    }
+}
+
+/// How a Job ended, from its conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Ended {
+    Complete,
+    Failed { reason: String, message: String },
+}
+
+enum PodEnding {
+    Evicted(String),
+    Message(String),
+}
+
+/// Whether `job` ended: its `Complete` or `Failed` condition is true (the interim
+/// `SuccessCriteriaMet`/`FailureTarget` are not the end: the pods are still being stopped).
+fn job_ended(job: &Job) -> Option<Ended> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find_map(|c| {
+        if c.status != "True" {
+            return None;
+        }
+        match c.type_.as_str() {
+            "Complete" => Some(Ended::Complete),
+            "Failed" => Some(Ended::Failed {
+                reason: c.reason.clone().unwrap_or_default(),
+                message: c.message.clone().unwrap_or_default(),
+            }),
+            _ => None,
+        }
+    })
+}
+
+/// The pod template's record beside the run's outputs.
+pub fn sandbox_path(out: &Path) -> PathBuf {
+    out.with_file_name("sandbox.json")
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Encrypts `data` into `sealed` under `key`; returns the plaintext's length.
+fn seal(data: &Path, sealed: &Path, key: &DataKey) -> Result<u64, RunnerError> {
+    let input =
+        std::fs::File::open(data).map_err(io_err(format!("opening {}", data.display())))?;
+    let tmp = sealed.with_extension("tmp");
+    let output = std::fs::File::create(&tmp)
+        .map_err(io_err(format!("creating {}", tmp.display())))?;
+    let (_, len) = neurodata_crypto::stream::encrypt(
+        input,
+        std::io::BufWriter::new(output),
+        key,
+        neurodata_crypto::stream::DEFAULT_CHUNK_SIZE,
+    )
+    .map_err(|e| RunnerError::Io {
+        what: format!("sealing {}", data.display()),
+        source: std::io::Error::other(e),
+    })?;
+    std::fs::rename(&tmp, sealed).map_err(io_err(format!("writing {}", sealed.display())))?;
+    Ok(len)
+}
+
+/// Copies the log of the run's pod into the worker's log, once the pod runs. Best effort: a
+/// cluster whose kubelets do not serve logs leaves a warning and the termination message.
+async fn follow_logs(pods: Api<Pod>, run: String, job_id: u64) {
+    let selector = format!("neurodata.io/run={run}");
+    let pod = loop {
+        match pods.list(&ListParams::default().labels(&selector)).await {
+            Ok(list) => {
+                let running = list.items.into_iter().find(|p| {
+                    let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+                    matches!(phase, Some("Running" | "Succeeded" | "Failed"))
+                });
+                if let Some(p) = running {
+                    break p.metadata.name.unwrap_or_default();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(job = job_id, "job {job_id}: listing the run's pods: {e}");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let params = LogParams {
+        follow: true,
+        container: Some("trainer".into()),
+        ..LogParams::default()
+    };
+    match pods.log_stream(&pod, &params).await {
+        Ok(stream) => {
+            let mut lines = stream.lines();
+            while let Some(Ok(line)) = lines.next().await {
+                tracing::info!(job = job_id, "job {job_id}: pod {pod}: {line}");
+            }
+        }
+        Err(e) => tracing::warn!(
+            job = job_id,
+            "job {job_id}: the log of pod {pod} cannot be read ({e}); its termination message \
+             will say how it ended"
+        ),
+    }
+}
+
+impl Runner for KubeRunner {
+    async fn run(&self, job: &RunRequest) -> Result<RunOutcome, RunnerError> {
+        let id = job.job_id;
+        match self.find(id, &job.out).await? {
+            Some(RunStatus::Running) => {
+                tracing::info!(
+                    job = id,
+                    "job {id}: re-attaching to Kubernetes Job {}",
+                    self.object_name(id)
+                );
+            }
+            Some(RunStatus::Finished(outcome)) => {
+                self.clean_up(job).await?;
+                return Ok(outcome);
+            }
+            None => self.start(job).await?,
+        }
+        let outcome = self.follow(job).await?;
+        self.clean_up(job).await?;
+        Ok(outcome)
+    }
+
+    async fn find(&self, job_id: u64, out: &Path) -> Result<Option<RunStatus>, RunnerError> {
+        let name = self.object_name(job_id);
+        let found = match self.jobs().get_opt(&name).await {
+            Ok(found) => found,
+            Err(e) => return Err(kube_err(format!("reading Job {name}"))(e)),
+        };
+        let Some(k8s_job) = found else {
+            return Ok(artifacts::outputs_complete(out)
+                .then_some(RunStatus::Finished(RunOutcome::Succeeded)));
+        };
+        if let Some(ended) = job_ended(&k8s_job) {
+            let request = RunRequest {
+                job_id,
+                spec: PathBuf::new(),
+                data: PathBuf::new(),
+                out: out.to_path_buf(),
+                max_seconds: 0,
+                max_memory_mb: 0,
+            };
+            return Ok(Some(RunStatus::Finished(
+                self.outcome(&request, ended).await,
+            )));
+        }
+        let suspended = k8s_job
+            .spec
+            .as_ref()
+            .and_then(|s| s.suspend)
+            .unwrap_or(false);
+        if suspended {
+            // A start interrupted before the Job was resumed: its Secret may be missing, so it
+            // is started again from scratch.
+            let request = RunRequest {
+                job_id,
+                spec: PathBuf::new(),
+                data: PathBuf::new(),
+                out: out.to_path_buf(),
+                max_seconds: 0,
+                max_memory_mb: 0,
+            };
+            self.clean_up(&request).await?;
+            self.wait_gone(&name).await?;
+            return Ok(None);
+        }
+        Ok(Some(RunStatus::Running))
+    }
+}
+
+impl KubeRunner {
+    /// Waits until Job `name` no longer exists (a deleted Job lingers while its pods go).
+    async fn wait_gone(&self, name: &str) -> Result<(), RunnerError> {
+        for _ in 0..120 {
+            match self.jobs().get_opt(name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => return Err(kube_err(format!("reading Job {name}"))(e)),
+            }
+        }
+        Err(RunnerError::Io {
+            what: format!("Job {name} was deleted but is still there after 60 s"),
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_follow_whole_cores() {
+        assert_eq!(threads_for("1"), 1);
+        assert_eq!(threads_for("4"), 4);
+        assert_eq!(threads_for("2.5"), 2);
+        assert_eq!(threads_for("500m"), 1);
+        assert_eq!(threads_for("3000m"), 3);
+        assert_eq!(threads_for("nonsense"), 1);
+    }
+
+    #[test]
+    fn interim_conditions_are_not_the_end() {
+        let job: Job = serde_json::from_value(json!({
+            "status": {"conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"},
+            ]}
+        }))
+        .expect("a job");
+        assert_eq!(job_ended(&job), None);
+        let job: Job = serde_json::from_value(json!({
+            "status": {"conditions": [
+                {"type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded"},
+                {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "m"},
+            ]}
+        }))
+        .expect("a job");
+        assert_eq!(
+            job_ended(&job),
+            Some(Ended::Failed {
+                reason: "DeadlineExceeded".into(),
+                message: "m".into()
+            })
+        );
+        let job: Job = serde_json::from_value(json!({
+            "status": {"conditions": [{"type": "Complete", "status": "True"}]}
+        }))
+        .expect("a job");
+        assert_eq!(job_ended(&job), Some(Ended::Complete));
+    }
+}
