@@ -53,9 +53,9 @@ const POD_JOB_DIR: &str = "/job";
 const POD_SECRET_DIR: &str = "/run/neurodata";
 const POD_PLAIN_DIR: &str = "/plain";
 
-/// Seconds the pod gets beyond the spec's time limit: decrypting the data and starting the
-/// trainer (which enforces the limit on the run itself).
-const START_SLACK_SECONDS: u64 = 60;
+/// Seconds a run pod gets beyond the spec's time limit by default: decrypting the data and
+/// starting the trainer (which enforces the limit on the run itself).
+pub const START_SLACK_SECONDS: u64 = 60;
 
 /// Memory the pod gets beyond the spec's limit: `neurodata-worker pod-run` itself. The
 /// decrypted data lives in a memory-backed volume and is added on top.
@@ -104,6 +104,9 @@ pub struct KubeRunnerConfig {
     pub pod_annotations: BTreeMap<String, String>,
     /// This worker's name in labels and object names (lowercase alphanumerics, `-`).
     pub worker: String,
+    /// Seconds beyond the spec's `max_seconds` before Kubernetes stops the pod
+    /// (`activeDeadlineSeconds`); [`START_SLACK_SECONDS`] unless a test wants it sooner.
+    pub start_slack_seconds: u64,
 }
 
 /// Runs training jobs as Kubernetes Jobs; see the module documentation.
@@ -161,6 +164,11 @@ impl KubeRunner {
     /// A runner creating its Jobs through `client`.
     pub fn new(client: kube::Client, config: KubeRunnerConfig) -> KubeRunner {
         KubeRunner { client, config }
+    }
+
+    /// How it makes run pods.
+    pub fn config(&self) -> &KubeRunnerConfig {
+        &self.config
     }
 
     /// The name of every object of job `job_id`'s run.
@@ -326,7 +334,7 @@ impl KubeRunner {
         std::fs::write(&sandbox_path, &sandbox)
             .map_err(io_err(format!("writing {}", sandbox_path.display())))?;
 
-        let deadline = job.max_seconds + START_SLACK_SECONDS;
+        let deadline = job.max_seconds + self.config.start_slack_seconds;
         let k8s_job: Job = serde_json::from_value(json!({
             "apiVersion": "batch/v1",
             "kind": "Job",

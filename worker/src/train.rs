@@ -102,6 +102,7 @@ async fn kube_runner(m: &MemberArgs, node: &Node, a: RunnerArgs) -> anyhow::Resu
             // Object names carry the member's address (its first 12 hex digits): two workers
             // in one namespace never touch each other's runs.
             worker: hex::encode(node.me.0).chars().take(12).collect(),
+            start_slack_seconds: neurodata_worker::kube_runner::START_SLACK_SECONDS,
         },
     ))
 }
