@@ -11,7 +11,9 @@ k8s=$(version kubernetes k8s.io/kubernetes)
 etcd=$(version etcd go.etcd.io/etcd/server/v3)
 kwok=$(version kwok sigs.k8s.io/kwok)
 helm=$(version helm helm.sh/helm/v3)
-dir=${NEURODATA_CACHE:-$HOME/.cache/neurodata}/bin/k8s-$k8s-etcd-$etcd-kwok-$kwok-helm-$helm
+# The recipe's revision (-r2: helm's default Kubernetes version stamped in) is in the name, so a
+# cache built by an older recipe is not reused.
+dir=${NEURODATA_CACHE:-$HOME/.cache/neurodata}/bin/k8s-$k8s-etcd-$etcd-kwok-$kwok-helm-$helm-r2
 mkdir -p "$dir"
 
 # build MODULE NAME PACKAGE [LDFLAGS]: one binary, written under a temporary name and moved into
@@ -37,6 +39,13 @@ for cmd in kube-apiserver kube-controller-manager kube-scheduler; do
   build kubernetes "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$stamp"
 done
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok
-build helm helm helm.sh/helm/v3/cmd/helm \
-  "-X helm.sh/helm/v3/internal/version.version=$helm"
+# As helm's Makefile does: its version, and the Kubernetes version `helm template` and `helm lint`
+# assume (that of its client-go; unstamped it is 1.20, and charts needing newer refuse to render).
+client_go=$(version helm k8s.io/client-go)
+client_minor=${client_go#v0.}; client_minor=${client_minor%%.*}
+helm_stamp="-X helm.sh/helm/v3/internal/version.version=$helm"
+for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+  helm_stamp+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$client_minor"
+done
+build helm helm helm.sh/helm/v3/cmd/helm "$helm_stamp"
 echo "$dir"

@@ -13,6 +13,20 @@ export NEURODATA_COMETBFT
 # the cache (cold: about 6 minutes on 2 cores, module downloads included).
 NEURODATA_KUBO=$(scripts/build-kubo.sh)
 export NEURODATA_KUBO
+# The chart and the worker's Kubernetes runner are tested against a real control plane (etcd,
+# kube-apiserver, controller-manager, scheduler, kwok, helm), built once from tools/k8s into the
+# cache: about 20 minutes cold on 2 cores, so it builds while cargo formats and lints.
+k8s_log=$(mktemp)
+scripts/build-k8s.sh >"$k8s_log" 2>&1 &
+k8s_build=$!
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+if ! wait "$k8s_build"; then
+  cat "$k8s_log" >&2
+  echo "building the Kubernetes control plane failed" >&2
+  exit 1
+fi
+NEURODATA_K8S_BIN=$(tail -n 1 "$k8s_log")
+rm -f "$k8s_log"
+export NEURODATA_K8S_BIN
 cargo test --workspace --locked

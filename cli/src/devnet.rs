@@ -116,6 +116,9 @@ pub struct GatewaySpec {
     pub url: String,
     /// Prometheus endpoint.
     pub metrics: String,
+    /// Plain-text gRPC health service (host:port; what a Kubernetes probe would use).
+    #[serde(default)]
+    pub health: String,
 }
 
 /// The devnet description in `devnet.json`.
@@ -401,6 +404,7 @@ fn create(
                 org: (*org).into(),
                 url: format!("https://127.0.0.1:{}", base + 8),
                 metrics: format!("http://127.0.0.1:{}/metrics", base + 9),
+                health: format!("127.0.0.1:{}", base + 5),
             });
         }
         devnet.nodes.push(node);
@@ -436,7 +440,7 @@ fn configure_gateway(dir: &Path, node: &NodeSpec, g: &GatewaySpec) -> anyhow::Re
     }
     let config = format!(
         "# the {org} gateway of the devnet, next to node{i}\n\
-         listen = {listen:?}\nmetrics_listen = {metrics:?}\nnode_rpc = {rpc:?}\n\
+         listen = {listen:?}\nmetrics_listen = {metrics:?}\n{health}node_rpc = {rpc:?}\n\
          tls_cert = {cert:?}\ntls_key = {key:?}\nblob_dir = {blobs:?}\n\
          org_id = {org:?}\nkeystore_dir = {keystore:?}\nkeystore_passphrase_file = {pass:?}\n\
          delivery_cert = {dcert:?}\ndelivery_key = {dkey:?}\n",
@@ -448,6 +452,11 @@ fn configure_gateway(dir: &Path, node: &NodeSpec, g: &GatewaySpec) -> anyhow::Re
         i = node.index,
         listen = base(&g.url),
         metrics = base(&g.metrics),
+        health = if g.health.is_empty() {
+            String::new()
+        } else {
+            format!("health_listen = {:?}\n", g.health)
+        },
         rpc = node.rpc,
         cert = certs.join("gateway.pem"),
         key = certs.join("gateway.key"),

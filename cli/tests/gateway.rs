@@ -261,6 +261,31 @@ async fn scenario(net: &Net) {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 
+    // The plain-text health listener (for Kubernetes' gRPC probe): the same status, and nothing
+    // but health is served there.
+    let health_addr = net.spec["nodes"][0]["gateway"]["health"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let plain = Endpoint::from_shared(format!("http://{health_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let plain_health = tonic_health::pb::health_client::HealthClient::new(plain.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "neurodata.gateway.v1.Tx".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(plain_health.status, health.status);
+    let s = gw::status_client::StatusClient::new(plain)
+        .get(gw::StatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::Unimplemented, "{s}");
+
     // Server reflection lists the gateway's services (what grpcurl needs), without a certificate.
     use tonic_reflection::pb::v1 as refl;
     let mut reflection = refl::server_reflection_client::ServerReflectionClient::new(channel);

@@ -49,6 +49,10 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Prometheus `/metrics` listen address.
     pub metrics_listen: SocketAddr,
+    /// A second, plain-text listener serving only the gRPC health service
+    /// (`grpc.health.v1.Health`, the same statuses as on `listen`), for probes that cannot speak
+    /// TLS, such as Kubernetes' native `grpc` probe. Default: none.
+    pub health_listen: Option<SocketAddr>,
     /// CometBFT RPC of the org's node.
     pub node_rpc: String,
     /// The gateway's TLS server certificate (PEM, issued by the org CA; may include the chain).
@@ -116,6 +120,7 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            health_listen: None,
             node_rpc: "http://127.0.0.1:26657".into(),
             tls_cert: None,
             tls_key: None,
@@ -189,6 +194,17 @@ impl Config {
         };
         env(get, "listen", &mut c.listen)?;
         env(get, "metrics_listen", &mut c.metrics_listen)?;
+        let mut health = String::new();
+        env(get, "health_listen", &mut health)?;
+        if !health.is_empty() {
+            c.health_listen = Some(health.parse().map_err(|e: std::net::AddrParseError| {
+                ConfigError::Env {
+                    var: "NEURODATA_GATEWAY_HEALTH_LISTEN".into(),
+                    value: health.clone(),
+                    reason: e.to_string(),
+                }
+            })?);
+        }
         env(get, "node_rpc", &mut c.node_rpc)?;
         let mut cert = String::new();
         env(get, "tls_cert", &mut cert)?;
@@ -390,6 +406,29 @@ mod tests {
         assert!(c.deliver_validation_keys);
         assert_eq!(c.state_dir(), Path::new("/var/lib/gw"));
         Ok(())
+    }
+
+    #[test]
+    fn the_health_listener_is_off_unless_asked_for() {
+        let plain = ("NEURODATA_GATEWAY_INSECURE_PLAINTEXT", "true");
+        let off = Config::load_with(None, &with_env(&[plain]));
+        assert_eq!(off.ok().map(|c| c.health_listen), Some(None));
+        let on = Config::load_with(
+            None,
+            &with_env(&[plain, ("NEURODATA_GATEWAY_HEALTH_LISTEN", "0.0.0.0:8081")]),
+        );
+        assert_eq!(
+            on.ok().and_then(|c| c.health_listen),
+            Some(SocketAddr::from(([0, 0, 0, 0], 8081)))
+        );
+        let bad = Config::load_with(
+            None,
+            &with_env(&[plain, ("NEURODATA_GATEWAY_HEALTH_LISTEN", "port 8081")]),
+        );
+        assert!(
+            matches!(&bad, Err(ConfigError::Env { var, .. }) if var == "NEURODATA_GATEWAY_HEALTH_LISTEN"),
+            "{bad:?}"
+        );
     }
 
     #[test]

@@ -164,6 +164,18 @@ impl Gateway {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(shared.clone(), health));
+        if let Some(addr) = config.health_listen {
+            // Health only: no other service is reachable without TLS and a certificate.
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let health_only = Server::builder().add_service(health_service.clone());
+            tracing::info!(health = %addr, "plain-text gRPC health service");
+            tokio::spawn(async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                if let Err(e) = health_only.serve_with_incoming(incoming).await {
+                    tracing::error!("health server: {e}");
+                }
+            });
+        }
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(neurodata_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -696,10 +696,20 @@ impl Runner for KubeRunner {
 
     async fn find(&self, job_id: u64, out: &Path) -> Result<Option<RunStatus>, RunnerError> {
         let name = self.object_name(job_id);
-        let found = match self.jobs().get_opt(&name).await {
-            Ok(found) => found,
-            Err(e) => return Err(kube_err(format!("reading Job {name}"))(e)),
-        };
+        // By label, not by name: the labels say whose run of which job it is, whatever a
+        // later version of the runner names its objects.
+        let selector = format!(
+            "{JOB_LABEL}={job_id},{WORKER_LABEL}={}",
+            self.config.worker
+        );
+        let found = self
+            .jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err(format!("listing the Jobs labelled {selector}")))?
+            .items
+            .into_iter()
+            .next();
         let Some(k8s_job) = found else {
             return Ok(artifacts::outputs_complete(out)
                 .then_some(RunStatus::Finished(RunOutcome::Succeeded)));

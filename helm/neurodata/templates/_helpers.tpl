@@ -165,6 +165,10 @@ work claim (a PVC of this release) can be mounted. */}}
 
 {{/* Checks across sections that the schema cannot express. */}}
 {{- define "neurodata.validate" -}}
+{{- $any := or .Values.validator.enabled .Values.gateway.enabled .Values.worker.enabled -}}
+{{- if and $any (not .Values.org) -}}
+{{- fail "org is required: the org's id on chain (e.g. --set org=medlab)" -}}
+{{- end -}}
 {{- $v := .Values -}}
 {{- if and $v.verifier.enabled (not $v.validator.enabled) -}}
 {{- fail "verifier.enabled needs validator.enabled: the verifier runs in the validator's pod to share its verdict inbox" -}}
@@ -192,9 +196,6 @@ work claim (a PVC of this release) can be mounted. */}}
 {{- end -}}
 {{- if and $v.worker.enabled (eq $v.worker.runner "kubernetes") (not (has "ReadWriteMany" $v.worker.persistence.accessModes)) -}}
 {{- fail "worker.persistence.accessModes must include ReadWriteMany with worker.runner kubernetes: every run pod mounts the worker's work volume" -}}
-{{- end -}}
-{{- if and $v.verifier.enabled (eq $v.verifier.runner "kubernetes") (not (has "ReadWriteMany" $v.verifier.kubernetes.workClaim.accessModes)) -}}
-{{- fail "verifier.kubernetes.workClaim.accessModes must include ReadWriteMany with verifier.runner kubernetes: every run pod mounts the verifier's work volume" -}}
 {{- end -}}
 {{- if and $v.gateway.enabled $v.gateway.keyDelivery.enabled (not $v.gateway.keyDelivery.memberSecret) -}}
 {{- fail "gateway.keyDelivery.memberSecret is required with keyDelivery.enabled" -}}
