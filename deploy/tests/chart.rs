@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{PersistentVolume, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use neurodata_kube_testenv::{Cluster, cluster, workspace_root};
 use serde_yaml::Value;
 
@@ -711,6 +711,38 @@ async fn volumes_for(client: &kube::Client, ns: &str, objects: &[Value]) {
     }
 }
 
+/// Plays the cluster's load-balancer controller (a cloud's, MetalLB) for namespace `ns`: none
+/// runs here, and `helm install --wait` waits until each LoadBalancer Service (a validator's
+/// p2p) has an address. Gives each one a documentation address (192.0.2.0/24).
+fn load_balancers(client: kube::Client, ns: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let services: Api<Service> = Api::namespaced(client, &ns);
+        loop {
+            if let Ok(list) = services.list(&ListParams::default()).await {
+                for svc in list.items {
+                    let balanced = svc.spec.as_ref().and_then(|sp| sp.type_.as_deref())
+                        == Some("LoadBalancer");
+                    let addressed = svc
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.load_balancer.as_ref())
+                        .and_then(|lb| lb.ingress.as_ref())
+                        .is_some_and(|i| !i.is_empty());
+                    if balanced && !addressed {
+                        let name = svc.metadata.name.unwrap_or_default();
+                        let status = serde_json::json!({"status": {"loadBalancer": {
+                            "ingress": [{"ip": "192.0.2.10"}]}}});
+                        let _ = services
+                            .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
+                            .await;
+                    }
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    })
+}
+
 /// prometheus-operator's ServiceMonitor CRD, as much of it as the API server needs to store one.
 async fn service_monitor_crd(client: &kube::Client) {
     let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
@@ -764,6 +796,7 @@ async fn each_value_set_installs_and_an_upgrade_reaches_the_cluster() {
         let ns = c.namespace(set).await;
         let objects = render(c, set, &ns);
         volumes_for(&client, &ns, &objects).await;
+        let balancer = load_balancers(client.clone(), ns.clone());
         let values = values(set);
         helm(
             c,
@@ -836,5 +869,6 @@ async fn each_value_set_installs_and_an_upgrade_reaches_the_cluster() {
             );
             assert_eq!(status["info"]["status"], "deployed");
         }
+        balancer.abort();
     }
 }

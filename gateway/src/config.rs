@@ -197,13 +197,16 @@ impl Config {
         let mut health = String::new();
         env(get, "health_listen", &mut health)?;
         if !health.is_empty() {
-            c.health_listen = Some(health.parse().map_err(|e: std::net::AddrParseError| {
-                ConfigError::Env {
-                    var: "NEURODATA_GATEWAY_HEALTH_LISTEN".into(),
-                    value: health.clone(),
-                    reason: e.to_string(),
-                }
-            })?);
+            c.health_listen =
+                Some(
+                    health
+                        .parse()
+                        .map_err(|e: std::net::AddrParseError| ConfigError::Env {
+                            var: "NEURODATA_GATEWAY_HEALTH_LISTEN".into(),
+                            value: health.clone(),
+                            reason: e.to_string(),
+                        })?,
+                );
         }
         env(get, "node_rpc", &mut c.node_rpc)?;
         let mut cert = String::new();

@@ -322,8 +322,8 @@ impl KubeRunner {
         })?;
         let sealed_path = sealed_dir.join(sealed_name(&job.data));
         let data_bytes = seal(&job.data, &sealed_path, &key)?;
-        let spec = std::fs::read(&job.spec)
-            .map_err(io_err(format!("reading {}", job.spec.display())))?;
+        let spec =
+            std::fs::read(&job.spec).map_err(io_err(format!("reading {}", job.spec.display())))?;
 
         let template = self.pod_template(job, data_bytes)?;
         let sandbox = serde_json::to_vec(&template).map_err(|e| RunnerError::Io {
@@ -438,22 +438,17 @@ impl KubeRunner {
         let logs = tokio::spawn(follow_logs(self.pods(), name.clone(), id));
         let mut stream = watcher::watch_object(self.jobs(), &name).boxed();
         let outcome = loop {
-            let next = stream
-                .try_next()
-                .await
-                .map_err(|e| RunnerError::Watch {
-                    what: format!("watching Job {name}"),
-                    source: e,
-                })?;
+            let next = stream.try_next().await.map_err(|e| RunnerError::Watch {
+                what: format!("watching Job {name}"),
+                source: e,
+            })?;
             match next {
                 None => {
                     // The stream ended: a watch is endless, so this only happens on shutdown.
                     break RunOutcome::Failed(format!("the watch of Job {name} ended"));
                 }
                 Some(None) => {
-                    break RunOutcome::Failed(format!(
-                        "Job {name} was deleted before it finished"
-                    ));
+                    break RunOutcome::Failed(format!("Job {name} was deleted before it finished"));
                 }
                 Some(Some(k8s_job)) => {
                     if let Some(ended) = job_ended(&k8s_job) {
@@ -538,7 +533,9 @@ impl KubeRunner {
             || format!("deleting Secret {name}"),
         )?;
         absent(
-            self.policies().delete(&name, &DeleteParams::default()).await,
+            self.policies()
+                .delete(&name, &DeleteParams::default())
+                .await,
             || format!("deleting NetworkPolicy {name}"),
         )?;
         absent(
@@ -611,11 +608,10 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 /// Encrypts `data` into `sealed` under `key`; returns the plaintext's length.
 fn seal(data: &Path, sealed: &Path, key: &DataKey) -> Result<u64, RunnerError> {
-    let input =
-        std::fs::File::open(data).map_err(io_err(format!("opening {}", data.display())))?;
+    let input = std::fs::File::open(data).map_err(io_err(format!("opening {}", data.display())))?;
     let tmp = sealed.with_extension("tmp");
-    let output = std::fs::File::create(&tmp)
-        .map_err(io_err(format!("creating {}", tmp.display())))?;
+    let output =
+        std::fs::File::create(&tmp).map_err(io_err(format!("creating {}", tmp.display())))?;
     let (_, len) = neurodata_crypto::stream::encrypt(
         input,
         std::io::BufWriter::new(output),
@@ -698,10 +694,7 @@ impl Runner for KubeRunner {
         let name = self.object_name(job_id);
         // By label, not by name: the labels say whose run of which job it is, whatever a
         // later version of the runner names its objects.
-        let selector = format!(
-            "{JOB_LABEL}={job_id},{WORKER_LABEL}={}",
-            self.config.worker
-        );
+        let selector = format!("{JOB_LABEL}={job_id},{WORKER_LABEL}={}", self.config.worker);
         let found = self
             .jobs()
             .list(&ListParams::default().labels(&selector))

@@ -85,7 +85,12 @@ pub struct RunnerArgs {
     #[arg(long, env = "NEURODATA_K8S_WORK_CLAIM")]
     pub k8s_work_claim: Option<String>,
     /// Labels of the org gateway's pods (k=v,k=v): the only egress a run pod is allowed.
-    #[arg(long, env = "NEURODATA_K8S_GATEWAY_SELECTOR", value_delimiter = ',', value_name = "K=V,...")]
+    #[arg(
+        long,
+        env = "NEURODATA_K8S_GATEWAY_SELECTOR",
+        value_delimiter = ',',
+        value_name = "K=V,..."
+    )]
     pub k8s_gateway_selector: Vec<String>,
     /// The gateway's gRPC port (the run pods' egress).
     #[arg(long, env = "NEURODATA_K8S_GATEWAY_PORT", default_value_t = 26608)]
@@ -98,7 +103,12 @@ pub struct RunnerArgs {
     #[arg(long, env = "NEURODATA_K8S_TTL_SECONDS", default_value_t = 600)]
     pub k8s_ttl_seconds: u32,
     /// An annotation for run pods (KEY=VALUE; repeatable).
-    #[arg(long, env = "NEURODATA_K8S_POD_ANNOTATIONS", value_delimiter = ',', value_name = "KEY=VALUE")]
+    #[arg(
+        long,
+        env = "NEURODATA_K8S_POD_ANNOTATIONS",
+        value_delimiter = ',',
+        value_name = "KEY=VALUE"
+    )]
     pub k8s_pod_annotation: Vec<String>,
 }
 

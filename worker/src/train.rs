@@ -19,8 +19,8 @@ use neurodata_worker::journal::{
 use neurodata_worker::kube_runner::{KubeRunner, KubeRunnerConfig};
 use neurodata_worker::runner::{LocalRunner, RunOutcome, RunRequest, RunStatus, Runner};
 
-use crate::{MemberArgs, RunnerArgs, RunnerKind};
 use crate::node::{Node, is_wrong_status};
+use crate::{MemberArgs, RunnerArgs, RunnerKind};
 
 /// Pause after a job's task failed, before the next poll starts it again.
 const RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -62,9 +62,9 @@ async fn kube_runner(m: &MemberArgs, node: &Node, a: RunnerArgs) -> anyhow::Resu
         Some(ns) => ns,
         None => client.default_namespace().to_owned(),
     };
-    let image = a
-        .k8s_image
-        .context("--runner kubernetes needs --k8s-image (the image with neurodata-worker and trainer)")?;
+    let image = a.k8s_image.context(
+        "--runner kubernetes needs --k8s-image (the image with neurodata-worker and trainer)",
+    )?;
     let work_claim = a
         .k8s_work_claim
         .context("--runner kubernetes needs --k8s-work-claim (the PVC mounted at --state)")?;

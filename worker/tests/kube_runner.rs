@@ -49,8 +49,8 @@ fn manifest(path: &str) -> PathBuf {
 }
 
 fn spec_json(max_seconds: u64) -> String {
-    let text = std::fs::read_to_string(manifest("../trainer/tests/data/iris_logreg.json"))
-        .expect("spec");
+    let text =
+        std::fs::read_to_string(manifest("../trainer/tests/data/iris_logreg.json")).expect("spec");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
     v["training"]["epochs"] = 20.into();
     v["checkpoint_every"] = 10.into();
@@ -252,9 +252,11 @@ impl Org {
                 .list(&ListParams::default().labels(&format!("neurodata.io/run={run}")))
                 .await
                 .expect("pods");
-            if let Some(p) = list.items.into_iter().find(|p| {
-                p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            }) {
+            if let Some(p) = list
+                .items
+                .into_iter()
+                .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            {
                 return p;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -303,7 +305,10 @@ async fn a_run_is_sandboxed_and_leaves_nothing_behind() {
         Some("RuntimeDefault")
     );
     let container = &pod_spec.containers[0];
-    let sc = container.security_context.clone().expect("security context");
+    let sc = container
+        .security_context
+        .clone()
+        .expect("security context");
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(
@@ -408,7 +413,10 @@ async fn an_evicted_pod_is_reported_as_evicted() {
     let outcome = org.runner(Some("evict")).run(&job).await.expect("run");
     match outcome {
         RunOutcome::Failed(why) => {
-            assert!(why.starts_with("evicted: The node was low on resource: memory"), "{why}")
+            assert!(
+                why.starts_with("evicted: The node was low on resource: memory"),
+                "{why}"
+            )
         }
         other => panic!("an eviction reported as {other:?}"),
     }

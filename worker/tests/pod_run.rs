@@ -37,8 +37,8 @@ struct Pod {
 /// `out`.
 fn pod(spec_edit: impl FnOnce(&mut serde_json::Value)) -> Pod {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = std::fs::read_to_string(manifest("../trainer/tests/data/iris_logreg.json"))
-        .expect("spec");
+    let text =
+        std::fs::read_to_string(manifest("../trainer/tests/data/iris_logreg.json")).expect("spec");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
     v["training"]["epochs"] = 20.into();
     v["checkpoint_every"] = 10.into();
