@@ -17,8 +17,10 @@ export NEURODATA_KUBO
 # kube-apiserver, controller-manager, scheduler, kwok, helm), built once from tools/k8s into the
 # cache: about 20 minutes cold on 2 cores, so it builds while cargo formats and lints.
 k8s_log=$(mktemp)
-scripts/build-k8s.sh >"$k8s_log" 2>&1 &
+setsid scripts/build-k8s.sh >"$k8s_log" 2>&1 &
 k8s_build=$!
+# A failing lint must not leave the Go build running: stop its whole process group.
+trap 'kill -- -"$k8s_build" 2>/dev/null || true' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if ! wait "$k8s_build"; then
@@ -26,6 +28,7 @@ if ! wait "$k8s_build"; then
   echo "building the Kubernetes control plane failed" >&2
   exit 1
 fi
+trap - EXIT
 NEURODATA_K8S_BIN=$(tail -n 1 "$k8s_log")
 rm -f "$k8s_log"
 export NEURODATA_K8S_BIN

@@ -25,24 +25,16 @@ use serde_yaml::Value;
 /// The value sets a release of the chart is installed with.
 const SETS: [&str; 3] = ["validator-only", "member", "everything-s3"];
 
-/// The rules of the worker's Kubernetes runner, as agreed with `worker/src/kube_runner.rs`.
-const RUNNER_RULES: &str = r#"
-- apiGroups: ["batch"]
-  resources: ["jobs"]
-  verbs: ["create", "get", "list", "watch", "delete", "patch"]
-- apiGroups: [""]
-  resources: ["secrets"]
-  verbs: ["create", "get", "list", "delete"]
-- apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
-  verbs: ["create", "get", "list", "delete"]
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-- apiGroups: [""]
-  resources: ["pods/log"]
-  verbs: ["get"]
-"#;
+/// The rules of the worker's Kubernetes runner: the runner's own list, as RBAC rules.
+fn runner_rules() -> Value {
+    let rules: Vec<serde_json::Value> = neurodata_worker::kube_runner::RBAC_RULES
+        .iter()
+        .map(|(group, resource, verbs)| {
+            serde_json::json!({"apiGroups": [group], "resources": [resource], "verbs": verbs})
+        })
+        .collect();
+    serde_yaml::to_value(rules).expect("rules as YAML")
+}
 
 fn chart_dir() -> PathBuf {
     workspace_root().join("helm/neurodata")
@@ -262,7 +254,7 @@ fn each_value_set_renders_its_components_and_no_others() {
         );
     }
     let role = find(&m, "Role", "nd-neurodata-worker-runner");
-    let want: Value = serde_yaml::from_str(RUNNER_RULES).expect("RUNNER_RULES is YAML");
+    let want = runner_rules();
     assert_eq!(
         role["rules"], want,
         "the worker's Role must be exactly the runner's rules"

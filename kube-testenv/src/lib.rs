@@ -162,8 +162,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n");
         let path = self.dir.join(format!("sa-{namespace}-{name}.kubeconfig"));
-        std::fs::write(&path, config)
-            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        std::fs::write(&path, config).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         self.client_from(&path).await
     }
 

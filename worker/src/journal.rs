@@ -34,15 +34,31 @@ pub struct JobDir {
     pub job_id: u64,
     /// The directory.
     pub path: PathBuf,
+    /// Where its decrypted data goes: `<path>/data`, or a directory of its own under a scratch
+    /// directory kept off shared storage (see [`JobDir::with_scratch`]).
+    pub data: PathBuf,
 }
 
 impl JobDir {
-    /// Job `job_id`'s directory under `state` (not created).
+    /// Job `job_id`'s directory under `state` (not created), its data in `data/` inside it.
     pub fn new(state: &Path, job_id: u64) -> JobDir {
+        let path = state.join(format!("job-{job_id}"));
         JobDir {
             job_id,
-            path: state.join(format!("job-{job_id}")),
+            data: path.join("data"),
+            path,
         }
+    }
+
+    /// As [`JobDir::new`], with the decrypted data in `<scratch>/job-<id>` when a scratch
+    /// directory is given: a worker whose state is on a volume its run pods share keeps the
+    /// plaintext on a volume of its own.
+    pub fn with_scratch(state: &Path, scratch: Option<&Path>, job_id: u64) -> JobDir {
+        let mut dir = JobDir::new(state, job_id);
+        if let Some(scratch) = scratch {
+            dir.data = scratch.join(format!("job-{job_id}"));
+        }
+        dir
     }
 
     /// The job ids of every job directory under `state` (none if it does not exist).
@@ -70,7 +86,7 @@ impl JobDir {
 
     /// Where the decrypted data goes (deleted as soon as the job no longer needs it).
     pub fn data_dir(&self) -> PathBuf {
-        self.path.join("data")
+        self.data.clone()
     }
 
     /// The trainer's output directory.
@@ -129,8 +145,9 @@ impl JobDir {
         remove_dir(&self.data_dir())
     }
 
-    /// Deletes the whole directory.
+    /// Deletes the whole directory, and the data wherever it is.
     pub fn remove(&self) -> std::io::Result<()> {
+        remove_dir(&self.data)?;
         remove_dir(&self.path)
     }
 }

@@ -33,7 +33,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt as _, watcher};
 use neurodata_crypto::DataKey;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -57,6 +57,12 @@ const POD_PLAIN_DIR: &str = "/plain";
 /// starting the trainer (which enforces the limit on the run itself).
 pub const START_SLACK_SECONDS: u64 = 60;
 
+/// What `pod-run` writes as its termination message when the trainer hit the spec's time limit.
+pub const TIME_LIMIT_MESSAGE: &str = "time limit exceeded";
+
+/// Seconds (one try a second) a completed run's outputs get to show up on the work volume.
+const OUTPUTS_SETTLE_TRIES: u32 = 5;
+
 /// Memory the pod gets beyond the spec's limit: `neurodata-worker pod-run` itself. The
 /// decrypted data lives in a memory-backed volume and is added on top.
 const POD_OVERHEAD_MIB: u64 = 128;
@@ -69,13 +75,15 @@ pub const RBAC_RULES: &[(&str, &str, &[&str])] = &[
         "jobs",
         &["create", "get", "list", "watch", "delete", "patch"],
     ),
-    ("", "secrets", &["create", "get", "list", "delete"]),
+    // Created and deleted, never read back: the key is only ever written.
+    ("", "secrets", &["create", "delete"]),
     (
         "networking.k8s.io",
         "networkpolicies",
-        &["create", "get", "list", "delete"],
+        &["create", "delete"],
     ),
-    ("", "pods", &["get", "list", "watch"]),
+    // How a pod ended (its status), and its log.
+    ("", "pods", &["list"]),
     ("", "pods/log", &["get"]),
 ];
 
@@ -232,7 +240,14 @@ impl KubeRunner {
         let name = self.object_name(job.job_id);
         let sealed = format!("{POD_JOB_DIR}/sealed/{}", sealed_name(&job.data));
         let data_mib = data_bytes.div_ceil(1024 * 1024);
-        let memory = format!("{}Mi", job.max_memory_mb + POD_OVERHEAD_MIB + data_mib);
+        // Saturating: the spec's limits have no upper bound on chain, and a pod asking for more
+        // than any node has stays Pending, which the outcome reports as such.
+        let memory = format!(
+            "{}Mi",
+            job.max_memory_mb
+                .saturating_add(POD_OVERHEAD_MIB)
+                .saturating_add(data_mib)
+        );
         let threads = threads_for(&self.config.cpu).to_string();
         let mut labels = self.labels(job.job_id);
         labels.insert("neurodata.io/run".into(), name.clone());
@@ -250,6 +265,8 @@ impl KubeRunner {
                     "runAsUser": 10001,
                     "runAsGroup": 10001,
                     "fsGroup": 10001,
+                    // No recursive chown of the shared work volume at every start.
+                    "fsGroupChangePolicy": "OnRootMismatch",
                     "seccompProfile": {"type": "RuntimeDefault"},
                 },
                 "containers": [{
@@ -334,7 +351,11 @@ impl KubeRunner {
         std::fs::write(&sandbox_path, &sandbox)
             .map_err(io_err(format!("writing {}", sandbox_path.display())))?;
 
-        let deadline = job.max_seconds + self.config.start_slack_seconds;
+        let deadline = i64::try_from(
+            job.max_seconds
+                .saturating_add(self.config.start_slack_seconds),
+        )
+        .unwrap_or(i64::MAX);
         let k8s_job: Job = serde_json::from_value(json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
@@ -435,8 +456,11 @@ impl KubeRunner {
     async fn follow(&self, job: &RunRequest) -> Result<RunOutcome, RunnerError> {
         let id = job.job_id;
         let name = self.object_name(id);
-        let logs = tokio::spawn(follow_logs(self.pods(), name.clone(), id));
-        let mut stream = watcher::watch_object(self.jobs(), &name).boxed();
+        let logs = AbortOnDrop(tokio::spawn(follow_logs(self.pods(), name.clone(), id)));
+        // Transient errors of the watch (an API server restart) are retried with backoff.
+        let mut stream = watcher::watch_object(self.jobs(), &name)
+            .default_backoff()
+            .boxed();
         let outcome = loop {
             let next = stream.try_next().await.map_err(|e| RunnerError::Watch {
                 what: format!("watching Job {name}"),
@@ -458,7 +482,7 @@ impl KubeRunner {
             }
         };
         // What the pod wrote is already in the worker's log or in the termination message.
-        logs.abort();
+        drop(logs);
         Ok(outcome)
     }
 
@@ -466,35 +490,53 @@ impl KubeRunner {
     async fn outcome(&self, job: &RunRequest, ended: Ended) -> RunOutcome {
         match ended {
             Ended::Complete => {
-                if artifacts::outputs_complete(&job.out) {
-                    RunOutcome::Succeeded
-                } else {
-                    RunOutcome::Failed(
-                        "the run's pod completed but its outputs are incomplete".into(),
-                    )
+                // Files written on another node of a network volume may take a moment to show
+                // here (an NFS client's cached lookups).
+                for _ in 0..OUTPUTS_SETTLE_TRIES {
+                    if artifacts::outputs_complete(&job.out) {
+                        return RunOutcome::Succeeded;
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
+                RunOutcome::Failed("the run's pod completed but its outputs are incomplete".into())
             }
             Ended::Failed { reason, message } => {
-                if reason == "DeadlineExceeded" {
-                    return RunOutcome::DeadlineExceeded;
-                }
                 let pod = self.pod_ending(job.job_id).await;
-                match pod {
-                    Some(PodEnding::Evicted(why)) => RunOutcome::Failed(format!("evicted: {why}")),
-                    Some(PodEnding::Message(m)) if m.contains("time limit") => {
+                match (reason.as_str(), pod) {
+                    // Kubernetes' fault, not the job's: say so rather than blame its limits.
+                    (_, Some(PodEnding::NeverStarted(why))) => {
+                        RunOutcome::Failed(format!("the run's pod never started: {why}"))
+                    }
+                    (_, Some(PodEnding::Evicted(why))) => {
+                        RunOutcome::Failed(format!("evicted: {why}"))
+                    }
+                    (_, Some(PodEnding::Disrupted(why))) => RunOutcome::Failed(format!(
+                        "the run's pod was stopped by the cluster (drained or preempted): {why}"
+                    )),
+                    (_, Some(PodEnding::OutOfMemory)) => RunOutcome::Failed(format!(
+                        "out of memory: the pod went over its limit (the spec's max_memory_mb \
+                         {} MiB plus the data)",
+                        job.max_memory_mb
+                    )),
+                    ("DeadlineExceeded", _) => RunOutcome::DeadlineExceeded,
+                    // pod-run's own report of the trainer's time limit.
+                    (_, Some(PodEnding::Message(m))) if m == TIME_LIMIT_MESSAGE => {
                         RunOutcome::DeadlineExceeded
                     }
-                    Some(PodEnding::Message(m)) => {
+                    (_, Some(PodEnding::Message(m))) => {
                         RunOutcome::Failed(m.trim_start_matches("error: ").to_owned())
                     }
-                    None => RunOutcome::Failed(format!("the Job failed ({reason}): {message}")),
+                    (_, None) => {
+                        RunOutcome::Failed(format!("the Job failed ({reason}): {message}"))
+                    }
                 }
             }
         }
     }
 
-    /// How the pod of job `job_id` ended, from its status: evicted, or its container's
-    /// termination message (the trainer's last line).
+    /// How the pod of job `job_id` ended, from its status: never started (unschedulable, its
+    /// image not pulled), evicted, disrupted, killed for memory, or its container's termination
+    /// message (pod-run's report, else the trainer's last line).
     async fn pod_ending(&self, job_id: u64) -> Option<PodEnding> {
         let selector = format!("neurodata.io/run={}", self.object_name(job_id));
         let pods = self
@@ -507,8 +549,48 @@ impl KubeRunner {
             if status.reason.as_deref() == Some("Evicted") {
                 return Some(PodEnding::Evicted(status.message.unwrap_or_default()));
             }
-            for c in status.container_statuses.unwrap_or_default() {
+            let conditions = status.conditions.clone().unwrap_or_default();
+            if let Some(c) = conditions
+                .iter()
+                .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+            {
+                return Some(PodEnding::Disrupted(
+                    c.message.clone().or(c.reason.clone()).unwrap_or_default(),
+                ));
+            }
+            let containers = status.container_statuses.clone().unwrap_or_default();
+            let started = containers.iter().any(|c| {
+                c.state
+                    .as_ref()
+                    .is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+            });
+            if !started {
+                let waiting = containers
+                    .iter()
+                    .find_map(|c| c.state.as_ref().and_then(|s| s.waiting.clone()));
+                let unscheduled = conditions
+                    .iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "False");
+                let why = match (waiting, unscheduled) {
+                    (Some(w), _) => format!(
+                        "{}: {}",
+                        w.reason.unwrap_or_default(),
+                        w.message.unwrap_or_default()
+                    ),
+                    (None, Some(c)) => {
+                        format!("not scheduled: {}", c.message.clone().unwrap_or_default())
+                    }
+                    (None, None) => "it was never started".into(),
+                };
+                return Some(PodEnding::NeverStarted(why));
+            }
+            for c in containers {
                 let terminated = c.state.and_then(|s| s.terminated);
+                if let Some(t) = &terminated
+                    && t.reason.as_deref() == Some("OOMKilled")
+                {
+                    return Some(PodEnding::OutOfMemory);
+                }
                 if let Some(t) = terminated
                     && t.exit_code != 0
                 {
@@ -573,8 +655,20 @@ enum Ended {
 }
 
 enum PodEnding {
+    NeverStarted(String),
     Evicted(String),
+    Disrupted(String),
+    OutOfMemory,
     Message(String),
+}
+
+/// Frees a spawned task when dropped (on every path out of the function holding it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Whether `job` ended: its `Complete` or `Failed` condition is true (the interim

@@ -48,6 +48,10 @@ pub struct MemberArgs {
     /// Directory for per-job work: journals, decrypted data (deleted when done), run outputs.
     #[arg(long, env = "NEURODATA_WORKER_STATE")]
     pub state: PathBuf,
+    /// Directory for decrypted job data instead of `--state` (a volume of the worker's own, e.g.
+    /// a memory-backed emptyDir, when `--state` is shared with Kubernetes run pods).
+    #[arg(long, env = "NEURODATA_WORKER_SCRATCH")]
+    pub scratch: Option<PathBuf>,
     /// The trainer binary.
     #[arg(long, env = "NEURODATA_TRAINER", default_value = "trainer")]
     pub trainer: PathBuf,

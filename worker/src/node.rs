@@ -28,6 +28,8 @@ pub struct Node {
     sending: tokio::sync::Mutex<()>,
     /// The state directory.
     pub state: PathBuf,
+    /// Where decrypted data goes instead of the state directory (`<--scratch>/<mode>`).
+    pub scratch: Option<PathBuf>,
     /// The trainer binary.
     pub trainer: PathBuf,
     /// Time between polls.
@@ -63,9 +65,15 @@ impl Node {
             fee,
             sending: tokio::sync::Mutex::new(()),
             state,
+            scratch: m.scratch.as_ref().map(|s| s.join(mode)),
             trainer: m.trainer.clone(),
             poll: Duration::from_millis(m.poll_ms.max(100)),
         })
+    }
+
+    /// Job `id`'s directory (its data under `--scratch` if given).
+    pub fn job_dir(&self, id: u64) -> neurodata_worker::journal::JobDir {
+        neurodata_worker::journal::JobDir::with_scratch(&self.state, self.scratch.as_deref(), id)
     }
 
     /// The own gateway, as the chain.

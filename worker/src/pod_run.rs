@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use neurodata_crypto::DataKey;
 use neurodata_trainer::JobSpec;
+use neurodata_worker::kube_runner::TIME_LIMIT_MESSAGE;
 use neurodata_worker::runner::{LocalRunner, RunOutcome, RunRequest, Runner as _};
 
 /// Where Kubernetes reads a container's termination message from.
@@ -50,7 +51,7 @@ pub async fn run(args: PodRunArgs) -> anyhow::Result<()> {
     let result = run_inner(&args).await;
     let message = match &result {
         Ok(RunOutcome::Succeeded) => None,
-        Ok(RunOutcome::DeadlineExceeded) => Some("time limit exceeded".to_owned()),
+        Ok(RunOutcome::DeadlineExceeded) => Some(TIME_LIMIT_MESSAGE.to_owned()),
         Ok(RunOutcome::Failed(reason)) => Some(format!("error: {reason}")),
         Err(e) => Some(format!("error: {e:#}")),
     };

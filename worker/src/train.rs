@@ -204,7 +204,7 @@ async fn tick<R: Runner + 'static>(
 /// Takes job `id` through its steps until it waits on others (validators, the chain's windows)
 /// or is no longer ours.
 async fn drive<R: Runner>(node: &Node, runner: &R, id: u64) -> anyhow::Result<()> {
-    let dir = JobDir::new(&node.state, id);
+    let dir = node.job_dir(id);
     let mut told_waiting = false;
     loop {
         let Some(job) = node.job(id).await? else {
@@ -412,9 +412,11 @@ async fn upload(node: &Node, out: &std::path::Path) -> anyhow::Result<Uploaded> 
     let (result, _) = artifacts::read_result(out)?;
     let mut cids = Vec::new();
     for path in artifacts::published_files(out, result.segments) {
-        let file = tokio::fs::File::open(&path)
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
+        // Never through a link: the outputs may have been written by a run pod.
+        let file = tokio::fs::File::from_std(
+            artifacts::open_output(out, &path)
+                .with_context(|| format!("opening {}", path.display()))?,
+        );
         let (cid, _) = node
             .chain()
             .upload(file)

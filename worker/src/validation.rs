@@ -48,6 +48,7 @@ impl DatasetDir {
         JobDir {
             job_id: self.dataset_id,
             path: self.path.clone(),
+            data: self.path.join("data"),
         }
     }
 

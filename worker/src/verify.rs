@@ -130,7 +130,7 @@ async fn tick(v: &Arc<Verifier>, in_flight: &InFlight) -> anyhow::Result<()> {
     for id in JobDir::list(&v.node.state) {
         let busy = in_flight.lock().map(|s| s.contains(&id)).unwrap_or(true);
         if !attesting.contains(&id) && !busy {
-            JobDir::new(&v.node.state, id).remove()?;
+            v.node.job_dir(id).remove()?;
             tracing::info!(
                 job = id,
                 "job {id}: no longer attesting; its files are deleted"
@@ -139,7 +139,7 @@ async fn tick(v: &Arc<Verifier>, in_flight: &InFlight) -> anyhow::Result<()> {
     }
     for job in jobs {
         let id = job.id;
-        let journal: VerifyJournal = JobDir::new(&v.node.state, id).load()?;
+        let journal: VerifyJournal = v.node.job_dir(id).load()?;
         let step = verify_step(
             &job,
             &v.address,
@@ -171,7 +171,7 @@ async fn tick(v: &Arc<Verifier>, in_flight: &InFlight) -> anyhow::Result<()> {
 /// Takes job `id` to a verdict (or until there is nothing this validator can do for it).
 async fn drive(v: &Verifier, id: u64) -> anyhow::Result<()> {
     let node = &v.node;
-    let dir = JobDir::new(&node.state, id);
+    let dir = node.job_dir(id);
     let mut told_waiting = false;
     loop {
         let Some(job) = node.job(id).await? else {
