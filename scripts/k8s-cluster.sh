@@ -18,6 +18,10 @@ usage() { echo "usage: $0 start DIR [--owner PID] | stop DIR" >&2; exit 2; }
 cmd=$1 dir=$2
 shift 2
 
+# Whether process PID is still the one started for DIR (its command line names DIR: a reused
+# pid is some other process and is left alone).
+ours() { kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$2"; }
+
 # Stops the processes recorded in DIR/pids, in reverse start order: kwok, the scheduler and the
 # controller-manager before the API server (it otherwise waits ~75 s for its clients), etcd last.
 stop() {
@@ -25,16 +29,24 @@ stop() {
   [ -f "$dir/pids" ] || return 0
   local pid name
   tac "$dir/pids" | while read -r pid name; do
-    if kill -0 "$pid" 2>/dev/null && grep -q "$name" "/proc/$pid/cmdline" 2>/dev/null; then
+    if ours "$pid" "$dir"; then
       kill "$pid" 2>/dev/null || true
       for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -9 "$pid" 2>/dev/null || true
+      if ours "$pid" "$dir"; then kill -9 "$pid" 2>/dev/null || true; fi
     fi
   done
   rm -f "$dir/pids"
 }
 
 if [ "$cmd" = stop ]; then
+  dir=$(cd "$dir" 2>/dev/null && pwd) || exit 0
+  # An explicit stop also ends the watchdog, so it cannot later delete a cluster started anew in
+  # the same directory (the watchdog itself passes --watchdog).
+  if [ "${1:-}" != --watchdog ] && [ -f "$dir/watchdog" ]; then
+    wd=$(cat "$dir/watchdog")
+    if ours "$wd" "$dir"; then kill "$wd" 2>/dev/null || true; fi
+    rm -f "$dir/watchdog"
+  fi
   stop "$dir"
   exit 0
 fi
@@ -48,6 +60,9 @@ dir=$(cd "$dir" && pwd)
 [ ! -f "$dir/pids" ] || { echo "$dir already holds a cluster (stop it first)" >&2; exit 1; }
 pki=$dir/pki
 mkdir -p "$pki" "$dir/logs"
+# Whatever goes wrong before the cluster is up, nothing started is left running.
+started=""
+trap '[ -n "$started" ] || stop "$dir"' EXIT
 
 # Free loopback ports, chosen by the kernel.
 read -r etcd_port etcd_peer api_port <<<"$(python3 -c '
@@ -196,7 +211,9 @@ if [ -n "$owner" ]; then
   # The watchdog: detached from the caller's stdout so the caller does not wait for it.
   nohup bash -c '
     while kill -0 "$1" 2>/dev/null; do sleep 1; done
-    "$2" stop "$3"
+    "$2" stop "$3" --watchdog
     rm -rf "$3"' watchdog "$owner" "$here/scripts/k8s-cluster.sh" "$dir" >/dev/null 2>&1 &
+  echo $! >"$dir/watchdog"
 fi
+started=yes
 echo "$dir/kubeconfig"
