@@ -23,7 +23,12 @@ use neurodata_kube_testenv::{Cluster, cluster, workspace_root};
 use serde_yaml::Value;
 
 /// The value sets a release of the chart is installed with.
-const SETS: [&str; 3] = ["validator-only", "member", "everything-s3"];
+const SETS: [&str; 4] = [
+    "validator-only",
+    "member",
+    "everything-s3",
+    "validator-verifier-k8s",
+];
 
 /// The rules of the worker's Kubernetes runner: the runner's own list, as RBAC rules.
 fn runner_rules() -> Value {
@@ -374,6 +379,28 @@ fn each_value_set_renders_its_components_and_no_others() {
             .contains("port: 9000"),
         "the gateway may reach its S3 endpoint's port"
     );
+
+    // A verifier on the Kubernetes runner: its re-executions are Jobs, with the runner's Role,
+    // a ReadWriteMany work volume and a scratch volume of its own for the plaintext.
+    let k = render(c, "validator-verifier-k8s", "genomics");
+    let role = find(&k, "Role", "nd-neurodata-verifier-runner");
+    assert_eq!(role["rules"], runner_rules());
+    let work = find(&k, "PersistentVolumeClaim", "nd-neurodata-verifier-work");
+    assert_eq!(strings(&work["spec"]["accessModes"]), ["ReadWriteMany"]);
+    let sts = find(&k, "StatefulSet", "nd-neurodata-validator");
+    let spec = pod_spec(sts).expect("pod template");
+    assert_eq!(spec["automountServiceAccountToken"], Value::Bool(true));
+    let verifier = strings(&spec["containers"][2]["args"]);
+    assert_eq!(flag(&verifier, "--runner"), "kubernetes");
+    assert_eq!(
+        flag(&verifier, "--k8s-work-claim"),
+        "nd-neurodata-verifier-work"
+    );
+    assert_eq!(
+        flag(&verifier, "--scratch"),
+        "/var/lib/neurodata/verifier-scratch"
+    );
+    assert_ne!(flag(&verifier, "--state"), flag(&verifier, "--scratch"));
 }
 
 #[test]

@@ -159,7 +159,8 @@ pub enum Judgement {
 }
 
 impl Judgement {
-    fn mismatch(reason: impl Into<String>) -> Judgement {
+    /// A verdict that the result does not match, for `reason`.
+    pub fn mismatch(reason: impl Into<String>) -> Judgement {
         Judgement::Verdict {
             matches: false,
             segments_digest: [0; 32],
@@ -176,8 +177,33 @@ struct VerifyAnswer {
     error: Option<String>,
 }
 
+/// `trainer verify`'s arguments (after the program) for the run in `out` and the data file
+/// `data`, for `assignment`: the verifier runs them as a child process, or in a Kubernetes Job
+/// with the paths its pod sees.
+pub fn verify_args(out: &Path, data: &Path, assignment: &Assignment) -> Vec<String> {
+    let hexes: Vec<String> = assignment.validators.iter().map(hex::encode).collect();
+    vec![
+        "verify".into(),
+        "--out".into(),
+        out.display().to_string(),
+        "--data".into(),
+        data.display().to_string(),
+        "--job-id".into(),
+        assignment.job_id.to_string(),
+        "--validator".into(),
+        hex::encode(assignment.me),
+        "--validators".into(),
+        hexes.join(","),
+        "--sample-bps".into(),
+        assignment.sample_bps.to_string(),
+        "--beacon".into(),
+        hex::encode(&assignment.beacon),
+        "--json".into(),
+    ]
+}
+
 /// Judges the run in `out` (rebuilt: `result.json` from the chain, the artifacts by CID) against
-/// `data` for `assignment`, with the `trainer` binary; `result` is the chain's record.
+/// `data` for `assignment`, with the `trainer` binary run here; `result` is the chain's record.
 pub fn judge(
     trainer: &Path,
     out: &Path,
@@ -188,39 +214,34 @@ pub fn judge(
     if let Err(finding) = check_cids(out, result) {
         return Judgement::mismatch(finding);
     }
-    let hexes: Vec<String> = assignment.validators.iter().map(hex::encode).collect();
     let output = Command::new(trainer)
-        .arg("verify")
-        .arg("--out")
-        .arg(out)
-        .arg("--data")
-        .arg(data)
-        .arg("--job-id")
-        .arg(assignment.job_id.to_string())
-        .arg("--validator")
-        .arg(hex::encode(assignment.me))
-        .arg("--validators")
-        .arg(hexes.join(","))
-        .arg("--sample-bps")
-        .arg(assignment.sample_bps.to_string())
-        .arg("--beacon")
-        .arg(hex::encode(&assignment.beacon))
-        .arg("--json")
+        .args(verify_args(out, data, assignment))
         .output();
-    let output = match output {
-        Ok(o) => o,
-        Err(e) => {
-            return Judgement::CannotCheck(format!("starting {}: {e}", trainer.display()));
+    let answer = match output {
+        Err(e) => Err(format!("starting {}: {e}", trainer.display())),
+        Ok(o) if !o.status.success() => Err(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+        Ok(o) => Ok(o.stdout),
+    };
+    judge_answer(out, data, result, answer)
+}
+
+/// The judgement from `trainer verify --json`'s answer (its stdout, or why it could not check),
+/// however it was run; the artifacts' CIDs were checked before it ran ([`check_cids`]).
+pub fn judge_answer(
+    out: &Path,
+    data: &Path,
+    result: &pb::JobResult,
+    answer: Result<Vec<u8>, String>,
+) -> Judgement {
+    let stdout = match answer {
+        Ok(stdout) => stdout,
+        Err(why) => {
+            return Judgement::CannotCheck(format!(
+                "trainer verify could not check the run: {why}"
+            ));
         }
     };
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Judgement::CannotCheck(format!(
-            "trainer verify could not check the run: {}",
-            stderr.trim()
-        ));
-    }
-    let answer: VerifyAnswer = match serde_json::from_slice(&output.stdout) {
+    let answer: VerifyAnswer = match serde_json::from_slice(&stdout) {
         Ok(a) => a,
         Err(e) => {
             return Judgement::CannotCheck(format!("trainer verify's answer does not parse: {e}"));

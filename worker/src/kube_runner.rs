@@ -87,6 +87,27 @@ pub const RBAC_RULES: &[(&str, &str, &[&str])] = &[
     ("", "pods/log", &["get"]),
 ];
 
+/// What a runner's Jobs do (in object names and the `neurodata.io/task` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunTask {
+    /// A worker's training runs (`trainer run`).
+    Train,
+    /// A verifier's re-executions of its segments of a result (`trainer verify`).
+    Verify,
+}
+
+impl RunTask {
+    fn name(self) -> &'static str {
+        match self {
+            RunTask::Train => "train",
+            RunTask::Verify => "verify",
+        }
+    }
+}
+
+/// The label saying what a run does (`train`, `verify`).
+pub const TASK_LABEL: &str = "neurodata.io/task";
+
 /// How run pods are made.
 #[derive(Clone, Debug)]
 pub struct KubeRunnerConfig {
@@ -112,6 +133,8 @@ pub struct KubeRunnerConfig {
     pub pod_annotations: BTreeMap<String, String>,
     /// This worker's name in labels and object names (lowercase alphanumerics, `-`).
     pub worker: String,
+    /// What this runner's Jobs do: a worker's training runs or a verifier's re-executions.
+    pub task: RunTask,
     /// Seconds beyond the spec's `max_seconds` before Kubernetes stops the pod
     /// (`activeDeadlineSeconds`); [`START_SLACK_SECONDS`] unless a test wants it sooner.
     pub start_slack_seconds: u64,
@@ -181,13 +204,18 @@ impl KubeRunner {
 
     /// The name of every object of job `job_id`'s run.
     pub fn object_name(&self, job_id: u64) -> String {
-        format!("nd-train-{}-{job_id}", self.config.worker)
+        format!(
+            "nd-{}-{}-{job_id}",
+            self.config.task.name(),
+            self.config.worker
+        )
     }
 
     fn labels(&self, job_id: u64) -> BTreeMap<String, String> {
         BTreeMap::from([
             (JOB_LABEL.to_owned(), job_id.to_string()),
             (WORKER_LABEL.to_owned(), self.config.worker.clone()),
+            (TASK_LABEL.to_owned(), self.config.task.name().into()),
             ("app.kubernetes.io/component".to_owned(), COMPONENT.into()),
             ("app.kubernetes.io/part-of".to_owned(), "neurodata".into()),
         ])
@@ -211,18 +239,16 @@ impl KubeRunner {
 
     /// The job's directory on the work volume, relative to the claim's root (`job-<id>`), from
     /// the run's output directory `<state>/job-<id>/out`.
-    fn job_subpath(&self, job: &RunRequest) -> Result<PathBuf, RunnerError> {
-        job.out
-            .parent()
+    fn job_subpath(&self, out: &Path, job_id: u64) -> Result<PathBuf, RunnerError> {
+        out.parent()
             .and_then(|dir| dir.strip_prefix(&self.config.state).ok())
             .filter(|rel| !rel.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .ok_or_else(|| RunnerError::Io {
                 what: format!(
-                    "job {}: its output directory {} is not in a job directory under the work \
+                    "job {job_id}: its directory {} is not in a job directory under the work \
                      volume {}",
-                    job.job_id,
-                    job.out.display(),
+                    out.display(),
                     self.config.state.display()
                 ),
                 source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
@@ -235,22 +261,73 @@ impl KubeRunner {
         job: &RunRequest,
         data_bytes: u64,
     ) -> Result<PodTemplateSpec, RunnerError> {
-        let sub = self.job_subpath(job)?;
+        let sub = self.job_subpath(&job.out, job.job_id)?;
         let sub = sub.to_string_lossy();
-        let name = self.object_name(job.job_id);
         let sealed = format!("{POD_JOB_DIR}/sealed/{}", sealed_name(&job.data));
+        let args = vec![
+            "pod-run".to_owned(),
+            "--spec".into(),
+            format!("{POD_SECRET_DIR}/spec.json"),
+            "--key".into(),
+            format!("{POD_SECRET_DIR}/data-key"),
+            "--sealed".into(),
+            sealed,
+            "--plain".into(),
+            POD_PLAIN_DIR.into(),
+            "--out".into(),
+            format!("{POD_JOB_DIR}/out"),
+            "--threads".into(),
+            threads_for(&self.config.cpu).to_string(),
+        ];
+        let mounts = vec![
+            json!({"name": "work", "mountPath": format!("{POD_JOB_DIR}/out"),
+                                 "subPath": format!("{sub}/out")}),
+        ];
+        self.template(
+            job.job_id,
+            &sub,
+            args,
+            mounts,
+            job.max_memory_mb,
+            data_bytes,
+        )
+    }
+
+    /// A pod template running `neurodata-worker` with `args`: the run's Secret at
+    /// `/run/neurodata`, the job's sealed data (`<sub>/sealed`) read-only at `/job/sealed`,
+    /// `mounts` from the work volume, a memory-backed `/plain` for the decrypted data; the
+    /// spec's memory limit plus the data and pod-run's own.
+    fn template(
+        &self,
+        job_id: u64,
+        sub: &str,
+        args: Vec<String>,
+        mounts: Vec<serde_json::Value>,
+        max_memory_mb: u64,
+        data_bytes: u64,
+    ) -> Result<PodTemplateSpec, RunnerError> {
+        let name = self.object_name(job_id);
         let data_mib = data_bytes.div_ceil(1024 * 1024);
         // Saturating: the spec's limits have no upper bound on chain, and a pod asking for more
         // than any node has stays Pending, which the outcome reports as such.
         let memory = format!(
             "{}Mi",
-            job.max_memory_mb
+            max_memory_mb
                 .saturating_add(POD_OVERHEAD_MIB)
                 .saturating_add(data_mib)
         );
-        let threads = threads_for(&self.config.cpu).to_string();
-        let mut labels = self.labels(job.job_id);
+        let mut labels = self.labels(job_id);
         labels.insert("neurodata.io/run".into(), name.clone());
+        let mut volume_mounts = vec![
+            json!({"name": "key", "mountPath": POD_SECRET_DIR, "readOnly": true}),
+            // Writable scratch for the run's pid file beside `out`.
+            json!({"name": "scratch", "mountPath": POD_JOB_DIR}),
+            json!({"name": "work", "mountPath": format!("{POD_JOB_DIR}/sealed"),
+                   "subPath": format!("{sub}/sealed"), "readOnly": true}),
+        ];
+        volume_mounts.extend(mounts);
+        volume_mounts.push(json!({"name": "plain", "mountPath": POD_PLAIN_DIR}));
+        volume_mounts.push(json!({"name": "tmp", "mountPath": "/tmp"}));
         let template = json!({
             "metadata": {
                 "labels": labels,
@@ -273,15 +350,7 @@ impl KubeRunner {
                     "name": "trainer",
                     "image": self.config.image,
                     "command": ["neurodata-worker"],
-                    "args": [
-                        "pod-run",
-                        "--spec", format!("{POD_SECRET_DIR}/spec.json"),
-                        "--key", format!("{POD_SECRET_DIR}/data-key"),
-                        "--sealed", sealed,
-                        "--plain", POD_PLAIN_DIR,
-                        "--out", format!("{POD_JOB_DIR}/out"),
-                        "--threads", threads,
-                    ],
+                    "args": args,
                     "resources": {
                         "requests": {"cpu": self.config.cpu, "memory": memory},
                         "limits": {"cpu": self.config.cpu, "memory": memory},
@@ -293,19 +362,9 @@ impl KubeRunner {
                         "capabilities": {"drop": ["ALL"]},
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    // The trainer's last line (`error: ...`) is the reason of a failure.
+                    // pod-run's report (or the trainer's last line) says how it ended.
                     "terminationMessagePolicy": "FallbackToLogsOnError",
-                    "volumeMounts": [
-                        {"name": "key", "mountPath": POD_SECRET_DIR, "readOnly": true},
-                        // Writable scratch for the run's pid file beside `out`.
-                        {"name": "scratch", "mountPath": POD_JOB_DIR},
-                        {"name": "work", "mountPath": format!("{POD_JOB_DIR}/sealed"),
-                         "subPath": format!("{sub}/sealed"), "readOnly": true},
-                        {"name": "work", "mountPath": format!("{POD_JOB_DIR}/out"),
-                         "subPath": format!("{sub}/out")},
-                        {"name": "plain", "mountPath": POD_PLAIN_DIR},
-                        {"name": "tmp", "mountPath": "/tmp"},
-                    ],
+                    "volumeMounts": volume_mounts,
                 }],
                 "volumes": [
                     {"name": "key", "secret": {"secretName": name, "defaultMode": 0o440}},
@@ -317,7 +376,7 @@ impl KubeRunner {
             },
         });
         serde_json::from_value(template).map_err(|e| RunnerError::Io {
-            what: format!("job {}: building the pod template", job.job_id),
+            what: format!("job {job_id}: building the pod template"),
             source: std::io::Error::other(e),
         })
     }
@@ -351,18 +410,41 @@ impl KubeRunner {
         std::fs::write(&sandbox_path, &sandbox)
             .map_err(io_err(format!("writing {}", sandbox_path.display())))?;
 
-        let deadline = i64::try_from(
-            job.max_seconds
-                .saturating_add(self.config.start_slack_seconds),
-        )
-        .unwrap_or(i64::MAX);
+        let sandbox_sha256 = hex::encode(Sha256::digest(&sandbox));
+        let secret_data = BTreeMap::from([
+            ("data-key".to_owned(), key.as_bytes().to_vec()),
+            ("spec.json".to_owned(), spec),
+        ]);
+        self.create_objects(id, template, &sandbox_sha256, secret_data, job.max_seconds)
+            .await?;
+        tracing::info!(
+            job = id,
+            "job {id}: Kubernetes Job {}/{name} started (sandbox sha256 {sandbox_sha256})",
+            self.config.namespace,
+        );
+        Ok(())
+    }
+
+    /// Creates run `id`'s Job (suspended, running `template`), its Secret (`secret_data`) and
+    /// NetworkPolicy, both owned by the Job, and resumes it.
+    async fn create_objects(
+        &self,
+        id: u64,
+        template: PodTemplateSpec,
+        sandbox_sha256: &str,
+        secret_data: BTreeMap<String, Vec<u8>>,
+        max_seconds: u64,
+    ) -> Result<(), RunnerError> {
+        let name = self.object_name(id);
+        let deadline = i64::try_from(max_seconds.saturating_add(self.config.start_slack_seconds))
+            .unwrap_or(i64::MAX);
         let k8s_job: Job = serde_json::from_value(json!({
             "apiVersion": "batch/v1",
             "kind": "Job",
             "metadata": {
                 "name": name,
                 "labels": self.labels(id),
-                "annotations": {"neurodata.io/sandbox-sha256": hex::encode(Sha256::digest(&sandbox))},
+                "annotations": {"neurodata.io/sandbox-sha256": sandbox_sha256},
             },
             "spec": {
                 "suspend": true,
@@ -398,10 +480,10 @@ impl KubeRunner {
             "metadata": {"name": name, "labels": self.labels(id), "ownerReferences": owner},
             "type": "Opaque",
             "immutable": true,
-            "data": {
-                "data-key": base64_encode(key.as_bytes()),
-                "spec.json": base64_encode(&spec),
-            },
+            "data": secret_data
+                .iter()
+                .map(|(k, v)| (k.clone(), base64_encode(v)))
+                .collect::<BTreeMap<_, _>>(),
         }))
         .map_err(|e| RunnerError::Io {
             what: "building the Secret".into(),
@@ -411,8 +493,6 @@ impl KubeRunner {
             .create(&PostParams::default(), &secret)
             .await
             .map_err(kube_err(format!("creating Secret {name}")))?;
-        let mut pod_labels = self.labels(id);
-        pod_labels.insert("neurodata.io/run".into(), name.clone());
         let policy: NetworkPolicy = serde_json::from_value(json!({
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",
@@ -443,47 +523,156 @@ impl KubeRunner {
             )
             .await
             .map_err(kube_err(format!("resuming Job {name}")))?;
-        tracing::info!(
-            job = id,
-            "job {id}: Kubernetes Job {}/{name} started (sandbox sha256 {})",
-            self.config.namespace,
-            hex::encode(Sha256::digest(&sandbox))
-        );
         Ok(())
     }
 
     /// Waits for Job `name` to end and says how it did.
     async fn follow(&self, job: &RunRequest) -> Result<RunOutcome, RunnerError> {
-        let id = job.job_id;
+        Ok(match self.watch_until_ended(job.job_id).await? {
+            Ok(ended) => self.outcome(job, ended).await,
+            Err(why) => RunOutcome::Failed(why),
+        })
+    }
+
+    /// Follows run `id`'s Job with a watch until it ends (its log copied into the worker's
+    /// meanwhile); `Err(why)` if it was deleted first.
+    async fn watch_until_ended(&self, id: u64) -> Result<Result<Ended, String>, RunnerError> {
         let name = self.object_name(id);
-        let logs = AbortOnDrop(tokio::spawn(follow_logs(self.pods(), name.clone(), id)));
+        let _logs = AbortOnDrop(tokio::spawn(follow_logs(self.pods(), name.clone(), id)));
         // Transient errors of the watch (an API server restart) are retried with backoff.
         let mut stream = watcher::watch_object(self.jobs(), &name)
             .default_backoff()
             .boxed();
-        let outcome = loop {
+        loop {
             let next = stream.try_next().await.map_err(|e| RunnerError::Watch {
                 what: format!("watching Job {name}"),
                 source: e,
             })?;
             match next {
-                None => {
-                    // The stream ended: a watch is endless, so this only happens on shutdown.
-                    break RunOutcome::Failed(format!("the watch of Job {name} ended"));
-                }
-                Some(None) => {
-                    break RunOutcome::Failed(format!("Job {name} was deleted before it finished"));
-                }
+                // A watch is endless: this only happens on shutdown.
+                None => return Ok(Err(format!("the watch of Job {name} ended"))),
+                Some(None) => return Ok(Err(format!("Job {name} was deleted before it finished"))),
                 Some(Some(k8s_job)) => {
                     if let Some(ended) = job_ended(&k8s_job) {
-                        break self.outcome(job, ended).await;
+                        return Ok(Ok(ended));
                     }
                 }
             }
+        }
+    }
+
+    /// Re-runs a verifier's segments of a result as a Job: `trainer verify` (`args` for the
+    /// pod's paths, from [`crate::judge::verify_args`]) over the rebuilt run in `run` (mounted
+    /// read-only) and the data file `data` (sealed for the pod like a training run's). Returns
+    /// the trainer's answer (its JSON, which the pod passes back in its termination message), or
+    /// why it could not check. Idempotent by job id like [`Runner::run`]: a re-execution under
+    /// way (a restarted verifier) is attached to.
+    pub async fn verify(
+        &self,
+        request: &VerifyRequest,
+    ) -> Result<Result<Vec<u8>, String>, RunnerError> {
+        let id = request.job_id;
+        let name = self.object_name(id);
+        let job_dir = request.run.parent().unwrap_or(&request.run).to_path_buf();
+        let running = match self.find_job(id).await? {
+            Some(j) if j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) => {
+                self.clean_up(id, &job_dir).await?;
+                self.wait_gone(&name).await?;
+                false
+            }
+            Some(_) => true,
+            None => false,
         };
-        // What the pod wrote is already in the worker's log or in the termination message.
-        drop(logs);
-        Ok(outcome)
+        if !running {
+            let sub = self.job_subpath(&request.run, id)?;
+            let sub = sub.to_string_lossy().into_owned();
+            let sealed_dir = job_dir.join("sealed");
+            std::fs::create_dir_all(&sealed_dir)
+                .map_err(io_err(format!("creating {}", sealed_dir.display())))?;
+            let key = DataKey::generate().map_err(|e| RunnerError::Io {
+                what: "generating the run's data key".into(),
+                source: std::io::Error::other(e),
+            })?;
+            let name_in_pod = sealed_name(&request.data);
+            let data_bytes = seal(&request.data, &sealed_dir.join(&name_in_pod), &key)?;
+            let plain = Path::new(POD_PLAIN_DIR).join(
+                name_in_pod
+                    .strip_suffix(".sealed")
+                    .unwrap_or(name_in_pod.as_str()),
+            );
+            let mut args = vec![
+                "pod-run".to_owned(),
+                "--key".into(),
+                format!("{POD_SECRET_DIR}/data-key"),
+                "--sealed".into(),
+                format!("{POD_JOB_DIR}/sealed/{name_in_pod}"),
+                "--plain".into(),
+                POD_PLAIN_DIR.into(),
+                "--".into(),
+            ];
+            args.extend((request.args)(
+                Path::new(&format!("{POD_JOB_DIR}/run")),
+                &plain,
+            ));
+            let mounts = vec![
+                json!({"name": "work", "mountPath": format!("{POD_JOB_DIR}/run"),
+                                     "subPath": sub.clone() + "/" + &run_leaf(&request.run),
+                                     "readOnly": true}),
+            ];
+            let template =
+                self.template(id, &sub, args, mounts, request.max_memory_mb, data_bytes)?;
+            let sandbox = serde_json::to_vec(&template).map_err(|e| RunnerError::Io {
+                what: "serializing the pod template".into(),
+                source: std::io::Error::other(e),
+            })?;
+            let secret = BTreeMap::from([("data-key".to_owned(), key.as_bytes().to_vec())]);
+            self.create_objects(
+                id,
+                template,
+                &hex::encode(Sha256::digest(&sandbox)),
+                secret,
+                request.max_seconds,
+            )
+            .await?;
+            tracing::info!(
+                job = id,
+                "job {id}: re-execution Job {}/{name} started",
+                self.config.namespace
+            );
+        }
+        let answer = match self.watch_until_ended(id).await? {
+            Ok(Ended::Complete) => match self.answer(id).await {
+                Some(text) => Ok(text.into_bytes()),
+                None => Err("the re-execution's pod left no answer".to_owned()),
+            },
+            Ok(Ended::Failed { reason, message }) => Err(match self.pod_ending(id).await {
+                Some(PodEnding::Message(m)) => m.trim_start_matches("error: ").to_owned(),
+                Some(PodEnding::NeverStarted(why)) => format!("its pod never started: {why}"),
+                Some(PodEnding::Evicted(why)) => format!("evicted: {why}"),
+                Some(PodEnding::Disrupted(why)) => format!("stopped by the cluster: {why}"),
+                Some(PodEnding::OutOfMemory) => "out of memory".into(),
+                None => format!("the Job failed ({reason}): {message}"),
+            }),
+            Err(why) => Err(why),
+        };
+        self.clean_up(id, &job_dir).await?;
+        Ok(answer)
+    }
+
+    /// The termination message of run `id`'s pod that exited 0: `trainer verify`'s answer.
+    async fn answer(&self, id: u64) -> Option<String> {
+        let selector = format!("neurodata.io/run={}", self.object_name(id));
+        let pods = self
+            .pods()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .ok()?;
+        pods.items.into_iter().find_map(|pod| {
+            pod.status?
+                .container_statuses?
+                .into_iter()
+                .find_map(|c| c.state?.terminated.filter(|t| t.exit_code == 0)?.message)
+        })
     }
 
     /// The outcome of a Job that ended as `ended`.
@@ -608,8 +797,8 @@ impl KubeRunner {
 
     /// Deletes what the run left: the Secret first (the key must not outlive the run), the
     /// NetworkPolicy, the Job and its pod, and the sealed data.
-    async fn clean_up(&self, job: &RunRequest) -> Result<(), RunnerError> {
-        let name = self.object_name(job.job_id);
+    async fn clean_up(&self, id: u64, job_dir: &Path) -> Result<(), RunnerError> {
+        let name = self.object_name(id);
         absent(
             self.secrets().delete(&name, &DeleteParams::default()).await,
             || format!("deleting Secret {name}"),
@@ -624,15 +813,44 @@ impl KubeRunner {
             self.jobs().delete(&name, &DeleteParams::background()).await,
             || format!("deleting Job {name}"),
         )?;
-        if let Some(dir) = job.out.parent() {
-            let sealed = dir.join("sealed");
-            if sealed.exists() {
-                std::fs::remove_dir_all(&sealed)
-                    .map_err(io_err(format!("deleting {}", sealed.display())))?;
-            }
+        let sealed = job_dir.join("sealed");
+        if sealed.exists() {
+            std::fs::remove_dir_all(&sealed)
+                .map_err(io_err(format!("deleting {}", sealed.display())))?;
         }
         Ok(())
     }
+}
+
+/// The job directory holding a run's output directory `out` (`<state>/job-<id>/out`).
+fn job_dir_of(out: &Path) -> &Path {
+    out.parent().unwrap_or(out)
+}
+
+/// The last component of a run directory, as a subPath below the job's directory.
+fn run_leaf(run: &Path) -> String {
+    run.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into())
+}
+
+/// Builds `trainer verify`'s arguments for a run directory and a data file.
+pub type VerifyArgs = Box<dyn Fn(&Path, &Path) -> Vec<String> + Send + Sync>;
+
+/// What [`KubeRunner::verify`] re-runs.
+pub struct VerifyRequest {
+    /// The job.
+    pub job_id: u64,
+    /// The rebuilt run directory (`<state>/job-<id>/out`): result, model, trace, checkpoints.
+    pub run: PathBuf,
+    /// The decrypted data file (not on the work volume).
+    pub data: PathBuf,
+    /// `trainer verify`'s arguments for a run directory and a data file (the pod's paths).
+    pub args: VerifyArgs,
+    /// The spec's time limit.
+    pub max_seconds: u64,
+    /// The spec's memory limit.
+    pub max_memory_mb: u64,
 }
 
 /// A delete's result, with "not found" counting as done.
@@ -774,29 +992,19 @@ impl Runner for KubeRunner {
                 );
             }
             Some(RunStatus::Finished(outcome)) => {
-                self.clean_up(job).await?;
+                self.clean_up(job.job_id, job_dir_of(&job.out)).await?;
                 return Ok(outcome);
             }
             None => self.start(job).await?,
         }
         let outcome = self.follow(job).await?;
-        self.clean_up(job).await?;
+        self.clean_up(job.job_id, job_dir_of(&job.out)).await?;
         Ok(outcome)
     }
 
     async fn find(&self, job_id: u64, out: &Path) -> Result<Option<RunStatus>, RunnerError> {
         let name = self.object_name(job_id);
-        // By label, not by name: the labels say whose run of which job it is, whatever a
-        // later version of the runner names its objects.
-        let selector = format!("{JOB_LABEL}={job_id},{WORKER_LABEL}={}", self.config.worker);
-        let found = self
-            .jobs()
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(kube_err(format!("listing the Jobs labelled {selector}")))?
-            .items
-            .into_iter()
-            .next();
+        let found = self.find_job(job_id).await?;
         let Some(k8s_job) = found else {
             return Ok(artifacts::outputs_complete(out)
                 .then_some(RunStatus::Finished(RunOutcome::Succeeded)));
@@ -822,15 +1030,7 @@ impl Runner for KubeRunner {
         if suspended {
             // A start interrupted before the Job was resumed: its Secret may be missing, so it
             // is started again from scratch.
-            let request = RunRequest {
-                job_id,
-                spec: PathBuf::new(),
-                data: PathBuf::new(),
-                out: out.to_path_buf(),
-                max_seconds: 0,
-                max_memory_mb: 0,
-            };
-            self.clean_up(&request).await?;
+            self.clean_up(job_id, job_dir_of(out)).await?;
             self.wait_gone(&name).await?;
             return Ok(None);
         }
@@ -839,6 +1039,76 @@ impl Runner for KubeRunner {
 }
 
 impl KubeRunner {
+    /// Deletes this worker's Jobs still suspended, with their Secrets and policies: a Job is
+    /// suspended only while a start is under way, so at the worker's start any is a start that
+    /// a crash interrupted. Without this, one whose chain job then left the worker (and is never
+    /// looked at again) would keep its data key in a Secret for good: a suspended Job has no
+    /// deadline and no TTL. Returns how many were deleted.
+    pub async fn sweep_interrupted_starts(&self) -> Result<usize, RunnerError> {
+        let selector = format!(
+            "{WORKER_LABEL}={},{TASK_LABEL}={}",
+            self.config.worker,
+            self.config.task.name()
+        );
+        let jobs = self
+            .jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err(format!("listing the Jobs labelled {selector}")))?;
+        let mut swept = 0;
+        for job in jobs.items {
+            let suspended = job.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false);
+            let id = job
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(JOB_LABEL))
+                .and_then(|v| v.parse::<u64>().ok());
+            let (true, Some(id)) = (suspended, id) else {
+                continue;
+            };
+            let name = self.object_name(id);
+            absent(
+                self.secrets().delete(&name, &DeleteParams::default()).await,
+                || format!("deleting Secret {name}"),
+            )?;
+            absent(
+                self.policies()
+                    .delete(&name, &DeleteParams::default())
+                    .await,
+                || format!("deleting NetworkPolicy {name}"),
+            )?;
+            absent(
+                self.jobs().delete(&name, &DeleteParams::background()).await,
+                || format!("deleting Job {name}"),
+            )?;
+            tracing::info!(
+                job = id,
+                "job {id}: deleted Job {name}, a start interrupted by a crash"
+            );
+            swept += 1;
+        }
+        Ok(swept)
+    }
+
+    /// This runner's Job of job `job_id`, found by label, not by name: the labels say whose run
+    /// of which job it is, whatever a later version of the runner names its objects.
+    async fn find_job(&self, job_id: u64) -> Result<Option<Job>, RunnerError> {
+        let selector = format!(
+            "{JOB_LABEL}={job_id},{WORKER_LABEL}={},{TASK_LABEL}={}",
+            self.config.worker,
+            self.config.task.name()
+        );
+        Ok(self
+            .jobs()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(kube_err(format!("listing the Jobs labelled {selector}")))?
+            .items
+            .into_iter()
+            .next())
+    }
+
     /// Waits until Job `name` no longer exists (a deleted Job lingers while its pods go).
     async fn wait_gone(&self, name: &str) -> Result<(), RunnerError> {
         for _ in 0..120 {

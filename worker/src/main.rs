@@ -159,6 +159,8 @@ enum Command {
             value_name = "ID,ID,..."
         )]
         validate_datasets: Vec<u64>,
+        #[command(flatten)]
+        runner: RunnerArgs,
     },
     /// Inside a Kubernetes run pod: decrypt the sealed data with the run's key into a
     /// memory-backed directory and run the trainer on it (what `train --runner kubernetes`
@@ -203,7 +205,8 @@ fn main() -> ExitCode {
                 validator_key,
                 verdicts,
                 validate_datasets,
-            } => verify::run(member, validator_key, verdicts, validate_datasets).await,
+                runner,
+            } => verify::run(member, validator_key, verdicts, validate_datasets, runner).await,
             Command::PodRun(args) => pod_run::run(args).await,
         }
     }));

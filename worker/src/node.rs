@@ -13,7 +13,9 @@ use neurodata_proto::chain::v1 as pb;
 use neurodata_worker::fetch::Gateways;
 use openssl::pkey::{PKey, Private};
 
-use crate::MemberArgs;
+use neurodata_worker::kube_runner::{KubeRunner, KubeRunnerConfig, RunTask};
+
+use crate::{MemberArgs, RunnerArgs};
 
 /// A connected member.
 pub struct Node {
@@ -120,4 +122,65 @@ pub fn is_wrong_status(e: &ClientError) -> bool {
     }
     .code();
     matches!(e, ClientError::Rejected { codespace, code: c, .. } if codespace == "training" && *c == code)
+}
+
+/// The Kubernetes runner the flags describe, with the pod's own credentials (in a cluster) or
+/// the kubeconfig's.
+pub async fn kube_runner(
+    m: &MemberArgs,
+    node: &Node,
+    a: RunnerArgs,
+    task: RunTask,
+) -> anyhow::Result<KubeRunner> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster credentials or KUBECONFIG)")?;
+    let namespace = match a.k8s_namespace {
+        Some(ns) => ns,
+        None => client.default_namespace().to_owned(),
+    };
+    let image = a.k8s_image.context(
+        "--runner kubernetes needs --k8s-image (the image with neurodata-worker and trainer)",
+    )?;
+    let work_claim = a
+        .k8s_work_claim
+        .context("--runner kubernetes needs --k8s-work-claim (the PVC mounted at --state)")?;
+    let mut gateway_selector = std::collections::BTreeMap::new();
+    for pair in &a.k8s_gateway_selector {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--k8s-gateway-selector: {pair:?} is not KEY=VALUE"))?;
+        gateway_selector.insert(k.to_owned(), v.to_owned());
+    }
+    anyhow::ensure!(
+        !gateway_selector.is_empty(),
+        "--runner kubernetes needs --k8s-gateway-selector (the labels of the org gateway's pods: \
+         the only egress run pods get)"
+    );
+    let mut pod_annotations = std::collections::BTreeMap::new();
+    for pair in &a.k8s_pod_annotation {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--k8s-pod-annotation: {pair:?} is not KEY=VALUE"))?;
+        pod_annotations.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(KubeRunner::new(
+        client,
+        KubeRunnerConfig {
+            namespace,
+            image,
+            work_claim,
+            state: m.state.clone(),
+            gateway_selector,
+            gateway_port: a.k8s_gateway_port,
+            cpu: a.k8s_cpu,
+            ttl_seconds: a.k8s_ttl_seconds,
+            pod_annotations,
+            // Object names carry the member's address (its first 12 hex digits): two workers
+            // in one namespace never touch each other's runs.
+            worker: hex::encode(node.me.0).chars().take(12).collect(),
+            task,
+            start_slack_seconds: neurodata_worker::kube_runner::START_SLACK_SECONDS,
+        },
+    ))
 }

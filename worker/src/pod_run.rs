@@ -1,8 +1,9 @@
 //! `neurodata-worker pod-run`: the command of a Kubernetes run pod (see the library's
 //! `kube_runner`). It opens the sealed data with the run's key (from the run's Secret) into a
-//! memory-backed directory, runs the trainer on it as the local runner does, and says how the
-//! run ended in the container's termination message, which the worker reads from the pod's
-//! status: `error: <reason>` or `time limit exceeded`.
+//! memory-backed directory, then either runs a training job on it as the local runner does, or
+//! (with trainer arguments after `--`) a verifier's `trainer verify`. It says how the run ended
+//! in the container's termination message, which the worker reads from the pod's status:
+//! `error: <reason>` or `time limit exceeded`, or for a verification the trainer's answer.
 
 use std::path::{Path, PathBuf};
 
@@ -19,9 +20,9 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 /// `pod-run`'s arguments (the runner's pod template writes them).
 #[derive(Args, Clone, Debug)]
 pub struct PodRunArgs {
-    /// The job spec (JSON).
-    #[arg(long)]
-    spec: PathBuf,
+    /// The job spec (JSON); for a training run.
+    #[arg(long, required_unless_present = "trainer_args")]
+    spec: Option<PathBuf>,
     /// The run's data key: 32 raw bytes.
     #[arg(long)]
     key: PathBuf,
@@ -31,9 +32,9 @@ pub struct PodRunArgs {
     /// Directory for the decrypted data (a memory-backed volume).
     #[arg(long)]
     plain: PathBuf,
-    /// The trainer's output directory.
-    #[arg(long)]
-    out: PathBuf,
+    /// The trainer's output directory; for a training run.
+    #[arg(long, required_unless_present = "trainer_args")]
+    out: Option<PathBuf>,
     /// Kernel threads for the trainer.
     #[arg(long)]
     threads: Option<usize>,
@@ -43,11 +44,21 @@ pub struct PodRunArgs {
     /// Where to write the termination message.
     #[arg(long, default_value = TERMINATION_LOG)]
     termination_log: PathBuf,
+    /// Instead of a training run: these trainer arguments (`verify ... --json`, the data path
+    /// being the decrypted file in --plain); the answer is the termination message.
+    #[arg(last = true)]
+    trainer_args: Vec<String>,
 }
+
+/// Most bytes of a termination message Kubernetes keeps.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
 
 /// Opens the data, runs the trainer, reports; an error is reported in the termination message
 /// too, so the worker can tell the operator why.
 pub async fn run(args: PodRunArgs) -> anyhow::Result<()> {
+    if !args.trainer_args.is_empty() {
+        return verify(&args).await;
+    }
     let result = run_inner(&args).await;
     let message = match &result {
         Ok(RunOutcome::Succeeded) => None,
@@ -68,9 +79,81 @@ pub async fn run(args: PodRunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A verification: the trainer's JSON answer, cut to what the verifier reads (it must fit a
+/// termination message), or `error: <why it could not check>`.
+async fn verify(args: &PodRunArgs) -> anyhow::Result<()> {
+    let result = verify_inner(args).await;
+    let (message, ok) = match &result {
+        Ok(answer) => (answer.clone(), true),
+        Err(e) => (format!("error: {e:#}"), false),
+    };
+    if let Err(e) = std::fs::write(&args.termination_log, &message) {
+        tracing::debug!(
+            "writing {}: {e} (not in a pod?)",
+            args.termination_log.display()
+        );
+    }
+    if ok {
+        println!("{message}");
+        Ok(())
+    } else {
+        anyhow::bail!("{message}")
+    }
+}
+
+async fn verify_inner(args: &PodRunArgs) -> anyhow::Result<String> {
+    let key_bytes =
+        std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
+    let key = DataKey::from_slice(&key_bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a data key: {e}", args.key.display()))?;
+    let data = open(&args.sealed, &args.plain, &key)?;
+    let mut cmd = tokio::process::Command::new(&args.trainer);
+    if let Some(t) = args.threads {
+        cmd.arg("--threads").arg(t.to_string());
+    }
+    let output = cmd
+        .args(&args.trainer_args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let _ = std::fs::remove_file(&data);
+    let output = output.with_context(|| format!("starting {}", args.trainer.display()))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        anyhow::bail!(
+            "{}",
+            last.unwrap_or("the trainer failed")
+                .trim_start_matches("error: ")
+        );
+    }
+    let full: serde_json::Value =
+        serde_json::from_slice(&output.stdout).context("the trainer's answer is not JSON")?;
+    let mut error = full["error"].as_str().map(str::to_owned);
+    if let Some(e) = &mut error {
+        e.truncate(e.floor_char_boundary(1024));
+    }
+    let answer = serde_json::json!({
+        "matches": full["matches"],
+        "segments_digest": full["segments_digest"],
+        "error": error,
+    })
+    .to_string();
+    anyhow::ensure!(
+        answer.len() <= TERMINATION_MESSAGE_MAX,
+        "the answer is {} bytes, more than a termination message holds",
+        answer.len()
+    );
+    Ok(answer)
+}
+
 async fn run_inner(args: &PodRunArgs) -> anyhow::Result<RunOutcome> {
-    let spec_text = std::fs::read_to_string(&args.spec)
-        .with_context(|| format!("reading {}", args.spec.display()))?;
+    let (Some(spec_path), Some(out)) = (&args.spec, &args.out) else {
+        anyhow::bail!("a training run needs --spec and --out");
+    };
+    let spec_text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("reading {}", spec_path.display()))?;
     let spec = JobSpec::from_json(&spec_text).context("the job spec")?;
     let key_bytes =
         std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
@@ -83,9 +166,9 @@ async fn run_inner(args: &PodRunArgs) -> anyhow::Result<RunOutcome> {
     };
     let request = RunRequest {
         job_id: 0,
-        spec: args.spec.clone(),
+        spec: spec_path.clone(),
         data: data.clone(),
-        out: args.out.clone(),
+        out: out.clone(),
         max_seconds: spec.limits.max_seconds,
         max_memory_mb: spec.limits.max_memory_mb,
     };

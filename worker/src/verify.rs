@@ -20,10 +20,11 @@ use neurodata_worker::artifacts::{checkpoint_path, model_path, onnx_path, trace_
 use neurodata_worker::fetch::{self, FetchError};
 use neurodata_worker::journal::{JobDir, VerifyJournal, VerifyStep, verify_step};
 use neurodata_worker::judge::{self, Assignment, Judgement};
+use neurodata_worker::kube_runner::{KubeRunner, RunTask, VerifyRequest};
 
-use crate::MemberArgs;
 use crate::node::Node;
 use crate::validate;
+use crate::{MemberArgs, RunnerArgs, RunnerKind};
 
 /// Attempts at fetching one artifact before it counts as withheld.
 const FETCH_ATTEMPTS: u32 = 5;
@@ -43,6 +44,8 @@ pub(crate) struct Verifier {
     verdicts: PathBuf,
     /// One re-run at a time: they are CPU-bound and share the machine with the validator.
     cpu: tokio::sync::Semaphore,
+    /// With `--runner kubernetes`: re-runs go to Jobs instead of child processes.
+    kube: Option<KubeRunner>,
 }
 
 /// Runs the verifier until killed: the results it attests, and the datasets it validates (the
@@ -52,9 +55,24 @@ pub async fn run(
     validator_key: PathBuf,
     verdicts: PathBuf,
     validate_datasets: Vec<u64>,
+    runner: RunnerArgs,
 ) -> anyhow::Result<()> {
     let address = key_file_address(&validator_key)?;
     let node = Node::open(&m, "verify").await?;
+    let kube = match runner.runner {
+        RunnerKind::Local => None,
+        RunnerKind::Kubernetes => {
+            let kube = crate::node::kube_runner(&m, &node, runner, RunTask::Verify).await?;
+            let swept = kube
+                .sweep_interrupted_starts()
+                .await
+                .context("cleaning up re-executions whose start a crash interrupted")?;
+            if swept > 0 {
+                tracing::info!("{swept} interrupted re-execution start(s) cleaned up");
+            }
+            Some(kube)
+        }
+    };
     std::fs::create_dir_all(&verdicts)
         .with_context(|| format!("creating --verdicts {}", verdicts.display()))?;
     tracing::info!(
@@ -69,6 +87,7 @@ pub async fn run(
         address,
         verdicts,
         cpu: tokio::sync::Semaphore::new(1),
+        kube,
     });
     let in_flight: InFlight = Arc::default();
     let datasets = Arc::new(validate::Datasets::new(&validate_datasets));
@@ -271,17 +290,32 @@ async fn drive(v: &Verifier, id: u64) -> anyhow::Result<()> {
                                     "job {id}: re-running segments {:?}",
                                     assignment.segments(result.segments as usize)
                                 );
-                                let (trainer, o, d, a, r) = (
-                                    node.trainer.clone(),
-                                    out.clone(),
-                                    data_file.clone(),
-                                    assignment.clone(),
-                                    result.clone(),
-                                );
-                                tokio::task::spawn_blocking(move || {
-                                    judge::judge(&trainer, &o, &d, &a, &r)
-                                })
-                                .await?
+                                match &v.kube {
+                                    None => {
+                                        let (trainer, o, d, a, r) = (
+                                            node.trainer.clone(),
+                                            out.clone(),
+                                            data_file.clone(),
+                                            assignment.clone(),
+                                            result.clone(),
+                                        );
+                                        tokio::task::spawn_blocking(move || {
+                                            judge::judge(&trainer, &o, &d, &a, &r)
+                                        })
+                                        .await?
+                                    }
+                                    Some(kube) => {
+                                        reexecute(
+                                            kube,
+                                            &job,
+                                            &out,
+                                            &data_file,
+                                            &assignment,
+                                            &result,
+                                        )
+                                        .await?
+                                    }
+                                }
                             }
                         },
                     };
@@ -331,6 +365,35 @@ async fn drive(v: &Verifier, id: u64) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The judgement of a result with its re-execution in a Kubernetes Job: the CIDs checked here,
+/// `trainer verify` in the Job, the model's metrics checked here on the answer.
+async fn reexecute(
+    kube: &KubeRunner,
+    job: &pb::Job,
+    out: &Path,
+    data: &Path,
+    assignment: &Assignment,
+    result: &pb::JobResult,
+) -> anyhow::Result<Judgement> {
+    if let Err(finding) = judge::check_cids(out, result) {
+        return Ok(Judgement::mismatch(finding));
+    }
+    let spec = neurodata_trainer::JobSpec::from_json(&job.spec_json)
+        .with_context(|| format!("job {}'s spec", job.id))?;
+    let a = assignment.clone();
+    let request = VerifyRequest {
+        job_id: job.id,
+        run: out.to_path_buf(),
+        data: data.to_path_buf(),
+        args: Box::new(move |run, data| judge::verify_args(run, data, &a)),
+        max_seconds: spec.limits.max_seconds,
+        max_memory_mb: spec.limits.max_memory_mb,
+    };
+    let answer = kube.verify(&request).await?;
+    let (o, d, r) = (out.to_path_buf(), data.to_path_buf(), result.clone());
+    Ok(tokio::task::spawn_blocking(move || judge::judge_answer(&o, &d, &r, answer)).await?)
 }
 
 /// Fetches from the worker org's gateway what `trainer verify` reads for `assignment`: the

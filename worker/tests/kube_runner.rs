@@ -23,7 +23,8 @@ use kube::api::{Api, ListParams, PostParams};
 use neurodata_kube_testenv::{Cluster, OUTCOME_ANNOTATION, cluster};
 use neurodata_trainer::JobSpec;
 use neurodata_worker::kube_runner::{
-    KubeRunner, KubeRunnerConfig, RBAC_RULES, START_SLACK_SECONDS, sandbox_path,
+    KubeRunner, KubeRunnerConfig, RBAC_RULES, RunTask, START_SLACK_SECONDS, VerifyRequest,
+    sandbox_path,
 };
 use neurodata_worker::runner::{LocalRunner, RunOutcome, RunRequest, RunStatus, Runner};
 use serde_json::json;
@@ -171,6 +172,7 @@ impl Org {
                 ttl_seconds: 300,
                 pod_annotations,
                 worker: "abc123".into(),
+                task: RunTask::Train,
                 start_slack_seconds: START_SLACK_SECONDS,
             },
         )
@@ -269,8 +271,13 @@ impl Org {
 
     /// Asserts the run left nothing: no Job, Secret or NetworkPolicy of it, no sealed data.
     async fn assert_clean(&self, job: &RunRequest) {
+        self.assert_clean_dir(&job.out).await;
+    }
+
+    /// Asserts the run in `out` left nothing (see [`Org::assert_clean`]).
+    async fn assert_clean_dir(&self, out: &Path) {
         assert_eq!(self.run_objects().await, (0, 0, 0), "objects left behind");
-        let sealed = job.out.parent().expect("job dir").join("sealed");
+        let sealed = out.parent().expect("job dir").join("sealed");
         assert!(!sealed.exists(), "{} left behind", sealed.display());
     }
 }
@@ -556,4 +563,148 @@ async fn the_workers_account_can_do_nothing_else() {
         .list(&ListParams::default())
         .await
         .expect("listing Jobs is allowed");
+}
+
+#[tokio::test]
+async fn a_start_interrupted_by_a_crash_is_swept_at_startup() {
+    let org = org(cluster(), "run-sweep").await;
+    let runner = org.runner(None);
+    let name = runner.object_name(13);
+    // What a worker that died between creating the Job and resuming it leaves: a suspended Job
+    // of its own labels and the Secret holding the run's key.
+    let labels = json!({
+        "neurodata.io/job-id": "13",
+        "neurodata.io/worker": "abc123",
+        "neurodata.io/task": "train",
+    });
+    let job: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "suspend": true,
+            "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "trainer", "image": "x"}]}},
+        },
+    }))
+    .expect("job");
+    Api::<Job>::namespaced(org.admin.clone(), &org.ns)
+        .create(&PostParams::default(), &job)
+        .await
+        .expect("create job");
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "labels": labels},
+        "data": {"data-key": "AAAA"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(org.admin.clone(), &org.ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+    assert_eq!(org.run_objects().await, (1, 1, 0));
+    // Another worker's suspended Job in the same namespace is not ours to sweep.
+    let other: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "nd-train-other-13",
+            "labels": {"neurodata.io/job-id": "13", "neurodata.io/worker": "other",
+                       "neurodata.io/task": "train"}},
+        "spec": {
+            "suspend": true,
+            "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "trainer", "image": "x"}]}},
+        },
+    }))
+    .expect("job");
+    Api::<Job>::namespaced(org.admin.clone(), &org.ns)
+        .create(&PostParams::default(), &other)
+        .await
+        .expect("create the other job");
+
+    assert_eq!(runner.sweep_interrupted_starts().await.expect("sweep"), 1);
+    let jobs = Api::<Job>::namespaced(org.admin.clone(), &org.ns);
+    for _ in 0..100 {
+        if org.run_objects().await == (0, 0, 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        org.run_objects().await,
+        (0, 0, 0),
+        "the key outlived the crash"
+    );
+    assert!(
+        jobs.get_opt("nd-train-other-13")
+            .await
+            .expect("get")
+            .is_some(),
+        "another worker's Job was swept"
+    );
+}
+
+/// A verifier's runner: its re-executions as Jobs, the pod's termination message its answer.
+fn verifier(org: &Org, outcome: &str, message: &str) -> KubeRunner {
+    let train = org.runner(Some(outcome));
+    let mut config = train.config().clone();
+    config.task = RunTask::Verify;
+    config
+        .pod_annotations
+        .insert("neurodata.io/kwok-message".into(), message.into());
+    KubeRunner::new(org.worker.clone(), config)
+}
+
+/// Job `id`'s re-execution as the verifier lays it out: the rebuilt run and the data file (on
+/// the verifier's scratch volume, not the work volume).
+fn verify_request(org: &Org, id: u64, scratch: &Path) -> VerifyRequest {
+    let run = org
+        .state
+        .path()
+        .join("verify")
+        .join(format!("job-{id}"))
+        .join("out");
+    std::fs::create_dir_all(&run).expect("run dir");
+    std::fs::write(run.join("result.json"), "{}").expect("result");
+    let data = scratch.join("data.csv");
+    std::fs::copy(manifest("../trainer/tests/data/iris.csv"), &data).expect("data");
+    VerifyRequest {
+        job_id: id,
+        run,
+        data,
+        args: Box::new(|run, data| {
+            vec![
+                "verify".into(),
+                "--out".into(),
+                run.display().to_string(),
+                "--data".into(),
+                data.display().to_string(),
+                "--json".into(),
+            ]
+        }),
+        max_seconds: 300,
+        max_memory_mb: 512,
+    }
+}
+
+#[tokio::test]
+async fn a_verifiers_reexecution_runs_as_a_job_and_answers() {
+    let org = org(cluster(), "verify-ok").await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let answer = r#"{"matches":true,"segments_digest":"ab","error":null}"#;
+    let runner = verifier(&org, "answer", answer);
+    assert_eq!(runner.object_name(21), "nd-verify-abc123-21");
+    let request = verify_request(&org, 21, scratch.path());
+    let got = runner.verify(&request).await.expect("verify");
+    assert_eq!(got, Ok(answer.as_bytes().to_vec()));
+    org.assert_clean_dir(&request.run).await;
+}
+
+#[tokio::test]
+async fn a_reexecution_that_cannot_check_says_why() {
+    let org = org(cluster(), "verify-fail").await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let runner = verifier(&org, "fail", "");
+    let request = verify_request(&org, 22, scratch.path());
+    let got = runner.verify(&request).await.expect("verify");
+    assert_eq!(got, Err("the data has no column named label".to_owned()));
+    org.assert_clean_dir(&request.run).await;
 }

@@ -170,3 +170,51 @@ fn a_run_past_its_time_limit_says_so() {
     assert!(!ok);
     assert_eq!(message, "time limit exceeded");
 }
+
+#[test]
+fn a_verification_answers_in_the_termination_message() {
+    // A real run to verify: pod-run trains it first, as a worker's pod would.
+    let pod = pod(|_| {});
+    let (ok, message) = pod.run();
+    assert!(ok, "the training run failed: {message}");
+    // A verifier's pod: the same sealed data, `trainer verify` of every segment.
+    let me = hex::encode([0x11u8; 20]);
+    let status = Command::new(env!("CARGO_BIN_EXE_neurodata-worker"))
+        .arg("pod-run")
+        .arg("--key")
+        .arg(pod.path("data-key"))
+        .arg("--sealed")
+        .arg(pod.path("data.csv.sealed"))
+        .arg("--plain")
+        .arg(pod.path("plain"))
+        .arg("--trainer")
+        .arg(trainer())
+        .arg("--termination-log")
+        .arg(pod.path("answer"))
+        .arg("--")
+        .args(["verify", "--out"])
+        .arg(pod.path("out"))
+        .arg("--data")
+        .arg(pod.path("plain").join("data.csv"))
+        .args(["--job-id", "1", "--validator", &me, "--validators", &me])
+        .args([
+            "--sample-bps",
+            "10000",
+            "--beacon",
+            &hex::encode([0x22u8; 32]),
+        ])
+        .arg("--json")
+        .status()
+        .expect("pod-run starts");
+    let answer = std::fs::read_to_string(pod.path("answer")).unwrap_or_default();
+    assert!(status.success(), "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("the answer is JSON");
+    assert_eq!(v["matches"], true, "{answer}");
+    assert_eq!(v["segments_digest"].as_str().map(str::len), Some(64));
+    assert!(answer.len() <= 4096);
+    assert_eq!(
+        std::fs::read_dir(pod.path("plain")).expect("plain").count(),
+        0,
+        "the plaintext is gone"
+    );
+}

@@ -197,6 +197,9 @@ work claim (a PVC of this release) can be mounted. */}}
 {{- if and $v.worker.enabled (eq $v.worker.runner "kubernetes") (not (has "ReadWriteMany" $v.worker.persistence.accessModes)) -}}
 {{- fail "worker.persistence.accessModes must include ReadWriteMany with worker.runner kubernetes: every run pod mounts the worker's work volume" -}}
 {{- end -}}
+{{- if and $v.verifier.enabled (eq $v.verifier.runner "kubernetes") (not (has "ReadWriteMany" $v.verifier.kubernetes.workClaim.accessModes)) -}}
+{{- fail "verifier.kubernetes.workClaim.accessModes must include ReadWriteMany with verifier.runner kubernetes: every re-execution pod mounts the verifier's work volume" -}}
+{{- end -}}
 {{- if and $v.gateway.enabled $v.gateway.keyDelivery.enabled (not $v.gateway.keyDelivery.memberSecret) -}}
 {{- fail "gateway.keyDelivery.memberSecret is required with keyDelivery.enabled" -}}
 {{- end -}}
