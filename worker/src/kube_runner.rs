@@ -131,6 +131,8 @@ pub struct KubeRunnerConfig {
     pub ttl_seconds: u32,
     /// Extra annotations on run pods.
     pub pod_annotations: BTreeMap<String, String>,
+    /// Secrets the run pods pull their image with.
+    pub image_pull_secrets: Vec<String>,
     /// This worker's name in labels and object names (lowercase alphanumerics, `-`).
     pub worker: String,
     /// What this runner's Jobs do: a worker's training runs or a verifier's re-executions.
@@ -336,6 +338,12 @@ impl KubeRunner {
             "spec": {
                 "restartPolicy": "Never",
                 "automountServiceAccountToken": false,
+                "imagePullSecrets": self
+                    .config
+                    .image_pull_secrets
+                    .iter()
+                    .map(|name| json!({"name": name}))
+                    .collect::<Vec<_>>(),
                 "enableServiceLinks": false,
                 "securityContext": {
                     "runAsNonRoot": true,

@@ -106,6 +106,9 @@ pub struct RunnerArgs {
     /// Seconds a finished run Job is kept if the worker does not delete it.
     #[arg(long, env = "NEURODATA_K8S_TTL_SECONDS", default_value_t = 600)]
     pub k8s_ttl_seconds: u32,
+    /// A Secret the run pods pull their image with (repeatable; a private registry's).
+    #[arg(long, env = "NEURODATA_K8S_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub k8s_image_pull_secret: Vec<String>,
     /// An annotation for run pods (KEY=VALUE; repeatable).
     #[arg(
         long,

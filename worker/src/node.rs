@@ -176,6 +176,7 @@ pub async fn kube_runner(
             cpu: a.k8s_cpu,
             ttl_seconds: a.k8s_ttl_seconds,
             pod_annotations,
+            image_pull_secrets: a.k8s_image_pull_secret,
             // Object names carry the member's address (its first 12 hex digits): two workers
             // in one namespace never touch each other's runs.
             worker: hex::encode(node.me.0).chars().take(12).collect(),

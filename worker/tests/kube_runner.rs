@@ -171,6 +171,7 @@ impl Org {
                 cpu: "2".into(),
                 ttl_seconds: 300,
                 pod_annotations,
+                image_pull_secrets: vec!["registry".into()],
                 worker: "abc123".into(),
                 task: RunTask::Train,
                 start_slack_seconds: START_SLACK_SECONDS,
@@ -305,6 +306,16 @@ async fn a_run_is_sandboxed_and_leaves_nothing_behind() {
     assert_eq!(spec.suspend, Some(false));
     let pod_spec = pod.spec.expect("pod spec");
     assert_eq!(pod_spec.automount_service_account_token, Some(false));
+    assert_eq!(
+        pod_spec
+            .image_pull_secrets
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>(),
+        ["registry"]
+    );
     let psc = pod_spec.security_context.expect("pod security context");
     assert_eq!(psc.run_as_non_root, Some(true));
     assert_eq!(

@@ -146,6 +146,10 @@ work claim (a PVC of this release) can be mounted. */}}
 - --k8s-pod-annotation
 - {{ printf "%s=%s" $k $v | quote }}
 {{- end }}
+{{- range .root.Values.imagePullSecrets }}
+- --k8s-image-pull-secret
+- {{ .name | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* A label map as k=v,k=v (sorted: Go templates range over maps in key order). */}}
