@@ -389,7 +389,22 @@ fn each_value_set_renders_its_components_and_no_others() {
     assert_eq!(strings(&work["spec"]["accessModes"]), ["ReadWriteMany"]);
     let sts = find(&k, "StatefulSet", "nd-neurodata-validator");
     let spec = pod_spec(sts).expect("pod template");
-    assert_eq!(spec["automountServiceAccountToken"], Value::Bool(true));
+    // The runner's token reaches the verifier container only, not CometBFT's or the app's.
+    assert_eq!(spec["automountServiceAccountToken"], Value::Bool(false));
+    let token_mounts: Vec<String> = spec["containers"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            c["volumeMounts"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|m| s(m, &["name"]) == "kube-api-access")
+        })
+        .map(|c| s(c, &["name"]).to_owned())
+        .collect();
+    assert_eq!(token_mounts, ["verifier"]);
     let verifier = strings(&spec["containers"][2]["args"]);
     assert_eq!(flag(&verifier, "--runner"), "kubernetes");
     assert_eq!(

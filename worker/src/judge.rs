@@ -322,5 +322,10 @@ fn check_metrics(out: &Path, data: &Path, metrics_json: &str) -> Result<Option<S
 pub fn write_result(out: &Path, result: &RunResult) -> std::io::Result<()> {
     std::fs::create_dir_all(out)?;
     let json = serde_json::to_vec_pretty(result).map_err(std::io::Error::other)?;
-    std::fs::write(result_path(out), json)
+    // Replaced whole (write then rename): a re-execution pod attached after a restart may be
+    // reading it.
+    let path = result_path(out);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, &path)
 }

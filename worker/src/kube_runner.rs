@@ -57,6 +57,13 @@ const POD_PLAIN_DIR: &str = "/plain";
 /// starting the trainer (which enforces the limit on the run itself).
 pub const START_SLACK_SECONDS: u64 = 60;
 
+/// The Job annotation holding the SHA-256 of its pod template (what `sandbox.json` records).
+pub const SANDBOX_ANNOTATION: &str = "neurodata.io/sandbox-sha256";
+
+/// The Job annotation of a re-execution holding the SHA-256 of its `trainer verify` arguments
+/// (job, validators, beacon): a Job of an earlier result of the same job is not attached to.
+pub const REQUEST_ANNOTATION: &str = "neurodata.io/request-sha256";
+
 /// What `pod-run` writes as its termination message when the trainer hit the spec's time limit.
 pub const TIME_LIMIT_MESSAGE: &str = "time limit exceeded";
 
@@ -423,8 +430,15 @@ impl KubeRunner {
             ("data-key".to_owned(), key.as_bytes().to_vec()),
             ("spec.json".to_owned(), spec),
         ]);
-        self.create_objects(id, template, &sandbox_sha256, secret_data, job.max_seconds)
-            .await?;
+        let annotations = BTreeMap::from([(SANDBOX_ANNOTATION.to_owned(), sandbox_sha256.clone())]);
+        if let Err(e) = self
+            .create_objects(id, template, annotations, secret_data, job.max_seconds)
+            .await
+        {
+            // Nothing half-made may keep the key: a suspended Job has no deadline or TTL.
+            let _ = self.clean_up(id, job_dir_of(&job.out)).await;
+            return Err(e);
+        }
         tracing::info!(
             job = id,
             "job {id}: Kubernetes Job {}/{name} started (sandbox sha256 {sandbox_sha256})",
@@ -439,7 +453,7 @@ impl KubeRunner {
         &self,
         id: u64,
         template: PodTemplateSpec,
-        sandbox_sha256: &str,
+        annotations: BTreeMap<String, String>,
         secret_data: BTreeMap<String, Vec<u8>>,
         max_seconds: u64,
     ) -> Result<(), RunnerError> {
@@ -452,7 +466,7 @@ impl KubeRunner {
             "metadata": {
                 "name": name,
                 "labels": self.labels(id),
-                "annotations": {"neurodata.io/sandbox-sha256": sandbox_sha256},
+                "annotations": annotations,
             },
             "spec": {
                 "suspend": true,
@@ -582,13 +596,32 @@ impl KubeRunner {
         let id = request.job_id;
         let name = self.object_name(id);
         let job_dir = request.run.parent().unwrap_or(&request.run).to_path_buf();
+        let name_in_pod = sealed_name(&request.data);
+        let plain = Path::new(POD_PLAIN_DIR).join(
+            name_in_pod
+                .strip_suffix(".sealed")
+                .unwrap_or(name_in_pod.as_str()),
+        );
+        let trainer_args = (request.args)(Path::new(&format!("{POD_JOB_DIR}/run")), &plain);
+        let request_sha256 = hex::encode(Sha256::digest(trainer_args.join("\0").as_bytes()));
         let running = match self.find_job(id).await? {
-            Some(j) if j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false) => {
+            // Only a re-execution of this very request is attached to (a restarted verifier);
+            // one left by an earlier result of the job, or a start a crash interrupted, goes.
+            Some(j)
+                if !j.spec.as_ref().and_then(|s| s.suspend).unwrap_or(false)
+                    && j.metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(REQUEST_ANNOTATION))
+                        == Some(&request_sha256) =>
+            {
+                true
+            }
+            Some(_) => {
                 self.clean_up(id, &job_dir).await?;
                 self.wait_gone(&name).await?;
                 false
             }
-            Some(_) => true,
             None => false,
         };
         if !running {
@@ -601,13 +634,7 @@ impl KubeRunner {
                 what: "generating the run's data key".into(),
                 source: std::io::Error::other(e),
             })?;
-            let name_in_pod = sealed_name(&request.data);
             let data_bytes = seal(&request.data, &sealed_dir.join(&name_in_pod), &key)?;
-            let plain = Path::new(POD_PLAIN_DIR).join(
-                name_in_pod
-                    .strip_suffix(".sealed")
-                    .unwrap_or(name_in_pod.as_str()),
-            );
             let mut args = vec![
                 "pod-run".to_owned(),
                 "--key".into(),
@@ -618,10 +645,7 @@ impl KubeRunner {
                 POD_PLAIN_DIR.into(),
                 "--".into(),
             ];
-            args.extend((request.args)(
-                Path::new(&format!("{POD_JOB_DIR}/run")),
-                &plain,
-            ));
+            args.extend(trainer_args);
             let mounts = vec![
                 json!({"name": "work", "mountPath": format!("{POD_JOB_DIR}/run"),
                                      "subPath": sub.clone() + "/" + &run_leaf(&request.run),
@@ -634,14 +658,20 @@ impl KubeRunner {
                 source: std::io::Error::other(e),
             })?;
             let secret = BTreeMap::from([("data-key".to_owned(), key.as_bytes().to_vec())]);
-            self.create_objects(
-                id,
-                template,
-                &hex::encode(Sha256::digest(&sandbox)),
-                secret,
-                request.max_seconds,
-            )
-            .await?;
+            let annotations = BTreeMap::from([
+                (
+                    SANDBOX_ANNOTATION.to_owned(),
+                    hex::encode(Sha256::digest(&sandbox)),
+                ),
+                (REQUEST_ANNOTATION.to_owned(), request_sha256),
+            ]);
+            if let Err(e) = self
+                .create_objects(id, template, annotations, secret, request.max_seconds)
+                .await
+            {
+                let _ = self.clean_up(id, &job_dir).await;
+                return Err(e);
+            }
             tracing::info!(
                 job = id,
                 "job {id}: re-execution Job {}/{name} started",
@@ -667,9 +697,22 @@ impl KubeRunner {
         Ok(answer)
     }
 
+    /// The label selector of the pods of run `id`'s current Job: by the Job's uid, so a pod
+    /// of an earlier Job of the same name (still being deleted) is never taken for its.
+    async fn pods_of(&self, id: u64) -> String {
+        let name = self.object_name(id);
+        match self.jobs().get_opt(&name).await {
+            Ok(Some(Job {
+                metadata: kube::api::ObjectMeta { uid: Some(uid), .. },
+                ..
+            })) => format!("batch.kubernetes.io/controller-uid={uid}"),
+            _ => format!("neurodata.io/run={name}"),
+        }
+    }
+
     /// The termination message of run `id`'s pod that exited 0: `trainer verify`'s answer.
     async fn answer(&self, id: u64) -> Option<String> {
-        let selector = format!("neurodata.io/run={}", self.object_name(id));
+        let selector = self.pods_of(id).await;
         let pods = self
             .pods()
             .list(&ListParams::default().labels(&selector))
@@ -735,7 +778,7 @@ impl KubeRunner {
     /// image not pulled), evicted, disrupted, killed for memory, or its container's termination
     /// message (pod-run's report, else the trainer's last line).
     async fn pod_ending(&self, job_id: u64) -> Option<PodEnding> {
-        let selector = format!("neurodata.io/run={}", self.object_name(job_id));
+        let selector = self.pods_of(job_id).await;
         let pods = self
             .pods()
             .list(&ListParams::default().labels(&selector))

@@ -128,9 +128,9 @@ pub fn is_wrong_status(e: &ClientError) -> bool {
 /// the kubeconfig's.
 pub async fn kube_runner(
     m: &MemberArgs,
-    node: &Node,
     a: RunnerArgs,
     task: RunTask,
+    who: &[u8],
 ) -> anyhow::Result<KubeRunner> {
     let client = kube::Client::try_default()
         .await
@@ -177,9 +177,9 @@ pub async fn kube_runner(
             ttl_seconds: a.k8s_ttl_seconds,
             pod_annotations,
             image_pull_secrets: a.k8s_image_pull_secret,
-            // Object names carry the member's address (its first 12 hex digits): two workers
-            // in one namespace never touch each other's runs.
-            worker: hex::encode(node.me.0).chars().take(12).collect(),
+            // Object names carry the worker's (member's) or the validator's address, its first
+            // 12 hex digits: two runners in one namespace never touch each other's runs.
+            worker: hex::encode(who).chars().take(12).collect(),
             task,
             start_slack_seconds: neurodata_worker::kube_runner::START_SLACK_SECONDS,
         },

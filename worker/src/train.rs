@@ -46,7 +46,7 @@ pub async fn run(
             serve(node, capacity, location, Arc::new(local)).await
         }
         RunnerKind::Kubernetes => {
-            let kube = crate::node::kube_runner(&m, &node, runner, RunTask::Train).await?;
+            let kube = crate::node::kube_runner(&m, runner, RunTask::Train, &node.me.0).await?;
             let swept = kube
                 .sweep_interrupted_starts()
                 .await

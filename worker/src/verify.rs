@@ -62,7 +62,9 @@ pub async fn run(
     let kube = match runner.runner {
         RunnerKind::Local => None,
         RunnerKind::Kubernetes => {
-            let kube = crate::node::kube_runner(&m, &node, runner, RunTask::Verify).await?;
+            // Named after the validator, not the member: validators of one org may share the
+            // operator's certificate and a namespace.
+            let kube = crate::node::kube_runner(&m, runner, RunTask::Verify, &address).await?;
             let swept = kube
                 .sweep_interrupted_starts()
                 .await

@@ -719,3 +719,40 @@ async fn a_reexecution_that_cannot_check_says_why() {
     assert_eq!(got, Err("the data has no column named label".to_owned()));
     org.assert_clean_dir(&request.run).await;
 }
+
+#[tokio::test]
+async fn a_reexecution_of_an_earlier_result_is_not_attached_to() {
+    let org = org(cluster(), "verify-stale").await;
+    let scratch = tempfile::tempdir().expect("scratch");
+    let answer = r#"{"matches":false,"segments_digest":null,"error":"checkpoint 3 differs"}"#;
+    let runner = verifier(&org, "answer", answer);
+    let name = runner.object_name(23);
+    // A re-execution Job of the same job for an earlier result (other verify arguments), left
+    // running by a verifier that died: it must not answer for this one.
+    let stale: Job = serde_json::from_value(json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name,
+            "labels": {"neurodata.io/job-id": "23", "neurodata.io/worker": "abc123",
+                       "neurodata.io/task": "verify"},
+            "annotations": {"neurodata.io/request-sha256": "00"}},
+        "spec": {
+            "template": {
+                "metadata": {"annotations": {"neurodata.io/kwok-outcome": "hang"}},
+                "spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "trainer", "image": "x"}]}},
+        },
+    }))
+    .expect("job");
+    let jobs = Api::<Job>::namespaced(org.admin.clone(), &org.ns);
+    let stale_uid = jobs
+        .create(&PostParams::default(), &stale)
+        .await
+        .expect("create")
+        .metadata
+        .uid;
+    let request = verify_request(&org, 23, scratch.path());
+    let got = runner.verify(&request).await.expect("verify");
+    assert_eq!(got, Ok(answer.as_bytes().to_vec()));
+    org.assert_clean_dir(&request.run).await;
+    assert!(stale_uid.is_some());
+}
