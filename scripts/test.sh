@@ -6,6 +6,15 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/neurodata/target}
 export CARGO_TERM_COLOR=never
+# The chart and the worker's Kubernetes runner are tested against a real control plane (etcd,
+# kube-apiserver, controller-manager, scheduler, kwok, helm), built once from tools/k8s into the
+# cache: about 20 minutes cold on 2 cores, so it starts first and builds while CometBFT and kubo
+# build and cargo formats and lints.
+k8s_log=$(mktemp)
+setsid scripts/build-k8s.sh >"$k8s_log" 2>&1 &
+k8s_build=$!
+# A failing lint must not leave the Go build running: stop its whole process group.
+trap 'kill -- -"$k8s_build" 2>/dev/null || true' EXIT
 # End-to-end tests run the real CometBFT, built once from tools/go.mod into the cache.
 NEURODATA_COMETBFT=$(scripts/build-cometbft.sh)
 export NEURODATA_COMETBFT
@@ -13,14 +22,6 @@ export NEURODATA_COMETBFT
 # the cache (cold: about 6 minutes on 2 cores, module downloads included).
 NEURODATA_KUBO=$(scripts/build-kubo.sh)
 export NEURODATA_KUBO
-# The chart and the worker's Kubernetes runner are tested against a real control plane (etcd,
-# kube-apiserver, controller-manager, scheduler, kwok, helm), built once from tools/k8s into the
-# cache: about 20 minutes cold on 2 cores, so it builds while cargo formats and lints.
-k8s_log=$(mktemp)
-setsid scripts/build-k8s.sh >"$k8s_log" 2>&1 &
-k8s_build=$!
-# A failing lint must not leave the Go build running: stop its whole process group.
-trap 'kill -- -"$k8s_build" 2>/dev/null || true' EXIT
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if ! wait "$k8s_build"; then
