@@ -846,9 +846,9 @@ impl KubeRunner {
         None
     }
 
-    /// Deletes what the run left: the Secret first (the key must not outlive the run), the
-    /// NetworkPolicy, the Job and its pod, and the sealed data.
-    async fn clean_up(&self, id: u64, job_dir: &Path) -> Result<(), RunnerError> {
+    /// Deletes run `id`'s objects: the Secret first (the key must not outlive the run), the
+    /// NetworkPolicy, the Job and its pod; any already gone counts as deleted.
+    async fn delete_objects(&self, id: u64) -> Result<(), RunnerError> {
         let name = self.object_name(id);
         absent(
             self.secrets().delete(&name, &DeleteParams::default()).await,
@@ -863,7 +863,13 @@ impl KubeRunner {
         absent(
             self.jobs().delete(&name, &DeleteParams::background()).await,
             || format!("deleting Job {name}"),
-        )?;
+        )
+    }
+
+    /// Deletes what the run left: the Secret first (the key must not outlive the run), the
+    /// NetworkPolicy, the Job and its pod, and the sealed data.
+    async fn clean_up(&self, id: u64, job_dir: &Path) -> Result<(), RunnerError> {
+        self.delete_objects(id).await?;
         let sealed = job_dir.join("sealed");
         if sealed.exists() {
             std::fs::remove_dir_all(&sealed)
@@ -1119,20 +1125,7 @@ impl KubeRunner {
                 continue;
             };
             let name = self.object_name(id);
-            absent(
-                self.secrets().delete(&name, &DeleteParams::default()).await,
-                || format!("deleting Secret {name}"),
-            )?;
-            absent(
-                self.policies()
-                    .delete(&name, &DeleteParams::default())
-                    .await,
-                || format!("deleting NetworkPolicy {name}"),
-            )?;
-            absent(
-                self.jobs().delete(&name, &DeleteParams::background()).await,
-                || format!("deleting Job {name}"),
-            )?;
+            self.delete_objects(id).await?;
             tracing::info!(
                 job = id,
                 "job {id}: deleted Job {name}, a start interrupted by a crash"
