@@ -203,6 +203,7 @@ mod tests {
             BadSpendRecipient { len: 31 },
             ParamOutOfRange { param: "max_tx_bytes", value: 10, min: 1024, max: 4096 },
             BadMinFee { reason: s() },
+            SaleSharesAboveWhole { market_fee_bps: 200, model_royalty_bps: 9_900 },
         }));
         all.extend(every!(Mk {
             UnknownDataset(1),

@@ -95,6 +95,13 @@ pub struct GenesisParams {
     /// Blocks between reward payouts (default if absent).
     #[serde(default = "default_reward_epoch_blocks")]
     pub reward_epoch_blocks: u64,
+    /// Royalty share of a model sale in basis points (default if absent).
+    #[serde(default = "default_model_royalty_bps")]
+    pub model_royalty_bps: u32,
+}
+
+fn default_model_royalty_bps() -> u32 {
+    Params::default().model_royalty_bps
 }
 
 fn default_max_open_validations_per_org() -> u32 {
@@ -129,6 +136,7 @@ impl From<&Params> for GenesisParams {
             market_fee_bps: p.market_fee_bps,
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
+            model_royalty_bps: p.model_royalty_bps,
         }
     }
 }
@@ -213,6 +221,7 @@ pub fn init_genesis<S: StateWrite>(
             market_fee_bps: p.market_fee_bps,
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
+            model_royalty_bps: p.model_royalty_bps,
         })
         .map_err(|e| invalid(e.to_string()))?,
     };

@@ -76,6 +76,13 @@ pub enum PurchaseKind {
         /// The job.
         job: u64,
     },
+    /// The key of a hidden evaluation split for the operator of a validator scoring a model on
+    /// it, opened by the chain: no money moves and it counts against no quota (the evaluation's
+    /// attestors bound how many there are).
+    Evaluation {
+        /// The evaluation.
+        evaluation: u64,
+    },
 }
 
 impl PurchaseKind {
@@ -83,7 +90,9 @@ impl PurchaseKind {
     pub fn price(&self) -> Amount {
         match self {
             PurchaseKind::Sale { price, .. } => *price,
-            PurchaseKind::Validation | PurchaseKind::Training { .. } => Amount::ZERO,
+            PurchaseKind::Validation
+            | PurchaseKind::Training { .. }
+            | PurchaseKind::Evaluation { .. } => Amount::ZERO,
         }
     }
 
@@ -93,6 +102,7 @@ impl PurchaseKind {
             PurchaseKind::Sale { .. } => pb::PurchaseKind::Sale,
             PurchaseKind::Validation => pb::PurchaseKind::Validation,
             PurchaseKind::Training { .. } => pb::PurchaseKind::Training,
+            PurchaseKind::Evaluation { .. } => pb::PurchaseKind::Evaluation,
         }
     }
 }
@@ -606,7 +616,9 @@ impl Purchase {
                 }
                 effects.push(Effect::CountRefund);
             }
-            PurchaseKind::Validation | PurchaseKind::Training { .. } => {}
+            PurchaseKind::Validation
+            | PurchaseKind::Training { .. }
+            | PurchaseKind::Evaluation { .. } => {}
         }
         if !paid {
             effects.push(Effect::DropLive { buyer: self.buyer });
@@ -654,6 +666,9 @@ impl TryFrom<pb::Purchase> for Purchase {
             Ok(pb::PurchaseKind::Validation) => PurchaseKind::Validation,
             Ok(pb::PurchaseKind::Training) => PurchaseKind::Training {
                 job: m.training_job,
+            },
+            Ok(pb::PurchaseKind::Evaluation) => PurchaseKind::Evaluation {
+                evaluation: m.evaluation,
             },
             _ => return Err(corrupt(format!("unknown kind {}", m.kind))),
         };
@@ -720,9 +735,9 @@ impl From<&Purchase> for pb::Purchase {
     fn from(p: &Purchase) -> pb::Purchase {
         let (price, fee) = match p.kind {
             PurchaseKind::Sale { price, fee } => (price, fee),
-            PurchaseKind::Validation | PurchaseKind::Training { .. } => {
-                (Amount::ZERO, Amount::ZERO)
-            }
+            PurchaseKind::Validation
+            | PurchaseKind::Training { .. }
+            | PurchaseKind::Evaluation { .. } => (Amount::ZERO, Amount::ZERO),
         };
         let delivery = p.state.delivery();
         pb::Purchase {
@@ -755,6 +770,12 @@ impl From<&Purchase> for pb::Purchase {
                 PurchaseKind::Training { job } => job,
                 _ => 0,
             },
+            evaluation: match p.kind {
+                PurchaseKind::Evaluation { evaluation } => evaluation,
+                _ => 0,
+            },
+            model_listing: 0,
+            royalties: Vec::new(),
         }
     }
 }

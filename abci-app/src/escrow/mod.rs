@@ -26,7 +26,9 @@ pub mod state_key;
 pub mod view;
 
 pub use lifecycle::{Delivery, Effect, Input, Purchase, PurchaseKind, PurchaseState, Transition};
-pub use purchase::{BuyDataset, RequestValidation, open_training_key_request};
+pub use purchase::{
+    BuyDataset, RequestValidation, open_evaluation_key_request, open_training_key_request,
+};
 pub use settle::{
     ConfirmAccess, DeliverKey, DisputeKey, RefundPurchase, end_block, move_purchases,
 };

@@ -134,6 +134,33 @@ pub fn open_training_key_request<S: StateWrite>(
     .map(Some)
 }
 
+/// Opens the key request of a validator operator scoring a model on a hidden evaluation split
+/// (the chain opens it for each attestor's first operator: no signer, no money, no quota); the
+/// split provider's gateway delivers it as for a training key. A recipient that already holds a
+/// live purchase of the split has (or is getting) the key, so none is opened: `None`.
+pub fn open_evaluation_key_request<S: StateWrite>(
+    state: &mut S,
+    split_dataset_id: u64,
+    recipient: Address,
+    recipient_org: &str,
+    evaluation: u64,
+    ctx: &ExecCtx,
+) -> Result<Option<u64>, TxError> {
+    if state.live_purchase(&recipient, split_dataset_id)?.is_some() {
+        return Ok(None);
+    }
+    let split = existing_dataset(state, split_dataset_id)?;
+    open_for(
+        state,
+        &split,
+        recipient,
+        recipient_org,
+        PurchaseKind::Evaluation { evaluation },
+        ctx,
+    )
+    .map(Some)
+}
+
 impl BuyDataset {
     /// Escrows the current price and opens the purchase.
     pub fn check_and_execute<S: StateWrite>(

@@ -190,6 +190,16 @@ pub enum GovernanceError {
         /// Why it does not parse.
         reason: String,
     },
+    /// The market fee and the model royalty together take more than a model sale's price.
+    #[error(
+        "market_fee_bps {market_fee_bps} + model_royalty_bps {model_royalty_bps} is above 10000: together they may take at most the whole price of a model sale"
+    )]
+    SaleSharesAboveWhole {
+        /// The market fee asked for.
+        market_fee_bps: u32,
+        /// The model royalty asked for.
+        model_royalty_bps: u32,
+    },
 }
 
 impl GovernanceError {
@@ -224,6 +234,7 @@ impl GovernanceError {
             GovernanceError::BadSpendRecipient { .. } => 204,
             GovernanceError::ParamOutOfRange { .. } => 205,
             GovernanceError::BadMinFee { .. } => 206,
+            GovernanceError::SaleSharesAboveWhole { .. } => 207,
         }
     }
 }

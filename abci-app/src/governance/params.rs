@@ -26,6 +26,10 @@ pub struct Params {
     pub max_open_validations_per_org: u32,
     /// Blocks between reward-pool payouts to validators (0: never).
     pub reward_epoch_blocks: u64,
+    /// Share of each model sale paid as royalties to the providers of the datasets the model was
+    /// trained on, basis points (see `crate::models::royalty`); with `market_fee_bps` at most
+    /// 10000, so a sale never owes more than its price.
+    pub model_royalty_bps: u32,
 }
 
 impl Default for Params {
@@ -40,6 +44,7 @@ impl Default for Params {
             market_fee_bps: 200,
             max_open_validations_per_org: 4,
             reward_epoch_blocks: 100,
+            model_royalty_bps: 1_000,
         }
     }
 }
@@ -52,7 +57,7 @@ impl TryFrom<pb::Params> for Params {
         })?;
         // CometBFT's own block limit is far above max_tx_bytes; 4 MiB keeps any single tx cheap
         // to check.
-        let bounds: [(&'static str, u64, u64, u64); 8] = [
+        let bounds: [(&'static str, u64, u64, u64); 9] = [
             (
                 "proposal_voting_blocks",
                 p.proposal_voting_blocks,
@@ -71,6 +76,7 @@ impl TryFrom<pb::Params> for Params {
                 1_000,
             ),
             ("reward_epoch_blocks", p.reward_epoch_blocks, 0, 1_000_000),
+            ("model_royalty_bps", p.model_royalty_bps.into(), 0, 10_000),
         ];
         for (param, value, min, max) in bounds {
             if !(min..=max).contains(&value) {
@@ -82,6 +88,14 @@ impl TryFrom<pb::Params> for Params {
                 });
             }
         }
+        // The fee and the royalties both come out of a model sale's price: together they may
+        // take all of it, never more (the owner's share would be negative).
+        if u64::from(p.market_fee_bps) + u64::from(p.model_royalty_bps) > 10_000 {
+            return Err(GovernanceError::SaleSharesAboveWhole {
+                market_fee_bps: p.market_fee_bps,
+                model_royalty_bps: p.model_royalty_bps,
+            });
+        }
         Ok(Params {
             min_fee,
             proposal_voting_blocks: p.proposal_voting_blocks,
@@ -92,6 +106,7 @@ impl TryFrom<pb::Params> for Params {
             market_fee_bps: p.market_fee_bps,
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
+            model_royalty_bps: p.model_royalty_bps,
         })
     }
 }
@@ -108,6 +123,7 @@ impl From<&Params> for pb::Params {
             market_fee_bps: p.market_fee_bps,
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
+            model_royalty_bps: p.model_royalty_bps,
         }
     }
 }
@@ -146,5 +162,44 @@ mod tests {
             Params::try_from(p),
             Err(GovernanceError::BadMinFee { .. })
         ));
+    }
+
+    #[test]
+    fn a_royalty_above_100_percent_is_refused() {
+        let mut p = pb::Params::from(&Params::default());
+        p.market_fee_bps = 0;
+        p.model_royalty_bps = 10_001;
+        assert_eq!(
+            Params::try_from(p),
+            Err(GovernanceError::ParamOutOfRange {
+                param: "model_royalty_bps",
+                value: 10_001,
+                min: 0,
+                max: 10_000,
+            })
+        );
+    }
+
+    #[test]
+    fn a_market_fee_and_royalty_above_100_percent_together_are_refused() {
+        let with = |market_fee_bps, model_royalty_bps| {
+            Params::try_from(pb::Params {
+                market_fee_bps,
+                model_royalty_bps,
+                ..pb::Params::from(&Params::default())
+            })
+        };
+        assert_eq!(
+            with(200, 9_801),
+            Err(GovernanceError::SaleSharesAboveWhole {
+                market_fee_bps: 200,
+                model_royalty_bps: 9_801,
+            })
+        );
+        assert!(
+            with(200, 9_800).is_ok(),
+            "exactly the whole price is allowed"
+        );
+        assert!(with(0, 10_000).is_ok());
     }
 }
