@@ -3,7 +3,8 @@
 //! The same job spec on the same data gives a byte-identical model file on any x86-64 CPU and
 //! any thread count (see [`kernels`] for how), a trace of checkpoint digests whose segments a
 //! validator can re-run one at a time ([`job::verify`]), and an ONNX export evaluated with
-//! tract-onnx ([`eval`]).
+//! tract-onnx ([`eval`]). A model's leaderboard score on a hidden split is [`score`]; a buyer's
+//! predictions through the gateway are [`predict`].
 
 pub mod data;
 pub mod job;
@@ -13,7 +14,9 @@ pub mod model;
 pub mod nn;
 pub mod onnx;
 mod onnx_regressor;
+pub mod predict;
 pub mod rng;
+pub mod score;
 pub mod spec;
 mod tagged;
 pub mod tensors;
