@@ -16,6 +16,11 @@
 //! Every open purchase has one schedule entry, at its `due_height`; every transition out of an
 //! open state removes it, so nothing stays in escrow past its windows.
 //!
+//! A purchase buys the key of an [`Item`]: a dataset, or a model listing (`crate::models`). A
+//! model sale carries its [`Royalty`]s, fixed when it opened: when the owner is paid, each
+//! royalty is paid out of the same escrowed price (owner: price - fee - royalties); when the
+//! buyer is refunded, the whole price goes back and no royalty is paid.
+//!
 //! [`Purchase`] is decoded from the stored `pb::Purchase` once, at the storage boundary, and
 //! encodes back to exactly the bytes it came from: a record whose fields do not fit its status is
 //! corrupt rather than silently rewritten.
@@ -28,13 +33,14 @@ use crate::address::Address;
 use crate::amount::Amount;
 use crate::state::{StateError, stored_amount};
 
-/// A purchase of a dataset's key: a sale with its price in escrow, or a validator's request.
+/// A purchase of a dataset's or a model's key: a sale with its price in escrow, or a key request
+/// of a validator, a training job or an evaluation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Purchase {
     /// Its id.
     pub id: u64,
-    /// The dataset bought.
-    pub dataset: u64,
+    /// What it buys the key of.
+    pub item: Item,
     /// Sale or validation request, with the money of a sale.
     pub kind: PurchaseKind,
     /// Who gets the key (and the refund of a sale).
@@ -55,6 +61,61 @@ pub struct Purchase {
     pub due_height: u64,
     /// Where it is in its lifecycle, with the data of that state.
     pub state: PurchaseState,
+    /// A model sale: what the providers of the model's training data are paid when the owner is
+    /// paid (empty for everything else). `fee + sum(amounts) <= price` (decoding refuses a
+    /// record where it is not).
+    pub royalties: Vec<Royalty>,
+}
+
+/// What a purchase buys the key of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Item {
+    /// A dataset (`market`), by id.
+    Dataset(u64),
+    /// A model listing (`models`), by id: only ever sold.
+    Model(u64),
+}
+
+impl Item {
+    /// The dataset id, 0 for a model (the stored `dataset_id`).
+    pub fn dataset_id(&self) -> u64 {
+        match self {
+            Item::Dataset(id) => *id,
+            Item::Model(_) => 0,
+        }
+    }
+
+    /// The model listing id, 0 for a dataset (the stored `model_listing`).
+    pub fn model_listing(&self) -> u64 {
+        match self {
+            Item::Dataset(_) => 0,
+            Item::Model(id) => *id,
+        }
+    }
+}
+
+/// One data provider's share of a model sale (see `crate::models::royalty` for the rule).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Royalty {
+    /// The dataset the model was trained on.
+    pub dataset: u64,
+    /// Its provider when the purchase opened (or that provider's successor): who is paid.
+    pub to: Address,
+    /// The provider's org.
+    pub provider_org: String,
+    /// How much.
+    pub amount: Amount,
+}
+
+impl From<&Royalty> for pb::Royalty {
+    fn from(r: &Royalty) -> pb::Royalty {
+        pb::Royalty {
+            dataset_id: r.dataset,
+            to: r.to.0.to_vec(),
+            provider_org: r.provider_org.clone(),
+            amount: r.amount.to_string(),
+        }
+    }
 }
 
 /// What a purchase is for.
@@ -282,16 +343,24 @@ pub enum Effect {
         /// How much.
         amount: Amount,
     },
-    /// Counts a sale in the dataset's statistics.
+    /// Counts a sale in the item's statistics (the dataset's, or the model listing's).
     CountSale,
-    /// Counts a paid sale and the provider's share in the dataset's statistics.
+    /// Counts a paid sale and the provider's share in the item's statistics (a model listing's
+    /// also count the royalties the sale paid).
     CountPaid {
-        /// Paid to the provider, after the fee.
+        /// Paid to the provider, after the fee (and the royalties).
         revenue: Amount,
     },
-    /// Counts a refunded sale in the dataset's statistics.
+    /// Counts a refunded sale in the item's statistics.
     CountRefund,
-    /// Marks `buyer`'s live purchase of the dataset: access, and no second purchase.
+    /// Counts a royalty paid out of a model sale in the statistics of the dataset it was for.
+    CountRoyalty {
+        /// The dataset.
+        dataset: u64,
+        /// The royalty.
+        amount: Amount,
+    },
+    /// Marks `buyer`'s live purchase of the item: access, and no second purchase.
     MarkLive {
         /// The buyer.
         buyer: Address,
@@ -353,18 +422,20 @@ pub struct Transition {
 pub struct Opening {
     /// The next purchase id.
     pub id: u64,
-    /// The dataset.
-    pub dataset: u64,
+    /// What it buys the key of.
+    pub item: Item,
     /// Sale (with its price and fee) or validation request.
     pub kind: PurchaseKind,
     /// The signer.
     pub buyer: Address,
     /// The signer's org.
     pub buyer_org: String,
-    /// The dataset's provider.
+    /// The dataset's provider (a model's owner).
     pub provider: Address,
-    /// The dataset's org.
+    /// The dataset's org (the model's owner org).
     pub provider_org: String,
+    /// A model sale's royalties (empty otherwise).
+    pub royalties: Vec<Royalty>,
 }
 
 impl Opening {
@@ -396,7 +467,7 @@ impl Opening {
         Transition {
             purchase: Purchase {
                 id: self.id,
-                dataset: self.dataset,
+                item: self.item,
                 kind: self.kind,
                 buyer: self.buyer,
                 buyer_org: self.buyer_org,
@@ -406,6 +477,7 @@ impl Opening {
                 key_deadline,
                 due_height,
                 state: PurchaseState::AwaitingKey,
+                royalties: self.royalties,
             },
             effects,
         }
@@ -553,8 +625,16 @@ impl Purchase {
             }
             Input::MoveProvider { from, to } => {
                 let mut purchase = self.clone();
-                if self.state.is_open() && self.provider == from {
-                    purchase.provider = to;
+                if self.state.is_open() {
+                    if self.provider == from {
+                        purchase.provider = to;
+                    }
+                    // A data provider's royalty follows it to its successor like a sale's price.
+                    for royalty in &mut purchase.royalties {
+                        if royalty.to == from {
+                            royalty.to = to;
+                        }
+                    }
                 }
                 Ok(Transition {
                     purchase,
@@ -581,9 +661,20 @@ impl Purchase {
         }
     }
 
+    /// What the royalties of a model sale add up to (zero for anything else). Never overflows:
+    /// decoding refuses royalties above the price.
+    pub fn royalties_total(&self) -> Amount {
+        Amount(
+            self.royalties
+                .iter()
+                .fold(0u128, |sum, r| sum.saturating_add(r.amount.0)),
+        )
+    }
+
     /// Closes into `closed` after `effects`: every coin in escrow goes to the provider (minus the
-    /// fee) when paid, else back to the buyer, who then loses access; a validation request frees
-    /// its org's slot; the schedule entry goes.
+    /// fee and a model sale's royalties, each paid to its data provider) when paid, else back to
+    /// the buyer, who then loses access; a validation request frees its org's slot; the schedule
+    /// entry goes.
     fn close(&self, closed: PurchaseState, mut effects: Vec<Effect>) -> Transition {
         let paid = matches!(
             closed,
@@ -591,14 +682,31 @@ impl Purchase {
         );
         match self.kind {
             PurchaseKind::Sale { price, fee } if paid => {
-                // `fee <= price`: fee_of never exceeds the price and decoding refuses records
-                // where it does.
-                let to_provider = Amount(price.0.saturating_sub(fee.0));
+                // `fee + royalties <= price`: the parameters keep market_fee_bps +
+                // model_royalty_bps within 10000, and decoding refuses records where it is not.
+                let to_provider = Amount(
+                    price
+                        .0
+                        .saturating_sub(fee.0)
+                        .saturating_sub(self.royalties_total().0),
+                );
                 if to_provider > Amount::ZERO {
                     effects.push(Effect::Pay {
                         to: self.provider,
                         amount: to_provider,
                     });
+                }
+                for royalty in self.royalties.iter().filter(|r| r.amount > Amount::ZERO) {
+                    effects.extend([
+                        Effect::Pay {
+                            to: royalty.to,
+                            amount: royalty.amount,
+                        },
+                        Effect::CountRoyalty {
+                            dataset: royalty.dataset,
+                            amount: royalty.amount,
+                        },
+                    ]);
                 }
                 if fee > Amount::ZERO {
                     effects.push(Effect::Fee { amount: fee });
@@ -672,6 +780,51 @@ impl TryFrom<pb::Purchase> for Purchase {
             },
             _ => return Err(corrupt(format!("unknown kind {}", m.kind))),
         };
+        let item = match (m.dataset_id, m.model_listing) {
+            (dataset, 0) => Item::Dataset(dataset),
+            (0, listing) => Item::Model(listing),
+            (dataset, listing) => {
+                return Err(corrupt(format!(
+                    "both dataset {dataset} and model listing {listing}"
+                )));
+            }
+        };
+        let royalties = m
+            .royalties
+            .iter()
+            .map(|r| {
+                Ok(Royalty {
+                    dataset: r.dataset_id,
+                    to: address(&r.to, "royalty recipient")?,
+                    provider_org: r.provider_org.clone(),
+                    amount: stored_amount(&r.amount, key)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StateError>>()?;
+        // A model is only ever sold; only a model sale pays royalties, and never more than its
+        // price leaves after the fee.
+        match (item, kind) {
+            (Item::Model(_), PurchaseKind::Sale { price, fee }) => {
+                let total = royalties
+                    .iter()
+                    .try_fold(fee, |sum, r| sum.checked_add(r.amount));
+                if total.is_none_or(|t| t > price) {
+                    return Err(corrupt(format!(
+                        "fee {fee} and royalties above price {price}"
+                    )));
+                }
+            }
+            (Item::Model(_), _) => {
+                return Err(corrupt(format!(
+                    "a model purchase of kind {}",
+                    kind.wire().as_str_name()
+                )));
+            }
+            (Item::Dataset(_), _) if !royalties.is_empty() => {
+                return Err(corrupt("royalties on a dataset purchase".into()));
+            }
+            (Item::Dataset(_), _) => {}
+        }
         let delivery = || -> Result<Delivery, StateError> {
             Ok(Delivery {
                 wrapped_key: WrappedKey::parse(&m.wrapped_key)
@@ -707,7 +860,7 @@ impl TryFrom<pb::Purchase> for Purchase {
         };
         let purchase = Purchase {
             id: m.id,
-            dataset: m.dataset_id,
+            item,
             kind,
             buyer: address(&m.buyer, "buyer")?,
             buyer_org: m.buyer_org.clone(),
@@ -717,6 +870,7 @@ impl TryFrom<pb::Purchase> for Purchase {
             key_deadline: m.key_deadline_height,
             due_height: m.due_height,
             state,
+            royalties,
         };
         // What is left unread (a delivery on a purchase awaiting its key, money on a validation
         // request) would be lost on the next write: the record is exactly what encoding gives
@@ -742,7 +896,7 @@ impl From<&Purchase> for pb::Purchase {
         let delivery = p.state.delivery();
         pb::Purchase {
             id: p.id,
-            dataset_id: p.dataset,
+            dataset_id: p.item.dataset_id(),
             kind: p.kind.wire() as i32,
             buyer: p.buyer.0.to_vec(),
             buyer_org: p.buyer_org.clone(),
@@ -774,8 +928,8 @@ impl From<&Purchase> for pb::Purchase {
                 PurchaseKind::Evaluation { evaluation } => evaluation,
                 _ => 0,
             },
-            model_listing: 0,
-            royalties: Vec::new(),
+            model_listing: p.item.model_listing(),
+            royalties: p.royalties.iter().map(pb::Royalty::from).collect(),
         }
     }
 }
@@ -812,7 +966,7 @@ mod tests {
     fn awaiting() -> Purchase {
         Purchase {
             id: 7,
-            dataset: 3,
+            item: Item::Dataset(3),
             kind: SALE,
             buyer: BUYER,
             buyer_org: "org1".into(),
@@ -822,6 +976,7 @@ mod tests {
             key_deadline: 20,
             due_height: 30,
             state: PurchaseState::AwaitingKey,
+            royalties: Vec::new(),
         }
     }
 
@@ -1384,12 +1539,13 @@ mod tests {
     fn opening_a_purchase_awaits_its_key_and_schedules_its_refund() {
         let opening = |kind| Opening {
             id: 7,
-            dataset: 3,
+            item: Item::Dataset(3),
             kind,
             buyer: BUYER,
             buyer_org: "org1".into(),
             provider: PROVIDER,
             provider_org: "org0".into(),
+            royalties: Vec::new(),
         };
         let free = PurchaseKind::Sale {
             price: Amount::ZERO,

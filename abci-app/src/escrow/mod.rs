@@ -1,11 +1,13 @@
-//! Escrow: purchases of datasets, key delivery, and settlement.
+//! Escrow: purchases of datasets and models, key delivery, and settlement.
 //!
 //! A [`BuyDataset`] moves the price from the buyer into the escrow module account and opens a
 //! purchase. The provider's org answers with [`DeliverKey`] (the data key wrapped to the buyer's
 //! certificate key) within `key_delivery_blocks`. Every coin in escrow then ends with exactly one
 //! of three accounts:
 //! - the provider (minus `market_fee_bps` for the reward pool) when the buyer confirms
-//!   ([`ConfirmAccess`]) or stays silent until the purchase is due ([`end_block`]);
+//!   ([`ConfirmAccess`]) or stays silent until the purchase is due ([`end_block`]); for a model
+//!   sale ([`open_model_sale`], opened by `crate::models::BuyModel`) the royalties fixed at
+//!   opening also go to the providers of the model's training data, out of the same price;
 //! - the buyer, when no key came in time ([`RefundPurchase`], or automatically when due), or when
 //!   the buyer proves the delivered key wrong ([`DisputeKey`]).
 //!
@@ -25,9 +27,12 @@ mod settle;
 pub mod state_key;
 pub mod view;
 
-pub use lifecycle::{Delivery, Effect, Input, Purchase, PurchaseKind, PurchaseState, Transition};
+pub use lifecycle::{
+    Delivery, Effect, Input, Item, Purchase, PurchaseKind, PurchaseState, Royalty, Transition,
+};
 pub use purchase::{
-    BuyDataset, RequestValidation, open_evaluation_key_request, open_training_key_request,
+    BuyDataset, ModelSale, RequestValidation, open_evaluation_key_request, open_model_sale,
+    open_training_key_request,
 };
 pub use settle::{
     ConfirmAccess, DeliverKey, DisputeKey, RefundPurchase, end_block, move_purchases,
@@ -198,6 +203,7 @@ pub fn matches_filter(
     let open = p.status == S::AwaitingKey as i32 || p.status == S::KeyDelivered as i32;
     (f.buyer.is_empty() || f.buyer == p.buyer)
         && (f.dataset_id == 0 || f.dataset_id == p.dataset_id)
+        && (f.model_listing == 0 || f.model_listing == p.model_listing)
         && (f.provider_org.is_empty() || f.provider_org == p.provider_org)
         && (!f.open_only || open)
 }

@@ -1,10 +1,11 @@
-//! Opening purchases: `BuyDataset` (price into escrow) and `RequestValidation` (a validator's key
-//! request, no money).
+//! Opening purchases: `BuyDataset` (price into escrow), `RequestValidation` (a validator's key
+//! request, no money), the chain's key requests for training and evaluation, and the model sales
+//! `crate::models::BuyModel` opens ([`open_model_sale`]).
 
 use neurodata_proto::chain::v1 as pb;
 
 use super::apply::apply;
-use super::lifecycle::{Opening, PurchaseKind};
+use super::lifecycle::{Item, Opening, PurchaseKind, Royalty};
 use super::{EscrowError, EscrowRead, EscrowWrite, fee_of};
 use crate::TxError;
 use crate::address::Address;
@@ -83,28 +84,90 @@ fn open_for<S: StateWrite>(
         key: crate::market::state_key::dataset(dataset.id),
         reason: "provider is not 32 bytes".into(),
     })?;
+    open_item(
+        state,
+        Opening {
+            id: 0,
+            item: Item::Dataset(dataset.id),
+            kind,
+            buyer,
+            buyer_org: buyer_org.to_owned(),
+            provider,
+            provider_org: dataset.provider_org.clone(),
+            royalties: Vec::new(),
+        },
+        ctx,
+    )
+}
+
+/// Opens `opening` under the next purchase id (its own `id` is ignored); returns the id.
+fn open_item<S: StateWrite>(
+    state: &mut S,
+    opening: Opening,
+    ctx: &ExecCtx,
+) -> Result<u64, TxError> {
     let id = state.next_purchase_id()?;
     state.put_next_purchase_id(id + 1);
-    let opening = Opening {
-        id,
-        dataset: dataset.id,
-        kind,
-        buyer,
-        buyer_org: buyer_org.to_owned(),
-        provider,
-        provider_org: dataset.provider_org.clone(),
-    };
     let params = &ctx.params;
     apply(
         state,
         None,
-        opening.open(
+        Opening { id, ..opening }.open(
             ctx.height,
             params.key_delivery_blocks,
             params.confirm_blocks,
         ),
     )?;
     Ok(id)
+}
+
+/// A model sale about to open, checked by `crate::models::BuyModel`: the listing is for sale,
+/// the buyer may buy it and holds no live purchase of it, and the price, fee and royalties are
+/// the chain's (`fee + sum(royalties) <= price`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelSale {
+    /// The model listing.
+    pub listing: u64,
+    /// The signer.
+    pub buyer: Address,
+    /// The signer's org.
+    pub buyer_org: String,
+    /// The listing's owner, paid when the sale is.
+    pub owner: Address,
+    /// The owner's org, whose members deliver the key.
+    pub owner_org: String,
+    /// The listing's price, escrowed now.
+    pub price: Amount,
+    /// The reward pool's part of it.
+    pub fee: Amount,
+    /// The data providers' parts of it.
+    pub royalties: Vec<Royalty>,
+}
+
+/// Opens a model sale in the market's escrow, the same lifecycle as a dataset sale (key delivery,
+/// confirm, refund, dispute against the listing's key commitment); returns its id.
+pub fn open_model_sale<S: StateWrite>(
+    state: &mut S,
+    sale: ModelSale,
+    ctx: &ExecCtx,
+) -> Result<u64, TxError> {
+    open_item(
+        state,
+        Opening {
+            id: 0,
+            item: Item::Model(sale.listing),
+            kind: PurchaseKind::Sale {
+                price: sale.price,
+                fee: sale.fee,
+            },
+            buyer: sale.buyer,
+            buyer_org: sale.buyer_org,
+            provider: sale.owner,
+            provider_org: sale.owner_org,
+            royalties: sale.royalties,
+        },
+        ctx,
+    )
 }
 
 /// Opens the key request of a training job's worker or verifier for `dataset_id` (the chain

@@ -6,7 +6,7 @@ use neurodata_crypto::wrap::WrappedKey;
 use neurodata_proto::chain::v1 as pb;
 
 use super::apply::apply;
-use super::lifecycle::{Input, Purchase};
+use super::lifecycle::{Input, Item, Purchase};
 use super::{EscrowError, EscrowRead, EscrowWrite, state_key};
 use crate::TxError;
 use crate::address::Address;
@@ -193,7 +193,10 @@ impl DisputeKey {
         let purchase = load(state, self.purchase_id)?;
         require_buyer_or_org_admin(&purchase, signer)?;
         let delivery = purchase.delivery_to_dispute()?;
-        let dataset = existing_dataset(state, purchase.dataset)?;
+        let commitment = match purchase.item {
+            Item::Dataset(d) => existing_dataset(state, d)?.key_commitment,
+            Item::Model(l) => crate::models::existing_listing(state, l)?.key_commitment,
+        };
         // The key was wrapped to the buyer at delivery; the purchase may since have moved to a
         // successor identity, whose key is another.
         let recipient = delivery.key_recipient.unwrap_or(purchase.buyer);
@@ -207,7 +210,7 @@ impl DisputeKey {
         let revealed = reveal(&delivery.wrapped_key, &buyer_key, &self.proof)
             .map_err(|e| EscrowError::BadProof(e.to_string()))?;
         let key_matches =
-            revealed.is_some_and(|k| k.commitment().as_slice() == dataset.key_commitment);
+            revealed.is_some_and(|k| k.commitment().as_slice() == commitment.as_slice());
         let input = Input::Dispute {
             height: ctx.height,
             key_matches,
@@ -216,8 +219,9 @@ impl DisputeKey {
     }
 }
 
-/// Moves `from`'s purchases to its successor `to`: every access mark (live purchases, open or
-/// paid; a dataset `to` already holds one for stays with `from`) with the buyer of the open ones,
+/// Moves `from`'s purchases to its successor `to`: every access mark (live purchases of datasets
+/// and models, open or paid; an item `to` already holds one for stays with `from`) with the buyer
+/// of the open ones,
 /// and the provider side of every open purchase. Returns how many purchases changed. A delivered
 /// key stays wrapped to `from`: its `key_recipient` is kept (and set if empty), which disputes
 /// check.
@@ -228,14 +232,15 @@ pub fn move_purchases<S: StateWrite>(
 ) -> Result<u64, TxError> {
     let (from, to) = (*from, *to);
     let mut moved = 0;
-    for (dataset, id) in state.live_purchases_of(&from)? {
-        if state.live_purchase(&to, dataset)?.is_some() {
+    for (item, id) in state.live_marks_of(&from)? {
+        if state.live_mark(&to, item)?.is_some() {
             continue;
         }
-        state.drop_live_purchase(&from, dataset);
-        state.put_live_purchase(&to, dataset, id);
+        state.drop_live_mark(&from, item);
+        state.put_live_mark(&to, item, id);
         moved += move_side(state, id, Input::MoveBuyer { from, to })?;
     }
+    // The provider side: a sale's provider and a model sale's royalty recipients.
     for id in state.open_purchase_ids()? {
         moved += move_side(state, id, Input::MoveProvider { from, to })?;
     }

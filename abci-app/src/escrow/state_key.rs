@@ -26,6 +26,18 @@ pub fn by_buyer_prefix(buyer: &Address) -> String {
     format!("escrow/by-buyer/{}/", buyer.to_hex())
 }
 
+/// Index: the buyer's live (not refunded) purchase of a model listing (value: 8-byte purchase
+/// id). Model marks live under a prefix of their own, so a listing id is never read as a dataset
+/// id (training checks a member's dataset marks).
+pub fn by_buyer_model(buyer: &Address, listing: u64) -> String {
+    format!("{}{listing:020}", by_buyer_model_prefix(buyer))
+}
+
+/// Prefix of every model access mark of `buyer`.
+pub fn by_buyer_model_prefix(buyer: &Address) -> String {
+    format!("escrow/by-buyer-model/{}/", buyer.to_hex())
+}
+
 /// Count of open validation requests of `org` (value: 8-byte big-endian count).
 pub fn open_validations(org: &str) -> String {
     format!("escrow/open-validations/{org}")
@@ -53,5 +65,13 @@ mod tests {
         assert!(due(7, 3).starts_with(&due_at(7)));
         assert!(!due(70, 3).starts_with(&due_at(7)));
         assert!(purchase(2) < purchase(10));
+    }
+
+    #[test]
+    fn model_marks_never_fall_under_a_buyers_dataset_marks() {
+        let buyer = Address([7; 32]);
+        assert!(!by_buyer_model(&buyer, 3).starts_with(&by_buyer_prefix(&buyer)));
+        assert!(!by_buyer(&buyer, 3).starts_with(&by_buyer_model_prefix(&buyer)));
+        assert!(by_buyer_model(&buyer, 3).starts_with(&by_buyer_model_prefix(&buyer)));
     }
 }

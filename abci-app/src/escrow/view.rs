@@ -3,7 +3,7 @@
 
 use neurodata_proto::chain::v1 as pb;
 
-use super::lifecycle::Purchase;
+use super::lifecycle::{Item, Purchase};
 use super::state_key;
 use crate::address::Address;
 use crate::market::view::read_u64;
@@ -36,9 +36,33 @@ pub trait EscrowRead: StateRead + Sized {
         read_u64(self, &state_key::by_buyer(buyer, dataset))
     }
 
+    /// The buyer's live purchase of an item (a dataset or a model listing).
+    fn live_mark(&self, buyer: &Address, item: Item) -> Result<Option<u64>, StateError> {
+        match item {
+            Item::Dataset(d) => self.live_purchase(buyer, d),
+            Item::Model(l) => read_u64(self, &state_key::by_buyer_model(buyer, l)),
+        }
+    }
+
     /// Every access mark of `buyer`: (dataset, purchase), ascending by dataset.
     fn live_purchases_of(&self, buyer: &Address) -> Result<Vec<(u64, u64)>, StateError> {
-        self.prefix_raw(&state_key::by_buyer_prefix(buyer))?
+        self.marks_under(&state_key::by_buyer_prefix(buyer))
+    }
+
+    /// Every access mark of `buyer`, datasets then model listings, each ascending by id.
+    fn live_marks_of(&self, buyer: &Address) -> Result<Vec<(Item, u64)>, StateError> {
+        let datasets = self.live_purchases_of(buyer)?;
+        let models = self.marks_under(&state_key::by_buyer_model_prefix(buyer))?;
+        Ok(datasets
+            .into_iter()
+            .map(|(d, id)| (Item::Dataset(d), id))
+            .chain(models.into_iter().map(|(l, id)| (Item::Model(l), id)))
+            .collect())
+    }
+
+    /// The (item id, purchase id) of the marks under `prefix`.
+    fn marks_under(&self, prefix: &str) -> Result<Vec<(u64, u64)>, StateError> {
+        self.prefix_raw(prefix)?
             .into_iter()
             .map(|(key, value)| {
                 let dataset = key.rsplit('/').next().and_then(|d| d.parse().ok());
@@ -49,7 +73,7 @@ pub trait EscrowRead: StateRead + Sized {
                     (Some(d), Some(i)) => Ok((d, i)),
                     _ => Err(StateError::Corrupt {
                         key,
-                        reason: "access mark without dataset or purchase id".into(),
+                        reason: "access mark without item or purchase id".into(),
                     }),
                 }
             })
@@ -119,6 +143,25 @@ pub trait EscrowWrite: StateWrite + EscrowRead {
     /// Removes the buyer's live purchase mark (after a refund).
     fn drop_live_purchase(&mut self, buyer: &Address, dataset: u64) {
         self.delete(state_key::by_buyer(buyer, dataset));
+    }
+
+    /// Marks the buyer's live purchase of an item.
+    fn put_live_mark(&mut self, buyer: &Address, item: Item, purchase: u64) {
+        match item {
+            Item::Dataset(d) => self.put_live_purchase(buyer, d, purchase),
+            Item::Model(l) => self.put_raw(
+                state_key::by_buyer_model(buyer, l),
+                purchase.to_be_bytes().to_vec(),
+            ),
+        }
+    }
+
+    /// Removes the buyer's live mark of an item.
+    fn drop_live_mark(&mut self, buyer: &Address, item: Item) {
+        match item {
+            Item::Dataset(d) => self.drop_live_purchase(buyer, d),
+            Item::Model(l) => self.delete(state_key::by_buyer_model(buyer, l)),
+        }
     }
 
     /// Sets the count of open validation requests of `org`.

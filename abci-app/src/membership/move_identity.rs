@@ -114,7 +114,8 @@ impl MoveIdentity {
             state.move_funds(&self.from, &self.to, amount)?;
         }
         let purchases = crate::escrow::move_purchases(state, &self.from, &self.to)?;
-        let listings = crate::market::move_listings(state, &self.from, &self.to)?;
+        let listings = crate::market::move_listings(state, &self.from, &self.to)?
+            + crate::models::move_listings(state, &self.from, &self.to)?;
         let validators = crate::governance::move_operator(state, &self.from, &self.to)?;
         from.successor = self.to.0.to_vec();
         state.put_identity(&from);
