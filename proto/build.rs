@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/neurodata/chain/v1/state.proto",
         "proto/neurodata/chain/v1/market.proto",
         "proto/neurodata/chain/v1/training.proto",
+        "proto/neurodata/chain/v1/models.proto",
         "proto/neurodata/gateway/v1/gateway.proto",
     ];
     for f in files {
