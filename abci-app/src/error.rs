@@ -6,6 +6,7 @@ use crate::governance::GovernanceError;
 use crate::ledger::LedgerError;
 use crate::market::MarketError;
 use crate::membership::MembershipError;
+use crate::models::{EvaluationError, ModelsError};
 use crate::state::StateError;
 use crate::training::TrainingError;
 use crate::tx::EnvelopeError;
@@ -23,6 +24,8 @@ pub const CODE_BLOCKS: &[(&str, Range<u32>)] = &[
     ("state", 99..100),
     ("escrow", 100..120),
     ("training", 120..140),
+    ("models", 140..160),
+    ("evaluation", 160..180),
     ("governance", 200..220),
     ("membership", 220..240),
     // Not a `TxError`: an invalid injected-votes tx (`extension::InjectError`), whose result
@@ -54,6 +57,12 @@ pub enum TxError {
     /// Training jobs, workers and results.
     #[error(transparent)]
     Training(#[from] TrainingError),
+    /// Model listings and their sales.
+    #[error(transparent)]
+    Models(#[from] ModelsError),
+    /// Evaluations of models on hidden splits.
+    #[error(transparent)]
+    Evaluation(#[from] EvaluationError),
     /// The store below the state machine failed (not the user's fault).
     #[error(transparent)]
     State(#[from] StateError),
@@ -78,6 +87,8 @@ impl TxError {
             TxError::Market(e) => e.code(),
             TxError::Escrow(e) => e.code(),
             TxError::Training(e) => e.code(),
+            TxError::Models(e) => e.code(),
+            TxError::Evaluation(e) => e.code(),
             TxError::State(_) => 99,
         }
     }
@@ -92,6 +103,8 @@ impl TxError {
             TxError::Market(_) => "market",
             TxError::Escrow(_) => "escrow",
             TxError::Training(_) => "training",
+            TxError::Models(_) => "models",
+            TxError::Evaluation(_) => "evaluation",
             TxError::State(_) => "state",
         }
     }
@@ -106,6 +119,8 @@ mod tests {
     use crate::ledger::LedgerError as L;
     use crate::market::MarketError as Mk;
     use crate::membership::MembershipError as M;
+    use crate::models::EvaluationError as Ev;
+    use crate::models::ModelsError as Mo;
     use crate::training::TrainingError as Tr;
     use crate::tx::EnvelopeError as E;
 
@@ -222,6 +237,9 @@ mod tests {
             NoPreview(1),
             PreviewRequested { dataset: 1, height: 1 },
             OwnPreview { dataset: 1, org: s() },
+            HiddenSplit(2),
+            SplitExists { dataset: 1, split: 2 },
+            SplitSchemaMismatch { dataset: 1, difference: s() },
         }));
         all.extend(every!(Es {
             UnknownPurchase(1),
@@ -254,6 +272,29 @@ mod tests {
             BadResult(s()),
             Capacity(17),
             NotAttestor { job: 1, fingerprint: s() },
+        }));
+        all.extend(every!(Mo {
+            UnknownModelVersion(1),
+            NotModelOwner { model_version: 1, owner_org: s() },
+            CardMismatch { field: s(), claimed: s(), chain: s() },
+            AlreadyListed { model_version: 1, listing: 2 },
+            DuplicateCid { cid: s(), holder: s() },
+            DuplicateKeyCommitment { holder: s() },
+            UnknownListing(1),
+            NotListingOwner { listing: 1, owner_org: s() },
+            Delisted(1),
+            OwnModel { listing: 1, org: s() },
+            PriceAboveMax { price: Amount(2), max: Amount(1) },
+            AlreadyBought { listing: 1, purchase: 2 },
+            OwnerOrgInactive { listing: 1, org: s() },
+        }));
+        all.extend(every!(Ev {
+            UnknownModelVersion(1),
+            NotTrainedOn { model_version: 1, dataset: 2, trained_on: s() },
+            NoSplit(1),
+            TrainedOnSplit { model_version: 1, dataset: 1, split: 2 },
+            AlreadyEvaluated { model_version: 1, dataset: 1, evaluation: 3, status: "scored" },
+            NoAttestors,
         }));
         // Every store failure is one code: it is the node's fault, never the tx's.
         all.push(TxError::State(StateError::Storage(s())));

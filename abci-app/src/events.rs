@@ -80,6 +80,14 @@ kinds! {
     DatasetDelisted => "dataset.delisted",
     /// A validator org attested a dataset.
     DatasetAttested => "dataset.attested",
+    /// A provider registered its dataset's hidden evaluation split.
+    EvalSplitRegistered => "dataset.eval_split_registered",
+    /// A model version was listed for sale.
+    ModelPublished => "model.published",
+    /// A model listing's price changed.
+    ModelPriceChanged => "model.price_changed",
+    /// A model listing was delisted.
+    ModelDelisted => "model.delisted",
     /// A purchase (or validation request) was opened.
     PurchaseOpened => "purchase.opened",
     /// The provider delivered the wrapped key.
@@ -112,6 +120,14 @@ kinds! {
     JobMissed => "training.missed",
     /// The job ended without a model; the bounty went back.
     JobRefunded => "training.refunded",
+    /// A member asked validators to score a model version on a dataset's hidden split.
+    EvaluationRequested => "evaluation.requested",
+    /// A validator's commit or reveal of a score was recorded (or refused).
+    EvaluationAttested => "evaluation.attested",
+    /// Validators with more than 2/3 of the power revealed the same score.
+    EvaluationScored => "evaluation.scored",
+    /// No score reached that agreement (or the agreed score does not parse).
+    EvaluationFailed => "evaluation.failed",
 }
 
 impl std::fmt::Display for EventKind {
@@ -158,6 +174,8 @@ pub mod attr {
     pub const CONFIRM_BY: &str = "confirm_by";
     /// A dataset id.
     pub const DATASET: &str = "dataset";
+    /// An evaluation id.
+    pub const EVALUATION: &str = "evaluation";
     /// A certificate fingerprint.
     pub const FINGERPRINT: &str = "fingerprint";
     /// Where NRC or an identity moved from.
@@ -170,6 +188,8 @@ pub mod attr {
     pub const KIND: &str = "kind";
     /// How many listings moved.
     pub const LISTINGS: &str = "listings";
+    /// A model listing id.
+    pub const LISTING: &str = "listing";
     /// The `max_messages_per_tx` parameter.
     pub const MAX_MESSAGES_PER_TX: &str = "max_messages_per_tx";
     /// The `max_tx_bytes` parameter.
@@ -204,8 +224,14 @@ pub mod attr {
     pub const REASON: &str = "reason";
     /// A certificate's role.
     pub const ROLE: &str = "role";
+    /// A leaderboard metric (`accuracy`, `rmse`).
+    pub const METRIC: &str = "metric";
+    /// A leaderboard score (decimal text, as validators revealed it).
+    pub const SCORE: &str = "score";
     /// A module account paid from.
     pub const SOURCE: &str = "source";
+    /// A dataset's hidden evaluation split (its dataset id).
+    pub const SPLIT: &str = "split";
     /// A purchase's status.
     pub const STATUS: &str = "status";
     /// Total supply.

@@ -3,7 +3,8 @@
 //!
 //! The path of one verdict:
 //! 1. A verifier process beside the abci-app re-runs its segments and leaves a [`VerdictFile`]
-//!    in the validator's inbox directory ([`VerdictFile::write_atomically`]).
+//!    in the validator's inbox directory ([`VerdictFile::write_atomically`]); a score of a model
+//!    on a hidden evaluation split is an [`EvaluationVerdictFile`] in the same inbox.
 //! 2. ExtendVote reads the inbox ([`VerdictFile::read_all`]) and asks the committed state what to
 //!    say ([`vote_extension`], over [`training::votes_to_extend`]). VerifyVoteExtension checks
 //!    what others say with stateless checks only ([`training::check_extension`]), so honest
@@ -25,6 +26,7 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
 use crate::TxError;
+use crate::models::evaluation::EvaluationVerdict;
 use crate::state::StateRead;
 use crate::training::{self, Verdict};
 
@@ -62,77 +64,149 @@ impl VerdictFile {
     /// temporary file, flushed to disk, renamed over the old one, so the app never reads half a
     /// file. Returns the path written.
     pub fn write_atomically(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        use std::io::Write as _;
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(Self::file_name(self.job_id));
-        let tmp = dir.join(format!(
-            ".{}.tmp-{}",
-            Self::file_name(self.job_id),
-            std::process::id()
-        ));
-        let json = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        let written = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&json)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written?;
-        // The rename itself survives a crash once the directory is synced.
-        std::fs::File::open(dir)?.sync_all()?;
-        Ok(path)
+        write_json_atomically(dir, &Self::file_name(self.job_id), self)
     }
 
     /// Every well-formed verdict in `dir`, ascending by job id. A missing directory holds none.
-    /// Files that are not `job-<id>.json` are ignored (the writer's temporary files among them);
-    /// a malformed one, or one whose `job_id` is not its name's, is skipped and logged.
+    /// Files that are not `job-<id>.json` are ignored (the writer's temporary files and
+    /// evaluation verdicts among them); a malformed one, or one whose `job_id` is not its
+    /// name's, is skipped and logged.
     pub fn read_all(dir: &Path) -> std::io::Result<Vec<VerdictFile>> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut verdicts = Vec::new();
-        for entry in entries {
-            let entry = entry?;
-            let name = entry.file_name();
-            let Some(job_id) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix("job-")?.strip_suffix(".json"))
-                .and_then(|id| id.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            let path = entry.path();
-            match Self::read_one(&path) {
-                Ok(v) if v.job_id == job_id => verdicts.push(v),
-                Ok(v) => tracing::warn!(
-                    path = %path.display(),
-                    job_id = v.job_id,
-                    "verdict file names another job; skipped"
-                ),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "malformed verdict file; skipped")
-                }
-            }
-        }
-        verdicts.sort_by_key(|v| v.job_id);
-        Ok(verdicts)
+        read_inbox(dir, "job-", |v: &VerdictFile| v.job_id)
+    }
+}
+
+/// A verifier's score of a model version on a hidden evaluation split, as it leaves it in the
+/// validator's inbox directory beside the job verdicts, one file per evaluation named
+/// `eval-<id>.json`:
+/// `{"evaluation_id":N,"subject_digest":"<hex32>","matches":bool,"score_json":"...","salt":"<hex32>"}`.
+/// `matches` is false when the model could not be scored (then `score_json` is usually empty).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluationVerdictFile {
+    /// The evaluation.
+    pub evaluation_id: u64,
+    /// The evaluation's subject digest the score is about (hex, 32 bytes).
+    #[serde(with = "hex32")]
+    pub subject_digest: [u8; 32],
+    /// The model loaded, matched its hashes and ran on the split.
+    pub matches: bool,
+    /// The canonical score JSON (at most
+    /// [`MAX_SCORE_BYTES`](crate::models::evaluation::MAX_SCORE_BYTES); a longer one is never
+    /// voted).
+    pub score_json: String,
+    /// Random, kept secret until the reveal (hex, 32 bytes); written before the validator can
+    /// commit to it, as for a job verdict.
+    #[serde(with = "hex32")]
+    pub salt: [u8; 32],
+}
+
+impl EvaluationVerdictFile {
+    /// The file name of evaluation `evaluation_id`'s verdict.
+    pub fn file_name(evaluation_id: u64) -> String {
+        format!("eval-{evaluation_id}.json")
     }
 
-    fn read_one(path: &Path) -> Result<VerdictFile, String> {
-        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
-        if !meta.is_file() || meta.len() > MAX_VERDICT_FILE_BYTES {
-            return Err(format!(
-                "not a file of at most {MAX_VERDICT_FILE_BYTES} bytes"
-            ));
-        }
-        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-        serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+    /// Writes the verdict into `dir` (created if missing) as `eval-<id>.json`, atomically (as
+    /// [`VerdictFile::write_atomically`]). Returns the path written.
+    pub fn write_atomically(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        write_json_atomically(dir, &Self::file_name(self.evaluation_id), self)
     }
+
+    /// Every well-formed evaluation verdict in `dir`, ascending by evaluation id (the rules of
+    /// [`VerdictFile::read_all`], for `eval-<id>.json`).
+    pub fn read_all(dir: &Path) -> std::io::Result<Vec<EvaluationVerdictFile>> {
+        read_inbox(dir, "eval-", |v: &EvaluationVerdictFile| v.evaluation_id)
+    }
+}
+
+impl From<EvaluationVerdictFile> for EvaluationVerdict {
+    fn from(f: EvaluationVerdictFile) -> Self {
+        EvaluationVerdict {
+            evaluation_id: f.evaluation_id,
+            subject_digest: f.subject_digest,
+            matches: f.matches,
+            score_json: f.score_json,
+            salt: f.salt,
+        }
+    }
+}
+
+/// Writes `value` as JSON to `dir/name` through a temporary file, flushed, renamed over the old
+/// one, the directory synced: a reader sees the old file or the new one, never half of one.
+fn write_json_atomically<T: Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+) -> std::io::Result<PathBuf> {
+    use std::io::Write as _;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let json = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
+    // The rename itself survives a crash once the directory is synced.
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+/// Every well-formed `<prefix><id>.json` in `dir` whose own id (`id_of`) is its name's,
+/// ascending by id; other files are ignored, malformed or misnamed ones skipped and logged.
+fn read_inbox<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    prefix: &str,
+    id_of: impl Fn(&T) -> u64,
+) -> std::io::Result<Vec<T>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut verdicts = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(id) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix)?.strip_suffix(".json"))
+            .and_then(|id| id.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let path = entry.path();
+        match read_one::<T>(&path) {
+            Ok(v) if id_of(&v) == id => verdicts.push(v),
+            Ok(v) => tracing::warn!(
+                path = %path.display(),
+                id = id_of(&v),
+                "verdict file names another id; skipped"
+            ),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "malformed verdict file; skipped")
+            }
+        }
+    }
+    verdicts.sort_by_key(|v| id_of(v));
+    Ok(verdicts)
+}
+
+fn read_one<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() || meta.len() > MAX_VERDICT_FILE_BYTES {
+        return Err(format!(
+            "not a file of at most {MAX_VERDICT_FILE_BYTES} bytes"
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
 }
 
 impl From<VerdictFile> for Verdict {
@@ -258,24 +332,31 @@ pub enum ExtendError {
     SelfCheck(TxError),
 }
 
-/// The extension validator `attester` adds to its precommit now: its verdicts' commits and
-/// reveals the committed `state` asks for, or empty bytes when there is nothing to say.
+/// The extension validator `attester` adds to its precommit now: its job and evaluation
+/// verdicts' commits and reveals the committed `state` asks for, or empty bytes when there is
+/// nothing to say.
 pub fn vote_extension<S: StateRead>(
     state: &S,
     attester: &Attester,
 ) -> Result<Vec<u8>, ExtendError> {
+    let inbox = |error| ExtendError::Inbox {
+        dir: attester.verdicts.clone(),
+        error,
+    };
     let verdicts: Vec<Verdict> = VerdictFile::read_all(&attester.verdicts)
-        .map_err(|error| ExtendError::Inbox {
-            dir: attester.verdicts.clone(),
-            error,
-        })?
+        .map_err(inbox)?
         .into_iter()
         .map(Verdict::from)
         .collect();
-    if verdicts.is_empty() {
+    let evaluations: Vec<EvaluationVerdict> = EvaluationVerdictFile::read_all(&attester.verdicts)
+        .map_err(inbox)?
+        .into_iter()
+        .map(EvaluationVerdict::from)
+        .collect();
+    if verdicts.is_empty() && evaluations.is_empty() {
         return Ok(Vec::new());
     }
-    let votes = training::votes_to_extend(state, &attester.address, &verdicts)
+    let votes = training::votes_to_extend(state, &attester.address, &verdicts, &evaluations)
         .map_err(ExtendError::State)?;
     if votes.is_empty() {
         return Ok(Vec::new());
@@ -617,6 +698,7 @@ mod signed {
                 votes: vec![pb::JobVote {
                     job_id,
                     step: Some(pb::job_vote::Step::Commit(vec![7; 32])),
+                    evaluation_id: 0,
                 }],
             }
             .encode_to_vec()
@@ -765,6 +847,7 @@ mod signed {
                 votes: vec![pb::JobVote {
                     job_id: 1,
                     step: Some(pb::job_vote::Step::Commit(vec![1; 31])),
+                    evaluation_id: 0,
                 }],
             }
             .encode_to_vec();
@@ -908,6 +991,90 @@ mod tests {
         assert!(serde_json::from_str::<VerdictFile>(short).is_err());
     }
 
+    fn evaluation_verdict(evaluation_id: u64) -> EvaluationVerdictFile {
+        EvaluationVerdictFile {
+            evaluation_id,
+            subject_digest: [4; 32],
+            matches: true,
+            score_json: r#"{"higher_is_better":true,"metric":"accuracy","rows":3,"value":1.0}"#
+                .into(),
+            salt: [5; 32],
+        }
+    }
+
+    #[test]
+    fn evaluation_verdicts_share_the_inbox_under_their_own_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let inbox = dir.path();
+        let path = evaluation_verdict(7).write_atomically(inbox).unwrap();
+        assert_eq!(path.file_name().unwrap(), "eval-7.json");
+        evaluation_verdict(2).write_atomically(inbox).unwrap();
+        verdict(7).write_atomically(inbox).unwrap();
+        std::fs::write(inbox.join("eval-9.json"), b"{").unwrap();
+        std::fs::write(
+            inbox.join("eval-8.json"),
+            serde_json::to_vec(&evaluation_verdict(3)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            EvaluationVerdictFile::read_all(inbox).unwrap(),
+            vec![evaluation_verdict(2), evaluation_verdict(7)]
+        );
+        assert_eq!(VerdictFile::read_all(inbox).unwrap(), vec![verdict(7)]);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        assert_eq!(json["subject_digest"], hex::encode([4u8; 32]));
+        assert_eq!(json["evaluation_id"], 7);
+        assert!(json["score_json"].as_str().unwrap().contains("accuracy"));
+    }
+
+    #[test]
+    fn an_evaluation_verdict_extends_a_commit_for_its_attestor() {
+        use crate::models::EvaluationWrite as _;
+        let mut state = crate::state::MemoryState::default();
+        let mut d = crate::state::StateDelta::new(&state);
+        d.put_evaluation(&pb::Evaluation {
+            id: 1,
+            status: pb::EvaluationStatus::Attesting as i32,
+            subject_digest: vec![4; 32],
+            attestation: Some(pb::ResultAttestation {
+                commit_until: 100,
+                reveal_until: 130,
+                attestors: vec![pb::Attestor {
+                    validator: vec![1; 20],
+                    power: 10,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        state.apply(d.into_changes());
+        let dir = tempfile::tempdir().unwrap();
+        evaluation_verdict(1).write_atomically(dir.path()).unwrap();
+        let attester = Attester {
+            address: [1; 20],
+            verdicts: dir.path().to_owned(),
+        };
+        let ext = vote_extension(&state, &attester).unwrap();
+        let votes = pb::VoteExtension::decode(ext.as_slice()).unwrap().votes;
+        assert_eq!(votes.len(), 1);
+        assert_eq!((votes[0].job_id, votes[0].evaluation_id), (0, 1));
+        assert!(matches!(
+            votes[0].step,
+            Some(pb::job_vote::Step::Commit(ref c)) if c.len() == 32
+        ));
+        let other = Attester {
+            address: [2; 20],
+            verdicts: dir.path().to_owned(),
+        };
+        assert!(
+            vote_extension(&state, &other).unwrap().is_empty(),
+            "a validator outside the attestors says nothing"
+        );
+    }
+
     #[test]
     fn missing_inbox_holds_no_verdicts() {
         let dir = tempfile::tempdir().unwrap();
@@ -952,9 +1119,10 @@ mod tests {
         };
         assert!(vote_extension(&state, &attester).unwrap().is_empty());
         verdict(1).write_atomically(dir.path()).unwrap();
+        evaluation_verdict(1).write_atomically(dir.path()).unwrap();
         assert!(
             vote_extension(&state, &attester).unwrap().is_empty(),
-            "a verdict on a job the state does not know extends nothing"
+            "verdicts on a job and an evaluation the state does not know extend nothing"
         );
     }
 }

@@ -29,6 +29,7 @@ pub mod governance;
 pub mod ledger;
 pub mod market;
 pub mod membership;
+pub mod models;
 pub mod query;
 pub mod state;
 pub mod training;

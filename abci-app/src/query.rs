@@ -14,7 +14,7 @@ use prost::Message as _;
 
 use crate::address::Address;
 use crate::state::{StateError, StateRead};
-use crate::{app, escrow, governance, ledger, market, membership, training};
+use crate::{app, escrow, governance, ledger, market, membership, models, training};
 
 /// The proof type name in `ProofOp.type`: a borsh `jmt::proof::SparseMerkleProof<Sha256>` for
 /// `sha256(key)` against the app hash.
@@ -165,7 +165,12 @@ macro_rules! filter_arg {
         }
     )*};
 }
-filter_arg!(pb::DatasetFilter, pb::PurchaseFilter, pb::JobFilter);
+filter_arg!(
+    pb::DatasetFilter,
+    pb::PurchaseFilter,
+    pb::JobFilter,
+    pb::ModelListingFilter
+);
 
 /// A record type a query answers with: how its stored bytes decode (a present record only; an
 /// absent record is an empty answer).
@@ -207,7 +212,13 @@ proto_record!(
     pb::AttestorStats,
     pb::JobList,
     pb::WorkerList,
-    pb::ModelVersionList
+    pb::ModelVersionList,
+    pb::ModelListing,
+    pb::ModelStats,
+    pb::ModelListingList,
+    pb::Evaluation,
+    pb::EvaluationList,
+    pb::Leaderboard
 );
 
 /// An index entry: the id of the record it points at, stored as 8 big-endian bytes.
@@ -406,6 +417,30 @@ query_table! {
     workers: Workers = "/workers" => pb::WorkerList, list;
     /// Every model version.
     model_versions: ModelVersions = "/model_versions" => pb::ModelVersionList, list;
+    /// A model listing by id, with the model card the chain wrote.
+    model_listing: ModelListing(id: u64) = "/model_listing" => pb::ModelListing,
+        key(models::state_key::listing(*id));
+    /// A model listing's usage statistics (sales, revenue, royalties paid).
+    model_stats: ModelStats(id: u64) = "/model_stats" => pb::ModelStats,
+        key(models::state_key::stats(*id));
+    /// The model listing id an owner org lists a ciphertext CID (model file or ONNX) under.
+    model_listing_by_cid: ModelListingByCid(c: OrgCid) = "/model_listing_by_cid" => Id,
+        key(models::state_key::by_cid(&c.org, &c.cid));
+    /// The live purchase id of a buyer for a model listing (`dataset`: the listing id).
+    live_model_purchase: LiveModelPurchase(b: BuyerDataset) = "/live_model_purchase" => Id,
+        key(escrow::state_key::by_buyer_model(&b.buyer, b.dataset));
+    /// Model listings passing a filter.
+    model_listings: ModelListings(f: pb::ModelListingFilter) = "/model_listings"
+        => pb::ModelListingList, list;
+    /// An evaluation of a model version on a dataset's hidden split, with every commit and
+    /// reveal.
+    evaluation: Evaluation(id: u64) = "/evaluation" => pb::Evaluation,
+        key(models::evaluation_state_key::evaluation(*id));
+    /// Every evaluation.
+    evaluations: Evaluations = "/evaluations" => pb::EvaluationList, list;
+    /// A dataset's leaderboard (data: the public dataset's id): its models scored on its hidden
+    /// split, best first within each target column.
+    leaderboard: Leaderboard(id: u64) = "/leaderboard" => pb::Leaderboard, list;
 }
 
 /// Answers a list query from `state` (its latest height): the encoded list.
@@ -452,6 +487,18 @@ pub fn list<S: StateRead>(query: &Query, state: &S) -> Result<Option<Vec<u8>>, S
             models: training::TrainingRead::model_versions(state)?,
         }
         .encode_to_vec(),
+        Query::ModelListings(f) => pb::ModelListingList {
+            listings: models::ModelsRead::model_listings(state)?
+                .into_iter()
+                .filter(|l| models::matches_filter(l, f))
+                .collect(),
+        }
+        .encode_to_vec(),
+        Query::Evaluations => pb::EvaluationList {
+            evaluations: models::EvaluationRead::evaluations(state)?,
+        }
+        .encode_to_vec(),
+        Query::Leaderboard(id) => models::leaderboard(state, *id)?.encode_to_vec(),
         _ => return Ok(None),
     }))
 }
@@ -510,6 +557,26 @@ mod tests {
             .query,
             workers().query,
             model_versions().query,
+            model_listing(2).query,
+            model_stats(2).query,
+            model_listing_by_cid(OrgCid {
+                org: "healthtech".into(),
+                cid: "bafk".into(),
+            })
+            .query,
+            live_model_purchase(BuyerDataset {
+                buyer: a,
+                dataset: 2,
+            })
+            .query,
+            model_listings(pb::ModelListingFilter {
+                dataset_id: 3,
+                ..Default::default()
+            })
+            .query,
+            evaluation(5).query,
+            evaluations().query,
+            leaderboard(3).query,
         ]
     }
 

@@ -15,10 +15,12 @@ use crate::escrow::{
 use crate::governance::{SubmitProposal, Vote};
 use crate::ledger::Transfer;
 use crate::market::{
-    AttestDataset, DelistDataset, RegisterDataset, RequestPreview, UpdateDatasetPrice,
+    AttestDataset, DelistDataset, RegisterDataset, RegisterEvalSplit, RequestPreview,
+    UpdateDatasetPrice,
 };
 use crate::membership::certificate::sha256;
 use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
+use crate::models::{BuyModel, DelistModel, PublishModel, RequestEvaluation, UpdateModelPrice};
 use crate::state::StateWrite;
 use crate::training::{
     AcceptJob, CancelJob, RegisterWorker, RequestJobKeys, SubmitJob, SubmitResult,
@@ -157,10 +159,7 @@ pub fn amount_field(field: &'static str, s: &str) -> Result<crate::amount::Amoun
 /// `Message.action` oneof, its domain type in its module, and one row here; the enum, its
 /// decoding, its dispatch and its roles all come from the row.
 macro_rules! actions {
-    (
-        pending: [$($pending:ident),*];
-        $( $(#[$doc:meta])* $variant:ident($ty:ty), roles: $roles:expr; )*
-    ) => {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty), roles: $roles:expr; )*) => {
         /// One checked message.
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub enum Action {
@@ -187,7 +186,6 @@ macro_rules! actions {
                 match m.action {
                     None => Err(EnvelopeError::UnknownMessage { index }.into()),
                     $( Some(A::$variant(m)) => Ok(Action::$variant(Box::new(<$ty>::try_from(m)?))), )*
-                    $( Some(A::$pending(_)) => Err(EnvelopeError::UnknownMessage { index }.into()), )*
                 }
             }
 
@@ -207,16 +205,6 @@ macro_rules! actions {
 }
 
 actions! {
-    // Messages of the protobuf whose domain types are still being written (issue 14): refused
-    // as unknown until their rows below exist. Named one by one, so the match stays exhaustive.
-    pending: [
-        PublishModel,
-        UpdateModelPrice,
-        DelistModel,
-        BuyModel,
-        RegisterEvalSplit,
-        RequestEvaluation
-    ];
     /// Ledger: move NRC (any member).
     Transfer(Transfer), roles: &Role::ALL;
     /// Membership: revoke a certificate.
@@ -263,6 +251,23 @@ actions! {
     /// Training: a validator operator's key requests for a job it attests (checked against the
     /// job's attestors).
     RequestJobKeys(RequestJobKeys), roles: &[Role::Validator];
+    /// Market: a dataset's provider registers the dataset's hidden evaluation split (the
+    /// provider itself or an admin of its org, checked against the dataset).
+    RegisterEvalSplit(RegisterEvalSplit), roles: &[Role::Provider, Role::Admin];
+    /// Models: ask validators to score a final model version on a dataset's hidden split (any
+    /// member).
+    RequestEvaluation(RequestEvaluation), roles: &Role::ALL;
+    /// Models: list a final model version (its owner or an admin of its org, checked against
+    /// the model version).
+    PublishModel(PublishModel), roles: &[Role::Provider, Role::Trainer, Role::Buyer, Role::Admin];
+    /// Models: change a listing's price (its owner or an admin of its org, checked against the
+    /// listing).
+    UpdateModelPrice(UpdateModelPrice),
+        roles: &[Role::Provider, Role::Trainer, Role::Buyer, Role::Admin];
+    /// Models: delist (same senders as a price change).
+    DelistModel(DelistModel), roles: &[Role::Provider, Role::Trainer, Role::Buyer, Role::Admin];
+    /// Models: buy a model (not one of the signer's own org).
+    BuyModel(BuyModel), roles: &[Role::Buyer, Role::Trainer];
 }
 
 /// A checked tx body.

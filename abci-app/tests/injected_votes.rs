@@ -36,6 +36,7 @@ fn extension() -> Vec<u8> {
         votes: vec![pb::JobVote {
             job_id: 999_999,
             step: Some(pb::job_vote::Step::Commit(vec![9; 32])),
+            evaluation_id: 0,
         }],
     }
     .encode_to_vec()

@@ -448,6 +448,51 @@ pub mod msg {
     pub fn cancel_job(job_id: u64) -> pb::Message {
         wrap(pb::message::Action::CancelJob(pb::CancelJob { job_id }))
     }
+
+    /// List a final model version for sale (its owner, or an admin of its org).
+    pub fn publish_model(m: pb::PublishModel) -> pb::Message {
+        wrap(pb::message::Action::PublishModel(m))
+    }
+
+    /// Change a model listing's price.
+    pub fn update_model_price(listing_id: u64, price: Amount) -> pb::Message {
+        wrap(pb::message::Action::UpdateModelPrice(
+            pb::UpdateModelPrice {
+                listing_id,
+                price: price.to_string(),
+            },
+        ))
+    }
+
+    /// Take a model listing off the market.
+    pub fn delist_model(listing_id: u64) -> pb::Message {
+        wrap(pb::message::Action::DelistModel(pb::DelistModel {
+            listing_id,
+        }))
+    }
+
+    /// Buy a model listing for at most `max_price`.
+    pub fn buy_model(listing_id: u64, max_price: Amount) -> pb::Message {
+        wrap(pb::message::Action::BuyModel(pb::BuyModel {
+            listing_id,
+            max_price: max_price.to_string(),
+        }))
+    }
+
+    /// Register a dataset's hidden evaluation split (its provider, or an admin of its org).
+    pub fn register_eval_split(m: pb::RegisterEvalSplit) -> pb::Message {
+        wrap(pb::message::Action::RegisterEvalSplit(m))
+    }
+
+    /// Ask validators to score `model_version` on the hidden split of `dataset_id`.
+    pub fn request_evaluation(model_version: u64, dataset_id: u64) -> pb::Message {
+        wrap(pb::message::Action::RequestEvaluation(
+            pb::RequestEvaluation {
+                model_version,
+                dataset_id,
+            },
+        ))
+    }
 }
 
 /// Checks a borsh `SparseMerkleProof<Sha256>` for `key` → `value` (None: absent) against `root`.

@@ -321,6 +321,10 @@ impl DelistDataset {
 /// Whether `dataset` passes the browse `filter`. A malformed `max_price` filters nothing out
 /// rather than failing the whole listing.
 pub fn matches_filter(dataset: &pb::Dataset, filter: &pb::DatasetFilter) -> bool {
+    // Hidden evaluation splits are not for browsing, whatever the filter.
+    if dataset.status == pb::DatasetStatus::Hidden as i32 {
+        return false;
+    }
     let listed = dataset.status == pb::DatasetStatus::Listed as i32;
     if !filter.include_delisted && !listed {
         return false;

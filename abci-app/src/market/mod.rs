@@ -14,6 +14,7 @@
 mod attest;
 mod dataset;
 mod preview;
+mod split;
 pub mod state_key;
 pub mod view;
 
@@ -22,6 +23,7 @@ pub use dataset::{
     DelistDataset, MAX_PREVIEW_ROWS, RegisterDataset, UpdateDatasetPrice, matches_filter,
 };
 pub use preview::RequestPreview;
+pub use split::{RegisterEvalSplit, first_schema_difference};
 pub use view::{MarketRead, MarketWrite};
 
 use neurodata_proto::chain::v1 as pb;
@@ -51,8 +53,20 @@ pub fn move_listings<S: crate::state::StateWrite>(
     Ok(moved)
 }
 
-/// Refuses a delisted dataset with [`MarketError::Delisted`].
+/// Refuses a hidden evaluation split ([`RegisterEvalSplit`]) with [`MarketError::HiddenSplit`]:
+/// what only public listings do (a sale, a preview, validation, a price change, a split of its
+/// own) is never done to one.
+pub fn require_public(dataset: &pb::Dataset) -> Result<(), TxError> {
+    if dataset.status == pb::DatasetStatus::Hidden as i32 {
+        return Err(MarketError::HiddenSplit(dataset.id).into());
+    }
+    Ok(())
+}
+
+/// Refuses a hidden evaluation split with [`MarketError::HiddenSplit`] and a delisted dataset
+/// with [`MarketError::Delisted`].
 pub fn require_listed(dataset: &pb::Dataset) -> Result<(), TxError> {
+    require_public(dataset)?;
     if dataset.status != pb::DatasetStatus::Listed as i32 {
         return Err(MarketError::Delisted(dataset.id).into());
     }
@@ -166,6 +180,29 @@ pub enum MarketError {
         /// Its wire type value.
         type_code: i32,
     },
+    /// A hidden evaluation split is never sold, previewed, validated or repriced.
+    #[error(
+        "dataset {0} is a hidden evaluation split: it is never sold, previewed, validated or repriced; its key goes only to validators scoring models on it"
+    )]
+    HiddenSplit(u64),
+    /// The dataset already has its hidden evaluation split.
+    #[error(
+        "dataset {dataset} already has its hidden evaluation split (dataset {split}); a split is never replaced, so the scores on its leaderboard stay comparable"
+    )]
+    SplitExists {
+        /// The dataset.
+        dataset: u64,
+        /// Its split.
+        split: u64,
+    },
+    /// The split's schema is not the dataset's.
+    #[error("the evaluation split's schema must equal dataset {dataset}'s: {difference}")]
+    SplitSchemaMismatch {
+        /// The dataset.
+        dataset: u64,
+        /// The first difference, column by column.
+        difference: String,
+    },
 }
 
 impl MarketError {
@@ -188,6 +225,9 @@ impl MarketError {
             MarketError::NoPreview(_) => 93,
             MarketError::PreviewRequested { .. } => 94,
             MarketError::OwnPreview { .. } => 95,
+            MarketError::HiddenSplit(_) => 96,
+            MarketError::SplitExists { .. } => 97,
+            MarketError::SplitSchemaMismatch { .. } => 98,
         }
     }
 }

@@ -160,7 +160,7 @@ impl World {
     fn extend(&self, i: u8, matches: bool) -> CastVote {
         CastVote {
             validator: val(i),
-            votes: votes_to_extend(&self.state, &val(i), &[self.verdict(i, matches)]).unwrap(),
+            votes: votes_to_extend(&self.state, &val(i), &[self.verdict(i, matches)], &[]).unwrap(),
         }
     }
 
@@ -208,7 +208,9 @@ fn the_beacon_fixes_the_attestors_and_a_commit_reveals_only_after_the_commit_pha
                 matches: true,
                 segments_digest: vec![0; 32],
                 salt: vec![0x50; 32],
+                score_json: String::new(),
             })),
+            evaluation_id: 0,
         }],
     };
     w.block(&[early]);
@@ -346,7 +348,11 @@ fn a_reveal_must_match_the_result_it_committed_to() {
     // A verdict about another result digest yields no vote at all.
     let mut v = w.verdict(0, true);
     v.result_digest = [9; 32];
-    assert!(votes_to_extend(&w.state, &val(0), &[v]).unwrap().is_empty());
+    assert!(
+        votes_to_extend(&w.state, &val(0), &[v], &[])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -356,6 +362,7 @@ fn extensions_are_checked_for_shape_and_size() {
         votes: vec![pb::JobVote {
             job_id: 1,
             step: Some(pb::job_vote::Step::Commit(vec![0; 32])),
+            evaluation_id: 0,
         }],
     };
     assert!(check_extension(&ok.encode_to_vec()).is_ok());
@@ -367,6 +374,7 @@ fn extensions_are_checked_for_shape_and_size() {
         votes: vec![pb::JobVote {
             job_id: 1,
             step: Some(pb::job_vote::Step::Commit(vec![0; 31])),
+            evaluation_id: 0,
         }],
     };
     assert!(check_extension(&short.encode_to_vec()).is_err());
@@ -379,7 +387,9 @@ fn extensions_are_checked_for_shape_and_size() {
                 matches: true,
                 segments_digest: vec![0; 32],
                 salt: vec![0; 32],
+                score_json: String::new(),
             })),
+            evaluation_id: 0,
         }],
     };
     let bytes = reveal.encode_to_vec();
