@@ -7,13 +7,15 @@
 //! executes: a child process now, a Kubernetes Job later), [`fetch`] and [`assemble`] (a job's
 //! data, decrypted, checked and joined into one file, the same way on every machine),
 //! [`artifacts`] (a run's published files and the result a worker submits), [`judge`] (how a
-//! validator rebuilds the run from the chain record and decides its verdict) and [`validation`]
-//! (how a validator checks a listed dataset against its listing for `AttestDataset`). The loops
-//! that drive them against the chain are in the binary (`src/main.rs`, `train.rs`, `verify.rs`,
-//! `validate.rs`).
+//! validator rebuilds the run from the chain record and decides its verdict), [`validation`]
+//! (how a validator checks a listed dataset against its listing for `AttestDataset`) and
+//! [`evaluation`] (how a validator scores a model on a dataset's hidden evaluation split for the
+//! leaderboard). The loops that drive them against the chain are in the binary (`src/main.rs`,
+//! `train.rs`, `verify.rs`, `validate.rs`, `evaluate.rs`).
 
 pub mod artifacts;
 pub mod assemble;
+pub mod evaluation;
 pub mod fetch;
 pub mod journal;
 pub mod judge;

@@ -8,6 +8,7 @@
 //! connection or a missed event finds the same state a stream would have led to, with no event
 //! replay or cursor to keep. A `/jobs` read per second is cheap next to a training run.
 
+mod evaluate;
 mod node;
 mod pod_run;
 mod train;

@@ -3,7 +3,8 @@
 //! its segments and leaves the verdict in the validator's inbox; each step decided by
 //! [`neurodata_worker::journal::verify_step`]. The same loop also runs the dataset duty
 //! (`validate.rs`: RequestValidation for `--validate-datasets`, AttestDataset for every
-//! validation key held).
+//! validation key held) and the leaderboard duty (`evaluate.rs`: scoring a model on a hidden
+//! evaluation split for every evaluation this validator attests).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -23,8 +24,8 @@ use neurodata_worker::judge::{self, Assignment, Judgement};
 use neurodata_worker::kube_runner::{KubeRunner, RunTask, VerifyRequest};
 
 use crate::node::Node;
-use crate::validate;
 use crate::{MemberArgs, RunnerArgs, RunnerKind};
+use crate::{evaluate, validate};
 
 /// Attempts at fetching one artifact before it counts as withheld.
 const FETCH_ATTEMPTS: u32 = 5;
@@ -39,11 +40,12 @@ type InFlight = Arc<Mutex<BTreeSet<u64>>>;
 pub(crate) struct Verifier {
     pub(crate) node: Node,
     /// The validator's CometBFT address.
-    address: [u8; 20],
+    pub(crate) address: [u8; 20],
     /// The verdict inbox.
-    verdicts: PathBuf,
-    /// One re-run at a time: they are CPU-bound and share the machine with the validator.
-    cpu: tokio::sync::Semaphore,
+    pub(crate) verdicts: PathBuf,
+    /// One re-run (or scoring) at a time: they are CPU-bound and share the machine with the
+    /// validator.
+    pub(crate) cpu: tokio::sync::Semaphore,
     /// With `--runner kubernetes`: re-runs go to Jobs instead of child processes.
     kube: Option<KubeRunner>,
 }
@@ -93,6 +95,7 @@ pub async fn run(
     });
     let in_flight: InFlight = Arc::default();
     let datasets = Arc::new(validate::Datasets::new(&validate_datasets));
+    let evaluations = Arc::new(evaluate::Evaluations::default());
     if !validate_datasets.is_empty() {
         tracing::info!("validation to request for datasets {validate_datasets:?}");
     }
@@ -102,6 +105,9 @@ pub async fn run(
         }
         if let Err(e) = validate::tick(&v, &datasets).await {
             tracing::warn!("polling the chain for datasets: {e:#}");
+        }
+        if let Err(e) = evaluate::tick(&v, &evaluations).await {
+            tracing::warn!("polling the chain for evaluations: {e:#}");
         }
         tokio::time::sleep(v.node.poll).await;
     }
