@@ -166,6 +166,23 @@ pub enum DatasetCommand {
         #[arg(long)]
         dataset: u64,
     },
+    /// Registers the hidden evaluation split of your dataset: test rows no trainer sees,
+    /// encrypted like a listing, whose key goes only to the validators scoring a model for the
+    /// leaderboard (`ndctl model evaluate`). The file must have the dataset's schema; it is
+    /// never for sale. One split per dataset.
+    Split {
+        #[command(flatten)]
+        fee: FeeArgs,
+        /// The public dataset the split evaluates.
+        #[arg(long)]
+        dataset: u64,
+        /// The split's rows (CSV, JSON lines or a JSON array), with the dataset's columns.
+        #[arg(long)]
+        file: PathBuf,
+        /// How the file is written: csv, jsonl or json. Default: from the file's name.
+        #[arg(long)]
+        format: Option<Format>,
+    },
     /// Your purchases (or, with --org, the purchases of an org's datasets).
     Purchases {
         /// Purchases of this provider org's datasets instead of your own.
@@ -230,7 +247,7 @@ pub(crate) async fn provider_gateway(
     Ok(GatewayClient::connect(location, Some(tls)).await?)
 }
 
-fn event_attr(r: &Committed, kind: EventKind, key: &str) -> Option<String> {
+pub(crate) fn event_attr(r: &Committed, kind: EventKind, key: &str) -> Option<String> {
     r.events
         .iter()
         .filter(|e| kind == e.r#type.as_str())
@@ -340,6 +357,67 @@ struct Listing {
     preview_rows: u32,
 }
 
+/// A file encrypted with a data key and its ciphertext uploaded to the member's own gateway.
+pub(crate) struct Sealed {
+    /// CID of the ciphertext (as the gateway stored it).
+    pub(crate) cid: String,
+    /// SHA-256 of the plaintext.
+    pub(crate) plaintext_sha256: [u8; 32],
+    /// Plaintext bytes.
+    pub(crate) size: u64,
+    /// Ciphertext bytes.
+    pub(crate) ciphertext_size: u64,
+}
+
+/// Encrypts `file` with `key` into a temporary file (constant memory, any size) and uploads the
+/// ciphertext to the own gateway. Each call writes a fresh stream header with its own random
+/// nonce prefix, so one key may seal several files (a model and its ONNX export).
+pub(crate) async fn seal_and_upload(
+    g: &Gateway,
+    file: &Path,
+    key: &DataKey,
+) -> anyhow::Result<Sealed> {
+    let work = tempfile::tempdir()?;
+    let sealed = work.path().join("sealed.ndenc");
+    let open = || std::fs::File::open(file).with_context(|| format!("opening {}", file.display()));
+    let size = open()?.metadata()?.len();
+    let plaintext_sha256 = {
+        let progress = bar(size, "encrypt");
+        let plain = progress.wrap_read(open()?);
+        let mut reader = EncryptingReader::new(plain, key, DEFAULT_CHUNK_SIZE)?;
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&sealed)?);
+        std::io::copy(&mut reader, &mut out)?;
+        std::io::Write::flush(&mut out)?;
+        progress.finish_and_clear();
+        reader
+            .plaintext_sha256()
+            .context("encryption ended early")?
+    };
+    let ciphertext_size = std::fs::metadata(&sealed)?.len();
+    let progress = bar(ciphertext_size, "upload");
+    let reader = progress.wrap_async_read(tokio::fs::File::open(&sealed).await?);
+    let (cid, stored) = g.client.upload(reader).await?;
+    progress.finish_and_clear();
+    anyhow::ensure!(stored == ciphertext_size, "gateway stored {stored} bytes");
+    Ok(Sealed {
+        cid,
+        plaintext_sha256,
+        size,
+        ciphertext_size,
+    })
+}
+
+/// Hands `key` to the own gateway's keystore for the ciphertext `cid` (uploaded first): the
+/// gateway delivers it only for this signer's listing of that CID.
+pub(crate) async fn deposit(g: &Gateway, key: &DataKey, cid: &str) -> anyhow::Result<()> {
+    let commitment = g.client.deposit_key(key.as_bytes(), cid).await?;
+    anyhow::ensure!(
+        commitment == key.commitment(),
+        "the gateway's keystore answered a different key commitment"
+    );
+    Ok(())
+}
+
 async fn upload(a: &SignerArgs, file: &Path, l: Listing) -> anyhow::Result<()> {
     let Listing {
         format,
@@ -372,44 +450,22 @@ async fn upload(a: &SignerArgs, file: &Path, l: Listing) -> anyhow::Result<()> {
     let g = gateway(a).await?;
     let price = amount(&price)?;
     let key = DataKey::generate()?;
-
-    // Encrypt into a temporary file next to nothing else: constant memory, any size.
-    let work = tempfile::tempdir()?;
-    let sealed = work.path().join("dataset.ndenc");
-    let plaintext_sha256 = {
-        let progress = bar(size, "encrypt");
-        let plain = progress.wrap_read(std::fs::File::open(file)?);
-        let mut reader = EncryptingReader::new(plain, &key, DEFAULT_CHUNK_SIZE)?;
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&sealed)?);
-        std::io::copy(&mut reader, &mut out)?;
-        std::io::Write::flush(&mut out)?;
-        progress.finish_and_clear();
-        let sha = reader
-            .plaintext_sha256()
-            .context("encryption ended early")?;
-        // The rows and schema listed must be those of the bytes sold.
-        anyhow::ensure!(
-            sha == summary.sha256,
-            "{} changed while it was being read; upload it again",
-            file.display()
-        );
-        sha
-    };
-    let ciphertext_size = std::fs::metadata(&sealed)?.len();
-
-    let progress = bar(ciphertext_size, "upload");
-    let reader = progress.wrap_async_read(tokio::fs::File::open(&sealed).await?);
-    let (cid, stored) = g.client.upload(reader).await?;
-    progress.finish_and_clear();
-    anyhow::ensure!(stored == ciphertext_size, "gateway stored {stored} bytes");
-
+    let sealed = seal_and_upload(&g, file, &key).await?;
+    // The rows and schema listed must be those of the bytes sold.
+    anyhow::ensure!(
+        sealed.plaintext_sha256 == summary.sha256,
+        "{} changed while it was being read; upload it again",
+        file.display()
+    );
+    let Sealed {
+        cid,
+        plaintext_sha256,
+        ciphertext_size,
+        ..
+    } = sealed;
     // After the upload: the deposit names the ciphertext's CID, and the gateway delivers the
     // key only for this signer's listing of that CID.
-    let commitment = g.client.deposit_key(key.as_bytes(), &cid).await?;
-    anyhow::ensure!(
-        commitment == key.commitment(),
-        "the gateway's keystore answered a different key commitment"
-    );
+    deposit(&g, &key, &cid).await?;
     let r = submit(
         a,
         &g,
@@ -445,6 +501,84 @@ async fn upload(a: &SignerArgs, file: &Path, l: Listing) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `ndctl dataset split`: the file is read with the dataset's schema declared (so a column
+/// that differs is named with its line before anything is encrypted), sealed with a fresh key,
+/// uploaded, its key deposited, and registered with RegisterEvalSplit.
+async fn register_split(
+    a: &SignerArgs,
+    dataset: u64,
+    file: &Path,
+    format: Format,
+) -> anyhow::Result<()> {
+    let g = gateway(a).await?;
+    let d: pb::Dataset = record(&g, query::dataset(dataset), &format!("dataset {dataset}")).await?;
+    if d.evaluation_split != 0 {
+        bail!(
+            "dataset {dataset} already has its evaluation split (dataset {}); a split is \
+             registered once",
+            d.evaluation_split
+        );
+    }
+    let declared = declared_schema(&d);
+    let summary = summarize(file, format, Some(&declared))
+        .with_context(|| format!("the split must have dataset {dataset}'s columns {declared}"))?;
+    let key = DataKey::generate()?;
+    let sealed = seal_and_upload(&g, file, &key).await?;
+    anyhow::ensure!(
+        sealed.plaintext_sha256 == summary.sha256,
+        "{} changed while it was being read; register it again",
+        file.display()
+    );
+    deposit(&g, &key, &sealed.cid).await?;
+    let r = submit(
+        a,
+        &g,
+        msg::register_eval_split(pb::RegisterEvalSplit {
+            dataset_id: dataset,
+            cid: sealed.cid.clone(),
+            plaintext_sha256: sealed.plaintext_sha256.to_vec(),
+            key_commitment: key.commitment().to_vec(),
+            size: sealed.size,
+            ciphertext_size: sealed.ciphertext_size,
+            rows: summary.rows,
+            schema: Some(listing_schema(&summary.schema)),
+            format: listing_format(format) as i32,
+            location: a.chain.gateway.clone().unwrap_or_default(),
+        }),
+    )
+    .await?;
+    let split = g
+        .conn
+        .list(query::dataset(dataset))
+        .await
+        .map(|(d, _)| d.evaluation_split)
+        .unwrap_or(0);
+    println!(
+        "registered the hidden evaluation split of dataset {dataset} (dataset record {split}): \
+         {} rows, {} bytes ({} encrypted), never for sale\n  cid {}\n  sha256 {}\n  key \
+         deposited with the gateway (delivered only to validators scoring a model)\n  tx {} at \
+         height {}",
+        summary.rows,
+        sealed.size,
+        sealed.ciphertext_size,
+        sealed.cid,
+        hex::encode(sealed.plaintext_sha256),
+        r.hash,
+        r.height
+    );
+    Ok(())
+}
+
+/// A listing's schema as `--schema` takes it (`name:type,...`).
+fn declared_schema(d: &pb::Dataset) -> String {
+    d.schema
+        .iter()
+        .flat_map(|s| s.columns.iter())
+        .map(|c| format!("{}:{}", c.name, type_name(c.r#type)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub(crate) async fn record<R: Record>(
     g: &Gateway,
     query: Typed<R>,
@@ -456,27 +590,19 @@ pub(crate) async fn record<R: Record>(
         .with_context(|| format!("{what} does not exist"))
 }
 
-async fn download(
-    a: &SignerArgs,
+/// Waits up to `wait` seconds for the key of `purchase` (made by `me`, or a key request for
+/// `me`) to be delivered; the purchase once it is.
+pub(crate) async fn wait_for_key(
+    g: &Gateway,
     purchase: u64,
-    out: &Path,
-    force: bool,
+    me: neurodata_abci::address::Address,
     wait: u64,
-    confirm: bool,
-) -> anyhow::Result<()> {
-    if out.exists() && !force {
-        bail!(
-            "{} exists: pass --force to overwrite it, or another --out",
-            out.display()
-        );
-    }
-    let me = load_signer(a)?.address();
-    let g = gateway(a).await?;
+) -> anyhow::Result<pb::Purchase> {
     let deadline = Instant::now() + Duration::from_secs(wait);
     let mut told = false;
-    let p = loop {
+    loop {
         let p: pb::Purchase = record(
-            &g,
+            g,
             query::purchase(purchase),
             &format!("purchase {}", purchase),
         )
@@ -511,22 +637,89 @@ async fn download(
                 pb::PurchaseStatus::KeyDelivered
                 | pb::PurchaseStatus::Confirmed
                 | pb::PurchaseStatus::Released,
-            ) => break p,
+            ) => return Ok(p),
             _ => bail!("purchase {purchase} is {}", status_name(p.status)),
         }
-    };
+    }
+}
+
+/// The key delivered on `p`, unwrapped with your member key; `None` if it does not unwrap or
+/// does not match `commitment` (a wrong key: dispute it).
+pub(crate) fn unwrap_key(
+    a: &SignerArgs,
+    p: &pb::Purchase,
+    commitment: &[u8],
+) -> anyhow::Result<Option<DataKey>> {
+    let private = openssl::pkey::PKey::private_key_from_pem(&read(a.key()?)?)?;
+    Ok(wrap::WrappedKey::parse(&p.wrapped_key)
+        .and_then(|w| wrap::unwrap(&w, &private))
+        .ok()
+        .filter(|k| k.commitment().as_slice() == commitment))
+}
+
+/// Downloads blob `cid` (`size` bytes, for the progress bar) from `source` into `path`; the
+/// client checks the bytes against the CID.
+pub(crate) async fn download_blob(
+    source: &GatewayClient,
+    cid: &str,
+    size: u64,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let progress = bar(size, "download");
+    let mut file = progress.wrap_async_write(tokio::fs::File::create(path).await?);
+    source.download(cid, &mut file).await?;
+    progress.finish_and_clear();
+    Ok(())
+}
+
+/// Decrypts `sealed` (`size` bytes, for the progress bar) into `plain` with `key`, synced to
+/// disk; what the stream says of the plaintext (its SHA-256 and length).
+pub(crate) fn decrypt_file(
+    sealed: &Path,
+    plain: &Path,
+    key: &DataKey,
+    size: u64,
+) -> anyhow::Result<neurodata_crypto::stream::Decrypted> {
+    let progress = bar(size, "decrypt");
+    let writer = std::io::BufWriter::new(std::fs::File::create(plain)?);
+    let mut decrypting = DecryptingWriter::new(writer, key);
+    std::io::copy(
+        &mut progress.wrap_read(std::fs::File::open(sealed)?),
+        &mut decrypting,
+    )?;
+    let (done, writer) = decrypting.finish()?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    progress.finish_and_clear();
+    Ok(done)
+}
+
+async fn download(
+    a: &SignerArgs,
+    purchase: u64,
+    out: &Path,
+    force: bool,
+    wait: u64,
+    confirm: bool,
+) -> anyhow::Result<()> {
+    if out.exists() && !force {
+        bail!(
+            "{} exists: pass --force to overwrite it, or another --out",
+            out.display()
+        );
+    }
+    let me = load_signer(a)?.address();
+    let g = gateway(a).await?;
+    let p = wait_for_key(&g, purchase, me, wait).await?;
     let d: pb::Dataset = record(
         &g,
         query::dataset(p.dataset_id),
         &format!("dataset {}", p.dataset_id),
     )
     .await?;
-    let private = openssl::pkey::PKey::private_key_from_pem(&read(a.key()?)?)?;
-    let key = wrap::WrappedKey::parse(&p.wrapped_key)
-        .and_then(|w| wrap::unwrap(&w, &private))
-        .ok()
-        .filter(|k| k.commitment().as_slice() == d.key_commitment);
-    let Some(key) = key else {
+    let Some(key) = unwrap_key(a, &p, &d.key_commitment)? else {
         bail!(
             "the key delivered for purchase {purchase} does not match dataset {}'s commitment; \
              prove it on chain and get refunded: ndctl dataset dispute --purchase {purchase}",
@@ -541,25 +734,9 @@ async fn download(
             .unwrap_or(Path::new(".")),
     )?;
     let sealed = work.path().join("dataset.ndenc");
-    let progress = bar(d.ciphertext_size, "download");
-    let mut file = progress.wrap_async_write(tokio::fs::File::create(&sealed).await?);
-    source.download(&d.cid, &mut file).await?;
-    progress.finish_and_clear();
-
-    let progress = bar(d.ciphertext_size, "decrypt");
+    download_blob(&source, &d.cid, d.ciphertext_size, &sealed).await?;
     let partial = work.path().join("plain");
-    let writer = std::io::BufWriter::new(std::fs::File::create(&partial)?);
-    let mut decrypting = DecryptingWriter::new(writer, &key);
-    std::io::copy(
-        &mut progress.wrap_read(std::fs::File::open(&sealed)?),
-        &mut decrypting,
-    )?;
-    let (done, writer) = decrypting.finish()?;
-    writer
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    progress.finish_and_clear();
+    let done = decrypt_file(&sealed, &partial, &key, d.ciphertext_size)?;
     if done.plaintext_sha256.as_slice() != d.plaintext_sha256 {
         bail!(
             "the decrypted data hashes to {}, the listing says {}; do not confirm",
@@ -637,12 +814,6 @@ fn count(n: u64, thing: &str) -> String {
 }
 
 fn print_dataset(d: &pb::Dataset) {
-    let cols: Vec<String> = d
-        .schema
-        .iter()
-        .flat_map(|s| s.columns.iter())
-        .map(|c| format!("{}:{}", c.name, type_name(c.r#type)))
-        .collect();
     let format = listed_format(d.format)
         .map_or_else(|| format!("unknown ({})", d.format), |f| f.to_string());
     println!(
@@ -660,13 +831,20 @@ fn print_dataset(d: &pb::Dataset) {
         } else {
             "not verified"
         },
-        if d.status == pb::DatasetStatus::Delisted as i32 {
-            ", delisted"
-        } else {
-            ""
+        match pb::DatasetStatus::try_from(d.status) {
+            Ok(pb::DatasetStatus::Delisted) => ", delisted".to_owned(),
+            Ok(pb::DatasetStatus::Hidden) => format!(
+                ", hidden evaluation split of dataset {}",
+                d.evaluation_split_of
+            ),
+            _ if d.evaluation_split != 0 => format!(
+                ", hidden evaluation split: dataset {} (ndctl leaderboard {})",
+                d.evaluation_split, d.id
+            ),
+            _ => String::new(),
         },
         previews(d.preview_rows),
-        cols.join(","),
+        declared_schema(d),
         d.cid,
         if d.location.is_empty() {
             "(provider gateway)"
@@ -861,14 +1039,31 @@ pub async fn run(cmd: DatasetCommand, me: &Me) -> anyhow::Result<()> {
                     ..Default::default()
                 });
             println!(
-                "dataset {dataset}: {}, {} paid, {} refunded, {}, {}, revenue {} NRC",
+                "dataset {dataset}: {}, {} paid, {} refunded, {}, {}, revenue {} NRC\n  \
+                 royalties {} NRC from {}",
                 count(s.purchases, "purchase"),
                 s.paid,
                 s.refunded,
                 count(s.training_runs, "training run"),
                 count(s.derived_models, "derived model"),
-                s.revenue
+                s.revenue,
+                if s.royalties.is_empty() {
+                    "0"
+                } else {
+                    &s.royalties
+                },
+                count(s.model_sales, "model sale")
             );
+        }
+        DatasetCommand::Split {
+            fee,
+            dataset,
+            file,
+            format,
+        } => {
+            let signer = SignerArgs::new(me, Some(&fee));
+            let format = format.unwrap_or_else(|| Format::of_path(&file));
+            register_split(&signer, dataset, &file, format).await?
         }
         DatasetCommand::Preview { fee, dataset } => {
             crate::preview::run(&SignerArgs::new(me, Some(&fee)), dataset).await?
@@ -1018,6 +1213,26 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_split_is_read_with_the_schema_its_dataset_lists_and_a_different_one_is_refused() {
+        let (_dir, path) = file("age,sex,y\n40,f,yes\n50.5,m,no\n");
+        let listed = summarize(&path, Format::Csv, None).expect("listing");
+        let d = pb::Dataset {
+            schema: Some(listing_schema(&listed.schema)),
+            ..Default::default()
+        };
+        assert_eq!(declared_schema(&d), "age:float,sex:category,y:category");
+        let (_split_dir, split) = named("age,sex,y\n61,m,no\n", "split.csv");
+        let read = summarize(&split, Format::Csv, Some(&declared_schema(&d))).expect("split");
+        assert_eq!(Some(listing_schema(&read.schema)), d.schema);
+        let (_bad_dir, bad) = named("age,y\n61,no\n", "bad.csv");
+        let err = format!(
+            "{:#}",
+            summarize(&bad, Format::Csv, Some(&declared_schema(&d))).expect_err("narrow")
+        );
+        assert!(err.contains("do not match the header"), "{err}");
     }
 
     #[test]

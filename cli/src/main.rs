@@ -7,6 +7,7 @@ mod conn;
 mod dataset;
 mod devnet;
 mod job;
+mod model;
 mod preview;
 
 use std::path::{Path, PathBuf};
@@ -79,6 +80,15 @@ enum Command {
     /// Training jobs: submit, list, show, follow, cancel.
     #[command(subcommand)]
     Job(job::JobCommand),
+    /// The models marketplace: publish, browse, buy, install, predict, evaluate.
+    #[command(subcommand)]
+    Model(model::ModelCommand),
+    /// A dataset's leaderboard: model versions by the score validators attested on its hidden
+    /// evaluation split, best first, with their lineage.
+    Leaderboard {
+        /// Dataset id.
+        dataset: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -362,6 +372,10 @@ struct MarketParamsArgs {
     /// Reward-pool share of each sale, basis points.
     #[arg(long, default_value_t = 200)]
     market_fee_bps: u32,
+    /// Share of each model sale paid as royalties to the providers of the datasets it was
+    /// trained on, basis points (with --market-fee-bps at most 10000).
+    #[arg(long, default_value_t = 1000)]
+    model_royalty_bps: u32,
     /// Most validation requests one org may have open at once.
     #[arg(long, default_value_t = 4)]
     max_open_validations_per_org: u32,
@@ -539,6 +553,7 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         key_delivery_blocks: args.market.key_delivery_blocks,
         confirm_blocks: args.market.confirm_blocks,
         market_fee_bps: args.market.market_fee_bps,
+        model_royalty_bps: args.market.model_royalty_bps,
         max_open_validations_per_org: args.market.max_open_validations_per_org,
         reward_epoch_blocks: args.market.reward_epoch_blocks,
         ..Params::default()
@@ -835,6 +850,7 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                 market_fee_bps: market.market_fee_bps,
                 max_open_validations_per_org: market.max_open_validations_per_org,
                 reward_epoch_blocks: market.reward_epoch_blocks,
+                model_royalty_bps: market.model_royalty_bps,
             }),
         ),
     };
@@ -979,6 +995,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devnet(d) => devnet::run_command(d).await?,
         Command::Dataset(d) => dataset::run(d, me).await?,
         Command::Job(j) => job::run(j, me).await?,
+        Command::Model(m) => model::run(m, me).await?,
+        Command::Leaderboard { dataset } => model::leaderboard(me, dataset).await?,
     }
     Ok(())
 }

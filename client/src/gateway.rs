@@ -1,6 +1,7 @@
 //! A client of an org's gRPC gateway: mTLS with the member's certificate, [`ChainAccess`] (reads
 //! of any row of the query table, light blocks, tx broadcast), event subscriptions, key deposits,
-//! and blob upload/download that check the CID on the client side too.
+//! blob upload/download that check the CID on the client side too, and inference on installed
+//! models (`Models.Install`, `Models.Predict`).
 
 use std::path::Path;
 
@@ -242,6 +243,45 @@ impl GatewayClient {
             .into_inner())
     }
 
+    /// Installs the model of listing `listing_id` on this gateway with its 32-byte data key (the
+    /// key the owner delivered to the caller's purchase, unwrapped): the gateway checks the key
+    /// against the listing's commitment, decrypts the ciphertexts already uploaded to it and
+    /// checks them against the model card before it keeps the key in its keystore.
+    pub async fn install_model(
+        &self,
+        listing_id: u64,
+        key: &[u8; 32],
+    ) -> Result<gw::InstallModelResponse, ClientError> {
+        Ok(gw::models_client::ModelsClient::new(self.channel.clone())
+            .install(gw::InstallModelRequest {
+                listing_id,
+                key: key.to_vec(),
+            })
+            .await
+            .map_err(|s| self.call_err(s))?
+            .into_inner())
+    }
+
+    /// Runs an installed model on the batches `batches` yields (the first names the listing;
+    /// each is one request message, within the gateway's limits of rows and bytes). Read the
+    /// answers, one per batch in order, from the returned stream while sending.
+    pub async fn predict(
+        &self,
+        batches: tokio::sync::mpsc::Receiver<gw::PredictRequest>,
+    ) -> Result<Predictions, ClientError> {
+        let stream = gw::models_client::ModelsClient::new(self.channel.clone())
+            // A batch's answer holds a label and the class probabilities per row.
+            .max_decoding_message_size(64 << 20)
+            .predict(tokio_stream::wrappers::ReceiverStream::new(batches))
+            .await
+            .map_err(|s| self.call_err(s))?
+            .into_inner();
+        Ok(Predictions {
+            stream,
+            client: self.clone(),
+        })
+    }
+
     /// Subscribes to events (see `SubscribeRequest`).
     pub async fn subscribe(
         &self,
@@ -349,6 +389,23 @@ impl GatewayClient {
             )));
         }
         Ok(size)
+    }
+}
+
+/// The answers of a `Models.Predict` call, one per batch sent, in order.
+pub struct Predictions {
+    stream: tonic::Streaming<gw::PredictResponse>,
+    client: GatewayClient,
+}
+
+impl Predictions {
+    /// The next batch's answer; `None` once the gateway answered every batch sent. A refusal
+    /// (a batch whose rows do not fit the model, a model the caller may not run) ends the call.
+    pub async fn next(&mut self) -> Result<Option<gw::PredictResponse>, ClientError> {
+        self.stream
+            .message()
+            .await
+            .map_err(|s| self.client.call_err(s))
     }
 }
 
