@@ -7,7 +7,8 @@
 //!   [`membership`] (X.509 identities, roles, revocation), [`ledger`] (NRC), [`governance`]
 //!   (proposals, votes, validators, parameters), [`market`] (dataset listings and validation),
 //!   [`escrow`] (purchases, key delivery, settlement), [`training`] (jobs, workers, validators'
-//!   commit–reveal attestation, model versions).
+//!   commit–reveal attestation, model versions), [`models`] (model listings and their sales with
+//!   royalties, validator-scored evaluations on datasets' hidden splits, leaderboards).
 //! - [`extension`]: validators' attestations on the wire — the verdict inbox, vote extensions,
 //!   and the signed extensions a proposer injects into its block.
 //! - [`events`]: every event kind and attribute key the chain emits (consumers match on these).

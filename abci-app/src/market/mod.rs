@@ -8,6 +8,10 @@
 //! dataset is `verified` once orgs holding more than two thirds of the validator voting power
 //! attested positively.
 //!
+//! A provider may register its dataset's hidden evaluation split ([`RegisterEvalSplit`]): a
+//! dataset record of status HIDDEN that leaderboards score models on, never browsed, sold,
+//! previewed or validated ([`require_listed`] refuses it by name).
+//!
 //! Checks run in the usual order: stateless in `TryFrom<pb::…>` (field shapes, schema, price),
 //! then stateful in `check_and_execute` (who may, what exists).
 

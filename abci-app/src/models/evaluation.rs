@@ -1,6 +1,6 @@
 //! Evaluations: validators score a final model version on the hidden evaluation split of a
 //! dataset it was trained on, and the score they agree on goes on the dataset's leaderboard
-//! ([`super::leaderboard`]).
+//! ([`mod@super::leaderboard`]).
 //!
 //! An evaluation's life ([`pb::EvaluationStatus`]):
 //! 1. [`RequestEvaluation`] (any member): the model version must list the dataset among its
