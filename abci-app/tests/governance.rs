@@ -299,6 +299,7 @@ fn parameter_changes_apply_to_later_transactions() {
         market_fee_bps: 100,
         max_open_validations_per_org: 4,
         reward_epoch_blocks: 0,
+        model_royalty_bps: 1_000,
     };
     t.ok(
         &c.signer(0, Role::Admin),

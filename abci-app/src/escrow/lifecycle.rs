@@ -1760,4 +1760,253 @@ mod tests {
             }
         }
     }
+
+    const DATA_A: Address = Address([6; 32]);
+    const DATA_B: Address = Address([8; 32]);
+
+    /// `p` as a sale of model listing 9 whose royalties are 100 to dataset 1's provider and 50
+    /// to dataset 2's: the owner gets 1000 - 20 - 150.
+    fn model_sale(p: Purchase) -> Purchase {
+        Purchase {
+            item: Item::Model(9),
+            royalties: vec![
+                Royalty {
+                    dataset: 1,
+                    to: DATA_A,
+                    provider_org: "lab-a".into(),
+                    amount: Amount(100),
+                },
+                Royalty {
+                    dataset: 2,
+                    to: DATA_B,
+                    provider_org: "lab-b".into(),
+                    amount: Amount(50),
+                },
+            ],
+            ..p
+        }
+    }
+
+    /// A model sale paid out of a schedule entry at `due`: owner, each royalty, the fee.
+    fn model_paid(due: u64) -> Vec<Effect> {
+        vec![
+            Effect::Pay {
+                to: PROVIDER,
+                amount: Amount(830),
+            },
+            Effect::Pay {
+                to: DATA_A,
+                amount: Amount(100),
+            },
+            Effect::CountRoyalty {
+                dataset: 1,
+                amount: Amount(100),
+            },
+            Effect::Pay {
+                to: DATA_B,
+                amount: Amount(50),
+            },
+            Effect::CountRoyalty {
+                dataset: 2,
+                amount: Amount(50),
+            },
+            Effect::Fee { amount: Amount(20) },
+            Effect::CountPaid {
+                revenue: Amount(830),
+            },
+            Effect::Unschedule { height: due },
+            Effect::Emit(Notice::Closed),
+        ]
+    }
+
+    #[test]
+    fn a_model_sale_pays_its_royalties_only_when_the_owner_is_paid() {
+        let cases = [
+            (
+                "confirmed: owner, royalties and fee, out of the one price",
+                model_sale(delivered()),
+                Input::Confirm { height: 18 },
+                to(model_sale(confirmed()), model_paid(25)),
+            ),
+            (
+                "released in silence: the same",
+                model_sale(delivered()),
+                Input::Due { height: 25 },
+                to(model_sale(released()), model_paid(25)),
+            ),
+            (
+                "no key in time: the whole price back, no royalty",
+                model_sale(awaiting()),
+                Input::Due { height: 30 },
+                to(model_sale(refunded()), refunded_sale(30)),
+            ),
+            (
+                "refunded by the buyer: the whole price back, no royalty",
+                model_sale(awaiting()),
+                refund(21),
+                to(
+                    model_sale(in_state(
+                        awaiting(),
+                        PurchaseState::Refunded { closed_height: 21 },
+                    )),
+                    refunded_sale(30),
+                ),
+            ),
+            (
+                "a key proven wrong: the whole price back, no royalty",
+                model_sale(delivered()),
+                dispute(false),
+                to(
+                    model_sale(wrong_key_refunded()),
+                    [vec![Effect::Emit(Notice::DisputeUpheld)], refunded_sale(25)].concat(),
+                ),
+            ),
+        ];
+        for (desc, start, input, expected) in cases {
+            assert_eq!(start.step(input), expected, "{desc}");
+        }
+    }
+
+    #[test]
+    fn a_zero_royalty_pays_and_counts_nothing() {
+        let mut p = model_sale(delivered());
+        p.royalties[1].amount = Amount::ZERO;
+        let effects = p.step(Input::Confirm { height: 18 }).map(|t| t.effects);
+        let pays_b = effects.iter().flatten().any(|e| {
+            matches!(e, Effect::Pay { to, .. } if *to == DATA_B)
+                || matches!(e, Effect::CountRoyalty { dataset: 2, .. })
+        });
+        assert!(!pays_b, "{effects:?}");
+        let owner = effects.iter().flatten().find_map(|e| match e {
+            Effect::Pay { to, amount } if *to == PROVIDER => Some(*amount),
+            _ => None,
+        });
+        assert_eq!(
+            owner,
+            Some(Amount(880)),
+            "the owner keeps what is not paid out"
+        );
+    }
+
+    #[test]
+    fn a_moved_data_provider_takes_its_open_royalties_along() {
+        let moved = model_sale(delivered()).step(Input::MoveProvider {
+            from: DATA_B,
+            to: SUCCESSOR,
+        });
+        let mut expected = model_sale(delivered());
+        expected.royalties[1].to = SUCCESSOR;
+        assert_eq!(moved, to(expected, vec![]));
+        let closed = model_sale(confirmed());
+        assert_eq!(
+            closed.step(Input::MoveProvider {
+                from: DATA_B,
+                to: SUCCESSOR,
+            }),
+            to(closed.clone(), vec![]),
+            "a paid sale keeps whom it paid"
+        );
+    }
+
+    #[test]
+    fn opening_a_model_sale_escrows_its_price_and_keeps_its_royalties() {
+        let opening = Opening {
+            id: 7,
+            item: Item::Model(9),
+            kind: SALE,
+            buyer: BUYER,
+            buyer_org: "org1".into(),
+            provider: PROVIDER,
+            provider_org: "org0".into(),
+            royalties: model_sale(awaiting()).royalties,
+        };
+        assert_eq!(
+            opening.open(10, 10, 10),
+            Transition {
+                purchase: model_sale(awaiting()),
+                effects: vec![
+                    Effect::MarkLive { buyer: BUYER },
+                    Effect::Schedule { height: 30 },
+                    Effect::Emit(Notice::Opened),
+                    Effect::Escrow {
+                        from: BUYER,
+                        amount: Amount(1000),
+                    },
+                    Effect::CountSale,
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn model_sales_decode_from_their_stored_form_unchanged() {
+        for p in [awaiting(), delivered(), confirmed(), released(), refunded()].map(model_sale) {
+            let stored = pb::Purchase::from(&p);
+            assert_eq!(stored.dataset_id, 0);
+            assert_eq!(stored.model_listing, 9);
+            assert_eq!(stored.royalties.len(), 2);
+            assert_eq!(Purchase::try_from(stored), Ok(p.clone()), "{:?}", p.state);
+        }
+    }
+
+    #[test]
+    fn model_sale_records_that_do_not_add_up_are_corrupt() {
+        let stored = || pb::Purchase::from(&model_sale(awaiting()));
+        let cases = [
+            ("royalties above what the fee leaves", {
+                let mut m = stored();
+                m.royalties[0].amount = "961".into();
+                m
+            }),
+            (
+                "a dataset and a model listing at once",
+                pb::Purchase {
+                    dataset_id: 3,
+                    ..stored()
+                },
+            ),
+            (
+                "royalties on a dataset purchase",
+                pb::Purchase {
+                    dataset_id: 3,
+                    model_listing: 0,
+                    ..stored()
+                },
+            ),
+            (
+                "a model that is not sold",
+                pb::Purchase {
+                    kind: pb::PurchaseKind::Validation as i32,
+                    price: "0".into(),
+                    fee: "0".into(),
+                    royalties: vec![],
+                    ..stored()
+                },
+            ),
+            ("a royalty to a short address", {
+                let mut m = stored();
+                m.royalties[1].to = vec![1; 31];
+                m
+            }),
+            ("a royalty that is not a canonical decimal", {
+                let mut m = stored();
+                m.royalties[1].amount = "050".into();
+                m
+            }),
+        ];
+        for (desc, record) in cases {
+            match Purchase::try_from(record) {
+                Err(StateError::Corrupt { key, .. }) => {
+                    assert_eq!(key, state_key::purchase(7), "{desc}")
+                }
+                other => panic!("{desc}: {other:?}"),
+            }
+        }
+        let mut all_of_it = stored();
+        all_of_it.royalties[0].amount = "930".into();
+        assert!(
+            Purchase::try_from(all_of_it).is_ok(),
+            "fee and royalties may take the whole price"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! A [`BuyDataset`] moves the price from the buyer into the escrow module account and opens a
 //! purchase. The provider's org answers with [`DeliverKey`] (the data key wrapped to the buyer's
 //! certificate key) within `key_delivery_blocks`. Every coin in escrow then ends with exactly one
-//! of three accounts:
+//! side:
 //! - the provider (minus `market_fee_bps` for the reward pool) when the buyer confirms
 //!   ([`ConfirmAccess`]) or stays silent until the purchase is due ([`end_block`]); for a model
 //!   sale ([`open_model_sale`], opened by `crate::models::BuyModel`) the royalties fixed at
@@ -133,7 +133,9 @@ pub enum EscrowError {
     #[error("dispute proof: {0}")]
     BadProof(String),
     /// The dispute proves the key right.
-    #[error("the key delivered for purchase {0} matches the dataset's commitment; dispute refused")]
+    #[error(
+        "the key delivered for purchase {0} matches the key commitment of what was bought; dispute refused"
+    )]
     KeyMatches(u64),
     /// The dataset's provider org was removed.
     #[error("dataset {dataset} belongs to org {org}, which is no longer an active member")]

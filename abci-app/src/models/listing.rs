@@ -551,3 +551,215 @@ pub fn matches_filter(listing: &pb::ModelListing, filter: &pb::ModelListingFilte
     }
     true
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card() -> pb::ModelCard {
+        pb::ModelCard {
+            model_version: 1,
+            job_id: 1,
+            datasets: vec![pb::DatasetLineage {
+                dataset_id: 3,
+                title: "heart".into(),
+                provider_org: "medlab".into(),
+                rows: 303,
+                plaintext_sha256: vec![7; 32],
+            }],
+            algorithm: "mlp".into(),
+            spec_json: "{}".into(),
+            metrics_json: r#"{"accuracy":0.8}"#.into(),
+            model_sha256: vec![1; 32],
+            onnx_plain_cid: "bafk".into(),
+            owner_org: "healthtech".into(),
+            trainer_org: "gpu".into(),
+            intended_use: "research".into(),
+            license: "MIT".into(),
+            target: "target".into(),
+        }
+    }
+
+    #[test]
+    fn a_claimed_card_may_leave_out_the_publishers_words_but_no_fact() {
+        let chain = card();
+        assert_eq!(check_claimed_card(&chain, &chain), Ok(()));
+        let words_left_out = pb::ModelCard {
+            intended_use: String::new(),
+            license: String::new(),
+            ..card()
+        };
+        assert_eq!(check_claimed_card(&words_left_out, &chain), Ok(()));
+        let no_facts = pb::ModelCard {
+            intended_use: chain.intended_use.clone(),
+            license: chain.license.clone(),
+            ..Default::default()
+        };
+        assert_eq!(
+            check_claimed_card(&no_facts, &chain),
+            Err(ModelsError::CardMismatch {
+                field: "model_version".into(),
+                claimed: "0".into(),
+                chain: "1".into(),
+            }),
+            "an empty fact is a claim too"
+        );
+        let mut inflated = card();
+        inflated.datasets[0].rows = 1_000_000;
+        assert_eq!(
+            check_claimed_card(&inflated, &chain),
+            Err(ModelsError::CardMismatch {
+                field: "datasets[0].rows".into(),
+                claimed: "1000000".into(),
+                chain: "303".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn long_values_in_a_mismatch_are_cut_to_their_start() {
+        let chain = pb::ModelCard {
+            spec_json: "x".repeat(500),
+            ..card()
+        };
+        let Err(ModelsError::CardMismatch { claimed, chain, .. }) =
+            check_claimed_card(&card(), &chain)
+        else {
+            panic!("the spec differs");
+        };
+        assert_eq!(claimed, "{}");
+        assert!(
+            chain.starts_with("xxx") && chain.ends_with("… (500 bytes)"),
+            "{chain}"
+        );
+    }
+
+    #[test]
+    fn publications_with_malformed_fields_are_refused_before_any_state() {
+        let good = pb::PublishModel {
+            model_version: 1,
+            price: "100".into(),
+            license: "MIT".into(),
+            intended_use: String::new(),
+            model_cid: Cid::of(b"model").to_string(),
+            onnx_cid: Cid::of(b"onnx").to_string(),
+            key_commitment: vec![9; 32],
+            model_ciphertext_size: 1_000,
+            onnx_ciphertext_size: 1_000,
+            location: String::new(),
+            card: None,
+        };
+        assert!(PublishModel::try_from(good.clone()).is_ok());
+        let cases: [(&str, pb::PublishModel); 8] = [
+            (
+                "model_cid",
+                pb::PublishModel {
+                    model_cid: "Qm".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "onnx_cid",
+                pb::PublishModel {
+                    onnx_cid: good.model_cid.clone(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "license",
+                pb::PublishModel {
+                    license: String::new(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "intended_use",
+                pb::PublishModel {
+                    intended_use: "x".repeat(1025),
+                    ..good.clone()
+                },
+            ),
+            (
+                "location",
+                pb::PublishModel {
+                    location: "x".repeat(257),
+                    ..good.clone()
+                },
+            ),
+            (
+                "model_ciphertext_size",
+                pb::PublishModel {
+                    model_ciphertext_size: MIN_CIPHERTEXT,
+                    ..good.clone()
+                },
+            ),
+            (
+                "key_commitment",
+                pb::PublishModel {
+                    key_commitment: vec![9; 31],
+                    ..good.clone()
+                },
+            ),
+            (
+                "price",
+                pb::PublishModel {
+                    price: "-1".into(),
+                    ..good.clone()
+                },
+            ),
+        ];
+        for (field, m) in cases {
+            match PublishModel::try_from(m) {
+                Err(TxError::Envelope(crate::tx::EnvelopeError::InvalidField {
+                    field: f, ..
+                })) => {
+                    assert_eq!(f, format!("publish_model.{field}"))
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_browse_filter_combines_owner_lineage_price_and_status() {
+        let listing = pb::ModelListing {
+            owner_org: "healthtech".into(),
+            price: "100".into(),
+            status: pb::ModelListingStatus::Listed as i32,
+            card: Some(card()),
+            ..Default::default()
+        };
+        let f = |f: pb::ModelListingFilter| matches_filter(&listing, &f);
+        assert!(f(Default::default()));
+        assert!(f(pb::ModelListingFilter {
+            owner_org: "healthtech".into(),
+            dataset_id: 3,
+            max_price: "100".into(),
+            include_delisted: false,
+        }));
+        assert!(!f(pb::ModelListingFilter {
+            owner_org: "medlab".into(),
+            ..Default::default()
+        }));
+        assert!(!f(pb::ModelListingFilter {
+            dataset_id: 4,
+            ..Default::default()
+        }));
+        assert!(!f(pb::ModelListingFilter {
+            max_price: "99".into(),
+            ..Default::default()
+        }));
+        let delisted = pb::ModelListing {
+            status: pb::ModelListingStatus::Delisted as i32,
+            ..listing.clone()
+        };
+        assert!(!matches_filter(&delisted, &Default::default()));
+        assert!(matches_filter(
+            &delisted,
+            &pb::ModelListingFilter {
+                include_delisted: true,
+                ..Default::default()
+            }
+        ));
+    }
+}

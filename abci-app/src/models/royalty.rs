@@ -138,7 +138,8 @@ mod tests {
 
     #[test]
     fn the_pool_is_split_by_rows_and_the_remainder_goes_to_the_largest_dataset() {
-        let cases: [(&str, u128, Vec<RoyaltySource>, Vec<(u64, u128)>); 7] = [
+        type Case = (&'static str, u128, Vec<RoyaltySource>, Vec<(u64, u128)>);
+        let cases: [Case; 7] = [
             (
                 "one dataset takes the pool",
                 100,
@@ -216,20 +217,16 @@ mod tests {
     #[test]
     fn wide_multiplication_and_division_are_exact() {
         let max64 = u128::from(u64::MAX);
+        // (a / c) * b + (a % c) * b / c: exact where (a % c) * b does not overflow.
+        let split = |a: u128, b: u128, c: u128| a / c * b + a % c * b / c;
         let cases = [
             (12345, 678, 910, 12345 * 678 / 910),
             (0, 5, 9, 0),
             (u128::MAX, 1, 1, u128::MAX),
             (u128::MAX, 0, 1, 0),
-            // (a / c) * b + (a % c) * b / c, whose parts do not overflow for these.
-            (u128::MAX, 3, 7, u128::MAX / 7 * 3 + (u128::MAX % 7) * 3 / 7),
+            (u128::MAX, 3, 7, split(u128::MAX, 3, 7)),
+            (u128::MAX - 5, 2, 3, split(u128::MAX - 5, 2, 3)),
             (u128::MAX, max64, max64 * 2, u128::MAX / 2),
-            (
-                u128::MAX - 5,
-                2,
-                3,
-                (u128::MAX - 5) / 3 * 2 + (u128::MAX - 5) % 3 * 2 / 3,
-            ),
         ];
         for (a, b, c, expected) in cases {
             assert_eq!(mul_div_floor(a, b, c), expected, "{a} * {b} / {c}");
