@@ -2,8 +2,8 @@
 //!
 //! A [`BuyDataset`] moves the price from the buyer into the escrow module account and opens a
 //! purchase. The provider's org answers with [`DeliverKey`] (the data key wrapped to the buyer's
-//! certificate key) within `key_delivery_blocks`. Every coin in escrow then ends with exactly one
-//! side:
+//! certificate key) within `key_delivery_blocks`. Every coin in escrow then goes one of two
+//! ways:
 //! - the provider (minus `market_fee_bps` for the reward pool) when the buyer confirms
 //!   ([`ConfirmAccess`]) or stays silent until the purchase is due ([`end_block`]); for a model
 //!   sale ([`open_model_sale`], opened by `crate::models::BuyModel`) the royalties fixed at
@@ -13,8 +13,9 @@
 //!
 //! Each open purchase has a `due_height`; [`end_block`] closes what is due in FinalizeBlock, so
 //! nothing stays in escrow past its windows (property-tested with the supply in
-//! `tests/market.rs`). Validators' key requests ([`RequestValidation`]) ride the same delivery
-//! path with no money attached.
+//! `tests/market.rs` for datasets and `tests/models.rs` for model sales and their royalties).
+//! Key requests ride the same delivery path with no money attached: validators'
+//! ([`RequestValidation`]), and those the chain opens for training jobs and evaluations.
 //!
 //! The lifecycle itself is one pure function, [`Purchase::step`] in [`lifecycle`] (start
 //! there): the handlers check who signed, gather what an input needs, and hand its effects to
