@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc).btree_map(["."]);
+    // A card inline would make `PublishModel`, hence `Message`, many times its other variants.
+    config.boxed(".neurodata.chain.v1.PublishModel.card");
     // Service stubs only with the `grpc` feature; the messages are generated either way.
     let grpc = std::env::var_os("CARGO_FEATURE_GRPC").is_some();
     tonic_build::configure()

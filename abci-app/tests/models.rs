@@ -631,7 +631,7 @@ fn every_bad_model_action_is_refused_and_changes_nothing() {
         let o = t.reject_signed(
             &who.owner,
             vec![msg::publish_model(pb::PublishModel {
-                card: Some(claimed),
+                card: Some(Box::new(claimed)),
                 ..good.clone()
             })],
             "models",
@@ -657,8 +657,9 @@ fn every_bad_model_action_is_refused_and_changes_nothing() {
             model_cid: dataset.cid.clone(),
             ..good.clone()
         })],
-        "models",
-        144,
+        // The holder's codespace: a dataset holds it (crate::market::require_unused_ciphertexts).
+        "market",
+        81,
     );
     t.reject_signed(
         &who.owner,
@@ -666,8 +667,8 @@ fn every_bad_model_action_is_refused_and_changes_nothing() {
             key_commitment: dataset_key.commitment().to_vec(),
             ..good.clone()
         })],
-        "models",
-        145,
+        "market",
+        88,
     );
 
     // The claim that matches is accepted (with intended_use and license left to the message).
@@ -677,13 +678,23 @@ fn every_bad_model_action_is_refused_and_changes_nothing() {
     t.ok(
         &who.owner,
         vec![msg::publish_model(pb::PublishModel {
-            card: Some(claimed),
+            card: Some(Box::new(claimed)),
             ..good.clone()
         })],
     );
     // One open listing per model version; its ciphertexts and key are taken.
     let fresh = publication(&DataKey::generate().unwrap(), PRICE, 2);
     t.reject_signed(&who.owner, vec![msg::publish_model(fresh)], "models", 143);
+    // Nor may a dataset of the org reuse the model's key: its buyers would be handed it.
+    t.reject_signed(
+        &who.owner_provider,
+        vec![msg::register_dataset(pb::RegisterDataset {
+            key_commitment: good.key_commitment.clone(),
+            ..listing(&DataKey::generate().unwrap(), "5", 10)
+        })],
+        "models",
+        145,
+    );
 
     // Buying: own org's model, max_price below the price, an unknown listing, twice.
     t.reject_signed(

@@ -167,19 +167,12 @@ impl RegisterDataset {
     ) -> Result<(), TxError> {
         let cid = self.cid.to_string();
         let org = &signer.identity.org_id;
-        if let Some(existing) = state.dataset_by_cid(org, &cid)? {
-            return Err(MarketError::DuplicateCid {
-                cid,
-                dataset: existing,
-            }
-            .into());
-        }
-        // One listing per data key in an org: its gateway finds keys by commitment, so a decoy
-        // listing with a colleague's commitment would get the colleague's key delivered to its
-        // buyers.
-        if let Some(existing) = state.dataset_by_key_commitment(org, &self.key_commitment)? {
-            return Err(MarketError::DuplicateKeyCommitment { dataset: existing }.into());
-        }
+        super::require_unused_ciphertexts(
+            state,
+            org,
+            std::slice::from_ref(&cid),
+            &self.key_commitment,
+        )?;
         let id = state.next_dataset_id()?;
         let dataset = pb::Dataset {
             id,

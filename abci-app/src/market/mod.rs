@@ -33,6 +33,7 @@ pub use view::{MarketRead, MarketWrite};
 use neurodata_proto::chain::v1 as pb;
 
 use crate::TxError;
+use crate::state::StateRead;
 
 /// Dataset `id`, or [`MarketError::UnknownDataset`].
 pub fn existing_dataset<S: MarketRead>(state: &S, id: u64) -> Result<pb::Dataset, TxError> {
@@ -55,6 +56,45 @@ pub fn move_listings<S: crate::state::StateWrite>(
         }
     }
     Ok(moved)
+}
+
+/// Refuses ciphertexts or a data key that a listing of `org` (a dataset, a hidden split or a
+/// model listing) already uses. The org's gateway finds a listing's key by its commitment and a
+/// download's listing by its CID, so a second listing sharing either would hand the first one's
+/// key or ciphertext to the second one's buyers.
+pub fn require_unused_ciphertexts<S: StateRead>(
+    state: &S,
+    org: &str,
+    cids: &[String],
+    key_commitment: &[u8; 32],
+) -> Result<(), TxError> {
+    use crate::models::{ModelsError, ModelsRead};
+    for cid in cids {
+        if let Some(dataset) = state.dataset_by_cid(org, cid)? {
+            return Err(MarketError::DuplicateCid {
+                cid: cid.clone(),
+                dataset,
+            }
+            .into());
+        }
+        if let Some(listing) = state.listing_by_cid(org, cid)? {
+            return Err(ModelsError::DuplicateCid {
+                cid: cid.clone(),
+                holder: format!("model listing {listing}"),
+            }
+            .into());
+        }
+    }
+    if let Some(dataset) = state.dataset_by_key_commitment(org, key_commitment)? {
+        return Err(MarketError::DuplicateKeyCommitment { dataset }.into());
+    }
+    if let Some(listing) = state.listing_by_key_commitment(org, key_commitment)? {
+        return Err(ModelsError::DuplicateKeyCommitment {
+            holder: format!("model listing {listing}"),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Refuses a hidden evaluation split ([`RegisterEvalSplit`]) with [`MarketError::HiddenSplit`]:

@@ -21,7 +21,6 @@ use super::{MarketError, MarketRead, MarketWrite, existing_dataset, require_publ
 use crate::TxError;
 use crate::events::{EventKind, attr};
 use crate::membership::{Role, Signer};
-use crate::models::{ModelsError, ModelsRead};
 use crate::state::{Event, StateWrite};
 use crate::tx::{ExecCtx, invalid};
 
@@ -176,34 +175,14 @@ impl RegisterEvalSplit {
             }
             .into());
         }
-        // The same per-org uniqueness as a listing: the org's gateway finds keys and ciphertexts
-        // by these, so a split sharing a dataset's or a model's key would hand that key to the
-        // validators scoring on the split.
         let org = &signer.identity.org_id;
         let cid = self.cid.to_string();
-        if let Some(existing) = state.dataset_by_cid(org, &cid)? {
-            return Err(MarketError::DuplicateCid {
-                cid,
-                dataset: existing,
-            }
-            .into());
-        }
-        if let Some(listing) = state.listing_by_cid(org, &cid)? {
-            return Err(ModelsError::DuplicateCid {
-                cid,
-                holder: format!("model listing {listing}"),
-            }
-            .into());
-        }
-        if let Some(existing) = state.dataset_by_key_commitment(org, &self.key_commitment)? {
-            return Err(MarketError::DuplicateKeyCommitment { dataset: existing }.into());
-        }
-        if let Some(listing) = state.listing_by_key_commitment(org, &self.key_commitment)? {
-            return Err(ModelsError::DuplicateKeyCommitment {
-                holder: format!("model listing {listing}"),
-            }
-            .into());
-        }
+        super::require_unused_ciphertexts(
+            state,
+            org,
+            std::slice::from_ref(&cid),
+            &self.key_commitment,
+        )?;
         let id = state.next_dataset_id()?;
         let split = pb::Dataset {
             id,
@@ -249,6 +228,7 @@ mod tests {
 
     use super::*;
     use crate::amount::Amount;
+    use crate::models::ModelsError;
     use crate::state::{MemoryState, StateDelta};
 
     const PROVIDER: [u8; 32] = [0xa1; 32];

@@ -60,6 +60,7 @@ pub trait MarketRead: StateRead + Sized {
             .unwrap_or_else(|| pb::DatasetStats {
                 dataset_id: id,
                 revenue: "0".into(),
+                royalties: "0".into(),
                 ..Default::default()
             }))
     }

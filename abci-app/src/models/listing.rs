@@ -110,7 +110,7 @@ impl TryFrom<pb::PublishModel> for PublishModel {
             model_ciphertext_size: m.model_ciphertext_size,
             onnx_ciphertext_size: m.onnx_ciphertext_size,
             location: m.location,
-            card: m.card,
+            card: m.card.map(|c| *c),
         })
     }
 }
@@ -359,36 +359,7 @@ impl PublishModel {
         }
         let org = &mv.owner_org;
         let cids = [self.model_cid.to_string(), self.onnx_cid.to_string()];
-        for cid in &cids {
-            let holder = match (
-                state.listing_by_cid(org, cid)?,
-                state.dataset_by_cid(org, cid)?,
-            ) {
-                (Some(l), _) => Some(format!("model listing {l}")),
-                (None, Some(d)) => Some(format!("dataset {d}")),
-                (None, None) => None,
-            };
-            if let Some(holder) = holder {
-                return Err(ModelsError::DuplicateCid {
-                    cid: cid.clone(),
-                    holder,
-                }
-                .into());
-            }
-        }
-        // The org's gateway finds a key by its commitment: a commitment shared with another
-        // listing (a model's or a dataset's) would hand that listing's key to this one's buyers.
-        let holder = match (
-            state.listing_by_key_commitment(org, &self.key_commitment)?,
-            state.dataset_by_key_commitment(org, &self.key_commitment)?,
-        ) {
-            (Some(l), _) => Some(format!("model listing {l}")),
-            (None, Some(d)) => Some(format!("dataset {d}")),
-            (None, None) => None,
-        };
-        if let Some(holder) = holder {
-            return Err(ModelsError::DuplicateKeyCommitment { holder }.into());
-        }
+        crate::market::require_unused_ciphertexts(state, org, &cids, &self.key_commitment)?;
         let id = state.next_listing_id()?;
         let listing = pb::ModelListing {
             id,

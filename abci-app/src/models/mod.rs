@@ -122,7 +122,7 @@ pub enum ModelsError {
         holder: String,
     },
     /// The data key is already used by a listing of the org.
-    #[error("{holder} already uses this key commitment; encrypt the model with a fresh data key")]
+    #[error("{holder} already uses this key commitment; encrypt with a fresh data key")]
     DuplicateKeyCommitment {
         /// The listing holding it ("dataset N" or "model listing N").
         holder: String,
