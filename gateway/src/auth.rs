@@ -58,10 +58,9 @@ impl Member {
     }
 }
 
-/// Blob uploads: datasets by providers, models by trainers.
+/// Blob uploads: datasets by providers, run artifacts by trainers, models' ciphertexts by the
+/// members who own or bought them.
 const UPLOAD: &str = "/neurodata.gateway.v1.Blobs/Upload";
-/// Data key deposits.
-const DEPOSIT: &str = "/neurodata.gateway.v1.Keys/Deposit";
 
 /// Which roles may call a gRPC method; None: no certificate needed (health, reflection).
 pub fn roles_for(path: &str) -> Option<&'static [Role]> {
@@ -73,16 +72,14 @@ pub fn roles_for(path: &str) -> Option<&'static [Role]> {
     if PUBLIC.iter().any(|p| path.starts_with(p)) {
         return None;
     }
-    // Datasets are uploaded by providers and models by trainers; everything else is open to any
-    // member role, because the chain checks each message's role itself and downloads go through
-    // the blob authorization hook.
+    // Datasets are uploaded by providers, run artifacts by trainers, and a model's ciphertexts
+    // by whoever owns it (a job's submitter, often a buyer) or bought it (to install it at its
+    // own gateway); validators' operators upload nothing. Everything else is open to any member
+    // role, because the chain checks each message's role itself, downloads go through the blob
+    // authorization hook, and the services check the org (a data key is deposited by its
+    // owner, a dataset's provider or a model's owner, whatever the role: Keys.Deposit).
     if path == UPLOAD {
-        return Some(&[Role::Provider, Role::Trainer, Role::Admin]);
-    }
-    // Data keys are deposited by the providers (or admins) of the gateway's own org; the service
-    // checks the org.
-    if path == DEPOSIT {
-        return Some(&[Role::Provider, Role::Admin]);
+        return Some(&[Role::Provider, Role::Trainer, Role::Buyer, Role::Admin]);
     }
     Some(&Role::ALL)
 }
@@ -90,10 +87,7 @@ pub fn roles_for(path: &str) -> Option<&'static [Role]> {
 /// How a role refusal names a call: its method, for the methods only some roles may call (every
 /// other method is open to every role, so it is never refused for the role).
 fn call_name(path: &str) -> &'static str {
-    [UPLOAD, DEPOSIT]
-        .into_iter()
-        .find(|m| *m == path)
-        .unwrap_or("this call")
+    if path == UPLOAD { UPLOAD } else { "this call" }
 }
 
 fn unauthenticated(msg: String) -> Status {
@@ -446,6 +440,11 @@ mod tests {
 
     #[test]
     fn health_and_reflection_need_no_certificate_and_uploads_need_a_producer_role() {
+        // Data keys are deposited by any member of the org: a model's owner may be a buyer.
+        assert_eq!(
+            roles_for("/neurodata.gateway.v1.Keys/Deposit"),
+            Some(&Role::ALL[..])
+        );
         assert_eq!(roles_for("/grpc.health.v1.Health/Check"), None);
         assert_eq!(
             roles_for("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
@@ -456,7 +455,8 @@ mod tests {
             Some(&Role::ALL[..])
         );
         let upload = roles_for("/neurodata.gateway.v1.Blobs/Upload").unwrap_or_default();
-        assert!(upload.contains(&Role::Provider) && !upload.contains(&Role::Buyer));
+        assert!(upload.contains(&Role::Provider) && upload.contains(&Role::Buyer));
+        assert!(!upload.contains(&Role::Validator));
     }
 
     fn fp(i: usize) -> [u8; 32] {
@@ -849,7 +849,7 @@ mod tests {
                 ),
                 case(
                     "a role the call does not allow",
-                    issue(&medlab, Role::Buyer, ok),
+                    issue(&medlab, Role::Validator, ok),
                     upload,
                     Err(30),
                 ),

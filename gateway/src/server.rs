@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::service::blobs::{BlobAccess, BlobsService};
 use crate::service::events::EventsService;
 use crate::service::keys::KeysService;
+use crate::service::models::ModelsService;
 use crate::service::preview::PreviewService;
 use crate::service::query::QueryService;
 use crate::service::status::StatusService;
@@ -37,6 +38,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Gateway {
     shared: Arc<Shared>,
     keystore: Option<Arc<KeyStore>>,
+    /// Keys of the models installed here (`Models.Install`), apart from the org's deposits.
+    installed: Option<Arc<KeyStore>>,
     delivery: Option<Signer>,
 }
 
@@ -62,8 +65,8 @@ impl Gateway {
     ) -> Result<Self, BoxError> {
         let chain = Chain::new(&config.node_rpc)?;
         let access = access(chain.clone());
-        let keystore = match &config.keystore_dir {
-            None => None,
+        let (keystore, installed) = match &config.keystore_dir {
+            None => (None, None),
             Some(dir) => {
                 let pass = match (
                     &config.keystore_passphrase,
@@ -80,7 +83,15 @@ impl Gateway {
                             .into());
                     }
                 };
-                Some(Arc::new(KeyStore::open(dir, pass.as_bytes())?))
+                // Installed models' keys in a directory of their own: the delivery task looks
+                // keys up in the org's deposits only, so a bought key is never delivered on.
+                (
+                    Some(Arc::new(KeyStore::open(dir, pass.as_bytes())?)),
+                    Some(Arc::new(KeyStore::open(
+                        &dir.join(crate::service::models::INSTALLED_DIR),
+                        pass.as_bytes(),
+                    )?)),
+                )
             }
         };
         let delivery = match (&config.delivery_cert, &config.delivery_key) {
@@ -127,6 +138,7 @@ impl Gateway {
                 metrics: Metrics::new(),
             }),
             keystore,
+            installed,
             delivery,
         })
     }
@@ -221,6 +233,16 @@ impl Gateway {
                     keystore: self.keystore,
                 })
                 .max_decoding_message_size(limit),
+            )
+            .add_service(
+                gw::models_server::ModelsServer::new(ModelsService::new(
+                    shared.clone(),
+                    self.installed,
+                ))
+                // A batch may hold up to MAX_BATCH_BYTES of rows, whatever the general limit.
+                .max_decoding_message_size(
+                    limit.max(neurodata_trainer::predict::MAX_BATCH_BYTES + (64 << 10)),
+                ),
             );
 
         let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen).await?;
@@ -281,6 +303,7 @@ async fn report_health(shared: Arc<Shared>, health: tonic_health::server::Health
                 <gw::query_server::QueryServer<QueryService> as NamedService>::NAME,
                 <gw::events_server::EventsServer<EventsService> as NamedService>::NAME,
                 <gw::status_server::StatusServer<StatusService> as NamedService>::NAME,
+                <gw::models_server::ModelsServer<ModelsService> as NamedService>::NAME,
             ] {
                 health.set_service_status(name, status).await;
             }

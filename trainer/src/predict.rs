@@ -225,7 +225,7 @@ impl Predictor {
             plan,
             width,
         };
-        predictor.run(&vec![0.0; width], 1)?;
+        predictor.outputs(&vec![0.0; width], 1)?;
         Ok(predictor)
     }
 
@@ -268,7 +268,7 @@ impl Predictor {
         self.check_categories(&table)?;
         let all: Vec<usize> = (0..n).collect();
         let x = self.preprocessing.encode(&table, &all, false);
-        let out = self.run(&x, n)?;
+        let out = self.outputs(&x, n)?;
         let classes = &self.preprocessing.classes;
         if classes.is_empty() {
             Ok(Prediction {
@@ -311,9 +311,10 @@ impl Predictor {
         Ok(())
     }
 
-    /// Runs the plan on `rows` encoded rows; the last output, flat, checked to hold one value
-    /// per row (regressors) or one probability per class and row (classifiers).
-    fn run(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, PredictError> {
+    /// Runs the plan on `rows` rows already encoded (`Preprocessing::encode(.., false)`,
+    /// row-major `[rows, width]`): the export's last output, flat, checked to hold one value per
+    /// row (regressors) or one probability per class and row (classifiers).
+    pub fn outputs(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, PredictError> {
         let input = Tensor::from_shape(&[rows, self.width], x).map_err(onnx_error)?;
         let outputs = self.plan.run(tvec!(input.into())).map_err(onnx_error)?;
         let last = outputs

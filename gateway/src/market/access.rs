@@ -11,8 +11,13 @@
 //! - a blob listed by this org's dataset: members with a live purchase of it — a sale, a
 //!   training job's key request (the chain opens those for the job's worker and for the
 //!   operators of validators attesting it; the provider agreed to on-platform training of what
-//!   it sells), or a validator's key request only if the org's policy delivers to those
-//!   (`deliver_validation_keys`, off by default; finding 1).
+//!   it sells), an evaluation's key request of a hidden evaluation split (the chain opens those
+//!   for the operators of validators scoring a model on it), or a validator's key request only
+//!   if the org's policy delivers to those (`deliver_validation_keys`, off by default;
+//!   finding 1);
+//! - a blob that is a ciphertext of this org's model listing (its model file or ONNX export):
+//!   members with a live purchase of that listing (a sale). The same reasoning as for datasets:
+//!   only this org's listing of a CID counts.
 //!
 //! Training artifacts. A worker uploads its run's files (model, ONNX export, trace,
 //! checkpoints) to its own org's gateway as plain blobs and names their CIDs in `SubmitResult`.
@@ -23,13 +28,19 @@
 //! re-runs sampled segments). A trainer of this org can thereby open any unlisted blob held here
 //! to those readers, as it could by downloading and passing it on; nobody outside the org can.
 //!
+//! Evaluation artifacts. When a member asks validators to score a model version on a hidden
+//! split, each attestor's verifier needs the model file and its ONNX export (in the clear: the
+//! training run's own artifacts, not a listing's ciphertexts). So the model file or ONNX export
+//! of a final job run by this org's worker is also readable by operators of the validators
+//! attesting an evaluation of that model version while it is ATTESTING.
+//!
 //! Decided from the chain at the latest height on every call; the rule itself is [`decide`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use neurodata_abci::address::Address;
-use neurodata_abci::query::{self, BuyerDataset};
+use neurodata_abci::query::{self, BuyerDataset, OrgCid};
 use neurodata_abci::training;
 use neurodata_client::ChainAccess;
 use neurodata_proto::chain::v1 as pb;
@@ -102,6 +113,86 @@ impl MarketAccess {
             .collect())
     }
 
+    /// This org's model listing whose ciphertext is `cid`, if any.
+    async fn model_listing(
+        &self,
+        own_org: &str,
+        cid: &str,
+    ) -> Result<Option<pb::ModelListing>, Status> {
+        let chain = &*self.chain;
+        let id = chain
+            .record(query::model_listing_by_cid(OrgCid {
+                org: own_org.into(),
+                cid: cid.into(),
+            }))
+            .await
+            .map_err(|e| chain_status(e.into()))?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        chain
+            .record(query::model_listing(id.0))
+            .await
+            .map_err(|e| chain_status(e.into()))
+    }
+
+    /// The caller's live purchase of model listing `listing`, if any.
+    async fn live_model_purchase(
+        &self,
+        member: &Member,
+        listing: u64,
+    ) -> Result<Option<pb::Purchase>, Status> {
+        let chain = &*self.chain;
+        let id = chain
+            .record(query::live_model_purchase(BuyerDataset {
+                buyer: Address(member.fingerprint),
+                dataset: listing,
+            }))
+            .await
+            .map_err(|e| chain_status(e.into()))?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        chain
+            .record(query::purchase(id.0))
+            .await
+            .map_err(|e| chain_status(e.into()))
+    }
+
+    /// The model versions of final `jobs`, and the evaluations of them still ATTESTING.
+    async fn evaluated_models(
+        &self,
+        jobs: &[pb::Job],
+    ) -> Result<(Vec<pb::ModelVersion>, Vec<pb::Evaluation>), Status> {
+        let chain = &*self.chain;
+        let mut versions = Vec::new();
+        for id in jobs.iter().map(|j| j.model_version).filter(|&v| v != 0) {
+            if let Some(v) = chain
+                .record(query::model_version(id))
+                .await
+                .map_err(|e| chain_status(e.into()))?
+            {
+                versions.push(v);
+            }
+        }
+        if versions.is_empty() {
+            return Ok((versions, Vec::new()));
+        }
+        let evaluations = chain
+            .record(query::evaluations())
+            .await
+            .map_err(|e| chain_status(e.into()))?
+            .unwrap_or_default()
+            .evaluations
+            .into_iter()
+            .filter(|e| {
+                e.status == pb::EvaluationStatus::Attesting as i32
+                    && versions.iter().any(|v| v.id == e.model_version)
+            })
+            .collect();
+        Ok((versions, evaluations))
+    }
+
     /// The validator set.
     async fn validators(&self) -> Result<Vec<pb::Validator>, Status> {
         Ok(self
@@ -128,10 +219,20 @@ pub struct Facts<'a> {
     pub dataset: Option<&'a pb::Dataset>,
     /// The caller's live purchase of that dataset, if any.
     pub purchase: Option<&'a pb::Purchase>,
-    /// Training jobs whose current result names the blob (read only for a blob no dataset
-    /// lists; others are ignored).
+    /// The model listing of the gateway's org whose ciphertext the blob is, if any (read only
+    /// for a blob no dataset lists).
+    pub model_listing: Option<&'a pb::ModelListing>,
+    /// The caller's live purchase of that model listing, if any.
+    pub model_purchase: Option<&'a pb::Purchase>,
+    /// Training jobs whose current result names the blob (read only for a blob no listing
+    /// names; others are ignored).
     pub jobs: &'a [pb::Job],
-    /// The validator set (read only when the caller's access hangs on attesting a job).
+    /// The model versions of those jobs that are final.
+    pub model_versions: &'a [pb::ModelVersion],
+    /// Evaluations of those model versions (only ATTESTING ones open anything).
+    pub evaluations: &'a [pb::Evaluation],
+    /// The validator set (read only when the caller's access hangs on attesting a job or an
+    /// evaluation).
     pub validators: &'a [pb::Validator],
 }
 
@@ -142,7 +243,10 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
         return Ok(());
     }
     let Some(dataset) = f.dataset else {
-        return decide_artifact(f);
+        return match f.model_listing {
+            Some(listing) => decide_model(f, listing),
+            None => decide_artifact(f),
+        };
     };
     if own != Some(dataset.provider_org.as_str()) {
         return Err(Status::permission_denied(format!(
@@ -168,6 +272,12 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
         // A training key request is the chain's, for a job's worker or attesting validators:
         // not subject to the validation policy (the provider agreed to on-platform training).
         Ok(pb::PurchaseKind::Sale | pb::PurchaseKind::Training) => Ok(()),
+        // An evaluation's key request is the chain's too, for the operators of validators
+        // scoring a model on a hidden split: it opens that split only.
+        Ok(pb::PurchaseKind::Evaluation) if dataset.status == pb::DatasetStatus::Hidden as i32 => {
+            Ok(())
+        }
+        Ok(pb::PurchaseKind::Evaluation) => Err(buy_first()),
         Ok(pb::PurchaseKind::Validation) if f.deliver_validation_keys => Ok(()),
         Ok(pb::PurchaseKind::Validation) => Err(Status::permission_denied(format!(
             "purchase {} is a validator's key request, and org {} does not serve validation \
@@ -178,8 +288,52 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
     }
 }
 
-/// The rule for a blob no dataset lists: private to the gateway's org, except a training
-/// artifact of this org's worker, to the job's submitter org and its attestors' operators.
+/// The rule for a ciphertext of a model listing: this org's listing, to members with a live
+/// purchase (a sale) of it.
+fn decide_model(f: &Facts<'_>, listing: &pb::ModelListing) -> Result<(), Status> {
+    let own = f.own_org;
+    if own != Some(listing.owner_org.as_str()) {
+        return Err(Status::permission_denied(format!(
+            "blob {} is a ciphertext of model listing {} of org {}, not of this gateway's org \
+             ({}); a gateway serves only its own org's listings",
+            f.cid,
+            listing.id,
+            listing.owner_org,
+            own.unwrap_or("none configured")
+        )));
+    }
+    let bought = f
+        .model_purchase
+        .is_some_and(|p| p.model_listing == listing.id && p.kind == pb::PurchaseKind::Sale as i32);
+    if bought {
+        return Ok(());
+    }
+    Err(Status::permission_denied(format!(
+        "blob {} is a ciphertext of model listing {} (model version {}), downloadable by its \
+         owner's org and by members who bought it; buy it first (ndctl model buy {})",
+        f.cid, listing.id, listing.model_version, listing.id
+    )))
+}
+
+/// Whether the member `fingerprint` operates a validator attesting `evaluation`: the chain's
+/// rule for a job's attestors ([`training::operates_attestor`]), read on the evaluation's
+/// attestation, which has the job's shape.
+fn operates_evaluation_attestor(
+    evaluation: &pb::Evaluation,
+    validators: &[pb::Validator],
+    fingerprint: &[u8],
+) -> bool {
+    let attested = pb::Job {
+        attestation: evaluation.attestation.clone(),
+        ..Default::default()
+    };
+    training::operates_attestor(&attested, validators, fingerprint)
+}
+
+/// The rule for a blob no listing names: private to the gateway's org, except a training
+/// artifact of this org's worker, to the job's submitter org and its attestors' operators, and
+/// the model file or ONNX export of such a job's model version, to the operators of validators
+/// attesting an evaluation of it.
 fn decide_artifact(f: &Facts<'_>) -> Result<(), Status> {
     let Some(own) = f.own_org else {
         return Err(Status::permission_denied(format!(
@@ -212,12 +366,31 @@ fn decide_artifact(f: &Facts<'_>) -> Result<(), Status> {
     {
         return Ok(());
     }
+    // A scorer of the model on a hidden split reads the model file and the ONNX export (not
+    // the trace or checkpoints) of a final job's model version while the evaluation attests.
+    let versions: Vec<u64> = f
+        .model_versions
+        .iter()
+        .filter(|v| {
+            (v.model_cid == f.cid || v.onnx_cid == f.cid)
+                && ours.iter().any(|j| j.model_version == v.id)
+        })
+        .map(|v| v.id)
+        .collect();
+    if f.evaluations.iter().any(|e| {
+        e.status == pb::EvaluationStatus::Attesting as i32
+            && versions.contains(&e.model_version)
+            && operates_evaluation_attestor(e, f.validators, &caller.fingerprint)
+    }) {
+        return Ok(());
+    }
     let ids: Vec<String> = ours.iter().map(|j| j.id.to_string()).collect();
     let submitters: BTreeSet<&str> = ours.iter().map(|j| j.submitter_org.as_str()).collect();
     Err(Status::permission_denied(format!(
         "blob {} is an artifact of training job {} run by org {own}; it is readable by members \
-         of the job's submitter org ({}) and by operators of the validators attesting its \
-         result; {} ({}, org {}) is neither",
+         of the job's submitter org ({}), by operators of the validators attesting its \
+         result and (its model file and ONNX export) by operators of the validators attesting \
+         an evaluation of its model; {} ({}, org {}) is none of these",
         f.cid,
         ids.join(", "),
         submitters.into_iter().collect::<Vec<_>>().join(", "),
@@ -244,7 +417,11 @@ impl BlobAccess for MarketAccess {
             cid: &cid_text,
             dataset: None,
             purchase: None,
+            model_listing: None,
+            model_purchase: None,
             jobs: &[],
+            model_versions: &[],
+            evaluations: &[],
             validators: &[],
         };
         // Own members need no chain reads.
@@ -265,21 +442,34 @@ impl BlobAccess for MarketAccess {
             _ => None,
         };
         facts.purchase = purchase.as_ref();
-        // A blob no dataset lists may be a training artifact of this org's worker.
-        let (jobs, validators) = if dataset.is_none() {
-            let jobs = self.artifact_jobs(org, &cid_text).await?;
-            // The validator set matters only to a caller outside every job's submitter org.
-            let validators =
-                if !jobs.is_empty() && !jobs.iter().any(|j| j.submitter_org == member.org_id) {
-                    self.validators().await?
-                } else {
-                    Vec::new()
-                };
-            (jobs, validators)
-        } else {
-            (Vec::new(), Vec::new())
+        // A blob no dataset lists may be a ciphertext of this org's model listing.
+        let model_listing = match &dataset {
+            None => self.model_listing(org, &cid_text).await?,
+            Some(_) => None,
         };
+        facts.model_listing = model_listing.as_ref();
+        let model_purchase = match &model_listing {
+            Some(l) if l.owner_org == org => self.live_model_purchase(member, l.id).await?,
+            _ => None,
+        };
+        facts.model_purchase = model_purchase.as_ref();
+        // A blob no listing names may be a training artifact of this org's worker.
+        let (jobs, versions, evaluations, validators) =
+            if dataset.is_none() && model_listing.is_none() {
+                let jobs = self.artifact_jobs(org, &cid_text).await?;
+                // The rest matters only to a caller outside every job's submitter org.
+                if !jobs.is_empty() && !jobs.iter().any(|j| j.submitter_org == member.org_id) {
+                    let (versions, evaluations) = self.evaluated_models(&jobs).await?;
+                    (jobs, versions, evaluations, self.validators().await?)
+                } else {
+                    (jobs, Vec::new(), Vec::new(), Vec::new())
+                }
+            } else {
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new())
+            };
         facts.jobs = &jobs;
+        facts.model_versions = &versions;
+        facts.evaluations = &evaluations;
         facts.validators = &validators;
         decide(&facts)
     }
@@ -322,7 +512,11 @@ mod tests {
             cid: "bafyblob",
             dataset,
             purchase,
+            model_listing: None,
+            model_purchase: None,
             jobs: &[],
+            model_versions: &[],
+            evaluations: &[],
             validators: &[],
         })
         .map_err(|s| (s.code(), s.message().to_owned()))
@@ -442,7 +636,11 @@ mod tests {
             cid: ARTIFACT,
             dataset: None,
             purchase: None,
+            model_listing: None,
+            model_purchase: None,
             jobs,
+            model_versions: &[],
+            evaluations: &[],
             validators,
         })
         .map_err(|s| (s.code(), s.message().to_owned()))
@@ -531,10 +729,228 @@ mod tests {
             cid: ARTIFACT,
             dataset: Some(&ours),
             purchase: None,
+            model_listing: None,
+            model_purchase: None,
             jobs: &jobs,
+            model_versions: &[],
+            evaluations: &[],
             validators: &[],
         })
         .unwrap_err();
         assert!(err.message().contains("buy it first"), "{}", err.message());
+    }
+
+    #[test]
+    fn an_evaluation_key_request_opens_a_hidden_split_only() {
+        let split = pb::Dataset {
+            status: pb::DatasetStatus::Hidden as i32,
+            ..dataset("medlab")
+        };
+        let request = purchase(pb::PurchaseKind::Evaluation);
+        // Whatever the validation policy: the chain opened it for a scorer of a model.
+        assert!(verdict("datacorp", Some(&split), Some(&request), false).is_ok());
+        // A public dataset is not opened by an evaluation request.
+        let public = dataset("medlab");
+        let err = verdict("datacorp", Some(&public), Some(&request), false).unwrap_err();
+        assert!(err.1.contains("buy it first"), "{}", err.1);
+    }
+
+    fn model_listing(owner_org: &str) -> pb::ModelListing {
+        pb::ModelListing {
+            id: 2,
+            model_version: 7,
+            owner_org: owner_org.into(),
+            model_cid: "bafymodelct".into(),
+            onnx_cid: "bafyonnxct".into(),
+            ..Default::default()
+        }
+    }
+
+    fn model_sale(listing: u64) -> pb::Purchase {
+        pb::Purchase {
+            id: 11,
+            dataset_id: 0,
+            model_listing: listing,
+            kind: pb::PurchaseKind::Sale as i32,
+            ..Default::default()
+        }
+    }
+
+    /// The verdict on a ciphertext of `listing` at medlab's gateway for a buyer of `member_org`.
+    fn model_verdict(
+        member_org: &str,
+        listing: &pb::ModelListing,
+        purchase: Option<&pb::Purchase>,
+    ) -> Result<(), (tonic::Code, String)> {
+        let member = Member::for_tests(CALLER, member_org, Role::Buyer);
+        decide(&Facts {
+            own_org: Some("medlab"),
+            deliver_validation_keys: false,
+            member: &member,
+            cid: "bafyonnxct",
+            dataset: None,
+            purchase: None,
+            model_listing: Some(listing),
+            model_purchase: purchase,
+            jobs: &[],
+            model_versions: &[],
+            evaluations: &[],
+            validators: &[],
+        })
+        .map_err(|s| (s.code(), s.message().to_owned()))
+    }
+
+    #[test]
+    fn buyers_of_the_orgs_model_listing_may_download_its_ciphertexts_and_others_may_not() {
+        let ours = model_listing("medlab");
+        assert!(model_verdict("datacorp", &ours, Some(&model_sale(2))).is_ok());
+        for (who, p) in [
+            ("no purchase", None),
+            ("a purchase of another listing", Some(model_sale(3))),
+            (
+                "a purchase of another kind",
+                Some(pb::Purchase {
+                    kind: pb::PurchaseKind::Training as i32,
+                    ..model_sale(2)
+                }),
+            ),
+        ] {
+            let err = model_verdict("datacorp", &ours, p.as_ref()).unwrap_err();
+            assert_eq!(err.0, tonic::Code::PermissionDenied, "{who}");
+            assert!(
+                err.1.contains("model listing 2 (model version 7)")
+                    && err.1.contains("buy it first (ndctl model buy 2)"),
+                "{who}: {}",
+                err.1
+            );
+        }
+        // The owner's org reads its own ciphertexts.
+        assert!(model_verdict("medlab", &ours, None).is_ok());
+    }
+
+    #[test]
+    fn a_model_listing_of_another_org_opens_nothing_here() {
+        let theirs = model_listing("datacorp");
+        let err = model_verdict("healthtech", &theirs, Some(&model_sale(2))).unwrap_err();
+        assert_eq!(err.0, tonic::Code::PermissionDenied);
+        assert!(
+            err.1.contains("model listing 2 of org datacorp"),
+            "{}",
+            err.1
+        );
+    }
+
+    const MODEL_FILE: &str = "bafymodelfile";
+
+    /// Job 12 of [`job`], final: model version 7, whose model file is [`MODEL_FILE`].
+    fn final_job() -> (pb::Job, pb::ModelVersion) {
+        let mut j = job("medlab", "healthtech");
+        j.model_version = 7;
+        if let Some(r) = j.result.as_mut() {
+            r.model_cid = MODEL_FILE.into();
+        }
+        let v = pb::ModelVersion {
+            id: 7,
+            job_id: 12,
+            model_cid: MODEL_FILE.into(),
+            onnx_cid: "bafyonnxfile".into(),
+            ..Default::default()
+        };
+        (j, v)
+    }
+
+    /// Evaluation 4 of model version 7, attested by the validator of `attestor`.
+    fn evaluation(status: pb::EvaluationStatus, attestor: [u8; 32]) -> pb::Evaluation {
+        pb::Evaluation {
+            id: 4,
+            model_version: 7,
+            status: status as i32,
+            attestation: Some(pb::ResultAttestation {
+                attestors: vec![pb::Attestor {
+                    validator: validator_address(&attestor).to_vec(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn evaluation_verdict(
+        cid: &str,
+        evaluations: &[pb::Evaluation],
+        validators: &[pb::Validator],
+    ) -> Result<(), (tonic::Code, String)> {
+        let (job, version) = final_job();
+        let member = Member::for_tests(CALLER, "datacorp", Role::Validator);
+        decide(&Facts {
+            own_org: Some("medlab"),
+            deliver_validation_keys: false,
+            member: &member,
+            cid,
+            dataset: None,
+            purchase: None,
+            model_listing: None,
+            model_purchase: None,
+            jobs: &[job],
+            model_versions: &[version],
+            evaluations,
+            validators,
+        })
+        .map_err(|s| (s.code(), s.message().to_owned()))
+    }
+
+    #[test]
+    fn the_model_of_a_final_job_is_readable_by_operators_of_an_attesting_evaluations_validators() {
+        // CALLER operates a validator that attests evaluation 4, not job 12.
+        let validators = [
+            validator(OTHER_VALIDATOR_KEY, &[CALLER]),
+            validator(VALIDATOR_KEY, &[[5; 32]]),
+        ];
+        let attesting = [evaluation(
+            pb::EvaluationStatus::Attesting,
+            OTHER_VALIDATOR_KEY,
+        )];
+        assert!(evaluation_verdict(MODEL_FILE, &attesting, &validators).is_ok());
+        // Its checkpoints stay with the job's own readers.
+        let err = evaluation_verdict(ARTIFACT, &attesting, &validators).unwrap_err();
+        assert!(err.1.contains("artifact of training job 12"), "{}", err.1);
+    }
+
+    #[test]
+    fn a_settled_evaluation_or_one_the_caller_does_not_attest_opens_nothing() {
+        let validators = [
+            validator(OTHER_VALIDATOR_KEY, &[CALLER]),
+            validator(VALIDATOR_KEY, &[[5; 32]]),
+        ];
+        for (desc, e) in [
+            (
+                "scored",
+                evaluation(pb::EvaluationStatus::Scored, OTHER_VALIDATOR_KEY),
+            ),
+            (
+                "failed",
+                evaluation(pb::EvaluationStatus::Failed, OTHER_VALIDATOR_KEY),
+            ),
+            (
+                "attested by another validator",
+                evaluation(pb::EvaluationStatus::Attesting, [6; 32]),
+            ),
+            (
+                "of another model version",
+                pb::Evaluation {
+                    model_version: 8,
+                    ..evaluation(pb::EvaluationStatus::Attesting, OTHER_VALIDATOR_KEY)
+                },
+            ),
+        ] {
+            let err = evaluation_verdict(MODEL_FILE, &[e], &validators).unwrap_err();
+            assert_eq!(err.0, tonic::Code::PermissionDenied, "{desc}");
+            assert!(
+                err.1.contains("attesting an evaluation of its model"),
+                "{desc}: {}",
+                err.1
+            );
+        }
     }
 }

@@ -15,10 +15,15 @@
 //! (`PURCHASE_KIND_TRAINING`, no money, opened by the chain for the job's assigned worker and for
 //! the operators of validators attesting its result) is served like a sale, whatever that policy:
 //! a provider listing data for sale agrees to on-platform training of it, and the chain opens
-//! these only for a job that bought (or provides) the data. The key must have been deposited by
-//! the dataset's provider for the dataset's own ciphertext CID — otherwise a rogue provider's
-//! decoy listing carrying a colleague's key commitment would get the colleague's key delivered
-//! to its buyers (finding 7). A refused purchase is logged once and never delivered.
+//! these only for a job that bought (or provides) the data. A hidden evaluation split's key
+//! request (`PURCHASE_KIND_EVALUATION`, opened by the chain for the operators of the validators
+//! scoring a model on the split) is served like a training one: the provider registered the
+//! split for exactly that. The key must have been deposited by the dataset's provider for the
+//! dataset's own ciphertext CID — otherwise a rogue provider's decoy listing carrying a
+//! colleague's key commitment would get the colleague's key delivered to its buyers (finding 7).
+//! A model sale (`Purchase.model_listing`) is vetted the same way against the model listing: the
+//! key must have been deposited by the listing's owner for the listing's ONNX-export ciphertext
+//! (both ciphertexts share the key). A refused purchase is logged once and never delivered.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -64,7 +69,7 @@ pub enum Refusal {
     /// A purchase of a kind this gateway does not know: no key for what it cannot vet.
     #[error(
         "purchase {purchase} is of unknown kind {kind}; this gateway delivers keys for sales, \
-         training key requests and (by policy) validation requests only"
+         training and evaluation key requests and (by policy) validation requests only"
     )]
     UnknownKind {
         /// The purchase.
@@ -72,45 +77,98 @@ pub enum Refusal {
         /// Its kind on the wire.
         kind: i32,
     },
-    /// The key was deposited by someone other than the dataset's provider.
+    /// The key was deposited by someone other than the listing's provider (or owner).
     #[error(
-        "dataset {dataset} is listed by {provider}, but the key with its commitment was \
-         deposited by {depositor}: a key is delivered only for its depositor's own listing \
-         (a listing that reuses a colleague's key commitment?)"
+        "{item} is listed by {provider}, but the key with its commitment was deposited by \
+         {depositor}: a key is delivered only for its depositor's own listing (a listing that \
+         reuses a colleague's key commitment?)"
     )]
     NotDepositor {
-        /// The dataset.
-        dataset: u64,
-        /// Its provider's fingerprint, hex.
+        /// The dataset or model listing.
+        item: Item,
+        /// Its provider's (owner's) fingerprint, hex.
         provider: String,
         /// The depositor's fingerprint, hex.
         depositor: String,
     },
     /// The key was deposited for another ciphertext.
     #[error(
-        "dataset {dataset} lists ciphertext {listed}, but the key with its commitment was \
-         deposited for ciphertext {deposited}: a key is delivered only for the ciphertext it \
-         was deposited with"
+        "{item} lists ciphertext {listed}, but the key with its commitment was deposited for \
+         ciphertext {deposited}: a key is delivered only for the ciphertext it was deposited with"
     )]
     OtherCiphertext {
-        /// The dataset.
-        dataset: u64,
-        /// The dataset's CID.
+        /// The dataset or model listing.
+        item: Item,
+        /// The listing's CID (a model's: its ONNX export's ciphertext).
         listed: String,
         /// The deposit's CID.
         deposited: String,
     },
 }
 
-/// Whether this org delivers keys for purchases of `p`'s kind: sales and training key requests
-/// always, validators' key requests only if `deliver_validation_keys`.
+/// What a purchase buys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A dataset (a hidden evaluation split included).
+    Dataset(u64),
+    /// A model listing.
+    Model(u64),
+}
+
+impl std::fmt::Display for Item {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Item::Dataset(id) => write!(f, "dataset {id}"),
+            Item::Model(id) => write!(f, "model listing {id}"),
+        }
+    }
+}
+
+/// A listing as the delivery rule reads it: what it sells, who listed it and the ciphertext
+/// its key opens.
+#[derive(Clone, Copy, Debug)]
+pub struct Listed<'a> {
+    /// The dataset or model listing.
+    pub item: Item,
+    /// Its provider (a model's: its owner), by certificate fingerprint.
+    pub lister: &'a [u8],
+    /// The ciphertext the deposited key must have been deposited for (a model's: the ONNX
+    /// export's, the CID its owner deposits the shared key with).
+    pub cid: &'a str,
+}
+
+impl<'a> Listed<'a> {
+    /// A dataset's listing.
+    pub fn dataset(d: &'a pb::Dataset) -> Self {
+        Listed {
+            item: Item::Dataset(d.id),
+            lister: &d.provider,
+            cid: &d.cid,
+        }
+    }
+
+    /// A model listing.
+    pub fn model(l: &'a pb::ModelListing) -> Self {
+        Listed {
+            item: Item::Model(l.id),
+            lister: &l.owner,
+            cid: &l.onnx_cid,
+        }
+    }
+}
+
+/// Whether this org delivers keys for purchases of `p`'s kind: sales, training and evaluation
+/// key requests always, validators' key requests only if `deliver_validation_keys`.
 pub fn kind_allowed(p: &pb::Purchase, deliver_validation_keys: bool) -> Result<(), Refusal> {
     match pb::PurchaseKind::try_from(p.kind) {
         // A training key request goes to the job's worker or an attesting validator's operator,
         // wrapped to that purchase's buyer certificate like a sale's: the provider agreed to
         // on-platform training of the data it sells, so `deliver_validation_keys` does not
-        // apply.
-        Ok(pb::PurchaseKind::Sale | pb::PurchaseKind::Training) => Ok(()),
+        // apply. An evaluation key request goes to the operator of a validator scoring a model
+        // on a hidden split, which its provider registered for exactly that.
+        Ok(pb::PurchaseKind::Sale | pb::PurchaseKind::Training | pb::PurchaseKind::Evaluation) => {
+            Ok(())
+        }
         Ok(pb::PurchaseKind::Validation) if deliver_validation_keys => Ok(()),
         Ok(pb::PurchaseKind::Validation) => Err(Refusal::ValidationRequest { purchase: p.id }),
         Ok(pb::PurchaseKind::Unspecified) | Err(_) => Err(Refusal::UnknownKind {
@@ -120,28 +178,29 @@ pub fn kind_allowed(p: &pb::Purchase, deliver_validation_keys: bool) -> Result<(
     }
 }
 
-/// Whether the key of `deposit` may be delivered for purchase `p` of `dataset`. `successors`
-/// are the identities the depositor was moved to by its org's admin (`MoveIdentity`, which also
-/// moves its listings), in order: the depositor's listing stays deliverable after a move.
+/// Whether the key of `deposit` may be delivered for purchase `p` of `listed` (a dataset or a
+/// model listing). `successors` are the identities the depositor was moved to by its org's
+/// admin (`MoveIdentity`, which also moves its listings), in order: the depositor's listing
+/// stays deliverable after a move.
 pub fn vet(
     p: &pb::Purchase,
-    dataset: &pb::Dataset,
+    listed: Listed<'_>,
     deposit: &Deposit,
     successors: &[Vec<u8>],
     deliver_validation_keys: bool,
 ) -> Result<(), Refusal> {
     kind_allowed(p, deliver_validation_keys)?;
-    if dataset.provider != deposit.depositor && !successors.contains(&dataset.provider) {
+    if listed.lister != deposit.depositor && !successors.iter().any(|s| s == listed.lister) {
         return Err(Refusal::NotDepositor {
-            dataset: dataset.id,
-            provider: hex::encode(&dataset.provider),
+            item: listed.item,
+            provider: hex::encode(listed.lister),
             depositor: hex::encode(deposit.depositor),
         });
     }
-    if dataset.cid != deposit.cid {
+    if listed.cid != deposit.cid {
         return Err(Refusal::OtherCiphertext {
-            dataset: dataset.id,
-            listed: dataset.cid.clone(),
+            item: listed.item,
+            listed: listed.cid.to_owned(),
             deposited: deposit.cid.clone(),
         });
     }
@@ -342,28 +401,42 @@ impl Delivery {
     /// The data key for purchase `p`, once [`vet`] allows its delivery.
     async fn vetted_key(&self, p: &pb::Purchase) -> Result<DataKey, Error> {
         let deliver_validation = self.shared.config.deliver_validation_keys;
-        // Cheap and final: no need to read the dataset or the keystore.
+        // Cheap and final: no need to read the listing or the keystore.
         kind_allowed(p, deliver_validation)?;
-        let dataset = self
-            .shared
-            .chain
-            .record(query::dataset(p.dataset_id))
-            .await?
-            .ok_or_else(|| format!("dataset {} not found", p.dataset_id))?;
-        let commitment = <[u8; 32]>::try_from(dataset.key_commitment.as_slice())
-            .map_err(|_| "dataset key commitment is not 32 bytes")?;
+        let chain = &self.shared.chain;
+        // A model sale names its listing (and no dataset); everything else is of a dataset.
+        let dataset;
+        let model;
+        let listed = if p.model_listing != 0 {
+            model = chain
+                .record(query::model_listing(p.model_listing))
+                .await?
+                .ok_or_else(|| format!("model listing {} not found", p.model_listing))?;
+            (Listed::model(&model), &model.key_commitment)
+        } else {
+            dataset = chain
+                .record(query::dataset(p.dataset_id))
+                .await?
+                .ok_or_else(|| format!("dataset {} not found", p.dataset_id))?;
+            (Listed::dataset(&dataset), &dataset.key_commitment)
+        };
+        let (listed, commitment) = listed;
+        let commitment = <[u8; 32]>::try_from(commitment.as_slice())
+            .map_err(|_| format!("{} key commitment is not 32 bytes", listed.item))?;
         let deposit = self.keystore.get(&commitment)?.ok_or_else(|| {
             format!(
-                "no data key with commitment {} in the keystore: deposit it (ndctl dataset upload does)",
-                hex::encode(commitment)
+                "no data key with commitment {} for {} in the keystore: deposit it (Keys.Deposit; \
+                 ndctl's upload and publish commands do)",
+                hex::encode(commitment),
+                listed.item
             )
         })?;
-        let successors = if dataset.provider == deposit.depositor {
+        let successors = if listed.lister == deposit.depositor {
             vec![]
         } else {
             self.successors(deposit.depositor).await?
         };
-        vet(p, &dataset, &deposit, &successors, deliver_validation)?;
+        vet(p, listed, &deposit, &successors, deliver_validation)?;
         Ok(deposit.key)
     }
 
@@ -455,7 +528,7 @@ mod tests {
         assert_eq!(
             vet(
                 &sale,
-                &dataset(PROVIDER, "bafy-real"),
+                Listed::dataset(&dataset(PROVIDER, "bafy-real")),
                 &colleagues_key,
                 &[],
                 false
@@ -465,14 +538,17 @@ mod tests {
         // A decoy listing by a colleague, carrying the provider's commitment.
         let decoy = dataset(COLLEAGUE, "bafy-decoy");
         assert!(matches!(
-            vet(&sale, &decoy, &colleagues_key, &[], false),
-            Err(Refusal::NotDepositor { dataset: 3, .. })
+            vet(&sale, Listed::dataset(&decoy), &colleagues_key, &[], false),
+            Err(Refusal::NotDepositor {
+                item: Item::Dataset(3),
+                ..
+            })
         ));
         // The provider's own second listing of other bytes under the same key.
         assert!(matches!(
             vet(
                 &sale,
-                &dataset(PROVIDER, "bafy-other"),
+                Listed::dataset(&dataset(PROVIDER, "bafy-other")),
                 &colleagues_key,
                 &[],
                 false
@@ -490,10 +566,19 @@ mod tests {
         let k = deposit(PROVIDER, "bafy-real")?;
         // MoveIdentity made SUCCESSOR the provider of the depositor's listing.
         let moved = dataset(SUCCESSOR, "bafy-real");
-        assert_eq!(vet(&sale, &moved, &k, &[SUCCESSOR.to_vec()], false), Ok(()));
+        assert_eq!(
+            vet(
+                &sale,
+                Listed::dataset(&moved),
+                &k,
+                &[SUCCESSOR.to_vec()],
+                false
+            ),
+            Ok(())
+        );
         // Without that move on chain, the same listing is someone else's.
         assert!(matches!(
-            vet(&sale, &moved, &k, &[], false),
+            vet(&sale, Listed::dataset(&moved), &k, &[], false),
             Err(Refusal::NotDepositor { .. })
         ));
         Ok(())
@@ -505,7 +590,7 @@ mod tests {
         let request = purchase(pb::PurchaseKind::Validation);
         let d = dataset(PROVIDER, "bafy-real");
         let k = deposit(PROVIDER, "bafy-real")?;
-        let refused = vet(&request, &d, &k, &[], false);
+        let refused = vet(&request, Listed::dataset(&d), &k, &[], false);
         assert_eq!(refused, Err(Refusal::ValidationRequest { purchase: 7 }));
         assert!(
             refused
@@ -513,7 +598,7 @@ mod tests {
                 .is_some_and(|r| r.to_string().contains("deliver_validation_keys")),
             "the refusal names the setting"
         );
-        assert_eq!(vet(&request, &d, &k, &[], true), Ok(()));
+        assert_eq!(vet(&request, Listed::dataset(&d), &k, &[], true), Ok(()));
         Ok(())
     }
 
@@ -528,15 +613,135 @@ mod tests {
         let k = deposit(PROVIDER, "bafy-real")?;
         for deliver_validation_keys in [false, true] {
             assert_eq!(
-                vet(&request, &d, &k, &[], deliver_validation_keys),
+                vet(
+                    &request,
+                    Listed::dataset(&d),
+                    &k,
+                    &[],
+                    deliver_validation_keys
+                ),
                 Ok(()),
                 "deliver_validation_keys = {deliver_validation_keys}"
             );
         }
         // The key binding still holds: no colleague's key through a decoy listing.
         assert!(matches!(
-            vet(&request, &dataset(COLLEAGUE, "bafy-decoy"), &k, &[], false),
+            vet(
+                &request,
+                Listed::dataset(&dataset(COLLEAGUE, "bafy-decoy")),
+                &k,
+                &[],
+                false
+            ),
             Err(Refusal::NotDepositor { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn evaluation_key_requests_get_keys_whatever_the_validation_policy()
+    -> Result<(), neurodata_crypto::CryptoError> {
+        let request = pb::Purchase {
+            evaluation: 4,
+            ..purchase(pb::PurchaseKind::Evaluation)
+        };
+        // The hidden split: a dataset record of its provider.
+        let split = dataset(PROVIDER, "bafy-split");
+        let k = deposit(PROVIDER, "bafy-split")?;
+        for deliver_validation_keys in [false, true] {
+            assert_eq!(
+                vet(
+                    &request,
+                    Listed::dataset(&split),
+                    &k,
+                    &[],
+                    deliver_validation_keys
+                ),
+                Ok(()),
+                "deliver_validation_keys = {deliver_validation_keys}"
+            );
+        }
+        assert!(matches!(
+            vet(
+                &request,
+                Listed::dataset(&dataset(COLLEAGUE, "bafy-split")),
+                &k,
+                &[],
+                false
+            ),
+            Err(Refusal::NotDepositor { .. })
+        ));
+        Ok(())
+    }
+
+    fn model_listing(owner: [u8; 32], onnx_cid: &str) -> pb::ModelListing {
+        pb::ModelListing {
+            id: 2,
+            owner: owner.to_vec(),
+            model_cid: "bafy-model-ct".into(),
+            onnx_cid: onnx_cid.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_model_key_goes_only_to_buyers_of_its_owners_listing_of_its_onnx_ciphertext()
+    -> Result<(), neurodata_crypto::CryptoError> {
+        let sale = pb::Purchase {
+            dataset_id: 0,
+            model_listing: 2,
+            ..purchase(pb::PurchaseKind::Sale)
+        };
+        let k = deposit(PROVIDER, "bafy-onnx-ct")?;
+        assert_eq!(
+            vet(
+                &sale,
+                Listed::model(&model_listing(PROVIDER, "bafy-onnx-ct")),
+                &k,
+                &[],
+                false
+            ),
+            Ok(())
+        );
+        // A colleague's listing of the owner's model carrying the owner's commitment.
+        let decoy = vet(
+            &sale,
+            Listed::model(&model_listing(COLLEAGUE, "bafy-onnx-ct")),
+            &k,
+            &[],
+            false,
+        );
+        assert!(
+            matches!(
+                &decoy,
+                Err(Refusal::NotDepositor {
+                    item: Item::Model(2),
+                    ..
+                })
+            ),
+            "{decoy:?}"
+        );
+        assert!(
+            decoy
+                .err()
+                .is_some_and(|r| r.to_string().starts_with("model listing 2 is listed by")),
+            "the refusal names the model listing"
+        );
+        // The key deposited for the model file's ciphertext (not the ONNX export's) is not the
+        // deposit the listing names.
+        let for_model_file = deposit(PROVIDER, "bafy-model-ct")?;
+        assert!(matches!(
+            vet(
+                &sale,
+                Listed::model(&model_listing(PROVIDER, "bafy-onnx-ct")),
+                &for_model_file,
+                &[],
+                false
+            ),
+            Err(Refusal::OtherCiphertext {
+                item: Item::Model(2),
+                ..
+            })
         ));
         Ok(())
     }
@@ -551,7 +756,7 @@ mod tests {
                 ..purchase(pb::PurchaseKind::Sale)
             };
             assert_eq!(
-                vet(&p, &d, &k, &[], true),
+                vet(&p, Listed::dataset(&d), &k, &[], true),
                 Err(Refusal::UnknownKind { purchase: 7, kind })
             );
         }

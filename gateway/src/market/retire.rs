@@ -19,11 +19,11 @@ use crate::service::Shared;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// Whether a delisted dataset's ciphertext may go: no purchase of it holds it. Open purchases
-/// (a buyer awaiting or holding a key, a validator's or a training job's key request) need it,
-/// and so does every paid sale: a buyer keeps the right to download what it paid for. Refunded
-/// purchases let go, and so do closed no-money requests (validation, training): their holder
-/// had the key's whole confirm window to fetch the data. A kind this gateway does not know holds
-/// the blob.
+/// (a buyer awaiting or holding a key, a validator's, a training job's or an evaluation's key
+/// request) need it, and so does every paid sale: a buyer keeps the right to download what it
+/// paid for. Refunded purchases let go, and so do closed no-money requests (validation,
+/// training, evaluation): their holder had the key's whole confirm window to fetch the data. A
+/// kind this gateway does not know holds the blob.
 pub fn removable(dataset: &pb::Dataset, purchases: &[pb::Purchase]) -> bool {
     let lets_go = |p: &pb::Purchase| {
         let refunded = p.status == pb::PurchaseStatus::Refunded as i32
@@ -32,7 +32,11 @@ pub fn removable(dataset: &pb::Dataset, purchases: &[pb::Purchase]) -> bool {
             || p.status == pb::PurchaseStatus::KeyDelivered as i32;
         match pb::PurchaseKind::try_from(p.kind) {
             Ok(pb::PurchaseKind::Sale) => refunded,
-            Ok(pb::PurchaseKind::Validation | pb::PurchaseKind::Training) => refunded || !open,
+            Ok(
+                pb::PurchaseKind::Validation
+                | pb::PurchaseKind::Training
+                | pb::PurchaseKind::Evaluation,
+            ) => refunded || !open,
             Ok(pb::PurchaseKind::Unspecified) | Err(_) => false,
         }
     };

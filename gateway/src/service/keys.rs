@@ -1,5 +1,7 @@
-//! `Keys.Deposit`: a provider of the gateway's org hands over a dataset's data key so the
-//! gateway can deliver it to buyers. The key is stored sealed in the keystore, bound to the
+//! `Keys.Deposit`: a member of the gateway's org hands over a data key so the gateway can
+//! deliver it to buyers: a dataset's provider the dataset's key, a model's owner (its job's
+//! submitter, whatever its role, or an admin) the key of the model's two ciphertexts, deposited
+//! with the ONNX export's ciphertext CID. The key is stored sealed in the keystore, bound to the
 //! depositor and to the CID of the ciphertext it encrypts (already stored here), which the
 //! delivery task checks against the listing before it hands the key to anyone.
 
@@ -58,7 +60,7 @@ impl gw::keys_server::Keys for KeysService {
         if r.cid.is_empty() {
             return Err(Status::invalid_argument(
                 "DepositKeyRequest.cid is required: the CID of the ciphertext this key \
-                 encrypts (upload the ciphertext first; ndctl dataset upload does)",
+                 encrypts (a model's: its ONNX export's; upload the ciphertext first)",
             ));
         }
         let cid = r

@@ -5,6 +5,7 @@
 pub mod blobs;
 pub mod events;
 pub mod keys;
+pub mod models;
 pub mod preview;
 pub mod query;
 pub mod status;

@@ -230,6 +230,16 @@ impl gw::query_server::Query for QueryService {
         self.serve(q, r.height, r.prove).await
     }
 
+    async fn leaderboard(
+        &self,
+        req: Request<gw::IdQuery>,
+    ) -> Result<Response<gw::ListResponse>, Status> {
+        // A list at the latest height: scores settle by block, and every entry comes from the
+        // chain's evaluation records.
+        self.list(query::leaderboard(req.into_inner().id).query)
+            .await
+    }
+
     async fn light_block(
         &self,
         req: Request<gw::LightBlockRequest>,

@@ -1,0 +1,680 @@
+//! `Models`: inference on the models this gateway's org bought or owns (issue 14).
+//!
+//! `Install` takes a listing's data key from a member of the org (the buyer unwrapped it from
+//! the owner's delivery), checks it against the listing's key commitment, decrypts the model file
+//! and its ONNX export from this gateway's blob store (the member uploads both ciphertexts here
+//! first), checks them against the listing's card — the model's SHA-256 and the ONNX export's
+//! plaintext CID, facts the chain derived from the attested training result — and keeps the key
+//! sealed in a keystore of installed models (a directory of its own beside the org's deposited
+//! keys, so the delivery task never hands out a bought key) and the loaded model in memory.
+//! After a restart, or once the model fell out of the bounded cache, the next `Predict` loads it
+//! again from the keystore and the store.
+//!
+//! `Predict` streams batches of rows through the model with the trainer's own schema checks
+//! ([`neurodata_trainer::predict`]). Who may use a model is decided from the chain, at the latest
+//! block, on every call and again whenever a block arrives during a stream ([`may_use`]): the
+//! owner's org, or an org that bought the listing in a sale whose key was delivered and that was
+//! not refunded. A gateway serves only its own org's members: a bought model is the buyer org's,
+//! and runs at its gateway.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::Stream;
+use neurodata_abci::query;
+use neurodata_client::ChainAccess;
+use neurodata_crypto::DataKey;
+use neurodata_crypto::stream::DecryptingWriter;
+use neurodata_proto::chain::v1 as pb;
+use neurodata_proto::gateway::v1 as gw;
+use neurodata_trainer::predict::{Format, PredictError, Predictor};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::blobs::blob_status;
+use super::{Shared, caller, wait_until_refused};
+use crate::auth::{Caller, chain_status};
+use crate::cid::Cid;
+use crate::market::keystore::{Deposit, KeyStore, KeyStoreError};
+
+/// Models kept loaded, the least recently used dropped first (each holds its tract plan and
+/// preprocessing: a few MB for the tabular models the trainer makes).
+pub const LOADED_MODELS: usize = 8;
+
+/// Largest ciphertext `Install` decrypts (in memory).
+pub const MAX_MODEL_CIPHERTEXT: u64 = 256 << 20;
+
+/// Where installed models' keys are kept, under the gateway's `keystore_dir`.
+pub const INSTALLED_DIR: &str = "installed";
+
+/// A model ready to predict.
+pub struct Loaded {
+    /// The listing it was installed from.
+    pub listing_id: u64,
+    /// The model version listed.
+    pub model_version: u64,
+    /// SHA-256 of the model file.
+    pub model_sha256: [u8; 32],
+    /// The model.
+    pub predictor: Predictor,
+}
+
+/// The Models service.
+#[derive(Clone)]
+pub struct ModelsService(Arc<Models>);
+
+/// The service's state.
+pub struct Models {
+    shared: Arc<Shared>,
+    /// Keys of installed models (None: no `keystore_dir`; nothing can be installed).
+    installed: Option<Arc<KeyStore>>,
+    /// Loaded models by listing, most recently used last.
+    loaded: Mutex<VecDeque<Arc<Loaded>>>,
+}
+
+impl ModelsService {
+    /// The service over `shared`, keeping installed keys in `installed`.
+    pub fn new(shared: Arc<Shared>, installed: Option<Arc<KeyStore>>) -> Self {
+        ModelsService(Arc::new(Models {
+            shared,
+            installed,
+            loaded: Mutex::new(VecDeque::new()),
+        }))
+    }
+}
+
+/// Whether members of `org` may install and run the model of `listing`, given the listing's
+/// purchases: the owner's org always; another org if one of its members bought the listing in a
+/// sale whose key was delivered and that was not refunded (key delivered, confirmed or
+/// released). The refusal says what would open it.
+pub fn may_use(
+    org: &str,
+    listing: &pb::ModelListing,
+    purchases: &[pb::Purchase],
+) -> Result<(), Status> {
+    if org == listing.owner_org {
+        return Ok(());
+    }
+    let sales: Vec<&pb::Purchase> = purchases
+        .iter()
+        .filter(|p| {
+            p.model_listing == listing.id
+                && p.buyer_org == org
+                && p.kind == pb::PurchaseKind::Sale as i32
+        })
+        .collect();
+    let paid_for = |p: &&pb::Purchase| {
+        matches!(
+            pb::PurchaseStatus::try_from(p.status),
+            Ok(pb::PurchaseStatus::KeyDelivered
+                | pb::PurchaseStatus::Confirmed
+                | pb::PurchaseStatus::Released)
+        )
+    };
+    if sales.iter().any(paid_for) {
+        return Ok(());
+    }
+    if let Some(waiting) = sales
+        .iter()
+        .find(|p| p.status == pb::PurchaseStatus::AwaitingKey as i32)
+    {
+        return Err(Status::permission_denied(format!(
+            "org {org} bought model listing {} in purchase {}, whose key is not delivered yet: \
+             the owner's gateway delivers it within the key window; try again then",
+            listing.id, waiting.id
+        )));
+    }
+    let refunded: Vec<String> = sales.iter().map(|p| p.id.to_string()).collect();
+    Err(Status::permission_denied(format!(
+        "model listing {} is usable by its owner's org ({}) and by orgs that bought it; org \
+         {org} has {}: buy it first (ndctl model buy {})",
+        listing.id,
+        listing.owner_org,
+        if refunded.is_empty() {
+            "no purchase of it".to_owned()
+        } else {
+            format!("only refunded purchases of it ({})", refunded.join(", "))
+        },
+        listing.id
+    )))
+}
+
+/// The reader's format of a batch; unspecified reads as CSV, as for listings.
+pub fn batch_format(format: i32) -> Result<Format, Status> {
+    match pb::DataFormat::try_from(format) {
+        Ok(pb::DataFormat::Unspecified | pb::DataFormat::Csv) => Ok(Format::Csv),
+        Ok(pb::DataFormat::JsonLines) => Ok(Format::JsonLines),
+        Ok(pb::DataFormat::JsonArray) => Ok(Format::JsonArray),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "PredictRequest.format {format} is not a DataFormat (CSV = 1, JSON lines = 2)"
+        ))),
+    }
+}
+
+/// The status of a prediction that failed on the batch starting at row `first_row` of the call.
+pub fn predict_status(e: &PredictError, first_row: u64) -> Status {
+    if e.is_bad_input() {
+        Status::invalid_argument(format!(
+            "batch starting at row {first_row} of this call: {e}"
+        ))
+    } else {
+        tracing::error!("prediction failed: {e}");
+        Status::internal(format!("the model failed: {e}"))
+    }
+}
+
+/// The caller, who must be a member of this gateway's org.
+fn own_member(shared: &Shared, who: Option<&Caller>) -> Result<Caller, Status> {
+    let Some(c) = who else {
+        return Err(Status::failed_precondition(
+            "models are installed and run for an org's members: call over mTLS with a member \
+             certificate",
+        ));
+    };
+    let own = shared.config.org_id.as_deref();
+    if own != Some(c.member.org_id.as_str()) {
+        return Err(Status::permission_denied(format!(
+            "this gateway runs the models of org {}; {} belongs to {}: call your own org's \
+             gateway",
+            own.unwrap_or("(none configured)"),
+            c.member.common_name,
+            c.member.org_id
+        )));
+    }
+    Ok(c.clone())
+}
+
+fn chain_err(e: neurodata_client::ClientError) -> Status {
+    chain_status(e.into())
+}
+
+impl Models {
+    /// The listing, and whether `org` may use it, from the chain at its latest height.
+    async fn authorise(&self, org: &str, listing_id: u64) -> Result<pb::ModelListing, Status> {
+        if listing_id == 0 {
+            return Err(Status::invalid_argument(
+                "listing_id is required: the model listing to use",
+            ));
+        }
+        let chain = &*self.shared.chain;
+        let listing = chain
+            .record(query::model_listing(listing_id))
+            .await
+            .map_err(chain_err)?
+            .ok_or_else(|| Status::not_found(format!("no model listing {listing_id}")))?;
+        let purchases = if org == listing.owner_org {
+            Vec::new()
+        } else {
+            chain
+                .record(query::purchases(pb::PurchaseFilter {
+                    model_listing: listing_id,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(chain_err)?
+                .unwrap_or_default()
+                .purchases
+        };
+        may_use(org, &listing, &purchases)?;
+        Ok(listing)
+    }
+
+    fn installed(&self) -> Result<&KeyStore, Status> {
+        self.installed.as_deref().ok_or_else(|| {
+            Status::failed_precondition(
+                "this gateway keeps no keystore, so it installs no models (set keystore_dir and \
+                 its passphrase)",
+            )
+        })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, VecDeque<Arc<Loaded>>> {
+        // A list of loaded models is consistent whatever panicked while holding it.
+        self.loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cached(&self, listing_id: u64) -> Option<Arc<Loaded>> {
+        let mut cache = self.cache();
+        let at = cache.iter().position(|l| l.listing_id == listing_id)?;
+        let loaded = cache.remove(at)?;
+        cache.push_back(loaded.clone());
+        Some(loaded)
+    }
+
+    fn keep(&self, loaded: Arc<Loaded>) {
+        let mut cache = self.cache();
+        cache.retain(|l| l.listing_id != loaded.listing_id);
+        cache.push_back(loaded);
+        while cache.len() > LOADED_MODELS {
+            cache.pop_front();
+        }
+    }
+
+    /// The plaintext of ciphertext `cid` (the listing's `what`) in this gateway's store.
+    async fn decrypt(
+        &self,
+        listing: &pb::ModelListing,
+        cid: &str,
+        what: &str,
+        key: &DataKey,
+    ) -> Result<(Vec<u8>, [u8; 32]), Status> {
+        let parsed: Cid = cid.parse().map_err(|e| {
+            Status::internal(format!("listing {}: {what} CID {cid:?}: {e}", listing.id))
+        })?;
+        let blobs = &self.shared.blobs;
+        let size = blobs.size(&parsed).await.map_err(blob_status)?;
+        let Some(size) = size else {
+            return Err(Status::failed_precondition(format!(
+                "the {what} ciphertext {cid} of model listing {} is not in this gateway's store: \
+                 download both ciphertexts from the owner's gateway ({}) and upload them here \
+                 before installing",
+                listing.id, listing.location
+            )));
+        };
+        if size > MAX_MODEL_CIPHERTEXT {
+            return Err(Status::resource_exhausted(format!(
+                "the {what} ciphertext {cid} is {size} bytes; this gateway installs models of at \
+                 most {MAX_MODEL_CIPHERTEXT} bytes"
+            )));
+        }
+        let mut blob = blobs.open_blob(&parsed).await.map_err(blob_status)?;
+        let mut writer = DecryptingWriter::new(Vec::new(), key);
+        let unusable = |e: &dyn std::fmt::Display| {
+            Status::failed_precondition(format!(
+                "the {what} ciphertext {cid} of model listing {} does not open with its key: {e} \
+                 (the listing's ciphertext is damaged or not the one the key was made for: \
+                 dispute the purchase)",
+                listing.id
+            ))
+        };
+        while let Some(chunk) = blob.next_chunk(1 << 20).await.map_err(blob_status)? {
+            std::io::Write::write_all(&mut writer, &chunk).map_err(|e| unusable(&e))?;
+        }
+        let (done, plain) = writer.finish().map_err(|e| unusable(&e))?;
+        Ok((plain, done.plaintext_sha256))
+    }
+
+    /// Decrypts, checks against the card and loads the listing's model with `key`.
+    async fn load(&self, listing: &pb::ModelListing, key: &DataKey) -> Result<Arc<Loaded>, Status> {
+        let card = listing.card.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!("model listing {} has no card", listing.id))
+        })?;
+        let (model, model_sha256) = self
+            .decrypt(listing, &listing.model_cid, "model file", key)
+            .await?;
+        let (onnx, _) = self
+            .decrypt(listing, &listing.onnx_cid, "ONNX export", key)
+            .await?;
+        // The card's facts come from the attested training result: bytes that differ are not
+        // the model the buyer paid for, whatever they compute.
+        if model_sha256.as_slice() != card.model_sha256 {
+            return Err(Status::failed_precondition(format!(
+                "model listing {}: the decrypted model file hashes to {}, the card says {}: the \
+                 ciphertext is not the listed model (dispute the purchase)",
+                listing.id,
+                hex::encode(model_sha256),
+                hex::encode(&card.model_sha256)
+            )));
+        }
+        let onnx_cid = Cid::of(&onnx).to_string();
+        if onnx_cid != card.onnx_plain_cid {
+            return Err(Status::failed_precondition(format!(
+                "model listing {}: the decrypted ONNX export is {onnx_cid}, the card says {}: the \
+                 ciphertext is not the listed model's export (dispute the purchase)",
+                listing.id, card.onnx_plain_cid
+            )));
+        }
+        let listing_id = listing.id;
+        let predictor = tokio::task::spawn_blocking(move || Predictor::load(&model, &onnx))
+            .await
+            .map_err(|e| Status::internal(format!("loading the model: {e}")))?
+            .map_err(|e| {
+                Status::failed_precondition(format!(
+                    "model listing {listing_id}: the model does not load: {e}"
+                ))
+            })?;
+        Ok(Arc::new(Loaded {
+            listing_id,
+            model_version: listing.model_version,
+            model_sha256,
+            predictor,
+        }))
+    }
+
+    /// The loaded model of an authorised listing: from memory, or loaded again with the key
+    /// kept at its installation.
+    async fn load_installed(&self, listing: &pb::ModelListing) -> Result<Arc<Loaded>, Status> {
+        if let Some(l) = self.cached(listing.id) {
+            return Ok(l);
+        }
+        let not_installed = || {
+            Status::failed_precondition(format!(
+                "model listing {} is not installed on this gateway: install it first with the \
+                 key delivered for your purchase (Models.Install)",
+                listing.id
+            ))
+        };
+        let commitment =
+            <[u8; 32]>::try_from(listing.key_commitment.as_slice()).map_err(|_| not_installed())?;
+        let deposit = self
+            .installed()?
+            .get(&commitment)
+            .map_err(keystore_status)?
+            .ok_or_else(not_installed)?;
+        let loaded = self.load(listing, &deposit.key).await?;
+        self.keep(loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Runs one batch; the response, and how many rows it held.
+    async fn batch(
+        loaded: Arc<Loaded>,
+        request: gw::PredictRequest,
+        first_row: u64,
+    ) -> Result<gw::PredictResponse, Status> {
+        let format = batch_format(request.format)?;
+        let rows = request.rows;
+        let prediction = tokio::task::spawn_blocking(move || {
+            loaded.predictor.predict(&rows, format).map(|p| (p, loaded))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("prediction: {e}")))?;
+        let (p, loaded) = prediction.map_err(|e| predict_status(&e, first_row))?;
+        Ok(gw::PredictResponse {
+            first_row,
+            predictions: p.predictions,
+            probabilities: p.probabilities,
+            classes: if first_row == 0 {
+                loaded.predictor.classes().to_vec()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Serves one `Predict` call: each request message one batch, answered in order; the first
+    /// error ends the call.
+    async fn serve(
+        self: Arc<Self>,
+        caller: Caller,
+        mut inbound: Streaming<gw::PredictRequest>,
+        out: mpsc::Sender<Result<gw::PredictResponse, Status>>,
+    ) {
+        let refused = wait_until_refused(&self.shared, Some(&caller));
+        tokio::pin!(refused);
+        let org = caller.member.org_id.clone();
+        // The listing of the call and the block height its use was last authorised at.
+        let mut session: Option<(u64, u64)> = None;
+        let mut first_row = 0u64;
+        loop {
+            let next = tokio::select! {
+                status = &mut refused => Err(status),
+                m = inbound.message() => m,
+            };
+            let request = match next {
+                Ok(Some(r)) => r,
+                Ok(None) => return,
+                Err(status) => {
+                    let _ = out.send(Err(status)).await;
+                    return;
+                }
+            };
+            let answer = self.answer(&org, &mut session, request, first_row).await;
+            let stop = answer.is_err();
+            if let Ok(r) = &answer {
+                first_row += r.predictions.len() as u64;
+            }
+            if out.send(answer).await.is_err() || stop {
+                return;
+            }
+        }
+    }
+
+    async fn answer(
+        &self,
+        org: &str,
+        session: &mut Option<(u64, u64)>,
+        request: gw::PredictRequest,
+        first_row: u64,
+    ) -> Result<gw::PredictResponse, Status> {
+        let listing_id = match *session {
+            None => request.listing_id,
+            Some((id, _)) if request.listing_id == 0 || request.listing_id == id => id,
+            Some((id, _)) => {
+                return Err(Status::invalid_argument(format!(
+                    "this call predicts with model listing {id}; a message names listing {}: \
+                     one call, one model",
+                    request.listing_id
+                )));
+            }
+        };
+        // Authorised at the latest height on the call's first message, and again after every
+        // new block: a refund or a delisting-and-refund takes effect within the stream.
+        let height = self.shared.chain.tip().height;
+        let listing = match *session {
+            Some((_, at)) if at == height => None,
+            _ => Some(self.authorise(org, listing_id).await?),
+        };
+        *session = Some((listing_id, height));
+        let loaded = match (listing, self.cached(listing_id)) {
+            (_, Some(l)) => l,
+            (Some(listing), None) => self.load_installed(&listing).await?,
+            (None, None) => {
+                let listing = self.authorise(org, listing_id).await?;
+                self.load_installed(&listing).await?
+            }
+        };
+        Self::batch(loaded, request, first_row).await
+    }
+}
+
+fn keystore_status(e: KeyStoreError) -> Status {
+    tracing::error!("installed-model keystore: {e}");
+    Status::unavailable("keystore error (see the gateway's log)")
+}
+
+type PredictStream = Pin<Box<dyn Stream<Item = Result<gw::PredictResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl gw::models_server::Models for ModelsService {
+    async fn install(
+        &self,
+        req: Request<gw::InstallModelRequest>,
+    ) -> Result<Response<gw::InstallModelResponse>, Status> {
+        let models = &*self.0;
+        let who = own_member(&models.shared, caller(&req).as_ref())?;
+        let r = req.into_inner();
+        let key = DataKey::from_slice(&r.key).map_err(|e| {
+            Status::invalid_argument(format!(
+                "InstallModelRequest.key: {e} (a data key is 32 bytes)"
+            ))
+        })?;
+        let listing = models.authorise(&who.member.org_id, r.listing_id).await?;
+        let commitment = key.commitment();
+        if commitment.as_slice() != listing.key_commitment {
+            return Err(Status::invalid_argument(format!(
+                "this key's SHA-256 is {}, model listing {}'s key commitment is {}: give the key \
+                 delivered for your purchase of this listing",
+                hex::encode(commitment),
+                listing.id,
+                hex::encode(&listing.key_commitment)
+            )));
+        }
+        let installed = models.installed()?;
+        let loaded = models.load(&listing, &key).await?;
+        // Kept only once the model loaded: a key of a broken listing is not worth keeping.
+        if installed
+            .get(&commitment)
+            .map_err(keystore_status)?
+            .is_none()
+        {
+            installed
+                .put(&Deposit {
+                    key,
+                    depositor: who.member.fingerprint,
+                    cid: listing.onnx_cid.clone(),
+                })
+                .map_err(keystore_status)?;
+        }
+        models.keep(loaded.clone());
+        tracing::info!(
+            listing = listing.id,
+            model_version = listing.model_version,
+            by = %who.member.common_name,
+            "model installed"
+        );
+        let p = &loaded.predictor;
+        Ok(Response::new(gw::InstallModelResponse {
+            listing_id: listing.id,
+            model_version: loaded.model_version,
+            model_sha256: loaded.model_sha256.to_vec(),
+            features: p.features(),
+            target: p.target().to_owned(),
+            classes: p.classes().to_vec(),
+        }))
+    }
+
+    type PredictStream = PredictStream;
+
+    async fn predict(
+        &self,
+        req: Request<Streaming<gw::PredictRequest>>,
+    ) -> Result<Response<PredictStream>, Status> {
+        let who = own_member(&self.0.shared, caller(&req).as_ref())?;
+        let (tx, rx) = mpsc::channel(2);
+        tokio::spawn(self.0.clone().serve(who, req.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing() -> pb::ModelListing {
+        pb::ModelListing {
+            id: 5,
+            owner_org: "healthtech".into(),
+            ..Default::default()
+        }
+    }
+
+    fn sale(id: u64, org: &str, status: pb::PurchaseStatus) -> pb::Purchase {
+        pb::Purchase {
+            id,
+            model_listing: 5,
+            buyer_org: org.into(),
+            kind: pb::PurchaseKind::Sale as i32,
+            status: status as i32,
+            ..Default::default()
+        }
+    }
+
+    fn verdict(org: &str, purchases: &[pb::Purchase]) -> Result<(), (tonic::Code, String)> {
+        may_use(org, &listing(), purchases).map_err(|s| (s.code(), s.message().to_owned()))
+    }
+
+    #[test]
+    fn the_owners_org_may_use_its_model_without_a_purchase() {
+        assert_eq!(verdict("healthtech", &[]), Ok(()));
+    }
+
+    #[test]
+    fn a_buyer_org_may_use_the_model_once_its_key_was_delivered_and_not_refunded() {
+        for status in [
+            pb::PurchaseStatus::KeyDelivered,
+            pb::PurchaseStatus::Confirmed,
+            pb::PurchaseStatus::Released,
+        ] {
+            assert_eq!(
+                verdict("datacorp", &[sale(9, "datacorp", status)]),
+                Ok(()),
+                "{status:?}"
+            );
+        }
+        let waiting = verdict(
+            "datacorp",
+            &[sale(9, "datacorp", pb::PurchaseStatus::AwaitingKey)],
+        )
+        .unwrap_err();
+        assert_eq!(waiting.0, tonic::Code::PermissionDenied);
+        assert!(
+            waiting
+                .1
+                .contains("purchase 9, whose key is not delivered yet"),
+            "{}",
+            waiting.1
+        );
+        for status in [
+            pb::PurchaseStatus::Refunded,
+            pb::PurchaseStatus::WrongKeyRefunded,
+        ] {
+            let err = verdict("datacorp", &[sale(9, "datacorp", status)]).unwrap_err();
+            assert!(
+                err.1.contains("only refunded purchases of it (9)")
+                    && err.1.contains("buy it first"),
+                "{status:?}: {}",
+                err.1
+            );
+        }
+    }
+
+    #[test]
+    fn a_purchase_by_another_org_of_another_listing_or_of_another_kind_opens_nothing() {
+        let delivered = pb::PurchaseStatus::KeyDelivered;
+        let other_listing = pb::Purchase {
+            model_listing: 6,
+            ..sale(1, "datacorp", delivered)
+        };
+        let training = pb::Purchase {
+            kind: pb::PurchaseKind::Training as i32,
+            ..sale(2, "datacorp", delivered)
+        };
+        for purchases in [
+            vec![sale(3, "medlab", delivered)],
+            vec![other_listing],
+            vec![training],
+            vec![],
+        ] {
+            let err = verdict("datacorp", &purchases).unwrap_err();
+            assert_eq!(err.0, tonic::Code::PermissionDenied);
+            assert!(
+                err.1
+                    .contains("has no purchase of it: buy it first (ndctl model buy 5)"),
+                "{}",
+                err.1
+            );
+        }
+    }
+
+    #[test]
+    fn batch_formats_read_as_the_listings_do() {
+        assert_eq!(batch_format(0).ok(), Some(Format::Csv));
+        assert_eq!(batch_format(1).ok(), Some(Format::Csv));
+        assert_eq!(batch_format(2).ok(), Some(Format::JsonLines));
+        assert_eq!(batch_format(3).ok(), Some(Format::JsonArray));
+        let err = batch_format(7).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn bad_batches_are_invalid_arguments_naming_where_and_model_faults_are_not() {
+        let bad = PredictError::MissingColumns {
+            line: 1,
+            columns: vec!["chol".into()],
+        };
+        let s = predict_status(&bad, 2000);
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "batch starting at row 2000 of this call: line 1: missing feature column(s) \
+             [\"chol\"] of the model"
+        );
+        let s = predict_status(&PredictError::Onnx("boom".into()), 0);
+        assert_eq!(s.code(), tonic::Code::Internal);
+    }
+}
