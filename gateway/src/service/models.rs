@@ -554,6 +554,285 @@ impl gw::models_server::Models for ModelsService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    use crate::auth::Membership;
+    use crate::blobstore::BlobStore;
+    use crate::chain::Chain;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::service::blobs::AnyMember;
+    use crate::uploads::{Quotas, UploadLedger};
+    use neurodata_trainer::JobSpec;
+    use neurodata_trainer::job::{self, Quiet};
+
+    /// The service of datacorp's gateway over a blob store and keystore in `dir` (its chain
+    /// client points nowhere: these tests read no chain).
+    fn service(dir: &Path) -> Models {
+        let chain = Chain::new("http://127.0.0.1:9").expect("a chain client");
+        let config = Config {
+            org_id: Some("datacorp".into()),
+            ..Default::default()
+        };
+        let quotas = Quotas {
+            member_bytes: 1 << 30,
+            org_bytes: 1 << 30,
+        };
+        Models {
+            shared: Arc::new(Shared {
+                membership: Arc::new(Membership::new(chain.clone())),
+                chain,
+                blobs: BlobStore::open(&dir.join("blobs"), 1 << 30).expect("blob store"),
+                uploads: UploadLedger::open(&dir.join("state"), quotas).expect("ledger"),
+                access: Arc::new(AnyMember),
+                config: Arc::new(config),
+                metrics: Metrics::new(),
+            }),
+            installed: Some(Arc::new(
+                KeyStore::open(&dir.join("installed"), b"pass").expect("keystore"),
+            )),
+            loaded: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// A small classifier trained as the trainer trains: its model file and ONNX export.
+    fn trained(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+        let spec = JobSpec::from_json(
+            r#"{"schema":{"columns":[{"name":"age","type":"numeric"},
+                {"name":"sex","type":"categorical"},{"name":"target","type":"categorical"}],
+                "target":"target"},"model":{"algorithm":"logistic_regression"},"seed":3,
+                "training":{"epochs":3,"batch_size":8,"optimizer":{"kind":"adam","lr":0.05}}}"#,
+        )
+        .expect("spec");
+        let mut csv = String::from("age,sex,target\n");
+        for i in 0..80u32 {
+            let age = 30 + i * 7 % 50;
+            let sex = ["F", "M"][(i % 2) as usize];
+            csv.push_str(&format!("{age},{sex},{}\n", u8::from(age > 50)));
+        }
+        let data = dir.join("train.csv");
+        std::fs::write(&data, csv).expect("data");
+        let out = dir.join("run");
+        job::run(&spec, &data, &out, &mut Quiet).expect("trains");
+        (
+            std::fs::read(out.join("model.safetensors")).expect("model"),
+            std::fs::read(out.join("model.onnx")).expect("onnx"),
+        )
+    }
+
+    /// Encrypts `plain` with `key` and stores the ciphertext; its CID.
+    async fn store(m: &Models, plain: &[u8], key: &DataKey) -> String {
+        let mut sealed = Vec::new();
+        neurodata_crypto::stream::encrypt(plain, &mut sealed, key, 4096).expect("encrypts");
+        let mut up = m.shared.blobs.begin().await.expect("upload");
+        up.write(&sealed).await.expect("write");
+        up.finish(None).await.expect("stored").0.to_string()
+    }
+
+    /// Listing 5 of the model, both ciphertexts stored here under `key`.
+    async fn listed(m: &Models, model: &[u8], onnx: &[u8], key: &DataKey) -> pb::ModelListing {
+        pb::ModelListing {
+            id: 5,
+            model_version: 1,
+            owner_org: "healthtech".into(),
+            model_cid: store(m, model, key).await,
+            onnx_cid: store(m, onnx, key).await,
+            key_commitment: key.commitment().to_vec(),
+            location: "https://healthtech.example:8443".into(),
+            card: Some(pb::ModelCard {
+                model_sha256: openssl::sha::sha256(model).to_vec(),
+                onnx_plain_cid: Cid::of(onnx).to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_installed_model_is_decrypted_checked_against_its_card_and_predicts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = service(dir.path());
+        let (model, onnx) = trained(dir.path());
+        let key = DataKey::generate().expect("key");
+        let listing = listed(&m, &model, &onnx, &key).await;
+        let loaded = m.load(&listing, &key).await.expect("loads");
+        assert_eq!(loaded.model_sha256, openssl::sha::sha256(&model));
+        assert_eq!(loaded.predictor.features(), ["age", "sex"]);
+        let answer = Models::batch(
+            loaded,
+            gw::PredictRequest {
+                listing_id: 5,
+                format: pb::DataFormat::Csv as i32,
+                rows: b"age,sex\n35,F\n75,M\n".to_vec(),
+            },
+            0,
+        )
+        .await
+        .expect("predicts");
+        assert_eq!(answer.predictions.len(), 2);
+        assert_eq!(answer.probabilities.len(), 4);
+        assert_eq!(answer.classes, ["0", "1"]);
+        // A later batch of the call names its first row and repeats no classes.
+        let loaded = m.load(&listing, &key).await.expect("loads again");
+        let later = Models::batch(
+            loaded,
+            gw::PredictRequest {
+                listing_id: 0,
+                format: pb::DataFormat::JsonLines as i32,
+                rows: b"{\"age\":40,\"sex\":\"M\"}\n".to_vec(),
+            },
+            2,
+        )
+        .await
+        .expect("predicts");
+        assert_eq!((later.first_row, later.classes.len()), (2, 0));
+    }
+
+    #[tokio::test]
+    async fn a_bad_batch_is_an_invalid_argument_naming_its_first_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = service(dir.path());
+        let (model, onnx) = trained(dir.path());
+        let key = DataKey::generate().expect("key");
+        let listing = listed(&m, &model, &onnx, &key).await;
+        let loaded = m.load(&listing, &key).await.expect("loads");
+        let err = Models::batch(
+            loaded,
+            gw::PredictRequest {
+                listing_id: 5,
+                format: pb::DataFormat::Csv as i32,
+                rows: b"age,sex,zip\n35,F,1\n".to_vec(),
+            },
+            1000,
+        )
+        .await
+        .expect_err("an extra column");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with(
+                "batch starting at row 1000 of this call: line 1: column(s) [\"zip\"]"
+            ),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[tokio::test]
+    async fn ciphertexts_that_are_not_the_cards_model_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = service(dir.path());
+        let (model, onnx) = trained(dir.path());
+        let key = DataKey::generate().expect("key");
+        let listing = listed(&m, &model, &onnx, &key).await;
+
+        // The card names another model file.
+        let mut other = listing.clone();
+        if let Some(card) = other.card.as_mut() {
+            card.model_sha256 = vec![7; 32];
+        }
+        let err = m.load(&other, &key).await.err().expect("another model");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains("the card says 0707"),
+            "{}",
+            err.message()
+        );
+
+        // The card names another ONNX export.
+        let mut other = listing.clone();
+        if let Some(card) = other.card.as_mut() {
+            card.onnx_plain_cid = Cid::of(b"another export").to_string();
+        }
+        let err = m.load(&other, &key).await.err().expect("another export");
+        assert!(
+            err.message().contains("decrypted ONNX export is"),
+            "{}",
+            err.message()
+        );
+
+        // A ciphertext made with another key.
+        let stranger = DataKey::generate().expect("key");
+        let err = m
+            .load(&listing, &stranger)
+            .await
+            .err()
+            .expect("another key");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains("does not open with its key"),
+            "{}",
+            err.message()
+        );
+
+        // A ciphertext not uploaded here.
+        let mut missing = listing.clone();
+        missing.onnx_cid = Cid::of(b"not here").to_string();
+        let err = m.load(&missing, &key).await.err().expect("not uploaded");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains("is not in this gateway's store")
+                && err.message().contains("https://healthtech.example:8443"),
+            "{}",
+            err.message()
+        );
+        assert!(m.cache().is_empty(), "nothing refused is kept");
+    }
+
+    #[tokio::test]
+    async fn a_model_not_installed_here_is_refused_and_an_installed_one_reloads_from_its_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = service(dir.path());
+        let (model, onnx) = trained(dir.path());
+        let key = DataKey::generate().expect("key");
+        let listing = listed(&m, &model, &onnx, &key).await;
+        let err = m
+            .load_installed(&listing)
+            .await
+            .err()
+            .expect("not installed");
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            err.message().contains("is not installed on this gateway"),
+            "{}",
+            err.message()
+        );
+        // What Install keeps; a restarted gateway (an empty cache) loads it again from there.
+        m.installed()
+            .expect("keystore")
+            .put(&Deposit {
+                key: key.clone(),
+                depositor: [1; 32],
+                cid: listing.onnx_cid.clone(),
+            })
+            .expect("kept");
+        let loaded = m.load_installed(&listing).await.expect("reloads");
+        assert_eq!(loaded.listing_id, 5);
+        assert!(m.cached(5).is_some(), "kept loaded");
+    }
+
+    #[test]
+    fn the_cache_keeps_the_most_recently_used_models() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = service(dir.path());
+        let (model, onnx) = trained(dir.path());
+        let predictor = |id| {
+            Arc::new(Loaded {
+                listing_id: id,
+                model_version: 1,
+                model_sha256: [0; 32],
+                predictor: Predictor::load(&model, &onnx).expect("loads"),
+            })
+        };
+        for id in 1..=LOADED_MODELS as u64 {
+            m.keep(predictor(id));
+        }
+        // Using model 1 makes model 2 the least recently used one.
+        assert!(m.cached(1).is_some());
+        m.keep(predictor(100));
+        assert!(m.cached(2).is_none(), "the least recently used model went");
+        assert!(m.cached(1).is_some() && m.cached(100).is_some());
+        assert_eq!(m.cache().len(), LOADED_MODELS);
+    }
 
     fn listing() -> pb::ModelListing {
         pb::ModelListing {
