@@ -287,6 +287,7 @@ mod tests {
             PriceAboveMax { price: Amount(2), max: Amount(1) },
             AlreadyBought { listing: 1, purchase: 2 },
             OwnerOrgInactive { listing: 1, org: s() },
+            PlaintextArtifact { cid: s(), model_version: 1 },
         }));
         all.extend(every!(Ev {
             UnknownModelVersion(1),
@@ -295,6 +296,7 @@ mod tests {
             TrainedOnSplit { model_version: 1, dataset: 1, split: 2 },
             AlreadyEvaluated { model_version: 1, dataset: 1, evaluation: 3, status: "scored" },
             NoAttestors,
+            NotOwnerOrg { model_version: 1, owner_org: s() },
         }));
         // Every store failure is one code: it is the node's fault, never the tx's.
         all.push(TxError::State(StateError::Storage(s())));

@@ -220,7 +220,7 @@ fn validators_scores_reach_the_leaderboard_through_vote_extensions() {
         })],
     );
     let o = n.ok(
-        &c.signer(2, Role::Buyer),
+        &c.signer(1, Role::Buyer),
         vec![msg::request_evaluation(1, 1)],
     );
     assert!(o.events.iter().any(|e| e.kind == "evaluation.requested"));

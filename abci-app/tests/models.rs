@@ -176,6 +176,17 @@ fn final_model(c: &Consortium, validator: &PKey<Private>, chain: &mut dyn Chain)
         d.rows = rows;
         d.title = format!("heart {id}");
         chain.ok(provider, vec![msg::register_dataset(d)]);
+        // Verified: only attested rows weigh in the royalty split.
+        chain.ok(
+            &c.signer(0, Role::Validator),
+            vec![msg::attest(pb::AttestDataset {
+                dataset_id: id,
+                ciphertext_matches_cid: true,
+                plaintext_matches: true,
+                rows,
+                schema_matches: true,
+            })],
+        );
         chain.ok(&who.owner, vec![msg::buy(id, Amount(1000))]);
         let purchase = chain
             .node()
@@ -646,6 +657,16 @@ fn every_bad_model_action_is_refused_and_changes_nothing() {
 
     // The ciphertexts or the key of a dataset of the org.
     let dataset_key = DataKey::generate().unwrap();
+    // The model version's own plaintext artifact named as a ciphertext.
+    t.reject_signed(
+        &who.owner,
+        vec![msg::publish_model(pb::PublishModel {
+            onnx_cid: cid(2),
+            ..good.clone()
+        })],
+        "models",
+        153,
+    );
     let dataset = listing(&dataset_key, "5", 9);
     t.ok(
         &who.owner_provider,

@@ -35,7 +35,8 @@ impl TryFrom<pb::BuyModel> for BuyModel {
     }
 }
 
-/// The datasets model listing `listing` was trained on, with each one's provider now.
+/// The datasets model listing `listing` was trained on whose provider org is active, each with
+/// its provider now and its validator-attested rows (0 when not verified).
 fn royalty_sources<S: StateRead>(
     state: &S,
     listing: &pb::ModelListing,
@@ -47,22 +48,28 @@ fn royalty_sources<S: StateRead>(
     let mv = state
         .model_version(listing.model_version)?
         .ok_or_else(|| corrupt(format!("model version {} is gone", listing.model_version)))?;
-    mv.dataset_ids
-        .iter()
-        .map(|&id| {
-            let d = existing_dataset(state, id)?;
-            let provider = Address::from_slice(&d.provider).ok_or_else(|| StateError::Corrupt {
-                key: crate::market::state_key::dataset(id),
-                reason: "provider is not 32 bytes".into(),
-            })?;
-            Ok(RoyaltySource {
-                dataset: id,
-                rows: d.rows,
-                provider,
-                provider_org: d.provider_org,
-            })
-        })
-        .collect()
+    let mut sources = Vec::new();
+    for &id in &mv.dataset_ids {
+        let d = existing_dataset(state, id)?;
+        // A removed org's identities can neither spend nor be moved to a successor: a share
+        // paid there would be burnt, so the owner keeps it.
+        if !state.org_is_active(&d.provider_org)? {
+            continue;
+        }
+        let provider = Address::from_slice(&d.provider).ok_or_else(|| StateError::Corrupt {
+            key: crate::market::state_key::dataset(id),
+            reason: "provider is not 32 bytes".into(),
+        })?;
+        sources.push(RoyaltySource {
+            dataset: id,
+            // Only rows validators attested weigh: a provider's own count of an unverified
+            // listing (a dummy dataset slipped into a job, or inflated rows) would take the pool.
+            rows: if d.verified { d.rows } else { 0 },
+            provider,
+            provider_org: d.provider_org,
+        });
+    }
+    Ok(sources)
 }
 
 impl BuyModel {
@@ -133,5 +140,76 @@ impl BuyModel {
             ctx,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::market::MarketWrite as _;
+    use crate::membership::MembershipWrite as _;
+    use crate::state::{MemoryState, StateDelta};
+    use crate::training::TrainingWrite as _;
+
+    /// Datasets 1 (verified, 300 rows), 2 (unverified, claims 10^12 rows) and 3 (verified, of
+    /// a removed org), and model version 7 trained on all three.
+    fn world() -> MemoryState {
+        let mut state = MemoryState::default();
+        let mut d = StateDelta::new(&state);
+        for (org, status) in [
+            ("medlab", pb::OrgStatus::Active),
+            ("datacorp", pb::OrgStatus::Active),
+            ("gone", pb::OrgStatus::Removed),
+        ] {
+            let o = pb::Org {
+                org_id: org.into(),
+                status: status as i32,
+                ..Default::default()
+            };
+            d.put_org(&o, &[org.len() as u8; 32]);
+        }
+        for (id, org, rows, verified) in [
+            (1u64, "medlab", 300, true),
+            (2, "datacorp", 1_000_000_000_000, false),
+            (3, "gone", 100, true),
+        ] {
+            d.put_dataset(&pb::Dataset {
+                id,
+                provider: vec![id as u8; 32],
+                provider_org: org.into(),
+                rows,
+                verified,
+                ..Default::default()
+            });
+        }
+        d.put_model_version(&pb::ModelVersion {
+            id: 7,
+            dataset_ids: vec![1, 2, 3],
+            ..Default::default()
+        });
+        state.apply(d.into_changes());
+        state
+    }
+
+    #[test]
+    fn only_attested_rows_of_active_orgs_weigh() {
+        let state = world();
+        let listing = pb::ModelListing {
+            id: 1,
+            model_version: 7,
+            ..Default::default()
+        };
+        let sources = royalty_sources(&state, &listing).unwrap();
+        let weights: Vec<(u64, u64)> = sources.iter().map(|s| (s.dataset, s.rows)).collect();
+        // The removed org's dataset is left out; the unverified one's claim weighs nothing.
+        assert_eq!(weights, vec![(1, 300), (2, 0)]);
+        let royalties = split_royalties(Amount(1_000), &sources);
+        assert_eq!(royalties.len(), 1);
+        assert_eq!(
+            (royalties[0].dataset, royalties[0].amount),
+            (1, Amount(1_000))
+        );
     }
 }

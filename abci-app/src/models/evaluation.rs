@@ -106,6 +106,16 @@ pub enum EvaluationError {
         /// Its status.
         status: &'static str,
     },
+    /// Only the model's owner org asks for its scoring.
+    #[error(
+        "model version {model_version} belongs to org {owner_org}; only its members ask validators to score it"
+    )]
+    NotOwnerOrg {
+        /// The model version.
+        model_version: u64,
+        /// Its owner's org.
+        owner_org: String,
+    },
     /// No validator has voting power to score it.
     #[error("no validator has voting power; nobody could score the model")]
     NoAttestors,
@@ -121,6 +131,7 @@ impl EvaluationError {
             EvaluationError::TrainedOnSplit { .. } => 163,
             EvaluationError::AlreadyEvaluated { .. } => 164,
             EvaluationError::NoAttestors => 165,
+            EvaluationError::NotOwnerOrg { .. } => 166,
         }
     }
 }
@@ -372,6 +383,16 @@ impl RequestEvaluation {
         let mv = state
             .model_version(self.model_version)?
             .ok_or(EvaluationError::UnknownModelVersion(self.model_version))?;
+        // Scoring hands the model's plaintext to every attesting validator's operator (they run
+        // it): the owner's choice, not any member's, and each retry of a failed one costs the
+        // validators a download and a run, so only the owner's org pays for it.
+        if signer.identity.org_id != mv.owner_org {
+            return Err(EvaluationError::NotOwnerOrg {
+                model_version: mv.id,
+                owner_org: mv.owner_org,
+            }
+            .into());
+        }
         let dataset = existing_dataset(state, self.dataset_id)?;
         require_public(&dataset)?;
         if !mv.dataset_ids.contains(&dataset.id) {
@@ -554,6 +575,13 @@ pub fn parse_score(json: &str) -> Result<ParsedScore, String> {
         .get("higher_is_better")
         .and_then(serde_json::Value::as_bool)
         .ok_or("no \"higher_is_better\" bool")?;
+    // The direction is the metric's, never the score's word: a leaderboard sorts by it, and
+    // one group with both directions would have no order.
+    if higher_is_better != (metric == "accuracy") {
+        return Err(format!(
+            "higher_is_better {higher_is_better} is wrong for metric {metric:?}"
+        ));
+    }
     Ok(ParsedScore {
         metric: metric.to_owned(),
         value,

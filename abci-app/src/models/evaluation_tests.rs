@@ -75,7 +75,7 @@ fn signer(fingerprint: Address, org: &str, role: Role) -> Signer {
 }
 
 fn requester() -> Signer {
-    signer(Address([0xb0; 32]), "datacorp", Role::Buyer)
+    signer(Address([0xb0; 32]), "healthtech", Role::Buyer)
 }
 
 struct World {
@@ -332,7 +332,7 @@ fn a_request_fixes_the_attestors_the_subject_and_opens_the_split_keys() {
     let e = w.evaluation(1);
     assert_eq!(status(&e), pb::EvaluationStatus::Attesting);
     assert_eq!((e.model_version, e.dataset_id, e.split_id), (1, 1, 4));
-    assert_eq!(e.requester_org, "datacorp");
+    assert_eq!(e.requester_org, "healthtech");
     let att = e.attestation.unwrap();
     assert_eq!(att.attestors.len(), 4);
     assert_eq!(att.commit_until, w.height + EVAL_COMMIT_BLOCKS);
@@ -601,6 +601,21 @@ fn bad_requests_are_refused_and_change_nothing() {
             "model {mv}, dataset {dataset}"
         );
     }
+    // Another org's member (here a validator's operator, who would get the model to run).
+    let m = RequestEvaluation::try_from(pb::RequestEvaluation {
+        model_version: 2,
+        dataset_id: 1,
+    })
+    .unwrap();
+    let operator0 = signer(operator(0), "org0", Role::Validator);
+    assert_eq!(
+        w.tx(|d, exec| m.check_and_execute(d, &operator0, exec)),
+        Err(EvaluationError::NotOwnerOrg {
+            model_version: 2,
+            owner_org: "healthtech".into(),
+        }
+        .into())
+    );
     assert_eq!(w.state.next_evaluation_id().unwrap(), 2);
     assert!(RequestEvaluation::try_from(pb::RequestEvaluation::default()).is_err());
 }
@@ -814,6 +829,9 @@ fn scores_parse_to_metric_value_and_direction() {
         r#"{"metric":"rmse","higher_is_better":false}"#,
         r#"{"metric":"rmse","value":1}"#,
         r#"{"metric":"rmse","value":1e999,"higher_is_better":false}"#,
+        // A direction that is not the metric's.
+        r#"{"metric":"rmse","value":1,"higher_is_better":true}"#,
+        r#"{"metric":"accuracy","value":1,"higher_is_better":false}"#,
     ] {
         assert!(parse_score(bad).is_err(), "{bad}");
     }

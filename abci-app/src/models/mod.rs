@@ -177,6 +177,16 @@ pub enum ModelsError {
         /// Its org.
         org: String,
     },
+    /// A listed ciphertext CID is the model version's own plaintext artifact.
+    #[error(
+        "{cid} is model version {model_version}'s plaintext artifact, not a ciphertext; list the encrypted files"
+    )]
+    PlaintextArtifact {
+        /// The CID.
+        cid: String,
+        /// The model version.
+        model_version: u64,
+    },
 }
 
 impl ModelsError {
@@ -196,6 +206,7 @@ impl ModelsError {
             ModelsError::PriceAboveMax { .. } => 150,
             ModelsError::AlreadyBought { .. } => 151,
             ModelsError::OwnerOrgInactive { .. } => 152,
+            ModelsError::PlaintextArtifact { .. } => 153,
         }
     }
 }

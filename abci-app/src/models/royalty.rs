@@ -4,11 +4,14 @@
 //! pays them only if the sale is paid:
 //! 1. The pool is `floor(price * model_royalty_bps / 10000)` (a governance parameter, 10% by
 //!    default; with the market fee at most 100% of the price together).
-//! 2. It is split over the datasets the model version was trained on **by rows**: dataset `i`
-//!    gets `floor(pool * rows_i / sum_rows)`. What the rounding leaves (less than one NRC base
-//!    unit per dataset) goes to the dataset with the most rows, the lowest id among equals. If
-//!    no dataset declares rows (`sum_rows == 0`) the split is equal, with the same rule for the
-//!    remainder. So the royalties always add up to the pool exactly.
+//! 2. It is split over the datasets the model version was trained on **by validator-attested
+//!    rows**: a dataset validators verified weighs its rows, an unverified one weighs nothing,
+//!    and dataset `i` gets `floor(pool * rows_i / sum_rows)`. What the rounding leaves (less
+//!    than one NRC base unit per dataset) goes to the dataset with the most rows, the lowest id
+//!    among equals. If no dataset is verified (`sum_rows == 0`) the split is equal, with the
+//!    same rule for the remainder. A dataset whose provider org was removed is left out (its
+//!    identities can neither spend nor move to a successor; the owner keeps that share). So the
+//!    royalties add up to the pool exactly whenever one dataset's org is active.
 //! 3. Each share is paid to the dataset's provider *as the sale opens* (a later change of
 //!    provider does not redirect it; an identity moved to a successor takes its open royalties
 //!    with it). A share of zero is not recorded.
@@ -19,8 +22,11 @@
 //!    pays no royalty.
 //!
 //! Rows rather than an equal split because rows are what a provider contributed that the chain
-//! knows; both are cheap to check. Lineage is one level deep: jobs train on datasets only, so a
-//! model trained on another model's output has no such lineage on chain and is out of scope.
+//! knows; attested rather than declared because a declared count is the provider's word, and
+//! a model's owner who also provides data could otherwise list a dummy dataset with
+//! `u64::MAX` rows, add it to its job and take the whole pool. Lineage is one level deep: jobs
+//! train on datasets only, so a model trained on another model's output has no such lineage on
+//! chain and is out of scope.
 
 use crate::address::Address;
 use crate::amount::Amount;
@@ -31,7 +37,7 @@ use crate::escrow::Royalty;
 pub struct RoyaltySource {
     /// The dataset.
     pub dataset: u64,
-    /// Its rows (its weight in the split).
+    /// Its validator-attested rows, 0 when not verified (its weight in the split).
     pub rows: u64,
     /// Its provider now: who is paid.
     pub provider: Address,
