@@ -361,7 +361,10 @@ impl PublishModel {
         let cids = [self.model_cid.to_string(), self.onnx_cid.to_string()];
         // A listing naming the plaintext would be sold in the clear, and the gateway's listing
         // rule would shadow the artifact rule that lets scoring validators fetch the model.
-        if let Some(cid) = cids.iter().find(|c| **c == mv.model_cid || **c == mv.onnx_cid) {
+        if let Some(cid) = cids
+            .iter()
+            .find(|c| **c == mv.model_cid || **c == mv.onnx_cid)
+        {
             return Err(ModelsError::PlaintextArtifact {
                 cid: cid.clone(),
                 model_version: mv.id,
