@@ -411,7 +411,7 @@ async fn publish(a: &SignerArgs, p: Publication) -> anyhow::Result<()> {
             model_ciphertext_size: model.ciphertext_size,
             onnx_ciphertext_size: onnx.ciphertext_size,
             location: a.chain.gateway.clone().unwrap_or_default(),
-            card,
+            card: card.map(Box::new),
         }),
     )
     .await?;
