@@ -3,7 +3,9 @@
 # the gRPC gateway of each founding org) and runs the demo through the gateways, each member
 # calling its own org's gateway over mTLS: admit a new org by governance, issue and revoke a
 # certificate, NRC transfers, a query whose Merkle proof is verified against a block header, the
-# data marketplace, and a training job the validators re-run and attest on chain.
+# data marketplace, a training job the validators re-run and attest on chain, and the models
+# marketplace (a model sold with a royalty to its data's provider, run through the buyer's
+# gateway, and scored by the validators on a hidden test split for the leaderboard).
 # Usage: scripts/demo.sh [--keep]   (--keep leaves the network running; stop: ndctl devnet down)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -126,6 +128,37 @@ worker_before=$(balance "$C/datacorp/trainer.pem")
 echo "datacorp/trainer (the worker): $worker_before -> $(balance "$C/datacorp/trainer.pem") NRC (the bounty minus the validators' 10%, its stake back, its tx fees)"
 "$ndctl" query model-version 1
 "$ndctl" dataset stats $(as medlab provider) --dataset 1
+
+echo
+echo "== 9. the models marketplace: a hidden test split, healthtech sells its model, medlab earns a royalty, datacorp runs it, validators score it"
+# medlab registers a hidden evaluation split of the heart dataset: rows no trainer ever sees,
+# encrypted like a listing, never for sale; only the validators scoring a model get its key.
+scripts/heart-csv.py --rows 120 --seed 2027 > "$work/heart-split.csv"
+"$ndctl" dataset split $(as medlab provider) --dataset 1 --file "$work/heart-split.csv"
+# healthtech, which owns model version 1 (its job from step 8), lists it: ndctl fetches the model
+# file and ONNX export from datacorp's worker gateway, encrypts both with one fresh key, uploads
+# them to healthtech's gateway and deposits the key there. The card's facts come from the chain.
+"$ndctl" model publish $(as healthtech buyer) --model-version 1 --price 3000 --license CC-BY-4.0 \
+  --intended-use "Heart-disease risk research on synthetic patients; not for clinical decisions"
+"$ndctl" model show $(as datacorp buyer) 1
+medlab_before=$(balance "$C/medlab/provider.pem"); owner_before=$(balance "$C/healthtech/buyer.pem")
+# datacorp buys it in the market's escrow; healthtech's gateway delivers the key to datacorp.
+"$ndctl" model buy $(as datacorp buyer) 1
+# datacorp unwraps the key, checks both files against the card, puts them and the key on its own
+# gateway, and confirms: the escrow pays healthtech, the reward pool and medlab's royalty.
+"$ndctl" model install $(as datacorp buyer) 1
+echo "royalty: medlab/provider $medlab_before -> $(balance "$C/medlab/provider.pem") NRC (10% of the 3000 NRC sale: the heart dataset is the model's only data)"
+echo "owner:   healthtech/buyer $owner_before -> $(balance "$C/healthtech/buyer.pem") NRC (3000 minus the 2% market fee and the royalty)"
+"$ndctl" dataset stats $(as medlab provider) --dataset 1
+scripts/heart-csv.py --rows 5 --seed 99 > "$work/new-patients.csv"
+"$ndctl" model predict $(as datacorp buyer) 1 --file "$work/new-patients.csv" --out "$work/predictions.csv"
+echo "first predictions through datacorp's gateway (row,prediction,p_0,p_1):"
+head -4 "$work/predictions.csv"
+# Anyone may ask the validators for a score: each verifier gets the split's key from medlab's
+# gateway, runs the ONNX export on the hidden rows and commits, then reveals, its score in vote
+# extensions; more than 2/3 of the power on one score puts it on the leaderboard.
+"$ndctl" model evaluate $(as healthtech buyer) --model-version 1 --dataset 1 --wait
+"$ndctl" leaderboard $(as datacorp buyer) 1
 "$ndctl" devnet status
 echo
 echo "demo complete"
