@@ -321,7 +321,10 @@ async fn models_are_published_sold_with_royalties_run_and_ranked_by_validators()
         net.run(org, role, &args)
     };
     let e = publish("datacorp", "buyer", &[]).unwrap_err();
-    assert!(e.contains("model version 1 belongs to org healthtech"), "{e}");
+    assert!(
+        e.contains("model version 1 belongs to org healthtech"),
+        "{e}"
+    );
     assert!(net.listings().await.is_empty(), "{e}");
     let out = publish("healthtech", "buyer", &[]).unwrap();
     assert!(out.contains("as model listing 1"), "{out}");
@@ -361,7 +364,11 @@ async fn models_are_published_sold_with_royalties_run_and_ranked_by_validators()
         .run("healthtech", "trainer", &["model", "buy", listing])
         .unwrap_err();
     assert!(e.contains("belongs to your org healthtech"), "{e}");
-    assert_eq!(net.balance(colleague).await, before, "refused: nothing moved");
+    assert_eq!(
+        net.balance(colleague).await,
+        before,
+        "refused: nothing moved"
+    );
     // Not before buying.
     let patients = heart_csv(200, 99);
     let rows = write("patients.csv", &patients);
