@@ -154,9 +154,10 @@ scripts/heart-csv.py --rows 5 --seed 99 > "$work/new-patients.csv"
 "$ndctl" model predict $(as datacorp buyer) 1 --file "$work/new-patients.csv" --out "$work/predictions.csv"
 echo "first predictions through datacorp's gateway (row,prediction,p_0,p_1):"
 head -4 "$work/predictions.csv"
-# Anyone may ask the validators for a score: each verifier gets the split's key from medlab's
-# gateway, runs the ONNX export on the hidden rows and commits, then reveals, its score in vote
-# extensions; more than 2/3 of the power on one score puts it on the leaderboard.
+# healthtech, the model's owner, asks the validators for a score: each verifier gets the split's
+# key from medlab's gateway, runs the ONNX export on the hidden rows and commits, then reveals,
+# its score in vote extensions; more than 2/3 of the power on one score puts it on the
+# leaderboard.
 "$ndctl" model evaluate $(as healthtech buyer) --model-version 1 --dataset 1 --wait
 "$ndctl" leaderboard $(as datacorp buyer) 1
 "$ndctl" devnet status

@@ -8,8 +8,8 @@
 //! `show`, `buy`, then `install` (wait for the key, unwrap it, fetch both ciphertexts from the
 //! owner's gateway, check they decrypt to the card's hashes, upload them to their own gateway
 //! and hand it the key) and `predict` (rows streamed in batches to their own gateway, which runs
-//! the ONNX export). Anyone may ask the validators to `evaluate` a model on a dataset's hidden
-//! evaluation split; `leaderboard` lists the scores they attested.
+//! the ONNX export). The owner's org asks the validators to `evaluate` its model on a dataset's
+//! hidden evaluation split; `leaderboard` lists the scores they attested.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -133,8 +133,8 @@ pub enum ModelCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Asks the validators to score a model version on the hidden evaluation split of a dataset
-    /// it was trained on; the score they agree on goes on the dataset's leaderboard.
+    /// Asks the validators to score your org's model version on the hidden evaluation split of
+    /// a dataset it was trained on; the score they agree on goes on the dataset's leaderboard.
     Evaluate {
         #[command(flatten)]
         fee: FeeArgs,
