@@ -3,8 +3,12 @@
 //! A [`Predictor`] is loaded once per model (its model file for the schema and preprocessing,
 //! its ONNX export for the computation) and then predicts batch after batch. The export is
 //! planned by tract once, with a symbolic batch dimension `N`, so a batch of any size runs on
-//! the same optimised plan: re-planning per batch size cost more than running a batch of a
-//! thousand rows.
+//! the same optimised plan: planning takes ~2 ms for the heart MLP, more than running a batch of
+//! a thousand rows (~0.2-0.35 ms), so a plan per batch would cost most of the time. tract's
+//! kernels run a plan for a known batch size about twice as fast as the symbolic one, though,
+//! so once a batch size comes twice in a row (a client streaming equal batches) the predictor
+//! plans that size too and uses it while the size lasts; both plans give the same outputs
+//! (`scripts/bench/predict.sh` measures the three ways).
 //!
 //! Rows are read exactly as the trainer reads them ([`Table::parse`], the target column
 //! optional), with the checks a caller needs named: a feature column missing, a column the
@@ -16,7 +20,7 @@
 //! cannot hold a gateway's CPU or memory for long.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tract_onnx::prelude::*;
 
@@ -186,16 +190,53 @@ pub struct Prediction {
     pub probabilities: Vec<f32>,
 }
 
+/// The last batch size a predictor saw, and the plan it made for one size (a size seen twice in a
+/// row), if any.
+#[derive(Default)]
+struct SizedPlan {
+    last_rows: usize,
+    plan: Option<(usize, Arc<TypedRunnableModel>)>,
+}
+
 /// A model loaded for prediction.
 pub struct Predictor {
     schema: Schema,
     preprocessing: Preprocessing,
+    /// The export, planned for any batch size.
     plan: Arc<TypedRunnableModel>,
+    /// The export's bytes, to plan a repeated batch size.
+    onnx: Vec<u8>,
+    /// The plan for one batch size, once made.
+    sized: Mutex<SizedPlan>,
     width: usize,
 }
 
 fn onnx_error(e: anyhow::Error) -> PredictError {
     PredictError::Onnx(format!("{e:#}"))
+}
+
+/// Plans `onnx` for batches of `rows` rows (None: any size) of `width` columns.
+fn plan(
+    onnx: &[u8],
+    rows: Option<usize>,
+    width: usize,
+) -> Result<Arc<TypedRunnableModel>, PredictError> {
+    let mut framework = tract_onnx::onnx();
+    crate::onnx_regressor::register(&mut framework);
+    let inference = framework.model_for_read(&mut &*onnx).map_err(onnx_error)?;
+    let n = match rows {
+        Some(rows) => rows.to_dim(),
+        None => TDim::from(inference.symbols.sym("N")),
+    };
+    inference
+        .with_input_fact(0, f32::fact(&[n, width.to_dim()]).into())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| {
+            PredictError::Mismatch(format!(
+                "tract cannot plan it for inputs of {width} columns: {e:#}"
+            ))
+        })
 }
 
 impl Predictor {
@@ -204,25 +245,12 @@ impl Predictor {
     pub fn load(model_bytes: &[u8], onnx_bytes: &[u8]) -> Result<Predictor, PredictError> {
         let model = Model::from_bytes(model_bytes).map_err(|e| PredictError::Model(e.0))?;
         let width = model.preprocessing.width();
-        let mut framework = tract_onnx::onnx();
-        crate::onnx_regressor::register(&mut framework);
-        let inference = framework
-            .model_for_read(&mut &*onnx_bytes)
-            .map_err(onnx_error)?;
-        let n = inference.symbols.sym("N");
-        let plan = inference
-            .with_input_fact(0, f32::fact(&[TDim::from(n), width.to_dim()]).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| {
-                PredictError::Mismatch(format!(
-                    "tract cannot plan it for inputs of {width} columns: {e:#}"
-                ))
-            })?;
         let predictor = Predictor {
             schema: model.spec.schema.clone(),
             preprocessing: model.preprocessing,
-            plan,
+            plan: plan(onnx_bytes, None, width)?,
+            onnx: onnx_bytes.to_vec(),
+            sized: Mutex::new(SizedPlan::default()),
             width,
         };
         predictor.outputs(&vec![0.0; width], 1)?;
@@ -316,7 +344,10 @@ impl Predictor {
     /// row (regressors) or one probability per class and row (classifiers).
     pub fn outputs(&self, x: &[f32], rows: usize) -> Result<Vec<f32>, PredictError> {
         let input = Tensor::from_shape(&[rows, self.width], x).map_err(onnx_error)?;
-        let outputs = self.plan.run(tvec!(input.into())).map_err(onnx_error)?;
+        let outputs = self
+            .plan_for(rows)
+            .run(tvec!(input.into()))
+            .map_err(onnx_error)?;
         let last = outputs
             .last()
             .ok_or_else(|| PredictError::Mismatch("it has no output".into()))?;
@@ -334,6 +365,41 @@ impl Predictor {
             )));
         }
         Ok(values)
+    }
+}
+
+impl Predictor {
+    /// The plan for a batch of `rows` rows: the one made for that size if there is one, else
+    /// one made now if the previous batch had this size too, else the symbolic plan.
+    fn plan_for(&self, rows: usize) -> Arc<TypedRunnableModel> {
+        let repeated = {
+            let mut sized = self.sized();
+            if let Some((n, p)) = &sized.plan
+                && *n == rows
+            {
+                return p.clone();
+            }
+            let repeated = sized.last_rows == rows;
+            sized.last_rows = rows;
+            repeated
+        };
+        // Planned outside the lock: another batch may run meanwhile on the symbolic plan.
+        match repeated.then(|| plan(&self.onnx, Some(rows), self.width)) {
+            Some(Ok(p)) => {
+                self.sized().plan = Some((rows, p.clone()));
+                p
+            }
+            // The symbolic plan loaded and ran: a size it cannot be planned for is not expected,
+            // and the symbolic plan still serves it.
+            Some(Err(_)) | None => self.plan.clone(),
+        }
+    }
+
+    fn sized(&self) -> std::sync::MutexGuard<'_, SizedPlan> {
+        // A size and a plan are consistent whatever panicked while holding them.
+        self.sized
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -574,6 +640,38 @@ mod tests {
         assert_eq!(p.classes(), ["0", "1"]);
         assert_eq!(p.features(), ["age", "sex", "cp", "chol"]);
         assert_eq!(p.target(), "target");
+    }
+
+    #[test]
+    fn a_repeated_batch_size_runs_on_its_own_plan_with_the_same_outputs() {
+        for run in [fixture::classifier(), fixture::regressor(), fixture::tree()] {
+            let p = predictor(run);
+            let csv = fixture::split_csv(run, 40);
+            let first = p
+                .predict(csv.as_bytes(), Format::Csv)
+                .expect("symbolic plan");
+            assert!(
+                p.sized().plan.is_none(),
+                "one batch of a size plans nothing"
+            );
+            let second = p
+                .predict(csv.as_bytes(), Format::Csv)
+                .expect("plans 40 rows");
+            assert!(
+                matches!(p.sized().plan, Some((40, _))),
+                "the repeated size is planned"
+            );
+            let third = p.predict(csv.as_bytes(), Format::Csv).expect("40-row plan");
+            assert_eq!(first, second);
+            assert_eq!(first, third);
+            // Another size runs on the symbolic plan and keeps the 40-row one for later.
+            let lines: Vec<&str> = csv.lines().collect();
+            let five = p
+                .predict(lines[..6].join("\n").as_bytes(), Format::Csv)
+                .expect("5 rows");
+            assert_eq!(five.predictions, first.predictions[..5]);
+            assert!(matches!(p.sized().plan, Some((40, _))));
+        }
     }
 
     #[test]
