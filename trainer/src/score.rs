@@ -7,8 +7,12 @@
 //! agree on the bytes (they commit to its SHA-256) before the chain parses anything:
 //!
 //! ```text
-//! {"higher_is_better":true,"metric":"accuracy","rows":168,"value":0.8452380952380952}
+//! {"higher_is_better":true,"metric":"accuracy","rows":168,"value":0.845238}
 //! ```
+//!
+//! The value is rounded to six significant digits before it is written: tract picks its matrix
+//! kernels (FMA or not, block sizes) by the CPU it runs on, so validators on different hardware
+//! get RMSEs that differ in the last bits, and a score whose bytes differ is no agreement.
 //!
 //! Classifiers are ranked by accuracy (higher is better), regressors by RMSE (lower is better).
 //! [`native`] is the same measurement with the trainer's own model instead of the export: the
@@ -63,6 +67,7 @@ impl Score {
                  predictions overflow?)"
             )));
         }
+        let value = significant(value, 6);
         let json = serde_json::to_string(&Canonical {
             higher_is_better,
             metric,
@@ -78,6 +83,14 @@ impl Score {
             json,
         })
     }
+}
+
+/// `value` rounded to `digits` significant digits (decimal), through its scientific notation so
+/// that every platform rounds the same way (the formatting is Rust's own, exact).
+fn significant(value: f64, digits: usize) -> f64 {
+    format!("{value:.*e}", digits.saturating_sub(1))
+        .parse()
+        .unwrap_or(value)
 }
 
 /// Reads the split against the model's schema: the target column is required (the rows are
@@ -160,7 +173,7 @@ mod tests {
         };
         assert_eq!(
             Score::of(&m)?.json,
-            r#"{"higher_is_better":true,"metric":"accuracy","rows":168,"value":0.8452380952380952}"#
+            r#"{"higher_is_better":true,"metric":"accuracy","rows":168,"value":0.845238}"#
         );
         let r = Score::of(&Metrics::Regression {
             rows: 4,
@@ -260,5 +273,18 @@ mod tests {
         )
         .expect_err("another model's export");
         assert!(err.to_string().starts_with("onnx:"), "{err}");
+    }
+
+    #[test]
+    fn values_are_rounded_to_six_significant_digits() {
+        assert_eq!(significant(0.8452380952380952, 6), 0.845238);
+        assert_eq!(significant(12.345678901, 6), 12.3457);
+        assert_eq!(significant(1.0, 6), 1.0);
+        assert_eq!(significant(0.000123456789, 6), 0.000123457);
+        // Values that differ only past the sixth digit (two CPUs' kernels) agree.
+        assert_eq!(
+            significant(1.234_567_890_1, 6),
+            significant(1.234_567_999_9, 6)
+        );
     }
 }
