@@ -315,21 +315,6 @@ fn decide_model(f: &Facts<'_>, listing: &pb::ModelListing) -> Result<(), Status>
     )))
 }
 
-/// Whether the member `fingerprint` operates a validator attesting `evaluation`: the chain's
-/// rule for a job's attestors ([`training::operates_attestor`]), read on the evaluation's
-/// attestation, which has the job's shape.
-fn operates_evaluation_attestor(
-    evaluation: &pb::Evaluation,
-    validators: &[pb::Validator],
-    fingerprint: &[u8],
-) -> bool {
-    let attested = pb::Job {
-        attestation: evaluation.attestation.clone(),
-        ..Default::default()
-    };
-    training::operates_attestor(&attested, validators, fingerprint)
-}
-
 /// The rule for a blob no listing names: private to the gateway's org, except a training
 /// artifact of this org's worker, to the job's submitter org and its attestors' operators, and
 /// the model file or ONNX export of such a job's model version, to the operators of validators
@@ -380,7 +365,11 @@ fn decide_artifact(f: &Facts<'_>) -> Result<(), Status> {
     if f.evaluations.iter().any(|e| {
         e.status == pb::EvaluationStatus::Attesting as i32
             && versions.contains(&e.model_version)
-            && operates_evaluation_attestor(e, f.validators, &caller.fingerprint)
+            && neurodata_abci::models::evaluation::operates_attestor(
+                e,
+                f.validators,
+                &caller.fingerprint,
+            )
     }) {
         return Ok(());
     }

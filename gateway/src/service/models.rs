@@ -17,7 +17,7 @@
 //! not refunded. A gateway serves only its own org's members: a bought model is the buyer org's,
 //! and runs at its gateway.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -65,6 +65,9 @@ pub struct Loaded {
 #[derive(Clone)]
 pub struct ModelsService(Arc<Models>);
 
+/// Whether an org may use a listing (the listing if so), by (org, listing).
+type Authorisations = BTreeMap<(String, u64), Result<pb::ModelListing, Status>>;
+
 /// The service's state.
 pub struct Models {
     shared: Arc<Shared>,
@@ -72,6 +75,13 @@ pub struct Models {
     installed: Option<Arc<KeyStore>>,
     /// Loaded models by listing, most recently used last.
     loaded: Mutex<VecDeque<Arc<Loaded>>>,
+    /// Authorisations decided at one height (the first field), by (org, listing): every stream
+    /// re-checks at each new block, and the purchases read scans the chain's purchases, so
+    /// streams share one answer per block instead of each asking the node.
+    authorised: Mutex<(u64, Authorisations)>,
+    /// One model decrypted and loaded at a time: each holds up to two ciphertexts' plaintext in
+    /// memory, and callers cycling through listings must not stack them up.
+    loading: tokio::sync::Semaphore,
 }
 
 impl ModelsService {
@@ -81,6 +91,8 @@ impl ModelsService {
             shared,
             installed,
             loaded: Mutex::new(VecDeque::new()),
+            authorised: Mutex::new((0, BTreeMap::new())),
+            loading: tokio::sync::Semaphore::new(1),
         }))
     }
 }
@@ -193,6 +205,32 @@ fn chain_err(e: neurodata_client::ClientError) -> Status {
 impl Models {
     /// The listing, and whether `org` may use it, from the chain at its latest height.
     async fn authorise(&self, org: &str, listing_id: u64) -> Result<pb::ModelListing, Status> {
+        let height = self.shared.chain.tip().height;
+        let key = (org.to_owned(), listing_id);
+        if let Some(answer) = self.authorisations(height, |a| a.get(&key).cloned()) {
+            return answer;
+        }
+        let answer = self.decide_use(org, listing_id).await;
+        self.authorisations(height, |a| a.insert(key, answer.clone()));
+        answer
+    }
+
+    /// Runs `f` on the authorisations decided at `height` (those of an earlier height are
+    /// dropped first).
+    fn authorisations<T>(&self, height: u64, f: impl FnOnce(&mut Authorisations) -> T) -> T {
+        // A map of answers is consistent whatever panicked while holding it.
+        let mut a = self
+            .authorised
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if a.0 != height {
+            *a = (height, BTreeMap::new());
+        }
+        f(&mut a.1)
+    }
+
+    /// Reads the listing and its purchases and decides with [`may_use`].
+    async fn decide_use(&self, org: &str, listing_id: u64) -> Result<pb::ModelListing, Status> {
         if listing_id == 0 {
             return Err(Status::invalid_argument(
                 "listing_id is required: the model listing to use",
@@ -286,8 +324,9 @@ impl Models {
         let unusable = |e: &dyn std::fmt::Display| {
             Status::failed_precondition(format!(
                 "the {what} ciphertext {cid} of model listing {} does not open with its key: {e} \
-                 (the listing's ciphertext is damaged or not the one the key was made for: \
-                 dispute the purchase)",
+                 (the listing's ciphertext is damaged or not the one the key was made for; a \
+                 dispute proves only a wrong key: raise it with the owner's org before the \
+                 purchase is released)",
                 listing.id
             ))
         };
@@ -303,6 +342,11 @@ impl Models {
         let card = listing.card.as_ref().ok_or_else(|| {
             Status::failed_precondition(format!("model listing {} has no card", listing.id))
         })?;
+        let _one_at_a_time = self
+            .loading
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("the gateway is shutting down"))?;
         let (model, model_sha256) = self
             .decrypt(listing, &listing.model_cid, "model file", key)
             .await?;
@@ -314,7 +358,8 @@ impl Models {
         if model_sha256.as_slice() != card.model_sha256 {
             return Err(Status::failed_precondition(format!(
                 "model listing {}: the decrypted model file hashes to {}, the card says {}: the \
-                 ciphertext is not the listed model (dispute the purchase)",
+                 ciphertext is not the listed model (a dispute proves only a wrong key: raise it \
+                 with the owner's org before the purchase is released)",
                 listing.id,
                 hex::encode(model_sha256),
                 hex::encode(&card.model_sha256)
@@ -324,7 +369,8 @@ impl Models {
         if onnx_cid != card.onnx_plain_cid {
             return Err(Status::failed_precondition(format!(
                 "model listing {}: the decrypted ONNX export is {onnx_cid}, the card says {}: the \
-                 ciphertext is not the listed model's export (dispute the purchase)",
+                 ciphertext is not the listed model's export (a dispute proves only a wrong key: \
+                 raise it with the owner's org before the purchase is released)",
                 listing.id, card.onnx_plain_cid
             )));
         }
@@ -592,6 +638,8 @@ mod tests {
                 KeyStore::open(&dir.join("installed"), b"pass").expect("keystore"),
             )),
             loaded: Mutex::new(VecDeque::new()),
+            authorised: Mutex::new((0, BTreeMap::new())),
+            loading: tokio::sync::Semaphore::new(1),
         }
     }
 
