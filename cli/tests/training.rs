@@ -155,15 +155,18 @@ impl Net {
     async fn wait_job(&self, id: u64, secs: u64, done: impl Fn(&pb::Job) -> bool) -> pb::Job {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let j = self.job(id).await;
-            if done(&j) {
-                return j;
+            // The node read may not have executed the block holding the submission yet.
+            let j = self.node().record(query::job(id)).await.unwrap();
+            if let Some(j) = j.as_ref().filter(|j| done(j)) {
+                return j.clone();
             }
             assert!(
                 Instant::now() < deadline,
                 "job {id} stuck at {}: {:#?}",
-                training::status_name(training::status(&j)),
-                j.steps
+                j.as_ref().map_or("not on this node yet", |j| {
+                    training::status_name(training::status(j))
+                }),
+                j.map(|j| j.steps)
             );
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
