@@ -194,6 +194,10 @@ impl Gateway {
             .build_v1()?;
         let limit = config.max_message_bytes;
         let router = Server::builder()
+            // HTTP/2 flow-control windows sized to the connection's bandwidth-delay product
+            // rather than the 64 KiB default: a client streaming Predict batches (up to 4 MiB
+            // each) or blob chunks (1 MiB) is not held to one message in flight.
+            .http2_adaptive_window(Some(true))
             .layer(GuardLayer {
                 shared: shared.clone(),
             })

@@ -28,7 +28,6 @@ pub use neurodata_tabular::Format;
 use neurodata_tabular::{CellError, ReadError};
 
 use crate::data::{DataError, Encoding, Preprocessing, Schema, Table, Values};
-use crate::metrics::argmax;
 use crate::model::Model;
 
 /// Most rows in one batch.
@@ -198,6 +197,19 @@ struct SizedPlan {
     plan: Option<(usize, Arc<TypedRunnableModel>)>,
 }
 
+/// Index of the largest probability, the first on ties: the trainer's own rule
+/// ([`crate::metrics::argmax`], which compares the same values widened to f64, an exact
+/// conversion that keeps their order), without a copy per row.
+fn first_largest(p: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in p.iter().enumerate() {
+        if *v > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// A model loaded for prediction.
 pub struct Predictor {
     schema: Schema,
@@ -306,10 +318,7 @@ impl Predictor {
         } else {
             let predictions = out
                 .chunks(classes.len())
-                .map(|p| {
-                    let p: Vec<f64> = p.iter().map(|&v| f64::from(v)).collect();
-                    classes[argmax(&p)].clone()
-                })
+                .map(|p| classes[first_largest(p)].clone())
                 .collect();
             Ok(Prediction {
                 predictions,
@@ -671,6 +680,20 @@ mod tests {
                 .expect("5 rows");
             assert_eq!(five.predictions, first.predictions[..5]);
             assert!(matches!(p.sized().plan, Some((40, _))));
+        }
+    }
+
+    #[test]
+    fn the_label_is_the_trainers_arg_max() {
+        for p in [
+            vec![0.2f32, 0.8],
+            vec![0.5, 0.5],
+            vec![0.1, 0.45, 0.45],
+            vec![f32::NAN, 0.3],
+            vec![0.3, f32::NAN, 0.7],
+        ] {
+            let wide: Vec<f64> = p.iter().map(|&v| f64::from(v)).collect();
+            assert_eq!(first_largest(&p), crate::metrics::argmax(&wide), "{p:?}");
         }
     }
 

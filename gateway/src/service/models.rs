@@ -28,7 +28,7 @@ use neurodata_crypto::DataKey;
 use neurodata_crypto::stream::DecryptingWriter;
 use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
-use neurodata_trainer::predict::{Format, PredictError, Predictor};
+use neurodata_trainer::predict::{Format, PredictError, Prediction, Predictor};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -45,6 +45,15 @@ pub const LOADED_MODELS: usize = 8;
 
 /// Largest ciphertext `Install` decrypts (in memory).
 pub const MAX_MODEL_CIPHERTEXT: u64 = 256 << 20;
+
+/// Batches of one `Predict` call predicted at once.
+pub const IN_FLIGHT: usize = 2;
+
+/// A batch being predicted on a blocking thread: the prediction and the model it ran on.
+type Running = tokio::task::JoinHandle<Result<(Prediction, Arc<Loaded>), PredictError>>;
+
+/// A batch once predicted (or its thread's failure).
+type Ran = Result<Result<(Prediction, Arc<Loaded>), PredictError>, tokio::task::JoinError>;
 
 /// Where installed models' keys are kept, under the gateway's `keystore_dir`.
 pub const INSTALLED_DIR: &str = "installed";
@@ -416,20 +425,22 @@ impl Models {
         Ok(loaded)
     }
 
-    /// Runs one batch; the response, and how many rows it held.
-    async fn batch(
-        loaded: Arc<Loaded>,
-        request: gw::PredictRequest,
-        first_row: u64,
-    ) -> Result<gw::PredictResponse, Status> {
+    /// Starts predicting one batch on a blocking thread.
+    fn start(loaded: Arc<Loaded>, request: gw::PredictRequest) -> Result<Running, Status> {
         let format = batch_format(request.format)?;
         let rows = request.rows;
-        let prediction = tokio::task::spawn_blocking(move || {
-            loaded.predictor.predict(&rows, format).map(|p| (p, loaded))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("prediction: {e}")))?;
-        let (p, loaded) = prediction.map_err(|e| predict_status(&e, first_row))?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let p = loaded.predictor.predict(&rows, format)?;
+            Ok((p, loaded))
+        }))
+    }
+
+    /// The answer to a batch started by [`Models::start`] once it ran, the call's
+    /// `first_row`-th row first.
+    fn answer(ran: Ran, first_row: u64) -> Result<gw::PredictResponse, Status> {
+        let (p, loaded) = ran
+            .map_err(|e| Status::internal(format!("prediction: {e}")))?
+            .map_err(|e| predict_status(&e, first_row))?;
         Ok(gw::PredictResponse {
             first_row,
             predictions: p.predictions,
@@ -443,7 +454,9 @@ impl Models {
     }
 
     /// Serves one `Predict` call: each request message one batch, answered in order; the first
-    /// error ends the call.
+    /// error ends the call. Up to [`IN_FLIGHT`] batches run at once: the next message is read,
+    /// authorised and started while the previous one is predicted, so a call is not held to one
+    /// core by its own reading and answering.
     async fn serve(
         self: Arc<Self>,
         caller: Caller,
@@ -456,37 +469,61 @@ impl Models {
         // The listing of the call and the block height its use was last authorised at.
         let mut session: Option<(u64, u64)> = None;
         let mut first_row = 0u64;
-        loop {
-            let next = tokio::select! {
-                status = &mut refused => Err(status),
-                m = inbound.message() => m,
+        // Batches started, oldest first; a refusal waits its turn behind earlier batches.
+        let mut pending: VecDeque<Result<Running, Status>> = VecDeque::new();
+        let mut read_all = false;
+        while !(read_all && pending.is_empty()) {
+            let readable = !read_all && pending.len() < IN_FLIGHT;
+            let answerable = !pending.is_empty();
+            // The oldest batch's outcome, left in the queue until it is answered (a branch not
+            // taken is dropped, and must lose nothing).
+            let oldest = async {
+                match pending.front_mut() {
+                    Some(Ok(running)) => Some(running.await),
+                    Some(Err(_)) | None => None,
+                }
             };
-            let request = match next {
-                Ok(Some(r)) => r,
-                Ok(None) => return,
-                Err(status) => {
+            tokio::select! {
+                biased;
+                status = &mut refused => {
                     let _ = out.send(Err(status)).await;
                     return;
                 }
-            };
-            let answer = self.answer(&org, &mut session, request, first_row).await;
-            let stop = answer.is_err();
-            if let Ok(r) = &answer {
-                first_row += r.predictions.len() as u64;
-            }
-            if out.send(answer).await.is_err() || stop {
-                return;
+                ran = oldest, if answerable => {
+                    let answer = match (pending.pop_front(), ran) {
+                        (Some(Ok(_)), Some(ran)) => Self::answer(ran, first_row),
+                        (Some(Err(status)), _) => Err(status),
+                        _ => Err(Status::internal("prediction queue out of order")),
+                    };
+                    let stop = answer.is_err();
+                    if let Ok(r) = &answer {
+                        first_row += r.predictions.len() as u64;
+                    }
+                    if out.send(answer).await.is_err() || stop {
+                        return;
+                    }
+                }
+                next = inbound.message(), if readable => match next {
+                    Ok(Some(request)) => {
+                        pending.push_back(self.begin(&org, &mut session, request).await);
+                    }
+                    Ok(None) => read_all = true,
+                    Err(status) => {
+                        pending.push_back(Err(status));
+                        read_all = true;
+                    }
+                },
             }
         }
     }
 
-    async fn answer(
+    /// Checks one request message of the call and starts its batch.
+    async fn begin(
         &self,
         org: &str,
         session: &mut Option<(u64, u64)>,
         request: gw::PredictRequest,
-        first_row: u64,
-    ) -> Result<gw::PredictResponse, Status> {
+    ) -> Result<Running, Status> {
         let listing_id = match *session {
             None => request.listing_id,
             Some((id, _)) if request.listing_id == 0 || request.listing_id == id => id,
@@ -514,7 +551,7 @@ impl Models {
                 self.load_installed(&listing).await?
             }
         };
-        Self::batch(loaded, request, first_row).await
+        Self::start(loaded, request)
     }
 }
 
@@ -643,6 +680,15 @@ mod tests {
         }
     }
 
+    /// One batch started and finished, as the `first_row`-th row of a call.
+    async fn batch(
+        loaded: Arc<Loaded>,
+        request: gw::PredictRequest,
+        first_row: u64,
+    ) -> Result<gw::PredictResponse, Status> {
+        Models::answer(Models::start(loaded, request)?.await, first_row)
+    }
+
     /// A small classifier trained as the trainer trains: its model file and ONNX export.
     fn trained(dir: &Path) -> (Vec<u8>, Vec<u8>) {
         let spec = JobSpec::from_json(
@@ -706,7 +752,7 @@ mod tests {
         let loaded = m.load(&listing, &key).await.expect("loads");
         assert_eq!(loaded.model_sha256, openssl::sha::sha256(&model));
         assert_eq!(loaded.predictor.features(), ["age", "sex"]);
-        let answer = Models::batch(
+        let answer = batch(
             loaded,
             gw::PredictRequest {
                 listing_id: 5,
@@ -722,7 +768,7 @@ mod tests {
         assert_eq!(answer.classes, ["0", "1"]);
         // A later batch of the call names its first row and repeats no classes.
         let loaded = m.load(&listing, &key).await.expect("loads again");
-        let later = Models::batch(
+        let later = batch(
             loaded,
             gw::PredictRequest {
                 listing_id: 0,
@@ -744,7 +790,7 @@ mod tests {
         let key = DataKey::generate().expect("key");
         let listing = listed(&m, &model, &onnx, &key).await;
         let loaded = m.load(&listing, &key).await.expect("loads");
-        let err = Models::batch(
+        let err = batch(
             loaded,
             gw::PredictRequest {
                 listing_id: 5,
