@@ -26,6 +26,7 @@ use crate::TxError;
 use crate::address::Address;
 use crate::app::{self, BlockCtx, Mode};
 use crate::extension::{self, Attester, InjectError};
+use crate::fault;
 use crate::genesis::{self, AppState};
 use crate::governance::GovernanceRead;
 use crate::query::{self, Proof, Query};
@@ -386,13 +387,19 @@ impl Node {
             }
             _ => txs,
         };
-        for tx in txs {
+        for (i, tx) in txs.iter().enumerate() {
+            if i == 1 {
+                fault::hit(fault::Point::Finalize, height);
+            }
             outcomes.push(app::deliver_tx(
                 &mut state,
                 tx.as_ref(),
                 &block,
                 &self.verifier,
             )?);
+        }
+        if txs.len() < 2 {
+            fault::hit(fault::Point::Finalize, height);
         }
         let mut end = StateDelta::new(&state);
         app::end_block(&mut end, &block)?;
@@ -432,6 +439,7 @@ impl Node {
         let pending = lock(&self.pending)
             .take()
             .ok_or("Commit without FinalizeBlock")?;
+        fault::hit(fault::Point::BeforeCommit, pending.prepared.height);
         let committed = self.storage.commit(pending.prepared)?;
         lock(&self.mempool_accounts).clear();
         tracing::debug!(height = committed.height, app_hash = %hex::encode(committed.app_hash), "committed");
@@ -622,6 +630,25 @@ impl Node {
     }
 }
 
+/// The exit status after a failed block step (`EX_SOFTWARE`).
+pub const EXIT_CONSENSUS_FAILED: i32 = 70;
+
+/// Ends the process after an error on the consensus connection: a block that cannot be executed
+/// or written (a full disk, a damaged store) leaves no way to go on that keeps every node equal.
+/// CometBFT halts on the same error anyway; this process must not linger behind it serving
+/// queries and CheckTx from a state that stopped. What is on disk is the last committed block
+/// (Commit's write is one atomic batch), so once the cause is fixed a restart replays the rest
+/// through the handshake.
+fn stop(e: &BoxError) -> ! {
+    tracing::error!(error = %e, "a block step failed: stopping; the store holds the last committed block, and a restart after fixing the cause replays the rest");
+    eprintln!(
+        "neurodata-abci: a block step failed: {e}; stopping (exit {EXIT_CONSENSUS_FAILED}): the \
+         store holds the last committed block, and a restart after fixing the cause replays the \
+         rest"
+    );
+    std::process::exit(EXIT_CONSENSUS_FAILED)
+}
+
 /// Where the ABCI server listens.
 #[derive(Clone, Debug)]
 pub enum Listen {
@@ -636,7 +663,13 @@ pub async fn serve(node: Arc<Node>, listen: Listen) -> Result<(), BoxError> {
     let n = node.clone();
     let consensus = tower::service_fn(move |req: ConsensusRequest| {
         let n = n.clone();
-        async move { tokio::task::spawn_blocking(move || n.consensus(req)).await? }
+        async move {
+            let answer = tokio::task::spawn_blocking(move || n.consensus(req)).await?;
+            if let Err(e) = &answer {
+                stop(e);
+            }
+            answer
+        }
     });
     let n = node.clone();
     // CheckTx runs inside `call`, not in the returned future: tower-abci calls the service in

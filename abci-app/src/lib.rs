@@ -40,6 +40,8 @@ pub mod verifier;
 #[cfg(feature = "server")]
 pub mod abci;
 #[cfg(feature = "server")]
+pub mod fault;
+#[cfg(feature = "server")]
 pub mod storage;
 
 pub use error::{CODE_BLOCKS, TxError};

@@ -82,11 +82,17 @@ async fn main() -> anyhow::Result<()> {
         logs.with_ansi(false)
     };
     logs.init();
+    if let Some(f) = neurodata_abci::fault::arm_from_env()? {
+        tracing::warn!(fault = %f, "NEURODATA_FAULT is set: this process aborts at that point (crash tests only)");
+    }
     let listen = parse_listen(&cli.listen)?;
     let attester = attester(&cli)?;
     let storage = Storage::open(&cli.home)
         .with_context(|| format!("opening state store {}", cli.home.display()))?;
-    match storage.committed()? {
+    match storage
+        .committed()
+        .with_context(|| format!("reading state store {}", cli.home.display()))?
+    {
         Some(c) => {
             tracing::info!(height = c.height, app_hash = %hex::encode(c.app_hash), "resuming")
         }

@@ -340,7 +340,9 @@ impl Storage {
         batch.put_cf(meta, META_LAST_HASH, prepared.app_hash);
         let mut opts = WriteOptions::default();
         opts.set_sync(true);
+        crate::fault::hit(crate::fault::Point::CommitWrite, prepared.height);
         self.db.write_opt(batch, &opts)?;
+        crate::fault::hit(crate::fault::Point::AfterWrite, prepared.height);
         let mut cache = lock_nodes(&self.nodes);
         if cache.len() + prepared.tree.node_batch.nodes().len() > NODE_CACHE_MAX {
             cache.clear();

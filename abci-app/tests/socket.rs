@@ -1,6 +1,6 @@
 //! The app over its real ABCI socket, driven by tendermint-abci's client as CometBFT would drive
-//! it, including crashes of the app process between FinalizeBlock and Commit and right after
-//! Commit.
+//! it, including crashes of the app process at every step of a block (fault points), a full disk
+//! during Commit and a damaged store.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -29,22 +29,79 @@ use tendermint_proto::v0_38::types::{
 struct App {
     child: Child,
     port: u16,
+    stderr: Option<std::path::PathBuf>,
+}
+
+/// How a crash test starts the app.
+#[derive(Default)]
+struct Launch<'a> {
+    /// `NEURODATA_FAULT`.
+    fault: Option<&'a str>,
+    /// RLIMIT_FSIZE in bytes: no file may grow past it, as on a full disk (SIGXFSZ ignored, so
+    /// a write past it fails with EFBIG instead of killing the process).
+    file_size_limit: Option<u64>,
+    /// Where its stderr goes (inherited otherwise).
+    stderr: Option<std::path::PathBuf>,
 }
 
 impl App {
     fn start(home: &std::path::Path, port: u16) -> App {
-        let child = Command::new(env!("CARGO_BIN_EXE_neurodata-abci"))
-            .arg("--home")
+        Self::launch(home, port, Launch::default())
+    }
+
+    fn launch(home: &std::path::Path, port: u16, how: Launch) -> App {
+        let bin = env!("CARGO_BIN_EXE_neurodata-abci");
+        let mut cmd = match how.file_size_limit {
+            // An ignored signal stays ignored across exec; prlimit sets the limit and execs.
+            Some(limit) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!(
+                        "trap '' XFSZ; exec prlimit --fsize={limit} -- \"$0\" \"$@\""
+                    ))
+                    .arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.arg("--home")
             .arg(home)
             .arg("--listen")
             .arg(format!("tcp://127.0.0.1:{port}"))
             .arg("--log")
             .arg("warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start neurodata-abci");
-        App { child, port }
+            .env_remove("NEURODATA_FAULT")
+            .stdout(Stdio::null());
+        if let Some(f) = how.fault {
+            cmd.env("NEURODATA_FAULT", f);
+        }
+        match &how.stderr {
+            Some(path) => cmd.stderr(std::fs::File::create(path).unwrap()),
+            None => cmd.stderr(Stdio::inherit()),
+        };
+        let child = cmd.spawn().expect("start neurodata-abci");
+        App {
+            child,
+            port,
+            stderr: how.stderr,
+        }
+    }
+
+    /// Waits for the process to end by itself.
+    fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let err = self
+                    .stderr
+                    .as_ref()
+                    .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+                    .unwrap_or_default();
+                return (status, err);
+            }
+            assert!(Instant::now() < deadline, "the app did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn connect(&self) -> Client {
@@ -290,4 +347,286 @@ fn crash_between_finalize_block_and_commit_restarts_at_the_previous_height() {
     let r = client.finalize_block(finalize(3, vec![])).unwrap();
     client.commit().unwrap();
     assert_eq!(info(&mut client), (3, r.app_hash.to_vec()));
+}
+
+/// `n` blocks of `per_block` transfers from one signer, signed once (the same bytes for every run).
+fn transfer_blocks(c: &Consortium, n: u64, per_block: u64) -> Vec<Vec<Vec<u8>>> {
+    let reference = TestNode::start(c);
+    let s = c.signer(0, Role::Buyer);
+    let to = c.signer(0, Role::Provider).address();
+    (0..n)
+        .map(|b| {
+            (0..per_block)
+                .map(|i| {
+                    reference.sign_with(&s, b * per_block + i, vec![msg::transfer(to, Amount(1))])
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The app hash after each block (index 0: height 1) of a run without faults.
+fn clean_hashes(c: &Consortium, blocks: &[Vec<Vec<u8>>]) -> Vec<Vec<u8>> {
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(dir.path(), free_port());
+    let mut client = app.connect();
+    client.init_chain(init_request(c)).unwrap();
+    blocks
+        .iter()
+        .enumerate()
+        .map(|(i, txs)| {
+            let r = client
+                .finalize_block(finalize(i as i64 + 1, txs.clone()))
+                .unwrap();
+            assert!(
+                r.tx_results.iter().all(|t| t.code == 0),
+                "{:?}",
+                r.tx_results
+            );
+            client.commit().unwrap();
+            r.app_hash.to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_block_recovers_to_the_same_app_hash() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let c = Consortium::new(1, 1);
+    let blocks = transfer_blocks(&c, 4, 2);
+    let clean = clean_hashes(&c, &blocks);
+    // (point, whether block 3 is on disk after the crash)
+    for (point, durable) in [
+        ("finalize", false),
+        ("before-commit", false),
+        ("commit-write", false),
+        ("after-write", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = dir.path().join("stderr.log");
+        let app = App::launch(
+            &dir.path().join("store"),
+            port,
+            Launch {
+                fault: Some(&format!("{point}@3")),
+                stderr: Some(log),
+                ..Launch::default()
+            },
+        );
+        let mut client = app.connect();
+        client.init_chain(init_request(&c)).unwrap();
+        for h in 1..=2 {
+            let r = client
+                .finalize_block(finalize(h, blocks[h as usize - 1].clone()))
+                .unwrap();
+            assert_eq!(
+                r.app_hash.to_vec(),
+                clean[h as usize - 1],
+                "{point}: block {h}"
+            );
+            client.commit().unwrap();
+        }
+        // Block 3 dies at the point: the call that reaches it gets no answer.
+        let crashed = match client.finalize_block(finalize(3, blocks[2].clone())) {
+            Err(_) => true,
+            Ok(r) => {
+                assert_eq!(r.app_hash.to_vec(), clean[2], "{point}");
+                client.commit().is_err()
+            }
+        };
+        assert!(crashed, "{point}: the app answered past its fault point");
+        drop(client);
+        let (status, err) = app.wait_exit();
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "{point}: aborted ({status:?}); {err}"
+        );
+        assert!(
+            err.contains(&format!("fault point {point}@3 reached")),
+            "{point}: {err}"
+        );
+
+        // Restart: the store is at block 2, or at 3 when the write finished; CometBFT's
+        // handshake replays what is missing, which must give the clean run's hashes.
+        let app = App::start(&dir.path().join("store"), port);
+        let mut client = app.connect();
+        let at = if durable { 3 } else { 2 };
+        assert_eq!(
+            info(&mut client),
+            (at, clean[at as usize - 1].clone()),
+            "{point}"
+        );
+        for h in at + 1..=4 {
+            let r = client
+                .finalize_block(finalize(h, blocks[h as usize - 1].clone()))
+                .unwrap();
+            assert_eq!(
+                r.app_hash.to_vec(),
+                clean[h as usize - 1],
+                "{point}: replayed {h}"
+            );
+            client.commit().unwrap();
+        }
+        assert_eq!(info(&mut client), (4, clean[3].clone()), "{point}");
+    }
+}
+
+#[test]
+fn a_full_disk_during_commit_stops_the_app_cleanly_and_a_restart_replays_the_block() {
+    let c = Consortium::new(1, 1);
+    let blocks = transfer_blocks(&c, 400, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let log = dir.path().join("stderr.log");
+    let app = App::launch(
+        &store,
+        port,
+        Launch {
+            file_size_limit: Some(256 << 10),
+            stderr: Some(log),
+            ..Launch::default()
+        },
+    );
+    let mut client = app.connect();
+    client.init_chain(init_request(&c)).unwrap();
+    // Blocks until a write fails: the WAL outgrows the limit well before 400 blocks.
+    let mut hashes = Vec::new();
+    let failed_at = loop {
+        let h = hashes.len() as i64 + 1;
+        assert!(h <= 400, "no write failed under the file size limit");
+        let r = client
+            .finalize_block(finalize(h, blocks[h as usize - 1].clone()))
+            .expect("FinalizeBlock writes nothing");
+        hashes.push(r.app_hash.to_vec());
+        if client.commit().is_err() {
+            break h;
+        }
+    };
+    drop(client);
+    let (status, err) = app.wait_exit();
+    assert_eq!(
+        status.code(),
+        Some(70),
+        "a clean stop, not a crash: {status:?}; {err}"
+    );
+    assert!(err.contains("a block step failed"), "{err}");
+    assert!(
+        err.to_lowercase().contains("file too large"),
+        "the error names the cause: {err}"
+    );
+
+    // Space returns: the store is at the block before, and the failed block replays to the
+    // hash FinalizeBlock gave the first time.
+    let app = App::start(&store, port);
+    let mut client = app.connect();
+    let (at, hash) = info(&mut client);
+    assert_eq!(at, failed_at - 1);
+    assert_eq!(hash, hashes[at as usize - 1]);
+    let r = client
+        .finalize_block(finalize(failed_at, blocks[failed_at as usize - 1].clone()))
+        .unwrap();
+    assert_eq!(r.app_hash.to_vec(), hashes[failed_at as usize - 1]);
+    client.commit().unwrap();
+    let next = failed_at + 1;
+    client
+        .finalize_block(finalize(next, blocks[next as usize - 1].clone()))
+        .unwrap();
+    client.commit().unwrap();
+    assert_eq!(info(&mut client).0, next);
+}
+
+/// A store with its state in SST files: three blocks, killed, reopened (recovery flushes the
+/// WAL into SSTs), killed again.
+fn store_in_sst_files(c: &Consortium) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let port = free_port();
+    let blocks = transfer_blocks(c, 3, 2);
+    let app = App::start(&store, port);
+    let mut client = app.connect();
+    client.init_chain(init_request(c)).unwrap();
+    for (i, txs) in blocks.iter().enumerate() {
+        client
+            .finalize_block(finalize(i as i64 + 1, txs.clone()))
+            .unwrap();
+        client.commit().unwrap();
+    }
+    drop(client);
+    app.kill();
+    let app = App::start(&store, port);
+    let mut client = app.connect();
+    assert_eq!(info(&mut client).0, 3);
+    drop(client);
+    app.kill();
+    dir
+}
+
+fn sst_files(store: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .collect();
+    v.sort();
+    assert!(!v.is_empty(), "no SST files in {}", store.display());
+    v
+}
+
+#[test]
+fn a_damaged_store_is_refused_at_startup_with_a_clear_error() {
+    let c = Consortium::new(1, 1);
+    // Bytes flipped inside every table file: block checksums catch it on the first read.
+    let dir = store_in_sst_files(&c);
+    let store = dir.path().join("store");
+    for f in sst_files(&store) {
+        let mut bytes = std::fs::read(&f).unwrap();
+        let mid = bytes.len() / 3;
+        for b in &mut bytes[mid..mid + 16] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(&f, bytes).unwrap();
+    }
+    let log = dir.path().join("stderr.log");
+    let app = App::launch(
+        &store,
+        free_port(),
+        Launch {
+            stderr: Some(log),
+            ..Launch::default()
+        },
+    );
+    let (status, err) = app.wait_exit();
+    assert!(!status.success(), "{status:?}");
+    assert!(err.contains("state store"), "names the store: {err}");
+    assert!(
+        err.to_lowercase().contains("corrupt"),
+        "says what is wrong: {err}"
+    );
+
+    // A table file cut short: its size no longer matches the manifest.
+    let dir = store_in_sst_files(&c);
+    let store = dir.path().join("store");
+    let f = sst_files(&store).pop().unwrap();
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let log = dir.path().join("stderr.log");
+    let app = App::launch(
+        &store,
+        free_port(),
+        Launch {
+            stderr: Some(log),
+            ..Launch::default()
+        },
+    );
+    let (status, err) = app.wait_exit();
+    assert!(!status.success(), "{status:?}");
+    assert!(err.contains("state store"), "names the store: {err}");
 }
