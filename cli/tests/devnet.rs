@@ -763,3 +763,151 @@ fn a_node_crashed_inside_a_block_step_or_with_a_cut_wal_recovers_through_the_han
         "{sent} transfers of 1 NRC: {q}"
     );
 }
+
+/// Restarts the network with every CometBFT dialling its peers through the test's proxies and
+/// peer exchange off (a node never learns another's real address), so the test decides which
+/// links are up.
+fn through_proxies(net: &Net, base: u16) -> common::proxy::Network {
+    use common::proxy::Network;
+    ndctl(net.path(), &["devnet", "down"]).unwrap();
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(net.path().join("devnet.json")).unwrap()).unwrap();
+    let nodes = spec["nodes"].as_array().unwrap();
+    let p2p: Vec<u16> = nodes
+        .iter()
+        .map(|n| n["p2p_port"].as_u64().unwrap() as u16)
+        .collect();
+    for i in 0..nodes.len() {
+        let path = net.path().join(format!("node{i}/config/config.toml"));
+        let mut doc: toml_edit::DocumentMut =
+            std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let peers: Vec<String> = (0..nodes.len())
+            .filter(|&j| j != i)
+            .map(|j| {
+                let id = nodes[j]["node_id"].as_str().unwrap();
+                format!("{id}@127.0.0.1:{}", Network::port(base, i, j))
+            })
+            .collect();
+        doc["p2p"]["persistent_peers"] = toml_edit::value(peers.join(","));
+        doc["p2p"]["pex"] = toml_edit::value(false);
+        std::fs::write(&path, doc.to_string()).unwrap();
+    }
+    let proxies = Network::start(base, &p2p);
+    ndctl(net.path(), &["devnet", "up"]).unwrap();
+    proxies
+}
+
+/// The highest height any node reports.
+fn top(net: &Net) -> u64 {
+    (0..4).filter_map(|n| net.height(n)).max().unwrap_or(0)
+}
+
+/// Jepsen-style partitions through loopback proxies: 2|2 halts and resumes when healed, 1|3
+/// keeps the majority going while the minority catches up afterwards, a bridge node carries
+/// consensus between two sides that cannot see each other, and flapping, slowed links leave
+/// the chain live. Every node ends with the same header and app hash, and every transfer sent
+/// is applied exactly once.
+#[test]
+fn partitions_halt_or_continue_by_majority_and_heal() {
+    let _g = lock();
+    let net = Net::up(27800);
+    let proxies = through_proxies(&net, 27850);
+    let start = top(&net);
+    net.wait_height(3, start + 2, T);
+    let (to, _) = net.cert("healthtech", "buyer");
+    let to = to.to_str().unwrap().to_owned();
+    let mut sent = 0u64;
+    let mut send = |node: usize| {
+        let out = net
+            .tx(
+                node,
+                "medlab",
+                "buyer",
+                &["transfer", "--to", &to, "--amount", "1"],
+            )
+            .unwrap();
+        assert!(out.contains("committed tx"), "{out}");
+        sent += 1;
+    };
+    send(0);
+
+    // 2|2: neither side holds more than 2/3 of the power.
+    proxies.partition(&[0, 1], &[2, 3]);
+    std::thread::sleep(Duration::from_secs(3));
+    let halted = top(&net);
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(top(&net), halted, "no side of a 2|2 split can commit");
+    proxies.heal_all();
+    for n in ALL {
+        net.wait_height(n, halted + 3, T);
+    }
+    net.assert_converged(&ALL);
+
+    // 1|3: the three go on (a transfer commits among them); node 3 stands still, then catches up.
+    proxies.partition(&[3], &[0, 1, 2]);
+    std::thread::sleep(Duration::from_secs(2));
+    let alone = net.height(3).unwrap();
+    send(0);
+    net.wait_height(0, top(&net) + 3, T);
+    assert!(
+        net.height(3).unwrap() <= alone + 1,
+        "a lone validator cannot commit"
+    );
+    proxies.heal_all();
+    net.wait_height(3, net.height(0).unwrap(), T);
+    net.assert_converged(&ALL);
+
+    // A bridge: node 1 cannot reach 2 or 3, node 0 reaches everyone and relays.
+    proxies.cut(1, 2);
+    proxies.cut(1, 3);
+    let h = top(&net);
+    send(1);
+    for n in ALL {
+        net.wait_height(n, h + 3, T);
+    }
+    proxies.heal_all();
+    net.assert_converged(&ALL);
+
+    // Flapping: every 300 ms one link (a fixed pseudo-random sequence) goes down or up, every
+    // link held back 50 ms, for 12 s; a transfer goes through meanwhile.
+    proxies.delay_all(Duration::from_millis(50));
+    let h = top(&net);
+    let mut x: u32 = 0x9e37_79b9;
+    let mut down = std::collections::BTreeSet::new();
+    let flapping_until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < flapping_until {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let a = (x % 4) as usize;
+        let b = (a + 1 + (x / 4 % 3) as usize) % 4;
+        let pair = (a.min(b), a.max(b));
+        if down.remove(&pair) {
+            proxies.heal(pair.0, pair.1);
+        } else {
+            proxies.cut(pair.0, pair.1);
+            down.insert(pair);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    proxies.heal_all();
+    proxies.delay_all(Duration::ZERO);
+    send(2);
+    for n in ALL {
+        net.wait_height(n, h + 3, T);
+    }
+    net.assert_converged(&ALL);
+
+    // Exactly once, on every node's proven state.
+    for n in ALL {
+        let q = ndctl(
+            net.path(),
+            &["query", "account", &to, "--node", &net.rpcs[n]],
+        )
+        .unwrap();
+        assert!(
+            q.contains(&format!("balance {} NRC", 1_000_000 + sent)),
+            "node{n} after {sent} transfers of 1 NRC: {q}"
+        );
+    }
+}

@@ -2,6 +2,8 @@
 //! whose network is stopped when the test ends (also when it fails).
 #![allow(dead_code)] // each test file uses its own part
 
+pub mod proxy;
+
 use std::path::Path;
 use std::process::Command;
 
