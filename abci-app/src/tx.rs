@@ -160,6 +160,11 @@ pub fn amount_field(field: &'static str, s: &str) -> Result<crate::amount::Amoun
 /// decoding, its dispatch and its roles all come from the row.
 macro_rules! actions {
     ($( $(#[$doc:meta])* $variant:ident($ty:ty), roles: $roles:expr; )*) => {
+        /// Every message type's name and the roles that may send it, in table order: the rows
+        /// without their domain types, for what enumerates messages without a value of each (the
+        /// authorization matrix, `docs/authz-matrix.md`).
+        pub const MESSAGES: &[(&str, &[Role])] = &[ $( (stringify!($variant), $roles), )* ];
+
         /// One checked message.
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub enum Action {

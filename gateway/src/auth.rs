@@ -90,6 +90,15 @@ fn call_name(path: &str) -> &'static str {
     if path == UPLOAD { UPLOAD } else { "this call" }
 }
 
+/// What a call to the gRPC method `path` asks of its caller's certificate; None: nothing, no
+/// certificate needed (health, reflection).
+pub fn permission(path: &str) -> Option<Permission<'static>> {
+    roles_for(path).map(|roles| Permission {
+        action: call_name(path),
+        roles,
+    })
+}
+
 fn unauthenticated(msg: String) -> Status {
     Status::unauthenticated(msg)
 }
@@ -153,13 +162,25 @@ pub fn judge(
     now: i64,
     permission: Permission<'_>,
 ) -> Result<Member, Status> {
+    verdict(cert_der, orgs, records, now, permission).map_err(|e| status(&e))
+}
+
+/// [`judge`]'s verdict before a refusal is mapped to a status: the rule's own error, whose code
+/// is the one the chain gives a tx signer refused for the same reason.
+pub fn verdict(
+    cert_der: &[u8],
+    orgs: &[pb::Org],
+    records: &Records,
+    now: i64,
+    permission: Permission<'_>,
+) -> Result<Member, MembershipError> {
     let parsed;
     // Like the chain: a registered identity is judged by its record, so the certificate is
     // parsed only when the chain has not registered it.
     let presented = match &records.identity {
         Some(identity) => Presented::Registered(identity),
         None => {
-            parsed = MemberCertificate::parse(cert_der).map_err(|e| status(&e))?;
+            parsed = MemberCertificate::parse(cert_der)?;
             Presented::Certificate(&parsed)
         }
     };
@@ -170,8 +191,7 @@ pub fn judge(
         records.revocation.as_ref(),
         now,
         &[permission],
-    )
-    .map_err(|e| status(&e))?;
+    )?;
     Ok(Member {
         fingerprint: openssl::sha::sha256(cert_der),
         org_id: member.identity.org_id,
@@ -413,7 +433,7 @@ pub async fn admit_call(
     path: &str,
     ext: &http::Extensions,
 ) -> Result<Option<Caller>, Status> {
-    let Some(roles) = roles_for(path) else {
+    let Some(permission) = permission(path) else {
         return Ok(None);
     };
     if plaintext {
@@ -425,13 +445,12 @@ pub async fn admit_call(
                 .to_owned(),
         )
     })?;
-    let permission = Permission {
-        action: call_name(path),
-        roles,
-    };
     let member = membership.check(&cert_der, permission).await?;
     Ok(Some(Caller { member, cert_der }))
 }
+
+#[cfg(test)]
+mod matrix;
 
 #[cfg(test)]
 mod tests {

@@ -163,9 +163,14 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn start(c: &Consortium) -> Self {
+        Self::start_with(c, &c.app_state())
+    }
+
+    /// A node whose genesis is `app_state` (the consortium's, amended), with `c`'s validators.
+    pub fn start_with(c: &Consortium, app_state: &AppState) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let node = Node::new(Storage::open(dir.path()).unwrap());
-        let json = serde_json::to_vec(&c.app_state()).unwrap();
+        let json = serde_json::to_vec(app_state).unwrap();
         let genesis_hash = node.init(CHAIN, &json, &c.validators, T0, 1).unwrap();
         TestNode {
             node,
