@@ -590,7 +590,7 @@ pub fn backup(
     Ok(manifest)
 }
 
-/// Where a backup path goes in a restore, or `None` for a file left out.
+/// Where a backup path goes in a restore; refuses a path outside the backup's layout.
 fn target(path: &str, home: &Path, app_db: &Path) -> Result<PathBuf, BackupError> {
     let bad = || BackupError::BadPath { path: path.into() };
     let p = Path::new(path);
@@ -744,7 +744,15 @@ pub fn restore(
         }
         let to = target(&f.path, home, app_db)?;
         let private = [NODE_KEY, VALIDATOR_KEY, SIGN_STATE].contains(&f.path.as_str());
-        let (size, sha256) = hash_copy(&from.join(&f.path), Some((&to, private)))?;
+        let (size, sha256) =
+            hash_copy(&from.join(&f.path), Some((&to, private))).with_context(|| {
+                format!(
+                    "restoring {} stopped half-way: remove {} and {} before trying again",
+                    f.path,
+                    home.display(),
+                    app_db.display()
+                )
+            })?;
         // Checked again as copied: the backup may have changed since it was verified.
         if size != f.size || sha256 != f.sha256 {
             return Err(BackupError::Tampered {
