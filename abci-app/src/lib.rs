@@ -12,8 +12,9 @@
 //! - [`extension`]: validators' attestations on the wire — the verdict inbox, vote extensions,
 //!   and the signed extensions a proposer injects into its block.
 //! - [`events`]: every event kind and attribute key the chain emits (consumers match on these).
-//! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `server`):
-//!   RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the thin ABCI adapter.
+//! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `storage`,
+//!   part of `server`): RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the
+//!   thin ABCI adapter.
 //! - [`genesis`]: the consortium at InitChain.
 
 #![deny(clippy::unwrap_used)]
@@ -39,9 +40,9 @@ pub mod verifier;
 
 #[cfg(feature = "server")]
 pub mod abci;
-#[cfg(feature = "server")]
+#[cfg(feature = "storage")]
 pub mod fault;
-#[cfg(feature = "server")]
+#[cfg(feature = "storage")]
 pub mod storage;
 
 pub use error::{CODE_BLOCKS, TxError};

@@ -63,6 +63,21 @@ pub enum StorageError {
     /// A stored record is malformed.
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// Another process (a running `neurodata-abci`) holds the store's lock.
+    #[error(
+        "the state store {path} is in use by another process (its RocksDB LOCK is held): stop \
+         the node's neurodata-abci first"
+    )]
+    InUse {
+        /// The store's directory.
+        path: String,
+    },
+    /// `path` holds no store (opened without creating one).
+    #[error("{path} holds no state store (no RocksDB CURRENT file)")]
+    Missing {
+        /// The directory.
+        path: String,
+    },
 }
 
 impl From<StorageError> for StateError {
@@ -185,8 +200,24 @@ impl TreeReader for Tree<'_> {
 impl Storage {
     /// Opens (or creates) the store in `path`.
     pub fn open(path: &Path) -> Result<Self, StorageError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens the store in `path`, which must exist, taking its lock as a running app does: so it
+    /// fails with [`StorageError::InUse`] while the node's app has it open, and a node started
+    /// meanwhile cannot open it until this handle is dropped.
+    pub fn open_existing(path: &Path) -> Result<Self, StorageError> {
+        if !path.join("CURRENT").is_file() {
+            return Err(StorageError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, create: bool) -> Result<Self, StorageError> {
         let mut opts = Options::default();
-        opts.create_if_missing(true);
+        opts.create_if_missing(create);
         opts.create_missing_column_families(true);
         // One shared block cache, and bloom filters so that reads of absent keys (a revocation
         // that does not exist, a fresh account) rarely touch an SST file.
@@ -199,11 +230,30 @@ impl Storage {
             cf_opts.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(n, cf_opts)
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(|e| {
+            // Another process's lock ("While lock file: …/LOCK") or this process's own ("lock
+            // hold by current process … /LOCK").
+            if e.kind() == rocksdb::ErrorKind::IOError && e.to_string().contains("LOCK") {
+                StorageError::InUse {
+                    path: path.display().to_string(),
+                }
+            } else {
+                StorageError::Rocks(e)
+            }
+        })?;
         Ok(Storage {
             db: Arc::new(db),
             nodes: Arc::new(NodeCache::default()),
         })
+    }
+
+    /// Writes a consistent copy of the store as of its last write into `dir`, which must not
+    /// exist (a RocksDB checkpoint: hard links to the immutable table files where `dir` is on the
+    /// same filesystem, copies elsewhere). Every committed block is in it, since each Commit is
+    /// one synced write batch, and nothing half-written is.
+    pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        Ok(())
     }
 
     fn tree(&self) -> Tree<'_> {
@@ -505,6 +555,35 @@ mod tests {
             s.get_at("k", 3),
             Err(StorageError::NoSuchHeight { .. })
         ));
+    }
+
+    #[test]
+    fn a_checkpoint_holds_the_last_commit_and_an_open_store_is_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        assert!(matches!(
+            Storage::open_existing(&live),
+            Err(StorageError::Missing { .. })
+        ));
+        let s = Storage::open(&live).unwrap();
+        s.commit(s.prepare(0, true, writes(&[("a", Some("1"))])).unwrap())
+            .unwrap();
+        let last = s
+            .commit(s.prepare(1, false, writes(&[("a", Some("2"))])).unwrap())
+            .unwrap();
+        assert!(matches!(
+            Storage::open_existing(&live),
+            Err(StorageError::InUse { .. })
+        ));
+        let copy = dir.path().join("copy");
+        s.checkpoint(&copy).unwrap();
+        // The copy is independent: a later commit to the live store is not in it.
+        s.commit(s.prepare(2, false, writes(&[("a", Some("3"))])).unwrap())
+            .unwrap();
+        let c = Storage::open_existing(&copy).unwrap();
+        assert_eq!(c.committed().unwrap(), Some(last));
+        assert_eq!(c.get_raw("a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(c.root_at(1).unwrap(), last.app_hash);
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod dataset;
 mod devnet;
 mod job;
 mod model;
+mod node;
 mod preview;
 
 use std::path::{Path, PathBuf};
@@ -83,6 +84,9 @@ enum Command {
     /// The models marketplace: publish, browse, buy, install, predict, evaluate.
     #[command(subcommand)]
     Model(model::ModelCommand),
+    /// A node's files: backup of a stopped node and restore into a fresh home.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// A dataset's leaderboard: model versions by the score validators attested on its hidden
     /// evaluation split, best first, with their lineage.
     Leaderboard {
@@ -996,6 +1000,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dataset(d) => dataset::run(d, me).await?,
         Command::Job(j) => job::run(j, me).await?,
         Command::Model(m) => model::run(m, me).await?,
+        Command::Node(n) => node::run(n)?,
         Command::Leaderboard { dataset } => model::leaderboard(me, dataset).await?,
     }
     Ok(())
