@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use neurodata_proto::chain::v1 as pb;
 use prost::Message as _;
-use tendermint::abci::types::ExecTxResult;
+use tendermint::abci::types::{ExecTxResult, MisbehaviorKind};
 use tendermint::abci::{Event as AbciEvent, EventAttributeIndexExt, response};
 use tendermint::merkle::proof::{ProofOp, ProofOps};
 use tendermint::v0_38::abci::request;
@@ -29,6 +29,7 @@ use crate::extension::{self, Attester, InjectError};
 use crate::fault;
 use crate::genesis::{self, AppState};
 use crate::governance::GovernanceRead;
+use crate::governance::jail::{self, Evidence, EvidenceKind};
 use crate::query::{self, Proof, Query};
 use crate::state::{Event, MemoryState, ReadCache, StateDelta};
 use crate::storage::{Committed, PreparedCommit, Storage};
@@ -47,7 +48,8 @@ pub struct FinalizedBlock {
     pub validator_updates: Vec<([u8; 32], i64)>,
     /// The new app hash.
     pub app_hash: [u8; 32],
-    /// Events of the end-of-block work (escrow purchases closing by themselves).
+    /// Events of the block-level work: CometBFT's evidence handled before the txs (validators
+    /// jailed), then the end-of-block work (escrow purchases closing by themselves, ...).
     pub block_events: Vec<Event>,
 }
 
@@ -315,12 +317,27 @@ impl Node {
             .as_bytes()
             .try_into()
             .map_err(|_| "block hash is not 32 bytes")?;
-        let block = self.finalize(
+        let misbehaviour: Vec<Evidence> = req
+            .misbehavior
+            .iter()
+            .map(|m| Evidence {
+                kind: match m.kind {
+                    MisbehaviorKind::DuplicateVote => EvidenceKind::DuplicateVote,
+                    MisbehaviorKind::LightClientAttack => EvidenceKind::LightClientAttack,
+                    MisbehaviorKind::Unknown => EvidenceKind::Unknown,
+                },
+                address: m.validator.address,
+                height: m.height.value(),
+                time: m.time.unix_timestamp(),
+            })
+            .collect();
+        let block = self.finalize_with_misbehaviour(
             req.height.value(),
             req.time.unix_timestamp(),
             nanos,
             hash,
             &req.txs,
+            &misbehaviour,
         )?;
         let validator_updates = block
             .validator_updates
@@ -352,7 +369,7 @@ impl Node {
         })
     }
 
-    /// The body of FinalizeBlock with plain types.
+    /// The body of FinalizeBlock with plain types, for a block without evidence.
     pub fn finalize<T: AsRef<[u8]>>(
         &self,
         height: u64,
@@ -360,6 +377,20 @@ impl Node {
         time_nanos: i32,
         hash: [u8; 32],
         txs: &[T],
+    ) -> Result<FinalizedBlock, BoxError> {
+        self.finalize_with_misbehaviour(height, time, time_nanos, hash, txs, &[])
+    }
+
+    /// The body of FinalizeBlock with plain types: CometBFT's evidence first (see
+    /// [`crate::governance::jail`]), then the txs, then the end-of-block work.
+    pub fn finalize_with_misbehaviour<T: AsRef<[u8]>>(
+        &self,
+        height: u64,
+        time: i64,
+        time_nanos: i32,
+        hash: [u8; 32],
+        txs: &[T],
+        misbehaviour: &[Evidence],
     ) -> Result<FinalizedBlock, BoxError> {
         let block = BlockCtx {
             chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
@@ -371,6 +402,13 @@ impl Node {
         let cached = ReadCache::new(&self.storage);
         let mut state = StateDelta::new(&cached);
         app::begin_block(&mut state, &block, time_nanos);
+        // Evidence before the txs: a jailed validator's operators lose their validation rights
+        // from this block on, and a governance tx of the block that re-admits it comes after.
+        let mut evidence = StateDelta::new(&state);
+        jail::punish(&mut evidence, misbehaviour, block.height)?;
+        let evidence_changes = evidence.into_changes();
+        let mut block_events = evidence_changes.events.clone();
+        state.apply(evidence_changes);
         let mut outcomes = Vec::with_capacity(txs.len());
         // The last commit's attestations, injected first by the proposer, before any tx can
         // change a job (a marker tx anywhere else fails to decode like any garbage).
@@ -404,7 +442,7 @@ impl Node {
         let mut end = StateDelta::new(&state);
         app::end_block(&mut end, &block)?;
         let end_changes = end.into_changes();
-        let block_events = end_changes.events.clone();
+        block_events.extend(end_changes.events.iter().cloned());
         state.apply(end_changes);
         let changes = state.into_changes();
         let at_start: BTreeMap<[u8; 32], i64> = self

@@ -64,6 +64,14 @@ kinds! {
     OrgCaRotated => "org.ca_rotated",
     /// A validator was added, reweighted or removed.
     ValidatorUpdated => "validator.updated",
+    /// CometBFT reported evidence of a validator's misbehaviour (double signing, a light-client
+    /// attack); the app recorded it, and `outcome` says what it did about it.
+    ValidatorMisbehaviour => "validator.misbehaviour",
+    /// A validator with evidence against it was jailed: its power (`power`, the power it had)
+    /// went to 0 and CometBFT removes it; only governance gives it power again.
+    ValidatorJailed => "validator.jailed",
+    /// Governance gave a jailed validator power again, which ends its jail.
+    ValidatorUnjailed => "validator.unjailed",
     /// The chain parameters changed.
     ParamsChanged => "params.changed",
     /// Governance paid out of the treasury or the reward pool.
@@ -144,6 +152,8 @@ impl PartialEq<&str> for EventKind {
 
 /// Attribute keys.
 pub mod attr {
+    /// A validator's CometBFT address (hex, 20 bytes).
+    pub const ADDRESS: &str = "address";
     /// An NRC amount.
     pub const AMOUNT: &str = "amount";
     /// A vote's direction.
@@ -156,6 +166,11 @@ pub mod attr {
     pub const MODEL: &str = "model";
     /// A hex SHA-256.
     pub const HASH: &str = "hash";
+    /// The height of a validator's offence, as CometBFT's evidence says.
+    pub const EVIDENCE_HEIGHT: &str = "evidence_height";
+    /// What the app did about a piece of evidence (`jailed`, `already_jailed`, `not_in_set`,
+    /// `kept_last_power`, `kept_over_one_third`).
+    pub const OUTCOME: &str = "outcome";
     /// A height something is due by.
     pub const DUE: &str = "due";
     /// A commit–reveal step.
@@ -184,7 +199,7 @@ pub mod attr {
     pub const ID: &str = "id";
     /// Last height to deliver a purchase's key.
     pub const KEY_DEADLINE: &str = "key_deadline";
-    /// A purchase's kind.
+    /// A purchase's kind, or a piece of evidence's (`duplicate_vote`, `light_client_attack`).
     pub const KIND: &str = "kind";
     /// How many listings moved.
     pub const LISTINGS: &str = "listings";

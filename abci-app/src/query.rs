@@ -204,6 +204,9 @@ proto_record!(
     pb::OrgList,
     pb::ValidatorList,
     pb::ProposalList,
+    pb::MisbehaviourList,
+    pb::JailedValidator,
+    pb::JailedValidatorList,
     pb::DatasetList,
     pb::PurchaseList,
     pb::Job,
@@ -395,6 +398,13 @@ query_table! {
     validators: Validators = "/validators" => pb::ValidatorList, list;
     /// Every proposal.
     proposals: Proposals = "/proposals" => pb::ProposalList, list;
+    /// Every misbehaviour record: CometBFT's evidence against validators and what the app did.
+    misbehaviours: Misbehaviours = "/misbehaviours" => pb::MisbehaviourList, list;
+    /// Every jailed validator.
+    jailed_validators: JailedValidators = "/jailed_validators" => pb::JailedValidatorList, list;
+    /// A validator's jail record by Ed25519 key (hex; absent: not jailed).
+    jailed_validator: JailedValidator(hex: String) = "/jailed_validator" => pb::JailedValidator,
+        key(governance::state_key::jailed_hex(hex));
     /// Listings passing a filter.
     datasets: Datasets(f: pb::DatasetFilter) = "/datasets" => pb::DatasetList, list;
     /// Purchases passing a filter.
@@ -456,6 +466,14 @@ pub fn list<S: StateRead>(query: &Query, state: &S) -> Result<Option<Vec<u8>>, S
         .encode_to_vec(),
         Query::Proposals => pb::ProposalList {
             proposals: governance::GovernanceRead::proposals(state)?,
+        }
+        .encode_to_vec(),
+        Query::Misbehaviours => pb::MisbehaviourList {
+            misbehaviours: governance::GovernanceRead::misbehaviours(state)?,
+        }
+        .encode_to_vec(),
+        Query::JailedValidators => pb::JailedValidatorList {
+            jailed: governance::GovernanceRead::jailed_validators(state)?,
         }
         .encode_to_vec(),
         Query::Datasets(f) => pb::DatasetList {
@@ -540,6 +558,9 @@ mod tests {
             orgs().query,
             validators().query,
             proposals().query,
+            misbehaviours().query,
+            jailed_validators().query,
+            jailed_validator("00ff".into()).query,
             datasets(pb::DatasetFilter {
                 provider_org: "medlab".into(),
                 ..Default::default()

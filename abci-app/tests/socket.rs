@@ -17,8 +17,8 @@ use neurodata_client::{Amount, msg, verify_proof};
 use tendermint_abci::{Client, ClientBuilder};
 use tendermint_proto::google::protobuf::{Duration as PbDuration, Timestamp};
 use tendermint_proto::v0_38::abci::{
-    CommitInfo, RequestCheckTx, RequestFinalizeBlock, RequestInfo, RequestInitChain, RequestQuery,
-    ValidatorUpdate,
+    CommitInfo, Misbehavior, MisbehaviorType, RequestCheckTx, RequestFinalizeBlock, RequestInfo,
+    RequestInitChain, RequestQuery, Validator, ValidatorUpdate,
 };
 use tendermint_proto::v0_38::crypto::{PublicKey, public_key::Sum};
 use tendermint_proto::v0_38::types::{
@@ -629,4 +629,63 @@ fn a_damaged_store_is_refused_at_startup_with_a_clear_error() {
     let (status, err) = app.wait_exit();
     assert!(!status.success(), "{status:?}");
     assert!(err.contains("state store"), "names the store: {err}");
+
+#[test]
+fn misbehaviour_over_the_socket_jails_as_in_process() {
+    let c = Consortium::new(1, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let app = App::start(dir.path(), free_port());
+    let mut client = app.connect();
+    client.init_chain(init_request(&c)).unwrap();
+    let mut reference = TestNode::start(&c);
+    client.finalize_block(finalize(1, vec![])).unwrap();
+    client.commit().unwrap();
+    reference.block(&[]);
+
+    let key = c.validators[2].0;
+    let mut req = finalize(2, vec![]);
+    req.misbehavior = vec![Misbehavior {
+        r#type: MisbehaviorType::DuplicateVote as i32,
+        validator: Some(Validator {
+            address: neurodata_abci::training::attest::validator_address(&key)
+                .to_vec()
+                .into(),
+            power: 10,
+        }),
+        height: 1,
+        time: Some(Timestamp {
+            seconds: block_time(1),
+            nanos: 0,
+        }),
+        total_voting_power: 40,
+    }];
+    let r = client.finalize_block(req).unwrap();
+    client.commit().unwrap();
+    let expected = reference.block_with_misbehaviour(&[], &[double_sign(&key, 1)]);
+    assert_eq!(r.app_hash.to_vec(), expected.app_hash.to_vec());
+    assert_eq!(
+        r.validator_updates,
+        vec![ValidatorUpdate {
+            pub_key: Some(PublicKey {
+                sum: Some(Sum::Ed25519(key.to_vec())),
+            }),
+            power: 0,
+        }]
+    );
+    assert!(r.events.iter().any(|e| e.r#type == "validator.jailed"));
+
+    let q = client
+        .query(RequestQuery {
+            data: Bytes::new(),
+            path: "/misbehaviours".into(),
+            height: 0,
+            prove: false,
+        })
+        .unwrap();
+    assert_eq!(q.code, 0, "{}", q.log);
+    let list =
+        <neurodata_proto::chain::v1::MisbehaviourList as prost::Message>::decode(q.value).unwrap();
+    assert_eq!(list.misbehaviours.len(), 1);
+    assert_eq!(list.misbehaviours[0].pub_key, key.to_vec());
+    assert_eq!(list.misbehaviours[0].evidence_height, 1);
 }

@@ -920,7 +920,7 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             configure_node(&devnet, &dir, &node)?;
             devnet.save(&dir)?;
             println!(
-                "added node{i} (validator key {}); start it with: ndctl devnet up --dir {} --node {i}",
+                "added node{i} (validator key {}); start it with: ndctl devnet up --dir {} --only {i}",
                 node.validator_key,
                 dir.display()
             );

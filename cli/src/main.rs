@@ -422,10 +422,13 @@ enum QueryCommand {
     Supply,
     /// All orgs.
     Orgs,
-    /// All validators.
+    /// All validators, and the jailed ones.
     Validators,
     /// All proposals.
     Proposals,
+    /// Evidence of validators' misbehaviour (double signing) CometBFT reported, what the chain
+    /// did about each, and the validators it jailed.
+    Misbehaviour,
 }
 
 pub(crate) fn now() -> i64 {
@@ -693,14 +696,42 @@ async fn query(args: QueryArgs, me: &Me) -> anyhow::Result<()> {
                 println!("validators at height {h}:");
             }
             for v in list.validators {
-                use base64::Engine as _;
                 println!(
                     "  {} power {} org {} ({})",
-                    base64::engine::general_purpose::STANDARD.encode(&v.pub_key),
+                    b64(&v.pub_key),
                     v.power,
                     v.org_id,
                     v.name
                 );
+            }
+            let (jailed, _) = conn.list(query::jailed_validators()).await?;
+            if !jailed.jailed.is_empty() {
+                println!("jailed (out of the set until governance sets their power again):");
+                for j in &jailed.jailed {
+                    print_jailed(j);
+                }
+            }
+        }
+        QueryCommand::Misbehaviour => {
+            let (list, h) = conn.list(query::misbehaviours()).await?;
+            if list.misbehaviours.is_empty() {
+                println!("no misbehaviour recorded at height {h}");
+            } else {
+                println!("misbehaviour recorded at height {h}:");
+            }
+            let mut records = list.misbehaviours;
+            records.sort_by_key(|m| (m.reported_height, m.evidence_height));
+            for m in &records {
+                print_misbehaviour(m);
+            }
+            let (jailed, _) = conn.list(query::jailed_validators()).await?;
+            if jailed.jailed.is_empty() {
+                println!("no validator jailed");
+            } else {
+                println!("jailed validators:");
+            }
+            for j in &jailed.jailed {
+                print_jailed(j);
             }
         }
         QueryCommand::Proposals => {
@@ -716,6 +747,51 @@ async fn query(args: QueryArgs, me: &Me) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn print_misbehaviour(m: &pb::Misbehaviour) {
+    use neurodata_abci::governance::jail::{kind_name, outcome_name};
+    let who = if m.pub_key.is_empty() {
+        "not a validator the chain knows".to_owned()
+    } else {
+        format!(
+            "validator {} org {} ({}) power {}",
+            b64(&m.pub_key),
+            m.org_id,
+            m.name,
+            m.power
+        )
+    };
+    println!(
+        "  {} at height {} ({}) by {} ({who}), reported in block {}: {}",
+        kind_name(m.kind),
+        m.evidence_height,
+        utc(m.evidence_time),
+        hex::encode_upper(&m.address),
+        m.reported_height,
+        outcome_name(m.outcome)
+    );
+}
+
+fn print_jailed(j: &pb::JailedValidator) {
+    let v = j.validator.clone().unwrap_or_default();
+    let operators: Vec<String> = v.operators.iter().map(hex::encode).collect();
+    println!(
+        "  {} org {} ({}) had power {}, operators [{}]; jailed in block {} for {} at height {}",
+        b64(&v.pub_key),
+        v.org_id,
+        v.name,
+        v.power,
+        operators.join(", "),
+        j.jailed_height,
+        neurodata_abci::governance::jail::kind_name(j.kind),
+        j.evidence_height
+    );
 }
 
 /// A Unix time as an ISO 8601 UTC date and time.

@@ -37,7 +37,8 @@ pub enum ProposalAction {
         /// New root CA PEM (checked).
         ca_cert_pem: String,
     },
-    /// Add, reweight or remove a validator.
+    /// Add, reweight or remove a validator; power > 0 for a jailed validator re-admits it (see
+    /// [`super::jail`]).
     SetValidator {
         /// Ed25519 key.
         pub_key: [u8; 32],
@@ -476,6 +477,16 @@ impl ProposalAction {
                         .attr(attr::POWER, power)
                         .attr(attr::ORG, org_id),
                 );
+                // Re-admission of a jailed validator is this vote of the consortium.
+                if *power > 0 && state.jailed(pub_key)?.is_some() {
+                    state.clear_jailed(pub_key);
+                    state.emit(
+                        Event::new(EventKind::ValidatorUnjailed)
+                            .attr(attr::PUB_KEY, hex::encode(pub_key))
+                            .attr(attr::POWER, power)
+                            .attr(attr::ORG, org_id),
+                    );
+                }
             }
             ProposalAction::SetParams(params) => {
                 state.put_params(params);

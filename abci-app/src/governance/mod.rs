@@ -6,8 +6,12 @@
 //! CometBFT as validator updates), change parameters, mint NRC to the treasury, spend from the
 //! treasury or the reward pool. See
 //! [`ProposalAction`] for each action's rules and [`tally`] for the threshold.
+//!
+//! Validators that CometBFT's evidence shows misbehaving (double signing) are jailed by rule and
+//! come back only by governance: see [`jail`].
 
 pub mod action;
+pub mod jail;
 pub mod params;
 pub mod rewards;
 pub mod state_key;

@@ -26,6 +26,32 @@ pub fn validator(pub_key: &[u8; 32]) -> String {
     format!("{VALIDATORS}{}", hex::encode(pub_key))
 }
 
+/// Prefix of all misbehaviour records.
+pub const MISBEHAVIOURS: &str = "governance/misbehaviour/";
+
+/// The record of evidence of `kind` (the proto enum's number) against the validator with
+/// CometBFT address `address` at `evidence_height`: one key per piece of evidence, so the same
+/// evidence reported twice is recorded once.
+pub fn misbehaviour(address: &[u8; 20], kind: i32, evidence_height: u64) -> String {
+    format!(
+        "{MISBEHAVIOURS}{}/{kind:02}/{evidence_height:020}",
+        hex::encode(address)
+    )
+}
+
+/// Prefix of all jailed validators.
+pub const JAILED: &str = "governance/jailed/";
+
+/// The jail record of the validator with this Ed25519 key.
+pub fn jailed(pub_key: &[u8; 32]) -> String {
+    jailed_hex(&hex::encode(pub_key))
+}
+
+/// [`jailed`] of a key given in hex (a query's data).
+pub fn jailed_hex(pub_key: &str) -> String {
+    format!("{JAILED}{}", pub_key.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +61,16 @@ mod tests {
         assert_eq!(proposal(7), "governance/proposal/00000000000000000007");
         assert!(proposal(9) < proposal(10));
         assert!(validator(&[0; 32]).starts_with(VALIDATORS));
+        assert!(jailed(&[0; 32]).starts_with(JAILED));
+        assert!(!jailed(&[0; 32]).starts_with(VALIDATORS));
+        let m = misbehaviour(&[0xab; 20], 1, 7);
+        assert_eq!(
+            m,
+            format!(
+                "governance/misbehaviour/{}/01/00000000000000000007",
+                "ab".repeat(20)
+            )
+        );
+        assert!(misbehaviour(&[1; 20], 1, 9) < misbehaviour(&[1; 20], 1, 10));
     }
 }

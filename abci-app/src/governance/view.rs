@@ -52,6 +52,31 @@ pub trait GovernanceRead: StateRead + Sized {
         self.prefix_proto(state_key::VALIDATORS)
     }
 
+    /// The jail record of the validator with this key, if it is jailed.
+    fn jailed(&self, pub_key: &[u8; 32]) -> Result<Option<pb::JailedValidator>, StateError> {
+        self.get_proto(&state_key::jailed(pub_key))
+    }
+
+    /// Every jailed validator, ascending by key.
+    fn jailed_validators(&self) -> Result<Vec<pb::JailedValidator>, StateError> {
+        self.prefix_proto(state_key::JAILED)
+    }
+
+    /// The record of one piece of evidence (`kind`: the proto enum's number), if recorded.
+    fn misbehaviour(
+        &self,
+        address: &[u8; 20],
+        kind: i32,
+        evidence_height: u64,
+    ) -> Result<Option<pb::Misbehaviour>, StateError> {
+        self.get_proto(&state_key::misbehaviour(address, kind, evidence_height))
+    }
+
+    /// Every misbehaviour record, ascending by address, kind and evidence height.
+    fn misbehaviours(&self) -> Result<Vec<pb::Misbehaviour>, StateError> {
+        self.prefix_proto(state_key::MISBEHAVIOURS)
+    }
+
     /// Validators of active orgs (a removed org's validators, should any remain, count for
     /// nothing in attestations or rewards), ascending by key.
     fn active_validators(&self) -> Result<Vec<pb::Validator>, StateError> {
@@ -96,6 +121,25 @@ pub trait GovernanceWrite: StateWrite + GovernanceRead {
         } else {
             self.delete(state_key::validator(pub_key));
         }
+    }
+
+    /// Stores a misbehaviour record of the validator with CometBFT address `address` under its
+    /// (address, kind, evidence height).
+    fn put_misbehaviour(&mut self, address: &[u8; 20], m: &pb::Misbehaviour) {
+        self.put_proto(
+            state_key::misbehaviour(address, m.kind, m.evidence_height),
+            m,
+        );
+    }
+
+    /// Marks a validator jailed.
+    fn put_jailed(&mut self, pub_key: &[u8; 32], jailed: &pb::JailedValidator) {
+        self.put_proto(state_key::jailed(pub_key), jailed);
+    }
+
+    /// Clears a validator's jail mark.
+    fn clear_jailed(&mut self, pub_key: &[u8; 32]) {
+        self.delete(state_key::jailed(pub_key));
     }
 }
 

@@ -10,6 +10,7 @@ use neurodata_abci::address::Address;
 use neurodata_abci::app::TxOutcome;
 use neurodata_abci::genesis::{Allocation, AppState, GenesisOrg, GenesisParams, GenesisValidator};
 use neurodata_abci::governance::Params;
+use neurodata_abci::governance::jail::{Evidence, EvidenceKind};
 use neurodata_abci::ledger::LedgerRead;
 use neurodata_abci::membership::MembershipRead;
 use neurodata_abci::storage::Storage;
@@ -186,10 +187,20 @@ impl TestNode {
 
     /// Finalizes and commits the next block with `txs`.
     pub fn block(&mut self, txs: &[Vec<u8>]) -> FinalizedBlock {
+        self.block_with_misbehaviour(txs, &[])
+    }
+
+    /// Finalizes and commits the next block with `txs`, CometBFT's evidence `misbehaviour` in
+    /// its FinalizeBlock.
+    pub fn block_with_misbehaviour(
+        &mut self,
+        txs: &[Vec<u8>],
+        misbehaviour: &[Evidence],
+    ) -> FinalizedBlock {
         let h = self.height + 1;
         let b = self
             .node
-            .finalize(h, block_time(h), 0, block_hash(h), txs)
+            .finalize_with_misbehaviour(h, block_time(h), 0, block_hash(h), txs, misbehaviour)
             .unwrap();
         let c = self.node.commit_block().unwrap();
         assert_eq!(
@@ -266,9 +277,20 @@ impl Twin {
     }
 
     pub fn apply(&mut self, txs: &[Vec<u8>]) -> FinalizedBlock {
-        let x = self.a.block(txs);
-        let y = self.b.block(txs);
+        self.apply_with_misbehaviour(txs, &[])
+    }
+
+    /// A block with CometBFT's evidence: both nodes must jail alike, return the same validator
+    /// updates and reach the same app hash.
+    pub fn apply_with_misbehaviour(
+        &mut self,
+        txs: &[Vec<u8>],
+        misbehaviour: &[Evidence],
+    ) -> FinalizedBlock {
+        let x = self.a.block_with_misbehaviour(txs, misbehaviour);
+        let y = self.b.block_with_misbehaviour(txs, misbehaviour);
         assert_eq!(x.app_hash, y.app_hash);
+        assert_eq!(x.validator_updates, y.validator_updates);
         x
     }
 
@@ -314,6 +336,16 @@ impl Twin {
     ) -> TxOutcome {
         let tx = self.a.sign(signer, msgs);
         self.reject(tx, codespace, code)
+    }
+}
+
+/// CometBFT's evidence that the validator with Ed25519 key `key` signed two votes at `height`.
+pub fn double_sign(key: &[u8; 32], height: u64) -> Evidence {
+    Evidence {
+        kind: EvidenceKind::DuplicateVote,
+        address: neurodata_abci::training::attest::validator_address(key),
+        height,
+        time: block_time(height),
     }
 }
 
