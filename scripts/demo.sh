@@ -130,7 +130,7 @@ echo "datacorp/trainer (the worker): $worker_before -> $(balance "$C/datacorp/tr
 "$ndctl" dataset stats $(as medlab provider) --dataset 1
 
 echo
-echo "== 9. the models marketplace: a hidden test split, healthtech sells its model, medlab earns a royalty, datacorp runs it, validators score it"
+echo "== 9. the models marketplace: a hidden test split, healthtech sells its model once validators verified it, medlab earns a royalty, datacorp runs it, validators score it"
 # medlab registers a hidden evaluation split of the heart dataset: rows no trainer ever sees,
 # encrypted like a listing, never for sale; only the validators scoring a model get its key.
 scripts/heart-csv.py --rows 120 --seed 2027 > "$work/heart-split.csv"
@@ -142,8 +142,14 @@ scripts/heart-csv.py --rows 120 --seed 2027 > "$work/heart-split.csv"
   --intended-use "Heart-disease risk research on synthetic patients; not for clinical decisions"
 "$ndctl" model show $(as datacorp buyer) 1
 medlab_before=$(balance "$C/medlab/provider.pem"); owner_before=$(balance "$C/healthtech/buyer.pem")
-# datacorp buys it in the market's escrow; healthtech's gateway delivers the key to datacorp.
-"$ndctl" model buy $(as datacorp buyer) 1
+# Before anyone buys, each validator's verifier asks healthtech's gateway for the listing's key,
+# decrypts both ciphertexts and attests that they are the card's model and ONNX export: the
+# escrow's dispute proves only a wrong key, so junk under the right key must be caught here.
+# datacorp waits until validators holding more than 2/3 of the power have (ndctl refuses an
+# unverified listing without --unverified), then buys it in the market's escrow; healthtech's
+# gateway delivers the key to datacorp.
+"$ndctl" model buy $(as datacorp buyer) 1 --wait-verified 300
+"$ndctl" model show $(as datacorp buyer) 1 | grep -E "verified|attested"
 # datacorp unwraps the key, checks both files against the card, puts them and the key on its own
 # gateway, and confirms: the escrow pays healthtech, the reward pool and medlab's royalty.
 "$ndctl" model install $(as datacorp buyer) 1

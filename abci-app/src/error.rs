@@ -288,6 +288,8 @@ mod tests {
             AlreadyBought { listing: 1, purchase: 2 },
             OwnerOrgInactive { listing: 1, org: s() },
             PlaintextArtifact { cid: s(), model_version: 1 },
+            AlreadyVerified(1),
+            NoKeyDelivered { listing: 1 },
         }));
         all.extend(every!(Ev {
             UnknownModelVersion(1),

@@ -96,6 +96,8 @@ kinds! {
     ModelPriceChanged => "model.price_changed",
     /// A model listing was delisted.
     ModelDelisted => "model.delisted",
+    /// A validator org attested a model listing's ciphertexts.
+    ModelAttested => "model.attested",
     /// A purchase (or validation request) was opened.
     PurchaseOpened => "purchase.opened",
     /// The provider delivered the wrapped key.

@@ -20,7 +20,9 @@ use crate::market::{
 };
 use crate::membership::certificate::sha256;
 use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
-use crate::models::{BuyModel, DelistModel, PublishModel, RequestEvaluation, UpdateModelPrice};
+use crate::models::{
+    AttestModelListing, BuyModel, DelistModel, PublishModel, RequestEvaluation, UpdateModelPrice,
+};
 use crate::state::StateWrite;
 use crate::training::{
     AcceptJob, CancelJob, RegisterWorker, RequestJobKeys, SubmitJob, SubmitResult,
@@ -227,7 +229,7 @@ actions! {
     DelistDataset(DelistDataset), roles: &[Role::Provider, Role::Admin];
     /// Escrow: buy.
     BuyDataset(BuyDataset), roles: &[Role::Buyer, Role::Trainer];
-    /// Escrow: a validator's key request.
+    /// Escrow: a validator's key request (of a dataset or a model listing).
     RequestValidation(RequestValidation), roles: &[Role::Validator];
     /// Escrow: deliver the wrapped key (a provider or admin of the dataset's org).
     DeliverKey(DeliverKey), roles: &[Role::Provider, Role::Admin];
@@ -273,6 +275,9 @@ actions! {
     DelistModel(DelistModel), roles: &[Role::Provider, Role::Trainer, Role::Buyer, Role::Admin];
     /// Models: buy a model (not one of the signer's own org).
     BuyModel(BuyModel), roles: &[Role::Buyer, Role::Trainer];
+    /// Models: a validator operator's findings about a listing's ciphertexts (checked against
+    /// the validator set's operators).
+    AttestModelListing(AttestModelListing), roles: &[Role::Validator];
 }
 
 /// A checked tx body.

@@ -15,6 +15,7 @@ use neurodata_abci::address::Address;
 use neurodata_abci::amount::Amount;
 use neurodata_abci::escrow::{EscrowRead, escrow_account, fee_of};
 use neurodata_abci::extension::sign_bytes;
+use neurodata_abci::governance::GovernanceRead;
 use neurodata_abci::ledger::LedgerRead;
 use neurodata_abci::market::MarketRead;
 use neurodata_abci::models::{ModelsRead, model_card};
@@ -815,6 +816,7 @@ fn model_listings_are_browsed_by_owner_dataset_and_price() {
         dataset_id,
         max_price: max_price.into(),
         include_delisted: false,
+        verified_only: false,
     };
     assert_eq!(ids(f("org1", 2, &PRICE.to_string())), [1]);
     assert!(ids(f("org0", 0, "")).is_empty());
@@ -853,7 +855,6 @@ fn model_listings_are_browsed_by_owner_dataset_and_price() {
 
 #[test]
 fn a_royalty_above_100_percent_alone_or_with_the_market_fee_is_refused_and_changes_nothing() {
-    use neurodata_abci::governance::GovernanceRead;
     use pb::proposal_action::Action as A;
     let (c, _) = consortium();
     let mut t = Twin::start(&c);
@@ -876,6 +877,295 @@ fn a_royalty_above_100_percent_alone_or_with_the_market_fee_is_refused_and_chang
     // Fee and royalties may take the whole price together: the owner then gets nothing.
     t.ok(&admin, vec![whole]);
     assert_eq!(t.a.storage().params().unwrap().model_royalty_bps, 1_000);
+}
+
+/// Adds a validator of power 10 for each org in `orgs`, operated by the org's validator member,
+/// through governance (org0 proposes, org1 and org2 approve).
+fn add_validators(c: &Consortium, chain: &mut dyn Chain, orgs: &[usize]) {
+    use pb::proposal_action::Action as A;
+    for &org in orgs {
+        let mut key = [0u8; 32];
+        openssl::rand::rand_bytes(&mut key).unwrap();
+        let next = chain.node().storage().next_proposal_id().unwrap();
+        chain.ok(
+            &c.signer(0, Role::Admin),
+            vec![msg::propose(
+                "validator",
+                A::SetValidator(pb::SetValidator {
+                    pub_key: key.to_vec(),
+                    power: 10,
+                    org_id: c.orgs[org].id.clone(),
+                    name: format!("v-org{org}"),
+                    operators: vec![c.signer(org, Role::Validator).address().0.to_vec()],
+                }),
+            )],
+        );
+        for voter in [1, 2] {
+            chain.ok(&c.signer(voter, Role::Admin), vec![msg::vote(next, true)]);
+        }
+    }
+}
+
+/// Findings about listing `listing`: every one true, or the ONNX export's false (junk
+/// encrypted under the right key: the ciphertexts match their CIDs, the model file its hash).
+fn findings(listing: u64, onnx_matches: bool) -> pb::Message {
+    msg::attest_model_listing(pb::AttestModelListing {
+        listing_id: listing,
+        ciphertexts_match_cids: true,
+        model_matches: true,
+        onnx_matches,
+    })
+}
+
+/// Org `org`'s validator operator asks for listing `listing`'s key and the owner org delivers
+/// it; returns the validation purchase.
+fn validation_key(
+    c: &Consortium,
+    chain: &mut dyn Chain,
+    key: &DataKey,
+    listing: u64,
+    org: usize,
+) -> u64 {
+    let operator = c.signer(org, Role::Validator);
+    chain.ok(&operator, vec![msg::request_model_validation(listing)]);
+    let id = chain
+        .node()
+        .storage()
+        .live_mark(
+            &operator.address(),
+            neurodata_abci::escrow::Item::Model(listing),
+        )
+        .unwrap()
+        .unwrap();
+    let wrapped = wrap::wrap(key, &spki(c, org, Role::Validator)).unwrap();
+    chain.ok(
+        &cast(c).owner_provider,
+        vec![msg::deliver_key(id, operator.address(), wrapped.to_bytes())],
+    );
+    id
+}
+
+/// Model version 1 listed by org1 with three validator orgs of power 10 each (org0's from
+/// genesis, org1's and org2's added), nothing else open: returns the listing's key.
+fn listed_before_three_validators(
+    c: &Consortium,
+    validator: &PKey<Private>,
+    chain: &mut dyn Chain,
+) -> DataKey {
+    final_model(c, validator, chain);
+    settle(chain);
+    add_validators(c, chain, &[1, 2]);
+    let key = DataKey::generate().unwrap();
+    chain.ok(
+        &cast(c).owner,
+        vec![msg::publish_model(publication(&key, PRICE, 1))],
+    );
+    key
+}
+
+#[test]
+fn a_model_listing_is_verified_by_validators_holding_more_than_two_thirds_of_the_power() {
+    let (c, validator) = consortium();
+    let mut n = TestNode::start(&c);
+    let key = listed_before_three_validators(&c, &validator, &mut n);
+    let listing = n.storage().model_listing(1).unwrap().unwrap();
+    assert!(!listing.verified && listing.attestations.is_empty());
+
+    // Each validator org asks for the key like a buyer; no money moves, a slot is held.
+    let escrowed = n.balance(escrow_account());
+    let purchases: Vec<u64> = (0..3)
+        .map(|org| validation_key(&c, &mut n, &key, 1, org))
+        .collect();
+    let p = n.storage().purchase(purchases[0]).unwrap().unwrap();
+    assert_eq!(p.kind, pb::PurchaseKind::Validation as i32);
+    assert_eq!((p.dataset_id, p.model_listing), (0, 1));
+    assert_eq!((p.provider_org.as_str(), p.price.as_str()), ("org1", "0"));
+    assert_eq!(n.balance(escrow_account()), escrowed);
+    assert_eq!(n.storage().open_validations("org0").unwrap(), 1);
+    assert_eq!(
+        n.storage().model_stats(1).unwrap().purchases,
+        0,
+        "a validation request is not a sale"
+    );
+
+    // org0 and org1 attest positive: 20 of 30 is not more than two thirds.
+    n.ok(&c.signer(0, Role::Validator), vec![findings(1, true)]);
+    n.ok(&c.signer(1, Role::Validator), vec![findings(1, true)]);
+    // org2 found junk in the ONNX export: still unverified.
+    let o = n.ok(&c.signer(2, Role::Validator), vec![findings(1, false)]);
+    let event = o
+        .events
+        .iter()
+        .find(|e| e.kind == "model.attested")
+        .unwrap();
+    assert_eq!(
+        (
+            event.get("org"),
+            event.get("positive"),
+            event.get("verified")
+        ),
+        (Some("org2"), Some("false"), Some("false"))
+    );
+    let l = n.storage().model_listing(1).unwrap().unwrap();
+    assert!(!l.verified, "20 of 30 is not > 2/3");
+    let orgs: Vec<(&str, bool, bool)> = l
+        .attestations
+        .iter()
+        .map(|a| (a.org_id.as_str(), a.positive, a.onnx_matches))
+        .collect();
+    assert_eq!(
+        orgs,
+        [
+            ("org0", true, true),
+            ("org1", true, true),
+            ("org2", false, false)
+        ]
+    );
+    // org2 checks again and corrects itself (one attestation per org, the latest).
+    let o = n.ok(&c.signer(2, Role::Validator), vec![findings(1, true)]);
+    let event = o
+        .events
+        .iter()
+        .find(|e| e.kind == "model.attested")
+        .unwrap();
+    assert_eq!(event.get("verified"), Some("true"));
+    let l = n.storage().model_listing(1).unwrap().unwrap();
+    assert!(l.verified);
+    assert_eq!(l.verified_height, n.height);
+    assert_eq!(l.attestations.len(), 3);
+    assert_eq!(
+        l.attestations[2].validator,
+        c.signer(2, Role::Validator).address().0.to_vec()
+    );
+
+    // Confirming frees the slot; the key stays the operator's, so it may still attest.
+    n.ok(
+        &c.signer(0, Role::Validator),
+        vec![msg::confirm(purchases[0])],
+    );
+    assert_eq!(n.storage().open_validations("org0").unwrap(), 0);
+    assert_eq!(n.balance(escrow_account()), escrowed);
+    n.ok(&c.signer(0, Role::Validator), vec![findings(1, true)]);
+}
+
+#[test]
+fn a_listing_attested_negative_stays_unverified_and_the_chain_still_sells_it() {
+    let (c, validator) = consortium();
+    let mut t = Twin::start(&c);
+    let key = listed_before_three_validators(&c, &validator, &mut t);
+    for org in 0..3 {
+        validation_key(&c, &mut t, &key, 1, org);
+        t.ok(&c.signer(org, Role::Validator), vec![findings(1, false)]);
+    }
+    let l = t.a.storage().model_listing(1).unwrap().unwrap();
+    assert!(!l.verified);
+    assert_eq!(l.verified_height, 0);
+    assert!(
+        l.attestations
+            .iter()
+            .all(|a| !a.positive && a.ciphertexts_match_cids && a.model_matches && !a.onnx_matches),
+        "{:?}",
+        l.attestations
+    );
+    // Like an unverified dataset, an unverified listing is for sale on chain; `ndctl model buy`
+    // refuses it unless told --unverified, and `install` checks the files before confirming.
+    t.ok(
+        &c.signer(0, Role::Buyer),
+        vec![msg::buy_model(1, Amount(PRICE))],
+    );
+}
+
+#[test]
+fn every_bad_validation_request_or_attestation_of_a_listing_is_refused_and_changes_nothing() {
+    let (mut c, validator) = consortium();
+    c.params.max_open_validations_per_org = 2;
+    let mut t = Twin::start(&c);
+    final_model(&c, &validator, &mut t);
+    settle(&mut t);
+    let who = cast(&c);
+    let key = DataKey::generate().unwrap();
+    t.ok(
+        &who.owner,
+        vec![msg::publish_model(publication(&key, PRICE, 1))],
+    );
+    let (op0, op1) = (c.signer(0, Role::Validator), c.signer(1, Role::Validator));
+
+    // Both a dataset and a listing named: refused before anything is read.
+    let both = pb::Message {
+        action: Some(pb::message::Action::RequestValidation(
+            pb::RequestValidation {
+                dataset_id: 1,
+                model_listing_id: 1,
+            },
+        )),
+    };
+    let o = t.reject_signed(&op0, vec![both], "tx", 11);
+    assert!(o.log.contains("not both"), "{}", o.log);
+    // No such listing.
+    t.reject_signed(&op0, vec![msg::request_model_validation(9)], "models", 146);
+    t.reject_signed(&op0, vec![findings(9, true)], "models", 146);
+    // Not a validator member; a validator member of an org that operates no validator.
+    t.reject_signed(
+        &c.signer(0, Role::Buyer),
+        vec![msg::request_model_validation(1)],
+        "membership",
+        30,
+    );
+    t.reject_signed(
+        &c.signer(0, Role::Buyer),
+        vec![findings(1, true)],
+        "membership",
+        30,
+    );
+    t.reject_signed(&op1, vec![msg::request_model_validation(1)], "market", 86);
+    t.reject_signed(&op1, vec![findings(1, true)], "market", 86);
+    // An operator without the key: none asked for, then asked for but not delivered yet.
+    let o = t.reject_signed(&op0, vec![findings(1, true)], "models", 155);
+    assert!(o.log.contains("RequestValidation"), "{}", o.log);
+    t.ok(&op0, vec![msg::request_model_validation(1)]);
+    let request =
+        t.a.storage()
+            .live_mark(&op0.address(), neurodata_abci::escrow::Item::Model(1))
+            .unwrap()
+            .unwrap();
+    t.reject_signed(&op0, vec![findings(1, true)], "models", 155);
+    // A second request while the first is open.
+    t.reject_signed(&op0, vec![msg::request_model_validation(1)], "models", 151);
+    // The org's quota of open validation requests (2): one dataset's request and the listing's.
+    let dataset_key = DataKey::generate().unwrap();
+    t.ok(
+        &who.provider_a,
+        vec![msg::register_dataset(listing(&dataset_key, "5", 7))],
+    );
+    let dataset = t.a.storage().next_dataset_id().unwrap() - 1;
+    t.ok(&op0, vec![msg::request_validation(dataset)]);
+    let wrapped = wrap::wrap(&key, &spki(&c, 0, Role::Validator)).unwrap();
+    t.ok(
+        &who.owner_provider,
+        vec![msg::deliver_key(request, op0.address(), wrapped.to_bytes())],
+    );
+    // Verified: nothing left to request. (org0 holds all the power.)
+    t.ok(&op0, vec![findings(1, true)]);
+    assert!(t.a.storage().model_listing(1).unwrap().unwrap().verified);
+    t.ok(&op0, vec![msg::confirm(request)]);
+    t.reject_signed(&op0, vec![msg::request_model_validation(1)], "models", 154);
+    // A second listing of the model version (after a delisting): the quota, then delisted.
+    t.ok(&who.owner, vec![msg::delist_model(1)]);
+    t.reject_signed(&op0, vec![findings(1, true)], "models", 148);
+    t.reject_signed(&op0, vec![msg::request_model_validation(1)], "models", 148);
+    let second = DataKey::generate().unwrap();
+    t.ok(
+        &who.owner,
+        vec![msg::publish_model(publication(&second, PRICE, 2))],
+    );
+    let dataset_key = DataKey::generate().unwrap();
+    t.ok(
+        &who.provider_a,
+        vec![msg::register_dataset(listing(&dataset_key, "5", 8))],
+    );
+    t.ok(&op0, vec![msg::request_validation(dataset + 1)]);
+    let o = t.reject_signed(&op0, vec![msg::request_model_validation(2)], "escrow", 113);
+    assert!(o.log.contains("max_open_validations_per_org"), "{}", o.log);
 }
 
 /// One step of a random sequence of model sales; `purchase` picks one of the sales so far (by

@@ -4,10 +4,13 @@
 //! the worker org's gateway (the job's submitter org may read its run's artifacts there),
 //! checked against the model version, encrypted with one fresh data key (each file its own
 //! stream with its own nonce prefix), uploaded to the owner's gateway, the key deposited there
-//! and the listing sent; the chain writes the model card from its own records. Buyers `list`,
-//! `show`, `buy`, then `install` (wait for the key, unwrap it, fetch both ciphertexts from the
-//! owner's gateway, check they decrypt to the card's hashes, upload them to their own gateway
-//! and hand it the key) and `predict` (rows streamed in batches to their own gateway, which runs
+//! and the listing sent; the chain writes the model card from its own records. Validators then
+//! attest the listing's ciphertexts (each decrypts both and compares them with the card). Buyers
+//! `list` and `show` (both say whether the listing is verified, with each validator org's
+//! findings), `buy` (refused while the listing is not verified, unless `--unverified`), then
+//! `install` (wait for the key, unwrap it, fetch both ciphertexts from the owner's gateway, check
+//! they decrypt to the card's hashes, upload them to their own gateway and hand it the key) and
+//! `predict` (rows streamed in batches to their own gateway, which runs
 //! the ONNX export). The owner's org asks the validators to `evaluate` its model on a dataset's
 //! hidden evaluation split; `leaderboard` lists the scores they attested.
 
@@ -80,6 +83,9 @@ pub enum ModelCommand {
         /// Delisted ones too.
         #[arg(long)]
         all: bool,
+        /// Only listings the validators verified.
+        #[arg(long)]
+        verified: bool,
     },
     /// Shows a listing (verified against the app hash): its card and usage.
     Show {
@@ -89,7 +95,9 @@ pub enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Buys a model: its price goes into escrow until you confirm (`install` confirms).
+    /// Buys a model: its price goes into escrow until you confirm (`install` confirms). Only a
+    /// listing the validators verified (its ciphertexts decrypt to the card's model and ONNX
+    /// export), unless `--unverified`.
     Buy {
         #[command(flatten)]
         fee: FeeArgs,
@@ -98,6 +106,14 @@ pub enum ModelCommand {
         /// Most you pay (default: the current price).
         #[arg(long)]
         max_price: Option<String>,
+        /// Seconds to wait for the validators to verify the listing before buying.
+        #[arg(long, default_value_t = 0)]
+        wait_verified: u64,
+        /// Buy a listing the validators have not verified. The escrow's dispute proves only a
+        /// wrong key: junk encrypted under the listing's key is paid for unless `install`
+        /// catches it before confirming.
+        #[arg(long)]
+        unverified: bool,
     },
     /// Installs a model you bought on your org's gateway: waits for the key, fetches both
     /// ciphertexts from the owner's gateway, checks they decrypt to the card's hashes, uploads
@@ -311,6 +327,85 @@ fn print_listing(l: &pb::ModelListing) {
             .map(|d| d.dataset_id)
             .collect::<Vec<_>>()
     );
+    for line in verification_lines(l) {
+        println!("  {line}");
+    }
+}
+
+/// Whether the validators verified `l`, and each validator org's findings.
+fn verification_lines(l: &pb::ModelListing) -> Vec<String> {
+    let mut lines = vec![if l.verified {
+        format!(
+            "verified at height {}: validators holding more than 2/3 of the voting power found \
+             both ciphertexts decrypt to the card's model and ONNX export",
+            l.verified_height
+        )
+    } else {
+        "NOT verified: validators holding more than 2/3 of the voting power have not attested \
+         its ciphertexts"
+            .to_owned()
+    }];
+    for a in &l.attestations {
+        let mut wrong = Vec::new();
+        if !a.ciphertexts_match_cids {
+            wrong.push("ciphertexts differ from their CIDs");
+        }
+        if !a.model_matches {
+            wrong.push("model file differs from the card");
+        }
+        if !a.onnx_matches {
+            wrong.push("ONNX export differs from the card");
+        }
+        lines.push(format!(
+            "attested by {} at height {}: {}",
+            a.org_id,
+            a.height,
+            if wrong.is_empty() {
+                "positive".to_owned()
+            } else {
+                format!("negative ({})", wrong.join(", "))
+            }
+        ));
+    }
+    lines
+}
+
+/// Why `ndctl model buy` refuses unverified listing `l` without `--unverified`.
+fn unverified_refusal(l: &pb::ModelListing) -> String {
+    let seen = if l.attestations.is_empty() {
+        "no validator org has attested it yet".to_owned()
+    } else {
+        verification_lines(l)[1..].join("; ")
+    };
+    format!(
+        "model listing {id} is not verified: validators holding more than 2/3 of the voting \
+         power have not attested that its ciphertexts decrypt to the card's model and ONNX \
+         export ({seen}). The escrow's dispute proves only a wrong key, so junk encrypted under \
+         the listing's key would be paid for once the confirm window passed. Wait for the \
+         validators (ndctl model show {id}; ndctl model buy {id} --wait-verified SECS), or buy \
+         anyway with --unverified (ndctl model install still checks both files before it \
+         confirms)",
+        id = l.id
+    )
+}
+
+/// Listing `id`, read again every two seconds until the validators verified it or `wait`
+/// seconds passed; the last read.
+async fn wait_verified(g: &Gateway, id: u64, wait: u64) -> anyhow::Result<pb::ModelListing> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+    let mut told = false;
+    loop {
+        let l: pb::ModelListing =
+            record(g, query::model_listing(id), &format!("model listing {id}")).await?;
+        if l.verified || std::time::Instant::now() >= deadline {
+            return Ok(l);
+        }
+        if !told {
+            eprintln!("waiting up to {wait} s for the validators to verify model listing {id}...");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 fn print_card(c: &pb::ModelCard) {
@@ -983,6 +1078,7 @@ pub async fn run(cmd: ModelCommand, me: &Me) -> anyhow::Result<()> {
             org,
             max_price,
             all,
+            verified,
         } => {
             let a = SignerArgs::new(me, None);
             let g = gateway(&a).await?;
@@ -996,6 +1092,7 @@ pub async fn run(cmd: ModelCommand, me: &Me) -> anyhow::Result<()> {
                         .transpose()?
                         .unwrap_or_default(),
                     include_delisted: all,
+                    verified_only: verified,
                 }))
                 .await?;
             if list.listings.is_empty() {
@@ -1052,15 +1149,17 @@ pub async fn run(cmd: ModelCommand, me: &Me) -> anyhow::Result<()> {
             fee,
             listing,
             max_price,
+            wait_verified: wait,
+            unverified,
         } => {
             let a = SignerArgs::new(me, Some(&fee));
             let g = gateway(&a).await?;
-            let l: pb::ModelListing = record(
-                &g,
-                query::model_listing(listing),
-                &format!("model listing {listing}"),
-            )
-            .await?;
+            let l = wait_verified(&g, listing, wait).await?;
+            // The chain sells unverified listings as it sells unverified datasets; the buyer
+            // decides, and by default waits for the validators.
+            if !l.verified && !unverified {
+                bail!("{}", unverified_refusal(&l));
+            }
             let price = amount(&l.price)?;
             let max = match max_price {
                 Some(p) => amount(&p)?,
@@ -1255,6 +1354,49 @@ mod tests {
         assert!(e.starts_with("model_sha256: \"zz\" is not hex"), "{e}");
         let unknown = json.replacen('{', "{\"price\":\"1\",", 1);
         assert!(serde_json::from_str::<CardJson>(&unknown).is_err());
+    }
+
+    #[test]
+    fn a_listing_says_whether_it_is_verified_and_what_each_org_found() {
+        let attestation = |org: &str, height, onnx_matches| pb::ModelAttestation {
+            org_id: org.into(),
+            height,
+            positive: onnx_matches,
+            ciphertexts_match_cids: true,
+            model_matches: true,
+            onnx_matches,
+            ..Default::default()
+        };
+        let mut l = pb::ModelListing {
+            id: 3,
+            attestations: vec![
+                attestation("datacorp", 40, true),
+                attestation("medlab", 41, false),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            verification_lines(&l),
+            [
+                "NOT verified: validators holding more than 2/3 of the voting power have not \
+                 attested its ciphertexts",
+                "attested by datacorp at height 40: positive",
+                "attested by medlab at height 41: negative (ONNX export differs from the card)",
+            ]
+        );
+        let why = unverified_refusal(&l);
+        assert!(
+            why.starts_with("model listing 3 is not verified")
+                && why.contains("medlab at height 41: negative (ONNX export differs")
+                && why.contains("--unverified")
+                && why.contains("--wait-verified"),
+            "{why}"
+        );
+        l.attestations.clear();
+        assert!(unverified_refusal(&l).contains("no validator org has attested it yet"));
+        l.verified = true;
+        l.verified_height = 44;
+        assert!(verification_lines(&l)[0].starts_with("verified at height 44"));
     }
 
     #[test]

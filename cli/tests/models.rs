@@ -8,7 +8,9 @@
 //! 2. medlab registers the dataset's hidden evaluation split (a split without the dataset's
 //!    columns is refused before anything is uploaded).
 //! 3. healthtech publishes model version 1 (datacorp cannot: it is not theirs); a card claim
-//!    that differs from the chain is refused naming the field, the chain's own card accepted.
+//!    that differs from the chain is refused naming the field, the chain's own card accepted;
+//!    the validators' verifiers get the listing's key from healthtech's gateway, decrypt both
+//!    ciphertexts and attest them, and the test waits until the listing is verified.
 //! 4. healthtech cannot buy its own model; datacorp cannot predict before buying; datacorp buys
 //!    and installs the model (key delivered by healthtech's gateway, both files checked against
 //!    the card), which pays healthtech, the reward pool and medlab's royalty: balances, supply
@@ -19,6 +21,10 @@
 //! 6. healthtech asks for an evaluation; the validators' verifiers score the ONNX export on the
 //!    hidden split and the agreed score is the one the trainer's scoring gives on the same
 //!    bytes; `ndctl leaderboard 1` lists it with its lineage; a second request is refused.
+//! 7. healthtech lists model version 1 again with a junk ONNX export encrypted under the listed
+//!    key (through the client library: `ndctl` would not make one); every validator org attests
+//!    it negative (the model file right, the ONNX export not the card's), it stays unverified,
+//!    and `ndctl model buy` refuses it, saying why.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
@@ -31,7 +37,9 @@ use common::{DevnetDir, ndctl};
 use neurodata_abci::address::Address;
 use neurodata_abci::query;
 use neurodata_client::gateway::{GatewayClient, GatewayTls};
-use neurodata_client::{ChainAccess, ClientError, NodeClient, Signer};
+use neurodata_client::{Amount, ChainAccess, ClientError, NodeClient, Signer, msg, submit};
+use neurodata_crypto::DataKey;
+use neurodata_crypto::cid::Cid;
 use neurodata_proto::chain::v1 as pb;
 use neurodata_proto::gateway::v1 as gw;
 
@@ -154,6 +162,27 @@ impl Net {
             .unwrap()
             .unwrap()
             .total
+    }
+
+    /// Model listing `id` once `done` holds of it (read every second, up to `secs` seconds).
+    async fn wait_listing(
+        &self,
+        id: u64,
+        secs: u64,
+        what: &str,
+        done: impl Fn(&pb::ModelListing) -> bool,
+    ) -> pb::ModelListing {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let l = self.node().record(query::model_listing(id)).await.unwrap();
+            match l {
+                Some(l) if done(&l) => return l,
+                l if std::time::Instant::now() > deadline => {
+                    panic!("model listing {id}: {what} not within {secs} s: {l:#?}")
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+            }
+        }
     }
 
     async fn listings(&self) -> Vec<pb::ModelListing> {
@@ -354,6 +383,23 @@ async fn models_are_published_sold_with_royalties_run_and_ranked_by_validators()
     let out = publish("healthtech", "buyer", &["--claim", &right]).unwrap();
     assert!(out.contains("as model listing 2"), "{out}");
     let listing = "2";
+    // Buyers wait for the validators: each verifier asks healthtech's gateway for the key,
+    // decrypts both ciphertexts and attests them against the card.
+    let verified = net.wait_listing(2, 300, "verified", |l| l.verified).await;
+    assert!(verified.verified_height > 0);
+    assert!(verified.attestations.len() >= 2, "{verified:#?}");
+    assert!(
+        verified
+            .attestations
+            .iter()
+            .all(|a| a.positive && a.ciphertexts_match_cids && a.model_matches && a.onnx_matches),
+        "{verified:#?}"
+    );
+    let shown = net
+        .run("datacorp", "buyer", &["model", "show", listing])
+        .unwrap();
+    assert!(shown.contains("verified at height"), "{shown}");
+    assert!(shown.contains(": positive"), "{shown}");
 
     // 4. Buying. Not your own org's model.
     let owner = net.signer("healthtech", "buyer").address();
@@ -629,4 +675,95 @@ async fn models_are_published_sold_with_royalties_run_and_ranked_by_validators()
         )
         .unwrap_err();
     assert!(e.contains("already has evaluation 1"), "{e}");
+
+    // 7. Junk under the listed key: the model file is the model version's (the trainer
+    // reproduces it from the same data and spec), the ONNX export is not.
+    net.run("healthtech", "buyer", &["model", "delist", listing])
+        .unwrap();
+    let model_file = std::fs::read(bare.join("model.safetensors")).unwrap();
+    let card = verified.card.clone().unwrap();
+    assert_eq!(
+        openssl::sha::sha256(&model_file).to_vec(),
+        card.model_sha256,
+        "the trainer reproduces the model"
+    );
+    let key = DataKey::generate().unwrap();
+    let seal = |plain: &[u8]| {
+        let mut sealed = Vec::new();
+        neurodata_crypto::stream::encrypt(
+            plain,
+            &mut sealed,
+            &key,
+            neurodata_crypto::stream::DEFAULT_CHUNK_SIZE,
+        )
+        .unwrap();
+        sealed
+    };
+    let (model_ct, junk_ct) = (
+        seal(&model_file),
+        seal(b"junk, not the model's ONNX export"),
+    );
+    let owner_gw = net.gateway("healthtech", "buyer").await;
+    let (model_cid, _) = owner_gw
+        .upload(std::io::Cursor::new(model_ct.clone()))
+        .await
+        .unwrap();
+    let (onnx_cid, _) = owner_gw
+        .upload(std::io::Cursor::new(junk_ct.clone()))
+        .await
+        .unwrap();
+    assert_eq!(onnx_cid, Cid::of(&junk_ct).to_string());
+    owner_gw
+        .deposit_key(key.as_bytes(), &onnx_cid)
+        .await
+        .unwrap();
+    submit(
+        &owner_gw,
+        &net.signer("healthtech", "buyer"),
+        Amount(1),
+        vec![msg::publish_model(pb::PublishModel {
+            model_version: 1,
+            price: "3000".into(),
+            license: "CC-BY-4.0".into(),
+            intended_use: "research on synthetic patients".into(),
+            model_cid,
+            onnx_cid,
+            key_commitment: key.commitment().to_vec(),
+            model_ciphertext_size: model_ct.len() as u64,
+            onnx_ciphertext_size: junk_ct.len() as u64,
+            location: net.gateway_url("healthtech"),
+            card: None,
+        })],
+    )
+    .await
+    .unwrap();
+    let junk = net
+        .wait_listing(3, 300, "attested by every validator org", |l| {
+            l.attestations.len() == 3
+        })
+        .await;
+    assert!(!junk.verified && junk.verified_height == 0, "{junk:#?}");
+    for a in &junk.attestations {
+        assert!(
+            !a.positive && a.ciphertexts_match_cids && a.model_matches && !a.onnx_matches,
+            "{a:?}"
+        );
+    }
+    let shown = net
+        .run("datacorp", "buyer", &["model", "show", "3"])
+        .unwrap();
+    assert!(shown.contains("NOT verified"), "{shown}");
+    assert!(
+        shown.contains("negative (ONNX export differs from the card)"),
+        "{shown}"
+    );
+    let before = net.balance(buyer).await;
+    let e = net
+        .run("datacorp", "buyer", &["model", "buy", "3"])
+        .unwrap_err();
+    assert!(
+        e.contains("model listing 3 is not verified") && e.contains("--unverified"),
+        "{e}"
+    );
+    assert_eq!(net.balance(buyer).await, before, "refused: nothing moved");
 }

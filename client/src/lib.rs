@@ -364,10 +364,23 @@ pub mod msg {
         }))
     }
 
-    /// A validator's key request.
+    /// A validator's key request of a dataset.
     pub fn request_validation(dataset_id: u64) -> pb::Message {
         wrap(pb::message::Action::RequestValidation(
-            pb::RequestValidation { dataset_id },
+            pb::RequestValidation {
+                dataset_id,
+                model_listing_id: 0,
+            },
+        ))
+    }
+
+    /// A validator's key request of a model listing, to attest its ciphertexts.
+    pub fn request_model_validation(listing_id: u64) -> pb::Message {
+        wrap(pb::message::Action::RequestValidation(
+            pb::RequestValidation {
+                dataset_id: 0,
+                model_listing_id: listing_id,
+            },
         ))
     }
 
@@ -482,6 +495,11 @@ pub mod msg {
     /// Register a dataset's hidden evaluation split (its provider, or an admin of its org).
     pub fn register_eval_split(m: pb::RegisterEvalSplit) -> pb::Message {
         wrap(pb::message::Action::RegisterEvalSplit(m))
+    }
+
+    /// A validator operator's findings about a model listing's ciphertexts.
+    pub fn attest_model_listing(m: pb::AttestModelListing) -> pb::Message {
+        wrap(pb::message::Action::AttestModelListing(m))
     }
 
     /// Ask validators to score `model_version` on the hidden split of `dataset_id`.

@@ -96,11 +96,12 @@ pub struct Config {
     /// keys, they may read any blob stored here, and only datasets this org lists are served to
     /// buyers. Without it the gateway stores no uploads and serves no listed dataset.
     pub org_id: Option<String>,
-    /// Whether validators' key requests (`RequestValidation` purchases) get the data key and
-    /// may download the ciphertext: an explicit org policy, off by default, because a validation
-    /// request costs nothing. Training jobs' key requests (opened by the chain for a job's worker
-    /// and attesting validators' operators) are served regardless: the provider agreed to
-    /// on-platform training of the data it sells.
+    /// Whether validators' key requests (`RequestValidation` purchases) of a dataset get the
+    /// data key and may download the ciphertext: an explicit org policy, off by default, because
+    /// a validation request costs nothing. Training jobs' key requests (opened by the chain for a
+    /// job's worker and attesting validators' operators) are served regardless: the provider
+    /// agreed to on-platform training of the data it sells. So are validators' key requests of a
+    /// model listing: they verify the listing's ciphertexts, which buyers wait for.
     pub deliver_validation_keys: bool,
     /// Where the org's data keys are kept (sealed with the keystore passphrase).
     pub keystore_dir: Option<PathBuf>,

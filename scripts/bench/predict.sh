@@ -69,12 +69,13 @@ as() {
   "$ndctl" dataset buy $(as healthtech buyer) --dataset 1
   "$ndctl" dataset download $(as healthtech buyer) --purchase 1 --out "$work/heart.bought.csv" --confirm
   "$ndctl" job submit $(as healthtech buyer) --dataset 1 --spec "$spec" --bounty 500 --stake 100 --wait
-  log "healthtech publishes model version 1; datacorp buys and installs it on its gateway"
+  log "healthtech publishes model version 1; the validators verify it; datacorp buys and installs it on its gateway"
   "$ndctl" model publish $(as healthtech buyer) --model-version 1 --price 3000 --license CC-BY-4.0 \
     --intended-use "benchmark"
   # datacorp's node may be a block behind healthtech's: the listing is read there first.
   for _ in $(seq 1 30); do "$ndctl" model show $(as datacorp buyer) 1 >/dev/null 2>&1 && break; sleep 1; done
-  "$ndctl" model buy $(as datacorp buyer) 1
+  # The validators verify the listing's ciphertexts first; the buy waits for that.
+  "$ndctl" model buy $(as datacorp buyer) 1 --wait-verified 300
   "$ndctl" model install $(as datacorp buyer) 1
 } >&2
 

@@ -142,7 +142,9 @@ enum Command {
     },
     /// Re-run this validator's segments of every result it attests and write the verdicts to
     /// the validator's inbox; check the datasets this member holds a validation key for and
-    /// attest them (AttestDataset).
+    /// attest them (AttestDataset); ask for the key of every listed model listing its org has
+    /// not attested, check both ciphertexts against the card and attest them
+    /// (AttestModelListing).
     Verify {
         #[command(flatten)]
         member: MemberArgs,

@@ -1,17 +1,21 @@
-//! A validator's other duty: checking a listed dataset against its listing and reporting the
-//! findings with `AttestDataset`. A validator operator asks for a dataset's key with
-//! `RequestValidation` (a no-money purchase the provider's gateway answers if its org delivers
-//! validation keys); once the key is delivered the verifier downloads the ciphertext from the
-//! provider's gateway and checks, in order: the ciphertext against the listing's CID, the key
-//! against its commitment, the plaintext against its SHA-256, and — read by
-//! `neurodata-tabular`, the reader `ndctl` listed it with and the trainer trains with — the row
-//! count and the header's column names against the listing's rows and schema ([`findings`]).
-//! A mismatch is a finding (reported as `false`), never an error; only this machine's own
-//! failures (a disk, a download that did not complete) are errors, retried later.
+//! A validator's other duty: checking what is listed against its listing and reporting the
+//! findings — a dataset with `AttestDataset`, a model listing's ciphertexts with
+//! `AttestModelListing` ([`crate::model_listing`]). A validator operator asks for the key with
+//! `RequestValidation` (a no-money purchase the provider's or owner's gateway answers: a
+//! dataset's if its org delivers validation keys, a model listing's always); once the key is
+//! delivered the verifier downloads the ciphertext from that gateway and checks, in order: the
+//! ciphertext against the listing's CID, the key against its commitment, the plaintext against
+//! its SHA-256, and — read by `neurodata-tabular`, the reader `ndctl` listed it with and the
+//! trainer trains with — the row count and the header's column names against the listing's rows
+//! and schema ([`findings`]). A mismatch is a finding (reported as `false`), never an error; only
+//! this machine's own failures (a disk, a download that did not complete) are errors, retried
+//! later.
 //!
-//! What was done for a dataset is kept in `<state>/datasets/<id>/journal.json`
-//! ([`DatasetJournal`]); [`dataset_step`] decides the next step from the chain's dataset and
-//! purchase records plus that journal, the way [`crate::journal::verify_step`] does for jobs.
+//! What was done for a dataset is kept in `<state>/datasets/<id>/journal.json`, for a model
+//! listing in `<state>/model-listings/<id>/journal.json` ([`ValidationJournal`]);
+//! [`validation_step`] decides the next step from the chain's listing and purchase records plus
+//! that journal, the way [`crate::journal::verify_step`] does for jobs: Request, then Attest
+//! once the key is delivered, then Confirm the validation purchase.
 
 use std::path::{Path, PathBuf};
 
@@ -25,44 +29,86 @@ use sha2::{Digest as _, Sha256};
 use crate::assemble::DataFormat;
 use crate::journal::{JobDir, JournalError};
 
-/// A dataset's directory under the verifier's state directory: `<state>/datasets/<id>/`.
+/// What a verifier validates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Subject {
+    /// A dataset, by id.
+    Dataset(u64),
+    /// A model listing, by id.
+    ModelListing(u64),
+}
+
+impl Subject {
+    /// Its id.
+    pub fn id(&self) -> u64 {
+        match self {
+            Subject::Dataset(id) | Subject::ModelListing(id) => *id,
+        }
+    }
+
+    /// Whether purchase `p` is of this subject.
+    pub fn of(&self, p: &pb::Purchase) -> bool {
+        match self {
+            Subject::Dataset(id) => p.model_listing == 0 && p.dataset_id == *id,
+            Subject::ModelListing(id) => p.model_listing == *id,
+        }
+    }
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Dataset(id) => write!(f, "dataset {id}"),
+            Subject::ModelListing(id) => write!(f, "model listing {id}"),
+        }
+    }
+}
+
+/// A subject's directory under the verifier's state directory: `<state>/datasets/<id>/` or
+/// `<state>/model-listings/<id>/`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DatasetDir {
-    /// The dataset.
-    pub dataset_id: u64,
+pub struct ValidationDir {
+    /// The dataset or model listing.
+    pub subject: Subject,
     /// The directory.
     pub path: PathBuf,
 }
 
-impl DatasetDir {
-    /// Dataset `dataset_id`'s directory under `state` (not created).
-    pub fn new(state: &Path, dataset_id: u64) -> DatasetDir {
-        DatasetDir {
-            dataset_id,
-            path: state.join("datasets").join(dataset_id.to_string()),
+impl ValidationDir {
+    /// `subject`'s directory under `state` (not created).
+    pub fn new(state: &Path, subject: Subject) -> ValidationDir {
+        let kind = match subject {
+            Subject::Dataset(_) => "datasets",
+            Subject::ModelListing(_) => "model-listings",
+        };
+        ValidationDir {
+            subject,
+            path: state.join(kind).join(subject.id().to_string()),
         }
     }
 
     /// The journal file's directory, as the job journals are kept (same atomic writes).
     fn journal_dir(&self) -> JobDir {
         JobDir {
-            job_id: self.dataset_id,
+            job_id: self.subject.id(),
             path: self.path.clone(),
             data: self.path.join("data"),
         }
     }
 
     /// Reads the journal; a missing one is the default (nothing done yet).
-    pub fn load(&self) -> Result<DatasetJournal, JournalError> {
+    pub fn load<F: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<ValidationJournal<F>, JournalError> {
         self.journal_dir().load()
     }
 
     /// Writes the journal atomically.
-    pub fn save(&self, journal: &DatasetJournal) -> Result<(), JournalError> {
+    pub fn save<F: Serialize>(&self, journal: &ValidationJournal<F>) -> Result<(), JournalError> {
         self.journal_dir().save(journal)
     }
 
-    /// Where the ciphertext and plaintext go while the dataset is checked (deleted after).
+    /// Where the ciphertexts (and a dataset's plaintext) go while checked (deleted after).
     pub fn data_dir(&self) -> PathBuf {
         self.path.join("data")
     }
@@ -77,7 +123,7 @@ impl DatasetDir {
     }
 }
 
-/// RequestValidation sent for a dataset.
+/// RequestValidation sent for a subject.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requested {
     /// The block it committed in (0 when refused).
@@ -87,42 +133,99 @@ pub struct Requested {
     pub refused: Option<String>,
 }
 
-/// The findings sent for a dataset.
+/// The findings sent for a subject.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attested {
+pub struct Attested<F> {
     /// The validation purchase whose key they were made with.
     pub purchase_id: u64,
-    /// The block AttestDataset committed in.
+    /// The block the attestation committed in (0 when refused).
     pub height: u64,
     /// What was found.
-    pub findings: Findings,
+    pub findings: F,
 }
 
-/// A verifier's journal of one dataset.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DatasetJournal {
-    /// RequestValidation was sent (once per dataset, ever).
+/// A verifier's journal of one subject, with its kind of findings `F`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationJournal<F> {
+    /// RequestValidation was sent (once per subject, ever).
     pub requested: Option<Requested>,
-    /// AttestDataset was sent (once per dataset, ever).
-    pub attested: Option<Attested>,
+    /// The attestation was sent (once per subject, ever).
+    pub attested: Option<Attested<F>>,
     /// The validation purchase confirmed with ConfirmAccess.
     pub confirmed: Option<u64>,
 }
 
-/// What the verifier does next for a dataset.
+impl<F> Default for ValidationJournal<F> {
+    fn default() -> Self {
+        ValidationJournal {
+            requested: None,
+            attested: None,
+            confirmed: None,
+        }
+    }
+}
+
+/// A verifier's journal of one dataset.
+pub type DatasetJournal = ValidationJournal<Findings>;
+
+/// Findings that say whether the delivered key opened the data: a key that did not is not
+/// confirmed as received.
+pub trait KeyFinding {
+    /// The delivered key unwrapped and matched the listing's key commitment.
+    fn key_matches(&self) -> bool;
+}
+
+impl KeyFinding for Findings {
+    fn key_matches(&self) -> bool {
+        self.key_matches
+    }
+}
+
+/// What the verifier does next for a dataset or model listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DatasetStep {
+pub enum ValidationStep {
     /// Nothing now (why, for the logs).
     Skip(String),
-    /// Send RequestValidation (the dataset is listed in `--validate-datasets`).
+    /// Send RequestValidation (a dataset listed in `--validate-datasets`, or any model listing).
     Request,
-    /// Download, check, send AttestDataset for the key of this purchase.
+    /// Download, check and attest with the key of this purchase.
     Attest(u64),
     /// Send ConfirmAccess for this purchase: its key served (or is no longer needed), and a
     /// confirmed validation request frees its org's slot at once rather than at its due height.
     Confirm(u64),
     /// Nothing left to do.
     Done,
+}
+
+/// What the step decision reads of a listing as the chain has it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// For sale (not delisted, not a hidden split).
+    pub listed: bool,
+    /// Verified by the validators already.
+    pub verified: bool,
+    /// This verifier's org has an attestation of it on chain.
+    pub org_attested: bool,
+}
+
+impl Standing {
+    /// A dataset's standing for a verifier of `org`.
+    pub fn of_dataset(d: &pb::Dataset, org: &str) -> Standing {
+        Standing {
+            listed: d.status == pb::DatasetStatus::Listed as i32,
+            verified: d.verified,
+            org_attested: d.attestations.iter().any(|a| a.org_id == org),
+        }
+    }
+
+    /// A model listing's standing for a verifier of `org`.
+    pub fn of_model_listing(l: &pb::ModelListing, org: &str) -> Standing {
+        Standing {
+            listed: l.status == pb::ModelListingStatus::Listed as i32,
+            verified: l.verified,
+            org_attested: l.attestations.iter().any(|a| a.org_id == org),
+        }
+    }
 }
 
 /// Whether `p` carries a delivered key.
@@ -134,83 +237,79 @@ fn has_key(p: &pb::Purchase) -> bool {
     )
 }
 
-/// The newest validation purchase of dataset `dataset_id` bought by `me` among `purchases`.
+/// The newest validation purchase of `subject` bought by `me` among `purchases`.
 pub fn validation_purchase<'a>(
     purchases: &'a [pb::Purchase],
     me: &[u8],
-    dataset_id: u64,
+    subject: Subject,
 ) -> Option<&'a pb::Purchase> {
     purchases
         .iter()
-        .filter(|p| {
-            p.kind == pb::PurchaseKind::Validation as i32
-                && p.buyer == me
-                && p.dataset_id == dataset_id
-        })
+        .filter(|p| p.kind == pb::PurchaseKind::Validation as i32 && p.buyer == me && subject.of(p))
         .max_by_key(|p| p.id)
 }
 
-/// The next step for `dataset` (as the chain has it; `None`: no such dataset) of validator
-/// operator `me` of org `org`, given this member's purchases (`/purchases` by buyer), whether
-/// the dataset is listed in `--validate-datasets` (`wanted`) and the journal.
-pub fn dataset_step(
-    dataset: Option<&pb::Dataset>,
+/// The next step for `subject` (`standing`: as the chain has it, `None`: no such listing) of
+/// validator operator `me`, given this member's purchases (`/purchases` by buyer), whether a
+/// request may be sent for it (`wanted`: a dataset in `--validate-datasets`, any model listing)
+/// and the journal.
+pub fn validation_step<F: KeyFinding>(
+    subject: Subject,
+    standing: Option<Standing>,
     me: &[u8],
-    org: &str,
     purchases: &[pb::Purchase],
     wanted: bool,
-    journal: &DatasetJournal,
-) -> DatasetStep {
-    let Some(d) = dataset else {
-        return DatasetStep::Skip("no such dataset".into());
+    journal: &ValidationJournal<F>,
+) -> ValidationStep {
+    let Some(d) = standing else {
+        return ValidationStep::Skip(format!("no such {}", kind_name(subject)));
     };
-    let purchase = validation_purchase(purchases, me, d.id);
-    let org_attested = d.attestations.iter().any(|a| a.org_id == org);
+    let purchase = validation_purchase(purchases, me, subject);
     // Findings are sent once: by us (the journal) or by another operator of the org (the chain,
-    // which keeps one attestation per org); a verified dataset needs none.
-    let settled = journal.attested.is_some() || org_attested || d.verified;
+    // which keeps one attestation per org); a verified listing needs none.
+    let settled = journal.attested.is_some() || d.org_attested || d.verified;
     if let Some(p) = purchase.filter(|p| has_key(p)) {
         if !p.key_recipient.is_empty() && p.key_recipient != me {
-            return DatasetStep::Skip(format!(
+            return ValidationStep::Skip(format!(
                 "the key of purchase {} is wrapped to another identity ({})",
                 p.id,
                 hex::encode(&p.key_recipient)
             ));
         }
         if !settled {
-            return DatasetStep::Attest(p.id);
+            return ValidationStep::Attest(p.id);
         }
         // A key that did not open the data is not confirmed as received.
         let key_served = journal
             .attested
             .as_ref()
-            .is_none_or(|a| a.findings.key_matches);
+            .is_none_or(|a| a.findings.key_matches());
         if p.status == pb::PurchaseStatus::KeyDelivered as i32
             && journal.confirmed != Some(p.id)
             && key_served
         {
-            return DatasetStep::Confirm(p.id);
+            return ValidationStep::Confirm(p.id);
         }
-        return DatasetStep::Done;
+        return ValidationStep::Done;
     }
     if settled {
-        return if d.verified && journal.attested.is_none() && !org_attested {
-            DatasetStep::Skip("verified already: nothing to request".into())
+        return if d.verified && journal.attested.is_none() && !d.org_attested {
+            ValidationStep::Skip("verified already: nothing to request".into())
         } else {
-            DatasetStep::Done
+            ValidationStep::Done
         };
     }
     if let Some(p) = purchase.filter(|p| p.status == pb::PurchaseStatus::AwaitingKey as i32) {
-        return DatasetStep::Skip(format!(
+        return ValidationStep::Skip(format!(
             "waiting for {}'s gateway to deliver the key (purchase {}, until height {})",
             p.provider_org, p.id, p.key_deadline_height
         ));
     }
     if !wanted {
-        return DatasetStep::Skip("not in --validate-datasets".into());
+        return ValidationStep::Skip("not in --validate-datasets".into());
     }
     if let Some(r) = &journal.requested {
-        return DatasetStep::Skip(match (&r.refused, purchase) {
+        return ValidationStep::Skip(match (&r.refused, purchase) {
             (Some(why), _) => format!("validation request refused: {why}"),
             (None, Some(p)) => format!(
                 "validation request (purchase {}) closed without a key: {}",
@@ -220,10 +319,38 @@ pub fn dataset_step(
             (None, None) => "validation requested; the purchase is not visible yet".into(),
         });
     }
-    if d.status != pb::DatasetStatus::Listed as i32 {
-        return DatasetStep::Skip("not listed".into());
+    if !d.listed {
+        return ValidationStep::Skip("not listed".into());
     }
-    DatasetStep::Request
+    ValidationStep::Request
+}
+
+fn kind_name(subject: Subject) -> &'static str {
+    match subject {
+        Subject::Dataset(_) => "dataset",
+        Subject::ModelListing(_) => "model listing",
+    }
+}
+
+/// [`validation_step`] for `dataset` (as the chain has it; `None`: no such dataset) of dataset
+/// id `id`, with `wanted` from `--validate-datasets`.
+pub fn dataset_step(
+    id: u64,
+    dataset: Option<&pb::Dataset>,
+    me: &[u8],
+    org: &str,
+    purchases: &[pb::Purchase],
+    wanted: bool,
+    journal: &DatasetJournal,
+) -> ValidationStep {
+    validation_step(
+        Subject::Dataset(id),
+        dataset.map(|d| Standing::of_dataset(d, org)),
+        me,
+        purchases,
+        wanted,
+        journal,
+    )
 }
 
 /// What checking a dataset against its listing found.
@@ -312,7 +439,8 @@ pub struct CheckError {
     pub source: std::io::Error,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
+/// The [`CheckError`] of an I/O failure on `path`.
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
     move |source| CheckError {
         path: path.display().to_string(),
         source,
@@ -320,7 +448,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckError + '_ {
 }
 
 /// The CID of a file's bytes, streamed.
-fn file_cid(path: &Path) -> std::io::Result<Cid> {
+pub(crate) fn file_cid(path: &Path) -> std::io::Result<Cid> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
@@ -675,16 +803,24 @@ mod tests {
         }
     }
 
-    fn step(d: &pb::Dataset, ps: &[pb::Purchase], wanted: bool, j: &DatasetJournal) -> DatasetStep {
-        dataset_step(Some(d), &ME, ORG, ps, wanted, j)
+    fn step(
+        d: &pb::Dataset,
+        ps: &[pb::Purchase],
+        wanted: bool,
+        j: &DatasetJournal,
+    ) -> ValidationStep {
+        dataset_step(d.id, Some(d), &ME, ORG, ps, wanted, j)
     }
 
     #[test]
     fn a_wanted_dataset_is_requested_once() {
         let d = dataset();
         let none = DatasetJournal::default();
-        assert_eq!(step(&d, &[], true, &none), DatasetStep::Request);
-        assert!(matches!(step(&d, &[], false, &none), DatasetStep::Skip(_)));
+        assert_eq!(step(&d, &[], true, &none), ValidationStep::Request);
+        assert!(matches!(
+            step(&d, &[], false, &none),
+            ValidationStep::Skip(_)
+        ));
         let requested = DatasetJournal {
             requested: Some(Requested {
                 height: 12,
@@ -694,13 +830,13 @@ mod tests {
         };
         assert!(matches!(
             step(&d, &[], true, &requested),
-            DatasetStep::Skip(_)
+            ValidationStep::Skip(_)
         ));
         // The request was refunded (no key in time): not asked again.
         let refunded = [purchase(7, pb::PurchaseStatus::Refunded)];
         assert!(matches!(
             step(&d, &refunded, true, &requested),
-            DatasetStep::Skip(_)
+            ValidationStep::Skip(_)
         ));
         let refused = DatasetJournal {
             requested: Some(Requested {
@@ -711,7 +847,7 @@ mod tests {
         };
         assert!(matches!(
             step(&d, &[], true, &refused),
-            DatasetStep::Skip(_)
+            ValidationStep::Skip(_)
         ));
     }
 
@@ -722,23 +858,23 @@ mod tests {
         verified.verified = true;
         assert!(matches!(
             step(&verified, &[], true, &none),
-            DatasetStep::Skip(_)
+            ValidationStep::Skip(_)
         ));
         let mut delisted = dataset();
         delisted.status = pb::DatasetStatus::Delisted as i32;
         assert!(matches!(
             step(&delisted, &[], true, &none),
-            DatasetStep::Skip(_)
+            ValidationStep::Skip(_)
         ));
         let mut ours = dataset();
         ours.attestations.push(pb::Attestation {
             org_id: ORG.into(),
             ..Default::default()
         });
-        assert_eq!(step(&ours, &[], true, &none), DatasetStep::Done);
+        assert_eq!(step(&ours, &[], true, &none), ValidationStep::Done);
         assert!(matches!(
-            dataset_step(None, &ME, ORG, &[], true, &none),
-            DatasetStep::Skip(_)
+            dataset_step(3, None, &ME, ORG, &[], true, &none),
+            ValidationStep::Skip(_)
         ));
     }
 
@@ -749,27 +885,27 @@ mod tests {
         let awaiting = [purchase(7, pb::PurchaseStatus::AwaitingKey)];
         assert!(matches!(
             step(&d, &awaiting, false, &none),
-            DatasetStep::Skip(_)
+            ValidationStep::Skip(_)
         ));
         let delivered = [purchase(7, pb::PurchaseStatus::KeyDelivered)];
         assert_eq!(
             step(&d, &delivered, false, &none),
-            DatasetStep::Attest(7),
+            ValidationStep::Attest(7),
             "a validation purchase is attested whether or not the flag names its dataset"
         );
         let mut j = attested(true);
-        assert_eq!(step(&d, &delivered, false, &j), DatasetStep::Confirm(7));
+        assert_eq!(step(&d, &delivered, false, &j), ValidationStep::Confirm(7));
         j.confirmed = Some(7);
-        assert_eq!(step(&d, &delivered, false, &j), DatasetStep::Done);
+        assert_eq!(step(&d, &delivered, false, &j), ValidationStep::Done);
         // Crashed after ConfirmAccess committed, before the journal entry: the chain decides.
         j.confirmed = None;
         let confirmed = [purchase(7, pb::PurchaseStatus::Confirmed)];
-        assert_eq!(step(&d, &confirmed, false, &j), DatasetStep::Done);
+        assert_eq!(step(&d, &confirmed, false, &j), ValidationStep::Done);
         // Released while we were away, never attested: still attested.
         let released = [purchase(7, pb::PurchaseStatus::Released)];
         assert_eq!(
             step(&d, &released, false, &DatasetJournal::default()),
-            DatasetStep::Attest(7)
+            ValidationStep::Attest(7)
         );
     }
 
@@ -783,7 +919,7 @@ mod tests {
         });
         assert_eq!(
             step(&d, &delivered, false, &DatasetJournal::default()),
-            DatasetStep::Attest(7)
+            ValidationStep::Attest(7)
         );
         d.attestations.push(pb::Attestation {
             org_id: ORG.into(),
@@ -791,14 +927,14 @@ mod tests {
         });
         assert_eq!(
             step(&d, &delivered, false, &DatasetJournal::default()),
-            DatasetStep::Confirm(7),
+            ValidationStep::Confirm(7),
             "another operator of the org attested: only the purchase is closed"
         );
         let mut verified = dataset();
         verified.verified = true;
         assert_eq!(
             step(&verified, &delivered, false, &DatasetJournal::default()),
-            DatasetStep::Confirm(7)
+            ValidationStep::Confirm(7)
         );
     }
 
@@ -807,7 +943,7 @@ mod tests {
         let delivered = [purchase(7, pb::PurchaseStatus::KeyDelivered)];
         assert_eq!(
             step(&dataset(), &delivered, false, &attested(false)),
-            DatasetStep::Done
+            ValidationStep::Done
         );
     }
 
@@ -823,11 +959,14 @@ mod tests {
         other_dataset.dataset_id = 4;
         assert_eq!(
             step(&d, &[sale, theirs, other_dataset], false, &none),
-            DatasetStep::Skip("not in --validate-datasets".into())
+            ValidationStep::Skip("not in --validate-datasets".into())
         );
         let old = purchase(2, pb::PurchaseStatus::Refunded);
         let new = purchase(8, pb::PurchaseStatus::KeyDelivered);
-        assert_eq!(step(&d, &[new, old], false, &none), DatasetStep::Attest(8));
+        assert_eq!(
+            step(&d, &[new, old], false, &none),
+            ValidationStep::Attest(8)
+        );
     }
 
     #[test]
@@ -836,14 +975,14 @@ mod tests {
         p.key_recipient = vec![6; 32];
         assert!(matches!(
             step(&dataset(), &[p], false, &DatasetJournal::default()),
-            DatasetStep::Skip(_)
+            ValidationStep::Skip(_)
         ));
     }
 
     #[test]
     fn a_dataset_journal_round_trips_under_its_own_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let dd = DatasetDir::new(dir.path(), 3);
+        let dd = ValidationDir::new(dir.path(), Subject::Dataset(3));
         assert_eq!(dd.load().unwrap(), DatasetJournal::default());
         let j = attested(true);
         dd.save(&j).unwrap();

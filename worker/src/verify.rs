@@ -1,9 +1,9 @@
 //! `neurodata-worker verify`: for every result this validator attests, asks for the data keys,
 //! fetches the data and the artifacts it needs, rebuilds the run from the chain record, re-runs
 //! its segments and leaves the verdict in the validator's inbox; each step decided by
-//! [`neurodata_worker::journal::verify_step`]. The same loop also runs the dataset duty
-//! (`validate.rs`: RequestValidation for `--validate-datasets`, AttestDataset for every
-//! validation key held) and the leaderboard duty (`evaluate.rs`: scoring a model on a hidden
+//! [`neurodata_worker::journal::verify_step`]. The same loop also runs the validation duty
+//! (`validate.rs`: RequestValidation for `--validate-datasets` and every listed model listing,
+//! AttestDataset / AttestModelListing for every validation key held) and the leaderboard duty (`evaluate.rs`: scoring a model on a hidden
 //! evaluation split for every evaluation this validator attests).
 
 use std::collections::BTreeSet;
@@ -50,8 +50,9 @@ pub(crate) struct Verifier {
     kube: Option<KubeRunner>,
 }
 
-/// Runs the verifier until killed: the results it attests, and the datasets it validates (the
-/// validation purchases it holds, and a request for each of `validate_datasets`; `validate.rs`).
+/// Runs the verifier until killed: the results it attests, and the datasets and model listings
+/// it validates (the validation purchases it holds, a request for each of `validate_datasets`
+/// and for every listed model listing; `validate.rs`).
 pub async fn run(
     m: MemberArgs,
     validator_key: PathBuf,
@@ -94,7 +95,7 @@ pub async fn run(
         kube,
     });
     let in_flight: InFlight = Arc::default();
-    let datasets = Arc::new(validate::Datasets::new(&validate_datasets));
+    let validations = Arc::new(validate::Validations::new(&validate_datasets));
     let evaluations = Arc::new(evaluate::Evaluations::default());
     if !validate_datasets.is_empty() {
         tracing::info!("validation to request for datasets {validate_datasets:?}");
@@ -103,8 +104,8 @@ pub async fn run(
         if let Err(e) = tick(&v, &in_flight).await {
             tracing::warn!("polling the chain: {e:#}");
         }
-        if let Err(e) = validate::tick(&v, &datasets).await {
-            tracing::warn!("polling the chain for datasets: {e:#}");
+        if let Err(e) = validate::tick(&v, &validations).await {
+            tracing::warn!("polling the chain for datasets and model listings: {e:#}");
         }
         if let Err(e) = evaluate::tick(&v, &evaluations).await {
             tracing::warn!("polling the chain for evaluations: {e:#}");

@@ -72,7 +72,8 @@ pub struct Purchase {
 pub enum Item {
     /// A dataset (`market`), by id.
     Dataset(u64),
-    /// A model listing (`models`), by id: only ever sold.
+    /// A model listing (`models`), by id: sold, or its key asked for by a validator to attest its
+    /// ciphertexts.
     Model(u64),
 }
 
@@ -801,8 +802,8 @@ impl TryFrom<pb::Purchase> for Purchase {
                 })
             })
             .collect::<Result<Vec<_>, StateError>>()?;
-        // A model is only ever sold; only a model sale pays royalties, and never more than its
-        // price leaves after the fee.
+        // A model is sold, or its key asked for by a validator; only a model sale pays
+        // royalties, and never more than its price leaves after the fee.
         match (item, kind) {
             (Item::Model(_), PurchaseKind::Sale { price, fee }) => {
                 let total = royalties
@@ -814,6 +815,7 @@ impl TryFrom<pb::Purchase> for Purchase {
                     )));
                 }
             }
+            (Item::Model(_), PurchaseKind::Validation) if royalties.is_empty() => {}
             (Item::Model(_), _) => {
                 return Err(corrupt(format!(
                     "a model purchase of kind {}",
@@ -1950,6 +1952,61 @@ mod tests {
     }
 
     #[test]
+    fn a_validators_key_request_of_a_model_listing_moves_no_money_and_decodes_unchanged() {
+        let opening = Opening {
+            id: 7,
+            item: Item::Model(9),
+            kind: PurchaseKind::Validation,
+            buyer: BUYER,
+            buyer_org: "org1".into(),
+            provider: PROVIDER,
+            provider_org: "org0".into(),
+            royalties: Vec::new(),
+        };
+        let opened = opening.open(10, 10, 10);
+        assert_eq!(
+            opened.effects,
+            vec![
+                Effect::TakeValidationSlot { org: "org1".into() },
+                Effect::MarkLive { buyer: BUYER },
+                Effect::Schedule { height: 30 },
+                Effect::Emit(Notice::Opened),
+            ]
+        );
+        let stored = pb::Purchase::from(&opened.purchase);
+        assert_eq!((stored.dataset_id, stored.model_listing), (0, 9));
+        assert_eq!(Purchase::try_from(stored), Ok(opened.purchase.clone()));
+        // Confirmed: nobody is paid, the slot is freed, the mark (the key's record) stays.
+        let delivered = opened
+            .purchase
+            .step(Input::Deliver {
+                wrapped_key: wrapped_key(),
+                recipient: BUYER,
+                delivered_by: PROVIDER,
+                height: 12,
+                confirm_blocks: 10,
+            })
+            .unwrap()
+            .purchase;
+        let closed = delivered.step(Input::Confirm { height: 13 }).unwrap();
+        assert!(
+            !closed
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::Pay { .. } | Effect::DropLive { .. })),
+            "{:?}",
+            closed.effects
+        );
+        assert!(
+            closed
+                .effects
+                .contains(&Effect::FreeValidationSlot { org: "org1".into() })
+        );
+        let stored = pb::Purchase::from(&closed.purchase);
+        assert_eq!(Purchase::try_from(stored), Ok(closed.purchase));
+    }
+
+    #[test]
     fn model_sale_records_that_do_not_add_up_are_corrupt() {
         let stored = || pb::Purchase::from(&model_sale(awaiting()));
         let cases = [
@@ -1974,12 +2031,22 @@ mod tests {
                 },
             ),
             (
-                "a model that is not sold",
+                "a model's training key request",
+                pb::Purchase {
+                    kind: pb::PurchaseKind::Training as i32,
+                    training_job: 4,
+                    price: "0".into(),
+                    fee: "0".into(),
+                    royalties: vec![],
+                    ..stored()
+                },
+            ),
+            (
+                "royalties on a model's validation request",
                 pb::Purchase {
                     kind: pb::PurchaseKind::Validation as i32,
                     price: "0".into(),
                     fee: "0".into(),
-                    royalties: vec![],
                     ..stored()
                 },
             ),

@@ -1,5 +1,5 @@
 //! Opening purchases: `BuyDataset` (price into escrow), `RequestValidation` (a validator's key
-//! request, no money), the chain's key requests for training and evaluation, and the model sales
+//! request of a dataset or a model listing, no money), the chain's key requests for training and evaluation, and the model sales
 //! `crate::models::BuyModel` opens ([`open_model_sale`]).
 
 use neurodata_proto::chain::v1 as pb;
@@ -13,8 +13,9 @@ use crate::amount::Amount;
 use crate::ledger::signer_address;
 use crate::market::{existing_dataset, require_listed};
 use crate::membership::{MembershipRead, Signer};
+use crate::models::ModelsError;
 use crate::state::{StateError, StateWrite};
-use crate::tx::{ExecCtx, amount_field};
+use crate::tx::{ExecCtx, amount_field, invalid};
 
 /// Refuses a dataset whose provider org is no longer an active member: nobody there can deliver
 /// its key, and the buyer's NRC would sit in escrow until the deadline.
@@ -263,50 +264,107 @@ impl BuyDataset {
     }
 }
 
-/// A validator member's request for a dataset's key, to validate it.
+/// A validator member's request for the key of a dataset, to validate it, or of a model listing,
+/// to attest its ciphertexts (`crate::models::AttestModelListing`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestValidation {
-    /// The dataset.
-    pub dataset_id: u64,
+    /// The dataset or model listing.
+    pub item: Item,
 }
 
-impl From<pb::RequestValidation> for RequestValidation {
-    fn from(m: pb::RequestValidation) -> Self {
-        RequestValidation {
-            dataset_id: m.dataset_id,
-        }
+impl TryFrom<pb::RequestValidation> for RequestValidation {
+    type Error = TxError;
+    fn try_from(m: pb::RequestValidation) -> Result<Self, TxError> {
+        // A dataset id of 0 stays a dataset (refused as unknown, as before model listings).
+        let item = match (m.dataset_id, m.model_listing_id) {
+            (dataset, 0) => Item::Dataset(dataset),
+            (0, listing) => Item::Model(listing),
+            (_, _) => {
+                return Err(invalid(
+                    "request_validation.model_listing_id",
+                    "set together with dataset_id; a request names a dataset or a model \
+                     listing, not both",
+                ));
+            }
+        };
+        Ok(RequestValidation { item })
     }
 }
 
+/// Refuses a validation request of `org` once the org has as many open as the chain allows.
+fn require_validation_slot<S: StateWrite>(
+    state: &S,
+    org: &str,
+    ctx: &ExecCtx,
+) -> Result<(), TxError> {
+    let open_now = state.open_validations(org)?;
+    let max = ctx.params.max_open_validations_per_org;
+    if open_now >= u64::from(max) {
+        return Err(EscrowError::ValidationQuota {
+            org: org.to_owned(),
+            open: open_now,
+            max,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 impl RequestValidation {
-    /// Opens a no-money purchase the provider's gateway answers (if its org's policy delivers
-    /// validation keys). Only a registered validator operator may ask, only for a listed dataset
-    /// not yet verified, and within its org's quota of open requests: a validation request hands
-    /// out the data for free, so it must not be a way around buying it.
+    /// Opens a no-money purchase the provider's (owner's) gateway answers. Only a registered
+    /// validator operator may ask, only for a listed item not yet verified, and within its org's
+    /// quota of open requests: a validation request hands out the data (or the model) for free,
+    /// so it must not be a way around buying it.
     pub fn check_and_execute<S: StateWrite>(
         &self,
         state: &mut S,
         signer: &Signer,
         ctx: &ExecCtx,
     ) -> Result<(), TxError> {
-        let dataset = existing_dataset(state, self.dataset_id)?;
-        crate::market::require_operator(state, signer)?;
-        require_listed(&dataset)?;
-        require_active_provider_org(state, &dataset)?;
-        if dataset.verified {
-            return Err(crate::market::MarketError::AlreadyVerified(dataset.id).into());
-        }
-        let org = &signer.identity.org_id;
-        let open_now = state.open_validations(org)?;
-        let max = ctx.params.max_open_validations_per_org;
-        if open_now >= u64::from(max) {
-            return Err(EscrowError::ValidationQuota {
-                org: org.clone(),
-                open: open_now,
-                max,
+        match self.item {
+            Item::Dataset(id) => {
+                let dataset = existing_dataset(state, id)?;
+                crate::market::require_operator(state, signer)?;
+                require_listed(&dataset)?;
+                require_active_provider_org(state, &dataset)?;
+                if dataset.verified {
+                    return Err(crate::market::MarketError::AlreadyVerified(dataset.id).into());
+                }
+                require_validation_slot(state, &signer.identity.org_id, ctx)?;
+                open(state, &dataset, signer, PurchaseKind::Validation, ctx)
             }
-            .into());
+            Item::Model(id) => {
+                let listing = crate::models::validatable_listing(state, id, signer)?;
+                require_validation_slot(state, &signer.identity.org_id, ctx)?;
+                let buyer = signer_address(signer)?;
+                if let Some(purchase) = state.live_mark(&buyer, Item::Model(id))? {
+                    return Err(ModelsError::AlreadyBought {
+                        listing: id,
+                        purchase,
+                    }
+                    .into());
+                }
+                let owner =
+                    Address::from_slice(&listing.owner).ok_or_else(|| StateError::Corrupt {
+                        key: crate::models::state_key::listing(id),
+                        reason: "owner is not 32 bytes".into(),
+                    })?;
+                open_item(
+                    state,
+                    Opening {
+                        id: 0,
+                        item: Item::Model(id),
+                        kind: PurchaseKind::Validation,
+                        buyer,
+                        buyer_org: signer.identity.org_id.clone(),
+                        provider: owner,
+                        provider_org: listing.owner_org,
+                        royalties: Vec::new(),
+                    },
+                    ctx,
+                )
+                .map(|_| ())
+            }
         }
-        open(state, &dataset, signer, PurchaseKind::Validation, ctx)
     }
 }

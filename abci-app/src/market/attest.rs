@@ -1,4 +1,6 @@
-//! `AttestDataset`: a validator member's findings about a listing, and the `verified` flag.
+//! `AttestDataset`: a validator member's findings about a listing, and the `verified` flag; the
+//! rule both it and `crate::models::AttestModelListing` verify by ([`verified_by_power`]) and
+//! who may attest ([`require_operator`]).
 
 use crate::events::{EventKind, attr};
 use std::collections::BTreeMap;
@@ -82,6 +84,22 @@ pub fn require_voting_power<S: GovernanceRead + MembershipRead>(
     Ok(())
 }
 
+/// The verification rule of datasets and model listings: whether the orgs in `positive` (those
+/// whose latest attestation is positive) hold more than two thirds of the validator voting
+/// power now. Recomputed at every attestation, against the validator set of that block.
+pub fn verified_by_power<'a, S: GovernanceRead>(
+    state: &S,
+    positive: impl IntoIterator<Item = &'a str>,
+) -> Result<bool, TxError> {
+    let power = power_by_org(state)?;
+    let total: u128 = power.values().sum();
+    let approving: u128 = positive
+        .into_iter()
+        .map(|org| power.get(org).copied().unwrap_or(0))
+        .sum();
+    Ok(approving * 3 > total * 2)
+}
+
 impl AttestDataset {
     /// Records the org's attestation (replacing its earlier one) and recomputes `verified`
     /// against the current validator set.
@@ -94,7 +112,6 @@ impl AttestDataset {
         let mut dataset = super::existing_dataset(state, self.dataset_id)?;
         let org = &signer.identity.org_id;
         require_operator(state, signer)?;
-        let power = power_by_org(state)?;
         let positive = self.ciphertext_matches_cid
             && self.plaintext_matches
             && self.schema_matches
@@ -108,14 +125,14 @@ impl AttestDataset {
             rows: self.rows,
         });
         dataset.attestations.sort_by(|a, b| a.org_id.cmp(&b.org_id));
-        let total: u128 = power.values().sum();
-        let approving: u128 = dataset
-            .attestations
-            .iter()
-            .filter(|a| a.positive)
-            .map(|a| power.get(&a.org_id).copied().unwrap_or(0))
-            .sum();
-        let verified = approving * 3 > total * 2;
+        let verified = verified_by_power(
+            state,
+            dataset
+                .attestations
+                .iter()
+                .filter(|a| a.positive)
+                .map(|a| a.org_id.as_str()),
+        )?;
         if verified && !dataset.verified {
             dataset.verified_height = ctx.height;
         }

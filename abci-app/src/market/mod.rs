@@ -22,7 +22,7 @@ mod split;
 pub mod state_key;
 pub mod view;
 
-pub use attest::{AttestDataset, require_operator, require_voting_power};
+pub use attest::{AttestDataset, require_operator, require_voting_power, verified_by_power};
 pub use dataset::{
     DelistDataset, MAX_PREVIEW_ROWS, RegisterDataset, UpdateDatasetPrice, matches_filter,
 };

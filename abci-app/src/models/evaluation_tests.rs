@@ -674,7 +674,11 @@ fn equal_scores_rank_the_earlier_evaluation_first() {
 fn a_hidden_split_is_not_validated() {
     let mut w = World::new();
     let operator0 = signer(operator(0), "org0", Role::Validator);
-    let m = crate::escrow::RequestValidation::from(pb::RequestValidation { dataset_id: 4 });
+    let m = crate::escrow::RequestValidation::try_from(pb::RequestValidation {
+        dataset_id: 4,
+        model_listing_id: 0,
+    })
+    .unwrap();
     assert_eq!(
         w.tx(|d, exec| m.check_and_execute(d, &operator0, exec)),
         Err(MarketError::HiddenSplit(4).into())

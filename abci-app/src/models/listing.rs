@@ -388,6 +388,10 @@ impl PublishModel {
             status: pb::ModelListingStatus::Listed as i32,
             listed_height: ctx.height,
             card: Some(card),
+            // Validators attest its ciphertexts afterwards (`AttestModelListing`).
+            attestations: Vec::new(),
+            verified: false,
+            verified_height: 0,
         };
         state.put_model_listing(&listing);
         for cid in &cids {
@@ -511,6 +515,9 @@ impl DelistModel {
 pub fn matches_filter(listing: &pb::ModelListing, filter: &pb::ModelListingFilter) -> bool {
     let listed = listing.status == pb::ModelListingStatus::Listed as i32;
     if !filter.include_delisted && !listed {
+        return false;
+    }
+    if filter.verified_only && !listing.verified {
         return false;
     }
     if !filter.owner_org.is_empty() && filter.owner_org != listing.owner_org {
@@ -719,7 +726,18 @@ mod tests {
             dataset_id: 3,
             max_price: "100".into(),
             include_delisted: false,
+            verified_only: false,
         }));
+        let verified_only = pb::ModelListingFilter {
+            verified_only: true,
+            ..Default::default()
+        };
+        assert!(!f(verified_only.clone()), "not verified yet");
+        let verified = pb::ModelListing {
+            verified: true,
+            ..listing.clone()
+        };
+        assert!(matches_filter(&verified, &verified_only));
         assert!(!f(pb::ModelListingFilter {
             owner_org: "medlab".into(),
             ..Default::default()

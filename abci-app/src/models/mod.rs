@@ -15,7 +15,18 @@
 //!    a refund pays nobody but the buyer.
 //!
 //! [`UpdateModelPrice`] and [`DelistModel`] change a listing; open purchases keep their terms.
+//!
+//! Verifying a listing ([`AttestModelListing`]): the escrow's dispute proves only a wrong *key*,
+//! so validators attest the ciphertexts themselves. A validator operator asks for the listing's
+//! key (`crate::escrow::RequestValidation` naming the listing, no money; the owner's gateway
+//! delivers it as to a buyer), downloads both ciphertexts, checks them against the listing's
+//! CIDs, decrypts them and compares the model file's SHA-256 and the ONNX export's CID with the
+//! card. A listing is `verified` once orgs holding more than two thirds of the validator voting
+//! power attested positively: the rule of datasets (`crate::market::verified_by_power`). The
+//! chain sells unverified listings as it sells unverified datasets; `ndctl model buy` refuses
+//! them unless told `--unverified`.
 
+mod attest;
 mod buy;
 pub mod evaluation;
 mod evaluation_view;
@@ -25,11 +36,14 @@ pub mod royalty;
 pub mod state_key;
 pub mod view;
 
+pub use attest::{AttestModelListing, validatable_listing};
 pub use buy::BuyModel;
 pub use evaluation::{EvaluationError, RequestEvaluation};
 pub use evaluation_view::{EvaluationRead, EvaluationWrite};
 pub use leaderboard::leaderboard;
-pub use listing::{DelistModel, PublishModel, UpdateModelPrice, matches_filter, model_card};
+pub use listing::{
+    DelistModel, PublishModel, UpdateModelPrice, matches_filter, model_card, require_listed,
+};
 pub use royalty::{RoyaltySource, split_royalties};
 pub use view::{ModelsRead, ModelsWrite};
 
@@ -162,7 +176,9 @@ pub enum ModelsError {
         max: Amount,
     },
     /// The buyer already holds a live purchase of the listing.
-    #[error("you already bought model listing {listing} (purchase {purchase})")]
+    #[error(
+        "you already hold purchase {purchase} of model listing {listing} (bought, or asked for to validate it)"
+    )]
     AlreadyBought {
         /// The listing.
         listing: u64,
@@ -176,6 +192,19 @@ pub enum ModelsError {
         listing: u64,
         /// Its org.
         org: String,
+    },
+    /// A validation request for a listing the validators already verified.
+    #[error(
+        "model listing {0} is already verified; validation requests are for unverified listings"
+    )]
+    AlreadyVerified(u64),
+    /// An attestation by an operator that holds no key of the listing.
+    #[error(
+        "you hold no purchase of model listing {listing} with its key delivered: send RequestValidation (model_listing_id {listing}) and attest once the owner's gateway delivered the key"
+    )]
+    NoKeyDelivered {
+        /// The listing.
+        listing: u64,
     },
     /// A listed ciphertext CID is the model version's own plaintext artifact.
     #[error(
@@ -207,6 +236,8 @@ impl ModelsError {
             ModelsError::AlreadyBought { .. } => 151,
             ModelsError::OwnerOrgInactive { .. } => 152,
             ModelsError::PlaintextArtifact { .. } => 153,
+            ModelsError::AlreadyVerified(_) => 154,
+            ModelsError::NoKeyDelivered { .. } => 155,
         }
     }
 }

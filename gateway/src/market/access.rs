@@ -16,8 +16,10 @@
 //!   if the org's policy delivers to those (`deliver_validation_keys`, off by default;
 //!   finding 1);
 //! - a blob that is a ciphertext of this org's model listing (its model file or ONNX export):
-//!   members with a live purchase of that listing (a sale). The same reasoning as for datasets:
-//!   only this org's listing of a CID counts.
+//!   members with a live purchase of that listing — a sale, or a validator's key request (served
+//!   whatever `deliver_validation_keys` says: validators attest a listing's ciphertexts before
+//!   buyers buy it). The same reasoning as for datasets: only this org's listing of a CID
+//!   counts.
 //!
 //! Training artifacts. A worker uploads its run's files (model, ONNX export, trace,
 //! checkpoints) to its own org's gateway as plain blobs and names their CIDs in `SubmitResult`.
@@ -289,7 +291,7 @@ pub fn decide(f: &Facts<'_>) -> Result<(), Status> {
 }
 
 /// The rule for a ciphertext of a model listing: this org's listing, to members with a live
-/// purchase (a sale) of it.
+/// purchase of it (a sale, or a validator's key request).
 fn decide_model(f: &Facts<'_>, listing: &pb::ModelListing) -> Result<(), Status> {
     let own = f.own_org;
     if own != Some(listing.owner_org.as_str()) {
@@ -302,10 +304,14 @@ fn decide_model(f: &Facts<'_>, listing: &pb::ModelListing) -> Result<(), Status>
             own.unwrap_or("none configured")
         )));
     }
-    let bought = f
-        .model_purchase
-        .is_some_and(|p| p.model_listing == listing.id && p.kind == pb::PurchaseKind::Sale as i32);
-    if bought {
+    // A validator's key request of the listing reads the ciphertexts to attest them, whatever
+    // `deliver_validation_keys` says (the owner's gateway delivers its key for the same reason).
+    let may = f.model_purchase.is_some_and(|p| {
+        p.model_listing == listing.id
+            && (p.kind == pb::PurchaseKind::Sale as i32
+                || p.kind == pb::PurchaseKind::Validation as i32)
+    });
+    if may {
         return Ok(());
     }
     Err(Status::permission_denied(format!(
@@ -815,6 +821,22 @@ mod tests {
         }
         // The owner's org reads its own ciphertexts.
         assert!(model_verdict("medlab", &ours, None).is_ok());
+    }
+
+    #[test]
+    fn a_validators_key_request_of_the_orgs_model_listing_downloads_its_ciphertexts() {
+        let ours = model_listing("medlab");
+        let request = pb::Purchase {
+            kind: pb::PurchaseKind::Validation as i32,
+            ..model_sale(2)
+        };
+        // deliver_validation_keys is off in `model_verdict`: the dataset policy does not apply.
+        assert!(model_verdict("datacorp", &ours, Some(&request)).is_ok());
+        let other = pb::Purchase {
+            model_listing: 3,
+            ..request
+        };
+        assert!(model_verdict("datacorp", &ours, Some(&other)).is_err());
     }
 
     #[test]

@@ -23,7 +23,10 @@
 //! colleague's key commitment would get the colleague's key delivered to its buyers (finding 7).
 //! A model sale (`Purchase.model_listing`) is vetted the same way against the model listing: the
 //! key must have been deposited by the listing's owner for the listing's ONNX-export ciphertext
-//! (both ciphertexts share the key). A refused purchase is logged once and never delivered.
+//! (both ciphertexts share the key). A validator's key request of a model listing is delivered
+//! like its sales, whatever `deliver_validation_keys` says: validators attest the ciphertexts
+//! with that key (`AttestModelListing`), and buyers wait for the listing to be verified. A
+//! refused purchase is logged once and never delivered.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -158,9 +161,14 @@ impl<'a> Listed<'a> {
 }
 
 /// Whether this org delivers keys for purchases of `p`'s kind: sales, training and evaluation
-/// key requests always, validators' key requests only if `deliver_validation_keys`.
+/// key requests always, validators' key requests of a model listing always, and validators' key
+/// requests of a dataset only if `deliver_validation_keys`.
 pub fn kind_allowed(p: &pb::Purchase, deliver_validation_keys: bool) -> Result<(), Refusal> {
     match pb::PurchaseKind::try_from(p.kind) {
+        // A model listing is verified only by validators who hold its key (the chain refuses an
+        // attestation without one), and buyers wait for that: listing a model for sale is
+        // agreeing to its verification, so the org's dataset policy does not apply.
+        Ok(pb::PurchaseKind::Validation) if p.model_listing != 0 => Ok(()),
         // A training key request goes to the job's worker or an attesting validator's operator,
         // wrapped to that purchase's buyer certificate like a sale's: the provider agreed to
         // on-platform training of the data it sells, so `deliver_validation_keys` does not
@@ -743,6 +751,48 @@ mod tests {
                 ..
             })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn validators_key_requests_of_a_model_listing_get_keys_whatever_the_validation_policy()
+    -> Result<(), neurodata_crypto::CryptoError> {
+        let request = pb::Purchase {
+            dataset_id: 0,
+            model_listing: 2,
+            ..purchase(pb::PurchaseKind::Validation)
+        };
+        let k = deposit(PROVIDER, "bafy-onnx-ct")?;
+        let listing = model_listing(PROVIDER, "bafy-onnx-ct");
+        for deliver_validation_keys in [false, true] {
+            assert_eq!(
+                vet(
+                    &request,
+                    Listed::model(&listing),
+                    &k,
+                    &[],
+                    deliver_validation_keys
+                ),
+                Ok(()),
+                "deliver_validation_keys = {deliver_validation_keys}"
+            );
+        }
+        // The key binding still holds: no owner's key through a colleague's decoy listing.
+        assert!(matches!(
+            vet(
+                &request,
+                Listed::model(&model_listing(COLLEAGUE, "bafy-onnx-ct")),
+                &k,
+                &[],
+                true
+            ),
+            Err(Refusal::NotDepositor { .. })
+        ));
+        // A dataset's validation request still needs the policy.
+        assert_eq!(
+            kind_allowed(&purchase(pb::PurchaseKind::Validation), false),
+            Err(Refusal::ValidationRequest { purchase: 7 })
+        );
         Ok(())
     }
 
