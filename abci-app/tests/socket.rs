@@ -629,6 +629,7 @@ fn a_damaged_store_is_refused_at_startup_with_a_clear_error() {
     let (status, err) = app.wait_exit();
     assert!(!status.success(), "{status:?}");
     assert!(err.contains("state store"), "names the store: {err}");
+}
 
 #[test]
 fn misbehaviour_over_the_socket_jails_as_in_process() {
