@@ -593,6 +593,12 @@ fn samples(f: &Fixtures, next_height: u64) -> Vec<pb::Message> {
         msg::update_model_price(1, Amount(2000)),
         msg::delist_model(1),
         msg::buy_model(1, Amount(1000)),
+        msg::attest_model_listing(pb::AttestModelListing {
+            listing_id: 1,
+            ciphertexts_match_cids: true,
+            model_matches: true,
+            onnx_matches: true,
+        }),
     ]
 }
 
