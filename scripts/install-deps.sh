@@ -2,7 +2,7 @@
 # Installs the system packages the build needs, from Debian's packages, when they are missing:
 # clang + libclang (rocksdb's bindgen), libssl-dev + pkg-config (openssl crate), the openssl CLI
 # (tests and benchmarks compare against it), qemu-user (the trainer's bit-exactness test runs
-# jobs on emulated CPU models), curl (scripts/k8s-cluster.sh). Idempotent; quiet when everything is present.
+# jobs on emulated CPU models), curl (scripts/k8s-cluster.sh), libfaketime (the clock-skew test). Idempotent; quiet when everything is present.
 set -euo pipefail
 need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
@@ -14,6 +14,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v qemu-x86_64 >/dev/null 2>&1 || need+=(qemu-user)
 # scripts/k8s-cluster.sh talks to the test API server with curl.
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# The devnet's clock-skew test runs one node's app under libfaketime.
+compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || need+=(libfaketime)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   sudo_cmd=""

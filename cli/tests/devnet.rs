@@ -911,3 +911,118 @@ fn partitions_halt_or_continue_by_majority_and_heal() {
         );
     }
 }
+
+/// Node 3's app runs with its clock 30 days behind (libfaketime: every certificate of the
+/// consortium is "not yet valid" by that clock). Certificate validity follows block time, which
+/// CometBFT agrees on from the validators' votes, so a transfer sent through node 3 is checked and
+/// committed like any other; block times stay strictly increasing; all nodes converge.
+/// (libfaketime hooks libc's clock calls: it skews our Rust app, not CometBFT, whose Go runtime
+/// reads the clock through the vDSO.)
+#[test]
+fn a_node_whose_app_clock_is_skewed_still_judges_certificates_by_block_time() {
+    let _g = lock();
+    let faketime = glob_one("/usr/lib", "faketime/libfaketime.so.1")
+        .expect("libfaketime is missing: scripts/install-deps.sh installs it");
+    // A wrapper the devnet starts as its app: skewed only where NEURODATA_SKEW is set.
+    let wrap = tempfile::tempdir().unwrap();
+    let real = std::env::var("NEURODATA_ABCI_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_BIN_EXE_ndctl")).with_file_name("neurodata-abci")
+        });
+    let app = wrap.path().join("neurodata-abci");
+    std::fs::write(
+        &app,
+        format!(
+            "#!/bin/sh\nif [ -n \"$NEURODATA_SKEW\" ]; then\n  export LD_PRELOAD={} FAKETIME=\"$NEURODATA_SKEW\" FAKETIME_DONT_FAKE_MONOTONIC=1\nfi\nexec {} \"$@\"\n",
+            faketime.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(&app).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&app, perms).unwrap();
+
+    let net = Net::up_with(28400, &["--abci", app.to_str().unwrap()]);
+    let (comet, abci) = net.pids(3);
+    net.signal(comet, "KILL");
+    net.signal(abci, "KILL");
+    wait_dead(abci, "node3's app");
+    wait_dead(comet, "node3's cometbft");
+    common::ndctl_env(
+        net.path(),
+        &["devnet", "up", "--only", "3"],
+        &[("NEURODATA_SKEW", "-30d".to_owned())],
+    )
+    .unwrap();
+    net.wait_height(3, net.height(0).unwrap(), T);
+
+    // The skew took: the app's log lines are dated 30 days back.
+    let month_ago = Command::new("date")
+        .args(["-u", "-d", "-30 days", "+%Y-%m-%d"])
+        .output()
+        .unwrap();
+    let month_ago = String::from_utf8(month_ago.stdout).unwrap();
+    let log = std::fs::read_to_string(net.path().join("node3/abci.log")).unwrap();
+    let resumed = log.lines().rfind(|l| l.contains("resuming")).unwrap();
+    assert!(
+        resumed.starts_with(month_ago.trim()),
+        "not skewed: {resumed}"
+    );
+
+    // CheckTx and FinalizeBlock on node 3 judge the sender's certificate at block time.
+    let (to, _) = net.cert("healthtech", "buyer");
+    let out = net
+        .tx(
+            3,
+            "medlab",
+            "buyer",
+            &["transfer", "--to", to.to_str().unwrap(), "--amount", "5"],
+        )
+        .unwrap();
+    assert!(out.contains("committed tx"), "{out}");
+    let h = net.height(0).unwrap();
+    net.wait_height(3, h + 2, T);
+    net.assert_converged(&ALL);
+
+    // Block times strictly increase, on the skewed node's chain as on the others'.
+    let c = HttpClient::new(net.rpcs[3].as_str()).unwrap();
+    let top = net.height(3).unwrap();
+    let mut last = None;
+    let mut from = 1;
+    while from <= top {
+        let to_h = (from + 19).min(top);
+        let metas = rt()
+            .block_on(c.blockchain(
+                tendermint::block::Height::try_from(from).unwrap(),
+                tendermint::block::Height::try_from(to_h).unwrap(),
+            ))
+            .unwrap()
+            .block_metas;
+        let mut metas: Vec<_> = metas.into_iter().map(|m| m.header).collect();
+        metas.sort_by_key(|h| h.height);
+        for hd in metas {
+            if let Some(prev) = last {
+                assert!(
+                    hd.time > prev,
+                    "block {} time {} after {}",
+                    hd.height,
+                    hd.time,
+                    prev
+                );
+            }
+            last = Some(hd.time);
+        }
+        from = to_h + 1;
+    }
+}
+
+/// The one path matching `dir/*/suffix`.
+fn glob_one(dir: &str, suffix: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join(suffix))
+        .find(|p| p.exists())
+}
