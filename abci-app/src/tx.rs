@@ -19,7 +19,7 @@ use crate::market::{
     UpdateDatasetPrice,
 };
 use crate::membership::certificate::sha256;
-use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
+use crate::membership::{MoveIdentity, RenewCertificate, RevokeCertificate, Role, Signer};
 use crate::models::{BuyModel, DelistModel, PublishModel, RequestEvaluation, UpdateModelPrice};
 use crate::state::StateWrite;
 use crate::training::{
@@ -268,6 +268,9 @@ actions! {
     DelistModel(DelistModel), roles: &[Role::Provider, Role::Trainer, Role::Buyer, Role::Admin];
     /// Models: buy a model (not one of the signer's own org).
     BuyModel(BuyModel), roles: &[Role::Buyer, Role::Trainer];
+    /// Membership: renew the signer's own certificate (any member; checked against the new
+    /// certificate, which keeps the signer's role).
+    RenewCertificate(RenewCertificate), roles: &Role::ALL;
 }
 
 /// A checked tx body.

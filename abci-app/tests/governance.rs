@@ -300,6 +300,7 @@ fn parameter_changes_apply_to_later_transactions() {
         max_open_validations_per_org: 4,
         reward_epoch_blocks: 0,
         model_royalty_bps: 1_000,
+        cert_expiry_notice_secs: 30 * 86_400,
     };
     t.ok(
         &c.signer(0, Role::Admin),

@@ -7,6 +7,7 @@ mod conn;
 mod dataset;
 mod devnet;
 mod job;
+mod lifecycle;
 mod model;
 mod preview;
 
@@ -152,6 +153,45 @@ enum CaCommand {
         /// Why.
         #[arg(long, default_value = "moved to a successor by org admin")]
         reason: String,
+    },
+    /// Renews a member certificate of your org with the CA in CA_DIR (the org admin's step): a
+    /// new certificate for the member's key, common name and role, written to OUT. The member
+    /// then sends it to the chain with `ndctl ca renew`.
+    Reissue {
+        /// Directory holding `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The member's current certificate (PEM file).
+        #[arg(value_name = "CERTIFICATE")]
+        member: PathBuf,
+        /// Where to write the renewed certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Renews your certificate on chain, signed with your current one (--cert/--key): your
+    /// balance, purchases, listings, validator roles and training jobs move to NEW_CERT, and the
+    /// current certificate stops signing. Do it before the current one expires (after, your org
+    /// admin moves your identity with `ndctl ca move-identity`).
+    Renew {
+        #[command(flatten)]
+        fee: FeeArgs,
+        /// The renewed certificate (PEM file), from `ndctl ca reissue`.
+        #[arg(long)]
+        new_cert: PathBuf,
+    },
+    /// Lists the live member certificates and org CAs expiring soon, as the chain sees them:
+    /// org, role, common name, fingerprint, expiry and days left.
+    Expiring {
+        /// Window in days after the last block's time (default: the chain's notice window,
+        /// the `cert_expiry_notice_secs` parameter).
+        #[arg(long)]
+        days: Option<u64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Writes the dev consortium (3 orgs with CA, admin, provider, buyer, trainer, validator).
     DevConsortium {
@@ -360,7 +400,8 @@ enum ProposeCommand {
     },
 }
 
-/// The marketplace's windows and fee, in genesis and in a parameter proposal.
+/// The marketplace's windows and fee and the certificate expiry notice, in genesis and in a
+/// parameter proposal.
 #[derive(Args)]
 struct MarketParamsArgs {
     /// Blocks a provider has to deliver a purchased key.
@@ -382,6 +423,10 @@ struct MarketParamsArgs {
     /// Blocks between reward-pool payouts to validators' operators (0: never).
     #[arg(long, default_value_t = 100)]
     reward_epoch_blocks: u64,
+    /// Days before a member certificate or org CA expires that the chain announces it
+    /// (`certificate.expiring`; 1..=366).
+    #[arg(long, default_value_t = 30)]
+    cert_expiry_notice_days: u64,
 }
 
 #[derive(Args)]
@@ -556,6 +601,7 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         model_royalty_bps: args.market.model_royalty_bps,
         max_open_validations_per_org: args.market.max_open_validations_per_org,
         reward_epoch_blocks: args.market.reward_epoch_blocks,
+        cert_expiry_notice_secs: args.market.cert_expiry_notice_days.saturating_mul(86_400),
         ..Params::default()
     };
     let app_state = AppState {
@@ -851,6 +897,7 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                 max_open_validations_per_org: market.max_open_validations_per_org,
                 reward_epoch_blocks: market.reward_epoch_blocks,
                 model_royalty_bps: market.model_royalty_bps,
+                cert_expiry_notice_secs: market.cert_expiry_notice_days.saturating_mul(86_400),
             }),
         ),
     };
@@ -920,6 +967,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("moved {from} to {to}");
+        }
+        Command::Ca(CaCommand::Reissue {
+            ca_dir,
+            member,
+            out,
+            days,
+        }) => lifecycle::reissue(&ca_dir, &member, &out, days)?,
+        Command::Ca(CaCommand::Renew { fee, new_cert }) => {
+            lifecycle::renew(&SignerArgs::new(me, Some(&fee)), &new_cert).await?
+        }
+        Command::Ca(CaCommand::Expiring { days, json }) => {
+            lifecycle::expiring(&SignerArgs::new(me, None), days, json).await?
         }
         Command::Ca(CaCommand::DevConsortium { dir }) => {
             for org in neurodata_certs::dev_consortium(&dir, now())? {

@@ -115,11 +115,16 @@ pub fn status(e: &MembershipError) -> Status {
         | M::CaCannotSign => Code::Unauthenticated,
         M::OrgNotActive { .. }
         | M::Revoked { .. }
+        | M::Renewed { .. }
         | M::RoleNotAllowed { .. }
         | M::ForeignCertificate { .. } => Code::PermissionDenied,
         // Refusals of membership actions and of org root CAs, which the rule never returns;
         // mapped by their meaning so that the match stays exhaustive.
-        M::AlreadyRevoked(_) | M::AlreadyMoved { .. } => Code::FailedPrecondition,
+        M::AlreadyRevoked(_)
+        | M::AlreadyMoved { .. }
+        | M::AlreadyRegistered(_)
+        | M::RenewalNotLater { .. } => Code::FailedPrecondition,
+        M::RenewalMismatch { .. } | M::RenewalToSelf => Code::InvalidArgument,
         M::UnknownCertificate(_) => Code::NotFound,
         M::RootNotCa | M::RootNotSelfSigned | M::RootSignatureInvalid => Code::InvalidArgument,
     };
@@ -620,7 +625,7 @@ mod tests {
                 .unwrap()
                 .register(&*state, 2)
                 .unwrap();
-            state.put_identity(&identity);
+            state.put_identity(&identity).unwrap();
         }
 
         fn revoke(state: &mut State, der: &[u8]) {

@@ -398,7 +398,7 @@ impl ProposalAction {
                 ca_cert_pem,
             } => {
                 let ca = CaCertificate::from_pem(ca_cert_pem)?;
-                admit_org(state, org_id, name, &ca, ctx.height);
+                admit_org(state, org_id, name, &ca, ctx.height)?;
             }
             ProposalAction::RemoveOrg { org_id } => {
                 let mut org = active_org(&*state, org_id)?;
@@ -446,6 +446,7 @@ impl ProposalAction {
                 org.ca_cert_der = new.der.clone();
                 org.ca_fingerprint = new.fingerprint.to_vec();
                 state.put_org(&org, &new.subject_hash);
+                state.track_ca_expiry(org_id, &new)?;
                 state.emit(
                     Event::new(EventKind::OrgCaRotated)
                         .attr(attr::ORG, org_id)
@@ -502,14 +503,15 @@ impl ProposalAction {
     }
 }
 
-/// Writes a newly admitted org (genesis or governance) and emits `org.admitted`.
+/// Writes a newly admitted org (genesis or governance), files its CA for expiry notices and
+/// emits `org.admitted`.
 pub fn admit_org<S: StateWrite>(
     state: &mut S,
     org_id: &str,
     name: &str,
     ca: &CaCertificate,
     height: u64,
-) {
+) -> Result<(), crate::state::StateError> {
     state.put_org(
         &pb::Org {
             org_id: org_id.to_owned(),
@@ -521,11 +523,13 @@ pub fn admit_org<S: StateWrite>(
         },
         &ca.subject_hash,
     );
+    state.track_ca_expiry(org_id, ca)?;
     state.emit(
         Event::new(EventKind::OrgAdmitted)
             .attr(attr::ORG, org_id)
             .attr(attr::CA_FINGERPRINT, hex::encode(ca.fingerprint)),
     );
+    Ok(())
 }
 
 fn active_org<S: StateRead>(state: &S, org_id: &str) -> Result<pb::Org, TxError> {

@@ -50,6 +50,10 @@ pub struct CaCertificate {
     pub fingerprint: [u8; 32],
     /// SHA-256 of the subject name DER (what member certificates name as issuer).
     pub subject_hash: [u8; 32],
+    /// Subject CN (for expiry notices and listings).
+    pub common_name: String,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
 }
 
 impl CaCertificate {
@@ -83,12 +87,14 @@ impl CaCertificate {
             der: der.to_vec(),
             fingerprint: sha256(der),
             subject_hash: sha256(cert.subject().as_raw()),
+            common_name: common_name(&cert),
+            not_after: cert.validity().not_after.timestamp(),
         })
     }
 }
 
 /// A member certificate, parsed but not yet checked against the chain.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberCertificate {
     /// DER bytes.
     pub der: Vec<u8>,
@@ -123,12 +129,7 @@ impl MemberCertificate {
         let role = ou
             .parse()
             .map_err(|_| MembershipError::UnknownRole { ou: ou.to_owned() })?;
-        let common_name = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let common_name = common_name(&cert);
         let is_ca = cert
             .basic_constraints()
             .map_err(|e| bad(format!("basicConstraints: {e}")))?
@@ -166,6 +167,8 @@ impl MemberCertificate {
             certificate_der: self.der.clone(),
             registered_height: height,
             successor: vec![],
+            renewed_to: vec![],
+            renewed_from: vec![],
         }
     }
 
@@ -208,6 +211,26 @@ impl MemberCertificate {
         self.check_issued_by(&org)?;
         Ok(org)
     }
+}
+
+/// The validity window (notBefore, notAfter; Unix seconds) of any DER X.509 certificate: a
+/// member's, a CA's or a TLS server's.
+pub fn validity(der: &[u8]) -> Result<(i64, i64), MembershipError> {
+    let cert = parse(der)?;
+    Ok((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+/// The first subject CN of a certificate ("" if none or not a string).
+fn common_name(cert: &X509Certificate<'_>) -> String {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// SHA-256 of a certificate's subject name DER: for a CA, what the certificates it issues name

@@ -22,7 +22,8 @@
 //! issuer ([`MembershipError::UnknownCa`]) and that org's CA key (P-256) signed it
 //! ([`MembershipError::NotSignedByCa`]); then [`live`]: the org is active
 //! ([`MembershipError::OrgNotActive`]), its current CA is the one that issued the certificate
-//! ([`MembershipError::CaRotated`]), not revoked ([`MembershipError::Revoked`]), `now` within
+//! ([`MembershipError::CaRotated`]), not revoked ([`MembershipError::Revoked`]), not renewed
+//! ([`MembershipError::Renewed`]), `now` within
 //! notBefore ([`MembershipError::NotYetValid`]) and notAfter ([`MembershipError::Expired`]); last
 //! the role, for every permission asked ([`MembershipError::RoleNotAllowed`]).
 
@@ -140,6 +141,15 @@ pub fn live(
         return Err(MembershipError::Revoked {
             fingerprint: hex::encode(&identity.fingerprint),
             height: rev.height,
+        });
+    }
+    // A renewal retires the certificate it renews: what it held moved to its successor, and two
+    // live certificates for one member would let the old one act (spend what reaches it, sign
+    // as the member) after the member stopped guarding its key.
+    if !identity.renewed_to.is_empty() {
+        return Err(MembershipError::Renewed {
+            fingerprint: hex::encode(&identity.fingerprint),
+            successor: hex::encode(&identity.renewed_to),
         });
     }
     if now < identity.not_before {
