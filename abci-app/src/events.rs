@@ -158,6 +158,8 @@ pub mod attr {
     pub const JOB: &str = "job";
     /// A model version id.
     pub const MODEL: &str = "model";
+    /// Until when (Unix seconds) a rotated-out CA's certificates stay live.
+    pub const GRACE_UNTIL: &str = "grace_until";
     /// A hex SHA-256.
     pub const HASH: &str = "hash";
     /// How many training jobs moved.

@@ -443,7 +443,7 @@ query_table! {
     /// split, best first within each target column.
     leaderboard: Leaderboard(id: u64) = "/leaderboard" => pb::Leaderboard, list;
     /// The live member certificates and org CAs expiring within the given number of seconds
-    /// (data: 8 big-endian bytes, at most ten years) of the last block's time, soonest first.
+    /// (data: 8 big-endian bytes, at most twenty years) of the last block's time, soonest first.
     expiring_certificates: ExpiringCertificates(within_secs: u64) = "/expiring_certificates"
         => pb::ExpiringCertificateList, list;
 }

@@ -664,3 +664,35 @@ fn live_certificates_and_org_cas_are_announced_once_as_they_enter_the_notice_win
     let none = neurodata_abci::membership::expiry::expiring(n.storage(), 60).unwrap();
     assert!(none.certificates.is_empty(), "{:?}", none.certificates);
 }
+
+#[test]
+fn a_renewal_carries_a_worker_registration_and_a_validator_operator_role_over() {
+    use neurodata_abci::governance::GovernanceRead;
+    use neurodata_abci::training::TrainingRead;
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let trainer = c.signer(0, Role::Trainer);
+    t.ok(
+        &trainer,
+        vec![msg::register_worker(2, "https://gw.org0.example:27008")],
+    );
+    let new_trainer = renewed(&c, 0, Role::Trainer);
+    t.ok(&trainer, renew(&new_trainer));
+    let s = t.a.storage();
+    assert_eq!(s.worker(&trainer.address()).unwrap(), None);
+    let w = s.worker(&new_trainer.address()).unwrap().expect("moved");
+    assert_eq!((w.capacity, w.org_id.as_str()), (2, "org0"));
+
+    let validator = c.signer(0, Role::Validator);
+    let new_validator = renewed(&c, 0, Role::Validator);
+    let o = t.ok(&validator, renew(&new_validator));
+    assert!(
+        o.events
+            .iter()
+            .any(|e| e.kind == "certificate.renewed" && e.get("validators") == Some("1")),
+        "{:?}",
+        o.events
+    );
+    let operators = &t.a.storage().validators().unwrap()[0].operators;
+    assert_eq!(operators, &vec![new_validator.address().0.to_vec()]);
+}

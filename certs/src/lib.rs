@@ -252,17 +252,27 @@ impl OrgCa {
         Ok(Member { cert, key })
     }
 
-    /// Renews a member certificate this CA issued: a new certificate for the same public key,
+    /// Renews a member certificate this CA issued, or `previous` (the org's CA before a
+    /// rotation, when moving members to this one): a new certificate for the same public key,
     /// common name and role, valid for `validity`. The member keeps its key (the CA never sees
     /// it) and sends the chain its renewal signed with the old certificate (`RenewCertificate`).
-    pub fn reissue(&self, old: &X509, validity: Validity) -> Result<X509, CertError> {
-        let refuse = |why: String| Err(CertError::NotRenewable(why));
-        if old.issuer_name().to_der()? != self.cert.subject_name().to_der()? {
-            return refuse("it was not issued by this CA (its issuer is another name)".into());
+    pub fn reissue(
+        &self,
+        old: &X509,
+        previous: Option<&X509>,
+        validity: Validity,
+    ) -> Result<X509, CertError> {
+        let mut issued_by_us = false;
+        for ca in std::iter::once(&self.cert).chain(previous) {
+            let key = ca.public_key()?;
+            if old.issuer_name().to_der()? == ca.subject_name().to_der()? && old.verify(&key)? {
+                issued_by_us = true;
+            }
         }
-        let ca_key = self.cert.public_key()?;
-        if !old.verify(&ca_key)? {
-            return refuse("its signature is not this CA's (a CA with the same name)".into());
+        if !issued_by_us {
+            return Err(CertError::NotRenewable(
+                "it was not issued by this CA (nor by the previous CA given)".into(),
+            ));
         }
         let text = |nid| {
             let mut entries = old.subject_name().entries_by_nid(nid);
@@ -527,7 +537,7 @@ mod tests {
             .issue("alice", Role::Trainer, Validity::days_from(NOW, 30))
             .unwrap();
         let new = ca
-            .reissue(&old.cert, Validity::days_from(NOW, 400))
+            .reissue(&old.cert, None, Validity::days_from(NOW, 400))
             .unwrap();
         assert!(verifies(&ca.cert, &new));
         assert!(new.public_key().unwrap().public_eq(&old.key), "same key");
@@ -542,16 +552,30 @@ mod tests {
         let other = OrgCa::create("other", "Other", Validity::days_from(NOW, 9)).unwrap();
         for ca in [&impostor, &other] {
             assert!(matches!(
-                ca.reissue(&old.cert, Validity::days_from(NOW, 9)),
+                ca.reissue(&old.cert, None, Validity::days_from(NOW, 9)),
                 Err(CertError::NotRenewable(_))
             ));
         }
+        // After a rotation the new CA renews what the previous one issued, when given it.
+        let rotated = ca
+            .reissue(&old.cert, None, Validity::days_from(NOW, 9))
+            .unwrap();
+        let renamed = OrgCa::create("acme", "Acme 2027", Validity::days_from(NOW, 900)).unwrap();
+        assert!(matches!(
+            renamed.reissue(&rotated, None, Validity::days_from(NOW, 9)),
+            Err(CertError::NotRenewable(_))
+        ));
+        let moved = renamed
+            .reissue(&rotated, Some(&ca.cert), Validity::days_from(NOW, 9))
+            .unwrap();
+        assert!(verifies(&renamed.cert, &moved));
+        assert!(moved.public_key().unwrap().public_eq(&old.key));
         // Nor is a CA or server certificate a member's.
         let server = ca
             .issue_server("gw", &["localhost"], Validity::days_from(NOW, 9))
             .unwrap();
         assert!(matches!(
-            ca.reissue(&server.cert, Validity::days_from(NOW, 9)),
+            ca.reissue(&server.cert, None, Validity::days_from(NOW, 9)),
             Err(CertError::NotRenewable(_))
         ));
     }

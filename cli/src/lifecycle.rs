@@ -27,9 +27,22 @@ fn member_certificate(path: &Path) -> anyhow::Result<(X509, MemberCertificate)> 
 }
 
 /// `ndctl ca reissue`: a certificate for the member's key, common name and role from the CA in
-/// `ca_dir`, valid `days` from now, written to `out`.
-pub fn reissue(ca_dir: &Path, member: &Path, out: &Path, days: i64) -> anyhow::Result<()> {
+/// `ca_dir` (the member's certificate issued by it or by `previous_ca`), valid `days` from now,
+/// written to `out`.
+pub fn reissue(
+    ca_dir: &Path,
+    previous_ca: Option<&Path>,
+    member: &Path,
+    out: &Path,
+    days: i64,
+) -> anyhow::Result<()> {
     let ca = OrgCa::load(ca_dir)?;
+    let previous = previous_ca
+        .map(|p| {
+            X509::from_pem(&read(p)?)
+                .with_context(|| format!("{} is not a PEM certificate", p.display()))
+        })
+        .transpose()?;
     let (old, parsed) = member_certificate(member)?;
     let validity = Validity::days_from(now(), days);
     if validity.not_after <= parsed.not_after {
@@ -39,7 +52,7 @@ pub fn reissue(ca_dir: &Path, member: &Path, out: &Path, days: i64) -> anyhow::R
             utc(parsed.not_after)
         );
     }
-    let new = ca.reissue(&old, validity)?;
+    let new = ca.reissue(&old, previous.as_ref(), validity)?;
     std::fs::write(out, new.to_pem()?).with_context(|| format!("writing {}", out.display()))?;
     println!(
         "reissued {} certificate {} until {} in {} (address {}); the member sends it with \
@@ -107,7 +120,9 @@ pub async fn renew(a: &SignerArgs, new_cert: &Path) -> anyhow::Result<()> {
 /// notice window) of the last block.
 pub async fn expiring(a: &SignerArgs, days: Option<u64>, json: bool) -> anyhow::Result<()> {
     let conn = Conn::open(&a.chain, a.identity()).await?;
+    let max_days = neurodata_abci::membership::expiry::MAX_LIST_SECS / DAY as u64;
     let secs = match days {
+        Some(d) if d > max_days => bail!("--days is at most {max_days}"),
         Some(d) => d.saturating_mul(DAY as u64),
         None => {
             let params: pb::Params = conn
@@ -208,7 +223,7 @@ mod tests {
             .unwrap();
         let current = parse(&alice.cert);
         let renewed = ca
-            .reissue(&alice.cert, Validity::days_from(T, 365))
+            .reissue(&alice.cert, None, Validity::days_from(T, 365))
             .unwrap();
         assert!(check_renewal(&current, &parse(&renewed)).is_ok());
         let refusal = |cert: &X509| {
@@ -217,7 +232,9 @@ mod tests {
                 .to_string()
         };
         assert!(refusal(&alice.cert).contains("the one you sign with"));
-        let shorter = ca.reissue(&alice.cert, Validity::days_from(T, 10)).unwrap();
+        let shorter = ca
+            .reissue(&alice.cert, None, Validity::days_from(T, 10))
+            .unwrap();
         assert!(refusal(&shorter).contains("extends the validity"));
         let bob = ca
             .issue("bob", Role::Buyer, Validity::days_from(T, 365))

@@ -161,6 +161,10 @@ enum CaCommand {
         /// Directory holding `ca.pem` and `ca.key`.
         #[arg(long)]
         ca_dir: PathBuf,
+        /// The org's previous CA certificate (PEM), when CERTIFICATE was issued by it: moving
+        /// members to the new CA during a rotation's grace period.
+        #[arg(long)]
+        previous_ca: Option<PathBuf>,
         /// The member's current certificate (PEM file).
         #[arg(value_name = "CERTIFICATE")]
         member: PathBuf,
@@ -334,7 +338,9 @@ enum ProposeCommand {
         #[arg(long)]
         org: String,
     },
-    /// Replace an org's root CA.
+    /// Replace an org's root CA. With a grace period, certificates of the old CA keep signing
+    /// until it ends, so members renew to certificates of the new CA (`ndctl ca reissue` by the
+    /// org admin, `ndctl ca renew` by each member) without a moment unable to sign.
     RotateCa {
         /// Org id.
         #[arg(long)]
@@ -342,6 +348,10 @@ enum ProposeCommand {
         /// New root CA PEM file.
         #[arg(long)]
         ca: PathBuf,
+        /// Seconds after the rotation during which the old CA's certificates stay live (0: they
+        /// stop at once; at most 366 days, e.g. 1209600 for two weeks).
+        #[arg(long, default_value_t = 0)]
+        grace_secs: u64,
     },
     /// Add, reweight (power > 0) or remove (power 0) a validator.
     SetValidator {
@@ -823,11 +833,16 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
             format!("remove {org}"),
             A::RemoveOrg(pb::RemoveOrg { org_id: org }),
         ),
-        ProposeCommand::RotateCa { org, ca } => (
+        ProposeCommand::RotateCa {
+            org,
+            ca,
+            grace_secs,
+        } => (
             format!("rotate CA of {org}"),
             A::RotateOrgCa(pb::RotateOrgCa {
                 org_id: org,
                 ca_cert_pem: String::from_utf8(read(&ca)?)?,
+                grace_secs,
             }),
         ),
         ProposeCommand::SetValidator {
@@ -970,10 +985,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Ca(CaCommand::Reissue {
             ca_dir,
+            previous_ca,
             member,
             out,
             days,
-        }) => lifecycle::reissue(&ca_dir, &member, &out, days)?,
+        }) => lifecycle::reissue(&ca_dir, previous_ca.as_deref(), &member, &out, days)?,
         Command::Ca(CaCommand::Renew { fee, new_cert }) => {
             lifecycle::renew(&SignerArgs::new(me, Some(&fee)), &new_cert).await?
         }

@@ -153,8 +153,15 @@ impl MemberCertificate {
         })
     }
 
-    /// The identity record of this certificate as a member of `org`, registered at `height`.
-    pub fn identity(&self, org: &pb::Org, height: u64) -> pb::Identity {
+    /// The identity record of this certificate as a member of `org`, issued by its CA with
+    /// fingerprint `issuer_ca_fingerprint` (see [`MemberCertificate::issuer_in`]), registered at
+    /// `height`.
+    pub fn identity(
+        &self,
+        org: &pb::Org,
+        issuer_ca_fingerprint: Vec<u8>,
+        height: u64,
+    ) -> pb::Identity {
         pb::Identity {
             fingerprint: self.fingerprint.to_vec(),
             org_id: org.org_id.clone(),
@@ -162,7 +169,7 @@ impl MemberCertificate {
             common_name: self.common_name.clone(),
             not_before: self.not_before,
             not_after: self.not_after,
-            issuer_ca_fingerprint: org.ca_fingerprint.clone(),
+            issuer_ca_fingerprint,
             public_key_spki: self.spki.clone(),
             certificate_der: self.der.clone(),
             registered_height: height,
@@ -172,44 +179,69 @@ impl MemberCertificate {
         }
     }
 
-    /// Checks that `org`'s current CA issued this certificate: its subject is the certificate's
-    /// issuer ([`MembershipError::UnknownCa`] if not) and its P-256 key verifies the
-    /// certificate's signature ([`MembershipError::NotSignedByCa`] if not). Whether the org is
-    /// active is for [`super::rule::live`].
-    pub fn check_issued_by(&self, org: &pb::Org) -> Result<(), MembershipError> {
-        let ca = parse(&org.ca_cert_der)?;
-        if sha256(ca.subject().as_raw()) != self.issuer_hash {
-            return Err(MembershipError::UnknownCa {
-                issuer: self.issuer.clone(),
-            });
+    /// Which of `org`'s CAs issued this certificate at `now`: its current CA, or the CA its last
+    /// rotation replaced while that rotation's grace lasts ([`super::rule::ca_accepted`]). The
+    /// CA's subject must be the certificate's issuer ([`MembershipError::UnknownCa`] if neither
+    /// is) and its P-256 key must verify the certificate's signature
+    /// ([`MembershipError::NotSignedByCa`] if not). Returns that CA's fingerprint. Whether the
+    /// org is active is for [`super::rule::live`].
+    pub fn issuer_in(&self, org: &pb::Org, now: i64) -> Result<Vec<u8>, MembershipError> {
+        let mut cas = vec![(&org.ca_cert_der, &org.ca_fingerprint)];
+        if !org.previous_ca_fingerprint.is_empty()
+            && super::rule::ca_accepted(org, &org.previous_ca_fingerprint, now)
+        {
+            cas.push((&org.previous_ca_cert_der, &org.previous_ca_fingerprint));
         }
-        let ca_key = p256_public_key(ca.public_key().raw)?;
-        let x509 = X509::from_der(&self.der).map_err(bad)?;
-        if !x509.verify(&ca_key).map_err(bad)? {
-            return Err(MembershipError::NotSignedByCa {
+        let mut named = false;
+        for (der, fingerprint) in cas {
+            let ca = parse(der)?;
+            if sha256(ca.subject().as_raw()) != self.issuer_hash {
+                continue;
+            }
+            named = true;
+            let ca_key = p256_public_key(ca.public_key().raw)?;
+            let x509 = X509::from_der(&self.der).map_err(bad)?;
+            if x509.verify(&ca_key).map_err(bad)? {
+                return Ok(fingerprint.clone());
+            }
+        }
+        Err(if named {
+            MembershipError::NotSignedByCa {
                 org: org.org_id.clone(),
-            });
-        }
-        Ok(())
+            }
+        } else {
+            MembershipError::UnknownCa {
+                issuer: self.issuer.clone(),
+            }
+        })
     }
 
-    /// Finds the org whose current CA issued this certificate, checks the CA's signature on it,
-    /// and returns the identity record to register at `height`.
-    pub fn register<S: StateRead>(&self, state: &S, height: u64) -> Result<pb::Identity, TxError> {
-        let org = self.issuing_org(state)?;
-        Ok(self.identity(&org, height))
+    /// Finds the org whose CA issued this certificate (accepted at `now`), checks the CA's
+    /// signature on it, and returns the identity record to register at `height`.
+    pub fn register<S: StateRead>(
+        &self,
+        state: &S,
+        now: i64,
+        height: u64,
+    ) -> Result<pb::Identity, TxError> {
+        let (org, issuer) = self.issuing_org(state, now)?;
+        Ok(self.identity(&org, issuer, height))
     }
 
-    /// The active org whose current CA issued and signed this certificate (found through the
-    /// ca-subject index: see [`super::rule`]).
-    pub fn issuing_org<S: StateRead>(&self, state: &S) -> Result<pb::Org, TxError> {
+    /// The active org whose CA issued and signed this certificate (found through the ca-subject
+    /// index: see [`super::rule`]), with that CA's fingerprint.
+    pub fn issuing_org<S: StateRead>(
+        &self,
+        state: &S,
+        now: i64,
+    ) -> Result<(pb::Org, Vec<u8>), TxError> {
         let org = state
             .org_of(&super::rule::Presented::Certificate(self))?
             .ok_or_else(|| MembershipError::UnknownCa {
                 issuer: self.issuer.clone(),
             })?;
-        self.check_issued_by(&org)?;
-        Ok(org)
+        let issuer = self.issuer_in(&org, now)?;
+        Ok((org, issuer))
     }
 }
 

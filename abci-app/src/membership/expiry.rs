@@ -26,8 +26,9 @@ use crate::app::BlockCtx;
 use crate::events::{EventKind, attr};
 use crate::state::{Event, StateError, StateRead, StateWrite};
 
-/// Longest window `/expiring_certificates` lists (ten years): one index day read per day.
-pub const MAX_LIST_SECS: u64 = 3_653 * 86_400;
+/// Longest window `/expiring_certificates` lists (twenty years, longer than certificates are
+/// usually issued for): one index day read per day of the window.
+pub const MAX_LIST_SECS: u64 = 7_305 * 86_400;
 
 fn day(t: i64) -> u64 {
     u64::try_from(t).unwrap_or(0) / 86_400
@@ -150,4 +151,113 @@ pub fn expiring<S: StateRead>(
         certificates,
         block_time: now,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::governance::Params;
+    use crate::state::{MemoryState, StateDelta};
+
+    const DAY: i64 = 86_400;
+    const T0: i64 = 1_800_000_000;
+
+    /// An active org and one member identity per notAfter, fingerprint `[i + 1; 32]`.
+    fn state(not_afters: &[i64]) -> StateDelta<MemoryState> {
+        let mut s = StateDelta::new(MemoryState::default());
+        let org = pb::Org {
+            org_id: "o".into(),
+            ca_fingerprint: vec![9; 32],
+            status: pb::OrgStatus::Active as i32,
+            ..Default::default()
+        };
+        s.put_org(&org, &[9; 32]);
+        for (i, t) in not_afters.iter().enumerate() {
+            s.put_identity(&pb::Identity {
+                fingerprint: vec![i as u8 + 1; 32],
+                org_id: "o".into(),
+                role: "buyer".into(),
+                issuer_ca_fingerprint: vec![9; 32],
+                not_after: *t,
+                ..Default::default()
+            })
+            .unwrap();
+        }
+        s
+    }
+
+    /// The first fingerprint bytes announced by the end of a block at `time` with `notice`.
+    fn announced(s: &mut StateDelta<MemoryState>, time: i64, notice: i64) -> Vec<u8> {
+        let before = s.events().len();
+        let block = BlockCtx {
+            chain_id: "t".into(),
+            height: 1,
+            time,
+            hash: [0; 32],
+            params: Params {
+                cert_expiry_notice_secs: notice as u64,
+                ..Params::default()
+            },
+        };
+        end_block(s, &block).unwrap();
+        s.events()[before..]
+            .iter()
+            .filter(|e| e.kind == EventKind::CertificateExpiring)
+            .map(|e| hex::decode(e.get(attr::FINGERPRINT).unwrap()).unwrap()[0])
+            .collect()
+    }
+
+    #[test]
+    fn a_window_that_grows_announces_what_it_newly_covers_and_one_that_shrinks_repeats_nothing() {
+        let mut s = state(&[T0 + 2 * DAY, T0 + 10 * DAY, T0 + 40 * DAY, T0 - 1]);
+        assert_eq!(
+            announced(&mut s, T0, 5 * DAY),
+            vec![1],
+            "the first block's window"
+        );
+        assert!(announced(&mut s, T0 + 5, 5 * DAY).is_empty(), "once");
+        assert_eq!(announced(&mut s, T0 + 10, 20 * DAY), vec![2], "grown");
+        assert!(announced(&mut s, T0 + 15, DAY).is_empty(), "shrunk");
+        assert!(announced(&mut s, T0 + 30 * DAY, DAY).is_empty());
+        assert_eq!(announced(&mut s, T0 + 39 * DAY, DAY), vec![3]);
+        // The expired one (4) never was.
+        let listed = expiring(&s, 365 * DAY as u64).unwrap();
+        assert!(
+            listed.certificates.is_empty(),
+            "nothing live: no block info yet"
+        );
+    }
+
+    #[test]
+    fn a_certificate_registered_inside_the_window_is_announced_at_the_end_of_its_block() {
+        let mut s = state(&[T0 + 30 * DAY]);
+        assert!(announced(&mut s, T0, 10 * DAY).is_empty());
+        // Registered after the window passed its notAfter.
+        s.put_identity(&pb::Identity {
+            fingerprint: vec![7; 32],
+            org_id: "o".into(),
+            role: "buyer".into(),
+            issuer_ca_fingerprint: vec![9; 32],
+            not_after: T0 + 3 * DAY,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(announced(&mut s, T0 + 5, 10 * DAY), vec![7]);
+        assert!(announced(&mut s, T0 + 10, 10 * DAY).is_empty(), "once");
+        // A revoked one is not.
+        s.put_revocation(&pb::Revocation {
+            fingerprint: vec![8; 32],
+            ..Default::default()
+        });
+        s.put_identity(&pb::Identity {
+            fingerprint: vec![8; 32],
+            org_id: "o".into(),
+            role: "buyer".into(),
+            issuer_ca_fingerprint: vec![9; 32],
+            not_after: T0 + 4 * DAY,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(announced(&mut s, T0 + 15, 10 * DAY).is_empty());
+    }
 }

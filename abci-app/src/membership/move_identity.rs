@@ -140,7 +140,7 @@ pub(super) fn register<S: StateWrite>(
     der: &[u8],
     ctx: &ExecCtx,
 ) -> Result<pb::Identity, TxError> {
-    let identity = MemberCertificate::parse(der)?.register(state, ctx.height)?;
+    let identity = MemberCertificate::parse(der)?.register(state, ctx.time, ctx.height)?;
     state.put_identity(&identity)?;
     state.emit(
         Event::new(EventKind::IdentityRegistered)

@@ -5,7 +5,7 @@
 //!
 //! The new certificate must be one the old one's holder could have got from its org and nothing
 //! more: issued by the org's **current** CA (so a renewal cannot outlive a CA rotation or leave
-//! the org), the same common name and role (a renewal is not a promotion: a new role is a new
+//! the org; during a rotation's grace period it is how members move to the new CA), the same common name and role (a renewal is not a promotion: a new role is a new
 //! certificate and, for funds, an admin's `MoveIdentity`), live at the block time, and expiring
 //! later than the old one. A certificate whose notBefore is still ahead is refused
 //! ([`MembershipError::NotYetValid`]): between the renewal and its notBefore the member would
@@ -80,7 +80,17 @@ impl RenewCertificate {
             }
             .into());
         }
-        let org = new.issuing_org(&*state)?;
+        let (org, issuer) = new.issuing_org(&*state, ctx.time)?;
+        // A renewal moves a member onto its org's current CA, never onto one a rotation is
+        // retiring.
+        if issuer != org.ca_fingerprint {
+            return Err(MembershipError::RenewalMismatch {
+                what: "org's current CA as issuer",
+                current: hex::encode(&org.ca_fingerprint),
+                new: hex::encode(&issuer),
+            }
+            .into());
+        }
         let kept = [
             ("org", &old.org_id, &org.org_id),
             ("common name", &old.common_name, &new.common_name),
@@ -106,7 +116,7 @@ impl RenewCertificate {
         if state.identity(&new.fingerprint)?.is_some() {
             return Err(MembershipError::AlreadyRegistered(to.to_hex()).into());
         }
-        let mut renewed = new.identity(&org, ctx.height);
+        let mut renewed = new.identity(&org, issuer, ctx.height);
         renewed.renewed_from = old.fingerprint.clone();
         super::check_live(&*state, &renewed, ctx.time)?;
         super::succession::check_successor_replaceable(&*state, &old, &to, ctx.time)?;

@@ -163,6 +163,14 @@ pub trait MembershipWrite: StateWrite + MembershipRead {
         }
     }
 
+    /// Points a CA subject at an org (the CA a rotation replaced, during its grace period).
+    fn put_ca_subject(&mut self, ca_subject_hash: &[u8; 32], org_id: &str) {
+        self.put_raw(
+            state_key::ca_subject(ca_subject_hash),
+            org_id.as_bytes().to_vec(),
+        );
+    }
+
     /// Forgets a CA subject (org removed or CA rotated).
     fn drop_ca_subject(&mut self, ca_subject_hash: &[u8; 32]) {
         self.delete(state_key::ca_subject(ca_subject_hash));
