@@ -189,6 +189,7 @@ mod tests {
             RenewalNotLater { current_not_after: 2, new_not_after: 1 },
             AlreadyRegistered(s()),
             RenewalToSelf,
+            RenewalFromRetiringCa { org: s() },
         }));
         all.extend(every!(L {
             InsufficientFunds { account: s(), have: Amount(0), need: Amount(1) },

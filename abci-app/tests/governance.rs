@@ -390,7 +390,7 @@ fn during_a_rotations_grace_both_cas_sign_and_members_renew_to_the_new_one() {
         &buyer,
         vec![msg::renew_certificate(to_old.certificate_der().to_vec())],
         "membership",
-        223,
+        227,
     );
     assert!(o.log.contains("current CA"), "{}", o.log);
     let renewed = certified(&c, &new_ca, Role::Buyer, later);

@@ -124,7 +124,9 @@ pub fn status(e: &MembershipError) -> Status {
         | M::AlreadyMoved { .. }
         | M::AlreadyRegistered(_)
         | M::RenewalNotLater { .. } => Code::FailedPrecondition,
-        M::RenewalMismatch { .. } | M::RenewalToSelf => Code::InvalidArgument,
+        M::RenewalMismatch { .. } | M::RenewalToSelf | M::RenewalFromRetiringCa { .. } => {
+            Code::InvalidArgument
+        }
         M::UnknownCertificate(_) => Code::NotFound,
         M::RootNotCa | M::RootNotSelfSigned | M::RootSignatureInvalid => Code::InvalidArgument,
     };

@@ -210,6 +210,16 @@ pub enum MembershipError {
     /// A renewal names the certificate that signs it.
     #[error("the new certificate is the one signing the renewal: renew to another certificate")]
     RenewalToSelf,
+    /// A renewal's new certificate was issued by the CA its org is rotating out (in the
+    /// rotation's grace period).
+    #[error(
+        "the new certificate was issued by the CA org {org} is rotating out: renew to a \
+         certificate of its current CA"
+    )]
+    RenewalFromRetiringCa {
+        /// The org.
+        org: String,
+    },
 }
 
 impl MembershipError {
@@ -243,6 +253,7 @@ impl MembershipError {
             MembershipError::RenewalNotLater { .. } => 224,
             MembershipError::AlreadyRegistered(_) => 225,
             MembershipError::RenewalToSelf => 226,
+            MembershipError::RenewalFromRetiringCa { .. } => 227,
         }
     }
 }

@@ -84,10 +84,8 @@ impl RenewCertificate {
         // A renewal moves a member onto its org's current CA, never onto one a rotation is
         // retiring.
         if issuer != org.ca_fingerprint {
-            return Err(MembershipError::RenewalMismatch {
-                what: "org's current CA as issuer",
-                current: hex::encode(&org.ca_fingerprint),
-                new: hex::encode(&issuer),
+            return Err(MembershipError::RenewalFromRetiringCa {
+                org: org.org_id.clone(),
             }
             .into());
         }
