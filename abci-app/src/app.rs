@@ -162,7 +162,7 @@ pub fn execute_tx<S: StateRead>(
         .into());
     }
     if signer.is_new {
-        charged.put_identity(&signer.identity);
+        charged.put_identity(&signer.identity)?;
         charged.emit(
             Event::new(EventKind::IdentityRegistered)
                 .attr(attr::FINGERPRINT, address)
@@ -266,13 +266,15 @@ pub fn begin_block<S: StateWrite>(state: &mut S, block: &BlockCtx, time_nanos: i
 }
 
 /// End-of-block work after the block's txs: escrow closes the purchases due at this height,
-/// training and evaluations move their attestations on (and settle what is decided), and at the
-/// end of a reward epoch the reward pool pays the validators. Its events are block-level
+/// training and evaluations move their attestations on (and settle what is decided), the
+/// certificates entering the expiry notice window are announced, and at the end of a reward
+/// epoch the reward pool pays the validators. Its events are block-level
 /// events. A failure here is a broken state, not a user's error.
 pub fn end_block<S: StateWrite>(state: &mut S, block: &BlockCtx) -> Result<(), TxError> {
     crate::escrow::end_block(state, block.height)?;
     crate::training::end_block(state, block)?;
     crate::models::evaluation::end_block(state, block)?;
+    crate::membership::expiry::end_block(state, block)?;
     crate::governance::rewards::pay_rewards(state, block.height, block.params.reward_epoch_blocks)
 }
 

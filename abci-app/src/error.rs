@@ -184,6 +184,12 @@ mod tests {
             RoleCount { count: 0 },
             UnknownRole { ou: s() },
             CaCannotSign,
+            Renewed { successor: s(), fingerprint: s() },
+            RenewalMismatch { what: "role", current: s(), new: s() },
+            RenewalNotLater { current_not_after: 2, new_not_after: 1 },
+            AlreadyRegistered(s()),
+            RenewalToSelf,
+            RenewalFromRetiringCa { org: s() },
         }));
         all.extend(every!(L {
             InsufficientFunds { account: s(), have: Amount(0), need: Amount(1) },

@@ -40,6 +40,10 @@ kinds! {
     IdentityMoved => "identity.moved",
     /// A certificate was revoked by its org's admin.
     CertificateRevoked => "certificate.revoked",
+    /// A member renewed its certificate: what the old one held moved to the new one.
+    CertificateRenewed => "certificate.renewed",
+    /// A live member certificate or org CA entered the expiry notice window (once each).
+    CertificateExpiring => "certificate.expiring",
     /// A tx paid its fee.
     FeePaid => "fee.paid",
     /// NRC moved between accounts.
@@ -166,6 +170,8 @@ pub mod attr {
     pub const JOB: &str = "job";
     /// A model version id.
     pub const MODEL: &str = "model";
+    /// Until when (Unix seconds) a rotated-out CA's certificates stay live.
+    pub const GRACE_UNTIL: &str = "grace_until";
     /// A hex SHA-256.
     pub const HASH: &str = "hash";
     /// The height of a validator's offence, as CometBFT's evidence says.
@@ -173,6 +179,12 @@ pub mod attr {
     /// What the app did about a piece of evidence (`jailed`, `already_jailed`, `not_in_set`,
     /// `kept_last_power`, `kept_over_one_third`).
     pub const OUTCOME: &str = "outcome";
+    /// How many training jobs moved.
+    pub const JOBS: &str = "jobs";
+    /// A certificate's notAfter, Unix seconds.
+    pub const NOT_AFTER: &str = "not_after";
+    /// Seconds from the block time until a certificate expires.
+    pub const EXPIRES_IN: &str = "expires_in";
     /// A height something is due by.
     pub const DUE: &str = "due";
     /// A commit–reveal step.

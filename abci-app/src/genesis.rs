@@ -98,6 +98,13 @@ pub struct GenesisParams {
     /// Royalty share of a model sale in basis points (default if absent).
     #[serde(default = "default_model_royalty_bps")]
     pub model_royalty_bps: u32,
+    /// Seconds of notice before a certificate expires (default if absent).
+    #[serde(default = "default_cert_expiry_notice_secs")]
+    pub cert_expiry_notice_secs: u64,
+}
+
+fn default_cert_expiry_notice_secs() -> u64 {
+    Params::default().cert_expiry_notice_secs
 }
 
 fn default_model_royalty_bps() -> u32 {
@@ -137,6 +144,7 @@ impl From<&Params> for GenesisParams {
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
             model_royalty_bps: p.model_royalty_bps,
+            cert_expiry_notice_secs: p.cert_expiry_notice_secs,
         }
     }
 }
@@ -222,6 +230,7 @@ pub fn init_genesis<S: StateWrite>(
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
             model_royalty_bps: p.model_royalty_bps,
+            cert_expiry_notice_secs: p.cert_expiry_notice_secs,
         })
         .map_err(|e| invalid(e.to_string()))?,
     };
@@ -249,7 +258,7 @@ pub fn init_genesis<S: StateWrite>(
                 org.org_id
             )));
         }
-        crate::governance::action::admit_org(state, &org.org_id, &org.name, &ca, height);
+        crate::governance::action::admit_org(state, &org.org_id, &org.name, &ca, height)?;
     }
 
     if comet_validators.is_empty() {

@@ -221,7 +221,8 @@ proto_record!(
     pb::ModelListingList,
     pb::Evaluation,
     pb::EvaluationList,
-    pb::Leaderboard
+    pb::Leaderboard,
+    pb::ExpiringCertificateList
 );
 
 /// An index entry: the id of the record it points at, stored as 8 big-endian bytes.
@@ -451,6 +452,10 @@ query_table! {
     /// A dataset's leaderboard (data: the public dataset's id): its models scored on its hidden
     /// split, best first within each target column.
     leaderboard: Leaderboard(id: u64) = "/leaderboard" => pb::Leaderboard, list;
+    /// The live member certificates and org CAs expiring within the given number of seconds
+    /// (data: 8 big-endian bytes, at most twenty years) of the last block's time, soonest first.
+    expiring_certificates: ExpiringCertificates(within_secs: u64) = "/expiring_certificates"
+        => pb::ExpiringCertificateList, list;
 }
 
 /// Answers a list query from `state` (its latest height): the encoded list.
@@ -517,6 +522,9 @@ pub fn list<S: StateRead>(query: &Query, state: &S) -> Result<Option<Vec<u8>>, S
         }
         .encode_to_vec(),
         Query::Leaderboard(id) => models::leaderboard(state, *id)?.encode_to_vec(),
+        Query::ExpiringCertificates(within) => {
+            membership::expiry::expiring(state, *within)?.encode_to_vec()
+        }
         _ => return Ok(None),
     }))
 }
@@ -598,6 +606,7 @@ mod tests {
             evaluation(5).query,
             evaluations().query,
             leaderboard(3).query,
+            expiring_certificates(30 * 86_400).query,
         ]
     }
 

@@ -19,7 +19,7 @@ use crate::market::{
     UpdateDatasetPrice,
 };
 use crate::membership::certificate::sha256;
-use crate::membership::{MoveIdentity, RevokeCertificate, Role, Signer};
+use crate::membership::{MoveIdentity, RenewCertificate, RevokeCertificate, Role, Signer};
 use crate::models::{
     AttestModelListing, BuyModel, DelistModel, PublishModel, RequestEvaluation, UpdateModelPrice,
 };
@@ -278,6 +278,9 @@ actions! {
     /// Models: a validator operator's findings about a listing's ciphertexts (checked against
     /// the validator set's operators).
     AttestModelListing(AttestModelListing), roles: &[Role::Validator];
+    /// Membership: renew the signer's own certificate (any member; checked against the new
+    /// certificate, which keeps the signer's role).
+    RenewCertificate(RenewCertificate), roles: &Role::ALL;
 }
 
 /// A checked tx body.

@@ -423,6 +423,8 @@ fn world() -> World {
                 A::RotateOrgCa(pb::RotateOrgCa {
                     org_id: c.orgs[ROTATED].id.clone(),
                     ca_cert_pem: rotated_ca.ca_pem(),
+                    // No grace: the old CA's certificates are refused from the next block on.
+                    grace_secs: 0,
                 }),
             )],
         )],
@@ -593,6 +595,9 @@ fn samples(f: &Fixtures, next_height: u64) -> Vec<pb::Message> {
         msg::update_model_price(1, Amount(2000)),
         msg::delist_model(1),
         msg::buy_model(1, Amount(1000)),
+        // A certificate of another member (not the signer's own renewal): membership decides
+        // first, then the renewal's own checks refuse it.
+        msg::renew_certificate(f.successor.certificate_der().to_vec()),
         msg::attest_model_listing(pb::AttestModelListing {
             listing_id: 1,
             ciphertexts_match_cids: true,

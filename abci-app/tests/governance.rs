@@ -9,7 +9,7 @@ use neurodata_abci::governance::GovernanceRead;
 use neurodata_abci::ledger::LedgerRead;
 use neurodata_abci::membership::MembershipRead;
 use neurodata_certs::Role;
-use neurodata_client::{Amount, msg};
+use neurodata_client::{Amount, Signer, msg};
 use neurodata_proto::chain::v1 as pb;
 use pb::proposal_action::Action as A;
 
@@ -224,6 +224,7 @@ fn rotating_an_org_ca_invalidates_certificates_of_the_old_ca() {
             A::RotateOrgCa(pb::RotateOrgCa {
                 org_id: "org0".into(),
                 ca_cert_pem: rotated.ca_pem(),
+                grace_secs: 0,
             }),
         )],
     );
@@ -300,6 +301,7 @@ fn parameter_changes_apply_to_later_transactions() {
         max_open_validations_per_org: 4,
         reward_epoch_blocks: 0,
         model_royalty_bps: 1_000,
+        cert_expiry_notice_secs: 30 * 86_400,
     };
     t.ok(
         &c.signer(0, Role::Admin),
@@ -329,4 +331,111 @@ fn invalid_proposals_are_rejected_at_submission() {
     assert!(o.log.contains("\"NOT VALID\""), "{}", o.log);
     let taken = admit(&c.orgs[0]);
     t.reject_signed(&a0, vec![msg::propose("again", taken)], "governance", 66);
+}
+
+/// `role`@org0's key certified by `ca` until `not_after`, as its certificate says.
+fn certified(c: &Consortium, ca: &neurodata_certs::OrgCa, role: Role, not_after: i64) -> Signer {
+    let key = &c.orgs[0].members[&role].key;
+    let cert = ca
+        .issue_for_key(
+            &format!("{role}@org0"),
+            role,
+            neurodata_certs::Validity {
+                not_before: validity().not_before,
+                not_after,
+            },
+            key,
+        )
+        .unwrap();
+    Signer::new(&cert, key.clone()).unwrap()
+}
+
+#[test]
+fn during_a_rotations_grace_both_cas_sign_and_members_renew_to_the_new_one() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let (buyer, trainer) = (c.signer(0, Role::Buyer), c.signer(0, Role::Trainer));
+    t.ok(&buyer, vec![msg::transfer(buyer.address(), Amount(1))]);
+    // Another subject name: new certificates of either CA must still find the org.
+    let new_ca = neurodata_certs::OrgCa::create("org0", "Org org0 2027", validity()).unwrap();
+    let grace = 30;
+    let o = t.ok(
+        &c.signer(0, Role::Admin),
+        vec![msg::propose(
+            "rotate with grace",
+            A::RotateOrgCa(pb::RotateOrgCa {
+                org_id: "org0".into(),
+                ca_cert_pem: String::from_utf8(new_ca.cert.to_pem().unwrap()).unwrap(),
+                grace_secs: grace,
+            }),
+        )],
+    );
+    let until = block_time(t.a.height) + grace as i64;
+    assert!(
+        o.events.iter().any(|e| e.kind == "org.ca_rotated"
+            && e.get("grace_until") == Some(until.to_string().as_str())),
+        "{:?}",
+        o.events
+    );
+    let org = t.a.storage().org("org0").unwrap().unwrap();
+    assert_eq!(org.previous_ca_until, until);
+
+    // In the grace period: the old CA's certificates sign, registered or new.
+    t.ok(&buyer, vec![msg::transfer(buyer.address(), Amount(1))]);
+    t.ok(&trainer, vec![msg::transfer(trainer.address(), Amount(1))]);
+    // A renewal goes to the new CA, never to the one being retired.
+    let later = validity().not_after + 86_400;
+    let to_old = certified(&c, &c.orgs[0].ca, Role::Buyer, later);
+    let o = t.reject_signed(
+        &buyer,
+        vec![msg::renew_certificate(to_old.certificate_der().to_vec())],
+        "membership",
+        227,
+    );
+    assert!(o.log.contains("current CA"), "{}", o.log);
+    let renewed = certified(&c, &new_ca, Role::Buyer, later);
+    t.ok(
+        &buyer,
+        vec![msg::renew_certificate(renewed.certificate_der().to_vec())],
+    );
+    t.ok(&renewed, vec![msg::transfer(renewed.address(), Amount(1))]);
+
+    // After it: the old CA's certificates are refused, registered or new; the renewed one signs.
+    while block_time(t.a.height + 1) <= until {
+        t.apply(&[]);
+    }
+    t.reject_signed(
+        &trainer,
+        vec![msg::transfer(trainer.address(), Amount(1))],
+        "membership",
+        26,
+    );
+    let provider = c.signer(0, Role::Provider);
+    t.reject_signed(
+        &provider,
+        vec![msg::transfer(provider.address(), Amount(1))],
+        "membership",
+        23,
+    );
+    t.ok(&renewed, vec![msg::transfer(renewed.address(), Amount(1))]);
+}
+
+#[test]
+fn a_rotation_grace_above_a_year_is_refused() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let o = t.reject_signed(
+        &c.signer(0, Role::Admin),
+        vec![msg::propose(
+            "rotate",
+            A::RotateOrgCa(pb::RotateOrgCa {
+                org_id: "org0".into(),
+                ca_cert_pem: TestOrg::new("org0").ca_pem(),
+                grace_secs: 367 * 86_400,
+            }),
+        )],
+        "governance",
+        205,
+    );
+    assert!(o.log.contains("grace_secs"), "{}", o.log);
 }

@@ -79,7 +79,7 @@ proptest! {
                 ),
                 Op::Params(blocks) => (
                     n.sign(&admin, vec![msg::propose("params", pb::proposal_action::Action::SetParams(pb::Params {
-                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8, key_delivery_blocks: 10, confirm_blocks: 10, market_fee_bps: 100, max_open_validations_per_org: 4, reward_epoch_blocks: 3, model_royalty_bps: 1_000 }))]),
+                        min_fee: "1".into(), proposal_voting_blocks: blocks, max_tx_bytes: 16384, max_messages_per_tx: 8, key_delivery_blocks: 10, confirm_blocks: 10, market_fee_bps: 100, max_open_validations_per_org: 4, reward_epoch_blocks: 3, model_royalty_bps: 1_000, cert_expiry_notice_secs: 30 * 86_400 }))]),
                     0,
                 ),
                 Op::Spend { pool, amount } => {

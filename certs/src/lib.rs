@@ -16,7 +16,7 @@ use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
 use openssl::sha::sha256;
 use openssl::x509::extension::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
@@ -41,6 +41,9 @@ pub enum CertError {
     /// A role name that is not one of the five roles.
     #[error("unknown role {0:?}: expected provider, buyer, trainer, validator or admin")]
     UnknownRole(String),
+    /// A certificate to renew that is not a member certificate of this CA.
+    #[error("cannot renew: {0}")]
+    NotRenewable(String),
     /// A validity window that ends before it starts.
     #[error("validity window ends ({not_after}) before it starts ({not_before})")]
     EmptyValidity {
@@ -215,11 +218,11 @@ impl OrgCa {
 
     /// A certificate builder for a non-CA subject issued by this CA: version, serial, names, key,
     /// validity and basicConstraints CA:FALSE; the caller adds its usages and signs.
-    fn end_entity(
+    fn end_entity<K: HasPublic>(
         &self,
         subject: &openssl::x509::X509NameRef,
         common_name: &str,
-        key: &PKey<Private>,
+        key: &PKeyRef<K>,
         validity: Validity,
     ) -> Result<X509Builder, CertError> {
         let mut b = X509Builder::new()?;
@@ -249,13 +252,51 @@ impl OrgCa {
         Ok(Member { cert, key })
     }
 
+    /// Renews a member certificate this CA issued, or `previous` (the org's CA before a
+    /// rotation, when moving members to this one): a new certificate for the same public key,
+    /// common name and role, valid for `validity`. The member keeps its key (the CA never sees
+    /// it) and sends the chain its renewal signed with the old certificate (`RenewCertificate`).
+    pub fn reissue(
+        &self,
+        old: &X509,
+        previous: Option<&X509>,
+        validity: Validity,
+    ) -> Result<X509, CertError> {
+        let mut issued_by_us = false;
+        for ca in std::iter::once(&self.cert).chain(previous) {
+            let key = ca.public_key()?;
+            if old.issuer_name().to_der()? == ca.subject_name().to_der()? && old.verify(&key)? {
+                issued_by_us = true;
+            }
+        }
+        if !issued_by_us {
+            return Err(CertError::NotRenewable(
+                "it was not issued by this CA (nor by the previous CA given)".into(),
+            ));
+        }
+        let text = |nid| {
+            let mut entries = old.subject_name().entries_by_nid(nid);
+            match (entries.next(), entries.next()) {
+                (Some(e), None) => Ok(String::from_utf8_lossy(e.data().as_slice()).into_owned()),
+                _ => Err(CertError::NotRenewable(format!(
+                    "its subject does not hold exactly one {}",
+                    nid.short_name().unwrap_or("entry")
+                ))),
+            }
+        };
+        let common_name = text(Nid::COMMONNAME)?;
+        let role: Role = text(Nid::ORGANIZATIONALUNITNAME)?.parse()?;
+        let key = old.public_key()?;
+        self.issue_for_key(&common_name, role, validity, &key)
+    }
+
     /// Issues a member certificate for an existing key (certificate renewal keeps the key).
-    pub fn issue_for_key(
+    pub fn issue_for_key<K: HasPublic>(
         &self,
         common_name: &str,
         role: Role,
         validity: Validity,
-        key: &PKey<Private>,
+        key: &PKeyRef<K>,
     ) -> Result<X509, CertError> {
         let validity = validity.check()?;
         let mut name = X509NameBuilder::new()?;
@@ -487,6 +528,56 @@ mod tests {
             .init(&store, &m.cert, &Stack::new().unwrap(), |c| c.verify_cert())
             .unwrap();
         assert!(!ok);
+    }
+
+    #[test]
+    fn a_reissued_certificate_keeps_key_name_and_role_and_only_its_ca_reissues() {
+        let ca = OrgCa::create("acme", "Acme", Validity::days_from(NOW, 800)).unwrap();
+        let old = ca
+            .issue("alice", Role::Trainer, Validity::days_from(NOW, 30))
+            .unwrap();
+        let new = ca
+            .reissue(&old.cert, None, Validity::days_from(NOW, 400))
+            .unwrap();
+        assert!(verifies(&ca.cert, &new));
+        assert!(new.public_key().unwrap().public_eq(&old.key), "same key");
+        assert_eq!(
+            new.subject_name().to_der().unwrap(),
+            old.cert.subject_name().to_der().unwrap(),
+            "same CN, OU and O"
+        );
+        assert_ne!(fingerprint(&new).unwrap(), fingerprint(&old.cert).unwrap());
+        // Another CA, even one with the same name, does not renew it.
+        let impostor = OrgCa::create("acme", "Acme", Validity::days_from(NOW, 9)).unwrap();
+        let other = OrgCa::create("other", "Other", Validity::days_from(NOW, 9)).unwrap();
+        for ca in [&impostor, &other] {
+            assert!(matches!(
+                ca.reissue(&old.cert, None, Validity::days_from(NOW, 9)),
+                Err(CertError::NotRenewable(_))
+            ));
+        }
+        // After a rotation the new CA renews what the previous one issued, when given it.
+        let rotated = ca
+            .reissue(&old.cert, None, Validity::days_from(NOW, 9))
+            .unwrap();
+        let renamed = OrgCa::create("acme", "Acme 2027", Validity::days_from(NOW, 900)).unwrap();
+        assert!(matches!(
+            renamed.reissue(&rotated, None, Validity::days_from(NOW, 9)),
+            Err(CertError::NotRenewable(_))
+        ));
+        let moved = renamed
+            .reissue(&rotated, Some(&ca.cert), Validity::days_from(NOW, 9))
+            .unwrap();
+        assert!(verifies(&renamed.cert, &moved));
+        assert!(moved.public_key().unwrap().public_eq(&old.key));
+        // Nor is a CA or server certificate a member's.
+        let server = ca
+            .issue_server("gw", &["localhost"], Validity::days_from(NOW, 9))
+            .unwrap();
+        assert!(matches!(
+            ca.reissue(&server.cert, None, Validity::days_from(NOW, 9)),
+            Err(CertError::NotRenewable(_))
+        ));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod conn;
 mod dataset;
 mod devnet;
 mod job;
+mod lifecycle;
 mod model;
 mod node;
 mod preview;
@@ -157,6 +158,49 @@ enum CaCommand {
         #[arg(long, default_value = "moved to a successor by org admin")]
         reason: String,
     },
+    /// Renews a member certificate of your org with the CA in CA_DIR (the org admin's step): a
+    /// new certificate for the member's key, common name and role, written to OUT. The member
+    /// then sends it to the chain with `ndctl ca renew`.
+    Reissue {
+        /// Directory holding `ca.pem` and `ca.key`.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// The org's previous CA certificate (PEM), when CERTIFICATE was issued by it: moving
+        /// members to the new CA during a rotation's grace period.
+        #[arg(long)]
+        previous_ca: Option<PathBuf>,
+        /// The member's current certificate (PEM file).
+        #[arg(value_name = "CERTIFICATE")]
+        member: PathBuf,
+        /// Where to write the renewed certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity in days from now.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+    },
+    /// Renews your certificate on chain, signed with your current one (--cert/--key): your
+    /// balance, purchases, listings, validator roles and training jobs move to NEW_CERT, and the
+    /// current certificate stops signing. Do it before the current one expires (after, your org
+    /// admin moves your identity with `ndctl ca move-identity`).
+    Renew {
+        #[command(flatten)]
+        fee: FeeArgs,
+        /// The renewed certificate (PEM file), from `ndctl ca reissue`.
+        #[arg(long)]
+        new_cert: PathBuf,
+    },
+    /// Lists the live member certificates and org CAs expiring soon, as the chain sees them:
+    /// org, role, common name, fingerprint, expiry and days left.
+    Expiring {
+        /// Window in days after the last block's time (default: the chain's notice window,
+        /// the `cert_expiry_notice_secs` parameter).
+        #[arg(long)]
+        days: Option<u64>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Writes the dev consortium (3 orgs with CA, admin, provider, buyer, trainer, validator).
     DevConsortium {
         /// Output directory.
@@ -298,7 +342,9 @@ enum ProposeCommand {
         #[arg(long)]
         org: String,
     },
-    /// Replace an org's root CA.
+    /// Replace an org's root CA. With a grace period, certificates of the old CA keep signing
+    /// until it ends, so members renew to certificates of the new CA (`ndctl ca reissue` by the
+    /// org admin, `ndctl ca renew` by each member) without a moment unable to sign.
     RotateCa {
         /// Org id.
         #[arg(long)]
@@ -306,6 +352,10 @@ enum ProposeCommand {
         /// New root CA PEM file.
         #[arg(long)]
         ca: PathBuf,
+        /// Seconds after the rotation during which the old CA's certificates stay live (0: they
+        /// stop at once; at most 366 days, e.g. 1209600 for two weeks).
+        #[arg(long, default_value_t = 0)]
+        grace_secs: u64,
     },
     /// Add, reweight (power > 0) or remove (power 0) a validator.
     SetValidator {
@@ -364,7 +414,8 @@ enum ProposeCommand {
     },
 }
 
-/// The marketplace's windows and fee, in genesis and in a parameter proposal.
+/// The marketplace's windows and fee and the certificate expiry notice, in genesis and in a
+/// parameter proposal.
 #[derive(Args)]
 struct MarketParamsArgs {
     /// Blocks a provider has to deliver a purchased key.
@@ -386,6 +437,10 @@ struct MarketParamsArgs {
     /// Blocks between reward-pool payouts to validators' operators (0: never).
     #[arg(long, default_value_t = 100)]
     reward_epoch_blocks: u64,
+    /// Days before a member certificate or org CA expires that the chain announces it
+    /// (`certificate.expiring`; 1..=366).
+    #[arg(long, default_value_t = 30)]
+    cert_expiry_notice_days: u64,
 }
 
 #[derive(Args)]
@@ -563,6 +618,7 @@ fn genesis(args: GenesisArgs) -> anyhow::Result<()> {
         model_royalty_bps: args.market.model_royalty_bps,
         max_open_validations_per_org: args.market.max_open_validations_per_org,
         reward_epoch_blocks: args.market.reward_epoch_blocks,
+        cert_expiry_notice_secs: args.market.cert_expiry_notice_days.saturating_mul(86_400),
         ..Params::default()
     };
     let app_state = AppState {
@@ -857,11 +913,16 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
             format!("remove {org}"),
             A::RemoveOrg(pb::RemoveOrg { org_id: org }),
         ),
-        ProposeCommand::RotateCa { org, ca } => (
+        ProposeCommand::RotateCa {
+            org,
+            ca,
+            grace_secs,
+        } => (
             format!("rotate CA of {org}"),
             A::RotateOrgCa(pb::RotateOrgCa {
                 org_id: org,
                 ca_cert_pem: String::from_utf8(read(&ca)?)?,
+                grace_secs,
             }),
         ),
         ProposeCommand::SetValidator {
@@ -931,6 +992,7 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                 max_open_validations_per_org: market.max_open_validations_per_org,
                 reward_epoch_blocks: market.reward_epoch_blocks,
                 model_royalty_bps: market.model_royalty_bps,
+                cert_expiry_notice_secs: market.cert_expiry_notice_days.saturating_mul(86_400),
             }),
         ),
     };
@@ -1000,6 +1062,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             println!("moved {from} to {to}");
+        }
+        Command::Ca(CaCommand::Reissue {
+            ca_dir,
+            previous_ca,
+            member,
+            out,
+            days,
+        }) => lifecycle::reissue(&ca_dir, previous_ca.as_deref(), &member, &out, days)?,
+        Command::Ca(CaCommand::Renew { fee, new_cert }) => {
+            lifecycle::renew(&SignerArgs::new(me, Some(&fee)), &new_cert).await?
+        }
+        Command::Ca(CaCommand::Expiring { days, json }) => {
+            lifecycle::expiring(&SignerArgs::new(me, None), days, json).await?
         }
         Command::Ca(CaCommand::DevConsortium { dir }) => {
             for org in neurodata_certs::dev_consortium(&dir, now())? {

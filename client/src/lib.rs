@@ -300,6 +300,15 @@ pub mod msg {
         ))
     }
 
+    /// Renews the signer's own certificate to `new_certificate` (DER): issued by the org's
+    /// current CA with the same common name and role, expiring later. Sign it with the current
+    /// certificate; from the next tx on, sign with the new one.
+    pub fn renew_certificate(new_certificate: Vec<u8>) -> pb::Message {
+        wrap(pb::message::Action::RenewCertificate(
+            pb::RenewCertificate { new_certificate },
+        ))
+    }
+
     /// Move an identity of the signer's org to a successor of the same org.
     pub fn move_identity(
         from: Address,

@@ -124,11 +124,18 @@ pub fn status(e: &MembershipError) -> Status {
         | M::CaCannotSign => Code::Unauthenticated,
         M::OrgNotActive { .. }
         | M::Revoked { .. }
+        | M::Renewed { .. }
         | M::RoleNotAllowed { .. }
         | M::ForeignCertificate { .. } => Code::PermissionDenied,
         // Refusals of membership actions and of org root CAs, which the rule never returns;
         // mapped by their meaning so that the match stays exhaustive.
-        M::AlreadyRevoked(_) | M::AlreadyMoved { .. } => Code::FailedPrecondition,
+        M::AlreadyRevoked(_)
+        | M::AlreadyMoved { .. }
+        | M::AlreadyRegistered(_)
+        | M::RenewalNotLater { .. } => Code::FailedPrecondition,
+        M::RenewalMismatch { .. } | M::RenewalToSelf | M::RenewalFromRetiringCa { .. } => {
+            Code::InvalidArgument
+        }
         M::UnknownCertificate(_) => Code::NotFound,
         M::RootNotCa | M::RootNotSelfSigned | M::RootSignatureInvalid => Code::InvalidArgument,
     };
@@ -290,7 +297,9 @@ fn cacheable(cert_der: &[u8], orgs: &[pb::Org], records: &Records) -> bool {
     }
     MemberCertificate::parse(cert_der).is_ok_and(|cert| {
         org_in(orgs, &Presented::Certificate(&cert))
-            .is_some_and(|org| cert.check_issued_by(org).is_ok())
+            // Any CA the org still lists: whether a rotation's grace still covers it is the
+            // rule's decision at each call, not the cache's.
+            .is_some_and(|org| cert.issuer_in(org, i64::MIN).is_ok())
     })
 }
 
@@ -637,9 +646,9 @@ mod tests {
         fn register(state: &mut State, der: &[u8]) {
             let identity = MemberCertificate::parse(der)
                 .unwrap()
-                .register(&*state, 2)
+                .register(&*state, NOW, 2)
                 .unwrap();
-            state.put_identity(&identity);
+            state.put_identity(&identity).unwrap();
         }
 
         fn revoke(state: &mut State, der: &[u8]) {
@@ -664,11 +673,15 @@ mod tests {
             let acme = ca("acme", "Acme");
             let bio = ca("bio", "Bio");
             let labx = ca("labx", "Labx");
+            let gracy = ca("gracy", "Gracy");
+            let lapsed = ca("lapsed", "Lapsed");
             for (id, ca) in [
                 ("medlab", &medlab),
                 ("acme", &acme),
                 ("bio", &bio),
                 ("labx", &labx),
+                ("gracy", &gracy),
+                ("lapsed", &lapsed),
             ] {
                 admit(&mut state, id, ca);
             }
@@ -700,6 +713,10 @@ mod tests {
             let bio_old_unregistered = issue(&bio, Role::Buyer, ok);
             let labx_old_registered = issue(&labx, Role::Buyer, ok);
             let labx_old_unregistered = issue(&labx, Role::Buyer, ok);
+            let gracy_old_registered = issue(&gracy, Role::Buyer, ok);
+            let gracy_old_unregistered = issue(&gracy, Role::Buyer, ok);
+            let lapsed_old_registered = issue(&lapsed, Role::Buyer, ok);
+            let lapsed_old_unregistered = issue(&lapsed, Role::Buyer, ok);
             for der in [
                 &registered,
                 &registered_then_expired,
@@ -707,6 +724,8 @@ mod tests {
                 &acme_registered,
                 &bio_old_registered,
                 &labx_old_registered,
+                &gracy_old_registered,
+                &lapsed_old_registered,
             ] {
                 register(&mut state, der);
             }
@@ -734,6 +753,20 @@ mod tests {
                     ProposalAction::RotateOrgCa {
                         org_id: org_id.into(),
                         ca_cert_pem,
+                        grace_secs: 0,
+                    },
+                );
+            }
+            // gracy and lapsed rotate to CAs of other subjects with a grace period: gracy's
+            // lasts past NOW, lapsed's ended before.
+            for (org_id, grace) in [("gracy", 20 * DAY), ("lapsed", DAY)] {
+                govern(
+                    &mut state,
+                    3,
+                    ProposalAction::RotateOrgCa {
+                        org_id: org_id.into(),
+                        ca_cert_pem: pem(&ca(org_id, "Renamed")),
+                        grace_secs: grace as u64,
                     },
                 );
             }
@@ -857,6 +890,30 @@ mod tests {
                 case(
                     "its CA rotated to one with another subject, never registered",
                     labx_old_unregistered,
+                    any_role(),
+                    Err(23),
+                ),
+                case(
+                    "its CA rotated with a grace period that lasts, registered before",
+                    gracy_old_registered,
+                    any_role(),
+                    Ok(("gracy", Role::Buyer)),
+                ),
+                case(
+                    "its CA rotated with a grace period that lasts, never registered",
+                    gracy_old_unregistered,
+                    any_role(),
+                    Ok(("gracy", Role::Buyer)),
+                ),
+                case(
+                    "its CA rotated with a grace period that ended, registered before",
+                    lapsed_old_registered,
+                    any_role(),
+                    Err(26),
+                ),
+                case(
+                    "its CA rotated with a grace period that ended, never registered",
+                    lapsed_old_unregistered,
                     any_role(),
                     Err(23),
                 ),

@@ -174,6 +174,7 @@ impl Gateway {
                 .follow(Duration::from_millis(config.poll_interval_ms)),
         );
 
+        tokio::spawn(watch_certificates(shared.clone()));
         let (health, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(report_health(shared.clone(), health));
         if let Some(addr) = config.health_listen {
@@ -287,6 +288,62 @@ impl Gateway {
                 .await?;
         }
         Ok(())
+    }
+}
+
+/// Keeps `certificate_expiry_seconds` current every minute. The server and delivery certificates
+/// are read once (a new one takes a restart to be used); the org's CA is read from the chain
+/// each round, since governance may rotate it.
+async fn watch_certificates(shared: Arc<Shared>) {
+    use crate::metrics::{UsedCertificate, pem_not_after};
+    use neurodata_client::ChainAccess as _;
+    let config = shared.config.clone();
+    let read = |path: &Option<std::path::PathBuf>, what: &str| {
+        let path = path.as_ref()?;
+        match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| pem_not_after(&pem))
+        {
+            Ok(not_after) => Some(not_after),
+            Err(e) => {
+                tracing::warn!("{what} {}: {e}: its expiry is not reported", path.display());
+                None
+            }
+        }
+    };
+    let server = read(&config.tls_cert, "tls_cert");
+    let delivery = read(&config.delivery_cert, "delivery_cert");
+    let mut org_ca = None;
+    loop {
+        if let Some(org) = &config.org_id {
+            match shared
+                .chain
+                .record(neurodata_abci::query::org(org.clone()))
+                .await
+            {
+                Ok(Some(o)) => {
+                    org_ca = neurodata_abci::membership::certificate::validity(&o.ca_cert_der)
+                        .ok()
+                        .map(|(_, not_after)| not_after);
+                }
+                Ok(None) => tracing::warn!(org = %org, "org_id is not an org on chain"),
+                // The last value read stands while the node is away.
+                Err(e) => tracing::debug!("reading the org's CA: {e}"),
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        for (cert, not_after) in [
+            (UsedCertificate::Server, server),
+            (UsedCertificate::OrgCa, org_ca),
+            (UsedCertificate::Delivery, delivery),
+        ] {
+            if let Some(t) = not_after {
+                shared.metrics.set_certificate_expiry(cert, t, now);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
     }
 }
 

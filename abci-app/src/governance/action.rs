@@ -9,6 +9,7 @@ use crate::TxError;
 use crate::address::Address;
 use crate::amount::Amount;
 use crate::ledger::{LedgerRead, LedgerWrite};
+use crate::membership::certificate::subject_hash;
 use crate::membership::{CaCertificate, MembershipRead, MembershipWrite};
 use crate::state::{Event, StateRead, StateWrite};
 use crate::tx::ExecCtx;
@@ -36,6 +37,9 @@ pub enum ProposalAction {
         org_id: String,
         /// New root CA PEM (checked).
         ca_cert_pem: String,
+        /// Seconds the old CA's certificates stay live after the rotation (at most
+        /// [`MAX_ROTATION_GRACE_SECS`]).
+        grace_secs: u64,
     },
     /// Add, reweight or remove a validator; power > 0 for a jailed validator re-admits it (see
     /// [`super::jail`]).
@@ -119,6 +123,10 @@ fn governance_amount(field: &'static str, s: &str) -> Result<Amount, GovernanceE
 /// CometBFT refuse the validator updates, halting every node. It bounds each power too.
 pub const MAX_TOTAL_POWER: i64 = i64::MAX / 8;
 
+/// Longest grace period of a CA rotation (366 days): the old CA's certificates stay live that
+/// long at most, time for every member to renew.
+pub const MAX_ROTATION_GRACE_SECS: u64 = 366 * 86_400;
+
 impl TryFrom<pb::ProposalAction> for ProposalAction {
     type Error = TxError;
     fn try_from(a: pb::ProposalAction) -> Result<Self, TxError> {
@@ -144,9 +152,19 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
             A::RotateOrgCa(m) => {
                 check_org_id(&m.org_id)?;
                 CaCertificate::from_pem(&m.ca_cert_pem)?;
+                if m.grace_secs > MAX_ROTATION_GRACE_SECS {
+                    return Err(GovernanceError::ParamOutOfRange {
+                        param: "rotate_org_ca.grace_secs",
+                        value: m.grace_secs,
+                        min: 0,
+                        max: MAX_ROTATION_GRACE_SECS,
+                    }
+                    .into());
+                }
                 ProposalAction::RotateOrgCa {
                     org_id: m.org_id,
                     ca_cert_pem: m.ca_cert_pem,
+                    grace_secs: m.grace_secs,
                 }
             }
             A::SetValidator(m) => {
@@ -235,9 +253,11 @@ impl From<&ProposalAction> for pb::ProposalAction {
             ProposalAction::RotateOrgCa {
                 org_id,
                 ca_cert_pem,
+                grace_secs,
             } => A::RotateOrgCa(pb::RotateOrgCa {
                 org_id: org_id.clone(),
                 ca_cert_pem: ca_cert_pem.clone(),
+                grace_secs: *grace_secs,
             }),
             ProposalAction::SetValidator {
                 pub_key,
@@ -305,6 +325,7 @@ impl ProposalAction {
             ProposalAction::RotateOrgCa {
                 org_id,
                 ca_cert_pem,
+                ..
             } => {
                 active_org(state, org_id)?;
                 let ca = CaCertificate::from_pem(ca_cert_pem)?;
@@ -399,7 +420,7 @@ impl ProposalAction {
                 ca_cert_pem,
             } => {
                 let ca = CaCertificate::from_pem(ca_cert_pem)?;
-                admit_org(state, org_id, name, &ca, ctx.height);
+                admit_org(state, org_id, name, &ca, ctx.height)?;
             }
             ProposalAction::RemoveOrg { org_id } => {
                 let mut org = active_org(&*state, org_id)?;
@@ -407,6 +428,9 @@ impl ProposalAction {
                 org.status = pb::OrgStatus::Removed as i32;
                 state.put_org(&org, &ca.subject_hash);
                 state.drop_ca_subject(&ca.subject_hash);
+                if !org.previous_ca_cert_der.is_empty() {
+                    state.drop_ca_subject(&subject_hash(&org.previous_ca_cert_der)?);
+                }
                 // A removed org's validators stop signing blocks and stop counting in
                 // attestation totals.
                 for v in state.validators()? {
@@ -439,18 +463,41 @@ impl ProposalAction {
             ProposalAction::RotateOrgCa {
                 org_id,
                 ca_cert_pem,
+                grace_secs,
             } => {
                 let mut org = active_org(&*state, org_id)?;
                 let old = CaCertificate::from_der(&org.ca_cert_der)?;
                 let new = CaCertificate::from_pem(ca_cert_pem)?;
+                // The ca-subject index names the org by its current CA's subject and, while the
+                // org record keeps it, by the subject of the CA its last rotation replaced (so a
+                // new certificate of that CA finds its org during the grace period; afterwards
+                // the rule refuses it). This rotation replaces both.
+                if !org.previous_ca_cert_der.is_empty() {
+                    state.drop_ca_subject(&subject_hash(&org.previous_ca_cert_der)?);
+                }
                 state.drop_ca_subject(&old.subject_hash);
+                if *grace_secs > 0 {
+                    let until = ctx
+                        .time
+                        .saturating_add(i64::try_from(*grace_secs).unwrap_or(i64::MAX));
+                    org.previous_ca_cert_der = old.der.clone();
+                    org.previous_ca_fingerprint = old.fingerprint.to_vec();
+                    org.previous_ca_until = until;
+                    state.put_ca_subject(&old.subject_hash, org_id);
+                } else {
+                    org.previous_ca_cert_der.clear();
+                    org.previous_ca_fingerprint.clear();
+                    org.previous_ca_until = 0;
+                }
                 org.ca_cert_der = new.der.clone();
                 org.ca_fingerprint = new.fingerprint.to_vec();
                 state.put_org(&org, &new.subject_hash);
+                state.track_ca_expiry(org_id, &new)?;
                 state.emit(
                     Event::new(EventKind::OrgCaRotated)
                         .attr(attr::ORG, org_id)
-                        .attr(attr::CA_FINGERPRINT, hex::encode(new.fingerprint)),
+                        .attr(attr::CA_FINGERPRINT, hex::encode(new.fingerprint))
+                        .attr(attr::GRACE_UNTIL, org.previous_ca_until),
                 );
             }
             ProposalAction::SetValidator {
@@ -513,14 +560,15 @@ impl ProposalAction {
     }
 }
 
-/// Writes a newly admitted org (genesis or governance) and emits `org.admitted`.
+/// Writes a newly admitted org (genesis or governance), files its CA for expiry notices and
+/// emits `org.admitted`.
 pub fn admit_org<S: StateWrite>(
     state: &mut S,
     org_id: &str,
     name: &str,
     ca: &CaCertificate,
     height: u64,
-) {
+) -> Result<(), crate::state::StateError> {
     state.put_org(
         &pb::Org {
             org_id: org_id.to_owned(),
@@ -529,14 +577,17 @@ pub fn admit_org<S: StateWrite>(
             ca_fingerprint: ca.fingerprint.to_vec(),
             status: pb::OrgStatus::Active as i32,
             admitted_height: height,
+            ..Default::default()
         },
         &ca.subject_hash,
     );
+    state.track_ca_expiry(org_id, ca)?;
     state.emit(
         Event::new(EventKind::OrgAdmitted)
             .attr(attr::ORG, org_id)
             .attr(attr::CA_FINGERPRINT, hex::encode(ca.fingerprint)),
     );
+    Ok(())
 }
 
 fn active_org<S: StateRead>(state: &S, org_id: &str) -> Result<pb::Org, TxError> {

@@ -30,7 +30,14 @@ pub struct Params {
     /// trained on, basis points (see `crate::models::royalty`); with `market_fee_bps` at most
     /// 10000, so a sale never owes more than its price.
     pub model_royalty_bps: u32,
+    /// Seconds before a member certificate or an org CA expires that the chain announces it
+    /// (`certificate.expiring`, once per certificate; see `crate::membership::expiry`).
+    pub cert_expiry_notice_secs: u64,
 }
+
+/// Default of [`Params::cert_expiry_notice_secs`]: 30 days, time for an org admin to issue
+/// renewed certificates and for members to send their renewals.
+pub const DEFAULT_CERT_EXPIRY_NOTICE_SECS: u64 = 30 * 86_400;
 
 impl Default for Params {
     fn default() -> Self {
@@ -45,6 +52,7 @@ impl Default for Params {
             max_open_validations_per_org: 4,
             reward_epoch_blocks: 100,
             model_royalty_bps: 1_000,
+            cert_expiry_notice_secs: DEFAULT_CERT_EXPIRY_NOTICE_SECS,
         }
     }
 }
@@ -57,7 +65,9 @@ impl TryFrom<pb::Params> for Params {
         })?;
         // CometBFT's own block limit is far above max_tx_bytes; 4 MiB keeps any single tx cheap
         // to check.
-        let bounds: [(&'static str, u64, u64, u64); 9] = [
+        // The expiry notice: at least a day (less is no notice), at most a year and a day (the
+        // end-of-block scan reads one index bucket per day the window grows by).
+        let bounds: [(&'static str, u64, u64, u64); 10] = [
             (
                 "proposal_voting_blocks",
                 p.proposal_voting_blocks,
@@ -77,6 +87,12 @@ impl TryFrom<pb::Params> for Params {
             ),
             ("reward_epoch_blocks", p.reward_epoch_blocks, 0, 1_000_000),
             ("model_royalty_bps", p.model_royalty_bps.into(), 0, 10_000),
+            (
+                "cert_expiry_notice_secs",
+                p.cert_expiry_notice_secs,
+                86_400,
+                366 * 86_400,
+            ),
         ];
         for (param, value, min, max) in bounds {
             if !(min..=max).contains(&value) {
@@ -107,6 +123,7 @@ impl TryFrom<pb::Params> for Params {
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
             model_royalty_bps: p.model_royalty_bps,
+            cert_expiry_notice_secs: p.cert_expiry_notice_secs,
         })
     }
 }
@@ -124,6 +141,7 @@ impl From<&Params> for pb::Params {
             max_open_validations_per_org: p.max_open_validations_per_org,
             reward_epoch_blocks: p.reward_epoch_blocks,
             model_royalty_bps: p.model_royalty_bps,
+            cert_expiry_notice_secs: p.cert_expiry_notice_secs,
         }
     }
 }

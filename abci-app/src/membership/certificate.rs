@@ -50,6 +50,10 @@ pub struct CaCertificate {
     pub fingerprint: [u8; 32],
     /// SHA-256 of the subject name DER (what member certificates name as issuer).
     pub subject_hash: [u8; 32],
+    /// Subject CN (for expiry notices and listings).
+    pub common_name: String,
+    /// notAfter, Unix seconds.
+    pub not_after: i64,
 }
 
 impl CaCertificate {
@@ -83,12 +87,14 @@ impl CaCertificate {
             der: der.to_vec(),
             fingerprint: sha256(der),
             subject_hash: sha256(cert.subject().as_raw()),
+            common_name: common_name(&cert),
+            not_after: cert.validity().not_after.timestamp(),
         })
     }
 }
 
 /// A member certificate, parsed but not yet checked against the chain.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberCertificate {
     /// DER bytes.
     pub der: Vec<u8>,
@@ -123,12 +129,7 @@ impl MemberCertificate {
         let role = ou
             .parse()
             .map_err(|_| MembershipError::UnknownRole { ou: ou.to_owned() })?;
-        let common_name = subject
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let common_name = common_name(&cert);
         let is_ca = cert
             .basic_constraints()
             .map_err(|e| bad(format!("basicConstraints: {e}")))?
@@ -152,8 +153,15 @@ impl MemberCertificate {
         })
     }
 
-    /// The identity record of this certificate as a member of `org`, registered at `height`.
-    pub fn identity(&self, org: &pb::Org, height: u64) -> pb::Identity {
+    /// The identity record of this certificate as a member of `org`, issued by its CA with
+    /// fingerprint `issuer_ca_fingerprint` (see [`MemberCertificate::issuer_in`]), registered at
+    /// `height`.
+    pub fn identity(
+        &self,
+        org: &pb::Org,
+        issuer_ca_fingerprint: Vec<u8>,
+        height: u64,
+    ) -> pb::Identity {
         pb::Identity {
             fingerprint: self.fingerprint.to_vec(),
             org_id: org.org_id.clone(),
@@ -161,53 +169,100 @@ impl MemberCertificate {
             common_name: self.common_name.clone(),
             not_before: self.not_before,
             not_after: self.not_after,
-            issuer_ca_fingerprint: org.ca_fingerprint.clone(),
+            issuer_ca_fingerprint,
             public_key_spki: self.spki.clone(),
             certificate_der: self.der.clone(),
             registered_height: height,
             successor: vec![],
+            renewed_to: vec![],
+            renewed_from: vec![],
         }
     }
 
-    /// Checks that `org`'s current CA issued this certificate: its subject is the certificate's
-    /// issuer ([`MembershipError::UnknownCa`] if not) and its P-256 key verifies the
-    /// certificate's signature ([`MembershipError::NotSignedByCa`] if not). Whether the org is
-    /// active is for [`super::rule::live`].
-    pub fn check_issued_by(&self, org: &pb::Org) -> Result<(), MembershipError> {
-        let ca = parse(&org.ca_cert_der)?;
-        if sha256(ca.subject().as_raw()) != self.issuer_hash {
-            return Err(MembershipError::UnknownCa {
-                issuer: self.issuer.clone(),
-            });
+    /// Which of `org`'s CAs issued this certificate at `now`: its current CA, or the CA its last
+    /// rotation replaced while that rotation's grace lasts ([`super::rule::ca_accepted`]). The
+    /// CA's subject must be the certificate's issuer ([`MembershipError::UnknownCa`] if neither
+    /// is) and its P-256 key must verify the certificate's signature
+    /// ([`MembershipError::NotSignedByCa`] if not). Returns that CA's fingerprint. Whether the
+    /// org is active is for [`super::rule::live`].
+    pub fn issuer_in(&self, org: &pb::Org, now: i64) -> Result<Vec<u8>, MembershipError> {
+        let mut cas = vec![(&org.ca_cert_der, &org.ca_fingerprint)];
+        if !org.previous_ca_fingerprint.is_empty()
+            && super::rule::ca_accepted(org, &org.previous_ca_fingerprint, now)
+        {
+            cas.push((&org.previous_ca_cert_der, &org.previous_ca_fingerprint));
         }
-        let ca_key = p256_public_key(ca.public_key().raw)?;
-        let x509 = X509::from_der(&self.der).map_err(bad)?;
-        if !x509.verify(&ca_key).map_err(bad)? {
-            return Err(MembershipError::NotSignedByCa {
+        let mut named = false;
+        for (der, fingerprint) in cas {
+            let ca = parse(der)?;
+            if sha256(ca.subject().as_raw()) != self.issuer_hash {
+                continue;
+            }
+            named = true;
+            let ca_key = p256_public_key(ca.public_key().raw)?;
+            let x509 = X509::from_der(&self.der).map_err(bad)?;
+            if x509.verify(&ca_key).map_err(bad)? {
+                return Ok(fingerprint.clone());
+            }
+        }
+        Err(if named {
+            MembershipError::NotSignedByCa {
                 org: org.org_id.clone(),
-            });
-        }
-        Ok(())
+            }
+        } else {
+            MembershipError::UnknownCa {
+                issuer: self.issuer.clone(),
+            }
+        })
     }
 
-    /// Finds the org whose current CA issued this certificate, checks the CA's signature on it,
-    /// and returns the identity record to register at `height`.
-    pub fn register<S: StateRead>(&self, state: &S, height: u64) -> Result<pb::Identity, TxError> {
-        let org = self.issuing_org(state)?;
-        Ok(self.identity(&org, height))
+    /// Finds the org whose CA issued this certificate (accepted at `now`), checks the CA's
+    /// signature on it, and returns the identity record to register at `height`.
+    pub fn register<S: StateRead>(
+        &self,
+        state: &S,
+        now: i64,
+        height: u64,
+    ) -> Result<pb::Identity, TxError> {
+        let (org, issuer) = self.issuing_org(state, now)?;
+        Ok(self.identity(&org, issuer, height))
     }
 
-    /// The active org whose current CA issued and signed this certificate (found through the
-    /// ca-subject index: see [`super::rule`]).
-    pub fn issuing_org<S: StateRead>(&self, state: &S) -> Result<pb::Org, TxError> {
+    /// The active org whose CA issued and signed this certificate (found through the ca-subject
+    /// index: see [`super::rule`]), with that CA's fingerprint.
+    pub fn issuing_org<S: StateRead>(
+        &self,
+        state: &S,
+        now: i64,
+    ) -> Result<(pb::Org, Vec<u8>), TxError> {
         let org = state
             .org_of(&super::rule::Presented::Certificate(self))?
             .ok_or_else(|| MembershipError::UnknownCa {
                 issuer: self.issuer.clone(),
             })?;
-        self.check_issued_by(&org)?;
-        Ok(org)
+        let issuer = self.issuer_in(&org, now)?;
+        Ok((org, issuer))
     }
+}
+
+/// The validity window (notBefore, notAfter; Unix seconds) of any DER X.509 certificate: a
+/// member's, a CA's or a TLS server's.
+pub fn validity(der: &[u8]) -> Result<(i64, i64), MembershipError> {
+    let cert = parse(der)?;
+    Ok((
+        cert.validity().not_before.timestamp(),
+        cert.validity().not_after.timestamp(),
+    ))
+}
+
+/// The first subject CN of a certificate ("" if none or not a string).
+fn common_name(cert: &X509Certificate<'_>) -> String {
+    cert.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// SHA-256 of a certificate's subject name DER: for a CA, what the certificates it issues name

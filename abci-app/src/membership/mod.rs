@@ -5,22 +5,29 @@
 //! message. A certificate is registered on chain the first time a tx carries it. Org admins revoke
 //! their own org's certificates ([`RevokeCertificate`]) and move an identity's funds, open
 //! purchases and listings to a successor of the same org ([`MoveIdentity`]), so expiry,
-//! revocation or a CA rotation never strands a balance.
+//! revocation or a CA rotation never strands a balance. A member renews its own certificate
+//! before it expires ([`RenewCertificate`]): the same succession, signed by the member, which
+//! also links the two certificates and retires the old one. [`expiry`] announces certificates
+//! (members' and org CAs') a governance-set number of days before they expire.
 //!
 //! Read [`rule`] for the full rule (one pure function, [`check_member`], that the chain and the
 //! gateway both call), [`check_signer`] for how the chain fetches its records, [`certificate`] for
 //! how certificates are parsed and checked, and [`view`] for the records.
 
 pub mod certificate;
+pub mod expiry;
 mod move_identity;
+mod renew;
 mod revoke;
 pub mod rule;
 pub mod state_key;
+pub mod succession;
 pub mod view;
 
 pub use certificate::{CaCertificate, MemberCertificate};
 pub use move_identity::MoveIdentity;
 pub use neurodata_certs::Role;
+pub use renew::RenewCertificate;
 pub use revoke::RevokeCertificate;
 pub use rule::{Permission, Presented, check_member};
 pub use view::{MembershipRead, MembershipWrite};
@@ -83,8 +90,13 @@ pub enum MembershipError {
         /// Block time, Unix seconds.
         block_time: i64,
     },
-    /// Block time is after the certificate's notAfter.
-    #[error("certificate expired at {not_after} (block time {block_time})")]
+    /// Block time is after the certificate's notAfter. An expired certificate cannot sign
+    /// anything, its own renewal included.
+    #[error(
+        "certificate expired at {not_after} (block time {block_time}); an expired certificate \
+         cannot sign, not even its renewal: an admin of its org moves its identity to a new \
+         certificate (MoveIdentity, `ndctl ca move-identity`)"
+    )]
     Expired {
         /// notAfter, Unix seconds.
         not_after: i64,
@@ -158,6 +170,56 @@ pub enum MembershipError {
     /// A CA certificate was attached as a signer's certificate.
     #[error("a CA certificate cannot sign transactions")]
     CaCannotSign,
+    /// The certificate was renewed: its successor signs now.
+    #[error(
+        "certificate {fingerprint} was renewed to {successor}: sign with the renewed certificate"
+    )]
+    Renewed {
+        /// The renewed (retired) certificate.
+        fingerprint: String,
+        /// The certificate it was renewed to.
+        successor: String,
+    },
+    /// A renewal's new certificate differs from the current one in what a renewal keeps.
+    #[error(
+        "a renewal keeps the {what}: the current certificate has {current:?}, the new one {new:?}"
+    )]
+    RenewalMismatch {
+        /// What differs: `org`, `common name` or `role`.
+        what: &'static str,
+        /// The current certificate's.
+        current: String,
+        /// The new certificate's.
+        new: String,
+    },
+    /// A renewal's new certificate does not expire after the current one.
+    #[error(
+        "the new certificate expires at {new_not_after}, not after the current one \
+         ({current_not_after}): a renewal extends the validity"
+    )]
+    RenewalNotLater {
+        /// The current certificate's notAfter, Unix seconds.
+        current_not_after: i64,
+        /// The new certificate's notAfter, Unix seconds.
+        new_not_after: i64,
+    },
+    /// A renewal's new certificate is already registered on chain (it signed, or was moved to
+    /// or renewed to before): it may hold an identity of its own.
+    #[error("certificate {0} is already registered on chain: renew to a certificate never used")]
+    AlreadyRegistered(String),
+    /// A renewal names the certificate that signs it.
+    #[error("the new certificate is the one signing the renewal: renew to another certificate")]
+    RenewalToSelf,
+    /// A renewal's new certificate was issued by the CA its org is rotating out (in the
+    /// rotation's grace period).
+    #[error(
+        "the new certificate was issued by the CA org {org} is rotating out: renew to a \
+         certificate of its current CA"
+    )]
+    RenewalFromRetiringCa {
+        /// The org.
+        org: String,
+    },
 }
 
 impl MembershipError {
@@ -186,6 +248,12 @@ impl MembershipError {
             MembershipError::RoleCount { .. } => 39,
             MembershipError::UnknownRole { .. } => 220,
             MembershipError::CaCannotSign => 221,
+            MembershipError::Renewed { .. } => 222,
+            MembershipError::RenewalMismatch { .. } => 223,
+            MembershipError::RenewalNotLater { .. } => 224,
+            MembershipError::AlreadyRegistered(_) => 225,
+            MembershipError::RenewalToSelf => 226,
+            MembershipError::RenewalFromRetiringCa { .. } => 227,
         }
     }
 }

@@ -11,8 +11,6 @@ use super::{
 };
 use crate::TxError;
 use crate::address::Address;
-use crate::amount::Amount;
-use crate::ledger::{LedgerRead, LedgerWrite};
 use crate::state::{Event, StateWrite};
 use crate::tx::{ExecCtx, invalid};
 
@@ -73,8 +71,8 @@ impl TryFrom<pb::MoveIdentity> for MoveIdentity {
 }
 
 impl MoveIdentity {
-    /// Moves the balance, purchases, listings and validator operator roles of `from` to `to`,
-    /// both of the admin's org, `to` live at the block time.
+    /// Moves what `from` holds (see [`super::succession`]) to `to`, both of the admin's org,
+    /// `to` live at the block time.
     pub fn check_and_execute<S: StateWrite>(
         &self,
         state: &mut S,
@@ -89,45 +87,20 @@ impl MoveIdentity {
             signer,
             ctx,
         )?;
-        // A recorded successor is final while it can act; once it cannot (expired, revoked, its
-        // CA rotated), what still reaches the old identity may go to a new successor.
-        if !from.successor.is_empty() && from.successor != self.to.0 {
-            let successor_live = match <[u8; 32]>::try_from(from.successor.as_slice()) {
-                Ok(fp) => match state.identity(&fp)? {
-                    Some(s) => check_live(state, &s, ctx.time).is_ok(),
-                    None => false,
-                },
-                Err(_) => false,
-            };
-            if successor_live {
-                return Err(MembershipError::AlreadyMoved {
-                    from: self.from.to_hex(),
-                    successor: hex::encode(&from.successor),
-                }
-                .into());
-            }
-        }
+        super::succession::check_successor_replaceable(&*state, &from, &self.to, ctx.time)?;
         let to = own_identity(state, &self.to, self.to_certificate.as_deref(), signer, ctx)?;
         check_live(state, &to, ctx.time)?;
-        let amount = state.balance(&self.from)?;
-        if amount > Amount::ZERO {
-            state.move_funds(&self.from, &self.to, amount)?;
-        }
-        let purchases = crate::escrow::move_purchases(state, &self.from, &self.to)?;
-        let listings = crate::market::move_listings(state, &self.from, &self.to)?
-            + crate::models::move_listings(state, &self.from, &self.to)?;
-        let validators = crate::governance::move_operator(state, &self.from, &self.to)?;
-        from.successor = self.to.0.to_vec();
-        state.put_identity(&from);
+        let moved = super::succession::hand_over(state, &mut from, &self.to)?;
         state.emit(
             Event::new(EventKind::IdentityMoved)
                 .attr(attr::FROM, self.from)
                 .attr(attr::TO, self.to)
                 .attr(attr::ORG, admin_org)
-                .attr(attr::AMOUNT, amount)
-                .attr(attr::PURCHASES, purchases)
-                .attr(attr::LISTINGS, listings)
-                .attr(attr::VALIDATORS, validators)
+                .attr(attr::AMOUNT, moved.amount)
+                .attr(attr::PURCHASES, moved.purchases)
+                .attr(attr::LISTINGS, moved.listings)
+                .attr(attr::VALIDATORS, moved.validators)
+                .attr(attr::JOBS, moved.jobs)
                 .attr(attr::REASON, &self.reason),
         );
         Ok(())
@@ -162,13 +135,13 @@ fn own_identity<S: StateWrite>(
 }
 
 /// Registers a certificate the chain never saw (issued and signed by its org's current CA).
-fn register<S: StateWrite>(
+pub(super) fn register<S: StateWrite>(
     state: &mut S,
     der: &[u8],
     ctx: &ExecCtx,
 ) -> Result<pb::Identity, TxError> {
-    let identity = MemberCertificate::parse(der)?.register(state, ctx.height)?;
-    state.put_identity(&identity);
+    let identity = MemberCertificate::parse(der)?.register(state, ctx.time, ctx.height)?;
+    state.put_identity(&identity)?;
     state.emit(
         Event::new(EventKind::IdentityRegistered)
             .attr(attr::FINGERPRINT, hex::encode(&identity.fingerprint))

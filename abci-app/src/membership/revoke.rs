@@ -60,7 +60,12 @@ impl RevokeCertificate {
         let cert_org = match state.identity(&self.fingerprint.0)? {
             Some(identity) => identity.org_id,
             None => match &self.certificate {
-                Some(der) => MemberCertificate::parse(der)?.issuing_org(state)?.org_id,
+                Some(der) => {
+                    MemberCertificate::parse(der)?
+                        .issuing_org(state, ctx.time)?
+                        .0
+                        .org_id
+                }
                 None => return Err(MembershipError::UnknownCertificate(hex_fp).into()),
             },
         };

@@ -11,8 +11,9 @@
 //!   before), else the parsed certificate. A registered identity is what counts, as the chain
 //!   recorded it: its org and issuing CA were fixed when it was registered.
 //! - The org the presented certificate names ([`org_in`]): a registered identity's org; for a
-//!   new certificate, the **active org whose current root CA's subject is the certificate's
-//!   issuer** (governance keeps at most one). The chain keeps that mapping as its ca-subject
+//!   new certificate, the **active org whose current root CA's subject (or the subject of the CA
+//!   its last rotation replaced) is the certificate's issuer** (governance keeps at most one).
+//!   The chain keeps that mapping as its ca-subject
 //!   index ([`super::MembershipRead::org_of`]), written when governance admits, rotates or
 //!   removes; a holder of the org list finds the same org with [`org_in`]. Either way the rule
 //!   checks the org it is given, so a wrong lookup can only refuse, never admit.
@@ -21,8 +22,10 @@
 //! The checks, in order, each with its own error: for a new certificate, an org names its
 //! issuer ([`MembershipError::UnknownCa`]) and that org's CA key (P-256) signed it
 //! ([`MembershipError::NotSignedByCa`]); then [`live`]: the org is active
-//! ([`MembershipError::OrgNotActive`]), its current CA is the one that issued the certificate
-//! ([`MembershipError::CaRotated`]), not revoked ([`MembershipError::Revoked`]), `now` within
+//! ([`MembershipError::OrgNotActive`]), the CA that issued the certificate is its current CA or
+//! the one its last rotation replaced, while that rotation's grace lasts ([`ca_accepted`];
+//! [`MembershipError::CaRotated`]), not revoked ([`MembershipError::Revoked`]), not renewed
+//! ([`MembershipError::Renewed`]), `now` within
 //! notBefore ([`MembershipError::NotYetValid`]) and notAfter ([`MembershipError::Expired`]); last
 //! the role, for every permission asked ([`MembershipError::RoleNotAllowed`]).
 
@@ -85,8 +88,8 @@ pub fn check_member(
             let org = org.ok_or_else(|| MembershipError::UnknownCa {
                 issuer: cert.issuer.clone(),
             })?;
-            cert.check_issued_by(org)?;
-            cert.identity(org, 0)
+            let issuer = cert.issuer_in(org, now)?;
+            cert.identity(org, issuer, 0)
         }
     };
     live(&identity, org, revocation, now)?;
@@ -126,7 +129,7 @@ pub fn live(
         .ok_or_else(|| MembershipError::OrgNotActive {
             org: identity.org_id.clone(),
         })?;
-    if org.ca_fingerprint != identity.issuer_ca_fingerprint {
+    if !ca_accepted(org, &identity.issuer_ca_fingerprint, now) {
         return Err(MembershipError::CaRotated {
             org: org.org_id.clone(),
         });
@@ -140,6 +143,15 @@ pub fn live(
         return Err(MembershipError::Revoked {
             fingerprint: hex::encode(&identity.fingerprint),
             height: rev.height,
+        });
+    }
+    // A renewal retires the certificate it renews: what it held moved to its successor, and two
+    // live certificates for one member would let the old one act (spend what reaches it, sign
+    // as the member) after the member stopped guarding its key.
+    if !identity.renewed_to.is_empty() {
+        return Err(MembershipError::Renewed {
+            fingerprint: hex::encode(&identity.fingerprint),
+            successor: hex::encode(&identity.renewed_to),
         });
     }
     if now < identity.not_before {
@@ -157,15 +169,31 @@ pub fn live(
     Ok(())
 }
 
+/// Whether `org` accepts certificates issued by its CA with fingerprint `issuer` at `now`: its
+/// current CA's always; the CA its last rotation replaced until the rotation's grace period ends
+/// (`previous_ca_until`, inclusive), so members move to certificates of the new CA while their
+/// old ones still sign.
+pub fn ca_accepted(org: &pb::Org, issuer: &[u8], now: i64) -> bool {
+    issuer == org.ca_fingerprint.as_slice()
+        || (!org.previous_ca_fingerprint.is_empty()
+            && issuer == org.previous_ca_fingerprint.as_slice()
+            && now <= org.previous_ca_until)
+}
+
 /// The org `presented` names, found in a list of org records (the gateway's view): a registered
 /// identity's org by id, a new certificate's by issuer — the active org whose current CA's
-/// subject is the certificate's issuer, which is what the chain's ca-subject index holds.
+/// subject (or, during a rotation's grace, its previous CA's) is the certificate's issuer, which
+/// is what the chain's ca-subject index holds.
 pub fn org_in<'a>(orgs: &'a [pb::Org], presented: &Presented<'_>) -> Option<&'a pb::Org> {
     match presented {
         Presented::Registered(identity) => orgs.iter().find(|o| o.org_id == identity.org_id),
         Presented::Certificate(cert) => orgs.iter().find(|o| {
+            let names = |der: &[u8]| {
+                !der.is_empty()
+                    && super::certificate::subject_hash(der).ok() == Some(cert.issuer_hash)
+            };
             o.status == pb::OrgStatus::Active as i32
-                && super::certificate::subject_hash(&o.ca_cert_der).ok() == Some(cert.issuer_hash)
+                && (names(&o.ca_cert_der) || names(&o.previous_ca_cert_der))
         }),
     }
 }
@@ -247,7 +275,7 @@ mod tests {
     fn a_registered_identity_is_judged_by_its_record_not_by_a_certificate() {
         let ca = OrgCa::create("medlab", "Medlab", Validity::days_from(NOW, 9)).unwrap();
         let medlab = org("medlab", &ca);
-        let identity = member(&ca, Role::Admin).identity(&medlab, 7);
+        let identity = member(&ca, Role::Admin).identity(&medlab, medlab.ca_fingerprint.clone(), 7);
         let m = check_member(
             Presented::Registered(&identity),
             Some(&medlab),
@@ -299,6 +327,55 @@ mod tests {
                 allowed: "provider, admin".into(),
             })
         );
+    }
+
+    #[test]
+    fn a_rotated_out_cas_certificates_are_live_through_the_grace_period_and_not_after() {
+        let v = Validity::days_from(NOW, 9);
+        let (old_ca, new_ca) = (
+            OrgCa::create("medlab", "Medlab", v).unwrap(),
+            OrgCa::create("medlab", "Medlab 2027", v).unwrap(),
+        );
+        let (old, new) = (org("medlab", &old_ca), org("medlab", &new_ca));
+        let rotated = pb::Org {
+            previous_ca_cert_der: old.ca_cert_der.clone(),
+            previous_ca_fingerprint: old.ca_fingerprint.clone(),
+            previous_ca_until: NOW + 60,
+            ..new.clone()
+        };
+        let cert = member(&old_ca, Role::Buyer);
+        let at = |org: &pb::Org, now| {
+            let presented = Presented::Certificate(&cert);
+            let found = org_in(std::slice::from_ref(org), &presented);
+            check_member(presented, found, None, now, &any()).map(|m| m.identity)
+        };
+        let identity = at(&rotated, NOW).unwrap();
+        assert_eq!(
+            identity.issuer_ca_fingerprint, old.ca_fingerprint,
+            "registered as the old CA's"
+        );
+        assert!(at(&rotated, NOW + 60).is_ok(), "inclusive");
+        assert!(matches!(
+            at(&rotated, NOW + 61),
+            Err(MembershipError::UnknownCa { .. })
+        ));
+        assert!(
+            matches!(at(&new, NOW), Err(MembershipError::UnknownCa { .. })),
+            "no grace: refused at once"
+        );
+        let registered = Presented::Registered(&identity);
+        assert!(check_member(registered, Some(&rotated), None, NOW + 60, &any()).is_ok());
+        assert_eq!(
+            check_member(registered, Some(&rotated), None, NOW + 61, &any()).map(|_| ()),
+            Err(MembershipError::CaRotated {
+                org: "medlab".into()
+            })
+        );
+        // The new CA's certificates are live all along.
+        let fresh = member(&new_ca, Role::Buyer);
+        let presented = Presented::Certificate(&fresh);
+        let found = org_in(std::slice::from_ref(&rotated), &presented);
+        assert!(check_member(presented, found, None, NOW, &any()).is_ok());
     }
 
     #[test]

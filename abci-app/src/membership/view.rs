@@ -63,6 +63,89 @@ pub trait MembershipRead: StateRead + Sized {
     fn revocation(&self, fingerprint: &[u8; 32]) -> Result<Option<pb::Revocation>, StateError> {
         self.get_proto(&state_key::revocation(fingerprint))
     }
+
+    /// The expiry index entries of `day` (days since 1970), ascending by notAfter.
+    fn expiry_bucket(&self, day: u64) -> Result<Vec<Expiry>, StateError> {
+        self.prefix_raw(&state_key::expiry_day(day))?
+            .into_iter()
+            .map(|(key, value)| Expiry::read(key, value))
+            .collect()
+    }
+
+    /// Certificates registered after the notice window had passed their notAfter, not yet
+    /// announced.
+    fn late_expiries(&self) -> Result<Vec<Expiry>, StateError> {
+        self.prefix_raw(state_key::EXPIRY_LATE)?
+            .into_iter()
+            .map(|(key, value)| Expiry::read(key, value))
+            .collect()
+    }
+
+    /// The end of the notice window as of the last block, if a block set it.
+    fn expiry_cursor(&self) -> Result<Option<i64>, StateError> {
+        match self.get_raw(state_key::expiry_cursor())? {
+            None => Ok(None),
+            Some(b) => <[u8; 8]>::try_from(b.as_slice())
+                .map(|b| Some(i64::from_be_bytes(b)))
+                .map_err(|_| StateError::Corrupt {
+                    key: state_key::expiry_cursor().into(),
+                    reason: "not 8 bytes".into(),
+                }),
+        }
+    }
+}
+
+/// Which certificate an expiry index entry is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExpiringCertificate {
+    /// A member certificate (its fingerprint is its identity's).
+    Member,
+    /// The root CA of an org (it may have been rotated out since).
+    OrgCa {
+        /// The org.
+        org_id: String,
+    },
+}
+
+/// One expiry index entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expiry {
+    /// Its key (to drop a late entry).
+    pub key: String,
+    /// The certificate's notAfter, Unix seconds.
+    pub not_after: i64,
+    /// The certificate's fingerprint.
+    pub fingerprint: [u8; 32],
+    /// What it is.
+    pub certificate: ExpiringCertificate,
+}
+
+const MEMBER: &str = "member";
+const ORG_CA: &str = "ca";
+
+impl Expiry {
+    fn read(key: String, value: Vec<u8>) -> Result<Self, StateError> {
+        let corrupt = |key: String| StateError::Corrupt {
+            key,
+            reason: "not an expiry index entry".into(),
+        };
+        let Some((not_after, kind, fingerprint)) = state_key::parse_expiry(&key) else {
+            return Err(corrupt(key));
+        };
+        let certificate = match kind {
+            MEMBER => ExpiringCertificate::Member,
+            ORG_CA => ExpiringCertificate::OrgCa {
+                org_id: String::from_utf8(value).map_err(|_| corrupt(key.clone()))?,
+            },
+            _ => return Err(corrupt(key)),
+        };
+        Ok(Expiry {
+            key,
+            not_after,
+            fingerprint,
+            certificate,
+        })
+    }
 }
 
 impl<T: StateRead> MembershipRead for T {}
@@ -80,15 +163,77 @@ pub trait MembershipWrite: StateWrite + MembershipRead {
         }
     }
 
+    /// Points a CA subject at an org (the CA a rotation replaced, during its grace period).
+    fn put_ca_subject(&mut self, ca_subject_hash: &[u8; 32], org_id: &str) {
+        self.put_raw(
+            state_key::ca_subject(ca_subject_hash),
+            org_id.as_bytes().to_vec(),
+        );
+    }
+
     /// Forgets a CA subject (org removed or CA rotated).
     fn drop_ca_subject(&mut self, ca_subject_hash: &[u8; 32]) {
         self.delete(state_key::ca_subject(ca_subject_hash));
     }
 
-    /// Registers an identity.
-    fn put_identity(&mut self, identity: &pb::Identity) {
-        let key = state_key::identity(&fingerprint_of(&identity.fingerprint));
-        self.put_proto(key, identity);
+    /// Registers (or updates) an identity and files it in the expiry index.
+    fn put_identity(&mut self, identity: &pb::Identity) -> Result<(), StateError> {
+        let fingerprint = fingerprint_of(&identity.fingerprint);
+        self.put_proto(state_key::identity(&fingerprint), identity);
+        self.track_expiry(identity.not_after, MEMBER, &fingerprint, Vec::new())
+    }
+
+    /// Files an org's (new) root CA in the expiry index.
+    fn track_ca_expiry(
+        &mut self,
+        org_id: &str,
+        ca: &super::CaCertificate,
+    ) -> Result<(), StateError> {
+        self.track_expiry(
+            ca.not_after,
+            ORG_CA,
+            &ca.fingerprint,
+            org_id.as_bytes().to_vec(),
+        )
+    }
+
+    /// Files a certificate in the expiry index; one the notice window already passed (the end
+    /// of block will not reach it again) is queued for a late notice, once.
+    fn track_expiry(
+        &mut self,
+        not_after: i64,
+        kind: &str,
+        fingerprint: &[u8; 32],
+        value: Vec<u8>,
+    ) -> Result<(), StateError> {
+        let key = state_key::expiry(not_after, kind, fingerprint);
+        if self.get_raw(&key)?.is_some() {
+            return Ok(());
+        }
+        if self
+            .expiry_cursor()?
+            .is_some_and(|cursor| not_after <= cursor)
+        {
+            self.put_raw(
+                state_key::expiry_late(not_after, kind, fingerprint),
+                value.clone(),
+            );
+        }
+        self.put_raw(key, value);
+        Ok(())
+    }
+
+    /// Records how far the notice window reached.
+    fn put_expiry_cursor(&mut self, cursor: i64) {
+        self.put_raw(
+            state_key::expiry_cursor().into(),
+            cursor.to_be_bytes().to_vec(),
+        );
+    }
+
+    /// Drops an announced late entry.
+    fn drop_late_expiry(&mut self, entry: &Expiry) {
+        self.delete(entry.key.clone());
     }
 
     /// Records a revocation.

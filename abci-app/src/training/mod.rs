@@ -38,7 +38,7 @@ pub use job::{AcceptJob, CancelJob, RequestJobKeys, SubmitJob};
 pub use result::SubmitResult;
 pub use schedule::end_block;
 pub use view::{TrainingRead, TrainingWrite};
-pub use worker::RegisterWorker;
+pub use worker::{RegisterWorker, move_member};
 
 use neurodata_proto::chain::v1 as pb;
 

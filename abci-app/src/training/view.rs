@@ -107,6 +107,11 @@ pub trait TrainingWrite: StateWrite + TrainingRead {
         }
     }
 
+    /// Forgets a worker (its identity moved to a successor).
+    fn delete_worker(&mut self, address: &Address) {
+        self.delete(state_key::worker(address));
+    }
+
     /// Stores a model version.
     fn put_model_version(&mut self, model: &pb::ModelVersion) {
         self.put_proto(state_key::model(model.id), model);

@@ -65,3 +65,53 @@ impl RegisterWorker {
         Ok(())
     }
 }
+
+/// Hands `from`'s training to its successor `to` (see `crate::membership::succession`): its
+/// worker registration (merged into `to`'s if it has one) and every open job it runs or
+/// submitted, so the successor accepts, submits results and is paid for the jobs `from` was
+/// drawn for, and gets the refunds and models of the jobs `from` asked for. A result already in
+/// keeps its digest, which named `from`: validators attest the digest recorded, not a recomputed
+/// one. Returns how many jobs changed.
+pub fn move_member<S: StateWrite>(
+    state: &mut S,
+    from: &crate::address::Address,
+    to: &crate::address::Address,
+) -> Result<u64, TxError> {
+    if let Some(old) = state.worker(from)? {
+        let worker = match state.worker(to)? {
+            None => pb::Worker {
+                address: to.0.to_vec(),
+                ..old
+            },
+            Some(mut w) => {
+                w.active = w.active.saturating_add(old.active);
+                w.finalized = w.finalized.saturating_add(old.finalized);
+                w.rejected = w.rejected.saturating_add(old.rejected);
+                w.missed = w.missed.saturating_add(old.missed);
+                w
+            }
+        };
+        state.put_worker(&worker);
+        state.delete_worker(from);
+    }
+    let mut moved = 0;
+    for id in state.active_jobs()? {
+        let Some(mut job) = state.job(id)? else {
+            continue;
+        };
+        let mut changed = false;
+        if job.worker == from.0 {
+            job.worker = to.0.to_vec();
+            changed = true;
+        }
+        if job.submitter == from.0 {
+            job.submitter = to.0.to_vec();
+            changed = true;
+        }
+        if changed {
+            state.put_job(&job);
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}

@@ -227,9 +227,9 @@ fn each_role(ca: &OrgCa, validity: Validity) -> BTreeMap<Role, Vec<u8>> {
 fn register(state: &mut State, der: &[u8]) {
     let identity = MemberCertificate::parse(der)
         .unwrap()
-        .register(&*state, 2)
+        .register(&*state, NOW - 10 * DAY + 2, 2)
         .unwrap();
-    state.put_identity(&identity);
+    state.put_identity(&identity).unwrap();
 }
 
 /// The chain's state after its history, and the certificate of each role in each state.
@@ -324,6 +324,8 @@ fn world() -> (State, BTreeMap<(CertState, Role), Vec<u8>>) {
         ProposalAction::RotateOrgCa {
             org_id: "bio".into(),
             ca_cert_pem: pem(&ca("bio")),
+            // No grace: the old CA's certificates are refused from the next block on.
+            grace_secs: 0,
         },
     );
     (state, certs)
