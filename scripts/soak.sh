@@ -5,9 +5,9 @@
 #     (cli/examples/localnet_load.rs, by the trainer members of the 3 orgs: the validator members
 #     earn block rewards, which would blur the balance check);
 #  2. the soak: the same transfers paced at 70% of the probe's committed tx/s, and beside them a
-#     dataset sale every ~30 s (medlab's provider lists one dataset once; healthtech's and
-#     datacorp's buyers take turns buying it, medlab's gateway delivers the key, the buyer
-#     downloads, decrypts, checks and confirms) and a governance proposal every ~2 minutes
+#     dataset sale every ~30 s (medlab's provider lists a dataset, healthtech's and then
+#     datacorp's buyer buy it, medlab's gateway delivers the key, the buyer downloads, decrypts,
+#     checks and confirms; then a new listing, as a buyer buys a dataset once) and a governance proposal every ~2 minutes
 #     (medlab's admin proposes minting 1 NRC into the treasury, healthtech's and datacorp's admins
 #     approve); the sales and governance use the buyers, providers and admins, the transfers the
 #     trainers, so no two clients race for a nonce;
@@ -22,7 +22,7 @@
 #       p99: the median of the windows' p99 grows by at most 50% plus 100 ms;
 #       disk: the growth rate (MB/min) grows by at most 50% plus 1 MB/min (the chain's data grows
 #       with its blocks; flat means the rate does not climb).
-# Writes samples.csv, windows.csv and, with matplotlib (installed into a venv in the cache when pip
+# Writes samples.csv, windows.csv, ops.log (each sale and proposal: ok, or FAILED and why) and, with matplotlib (installed into a venv in the cache when pip
 # can reach PyPI, unless NEURODATA_SOAK_INSTALL=0; skipped with a message otherwise), rss.png, p99.png and disk.png into
 # NEURODATA_SOAK_OUT (default docs/soak). Last line: one JSON object.
 # Exits non-zero when the exactly-once check fails; the flatness verdict fails the run only with
@@ -129,36 +129,45 @@ as() { # as ORG ROLE: signer flags and that org's gateway
 ops() {
   local log=$work/ops.log data=$work/data
   mkdir -p "$data"
-  scripts/heart-csv.py --rows 200 --seed 11 >"$data/heart.csv"
-  if "$ndctl" dataset upload $(as medlab provider) --file "$data/heart.csv" --title "Soak heart (synthetic)" --price 100 >>"$work/ops.out" 2>&1; then
-    echo "upload ok" >>"$log"
-  else
-    echo "upload FAILED" >>"$log"
-  fi
-  local n=0 proposal=0 buyer purchase
+  # A buyer buys a dataset once: each round lists a fresh dataset (a new key, so a new ciphertext)
+  # that healthtech's and datacorp's buyers then both buy.
+  local n=0 proposal=0 dataset="" buyer purchase out
   local next_gov=$((SECONDS + 20))
   while true; do
     n=$((n + 1))
-    buyer=healthtech
-    [ $((n % 2)) = 0 ] && buyer=datacorp
-    if out=$("$ndctl" dataset buy $(as "$buyer" buyer) --dataset 1 2>&1) &&
+    buyer=datacorp
+    if [ $((n % 2)) = 1 ]; then
+      buyer=healthtech
+      scripts/heart-csv.py --rows 200 --seed "$n" >"$data/heart.csv"
+      if out=$("$ndctl" dataset upload $(as medlab provider) --file "$data/heart.csv" --title "Soak heart $n" --price 100 2>&1) &&
+        dataset=$(echo "$out" | sed -n 's/^listed dataset \([0-9]*\) .*/\1/p') && [ -n "$dataset" ]; then
+        echo "upload ok" >>"$log"
+      else
+        echo "upload FAILED $(echo "$out" | tail -n 1)" >>"$log"
+      fi
+    fi
+    # The buyer's gateway's node may be a block behind the provider's: a few tries.
+    for _ in 1 2 3; do
+      out=$("$ndctl" dataset buy $(as "$buyer" buyer) --dataset "$dataset" 2>&1) && break
+      sleep 2
+    done
+    if [ -n "$dataset" ] &&
       purchase=$(echo "$out" | sed -n 's/^purchase \([0-9]*\) of dataset.*/\1/p') && [ -n "$purchase" ] &&
-      "$ndctl" dataset download $(as "$buyer" buyer) --purchase "$purchase" --out "$data/bought-$n.csv" --confirm >>"$work/ops.out" 2>&1 &&
-      cmp -s "$data/heart.csv" "$data/bought-$n.csv"; then
+      out=$("$ndctl" dataset download $(as "$buyer" buyer) --purchase "$purchase" --out "$data/bought.csv" --confirm 2>&1) &&
+      cmp -s "$data/heart.csv" "$data/bought.csv"; then
       echo "sale ok" >>"$log"
     else
-      echo "sale FAILED" >>"$log"
-      echo "$out" >>"$work/ops.out"
+      echo "sale FAILED $(echo "$out" | tail -n 1)" >>"$log"
     fi
-    rm -f "$data/bought-$n.csv"
+    rm -f "$data/bought.csv"
     if [ "$SECONDS" -ge "$next_gov" ]; then
       proposal=$((proposal + 1))
-      if "$ndctl" tx $(as medlab admin) propose mint --amount 1 >>"$work/ops.out" 2>&1 &&
-        "$ndctl" tx $(as healthtech admin) vote --proposal "$proposal" >>"$work/ops.out" 2>&1 &&
-        "$ndctl" tx $(as datacorp admin) vote --proposal "$proposal" >>"$work/ops.out" 2>&1; then
+      if out=$("$ndctl" tx $(as medlab admin) propose mint --amount 1 2>&1) &&
+        out=$("$ndctl" tx $(as healthtech admin) vote --proposal "$proposal" 2>&1) &&
+        out=$("$ndctl" tx $(as datacorp admin) vote --proposal "$proposal" 2>&1); then
         echo "governance ok" >>"$log"
       else
-        echo "governance FAILED" >>"$log"
+        echo "governance FAILED $(echo "$out" | tail -n 1)" >>"$log"
       fi
       next_gov=$((SECONDS + 120))
     fi
@@ -174,8 +183,9 @@ echo "$soak" | head -n -1 >&2
 soak=$(echo "$soak" | tail -n 1)
 for p in "${bg[@]}"; do kill "$p" 2>/dev/null || true; done
 bg=()
-cp "$work/samples.csv" "$work/windows.csv" "$out_dir/"
 touch "$work/ops.log"
+cp "$work/samples.csv" "$work/windows.csv" "$work/ops.log" "$out_dir/"
+grep FAILED "$work/ops.log" >&2 || true
 
 # Plots with matplotlib, from a venv in the cache (installed once when pip can reach PyPI).
 py=python3
@@ -222,7 +232,7 @@ if disk_first is not None and disk_last > 1.5 * max(disk_first, 0) + 1:
 total_rate = rate(disk)
 judged = bool(a and b)
 verdict = ("flat" if not reasons else "growing: " + "; ".join(reasons)) if judged else "too short to judge"
-ops = [l.split() for l in open(ops_log)]
+ops = [l.split()[:2] for l in open(ops_log)]
 count = lambda kind, res: sum(1 for o in ops if o == [kind, res])
 try:
     import matplotlib
@@ -267,7 +277,7 @@ print(json.dumps({
 PY
 summary=$("$py" "$work/report.py" "$out_dir" "$probe" "$soak" "$work/ops.log" "$minutes")
 echo "$summary"
-if ! python3 -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1])["exactly_once"] else 1)' "$summary"; then
+if ! python3 -c 'import json,sys; s = json.loads(sys.argv[1]); sys.exit(0 if s["exactly_once"] and s["probe_exactly_once"] else 1)' "$summary"; then
   echo "exactly-once check FAILED: see the load generator's lines above" >&2
   exit 1
 fi

@@ -170,7 +170,8 @@ async fn main() -> anyhow::Result<()> {
         16
     };
     let signers = Arc::new(signers);
-    // Pacing: each worker sends its share of --rate on a steady clock.
+    // Pacing: each worker sends its share of --rate on a steady clock, catching up after a slow
+    // send so the rate holds on average.
     let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(n_workers as f64 / args.rate));
     for w in 0..n_workers {
         let rpc = HttpClient::new(args.rpcs[w % args.rpcs.len()].as_str())?;
@@ -189,7 +190,7 @@ async fn main() -> anyhow::Result<()> {
             let mut seq: u64 = first_nonce.get(w).copied().unwrap_or(0);
             let mut tick = period.map(|p| {
                 let mut t = tokio::time::interval(p);
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 t
             });
             while !stop.load(Ordering::Relaxed) {
@@ -424,22 +425,34 @@ async fn exactly_once(
     }
     // The tx index of the last node given (another node than the watcher's when several).
     let index = HttpClient::new(args.rpcs.last().map_or("", String::as_str))?;
-    let mut indexed = 0u64;
-    for chunk in committed_hashes.chunks(64) {
-        let mut set = tokio::task::JoinSet::new();
-        for h in chunk {
-            let (index, hash) = (
-                index.clone(),
-                tendermint::Hash::from_bytes(tendermint::hash::Algorithm::Sha256, h)?,
-            );
-            set.spawn(async move { index.tx(hash, false).await });
+    // That node indexes a block after committing it and may be a block behind the watcher's:
+    // the txs not found are asked again, for up to 20 s.
+    let mut missing = committed_hashes;
+    for attempt in 0..20 {
+        if missing.is_empty() {
+            break;
         }
-        while let Some(r) = set.join_next().await {
-            if r?.is_ok_and(|r| r.tx_result.code.is_ok()) {
-                indexed += 1;
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let mut still = Vec::new();
+        for chunk in missing.chunks(64) {
+            let mut set = tokio::task::JoinSet::new();
+            for h in chunk {
+                let (index, h) = (index.clone(), *h);
+                let hash = tendermint::Hash::from_bytes(tendermint::hash::Algorithm::Sha256, &h)?;
+                set.spawn(async move { (h, index.tx(hash, false).await) });
+            }
+            while let Some(r) = set.join_next().await {
+                let (h, r) = r?;
+                if !r.is_ok_and(|r| r.tx_result.code.is_ok()) {
+                    still.push(h);
+                }
             }
         }
+        missing = still;
     }
+    let indexed = committed - missing.len() as u64;
     let (mut nonce_ok, mut balance_ok) = (true, true);
     if args.mode == "nrc" {
         let rpc = HttpClient::new(args.rpcs[0].as_str())?;
