@@ -10,7 +10,9 @@
 //! p99 ms), and every run ends with the exactly-once check: after the load stops it waits (up to
 //! `--drain` seconds) for the txs CheckTx accepted, then counts how often each appeared in a block,
 //! looks each up by hash on another node's tx index, and compares every signer's final nonce and
-//! balance with what the accepted transfers imply.
+//! balance with what the accepted transfers imply. Balances are exact only when nobody else pays
+//! the signers: the validator members earn block rewards, so the soak signs with `--roles trainer`
+//! (the benchmark's default of every role reports their balances as off, and does not enforce it).
 //!
 //! Prints one JSON object on its last line. Run by `scripts/bench/localnet-load.sh` and
 //! `scripts/soak.sh`.
