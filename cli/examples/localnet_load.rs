@@ -4,8 +4,20 @@
 //! every 50 ms). Modes: `nrc` (signed NRC transfers by the dev consortium's members) and
 //! `kvstore` (`key=value` txs for CometBFT's built-in kvstore, the baseline).
 //!
-//! Prints one JSON object on its last line. Run by `scripts/bench/localnet-load.sh`.
+//! For the soak (`scripts/soak.sh`): `--rate R` paces the whole load at R tx/s instead of as fast
+//! as possible, `--roles` picks which members sign (so other clients can use the rest without
+//! nonce races), `--windows FILE` appends one CSV line per 5 s window (unix time, committed, p50,
+//! p99 ms), and every run ends with the exactly-once check: after the load stops it waits (up to
+//! `--drain` seconds) for the txs CheckTx accepted, then counts how often each appeared in a block,
+//! looks each up by hash on another node's tx index, and compares every signer's final nonce and
+//! balance with what the accepted transfers imply. Balances are exact only when nobody else pays
+//! the signers: the validator members earn block rewards, so the soak signs with `--roles trainer`
+//! (the benchmark's default of every role reports their balances as off, and does not enforce it).
+//!
+//! Prints one JSON object on its last line. Run by `scripts/bench/localnet-load.sh` and
+//! `scripts/soak.sh`.
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +35,10 @@ struct Args {
     seconds: u64,
     warmup: u64,
     in_flight: usize,
+    rate: f64,
+    roles: Vec<String>,
+    windows: Option<PathBuf>,
+    drain: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -43,10 +59,40 @@ fn args() -> anyhow::Result<Args> {
         seconds: get("--seconds", "30").parse().context("--seconds")?,
         warmup: get("--warmup", "5").parse().context("--warmup")?,
         in_flight: get("--in-flight", "3000").parse().context("--in-flight")?,
+        rate: get("--rate", "0").parse().context("--rate")?,
+        roles: get("--roles", "admin,provider,buyer,trainer,validator")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+        windows: Some(get("--windows", ""))
+            .filter(|w| !w.is_empty())
+            .map(PathBuf::from),
+        drain: get("--drain", "60").parse().context("--drain")?,
     })
 }
 
 type Sent = Arc<Mutex<BTreeMap<[u8; 32], Instant>>>;
+/// Every tx CheckTx accepted: its hash, the worker (signer) that sent it and its nonce.
+type Accepted = Arc<Mutex<BTreeMap<[u8; 32], (usize, u64)>>>;
+
+/// A signer's account (balance, next nonce) as the latest state has it.
+async fn account(rpc: &HttpClient, s: &Signer) -> anyhow::Result<(u128, u64)> {
+    let q = neurodata_client::query::account(s.address()).query;
+    let r = rpc
+        .abci_query(Some(q.path().to_owned()), q.data(), None, false)
+        .await?;
+    let value = Some(r.value.as_slice()).filter(|v| !v.is_empty());
+    let a = neurodata_client::decode_account(s.address(), value)?;
+    Ok((a.balance.parse().context("balance")?, a.nonce))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        0.0
+    } else {
+        sorted[((sorted.len() - 1) as f64 * p) as usize]
+    }
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
@@ -69,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
         let c = args.devnet.join("consortium");
         let mut v = Vec::new();
         for org in ["medlab", "healthtech", "datacorp"] {
-            for role in ["admin", "provider", "buyer", "trainer", "validator"] {
+            for role in &args.roles {
                 v.push(Signer::load(&c.join(org), role)?);
             }
         }
@@ -78,12 +124,18 @@ async fn main() -> anyhow::Result<()> {
         vec![]
     };
     // Register every signer's certificate first (one committed tx each), so the measured txs
-    // are plain transfers without certificates attached.
+    // are plain transfers without certificates attached. A signer with a nonce already (an
+    // earlier run on the same network) is registered: it starts from its next nonce.
     let mut first_nonce = vec![0u64; signers.len()];
     if args.mode == "nrc" {
         let rpc = HttpClient::new(rpc0)?;
         let mut pending = Vec::new();
         for (i, s) in signers.iter().enumerate() {
+            let (_, nonce) = account(&rpc, s).await?;
+            if nonce > 0 {
+                first_nonce[i] = nonce;
+                continue;
+            }
             let tx = s.sign(
                 TxParams {
                     chain_id: chain_id.clone(),
@@ -104,6 +156,15 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     }
+    // The starting balances, read after registration, for the balance check at the end.
+    let mut initial = Vec::new();
+    if args.mode == "nrc" {
+        let rpc = HttpClient::new(rpc0)?;
+        for s in &signers {
+            initial.push(account(&rpc, s).await?);
+        }
+    }
+    let accepted: Accepted = Arc::new(Mutex::new(BTreeMap::new()));
     let first_nonce = Arc::new(first_nonce);
     let n_workers = if args.mode == "nrc" {
         signers.len()
@@ -111,6 +172,9 @@ async fn main() -> anyhow::Result<()> {
         16
     };
     let signers = Arc::new(signers);
+    // Pacing: each worker sends its share of --rate on a steady clock, catching up after a slow
+    // send so the rate holds on average.
+    let period = (args.rate > 0.0).then(|| Duration::from_secs_f64(n_workers as f64 / args.rate));
     for w in 0..n_workers {
         let rpc = HttpClient::new(args.rpcs[w % args.rpcs.len()].as_str())?;
         let (sent, permits, stop, rejected, total_sent, signers) = (
@@ -123,9 +187,18 @@ async fn main() -> anyhow::Result<()> {
         );
         let (mode, chain_id) = (args.mode.clone(), chain_id.clone());
         let first_nonce = first_nonce.clone();
+        let accepted = accepted.clone();
         workers.push(tokio::spawn(async move {
             let mut seq: u64 = first_nonce.get(w).copied().unwrap_or(0);
+            let mut tick = period.map(|p| {
+                let mut t = tokio::time::interval(p);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
             while !stop.load(Ordering::Relaxed) {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
                 let permit = permits.clone().acquire_owned().await?;
                 let tx = if mode == "nrc" {
                     let s = &signers[w];
@@ -148,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
                 match rpc.broadcast_tx_sync(tx).await {
                     Ok(r) if r.code.is_ok() => {
                         permit.forget(); // returned by the watcher when the tx commits
+                        accepted.lock().await.insert(hash, (w, seq));
                         seq += 1;
                         total_sent.fetch_add(1, Ordering::Relaxed);
                     }
@@ -203,7 +277,33 @@ async fn main() -> anyhow::Result<()> {
     let mut height = client.status().await?.sync_info.latest_block_height.value();
     let mut latencies = Vec::new();
     let mut committed = 0u64;
-    while start.elapsed() < window.1 {
+    // How many times each tx appeared in a block, over the whole run (every tx, ours or not).
+    let mut seen: BTreeMap<[u8; 32], u32> = BTreeMap::new();
+    let mut windows = match &args.windows {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("{}", p.display()))?,
+        ),
+        None => None,
+    };
+    let (mut win_start, mut win_lat) = (Instant::now(), Vec::new());
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        if drain_until.is_none() && start.elapsed() >= window.1 {
+            stop.store(true, Ordering::Relaxed);
+            permits.add_permits(n_workers);
+            drain_until = Some(Instant::now() + Duration::from_secs(args.drain));
+        }
+        if let Some(until) = drain_until {
+            // Done when every accepted tx has been seen in a block, or the drain time is up.
+            let accepted = accepted.lock().await;
+            if Instant::now() >= until || accepted.keys().all(|h| seen.contains_key(h)) {
+                break;
+            }
+        }
         let latest = client.status().await?.sync_info.latest_block_height.value();
         while height < latest {
             height += 1;
@@ -211,33 +311,54 @@ async fn main() -> anyhow::Result<()> {
                 .block(tendermint::block::Height::try_from(height)?)
                 .await?;
             let now = Instant::now();
-            let in_window = start.elapsed() >= window.0;
+            let in_window = start.elapsed() >= window.0 && drain_until.is_none();
             let mut sent = sent.lock().await;
             for tx in block.block.data.iter() {
-                if let Some(t) = sent.remove(&openssl::sha::sha256(tx)) {
+                let hash = openssl::sha::sha256(tx);
+                *seen.entry(hash).or_default() += 1;
+                if let Some(t) = sent.remove(&hash) {
                     permits.add_permits(1);
+                    let ms = now.duration_since(t).as_secs_f64() * 1000.0;
+                    win_lat.push(ms);
                     if in_window {
                         committed += 1;
-                        latencies.push(now.duration_since(t).as_secs_f64() * 1000.0);
+                        latencies.push(ms);
                     }
                 }
             }
         }
+        if win_start.elapsed() >= Duration::from_secs(5) {
+            if let Some(f) = windows.as_mut() {
+                win_lat.sort_by(|a, b| a.total_cmp(b));
+                let unix = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs_f64();
+                writeln!(
+                    f,
+                    "{unix:.1},{},{:.0},{:.0}",
+                    win_lat.len(),
+                    percentile(&win_lat, 0.5),
+                    percentile(&win_lat, 0.99)
+                )?;
+            }
+            (win_start, win_lat) = (Instant::now(), Vec::new());
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    permits.add_permits(n_workers);
     for w in workers {
         w.await??;
     }
+    let check = exactly_once(
+        &args,
+        &signers,
+        &first_nonce,
+        &initial,
+        &accepted.lock().await.clone(),
+        &seen,
+    )
+    .await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| {
-        if latencies.is_empty() {
-            0.0
-        } else {
-            latencies[((latencies.len() - 1) as f64 * p) as usize]
-        }
-    };
+    let pct = |p: f64| percentile(&latencies, p);
     let tx_per_s = committed as f64 / args.seconds as f64;
     println!(
         "{}: {committed} txs committed in {} s = {tx_per_s:.1} tx/s; latency p50 {:.0} ms p99 {:.0} ms; sent {}, refused by CheckTx {}",
@@ -257,7 +378,123 @@ async fn main() -> anyhow::Result<()> {
             "p99_ms": pct(0.99).round(),
             "committed": committed,
             "refused": rejected.load(Ordering::Relaxed),
+            "target_tx_per_s": args.rate,
+            "exactly_once": check,
         })
     );
     Ok(())
+}
+
+/// The exactly-once check: every accepted tx in exactly one block, found by hash in another
+/// node's tx index, and each signer's nonce and balance where the accepted transfers put them.
+async fn exactly_once(
+    args: &Args,
+    signers: &[Signer],
+    first_nonce: &[u64],
+    initial: &[(u128, u64)],
+    accepted: &BTreeMap<[u8; 32], (usize, u64)>,
+    seen: &BTreeMap<[u8; 32], u32>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut per_signer = vec![0u64; signers.len().max(1)];
+    let (mut committed, mut duplicates) = (0u64, 0u64);
+    // (signer, nonce) of the committed txs: one nonce in two blocks would be a double spend.
+    let mut slots: BTreeMap<(usize, u64), u32> = BTreeMap::new();
+    let mut committed_hashes = Vec::new();
+    for (h, (w, nonce)) in accepted {
+        if let Some(n) = seen.get(h).copied().filter(|n| *n > 0) {
+            committed += 1;
+            committed_hashes.push(*h);
+            duplicates += u64::from(n - 1);
+            *slots.entry((*w, *nonce)).or_default() += 1;
+            if let Some(c) = per_signer.get_mut(*w) {
+                *c += 1;
+            }
+        }
+    }
+    duplicates += slots.values().map(|n| u64::from(n - 1)).sum::<u64>();
+    // An accepted tx that never committed is lost, unless its signer re-sent another tx with the
+    // same nonce that did (a mempool dropped the first after a nonce gap, and the client filled
+    // the gap, as any client does): that one is "replaced", not lost.
+    let (mut lost, mut replaced) = (0u64, 0u64);
+    for (h, slot) in accepted {
+        if !seen.contains_key(h) {
+            if slots.contains_key(slot) {
+                replaced += 1;
+            } else {
+                lost += 1;
+            }
+        }
+    }
+    // The tx index of the last node given (another node than the watcher's when several).
+    let index = HttpClient::new(args.rpcs.last().map_or("", String::as_str))?;
+    // That node indexes a block after committing it and may be a block behind the watcher's:
+    // the txs not found are asked again, for up to 20 s.
+    let mut missing = committed_hashes;
+    for attempt in 0..20 {
+        if missing.is_empty() {
+            break;
+        }
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let mut still = Vec::new();
+        for chunk in missing.chunks(64) {
+            let mut set = tokio::task::JoinSet::new();
+            for h in chunk {
+                let (index, h) = (index.clone(), *h);
+                let hash = tendermint::Hash::from_bytes(tendermint::hash::Algorithm::Sha256, &h)?;
+                set.spawn(async move { (h, index.tx(hash, false).await) });
+            }
+            while let Some(r) = set.join_next().await {
+                let (h, r) = r?;
+                if !r.is_ok_and(|r| r.tx_result.code.is_ok()) {
+                    still.push(h);
+                }
+            }
+        }
+        missing = still;
+    }
+    let indexed = committed - missing.len() as u64;
+    let (mut nonce_ok, mut balance_ok) = (true, true);
+    if args.mode == "nrc" {
+        let rpc = HttpClient::new(args.rpcs[0].as_str())?;
+        let n = signers.len();
+        for (i, s) in signers.iter().enumerate() {
+            let (balance, nonce) = account(&rpc, s).await?;
+            if nonce != first_nonce[i] + per_signer[i] {
+                nonce_ok = false;
+                eprintln!(
+                    "nonce of signer {i}: {nonce}, expected {} + {}",
+                    first_nonce[i], per_signer[i]
+                );
+            }
+            // Each transfer moves 1 NRC to the next signer in the ring and pays a 1 NRC fee.
+            let expected = (initial[i].0 + u128::from(per_signer[(i + n - 1) % n]))
+                .checked_sub(2 * u128::from(per_signer[i]));
+            if expected != Some(balance) {
+                balance_ok = false;
+                eprintln!("balance of signer {i}: {balance}, expected {expected:?}");
+            }
+        }
+    }
+    let ok = lost == 0 && duplicates == 0 && indexed == committed && nonce_ok && balance_ok;
+    eprintln!(
+        "exactly-once: accepted {}, committed {committed}, duplicates {duplicates}, lost {lost}, \
+         replaced {replaced}, found in the tx index {indexed}, nonces {}, balances {}: {}",
+        accepted.len(),
+        if nonce_ok { "ok" } else { "WRONG" },
+        if balance_ok { "ok" } else { "WRONG" },
+        if ok { "ok" } else { "FAILED" }
+    );
+    Ok(serde_json::json!({
+        "ok": ok,
+        "accepted": accepted.len(),
+        "committed": committed,
+        "duplicates": duplicates,
+        "lost": lost,
+        "replaced": replaced,
+        "indexed": indexed,
+        "nonces_ok": nonce_ok,
+        "balances_ok": balance_ok,
+    }))
 }
