@@ -389,6 +389,20 @@ impl Tx {
             .enumerate()
             .map(|(i, m)| Action::from_pb(i, m))
             .collect::<Result<Vec<_>, _>>()?;
+        // A renewal retires the signer; the tx's signer is judged once, so a message after it
+        // would act as a certificate that may no longer sign (and own what it creates).
+        if let Some(i) = messages[..count - 1]
+            .iter()
+            .position(|m| matches!(m, Action::RenewCertificate(_)))
+        {
+            return Err(invalid(
+                "messages",
+                format!(
+                    "message {i} renews the signer's certificate: renew_certificate must be the \
+                     last message of its tx"
+                ),
+            ));
+        }
         Ok(Tx {
             hash: sha256(bytes),
             body_bytes: envelope.body,

@@ -355,7 +355,12 @@ fn during_a_rotations_grace_both_cas_sign_and_members_renew_to_the_new_one() {
     let c = Consortium::new(1, 1);
     let mut t = Twin::start(&c);
     let (buyer, trainer) = (c.signer(0, Role::Buyer), c.signer(0, Role::Trainer));
+    let provider = c.signer(0, Role::Provider);
     t.ok(&buyer, vec![msg::transfer(buyer.address(), Amount(1))]);
+    t.ok(
+        &provider,
+        vec![msg::transfer(provider.address(), Amount(1))],
+    );
     // Another subject name: new certificates of either CA must still find the org.
     let new_ca = neurodata_certs::OrgCa::create("org0", "Org org0 2027", validity()).unwrap();
     let grace = 30;
@@ -380,9 +385,15 @@ fn during_a_rotations_grace_both_cas_sign_and_members_renew_to_the_new_one() {
     let org = t.a.storage().org("org0").unwrap().unwrap();
     assert_eq!(org.previous_ca_until, until);
 
-    // In the grace period: the old CA's certificates sign, registered or new.
+    // In the grace period: the old CA's registered members sign; it registers nobody new (its
+    // key may be why it is rotated out).
     t.ok(&buyer, vec![msg::transfer(buyer.address(), Amount(1))]);
-    t.ok(&trainer, vec![msg::transfer(trainer.address(), Amount(1))]);
+    t.reject_signed(
+        &trainer,
+        vec![msg::transfer(trainer.address(), Amount(1))],
+        "membership",
+        23,
+    );
     // A renewal goes to the new CA, never to the one being retired.
     let later = validity().not_after + 86_400;
     let to_old = certified(&c, &c.orgs[0].ca, Role::Buyer, later);
@@ -405,15 +416,14 @@ fn during_a_rotations_grace_both_cas_sign_and_members_renew_to_the_new_one() {
         t.apply(&[]);
     }
     t.reject_signed(
-        &trainer,
-        vec![msg::transfer(trainer.address(), Amount(1))],
+        &provider,
+        vec![msg::transfer(provider.address(), Amount(1))],
         "membership",
         26,
     );
-    let provider = c.signer(0, Role::Provider);
     t.reject_signed(
-        &provider,
-        vec![msg::transfer(provider.address(), Amount(1))],
+        &trainer,
+        vec![msg::transfer(trainer.address(), Amount(1))],
         "membership",
         23,
     );

@@ -511,6 +511,25 @@ fn a_renewal_is_refused_unless_the_new_certificate_is_the_same_members_later_one
 }
 
 #[test]
+fn a_renewal_must_be_the_last_message_of_its_tx() {
+    let c = Consortium::new(1, 1);
+    let mut t = Twin::start(&c);
+    let buyer = c.signer(0, Role::Buyer);
+    t.ok(&buyer, transfer_to_self(&buyer));
+    let new = renewed(&c, 0, Role::Buyer);
+    // A message after the renewal would act as the retired certificate.
+    let mut msgs = renew(&new);
+    msgs.extend(transfer_to_self(&buyer));
+    let o = t.reject_signed(&buyer, msgs, "tx", 11);
+    assert!(o.log.contains("last message"), "{}", o.log);
+    // Last is fine.
+    let mut msgs = transfer_to_self(&buyer);
+    msgs.extend(renew(&new));
+    t.ok(&buyer, msgs);
+    t.ok(&new, transfer_to_self(&new));
+}
+
+#[test]
 fn an_expired_certificate_cannot_sign_its_renewal_and_is_told_to_ask_its_admin() {
     let c = Consortium::new(1, 1);
     let mut t = Twin::start(&c);

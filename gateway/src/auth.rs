@@ -900,10 +900,11 @@ mod tests {
                     Ok(("gracy", Role::Buyer)),
                 ),
                 case(
-                    "its CA rotated with a grace period that lasts, never registered",
+                    "its CA rotated with a grace period that lasts, never registered (a \
+                     retiring CA registers nobody new)",
                     gracy_old_unregistered,
                     any_role(),
-                    Ok(("gracy", Role::Buyer)),
+                    Err(23),
                 ),
                 case(
                     "its CA rotated with a grace period that ended, registered before",

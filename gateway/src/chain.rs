@@ -21,8 +21,11 @@ use tokio::sync::{broadcast, watch};
 const OWN_TX_WAIT: Duration = Duration::from_secs(30);
 
 /// Event types after which cached membership verdicts are stale.
-const MEMBERSHIP_EVENTS: [EventKind; 4] = [
+const MEMBERSHIP_EVENTS: [EventKind; 6] = [
     EventKind::CertificateRevoked,
+    // A renewal or a move retires the identity moved from: its cached record says live.
+    EventKind::CertificateRenewed,
+    EventKind::IdentityMoved,
     EventKind::OrgAdmitted,
     EventKind::OrgRemoved,
     EventKind::OrgCaRotated,

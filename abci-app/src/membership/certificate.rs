@@ -186,10 +186,22 @@ impl MemberCertificate {
     /// ([`MembershipError::NotSignedByCa`] if not). Returns that CA's fingerprint. Whether the
     /// org is active is for [`super::rule::live`].
     pub fn issuer_in(&self, org: &pb::Org, now: i64) -> Result<Vec<u8>, MembershipError> {
+        let previous = !org.previous_ca_fingerprint.is_empty()
+            && super::rule::ca_accepted(org, &org.previous_ca_fingerprint, now);
+        self.issuer_among(org, previous)
+    }
+
+    /// As [`Self::issuer_in`], for a certificate the chain has never seen: only the org's
+    /// current CA. A rotation's grace keeps the members the retiring CA already registered
+    /// signing; it must not let that CA (perhaps rotated out because its key leaked) register
+    /// new identities, a new admin among them.
+    pub fn current_issuer_in(&self, org: &pb::Org) -> Result<Vec<u8>, MembershipError> {
+        self.issuer_among(org, false)
+    }
+
+    fn issuer_among(&self, org: &pb::Org, previous: bool) -> Result<Vec<u8>, MembershipError> {
         let mut cas = vec![(&org.ca_cert_der, &org.ca_fingerprint)];
-        if !org.previous_ca_fingerprint.is_empty()
-            && super::rule::ca_accepted(org, &org.previous_ca_fingerprint, now)
-        {
+        if previous {
             cas.push((&org.previous_ca_cert_der, &org.previous_ca_fingerprint));
         }
         let mut named = false;
@@ -216,15 +228,17 @@ impl MemberCertificate {
         })
     }
 
-    /// Finds the org whose CA issued this certificate (accepted at `now`), checks the CA's
-    /// signature on it, and returns the identity record to register at `height`.
+    /// Finds the org whose current CA issued this certificate, checks the CA's signature on it,
+    /// and returns the identity record to register at `height` (a retiring CA registers nobody
+    /// new: [`Self::current_issuer_in`]).
     pub fn register<S: StateRead>(
         &self,
         state: &S,
         now: i64,
         height: u64,
     ) -> Result<pb::Identity, TxError> {
-        let (org, issuer) = self.issuing_org(state, now)?;
+        let (org, _) = self.issuing_org(state, now)?;
+        let issuer = self.current_issuer_in(&org)?;
         Ok(self.identity(&org, issuer, height))
     }
 

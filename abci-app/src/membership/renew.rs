@@ -15,8 +15,10 @@
 //!
 //! Execution is a succession ([`super::succession`]) like an admin's move, so the same things
 //! carry over, plus the link both ways (`Identity.renewed_to` on the old record, `renewed_from`
-//! on the new) and the old certificate's retirement: from the next message on it is refused
-//! everywhere ([`MembershipError::Renewed`], which names its successor).
+//! on the new) and the old certificate's retirement: from the next tx on it is refused everywhere
+//! ([`MembershipError::Renewed`], which names its successor). A tx's signer is judged once, so
+//! a renewal must be its tx's last message (checked with the envelope): a message after it would
+//! act as the retired certificate and own what it made.
 //!
 //! An expired certificate cannot sign its renewal (the membership rule refuses it first); its
 //! org's admin moves it to a new certificate instead (`MoveIdentity`).

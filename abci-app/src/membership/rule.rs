@@ -88,7 +88,9 @@ pub fn check_member(
             let org = org.ok_or_else(|| MembershipError::UnknownCa {
                 issuer: cert.issuer.clone(),
             })?;
-            let issuer = cert.issuer_in(org, now)?;
+            // Not registered yet: only the current CA vouches for it (see
+            // `MemberCertificate::current_issuer_in`).
+            let issuer = cert.current_issuer_in(org)?;
             cert.identity(org, issuer, 0)
         }
     };
@@ -349,19 +351,20 @@ mod tests {
             let found = org_in(std::slice::from_ref(org), &presented);
             check_member(presented, found, None, now, &any()).map(|m| m.identity)
         };
-        let identity = at(&rotated, NOW).unwrap();
-        assert_eq!(
-            identity.issuer_ca_fingerprint, old.ca_fingerprint,
-            "registered as the old CA's"
-        );
-        assert!(at(&rotated, NOW + 60).is_ok(), "inclusive");
+        // Never registered: a retiring CA registers nobody new, grace or not.
         assert!(matches!(
-            at(&rotated, NOW + 61),
+            at(&rotated, NOW),
             Err(MembershipError::UnknownCa { .. })
         ));
         assert!(
             matches!(at(&new, NOW), Err(MembershipError::UnknownCa { .. })),
             "no grace: refused at once"
+        );
+        // Registered before the rotation: live through the grace period, inclusive.
+        let identity = at(&old, NOW).unwrap();
+        assert_eq!(
+            identity.issuer_ca_fingerprint, old.ca_fingerprint,
+            "registered as the old CA's"
         );
         let registered = Presented::Registered(&identity);
         assert!(check_member(registered, Some(&rotated), None, NOW + 60, &any()).is_ok());
