@@ -30,7 +30,9 @@ use crate::fault;
 use crate::genesis::{self, AppState};
 use crate::governance::GovernanceRead;
 use crate::governance::jail::{self, Evidence, EvidenceKind};
+use crate::governance::upgrade::{self, AtBlock, Upgrade};
 use crate::query::{self, Proof, Query};
+use crate::snapshot::{Applied, OfferError, Restore, Snapshots};
 use crate::state::{Event, MemoryState, ReadCache, StateDelta};
 use crate::storage::{Committed, PreparedCommit, Storage};
 use crate::tx::{EnvelopeError, EnvelopeLimits, Tx};
@@ -84,6 +86,42 @@ pub struct Node {
     mempool_accounts: Mutex<BTreeMap<Address, pb::Account>>,
     /// This validator's identity and verdict inbox, when it attests training results.
     attester: Option<Attester>,
+    /// The state-sync snapshots this node takes and serves.
+    snapshots: Option<Snapshots>,
+    /// The snapshot being restored while this node joins by state sync.
+    restore: Mutex<Option<Restore>>,
+    /// The software upgrades this build knows.
+    upgrades: Vec<Upgrade>,
+}
+
+/// An upgrade is due at this height and this build does not know it: the node stops before
+/// executing the block (see [`crate::governance::upgrade`]).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "UPGRADE NEEDED: upgrade {name:?} is scheduled at height {height} and this build does not \
+     know it. Nothing of height {height} was executed. Stop this node's CometBFT and start a \
+     build that knows {name:?} (info: {info:?}); the handshake replays the block into it."
+)]
+pub struct UpgradeNeeded {
+    /// The upgrade.
+    pub name: String,
+    /// Its height.
+    pub height: u64,
+    /// Its plan's notes.
+    pub info: String,
+}
+
+/// This build does not know an upgrade the state already went through.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the state went through upgrade {name:?} at height {height}, which this build does not \
+     know: it is older than the chain; start the build that knows {name:?}"
+)]
+pub struct BuildTooOld {
+    /// The upgrade.
+    pub name: String,
+    /// Where it ran.
+    pub height: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,7 +151,37 @@ impl Node {
             pending: Mutex::new(None),
             mempool_accounts: Mutex::new(BTreeMap::new()),
             attester: None,
+            snapshots: None,
+            restore: Mutex::new(None),
+            upgrades: upgrade::known(),
         }
+    }
+
+    /// A node whose build knows `upgrades` (instead of [`upgrade::known`]).
+    pub fn with_upgrades(mut self, upgrades: Vec<Upgrade>) -> Self {
+        self.upgrades = upgrades;
+        self
+    }
+
+    /// Refuses a state that went through an upgrade this build does not know.
+    pub fn check_build(&self) -> Result<(), BuildTooOld> {
+        match upgrade::unknown_applied(&self.storage, &self.upgrades) {
+            Ok(unknown) => match unknown.into_iter().next() {
+                Some(p) => Err(BuildTooOld {
+                    name: p.name,
+                    height: p.applied_height,
+                }),
+                None => Ok(()),
+            },
+            // An unreadable store fails at the first block with its own error.
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// A node that takes and serves state-sync snapshots.
+    pub fn with_snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
     }
 
     /// The node of a validator that attests training results: ExtendVote says what its
@@ -249,10 +317,7 @@ impl Node {
                 }
             }
         }
-        for tx in req.txs {
-            if Tx::decode(&tx, &limits).is_err() {
-                continue;
-            }
+        for tx in self.in_nonce_order(req.txs)? {
             if total + tx.len() > max {
                 break;
             }
@@ -260,6 +325,49 @@ impl Node {
             txs.push(tx);
         }
         Ok(response::PrepareProposal { txs })
+    }
+
+    /// The mempool's txs that decode, each signer's in nonce order from its committed nonce, in
+    /// the slots its txs held; a tx after a gap or a reused nonce waits in the mempool. CometBFT
+    /// can list a signer's n+1 before its n (two peers' gossip racing on a busy node): proposed
+    /// as listed, n+1 would fail in the block, and the signer's later txs, evicted at recheck
+    /// behind the gap, be lost to a client that saw them accepted.
+    pub fn in_nonce_order(&self, mempool: Vec<Bytes>) -> Result<Vec<Bytes>, BoxError> {
+        use crate::ledger::LedgerRead as _;
+        let limits = &self.limits()?;
+        let decoded: Vec<(Bytes, Address, u64)> = mempool
+            .into_iter()
+            .filter_map(|bytes| {
+                let tx = Tx::decode(&bytes, limits).ok()?;
+                Some((bytes, tx.body.signer, tx.body.nonce))
+            })
+            .collect();
+        let mut slots: BTreeMap<Address, Vec<usize>> = BTreeMap::new();
+        for (i, (_, signer, _)) in decoded.iter().enumerate() {
+            slots.entry(*signer).or_default().push(i);
+        }
+        let mut order: Vec<usize> = (0..decoded.len()).collect();
+        for positions in slots.values() {
+            let mut by_nonce = positions.clone();
+            by_nonce.sort_by_key(|&i| decoded[i].2);
+            for (&slot, &i) in positions.iter().zip(&by_nonce) {
+                order[slot] = i;
+            }
+        }
+        let mut next: BTreeMap<Address, u64> = BTreeMap::new();
+        let mut out = Vec::with_capacity(decoded.len());
+        for i in order {
+            let (bytes, signer, nonce) = &decoded[i];
+            let expected = match next.get(signer) {
+                Some(n) => *n,
+                None => self.storage.account(signer)?.nonce,
+            };
+            if *nonce == expected {
+                next.insert(*signer, expected + 1);
+                out.push(bytes.clone());
+            }
+        }
+        Ok(out)
     }
 
     /// ProcessProposal: rejects a block carrying a tx that no honest PrepareProposal would have
@@ -401,13 +509,38 @@ impl Node {
         };
         let cached = ReadCache::new(&self.storage);
         let mut state = StateDelta::new(&cached);
+        // A scheduled upgrade runs before anything else of its block, or stops this build.
+        let mut upgrade_events = Vec::new();
+        match upgrade::at_block(&state, height, &self.upgrades)? {
+            AtBlock::Nothing => {}
+            AtBlock::Halt(plan) => {
+                return Err(UpgradeNeeded {
+                    name: plan.name,
+                    height,
+                    info: plan.info,
+                }
+                .into());
+            }
+            AtBlock::Migrate(u, plan) => {
+                tracing::warn!(upgrade = u.name, height, "running the upgrade's state migration");
+                let changes = {
+                    let reader: &dyn crate::state::StateRead = &state;
+                    let mut migration = StateDelta::new(reader);
+                    upgrade::migrate(&mut migration, &u, plan, height)?;
+                    migration.into_changes()
+                };
+                upgrade_events = changes.events.clone();
+                state.apply(changes);
+            }
+        }
         app::begin_block(&mut state, &block, time_nanos);
         // Evidence before the txs: a jailed validator's operators lose their validation rights
         // from this block on, and a governance tx of the block that re-admits it comes after.
         let mut evidence = StateDelta::new(&state);
         jail::punish(&mut evidence, misbehaviour, block.height)?;
         let evidence_changes = evidence.into_changes();
-        let mut block_events = evidence_changes.events.clone();
+        let mut block_events = upgrade_events;
+        block_events.extend(evidence_changes.events.iter().cloned());
         state.apply(evidence_changes);
         let mut outcomes = Vec::with_capacity(txs.len());
         // The last commit's attestations, injected first by the proposer, before any tx can
@@ -480,6 +613,9 @@ impl Node {
         fault::hit(fault::Point::BeforeCommit, pending.prepared.height);
         let committed = self.storage.commit(pending.prepared)?;
         lock(&self.mempool_accounts).clear();
+        if let Some(snapshots) = &self.snapshots {
+            snapshots.after_commit(&self.storage, committed);
+        }
         tracing::debug!(height = committed.height, app_hash = %hex::encode(committed.app_hash), "committed");
         Ok(committed)
     }
@@ -659,6 +795,158 @@ impl Node {
         }
     }
 
+    /// ListSnapshots: the complete snapshots on disk, newest first (none when snapshots are off
+    /// or the directory cannot be read, which is logged).
+    pub fn list_snapshots(&self) -> response::ListSnapshots {
+        let Some(snapshots) = &self.snapshots else {
+            return Default::default();
+        };
+        match snapshots.list() {
+            Ok(list) => response::ListSnapshots {
+                snapshots: list
+                    .into_iter()
+                    .filter_map(|l| {
+                        Some(tendermint::abci::types::Snapshot {
+                            height: l.height.try_into().ok()?,
+                            format: l.format,
+                            chunks: l.chunks,
+                            hash: Bytes::copy_from_slice(&l.hash),
+                            metadata: l.metadata.into(),
+                        })
+                    })
+                    .collect(),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "listing snapshots failed; offering none");
+                Default::default()
+            }
+        }
+    }
+
+    /// LoadSnapshotChunk: a chunk of one of this node's snapshots (empty when it has none).
+    pub fn load_snapshot_chunk(&self, height: u64, format: u32, chunk: u32) -> Vec<u8> {
+        self.snapshots
+            .as_ref()
+            .and_then(|s| s.chunk(height, format, chunk))
+            .unwrap_or_default()
+    }
+
+    /// OfferSnapshot: a joining node accepts a well-formed snapshot of our format; `app_hash` is
+    /// what CometBFT's light client verified for its height.
+    pub fn offer_snapshot(
+        &self,
+        snapshot: &tendermint::abci::types::Snapshot,
+        app_hash: &[u8],
+    ) -> Result<response::OfferSnapshot, BoxError> {
+        if let Some(c) = self.storage.committed()? {
+            tracing::warn!(
+                height = c.height,
+                "a snapshot offered to a node that has state: refused"
+            );
+            return Ok(response::OfferSnapshot::Abort);
+        }
+        let height = snapshot.height.value();
+        Ok(
+            match Restore::offer(
+                height,
+                snapshot.format,
+                snapshot.chunks,
+                &snapshot.hash,
+                &snapshot.metadata,
+                app_hash,
+            ) {
+                Ok(r) => {
+                    tracing::info!(height, chunks = snapshot.chunks, "restoring a snapshot");
+                    *lock(&self.restore) = Some(r);
+                    response::OfferSnapshot::Accept
+                }
+                Err(OfferError::Format(f)) => {
+                    tracing::warn!(height, format = f, "snapshot of an unknown format refused");
+                    response::OfferSnapshot::RejectFormat
+                }
+                Err(e) => {
+                    tracing::warn!(height, error = %e, "snapshot refused");
+                    response::OfferSnapshot::Reject
+                }
+            },
+        )
+    }
+
+    /// ApplySnapshotChunk: checks the chunk against the offered metadata (a bad one is fetched
+    /// again and its sender rejected); after the last, writes the state if it gives the verified
+    /// app hash, else rejects the snapshot and keeps nothing.
+    pub fn apply_snapshot_chunk(
+        &self,
+        index: u32,
+        chunk: &[u8],
+        sender: &str,
+    ) -> response::ApplySnapshotChunk {
+        use response::ApplySnapshotChunkResult as R;
+        let answer = |result| response::ApplySnapshotChunk {
+            result,
+            refetch_chunks: vec![],
+            reject_senders: vec![],
+        };
+        let mut slot = lock(&self.restore);
+        let Some(restore) = slot.as_mut() else {
+            tracing::warn!(index, "a snapshot chunk with no snapshot accepted");
+            return answer(R::Abort);
+        };
+        match restore.apply(index, chunk) {
+            Ok(Applied::More) => answer(R::Accept),
+            Ok(Applied::Refetch) => {
+                tracing::warn!(index, sender, "snapshot chunk does not match its hash; refetching from another peer");
+                response::ApplySnapshotChunk {
+                    result: R::Retry,
+                    refetch_chunks: vec![index],
+                    reject_senders: vec![sender.to_owned()],
+                }
+            }
+            Err(e) => {
+                tracing::warn!(index, error = %e, "snapshot chunk refused");
+                *slot = None;
+                answer(R::RejectSnapshot)
+            }
+            Ok(Applied::Complete) => {
+                let Some(restore) = slot.take() else {
+                    return answer(R::Abort);
+                };
+                let height = restore.height();
+                match restore.finish(&self.storage) {
+                    Ok(c) => {
+                        tracing::info!(height, app_hash = %hex::encode(c.app_hash), "state restored from a snapshot");
+                        answer(R::Accept)
+                    }
+                    Err(e) => {
+                        tracing::error!(height, error = %e, "snapshot restore failed; trying another");
+                        answer(R::RejectSnapshot)
+                    }
+                }
+            }
+        }
+    }
+
+    fn snapshot_call(&self, req: SnapshotRequest) -> Result<SnapshotResponse, BoxError> {
+        Ok(match req {
+            SnapshotRequest::ListSnapshots => {
+                SnapshotResponse::ListSnapshots(self.list_snapshots())
+            }
+            SnapshotRequest::OfferSnapshot(r) => SnapshotResponse::OfferSnapshot(
+                self.offer_snapshot(&r.snapshot, r.app_hash.as_bytes())?,
+            ),
+            SnapshotRequest::LoadSnapshotChunk(r) => {
+                SnapshotResponse::LoadSnapshotChunk(response::LoadSnapshotChunk {
+                    chunk: self
+                        .load_snapshot_chunk(r.height.value(), r.format, r.chunk)
+                        .into(),
+                })
+            }
+            SnapshotRequest::ApplySnapshotChunk(r) => SnapshotResponse::ApplySnapshotChunk(
+                self.apply_snapshot_chunk(r.index, &r.chunk, &r.sender),
+            ),
+        })
+    }
+
     fn info_call(&self, req: InfoRequest) -> Result<InfoResponse, BoxError> {
         Ok(match req {
             InfoRequest::Info(_) => InfoResponse::Info(self.info()?),
@@ -671,6 +959,10 @@ impl Node {
 /// The exit status after a failed block step (`EX_SOFTWARE`).
 pub const EXIT_CONSENSUS_FAILED: i32 = 70;
 
+/// The exit status at a scheduled upgrade this build does not know (`EX_TEMPFAIL`: run again,
+/// with the new build).
+pub const EXIT_UPGRADE_NEEDED: i32 = 75;
+
 /// Ends the process after an error on the consensus connection: a block that cannot be executed
 /// or written (a full disk, a damaged store) leaves no way to go on that keeps every node equal.
 /// CometBFT halts on the same error anyway; this process must not linger behind it serving
@@ -678,6 +970,11 @@ pub const EXIT_CONSENSUS_FAILED: i32 = 70;
 /// (Commit's write is one atomic batch), so once the cause is fixed a restart replays the rest
 /// through the handshake.
 fn stop(e: &BoxError) -> ! {
+    if let Some(upgrade) = e.downcast_ref::<UpgradeNeeded>() {
+        tracing::error!(upgrade = %upgrade.name, height = upgrade.height, "{upgrade}");
+        eprintln!("neurodata-abci: {upgrade} (exit {EXIT_UPGRADE_NEEDED})");
+        std::process::exit(EXIT_UPGRADE_NEEDED)
+    }
     tracing::error!(error = %e, "a block step failed: stopping; the store holds the last committed block, and a restart after fixing the cause replays the rest");
     eprintln!(
         "neurodata-abci: a block step failed: {e}; stopping (exit {EXIT_CONSENSUS_FAILED}): the \
@@ -724,24 +1021,10 @@ pub async fn serve(node: Arc<Node>, listen: Listen) -> Result<(), BoxError> {
         let n = n.clone();
         async move { tokio::task::spawn_blocking(move || n.info_call(req)).await? }
     });
-    // State-sync snapshots are not offered yet: answer "none" and refuse offers.
-    let snapshot = tower::service_fn(|req: SnapshotRequest| async move {
-        Ok::<_, BoxError>(match req {
-            SnapshotRequest::ListSnapshots => SnapshotResponse::ListSnapshots(Default::default()),
-            SnapshotRequest::OfferSnapshot(_) => {
-                SnapshotResponse::OfferSnapshot(response::OfferSnapshot::Reject)
-            }
-            SnapshotRequest::LoadSnapshotChunk(_) => {
-                SnapshotResponse::LoadSnapshotChunk(Default::default())
-            }
-            SnapshotRequest::ApplySnapshotChunk(_) => {
-                SnapshotResponse::ApplySnapshotChunk(response::ApplySnapshotChunk {
-                    result: response::ApplySnapshotChunkResult::Abort,
-                    refetch_chunks: vec![],
-                    reject_senders: vec![],
-                })
-            }
-        })
+    let n = node.clone();
+    let snapshot = tower::service_fn(move |req: SnapshotRequest| {
+        let n = n.clone();
+        async move { tokio::task::spawn_blocking(move || n.snapshot_call(req)).await? }
     });
     let server = tower_abci::v038::Server::builder()
         .consensus(consensus)

@@ -78,6 +78,13 @@ kinds! {
     ValidatorUnjailed => "validator.unjailed",
     /// The chain parameters changed.
     ParamsChanged => "params.changed",
+    /// Governance scheduled a software upgrade (`name`) at `height`: builds that do not know it
+    /// stop there.
+    UpgradeScheduled => "upgrade.scheduled",
+    /// Governance cancelled the pending upgrade `name`.
+    UpgradeCancelled => "upgrade.cancelled",
+    /// This block ran upgrade `name`'s state migration before its own work.
+    UpgradeApplied => "upgrade.applied",
     /// Governance paid out of the treasury or the reward pool.
     GovernanceSpent => "governance.spent",
     /// The reward pool paid a validator's operator.
@@ -158,6 +165,10 @@ impl PartialEq<&str> for EventKind {
 
 /// Attribute keys.
 pub mod attr {
+    /// A software upgrade's name.
+    pub const UPGRADE: &str = "upgrade";
+    /// A block height.
+    pub const AT_HEIGHT: &str = "height";
     /// A validator's CometBFT address (hex, 20 bytes).
     pub const ADDRESS: &str = "address";
     /// An NRC amount.

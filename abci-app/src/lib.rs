@@ -13,8 +13,9 @@
 //!   and the signed extensions a proposer injects into its block.
 //! - [`events`]: every event kind and attribute key the chain emits (consumers match on these).
 //! - [`state`]: the read/write traits and copy-on-write deltas; [`storage`] (feature `storage`,
-//!   part of `server`): RocksDB under a Jellyfish Merkle tree; [`abci`] (feature `server`): the
-//!   thin ABCI adapter.
+//!   part of `server`): RocksDB under a Jellyfish Merkle tree, with pruning; [`snapshot`]
+//!   (feature `server`): state-sync snapshots; [`abci`] (feature `server`): the thin ABCI
+//!   adapter.
 //! - [`genesis`]: the consortium at InitChain.
 
 #![deny(clippy::unwrap_used)]
@@ -42,6 +43,10 @@ pub mod verifier;
 pub mod abci;
 #[cfg(feature = "storage")]
 pub mod fault;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod snapshot;
 #[cfg(feature = "storage")]
 pub mod storage;
 

@@ -366,6 +366,9 @@ query_table! {
     /// The chain parameters.
     params: Params = "/params" => pb::Params,
         key(governance::state_key::params().into());
+    /// The pending software upgrade plan.
+    upgrade_plan: UpgradePlan = "/upgrade_plan" => pb::UpgradePlan,
+        key(governance::state_key::upgrade_plan().into());
     /// The total NRC supply.
     supply: Supply = "/supply" => pb::Supply,
         key(ledger::state_key::supply().into());

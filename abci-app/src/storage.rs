@@ -9,7 +9,15 @@
 //! - `nodes`: tree nodes by `NodeKey` (borsh), append-only per version;
 //! - `values`: `sha256(key) ‖ version_be` → value (for reads and proofs at any height);
 //! - `latest`: raw key → value at the last commit (fast reads and prefix scans);
-//! - `meta`: the last committed height and app hash, and the genesis height.
+//! - `meta`: the last committed height and app hash, the genesis height, and the earliest height
+//!   still readable (after pruning or a state-sync restore);
+//! - `stale`: `since_version_be ‖ tag ‖ key` for every tree node (`n`) and value entry (`v`) that
+//!   a later version replaced, so pruning deletes exactly what no kept version reads.
+//!
+//! Pruning (`keep_recent` heights, see [`Storage::with_pruning`]) runs inside Commit's write
+//! batch: a node or value entry stale since version `s` is read only by versions below `s`, so
+//! once the oldest kept version is `K` every entry with `s <= K` goes. A crash cannot leave half
+//! a prune, and the earliest readable height moves in the same batch.
 //!
 //! The crash rule (ABCI spec): [`Storage::prepare`] (FinalizeBlock) computes the root and keeps
 //! everything in memory; [`Storage::commit`] (Commit) writes all of it in one synced RocksDB
@@ -33,10 +41,20 @@ const NODES: &str = "nodes";
 const VALUES: &str = "values";
 const LATEST: &str = "latest";
 const META: &str = "meta";
+const STALE: &str = "stale";
 
 const META_LAST_HEIGHT: &[u8] = b"last_height";
 const META_LAST_HASH: &[u8] = b"last_app_hash";
 const META_GENESIS_HEIGHT: &[u8] = b"genesis_height";
+const META_EARLIEST_HEIGHT: &[u8] = b"earliest_height";
+
+/// Tags of the `stale` column family's entries.
+const STALE_NODE: u8 = b'n';
+const STALE_VALUE: u8 = b'v';
+
+/// Versions one Commit prunes at most: turning pruning on for a long archive, or a large
+/// `keep_recent` drop, spreads the deletions over many blocks instead of one huge write.
+const MAX_PRUNE_STEP: u64 = 100;
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +96,42 @@ pub enum StorageError {
         /// The directory.
         path: String,
     },
+    /// A height this node pruned (it keeps only recent heights).
+    #[error(
+        "height {height} was pruned: this node keeps heights from {earliest} on (its app runs \
+         with --pruning-keep-recent); ask an archive node, or a height >= {earliest}"
+    )]
+    Pruned {
+        /// Requested.
+        height: u64,
+        /// The earliest height still stored.
+        earliest: u64,
+    },
+    /// A state-sync snapshot's entries do not give the app hash CometBFT's light client verified.
+    #[error(
+        "the restored state's app hash {got} is not the verified app hash {expected} of height \
+         {height}: the snapshot is wrong"
+    )]
+    RestoreMismatch {
+        /// The snapshot's height.
+        height: u64,
+        /// The app hash the light client verified (hex).
+        expected: String,
+        /// The root of the snapshot's entries (hex).
+        got: String,
+    },
+    /// A restore into a store that already holds state.
+    #[error("the state store already holds state (height {height}): restore only into an empty one")]
+    NotEmpty {
+        /// Its last committed height.
+        height: u64,
+    },
+    /// A pruning setting that would delete what CometBFT may still ask for.
+    #[error(
+        "keep-recent {0} is too small: keep at least 2 heights (0 keeps every height), since \
+         CometBFT's handshake may replay the last one"
+    )]
+    KeepRecentTooSmall(u64),
 }
 
 impl From<StorageError> for StateError {
@@ -106,6 +160,13 @@ pub struct PreparedCommit {
     writes: BTreeMap<String, Option<Vec<u8>>>,
 }
 
+impl PreparedCommit {
+    /// Keys written (set or deleted) and tree nodes added: the size of the block's change.
+    pub fn size(&self) -> (usize, usize) {
+        (self.writes.len(), self.tree.node_batch.nodes().len())
+    }
+}
+
 /// Tree nodes kept in memory: nodes are immutable once written (a key names a version), so any
 /// cached node is correct; the newest ones are the top of the tree every block rewrites.
 const NODE_CACHE_MAX: usize = 200_000;
@@ -117,6 +178,8 @@ type NodeCache = std::sync::Mutex<BTreeMap<NodeKey, Node>>;
 pub struct Storage {
     db: Arc<DB>,
     nodes: Arc<NodeCache>,
+    /// Heights kept readable (0: all).
+    keep_recent: u64,
 }
 
 struct Tree<'a> {
@@ -131,6 +194,14 @@ fn lock_nodes(c: &NodeCache) -> std::sync::MutexGuard<'_, BTreeMap<NodeKey, Node
 fn cf<'a>(db: &'a DB, name: &str) -> Result<&'a rocksdb::ColumnFamily, StorageError> {
     db.cf_handle(name)
         .ok_or_else(|| StorageError::Corrupt(format!("column family {name} missing")))
+}
+
+fn stale_key(since: Version, tag: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + key.len());
+    k.extend_from_slice(&since.to_be_bytes());
+    k.push(tag);
+    k.extend_from_slice(key);
+    k
 }
 
 fn value_key(key_hash: &KeyHash, version: Version) -> Vec<u8> {
@@ -222,7 +293,7 @@ impl Storage {
         // One shared block cache, and bloom filters so that reads of absent keys (a revocation
         // that does not exist, a fresh account) rarely touch an SST file.
         let cache = Cache::new_lru_cache(256 << 20);
-        let cfs = [NODES, VALUES, LATEST, META].into_iter().map(|n| {
+        let cfs = [NODES, VALUES, LATEST, META, STALE].into_iter().map(|n| {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_bloom_filter(10.0, false);
@@ -244,7 +315,124 @@ impl Storage {
         Ok(Storage {
             db: Arc::new(db),
             nodes: Arc::new(NodeCache::default()),
+            keep_recent: 0,
         })
+    }
+
+    /// Keeps only the last `keep_recent` heights readable (0: every height, an archive node):
+    /// each Commit then deletes the tree nodes and values only older heights read. At least 2,
+    /// since CometBFT's handshake may replay the last block.
+    pub fn with_pruning(mut self, keep_recent: u64) -> Result<Self, StorageError> {
+        if keep_recent == 1 {
+            return Err(StorageError::KeepRecentTooSmall(keep_recent));
+        }
+        self.keep_recent = keep_recent;
+        Ok(self)
+    }
+
+    /// The earliest height whose state is readable (the genesis height unless pruned or
+    /// restored from a snapshot); `None` before InitChain.
+    pub fn earliest_height(&self) -> Result<Option<u64>, StorageError> {
+        match self.db.get_cf(cf(&self.db, META)?, META_EARLIEST_HEIGHT)? {
+            Some(b) => Ok(Some(u64_of(&b)?)),
+            None => self.genesis_height(),
+        }
+    }
+
+    /// Compacts every column family, so that space pruning freed is returned to the filesystem
+    /// now rather than at RocksDB's next background compaction.
+    pub fn compact(&self) -> Result<(), StorageError> {
+        for name in [NODES, VALUES, LATEST, META, STALE] {
+            self.db
+                .compact_range_cf(cf(&self.db, name)?, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every key and value of the last committed state, in key order (a
+    /// state-sync snapshot's content).
+    pub fn for_each_entry(
+        &self,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        for entry in self.db.iterator_cf(cf(&self.db, LATEST)?, IteratorMode::Start) {
+            let (k, v) = entry?;
+            f(&k, &v)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the state of `height` from a state-sync snapshot's `entries` (key order, each key
+    /// once) into this empty store, after checking that they give `app_hash`, the hash CometBFT's
+    /// light client verified for that height. Nothing is written when they do not. Heights
+    /// before `height` are not readable afterwards (as if pruned).
+    pub fn restore(
+        &self,
+        genesis_height: u64,
+        height: u64,
+        app_hash: [u8; 32],
+        entries: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<Committed, StorageError> {
+        if let Some(c) = self.committed()? {
+            return Err(StorageError::NotEmpty { height: c.height });
+        }
+        let version = height
+            .checked_sub(genesis_height)
+            .ok_or(StorageError::NoSuchHeight {
+                height,
+                genesis: genesis_height,
+                last: height,
+            })?;
+        let reader = RestoreReader {
+            tree: self.tree(),
+            empty_root: version.checked_sub(1).map(NodeKey::new_empty_path),
+        };
+        let (root, batch) = Sha256Jmt::new(&reader)
+            .put_value_set(
+                entries
+                    .iter()
+                    .map(|(k, v)| (KeyHash::with::<Sha256>(k), Some(v.clone()))),
+                version,
+            )
+            .map_err(|e| StorageError::Tree(e.to_string()))?;
+        if root.0 != app_hash {
+            return Err(StorageError::RestoreMismatch {
+                height,
+                expected: hex::encode(app_hash),
+                got: hex::encode(root.0),
+            });
+        }
+        let (nodes, values, latest, meta) = (
+            cf(&self.db, NODES)?,
+            cf(&self.db, VALUES)?,
+            cf(&self.db, LATEST)?,
+            cf(&self.db, META)?,
+        );
+        let mut wb = WriteBatch::default();
+        for (key, node) in batch.node_batch.nodes() {
+            let k = borsh::to_vec(key).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let v = borsh::to_vec(node).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            wb.put_cf(nodes, k, v);
+        }
+        for ((v, key_hash), value) in batch.node_batch.values() {
+            if let Some(value) = value {
+                let mut stored = Vec::with_capacity(1 + value.len());
+                stored.push(1);
+                stored.extend_from_slice(value);
+                wb.put_cf(values, value_key(key_hash, *v), stored);
+            }
+        }
+        for (k, v) in entries {
+            wb.put_cf(latest, k, v);
+        }
+        wb.put_cf(meta, META_GENESIS_HEIGHT, genesis_height.to_be_bytes());
+        wb.put_cf(meta, META_EARLIEST_HEIGHT, height.to_be_bytes());
+        wb.put_cf(meta, META_LAST_HEIGHT, height.to_be_bytes());
+        wb.put_cf(meta, META_LAST_HASH, app_hash);
+        let mut opts = WriteOptions::default();
+        opts.set_sync(true);
+        self.db.write_opt(wb, &opts)?;
+        Ok(Committed { height, app_hash })
     }
 
     /// Writes a consistent copy of the store as of its last write into `dir`, which must not
@@ -298,6 +486,10 @@ impl Storage {
                 genesis,
                 last,
             });
+        }
+        let earliest = self.earliest_height()?.unwrap_or(genesis);
+        if height < earliest {
+            return Err(StorageError::Pruned { height, earliest });
         }
         Ok(height - genesis)
     }
@@ -383,8 +575,11 @@ impl Storage {
                 None => batch.delete_cf(latest, k.as_bytes()),
             }
         }
+        self.index_stale(&mut batch, &prepared)?;
         if prepared.version == 0 {
             batch.put_cf(meta, META_GENESIS_HEIGHT, prepared.height.to_be_bytes());
+        } else if self.keep_recent > 0 {
+            self.prune_into(&mut batch, prepared.height, prepared.version)?;
         }
         batch.put_cf(meta, META_LAST_HEIGHT, prepared.height.to_be_bytes());
         batch.put_cf(meta, META_LAST_HASH, prepared.app_hash);
@@ -409,6 +604,93 @@ impl Storage {
             height: prepared.height,
             app_hash: prepared.app_hash,
         })
+    }
+
+    /// Records what `prepared` makes stale: the tree nodes jmt replaced, and for each key it
+    /// writes the value entry it supersedes (and a deletion's own tombstone, which only hides
+    /// that older entry).
+    fn index_stale(
+        &self,
+        batch: &mut WriteBatch,
+        prepared: &PreparedCommit,
+    ) -> Result<(), StorageError> {
+        let (stale, values) = (cf(&self.db, STALE)?, cf(&self.db, VALUES)?);
+        for index in &prepared.tree.stale_node_index_batch {
+            let node = borsh::to_vec(&index.node_key)
+                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            batch.put_cf(
+                stale,
+                stale_key(index.stale_since_version, STALE_NODE, &node),
+                [],
+            );
+        }
+        for ((version, key_hash), value) in prepared.tree.node_batch.values() {
+            if let Some(before) = version.checked_sub(1) {
+                let target = value_key(key_hash, before);
+                let mut iter = self
+                    .db
+                    .iterator_cf(values, IteratorMode::From(&target, Direction::Reverse));
+                if let Some(entry) = iter.next() {
+                    let (k, _) = entry?;
+                    if k.len() == 40 && k[..32] == key_hash.0 {
+                        batch.put_cf(stale, stale_key(*version, STALE_VALUE, &k), []);
+                    }
+                }
+            }
+            if value.is_none() {
+                batch.put_cf(
+                    stale,
+                    stale_key(*version, STALE_VALUE, &value_key(key_hash, *version)),
+                    [],
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds to `batch` the deletion of everything only heights below the new earliest one read,
+    /// `keep_recent` heights back from `height` (at most [`MAX_PRUNE_STEP`] versions a block).
+    fn prune_into(
+        &self,
+        batch: &mut WriteBatch,
+        height: u64,
+        version: Version,
+    ) -> Result<(), StorageError> {
+        let genesis = height - version;
+        let earliest = self.earliest_height()?.unwrap_or(genesis);
+        let wanted = (height + 1).saturating_sub(self.keep_recent);
+        let target = wanted.min(earliest.saturating_add(MAX_PRUNE_STEP));
+        if target <= earliest {
+            return Ok(());
+        }
+        let (from, to) = (earliest - genesis + 1, target - genesis);
+        let (stale, nodes, values, meta) = (
+            cf(&self.db, STALE)?,
+            cf(&self.db, NODES)?,
+            cf(&self.db, VALUES)?,
+            cf(&self.db, META)?,
+        );
+        let start = from.to_be_bytes();
+        for entry in self
+            .db
+            .iterator_cf(stale, IteratorMode::From(&start, Direction::Forward))
+        {
+            let (k, _) = entry?;
+            let Some((since, rest)) = k.split_first_chunk::<8>() else {
+                return Err(StorageError::Corrupt("short stale index key".into()));
+            };
+            if u64::from_be_bytes(*since) > to {
+                break;
+            }
+            match rest.split_first() {
+                Some((&STALE_NODE, node)) => batch.delete_cf(nodes, node),
+                Some((&STALE_VALUE, value)) => batch.delete_cf(values, value),
+                _ => return Err(StorageError::Corrupt("unknown stale index tag".into())),
+            }
+            batch.delete_cf(stale, &k);
+        }
+        batch.put_cf(meta, META_EARLIEST_HEIGHT, target.to_be_bytes());
+        Ok(())
     }
 
     /// The app hash after `height`.
@@ -441,6 +723,34 @@ impl Storage {
         self.tree()
             .get_value_option(version, KeyHash::with::<Sha256>(key.as_bytes()))
             .map_err(|e| StorageError::Tree(e.to_string()))
+    }
+}
+
+/// The tree of an empty store about to receive a snapshot's state at `version`: jmt builds on
+/// the root of the version before, which here is the empty tree.
+struct RestoreReader<'a> {
+    tree: Tree<'a>,
+    empty_root: Option<NodeKey>,
+}
+
+impl TreeReader for RestoreReader<'_> {
+    fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
+        if self.empty_root.as_ref() == Some(node_key) {
+            return Ok(Some(Node::Null));
+        }
+        self.tree.get_node_option(node_key)
+    }
+
+    fn get_value_option(
+        &self,
+        max_version: Version,
+        key_hash: KeyHash,
+    ) -> anyhow::Result<Option<OwnedValue>> {
+        self.tree.get_value_option(max_version, key_hash)
+    }
+
+    fn get_rightmost_leaf(&self) -> anyhow::Result<Option<(NodeKey, LeafNode)>> {
+        self.tree.get_rightmost_leaf()
     }
 }
 
@@ -584,6 +894,186 @@ mod tests {
         assert_eq!(c.committed().unwrap(), Some(last));
         assert_eq!(c.get_raw("a").unwrap(), Some(b"2".to_vec()));
         assert_eq!(c.root_at(1).unwrap(), last.app_hash);
+    }
+
+    fn count(s: &Storage, name: &str) -> usize {
+        s.db.iterator_cf(cf(&s.db, name).unwrap(), IteratorMode::Start)
+            .count()
+    }
+
+    /// Commits `blocks` (block i at height i+1 over genesis 0) and returns every height's state.
+    fn run_blocks(
+        s: &Storage,
+        blocks: &[Vec<(String, Option<String>)>],
+    ) -> Vec<BTreeMap<String, String>> {
+        let mut model = BTreeMap::new();
+        model.insert("g".to_string(), "0".to_string());
+        s.commit(s.prepare(0, true, writes(&[("g", Some("0"))])).unwrap())
+            .unwrap();
+        let mut states = vec![model.clone()];
+        for (i, block) in blocks.iter().enumerate() {
+            let w: BTreeMap<String, Option<Vec<u8>>> = block
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map(|v| v.as_bytes().to_vec())))
+                .collect();
+            for (k, v) in block {
+                match v {
+                    Some(v) => model.insert(k.clone(), v.clone()),
+                    None => model.remove(k),
+                };
+            }
+            s.commit(s.prepare(i as u64 + 1, false, w).unwrap()).unwrap();
+            states.push(model.clone());
+        }
+        states
+    }
+
+    fn churn(blocks: usize, keys: usize) -> Vec<Vec<(String, Option<String>)>> {
+        (0..blocks)
+            .map(|b| {
+                (0..keys)
+                    .filter(|k| (k * 7 + b) % 3 != 0)
+                    .map(|k| {
+                        let v = if (k + b) % 5 == 0 {
+                            None
+                        } else {
+                            Some(format!("{b}-{k}"))
+                        };
+                        (format!("k{k}"), v)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pruning_keeps_recent_heights_exact_and_refuses_older_ones_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = Storage::open(&dir.path().join("a")).unwrap();
+        let pruned = Storage::open(&dir.path().join("p"))
+            .unwrap()
+            .with_pruning(3)
+            .unwrap();
+        let blocks = churn(30, 40);
+        let states = run_blocks(&archive, &blocks);
+        run_blocks(&pruned, &blocks);
+        assert_eq!(pruned.earliest_height().unwrap(), Some(28));
+        assert_eq!(archive.earliest_height().unwrap(), Some(0));
+        for h in 0..=30u64 {
+            if h < 28 {
+                let e = pruned.get_with_proof("k1", h).unwrap_err();
+                assert!(matches!(e, StorageError::Pruned { earliest: 28, .. }), "{e}");
+                assert!(e.to_string().contains("was pruned"), "{e}");
+                continue;
+            }
+            assert_eq!(pruned.root_at(h).unwrap(), archive.root_at(h).unwrap());
+            for k in 0..40 {
+                let key = format!("k{k}");
+                let (v, proof) = pruned.get_with_proof(&key, h).unwrap();
+                let want = states[h as usize].get(&key).map(|v| v.as_bytes().to_vec());
+                assert_eq!(v, want, "{key} at {h}");
+                let proof: jmt::proof::SparseMerkleProof<Sha256> =
+                    borsh::from_slice(&proof).unwrap();
+                proof
+                    .verify(
+                        jmt::RootHash(pruned.root_at(h).unwrap()),
+                        KeyHash::with::<Sha256>(key.as_bytes()),
+                        v,
+                    )
+                    .unwrap();
+            }
+        }
+        // Archive state everywhere, and the pruned store is a fraction of it.
+        assert_eq!(archive.get_at("g", 0).unwrap(), Some(b"0".to_vec()));
+        let (a_nodes, p_nodes) = (count(&archive, NODES), count(&pruned, NODES));
+        let (a_values, p_values) = (count(&archive, VALUES), count(&pruned, VALUES));
+        assert!(p_nodes * 4 < a_nodes, "nodes {p_nodes} vs {a_nodes}");
+        assert!(p_values * 4 < a_values, "values {p_values} vs {a_values}");
+        // A pruned store reopened as an archive keeps what it has and reads what it kept.
+        drop(pruned);
+        let reopened = Storage::open(&dir.path().join("p")).unwrap();
+        assert_eq!(reopened.get_at("k1", 30).unwrap(), archive.get_at("k1", 30).unwrap());
+        assert!(matches!(
+            Storage::open(&dir.path().join("x")).unwrap().with_pruning(1),
+            Err(StorageError::KeepRecentTooSmall(1))
+        ));
+    }
+
+    #[test]
+    fn turning_pruning_on_late_catches_up_a_bounded_step_per_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open(dir.path()).unwrap();
+        run_blocks(&s, &churn(250, 4));
+        let s = s.with_pruning(2).unwrap();
+        s.commit(s.prepare(251, false, writes(&[("k1", Some("x"))])).unwrap())
+            .unwrap();
+        assert_eq!(s.earliest_height().unwrap(), Some(MAX_PRUNE_STEP));
+        s.commit(s.prepare(252, false, writes(&[("k1", Some("y"))])).unwrap())
+            .unwrap();
+        s.commit(s.prepare(253, false, writes(&[("k1", Some("z"))])).unwrap())
+            .unwrap();
+        assert_eq!(s.earliest_height().unwrap(), Some(252));
+        assert_eq!(s.get_at("k1", 252).unwrap(), Some(b"y".to_vec()));
+    }
+
+    #[test]
+    fn a_restore_from_the_entries_of_a_height_gives_its_root_and_follows_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Storage::open(&dir.path().join("src")).unwrap();
+        let blocks = churn(12, 30);
+        run_blocks(&src, &blocks[..10]);
+        let at = src.committed().unwrap().unwrap();
+        let mut entries = Vec::new();
+        src.for_each_entry(|k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+
+        // Entries that do not give the verified hash are refused, and nothing is written.
+        let dst = Storage::open(&dir.path().join("dst")).unwrap();
+        let mut bad = entries.clone();
+        bad[3].1.push(b'!');
+        let e = dst.restore(0, at.height, at.app_hash, &bad).unwrap_err();
+        assert!(matches!(e, StorageError::RestoreMismatch { .. }), "{e}");
+        assert_eq!(dst.committed().unwrap(), None);
+        assert_eq!(count(&dst, NODES), 0);
+
+        assert_eq!(dst.restore(0, at.height, at.app_hash, &entries).unwrap(), at);
+        assert_eq!(dst.earliest_height().unwrap(), Some(10));
+        assert!(matches!(
+            dst.get_at("k1", 9),
+            Err(StorageError::Pruned { earliest: 10, .. })
+        ));
+        assert!(matches!(
+            dst.restore(0, at.height, at.app_hash, &entries),
+            Err(StorageError::NotEmpty { height: 10 })
+        ));
+        // The next blocks give the same roots on both.
+        for (i, block) in blocks[10..].iter().enumerate() {
+            let w: BTreeMap<String, Option<Vec<u8>>> = block
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_ref().map(|v| v.as_bytes().to_vec())))
+                .collect();
+            let h = 11 + i as u64;
+            let a = src.commit(src.prepare(h, false, w.clone()).unwrap()).unwrap();
+            let b = dst.commit(dst.prepare(h, false, w).unwrap()).unwrap();
+            assert_eq!(a, b, "height {h}");
+        }
+        let (v, proof) = dst.get_with_proof("k2", 12).unwrap();
+        let proof: jmt::proof::SparseMerkleProof<Sha256> = borsh::from_slice(&proof).unwrap();
+        proof
+            .verify(
+                jmt::RootHash(dst.root_at(12).unwrap()),
+                KeyHash::with::<Sha256>(b"k2"),
+                v,
+            )
+            .unwrap();
+        // And a restored store prunes like any other.
+        let dst = dst.with_pruning(2).unwrap();
+        dst.commit(dst.prepare(13, false, writes(&[("k1", Some("q"))])).unwrap())
+            .unwrap();
+        assert_eq!(dst.earliest_height().unwrap(), Some(12));
     }
 
     #[test]

@@ -8,11 +8,17 @@
 //! as possible, `--roles` picks which members sign (so other clients can use the rest without
 //! nonce races), `--windows FILE` appends one CSV line per 5 s window (unix time, committed, p50,
 //! p99 ms), and every run ends with the exactly-once check: after the load stops it waits (up to
-//! `--drain` seconds) for the txs CheckTx accepted, then counts how often each appeared in a block,
-//! looks each up by hash on another node's tx index, and compares every signer's final nonce and
-//! balance with what the accepted transfers imply. Balances are exact only when nobody else pays
-//! the signers: the validator members earn block rewards, so the soak signs with `--roles trainer`
-//! (the benchmark's default of every role reports their balances as off, and does not enforce it).
+//! `--drain` seconds) until every (signer, nonce) CheckTx accepted has a tx that succeeded in a
+//! block, then checks that each has exactly one, looks each successful tx up by hash on another
+//! node's tx index, and compares every signer's final nonce and balance with what the successful
+//! transfers imply. The watcher reads each block's results beside it: a tx included in a block
+//! that failed there (code ≠ 0, e.g. a nonce gap) is not committed; it is counted as "failed in a
+//! block", and when its nonce is then filled by a re-signed tx it is "replaced", as is an accepted
+//! tx a mempool evicted. A broadcast whose RPC call errored may still have reached a mempool: its
+//! hash is kept, and it counts if it succeeds in a block. Balances are exact only when nobody else
+//! pays the signers: the validator members earn block rewards, so the soak signs with `--roles
+//! trainer` (the benchmark's default of every role reports their balances as off, and does not
+//! enforce it).
 //!
 //! Prints one JSON object on its last line. Run by `scripts/bench/localnet-load.sh` and
 //! `scripts/soak.sh`.
@@ -72,7 +78,8 @@ fn args() -> anyhow::Result<Args> {
 }
 
 type Sent = Arc<Mutex<BTreeMap<[u8; 32], Instant>>>;
-/// Every tx CheckTx accepted: its hash, the worker (signer) that sent it and its nonce.
+/// Every tx CheckTx accepted: its hash, the worker (signer) that sent it and its nonce. The same
+/// type holds the "maybe" txs: broadcasts whose RPC call errored, which may have been accepted.
 type Accepted = Arc<Mutex<BTreeMap<[u8; 32], (usize, u64)>>>;
 
 /// A signer's account (balance, next nonce) as the latest state has it.
@@ -165,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let accepted: Accepted = Arc::new(Mutex::new(BTreeMap::new()));
+    let maybe: Accepted = Arc::new(Mutex::new(BTreeMap::new()));
     let first_nonce = Arc::new(first_nonce);
     let n_workers = if args.mode == "nrc" {
         signers.len()
@@ -187,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
         );
         let (mode, chain_id) = (args.mode.clone(), chain_id.clone());
         let first_nonce = first_nonce.clone();
-        let accepted = accepted.clone();
+        let (accepted, maybe) = (accepted.clone(), maybe.clone());
         workers.push(tokio::spawn(async move {
             let mut seq: u64 = first_nonce.get(w).copied().unwrap_or(0);
             let mut tick = period.map(|p| {
@@ -248,6 +256,10 @@ async fn main() -> anyhow::Result<()> {
                     }
                     other => {
                         sent.lock().await.remove(&hash);
+                        if other.is_err() {
+                            // No answer: the tx may still have reached a mempool and commit.
+                            maybe.lock().await.insert(hash, (w, seq));
+                        }
                         if rejected.fetch_add(1, Ordering::Relaxed) < 5 {
                             match other {
                                 Ok(r) => eprintln!(
@@ -277,8 +289,12 @@ async fn main() -> anyhow::Result<()> {
     let mut height = client.status().await?.sync_info.latest_block_height.value();
     let mut latencies = Vec::new();
     let mut committed = 0u64;
-    // How many times each tx appeared in a block, over the whole run (every tx, ours or not).
+    // How many times each tx succeeded in a block (code 0), and how many times it was included in
+    // a block but failed there, over the whole run (every tx, ours or not).
     let mut seen: BTreeMap<[u8; 32], u32> = BTreeMap::new();
+    let mut failed: BTreeMap<[u8; 32], u32> = BTreeMap::new();
+    // Failed tries to read the next block with its results (they lag the block by a moment).
+    let mut retries = 0u32;
     let mut windows = match &args.windows {
         Some(p) => Some(
             std::fs::OpenOptions::new()
@@ -291,6 +307,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let (mut win_start, mut win_lat) = (Instant::now(), Vec::new());
     let mut drain_until: Option<Instant> = None;
+    // The height at which the drain last counted the accepted nonces still without a success.
+    let mut drained_at: Option<u64> = None;
     loop {
         if drain_until.is_none() && start.elapsed() >= window.1 {
             stop.store(true, Ordering::Relaxed);
@@ -298,31 +316,59 @@ async fn main() -> anyhow::Result<()> {
             drain_until = Some(Instant::now() + Duration::from_secs(args.drain));
         }
         if let Some(until) = drain_until {
-            // Done when every accepted tx has been seen in a block, or the drain time is up.
-            let accepted = accepted.lock().await;
-            if Instant::now() >= until || accepted.keys().all(|h| seen.contains_key(h)) {
+            // Done when every worker has stopped and every accepted (signer, nonce) has a tx that
+            // succeeded in a block, or the drain time is up. (Counted again only after a new
+            // block: once the workers have stopped, nothing else changes the count.)
+            let mut done = Instant::now() >= until;
+            if !done && drained_at != Some(height) && workers.iter().all(|w| w.is_finished()) {
+                drained_at = Some(height);
+                done = unfilled(&accepted.lock().await, &maybe.lock().await, &seen) == 0;
+            }
+            if done {
                 break;
             }
         }
         let latest = client.status().await?.sync_info.latest_block_height.value();
         while height < latest {
+            let h = tendermint::block::Height::try_from(height + 1)?;
+            let (block, results) = match tokio::try_join!(client.block(h), client.block_results(h))
+            {
+                Ok((b, r)) if r.txs_results.as_ref().map_or(0, Vec::len) == b.block.data.len() => {
+                    (b, r.txs_results.unwrap_or_default())
+                }
+                // The node stores a block before it executes it: its results may not be there
+                // yet. Try again at the next poll, for a while.
+                other => {
+                    retries += 1;
+                    if retries > 200 {
+                        match other {
+                            Err(e) => bail!("block {h} and its results: {e}"),
+                            Ok(_) => bail!("block {h}: not one result per tx"),
+                        }
+                    }
+                    break;
+                }
+            };
+            retries = 0;
             height += 1;
-            let block = client
-                .block(tendermint::block::Height::try_from(height)?)
-                .await?;
             let now = Instant::now();
             let in_window = start.elapsed() >= window.0 && drain_until.is_none();
             let mut sent = sent.lock().await;
-            for tx in block.block.data.iter() {
+            for (tx, result) in block.block.data.iter().zip(&results) {
                 let hash = openssl::sha::sha256(tx);
-                *seen.entry(hash).or_default() += 1;
+                let ok = result.code.is_ok();
+                let tally = if ok { &mut seen } else { &mut failed };
+                *tally.entry(hash).or_default() += 1;
+                // Out of the mempool either way: its permit comes back.
                 if let Some(t) = sent.remove(&hash) {
                     permits.add_permits(1);
-                    let ms = now.duration_since(t).as_secs_f64() * 1000.0;
-                    win_lat.push(ms);
-                    if in_window {
-                        committed += 1;
-                        latencies.push(ms);
+                    if ok {
+                        let ms = now.duration_since(t).as_secs_f64() * 1000.0;
+                        win_lat.push(ms);
+                        if in_window {
+                            committed += 1;
+                            latencies.push(ms);
+                        }
                     }
                 }
             }
@@ -353,8 +399,12 @@ async fn main() -> anyhow::Result<()> {
         &signers,
         &first_nonce,
         &initial,
-        &accepted.lock().await.clone(),
-        &seen,
+        &Outcome {
+            accepted: &accepted.lock().await.clone(),
+            maybe: &maybe.lock().await.clone(),
+            seen: &seen,
+            failed: &failed,
+        },
     )
     .await?;
     latencies.sort_by(|a, b| a.total_cmp(b));
@@ -385,39 +435,76 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The exactly-once check: every accepted tx in exactly one block, found by hash in another
-/// node's tx index, and each signer's nonce and balance where the accepted transfers put them.
+type Slots = BTreeMap<[u8; 32], (usize, u64)>;
+
+/// What the run saw: the txs CheckTx accepted and the "maybe" txs (hash → (signer, nonce)), and
+/// how often each tx succeeded in a block and failed in one.
+struct Outcome<'a> {
+    accepted: &'a Slots,
+    maybe: &'a Slots,
+    seen: &'a BTreeMap<[u8; 32], u32>,
+    failed: &'a BTreeMap<[u8; 32], u32>,
+}
+
+/// Our txs, accepted or maybe, by hash (a hash in both is accepted).
+fn ours(accepted: &Slots, maybe: &Slots) -> Slots {
+    maybe
+        .iter()
+        .chain(accepted)
+        .map(|(h, s)| (*h, *s))
+        .collect()
+}
+
+/// How many accepted (signer, nonce) have no tx of ours that succeeded in a block yet.
+fn unfilled(accepted: &Slots, maybe: &Slots, seen: &BTreeMap<[u8; 32], u32>) -> usize {
+    let filled: std::collections::BTreeSet<(usize, u64)> = ours(accepted, maybe)
+        .into_iter()
+        .filter(|(h, _)| seen.contains_key(h))
+        .map(|(_, s)| s)
+        .collect();
+    let wanted: std::collections::BTreeSet<&(usize, u64)> = accepted.values().collect();
+    wanted.into_iter().filter(|s| !filled.contains(s)).count()
+}
+
+/// The exactly-once check: every accepted (signer, nonce) has exactly one tx that succeeded in a
+/// block, each successful tx is found by hash in another node's tx index, and each signer's nonce
+/// and balance are where its successful transfers put them.
 async fn exactly_once(
     args: &Args,
     signers: &[Signer],
     first_nonce: &[u64],
     initial: &[(u128, u64)],
-    accepted: &BTreeMap<[u8; 32], (usize, u64)>,
-    seen: &BTreeMap<[u8; 32], u32>,
+    o: &Outcome<'_>,
 ) -> anyhow::Result<serde_json::Value> {
+    // Successful txs per signer: what its nonce and balance moved by.
     let mut per_signer = vec![0u64; signers.len().max(1)];
-    let (mut committed, mut duplicates) = (0u64, 0u64);
-    // (signer, nonce) of the committed txs: one nonce in two blocks would be a double spend.
+    let (mut committed, mut maybe_committed, mut failed_in_block) = (0u64, 0u64, 0u64);
+    // Successful txs per (signer, nonce): two would be a double spend (the nonce rule forbids it).
     let mut slots: BTreeMap<(usize, u64), u32> = BTreeMap::new();
     let mut committed_hashes = Vec::new();
-    for (h, (w, nonce)) in accepted {
-        if let Some(n) = seen.get(h).copied().filter(|n| *n > 0) {
-            committed += 1;
-            committed_hashes.push(*h);
-            duplicates += u64::from(n - 1);
-            *slots.entry((*w, *nonce)).or_default() += 1;
-            if let Some(c) = per_signer.get_mut(*w) {
-                *c += 1;
-            }
+    for (h, (w, nonce)) in ours(o.accepted, o.maybe) {
+        failed_in_block += u64::from(o.failed.get(&h).copied().unwrap_or(0));
+        let n = o.seen.get(&h).copied().unwrap_or(0);
+        if n == 0 {
+            continue;
+        }
+        committed += 1;
+        if !o.accepted.contains_key(&h) {
+            maybe_committed += 1;
+        }
+        committed_hashes.push(h);
+        *slots.entry((w, nonce)).or_default() += n;
+        if let Some(c) = per_signer.get_mut(w) {
+            *c += u64::from(n);
         }
     }
-    duplicates += slots.values().map(|n| u64::from(n - 1)).sum::<u64>();
-    // An accepted tx that never committed is lost, unless its signer re-sent another tx with the
-    // same nonce that did (a mempool dropped the first after a nonce gap, and the client filled
-    // the gap, as any client does): that one is "replaced", not lost.
+    let duplicates: u64 = slots.values().map(|n| u64::from(n - 1)).sum();
+    // An accepted tx that never succeeded in a block (evicted from the mempools, or failed in a
+    // block) is lost, unless its signer re-sent another tx with the same nonce that did succeed
+    // (the client filled the gap, as any client does): that one is "replaced", not lost.
     let (mut lost, mut replaced) = (0u64, 0u64);
-    for (h, slot) in accepted {
-        if !seen.contains_key(h) {
+    for (h, slot) in o.accepted {
+        if !o.seen.contains_key(h) {
             if slots.contains_key(slot) {
                 replaced += 1;
             } else {
@@ -480,19 +567,22 @@ async fn exactly_once(
     let ok = lost == 0 && duplicates == 0 && indexed == committed && nonce_ok && balance_ok;
     eprintln!(
         "exactly-once: accepted {}, committed {committed}, duplicates {duplicates}, lost {lost}, \
-         replaced {replaced}, found in the tx index {indexed}, nonces {}, balances {}: {}",
-        accepted.len(),
+         replaced {replaced}, failed in a block {failed_in_block}, committed after a failed \
+         broadcast {maybe_committed}, found in the tx index {indexed}, nonces {}, balances {}: {}",
+        o.accepted.len(),
         if nonce_ok { "ok" } else { "WRONG" },
         if balance_ok { "ok" } else { "WRONG" },
         if ok { "ok" } else { "FAILED" }
     );
     Ok(serde_json::json!({
         "ok": ok,
-        "accepted": accepted.len(),
+        "accepted": o.accepted.len(),
         "committed": committed,
         "duplicates": duplicates,
         "lost": lost,
         "replaced": replaced,
+        "failed_in_block": failed_in_block,
+        "maybe_committed": maybe_committed,
         "indexed": indexed,
         "nonces_ok": nonce_ok,
         "balances_ok": balance_ok,

@@ -43,7 +43,8 @@ pub enum DevnetCommand {
         /// The cometbft binary (default: built by scripts/build-cometbft.sh).
         #[arg(long, env = "NEURODATA_COMETBFT")]
         cometbft: Option<PathBuf>,
-        /// The neurodata-abci binary (default: next to ndctl).
+        /// The neurodata-abci binary (default: next to ndctl). Given when resuming, it replaces
+        /// the devnet's (a new build after a scheduled upgrade stopped the nodes).
         #[arg(long, env = "NEURODATA_ABCI_BIN")]
         abci: Option<PathBuf>,
         /// Only start node(s) with this index (repeat); default all.
@@ -78,6 +79,12 @@ pub enum DevnetCommand {
         /// Devnet directory.
         #[arg(long, env = "NEURODATA_DEVNET", default_value = "./devnet")]
         dir: PathBuf,
+        /// Join by state sync: restore the newest snapshot the validators' apps offer (they take
+        /// them every `NEURODATA_SNAPSHOT_INTERVAL` heights), verified by a light client that
+        /// trusts node0's header of 100 heights back, instead of replaying every block from
+        /// genesis.
+        #[arg(long)]
+        state_sync: bool,
     },
     /// Height and app hash of every node.
     Status {
@@ -284,6 +291,52 @@ fn configure_node(devnet: &Devnet, dir: &Path, node: &NodeSpec) -> anyhow::Resul
     doc["instrumentation"]["prometheus"] = toml_edit::value(false);
     std::fs::write(&path, doc.to_string())?;
     Ok(())
+}
+
+/// Turns on state sync in `node`'s CometBFT config: snapshots found on its peers are verified
+/// by a light client that trusts node0's header 100 heights back (or the first), cross-checked
+/// against node1's RPC.
+async fn configure_state_sync(
+    devnet: &Devnet,
+    dir: &Path,
+    node: &NodeSpec,
+) -> anyhow::Result<u64> {
+    let servers: Vec<&NodeSpec> = devnet
+        .nodes
+        .iter()
+        .filter(|n| n.genesis_validator)
+        .take(2)
+        .collect();
+    let [first, _] = servers[..] else {
+        bail!("state sync needs two running validators' RPCs to verify against");
+    };
+    let client = NodeClient::new(&first.rpc)?;
+    // A header below the newest snapshots, so the light client verifies forward from it.
+    let height = client.latest_height().await?.saturating_sub(100).max(1);
+    let commit = tendermint_rpc::Client::commit(
+        client.rpc(),
+        tendermint::block::Height::try_from(height)?,
+    )
+    .await
+    .with_context(|| format!("reading node{}'s header at {height}", first.index))?;
+    let path = node_home(dir, node.index).join("config/config.toml");
+    let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(&path)?.parse()?;
+    doc["statesync"]["enable"] = toml_edit::value(true);
+    doc["statesync"]["rpc_servers"] = toml_edit::value(
+        servers
+            .iter()
+            .map(|n| n.rpc.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    doc["statesync"]["trust_height"] = toml_edit::value(i64::try_from(height)?);
+    doc["statesync"]["trust_hash"] =
+        toml_edit::value(commit.signed_header.header.hash().to_string());
+    doc["statesync"]["trust_period"] = toml_edit::value("168h0m0s");
+    // Loopback peers answer at once: CometBFT's default waits 15 s for snapshot offers.
+    doc["statesync"]["discovery_time"] = toml_edit::value("5s");
+    std::fs::write(&path, doc.to_string())?;
+    Ok(height)
 }
 
 fn write_genesis(devnet: &Devnet, dir: &Path) -> anyhow::Result<()> {
@@ -808,7 +861,14 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
         } => {
             let devnet = if dir.join("devnet.json").exists() {
                 println!("resuming the devnet in {}", dir.display());
-                Devnet::load(&dir)?
+                let mut devnet = Devnet::load(&dir)?;
+                // A new app build (an upgrade): the nodes started from here on run it.
+                if let Some(a) = abci.filter(|a| *a != devnet.abci) {
+                    println!("app binary now {}", a.display());
+                    devnet.abci = a;
+                    devnet.save(&dir)?;
+                }
+                devnet
             } else {
                 let cometbft = match cometbft {
                     Some(c) => c,
@@ -908,7 +968,7 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             let stopped = stop(&dir, &devnet, &nodes)?;
             println!("stopped node(s) {stopped:?}");
         }
-        DevnetCommand::AddNode { dir } => {
+        DevnetCommand::AddNode { dir, state_sync } => {
             let mut devnet = Devnet::load(&dir)?;
             let i = devnet.nodes.len();
             let node = init_node(&devnet, &dir, i)?;
@@ -918,6 +978,10 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             )?;
             devnet.nodes.push(node.clone());
             configure_node(&devnet, &dir, &node)?;
+            if state_sync {
+                let trusted = configure_state_sync(&devnet, &dir, &node).await?;
+                println!("node{i} joins by state sync, trusting node0's header at height {trusted}");
+            }
             devnet.save(&dir)?;
             println!(
                 "added node{i} (validator key {}); start it with: ndctl devnet up --dir {} --only {i}",

@@ -395,6 +395,19 @@ enum ProposeCommand {
         #[arg(long)]
         amount: String,
     },
+    /// Schedule a software upgrade: at HEIGHT every node stops unless its build knows NAME, in
+    /// which case it runs NAME's state migration (height 0 cancels the pending plan NAME).
+    ScheduleUpgrade {
+        /// Upgrade name (a-z, 0-9, '.', '-'), as the new build knows it.
+        #[arg(long)]
+        name: String,
+        /// Height to upgrade at (after the proposal passes), or 0 to cancel.
+        #[arg(long)]
+        height: u64,
+        /// Notes for operators: the release, its binary digest.
+        #[arg(long, default_value = "")]
+        info: String,
+    },
     /// Replace the chain parameters.
     Params {
         /// Minimum fee.
@@ -475,6 +488,8 @@ enum QueryCommand {
     Workers,
     /// Total supply (verified).
     Supply,
+    /// The pending software upgrade, if any (verified).
+    Upgrade,
     /// All orgs.
     Orgs,
     /// All validators, and the jailed ones.
@@ -733,6 +748,20 @@ async fn query(args: QueryArgs, me: &Me) -> anyhow::Result<()> {
                 s.total, v.height
             );
         }
+        QueryCommand::Upgrade => {
+            let v = conn.verified(&query::upgrade_plan().query).await?;
+            match v.value {
+                None => println!("no upgrade pending at height {} (verified)", v.height),
+                Some(bytes) => {
+                    let p = decode::<pb::UpgradePlan>(&bytes)?;
+                    println!(
+                        "upgrade {} at height {} (proposal {}; info {:?}) pending at height {} \
+                         (verified)",
+                        p.name, p.height, p.proposal_id, p.info, v.height
+                    );
+                }
+            }
+        }
         QueryCommand::Orgs => {
             let (list, h) = conn.list(query::orgs()).await?;
             if list.orgs.is_empty() {
@@ -967,6 +996,14 @@ fn proposal_message(cmd: ProposeCommand) -> anyhow::Result<pb::Message> {
                 }),
             )
         }
+        ProposeCommand::ScheduleUpgrade { name, height, info } => (
+            if height == 0 {
+                format!("cancel upgrade {name}")
+            } else {
+                format!("upgrade {name} at height {height}")
+            },
+            A::ScheduleUpgrade(pb::ScheduleUpgrade { name, height, info }),
+        ),
         ProposeCommand::Mint { amount: a } => (
             format!("mint {a}"),
             A::Mint(pb::Mint {

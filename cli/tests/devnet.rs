@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{DevnetDir, ndctl};
+use common::{DevnetDir, ndctl, ndctl_env};
 use neurodata_abci::query::{self, Query};
 use neurodata_client::gateway::{GatewayClient, GatewayTls};
 use neurodata_client::{
@@ -28,6 +28,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 struct Net {
     dir: DevnetDir,
     rpcs: Vec<String>,
+    /// Environment of the processes `ndctl devnet up` starts (app settings).
+    env: Vec<(&'static str, String)>,
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -43,8 +45,16 @@ impl Net {
     }
 
     fn up_with(base_port: u16, extra: &[&str]) -> Net {
+        Self::up_with_env(base_port, extra, vec![])
+    }
+
+    fn up_with_env(base_port: u16, extra: &[&str], env: Vec<(&'static str, String)>) -> Net {
         let dir = DevnetDir::new("nd");
-        let mut net = Net { dir, rpcs: vec![] };
+        let mut net = Net {
+            dir,
+            rpcs: vec![],
+            env,
+        };
         let base_port = base_port.to_string();
         let args = [
             &[
@@ -58,7 +68,8 @@ impl Net {
             extra,
         ]
         .concat();
-        let out = ndctl(net.path(), &args).unwrap_or_else(|e| panic!("devnet up failed: {e}"));
+        let out = ndctl_env(net.path(), &args, &net.env)
+            .unwrap_or_else(|e| panic!("devnet up failed: {e}"));
         assert!(out.contains("producing blocks"), "{out}");
         net.reload();
         net
@@ -126,8 +137,12 @@ impl Net {
     }
 
     fn start(&self, node: usize) {
-        ndctl(self.path(), &["devnet", "up", "--only", &node.to_string()])
-            .unwrap_or_else(|e| panic!("restart node{node}: {e}"));
+        ndctl_env(
+            self.path(),
+            &["devnet", "up", "--only", &node.to_string()],
+            &self.env,
+        )
+        .unwrap_or_else(|e| panic!("restart node{node}: {e}"));
     }
 
     fn height(&self, node: usize) -> Option<u64> {
@@ -1025,4 +1040,279 @@ fn glob_one(dir: &str, suffix: &str) -> Option<PathBuf> {
         .filter_map(|e| e.ok())
         .map(|e| e.path().join(suffix))
         .find(|p| p.exists())
+}
+
+/// State sync and pruning on the real chain: validators take snapshots every 5 heights and keep
+/// the last 12 heights; a new node restores the newest snapshot (verified by CometBFT's light
+/// client against the app hash), follows the chain, becomes a validator by governance and signs
+/// blocks. Heights it never executed, and heights the validators pruned, answer a clear error.
+#[test]
+fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error() {
+    let _g = lock();
+    let env = vec![
+        ("NEURODATA_SNAPSHOT_INTERVAL", "5".to_string()),
+        ("NEURODATA_PRUNING_KEEP_RECENT", "12".to_string()),
+    ];
+    let mut net = Net::up_with_env(29400, &[], env);
+    let (to, _) = net.cert("healthtech", "buyer");
+    let to = to.display().to_string();
+    let pay = |node: usize, amount: &str| {
+        let out = net
+            .tx(
+                node,
+                "medlab",
+                "buyer",
+                &["transfer", "--to", &to, "--amount", amount],
+            )
+            .unwrap();
+        assert!(out.contains("committed tx"), "{out}");
+    };
+    for amount in ["21", "22", "23"] {
+        pay(0, amount);
+    }
+    net.wait_height(0, 22, T);
+    // Snapshots of the newest two multiples of 5 are on every validator's disk.
+    let snaps: Vec<u64> = std::fs::read_dir(net.path().join("node1/snapshots"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
+        .collect();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    assert!(snaps.iter().all(|h| h % 5 == 0 && *h >= 15), "{snaps:?}");
+
+    // A validator's pruned height answers a clear error; a recent one answers with a proof.
+    let medlab = buyer_address(&net, "medlab");
+    let client0 = HttpClient::new(net.rpcs[0].as_str()).unwrap();
+    let at = |client: &HttpClient, height: u64| {
+        rt().block_on(client.abci_query(
+            Some(query::account(medlab).path().to_owned()),
+            query::account(medlab).data(),
+            Some(tendermint::block::Height::try_from(height).unwrap()),
+            true,
+        ))
+        .unwrap()
+    };
+    let old = at(&client0, 2);
+    assert_ne!(old.code.value(), 0);
+    assert!(old.log.contains("height 2 was pruned"), "{}", old.log);
+    let recent = net.height(0).unwrap() - 1;
+    assert_eq!(at(&client0, recent).code.value(), 0, "{}", at(&client0, recent).log);
+
+    // A new node joins by state sync: it restores a snapshot instead of replaying from genesis.
+    let out = ndctl(net.path(), &["devnet", "add-node", "--state-sync"]).unwrap();
+    assert!(out.contains("joins by state sync"), "{out}");
+    let key = out
+        .split("validator key ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap()
+        .to_owned();
+    net.reload();
+    net.start(4);
+    let top = net.height(0).unwrap();
+    net.wait_height(4, top, T);
+    let log = std::fs::read_to_string(net.path().join("node4/abci.log")).unwrap();
+    assert!(log.contains("state restored from a snapshot"), "{log}");
+    let restored: u64 = log
+        .lines()
+        .find(|l| l.contains("state restored from a snapshot"))
+        .and_then(|l| l.split("height=").nth(1))
+        .and_then(|h| h.split_whitespace().next())
+        .and_then(|h| h.parse().ok())
+        .unwrap();
+    assert!(restored >= 15 && restored % 5 == 0, "restored at {restored}");
+    let client4 = HttpClient::new(net.rpcs[4].as_str()).unwrap();
+    let before = at(&client4, restored - 1);
+    assert!(
+        before.log.contains(&format!("height {} was pruned", restored - 1)),
+        "{}",
+        before.log
+    );
+    let here = at(&client4, restored);
+    assert_eq!(here.code.value(), 0, "{}", here.log);
+    assert_eq!(here.value, at(&client0, restored).value);
+
+    // Governance makes it a validator, and it signs blocks.
+    net.tx(
+        0,
+        "medlab",
+        "admin",
+        &[
+            "propose",
+            "set-validator",
+            "--pub-key",
+            &key,
+            "--power",
+            "10",
+            "--org",
+            "medlab",
+        ],
+    )
+    .unwrap();
+    let top = net.height(0).unwrap();
+    net.wait_height(1, top, T);
+    net.wait_height(2, top, T);
+    net.tx(1, "healthtech", "admin", &["vote", "--proposal", "1"])
+        .unwrap();
+    net.tx(2, "datacorp", "admin", &["vote", "--proposal", "1"])
+        .unwrap();
+    let new_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key)).unwrap();
+    let address = net.wait_validators(&client0, "node4 to join the validator set", |vals| {
+        vals.iter().find(|v| v.pub_key == new_key).map(|v| v.address)
+    });
+    let h = net.height(0).unwrap();
+    net.wait_height(0, h + 2, T);
+    let commit = rt()
+        .block_on(client0.commit(tendermint::block::Height::try_from(h + 1).unwrap()))
+        .unwrap();
+    assert!(
+        commit
+            .signed_header
+            .commit
+            .signatures
+            .iter()
+            .any(|s| s.validator_address() == Some(address)),
+        "node4 signs blocks"
+    );
+    pay(4, "24");
+    net.assert_converged(&[0, 1, 2, 3, 4]);
+    let balance = ndctl(
+        net.path(),
+        &["query", "account", &to, "--node", &net.rpcs[4]],
+    )
+    .unwrap();
+    assert!(balance.contains("balance 1000090 NRC"), "{balance}");
+}
+
+fn buyer_address(net: &Net, org: &str) -> neurodata_abci::address::Address {
+    let (cert, _) = net.cert(org, "buyer");
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(cert).unwrap()).unwrap();
+    neurodata_abci::address::Address(neurodata_certs::fingerprint(&cert).unwrap())
+}
+
+/// The build of the app that knows the rehearsal upgrade (`abci-app/examples/
+/// neurodata_abci_next.rs`, built by `cargo test` with the other examples).
+fn next_build() -> PathBuf {
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_ndctl"));
+    let next = exe.with_file_name("examples").join("neurodata_abci_next");
+    assert!(
+        next.exists(),
+        "{} is missing: cargo build -p neurodata-abci --example neurodata_abci_next",
+        next.display()
+    );
+    next
+}
+
+fn min_fee(client: &HttpClient) -> String {
+    let q = query::params();
+    let r = rt()
+        .block_on(client.abci_query(Some(q.path().to_owned()), q.data(), None, false))
+        .unwrap();
+    pb::Params::decode(r.value.as_slice()).unwrap().min_fee
+}
+
+/// A governance-scheduled upgrade: every node of the current build stops at the upgrade height
+/// with a message and nothing of that height executed; the next build (which differs by the
+/// upgrade's state migration) continues the chain from the same block on every node, the
+/// migration's effect in the state; the old build then refuses the migrated state.
+#[test]
+fn a_scheduled_upgrade_stops_the_old_build_at_its_height_and_the_new_build_migrates_and_goes_on()
+{
+    let _g = lock();
+    let next = next_build();
+    let net = Net::up(29700);
+    let client = HttpClient::new(net.rpcs[0].as_str()).unwrap();
+    assert_eq!(min_fee(&client), "1");
+    let at = net.height(0).unwrap() + 25;
+    let at_s = at.to_string();
+    net.tx(
+        0,
+        "medlab",
+        "admin",
+        &[
+            "propose",
+            "schedule-upgrade",
+            "--name",
+            "rehearsal-v2",
+            "--height",
+            &at_s,
+            "--info",
+            "rehearsal build",
+        ],
+    )
+    .unwrap();
+    let top = net.height(0).unwrap();
+    net.wait_height(1, top, T);
+    net.wait_height(2, top, T);
+    net.tx(1, "healthtech", "admin", &["vote", "--proposal", "1"])
+        .unwrap();
+    net.tx(2, "datacorp", "admin", &["vote", "--proposal", "1"])
+        .unwrap();
+    let pending = ndctl(net.path(), &["query", "upgrade", "--node", &net.rpcs[0]]).unwrap();
+    assert!(
+        pending.contains(&format!("upgrade rehearsal-v2 at height {at}")),
+        "{pending}"
+    );
+
+    // Every node's app stops at the upgrade height, saying why, with height at-1 committed.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for i in ALL {
+        let log = net.path().join(format!("node{i}/abci.log"));
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("UPGRADE NEEDED")
+        {
+            assert!(Instant::now() < deadline, "node{i}'s app did not stop for the upgrade");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let log = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            log.contains(&format!("upgrade \"rehearsal-v2\" is scheduled at height {at}")),
+            "{log}"
+        );
+    }
+    ndctl(net.path(), &["devnet", "down"]).unwrap();
+    let store = neurodata_abci::storage::Storage::open_existing(&net.path().join("node0/app"))
+        .unwrap();
+    assert_eq!(store.committed().unwrap().unwrap().height, at - 1);
+    drop(store);
+
+    // The next build continues the chain: the handshake replays height `at` into it, which
+    // migrates first.
+    let next_s = next.display().to_string();
+    let out = ndctl(net.path(), &["devnet", "up", "--abci", &next_s]).unwrap();
+    assert!(out.contains("app binary now"), "{out}");
+    for i in ALL {
+        net.wait_height(i, at + 3, T);
+    }
+    assert_eq!(min_fee(&client), "2");
+    let log = std::fs::read_to_string(net.path().join("node2/abci.log")).unwrap();
+    assert!(log.contains("running the upgrade's state migration"), "{log}");
+    let none = ndctl(net.path(), &["query", "upgrade", "--node", &net.rpcs[0]]).unwrap();
+    assert!(none.contains("no upgrade pending"), "{none}");
+    net.assert_converged(&ALL);
+
+    // The old build refuses the migrated state by name.
+    ndctl(net.path(), &["devnet", "down", "--only", "3"]).unwrap();
+    let spec = net.dir.json("devnet.json");
+    let old = PathBuf::from(env!("CARGO_BIN_EXE_ndctl")).with_file_name("neurodata-abci");
+    let out = Command::new(&old)
+        .arg("--home")
+        .arg(net.path().join("node3/app"))
+        .arg("--listen")
+        .arg(format!("unix://{}", net.path().join("node3/old.sock").display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("went through upgrade \"rehearsal-v2\"") && err.contains("older than the chain"),
+        "{err}"
+    );
+    assert_eq!(spec["abci"].as_str().unwrap(), next_s);
+    net.start(3);
+    let top = net.height(0).unwrap();
+    net.wait_height(3, top + 2, T);
+    net.assert_converged(&ALL);
 }

@@ -68,6 +68,15 @@ pub enum ProposalAction {
         /// How much.
         amount: Amount,
     },
+    /// Schedule (or, at height 0, cancel) a software upgrade; see [`super::upgrade`].
+    ScheduleUpgrade {
+        /// Upgrade name (checked).
+        name: String,
+        /// Height it runs at; 0 cancels the pending plan of this name.
+        height: u64,
+        /// Notes for operators.
+        info: String,
+    },
 }
 
 /// The module accounts governance may spend from.
@@ -133,6 +142,17 @@ impl TryFrom<pb::ProposalAction> for ProposalAction {
         use pb::proposal_action::Action as A;
         let action = a.action.ok_or(GovernanceError::NoAction)?;
         Ok(match action {
+            A::ScheduleUpgrade(m) => {
+                super::upgrade::check_name(&m.name)?;
+                if m.info.len() > super::upgrade::MAX_INFO_BYTES {
+                    return Err(GovernanceError::UpgradeInfoTooLong { len: m.info.len() }.into());
+                }
+                ProposalAction::ScheduleUpgrade {
+                    name: m.name,
+                    height: m.height,
+                    info: m.info,
+                }
+            }
             A::AdmitOrg(m) => {
                 check_org_id(&m.org_id)?;
                 if m.name.is_empty() || m.name.len() > 128 {
@@ -238,6 +258,13 @@ impl From<&ProposalAction> for pb::ProposalAction {
     fn from(a: &ProposalAction) -> Self {
         use pb::proposal_action::Action as A;
         let action = match a {
+            ProposalAction::ScheduleUpgrade { name, height, info } => {
+                A::ScheduleUpgrade(pb::ScheduleUpgrade {
+                    name: name.clone(),
+                    height: *height,
+                    info: info.clone(),
+                })
+            }
             ProposalAction::AdmitOrg {
                 org_id,
                 name,
@@ -389,6 +416,10 @@ impl ProposalAction {
                 }
             }
             ProposalAction::SetParams(_) => {}
+            ProposalAction::ScheduleUpgrade { name, height, .. } => {
+                let current = crate::app::last_block(state)?.map_or(0, |b| b.height);
+                super::upgrade::check_schedule(state, name, *height, current)?;
+            }
             ProposalAction::Mint(amount) => {
                 state
                     .supply()?
@@ -411,7 +442,12 @@ impl ProposalAction {
     }
 
     /// Runs the action (after [`ProposalAction::preflight`] passed on the same state).
-    pub fn execute<S: StateWrite>(&self, state: &mut S, ctx: &ExecCtx) -> Result<(), TxError> {
+    pub fn execute<S: StateWrite>(
+        &self,
+        state: &mut S,
+        ctx: &ExecCtx,
+        proposal_id: u64,
+    ) -> Result<(), TxError> {
         self.preflight(&*state)?;
         match self {
             ProposalAction::AdmitOrg {
@@ -544,6 +580,9 @@ impl ProposalAction {
                         .attr(attr::MAX_TX_BYTES, params.max_tx_bytes)
                         .attr(attr::MAX_MESSAGES_PER_TX, params.max_messages_per_tx),
                 );
+            }
+            ProposalAction::ScheduleUpgrade { name, height, info } => {
+                super::upgrade::schedule(state, name, *height, info, proposal_id);
             }
             ProposalAction::Mint(amount) => state.mint(*amount)?,
             ProposalAction::Spend { source, to, amount } => {

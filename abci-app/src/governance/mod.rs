@@ -12,6 +12,7 @@
 
 pub mod action;
 pub mod jail;
+pub mod upgrade;
 pub mod params;
 pub mod rewards;
 pub mod state_key;
@@ -204,6 +205,42 @@ pub enum GovernanceError {
         /// The model royalty asked for.
         model_royalty_bps: u32,
     },
+    /// An upgrade name that is not 1..=64 of `a-z0-9.-`.
+    #[error("upgrade name {name:?} must be 1..=64 of a-z, 0-9, '.' and '-'")]
+    BadUpgradeName {
+        /// The name given.
+        name: String,
+    },
+    /// An upgrade height that is not after the current block.
+    #[error("upgrade height {height} is not after the current height {current}")]
+    UpgradeHeightPassed {
+        /// The height given.
+        height: u64,
+        /// The block executing the proposal.
+        current: u64,
+    },
+    /// An upgrade that already ran.
+    #[error("upgrade {name} was already applied at height {height}: name the next one")]
+    UpgradeAlreadyApplied {
+        /// Its name.
+        name: String,
+        /// Where it ran.
+        height: u64,
+    },
+    /// A cancellation that names no pending plan.
+    #[error("no pending upgrade named {name:?} to cancel (pending: {pending})")]
+    NoUpgradeToCancel {
+        /// The name given.
+        name: String,
+        /// The pending plan's name, or "none".
+        pending: String,
+    },
+    /// Upgrade info over 1024 bytes.
+    #[error("upgrade info is {len} bytes; at most 1024")]
+    UpgradeInfoTooLong {
+        /// Its length.
+        len: usize,
+    },
 }
 
 impl GovernanceError {
@@ -239,6 +276,11 @@ impl GovernanceError {
             GovernanceError::ParamOutOfRange { .. } => 205,
             GovernanceError::BadMinFee { .. } => 206,
             GovernanceError::SaleSharesAboveWhole { .. } => 207,
+            GovernanceError::BadUpgradeName { .. } => 208,
+            GovernanceError::UpgradeHeightPassed { .. } => 209,
+            GovernanceError::UpgradeAlreadyApplied { .. } => 210,
+            GovernanceError::NoUpgradeToCancel { .. } => 211,
+            GovernanceError::UpgradeInfoTooLong { .. } => 212,
         }
     }
 }

@@ -5,6 +5,19 @@ pub fn params() -> &'static str {
     "governance/params"
 }
 
+/// The pending upgrade plan (`UpgradePlan`).
+pub fn upgrade_plan() -> &'static str {
+    "governance/upgrade/plan"
+}
+
+/// Prefix of applied upgrades.
+pub const UPGRADES_APPLIED: &str = "governance/upgrade/applied/";
+
+/// The record of the applied upgrade `name`.
+pub fn upgrade_applied(name: &str) -> String {
+    format!("{UPGRADES_APPLIED}{name}")
+}
+
 /// Prefix of all proposals.
 pub const PROPOSALS: &str = "governance/proposal/";
 

@@ -111,7 +111,7 @@ pub(super) fn record_vote<S: StateWrite>(
         Tally::Passes => {
             let action = ProposalAction::try_from(proposal.action.clone().unwrap_or_default())?;
             let mut fork = StateDelta::new(&*state);
-            match action.execute(&mut fork, ctx) {
+            match action.execute(&mut fork, ctx, id) {
                 Ok(()) => {
                     let changes = fork.into_changes();
                     state.apply_changes(changes);
