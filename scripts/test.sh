@@ -34,6 +34,24 @@ NEURODATA_K8S_BIN=$(tail -n 1 "$k8s_log")
 rm -f "$k8s_log"
 export NEURODATA_K8S_BIN
 cargo test --workspace --locked
+# Fuzzing, 10 s per target (scripts/fuzz.sh; longer campaigns by hand). It needs the nightly
+# toolchain and runs when the instrumented build of the targets is in the cache already (a warm
+# run rebuilds only what changed, in seconds to minutes): built cold, every dependency built
+# again with libFuzzer's instrumentation, in release, takes about 50 minutes on 2 cores, more than
+# a cold run can spare inside CI's 90. NEURODATA_CI_FUZZ=1 builds it regardless, =0 skips.
+fuzz_bin="${NEURODATA_FUZZ_TARGET_DIR:-$HOME/.cache/neurodata/fuzz-target}/x86_64-unknown-linux-gnu/release/tx_decode"
+case "${NEURODATA_CI_FUZZ:-auto}" in
+  1) scripts/fuzz.sh 10 ;;
+  0) echo "fuzzing skipped (NEURODATA_CI_FUZZ=0)" ;;
+  *)
+    if [ -x "$fuzz_bin" ] && cargo +nightly --version >/dev/null 2>&1; then
+      scripts/fuzz.sh 10
+    else
+      echo "fuzzing skipped: no fuzz build in the cache yet (a cold one takes ~50 min on 2 cores;"
+      echo "scripts/fuzz.sh builds it once, after which every run of this script fuzzes 10 s per target)"
+    fi
+    ;;
+esac
 # The 2-minute soak (scripts/soak.sh 2) is not run here yet: under CI load its capacity probe's
 # exactly-once bookkeeping reported duplicate and replaced (signer, nonce) pairs, which has to be
 # explained (a checker bug or a real one) before it can gate a submission. Run it by hand.

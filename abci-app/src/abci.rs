@@ -32,9 +32,9 @@ use crate::governance::GovernanceRead;
 use crate::governance::jail::{self, Evidence, EvidenceKind};
 use crate::governance::upgrade::{self, AtBlock, Upgrade};
 use crate::query::{self, Proof, Query};
-use crate::snapshot::{Applied, OfferError, Restore, Snapshots};
+use crate::snapshot::{Applied, OfferError, Restore, SnapshotError, Snapshots};
 use crate::state::{Event, MemoryState, ReadCache, StateDelta};
-use crate::storage::{Committed, PreparedCommit, Storage};
+use crate::storage::{Committed, PreparedCommit, Storage, StorageError};
 use crate::tx::{EnvelopeError, EnvelopeLimits, Tx};
 use crate::verifier::SignatureVerifier;
 
@@ -500,7 +500,7 @@ impl Node {
         txs: &[T],
         misbehaviour: &[Evidence],
     ) -> Result<FinalizedBlock, BoxError> {
-        let block = BlockCtx {
+        let mut block = BlockCtx {
             chain_id: genesis::chain_id(&self.storage)?.ok_or("no genesis yet")?,
             height,
             time,
@@ -531,6 +531,8 @@ impl Node {
                 };
                 upgrade_events = changes.events.clone();
                 state.apply(changes);
+                // The block runs under the migrated parameters.
+                block.params = state.params()?;
             }
         }
         app::begin_block(&mut state, &block, time_nanos);
@@ -861,10 +863,12 @@ impl Node {
                     response::OfferSnapshot::Accept
                 }
                 Err(OfferError::Format(f)) => {
+                    *lock(&self.restore) = None;
                     tracing::warn!(height, format = f, "snapshot of an unknown format refused");
                     response::OfferSnapshot::RejectFormat
                 }
                 Err(e) => {
+                    *lock(&self.restore) = None;
                     tracing::warn!(height, error = %e, "snapshot refused");
                     response::OfferSnapshot::Reject
                 }
@@ -912,14 +916,25 @@ impl Node {
                     return answer(R::Abort);
                 };
                 let height = restore.height();
-                match restore.finish(&self.storage) {
+                let known: Vec<&str> = self.upgrades.iter().map(|u| u.name).collect();
+                match restore.finish(&self.storage, &known) {
                     Ok(c) => {
                         tracing::info!(height, app_hash = %hex::encode(c.app_hash), "state restored from a snapshot");
                         answer(R::Accept)
                     }
-                    Err(e) => {
+                    // This snapshot is bad: another may do.
+                    Err(
+                        e @ (SnapshotError::Malformed(_)
+                        | SnapshotError::Storage(StorageError::RestoreMismatch { .. })),
+                    ) => {
                         tracing::error!(height, error = %e, "snapshot restore failed; trying another");
                         answer(R::RejectSnapshot)
+                    }
+                    // Any snapshot would fail the same way (an old build, a store that is not
+                    // empty or fails): stop state sync with the reason.
+                    Err(e) => {
+                        tracing::error!(height, error = %e, "snapshot restore failed; state sync stops");
+                        answer(R::Abort)
                     }
                 }
             }

@@ -100,7 +100,7 @@ pub async fn run(upgrades: Vec<Upgrade>) -> anyhow::Result<()> {
         logs.with_ansi(false)
     };
     logs.init();
-    if let Some(f) = neurodata_abci::fault::arm_from_env()? {
+    if let Some(f) = crate::fault::arm_from_env()? {
         tracing::warn!(fault = %f, "NEURODATA_FAULT is set: this process aborts at that point (crash tests only)");
     }
     let listen = parse_listen(&cli.listen)?;

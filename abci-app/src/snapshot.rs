@@ -31,6 +31,15 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 /// any memory is set aside for it.
 const MAX_CHUNKS: u32 = 16_384;
 
+/// The largest chunk a restore takes: this node's chunks are [`CHUNK_BYTES`] plus at most one
+/// record, and CometBFT's p2p limit for a chunk message is 16 MB anyway.
+const MAX_CHUNK_BYTES: usize = 16 << 20;
+
+/// The most state a restore holds in memory before the app-hash check (the chunks are kept until
+/// the last arrives): a peer's self-consistent but endless snapshot stops here, not at the
+/// node's memory limit.
+pub const MAX_RESTORE_BYTES: u64 = 8 << 30;
+
 /// A snapshot or restore failure.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -48,6 +57,12 @@ pub enum SnapshotError {
     /// A snapshot's metadata or chunk is malformed.
     #[error("malformed snapshot: {0}")]
     Malformed(String),
+    /// The snapshot's state went through an upgrade this build does not know.
+    #[error(
+        "the snapshot's state went through upgrade {0:?}, which this build does not know: \
+         start the build that knows it"
+    )]
+    UnknownUpgrade(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
@@ -239,6 +254,14 @@ impl Snapshots {
         }
         let this = self.clone();
         std::thread::spawn(move || {
+            // Free for the next snapshot however this thread ends, a panic included.
+            struct Idle(Arc<AtomicBool>);
+            impl Drop for Idle {
+                fn drop(&mut self) {
+                    self.0.store(false, Ordering::Release);
+                }
+            }
+            let _idle = Idle(this.busy.clone());
             let result = this.write_from(&checkpoint, committed);
             let _ = std::fs::remove_dir_all(&checkpoint);
             match result {
@@ -250,7 +273,6 @@ impl Snapshots {
                 ),
                 Err(e) => tracing::error!(height = committed.height, error = %e, "snapshot failed"),
             }
-            this.busy.store(false, Ordering::Release);
         });
     }
 
@@ -290,17 +312,26 @@ impl Snapshots {
         let mut out = Vec::new();
         for height in self.heights()?.into_iter().rev() {
             let path = self.dir.join(height.to_string()).join("metadata.json");
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
-            let meta: Metadata = serde_json::from_slice(&bytes)
-                .map_err(|e| SnapshotError::Malformed(format!("{}: {e}", path.display())))?;
-            out.push(Listed {
-                height,
-                format: FORMAT,
-                chunks: u32::try_from(meta.chunk_hashes.len())
-                    .map_err(|_| SnapshotError::Malformed("too many chunks".into()))?,
-                hash: meta.hash()?,
-                metadata: bytes,
-            });
+            // One unreadable snapshot (being pruned right now, or damaged) hides only itself.
+            let listed = std::fs::read(&path)
+                .map_err(io(&path))
+                .and_then(|bytes| {
+                    let meta: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
+                        SnapshotError::Malformed(format!("{}: {e}", path.display()))
+                    })?;
+                    Ok(Listed {
+                        height,
+                        format: FORMAT,
+                        chunks: u32::try_from(meta.chunk_hashes.len())
+                            .map_err(|_| SnapshotError::Malformed("too many chunks".into()))?,
+                        hash: meta.hash()?,
+                        metadata: bytes,
+                    })
+                });
+            match listed {
+                Ok(l) => out.push(l),
+                Err(e) => tracing::warn!(height, error = %e, "snapshot not offered"),
+            }
         }
         Ok(out)
     }
@@ -347,7 +378,11 @@ pub struct Restore {
     height: u64,
     app_hash: [u8; 32],
     meta: Metadata,
+    /// The metadata's chunk hashes, decoded.
+    hashes: Vec<[u8; 32]>,
     chunks: Vec<Option<Vec<u8>>>,
+    /// Bytes of the chunks held.
+    held: u64,
 }
 
 impl Restore {
@@ -376,7 +411,7 @@ impl Restore {
         if meta.hash().map_err(|e| bad(e.to_string()))?.as_slice() != hash {
             return Err(bad("the snapshot hash is not that of its chunk list".into()));
         }
-        if height < meta.genesis_height {
+        if height <= meta.genesis_height {
             return Err(bad(format!(
                 "height {height} is before the genesis height {}",
                 meta.genesis_height
@@ -384,11 +419,19 @@ impl Restore {
         }
         let app_hash = <[u8; 32]>::try_from(app_hash)
             .map_err(|_| bad("the verified app hash is not 32 bytes".into()))?;
+        let hashes = meta
+            .chunk_hashes
+            .iter()
+            .map(|h| chunk_hash_bytes(h))
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
         Ok(Restore {
             height,
             app_hash,
             chunks: vec![None; chunks as usize],
             meta,
+            hashes,
+            held: 0,
         })
     }
 
@@ -400,14 +443,29 @@ impl Restore {
     /// ApplySnapshotChunk: keeps chunk `index` if its hash is the metadata's.
     pub fn apply(&mut self, index: u32, chunk: &[u8]) -> Result<Applied, OfferError> {
         let i = index as usize;
-        let Some(expected) = self.meta.chunk_hashes.get(i) else {
+        let Some(expected) = self.hashes.get(i) else {
             return Err(OfferError::Snapshot(format!(
                 "chunk {index} of a snapshot of {} chunks",
                 self.chunks.len()
             )));
         };
-        if hex::encode(Sha256::digest(chunk)) != *expected {
+        if <[u8; 32]>::from(Sha256::digest(chunk)) != *expected {
             return Ok(Applied::Refetch);
+        }
+        // The chunk is the one the metadata names: if it is too big, so is the snapshot.
+        if chunk.len() > MAX_CHUNK_BYTES {
+            return Err(OfferError::Snapshot(format!(
+                "chunk {index} is {} bytes (at most {MAX_CHUNK_BYTES})",
+                chunk.len()
+            )));
+        }
+        if self.chunks[i].is_none() {
+            self.held += chunk.len() as u64;
+        }
+        if self.held > MAX_RESTORE_BYTES {
+            return Err(OfferError::Snapshot(format!(
+                "the snapshot holds more than {MAX_RESTORE_BYTES} bytes"
+            )));
         }
         self.chunks[i] = Some(chunk.to_vec());
         Ok(if self.chunks.iter().all(Option::is_some) {
@@ -418,8 +476,10 @@ impl Restore {
     }
 
     /// Writes the complete snapshot into the empty `storage`: the records must be in strictly
-    /// increasing key order and give the verified app hash.
-    pub fn finish(self, storage: &Storage) -> Result<Committed, SnapshotError> {
+    /// increasing key order and give the verified app hash, their last block must be the
+    /// snapshot's height, and this build (which knows the upgrades `known`) must know every
+    /// upgrade the state went through — else it would run that state under older rules.
+    pub fn finish(self, storage: &Storage, known: &[&str]) -> Result<Committed, SnapshotError> {
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for chunk in self.chunks {
             let chunk = chunk.ok_or_else(|| SnapshotError::Malformed("a chunk is missing".into()))?;
@@ -438,6 +498,28 @@ impl Restore {
                 entries.len(),
                 self.meta.entries
             )));
+        }
+        // Checked before the app hash only to give the clearer error; a forged record would
+        // fail the app hash anyway.
+        for (key, value) in &entries {
+            let key = String::from_utf8_lossy(key);
+            if let Some(name) = key.strip_prefix(crate::governance::state_key::UPGRADES_APPLIED)
+                && !known.contains(&name)
+            {
+                return Err(SnapshotError::UnknownUpgrade(name.to_owned()));
+            }
+            if key == crate::app::state_key::block() {
+                let block = <neurodata_proto::chain::v1::BlockInfo as prost::Message>::decode(
+                    value.as_slice(),
+                )
+                .map_err(|e| SnapshotError::Malformed(format!("the block record: {e}")))?;
+                if block.height != self.height {
+                    return Err(SnapshotError::Malformed(format!(
+                        "the state is of height {}, the snapshot says {}",
+                        block.height, self.height
+                    )));
+                }
+            }
         }
         Ok(storage.restore(self.meta.genesis_height, self.height, self.app_hash, &entries)?)
     }
@@ -508,7 +590,7 @@ mod tests {
             let want = if i == 0 { Applied::Complete } else { Applied::More };
             assert_eq!(r.apply(i as u32, &chunks[i]).unwrap(), want, "chunk {i} of {last}");
         }
-        assert_eq!(r.finish(&dst).unwrap(), at);
+        assert_eq!(r.finish(&dst, &[]).unwrap(), at);
         assert_eq!(dst.genesis_height().unwrap(), Some(4));
         let mut a = Vec::new();
         let mut b = Vec::new();
@@ -562,7 +644,7 @@ mod tests {
             r.apply(i as u32, c).unwrap();
         }
         let dst = Storage::open(&dir.path().join("dst")).unwrap();
-        let e = r.finish(&dst).unwrap_err();
+        let e = r.finish(&dst, &[]).unwrap_err();
         assert!(e.to_string().contains("is not the verified app hash"), "{e}");
         assert_eq!(dst.committed().unwrap(), None);
 
@@ -579,7 +661,7 @@ mod tests {
         let mut r =
             Restore::offer(9, FORMAT, 1, &meta.hash().unwrap(), &metadata, &at.app_hash).unwrap();
         assert_eq!(r.apply(0, &forged).unwrap(), Applied::Complete);
-        let e = r.finish(&dst).unwrap_err();
+        let e = r.finish(&dst, &[]).unwrap_err();
         assert!(e.to_string().contains("strictly increasing"), "{e}");
         assert!(decode_chunk(&forged[..forged.len() - 1]).is_err());
     }

@@ -385,7 +385,7 @@ impl Storage {
             })?;
         let reader = RestoreReader {
             tree: self.tree(),
-            empty_root: version.checked_sub(1).map(NodeKey::new_empty_path),
+            empty_root: version.checked_sub(1),
         };
         let (root, batch) = Sha256Jmt::new(&reader)
             .put_value_set(
@@ -730,12 +730,14 @@ impl Storage {
 /// the root of the version before, which here is the empty tree.
 struct RestoreReader<'a> {
     tree: Tree<'a>,
-    empty_root: Option<NodeKey>,
+    /// The version whose root reads as an empty tree (the one before the restored version).
+    empty_root: Option<Version>,
 }
 
 impl TreeReader for RestoreReader<'_> {
     fn get_node_option(&self, node_key: &NodeKey) -> anyhow::Result<Option<Node>> {
-        if self.empty_root.as_ref() == Some(node_key) {
+        if self.empty_root == Some(node_key.version()) && node_key.nibble_path().num_nibbles() == 0
+        {
             return Ok(Some(Node::Null));
         }
         self.tree.get_node_option(node_key)
