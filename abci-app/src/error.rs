@@ -225,6 +225,11 @@ mod tests {
             ParamOutOfRange { param: "max_tx_bytes", value: 10, min: 1024, max: 4096 },
             BadMinFee { reason: s() },
             SaleSharesAboveWhole { market_fee_bps: 200, model_royalty_bps: 9_900 },
+            BadUpgradeName { name: s() },
+            UpgradeHeightPassed { height: 1, current: 2 },
+            UpgradeAlreadyApplied { name: s(), height: 1 },
+            NoUpgradeToCancel { name: s(), pending: s() },
+            UpgradeInfoTooLong { len: 1025 },
         }));
         all.extend(every!(Mk {
             UnknownDataset(1),

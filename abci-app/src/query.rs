@@ -610,6 +610,7 @@ mod tests {
             evaluations().query,
             leaderboard(3).query,
             expiring_certificates(30 * 86_400).query,
+            upgrade_plan().query,
         ]
     }
 

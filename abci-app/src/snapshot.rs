@@ -129,7 +129,7 @@ fn push_record(chunk: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Result<(), Snap
 /// The records of one chunk.
 pub fn decode_chunk(mut chunk: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SnapshotError> {
     let mut out = Vec::new();
-    let mut take = |chunk: &mut &[u8]| -> Result<Vec<u8>, SnapshotError> {
+    let take = |chunk: &mut &[u8]| -> Result<Vec<u8>, SnapshotError> {
         let (len, rest) = chunk
             .split_first_chunk::<4>()
             .ok_or_else(|| SnapshotError::Malformed("a record is cut short".into()))?;
@@ -168,7 +168,7 @@ pub fn write_snapshot(
         chunk_hashes: Vec::new(),
     };
     let mut chunk = Vec::with_capacity(chunk_bytes);
-    let mut flush = |chunk: &mut Vec<u8>, meta: &mut Metadata| -> Result<(), SnapshotError> {
+    let flush = |chunk: &mut Vec<u8>, meta: &mut Metadata| -> Result<(), SnapshotError> {
         let path = tmp.join(format!("{}.chunk", meta.chunk_hashes.len()));
         std::fs::write(&path, &*chunk).map_err(io(&path))?;
         meta.chunk_hashes

@@ -322,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
             let mut done = Instant::now() >= until;
             if !done && drained_at != Some(height) && workers.iter().all(|w| w.is_finished()) {
                 drained_at = Some(height);
-                done = unfilled(&accepted.lock().await, &maybe.lock().await, &seen) == 0;
+                done = unfilled(&*accepted.lock().await, &*maybe.lock().await, &seen) == 0;
             }
             if done {
                 break;

@@ -1058,7 +1058,7 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
     let mut net = Net::up_with_env(29400, &[], env);
     let (to, _) = net.cert("healthtech", "buyer");
     let to = to.display().to_string();
-    let pay = |node: usize, amount: &str| {
+    let pay = |net: &Net, node: usize, amount: &str| {
         let out = net
             .tx(
                 node,
@@ -1070,7 +1070,7 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
         assert!(out.contains("committed tx"), "{out}");
     };
     for amount in ["21", "22", "23"] {
-        pay(0, amount);
+        pay(&net, 0, amount);
     }
     net.wait_height(0, 22, T);
     // Snapshots of the newest three multiples of 5 are on every validator's disk.
@@ -1086,8 +1086,8 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
     let client0 = HttpClient::new(net.rpcs[0].as_str()).unwrap();
     let at = |client: &HttpClient, height: u64| {
         rt().block_on(client.abci_query(
-            Some(query::account(medlab).path().to_owned()),
-            query::account(medlab).data(),
+            Some(query::account(medlab).query.path().to_owned()),
+            query::account(medlab).query.data(),
             Some(tendermint::block::Height::try_from(height).unwrap()),
             true,
         ))
@@ -1177,7 +1177,7 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
             .any(|s| s.validator_address() == Some(address)),
         "node4 signs blocks"
     );
-    pay(4, "24");
+    pay(&net, 4, "24");
     net.assert_converged(&[0, 1, 2, 3, 4]);
     let balance = ndctl(
         net.path(),
@@ -1209,7 +1209,7 @@ fn next_build() -> PathBuf {
 fn min_fee(client: &HttpClient) -> String {
     let q = query::params();
     let r = rt()
-        .block_on(client.abci_query(Some(q.path().to_owned()), q.data(), None, false))
+        .block_on(client.abci_query(Some(q.query.path().to_owned()), q.query.data(), None, false))
         .unwrap();
     pb::Params::decode(r.value.as_slice()).unwrap().min_fee
 }

@@ -617,7 +617,7 @@ mod tests {
         }
 
         fn govern(state: &mut State, height: u64, action: ProposalAction) {
-            action.execute(state, &ctx(height)).unwrap();
+            action.execute(state, &ctx(height), 0).unwrap();
         }
 
         fn admit(state: &mut State, org_id: &str, ca: &OrgCa) {

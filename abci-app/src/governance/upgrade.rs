@@ -213,13 +213,13 @@ mod tests {
             panic!("an old build halts")
         };
         assert_eq!((p.name.as_str(), p.proposal_id), ("v2", 7));
-        let AtBlock::Migrate(u, plan) = at_block(&s, 10, &[V2]).unwrap() else {
+        let AtBlock::Migrate(u, due) = at_block(&s, 10, &[V2]).unwrap() else {
             panic!("a new build migrates")
         };
         let changes = {
             let reader: &dyn StateRead = &s;
             let mut m = StateDelta::new(reader);
-            migrate(&mut m, &u, plan, 10).unwrap();
+            migrate(&mut m, &u, due, 10).unwrap();
             m.into_changes()
         };
         s.apply(changes);

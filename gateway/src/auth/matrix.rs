@@ -206,7 +206,7 @@ fn ctx(height: u64) -> ExecCtx {
 }
 
 fn govern(state: &mut State, height: u64, action: ProposalAction) {
-    action.execute(state, &ctx(height)).unwrap();
+    action.execute(state, &ctx(height), 0).unwrap();
 }
 
 fn pem(ca: &OrgCa) -> String {
