@@ -296,11 +296,7 @@ fn configure_node(devnet: &Devnet, dir: &Path, node: &NodeSpec) -> anyhow::Resul
 /// Turns on state sync in `node`'s CometBFT config: snapshots found on its peers are verified
 /// by a light client that trusts node0's header 100 heights back (or the first), cross-checked
 /// against node1's RPC.
-async fn configure_state_sync(
-    devnet: &Devnet,
-    dir: &Path,
-    node: &NodeSpec,
-) -> anyhow::Result<u64> {
+async fn configure_state_sync(devnet: &Devnet, dir: &Path, node: &NodeSpec) -> anyhow::Result<u64> {
     let servers: Vec<&NodeSpec> = devnet
         .nodes
         .iter()
@@ -313,12 +309,10 @@ async fn configure_state_sync(
     let client = NodeClient::new(&first.rpc)?;
     // A header below the newest snapshots, so the light client verifies forward from it.
     let height = client.latest_height().await?.saturating_sub(100).max(1);
-    let commit = tendermint_rpc::Client::commit(
-        client.rpc(),
-        tendermint::block::Height::try_from(height)?,
-    )
-    .await
-    .with_context(|| format!("reading node{}'s header at {height}", first.index))?;
+    let commit =
+        tendermint_rpc::Client::commit(client.rpc(), tendermint::block::Height::try_from(height)?)
+            .await
+            .with_context(|| format!("reading node{}'s header at {height}", first.index))?;
     let path = node_home(dir, node.index).join("config/config.toml");
     let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(&path)?.parse()?;
     doc["statesync"]["enable"] = toml_edit::value(true);
@@ -980,7 +974,9 @@ pub async fn run_command(cmd: DevnetCommand) -> anyhow::Result<()> {
             configure_node(&devnet, &dir, &node)?;
             if state_sync {
                 let trusted = configure_state_sync(&devnet, &dir, &node).await?;
-                println!("node{i} joins by state sync, trusting node0's header at height {trusted}");
+                println!(
+                    "node{i} joins by state sync, trusting node0's header at height {trusted}"
+                );
             }
             devnet.save(&dir)?;
             println!(

@@ -1079,7 +1079,10 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
         .filter_map(|e| e.unwrap().file_name().to_str()?.parse().ok())
         .collect();
     assert_eq!(snaps.len(), 3, "{snaps:?}");
-    assert!(snaps.iter().all(|h| h % 5 == 0 && *h >= 10), "{snaps:?}");
+    assert!(
+        snaps.iter().all(|h| h.is_multiple_of(5) && *h >= 10),
+        "{snaps:?}"
+    );
 
     // A validator's pruned height answers a clear error; a recent one answers with a proof.
     let medlab = buyer_address(&net, "medlab");
@@ -1097,7 +1100,12 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
     assert_ne!(old.code.value(), 0);
     assert!(old.log.contains("height 2 was pruned"), "{}", old.log);
     let recent = net.height(0).unwrap() - 1;
-    assert_eq!(at(&client0, recent).code.value(), 0, "{}", at(&client0, recent).log);
+    assert_eq!(
+        at(&client0, recent).code.value(),
+        0,
+        "{}",
+        at(&client0, recent).log
+    );
 
     // A new node joins by state sync: it restores a snapshot instead of replaying from genesis.
     let out = ndctl(net.path(), &["devnet", "add-node", "--state-sync"]).unwrap();
@@ -1123,11 +1131,16 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
         .and_then(|h| h.split_whitespace().next())
         .and_then(|h| h.parse().ok())
         .unwrap();
-    assert!(restored >= 15 && restored % 5 == 0, "restored at {restored}");
+    assert!(
+        restored >= 15 && restored.is_multiple_of(5),
+        "restored at {restored}"
+    );
     let client4 = HttpClient::new(net.rpcs[4].as_str()).unwrap();
     let before = at(&client4, restored - 1);
     assert!(
-        before.log.contains(&format!("height {} was pruned", restored - 1)),
+        before
+            .log
+            .contains(&format!("height {} was pruned", restored - 1)),
         "{}",
         before.log
     );
@@ -1165,7 +1178,9 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
         .unwrap();
     let new_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key)).unwrap();
     let address = net.wait_validators(&client0, "node4 to join the validator set", |vals| {
-        vals.iter().find(|v| v.pub_key == new_key).map(|v| v.address)
+        vals.iter()
+            .find(|v| v.pub_key == new_key)
+            .map(|v| v.address)
     });
     let h = net.height(0).unwrap();
     net.wait_height(0, h + 2, T);
@@ -1223,8 +1238,7 @@ fn min_fee(client: &HttpClient) -> String {
 /// upgrade's state migration) continues the chain from the same block on every node, the
 /// migration's effect in the state; the old build then refuses the migrated state.
 #[test]
-fn a_scheduled_upgrade_stops_the_old_build_at_its_height_and_the_new_build_migrates_and_goes_on()
-{
+fn a_scheduled_upgrade_stops_the_old_build_at_its_height_and_the_new_build_migrates_and_goes_on() {
     let _g = lock();
     let next = next_build();
     let net = Net::up(29700);
@@ -1269,18 +1283,23 @@ fn a_scheduled_upgrade_stops_the_old_build_at_its_height_and_the_new_build_migra
             .unwrap_or_default()
             .contains("UPGRADE NEEDED")
         {
-            assert!(Instant::now() < deadline, "node{i}'s app did not stop for the upgrade");
+            assert!(
+                Instant::now() < deadline,
+                "node{i}'s app did not stop for the upgrade"
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
         let log = std::fs::read_to_string(&log).unwrap();
         assert!(
-            log.contains(&format!("upgrade \"rehearsal-v2\" is scheduled at height {at}")),
+            log.contains(&format!(
+                "upgrade \"rehearsal-v2\" is scheduled at height {at}"
+            )),
             "{log}"
         );
     }
     ndctl(net.path(), &["devnet", "down"]).unwrap();
-    let store = neurodata_abci::storage::Storage::open_existing(&net.path().join("node0/app"))
-        .unwrap();
+    let store =
+        neurodata_abci::storage::Storage::open_existing(&net.path().join("node0/app")).unwrap();
     assert_eq!(store.committed().unwrap().unwrap().height, at - 1);
     drop(store);
 
@@ -1294,7 +1313,10 @@ fn a_scheduled_upgrade_stops_the_old_build_at_its_height_and_the_new_build_migra
     }
     assert_eq!(min_fee(&client), "2");
     let log = std::fs::read_to_string(net.path().join("node2/abci.log")).unwrap();
-    assert!(log.contains("running the upgrade's state migration"), "{log}");
+    assert!(
+        log.contains("running the upgrade's state migration"),
+        "{log}"
+    );
     let none = ndctl(net.path(), &["query", "upgrade", "--node", &net.rpcs[0]]).unwrap();
     assert!(none.contains("no upgrade pending"), "{none}");
     net.assert_converged(&ALL);
@@ -1307,13 +1329,17 @@ fn a_scheduled_upgrade_stops_the_old_build_at_its_height_and_the_new_build_migra
         .arg("--home")
         .arg(net.path().join("node3/app"))
         .arg("--listen")
-        .arg(format!("unix://{}", net.path().join("node3/old.sock").display()))
+        .arg(format!(
+            "unix://{}",
+            net.path().join("node3/old.sock").display()
+        ))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("went through upgrade \"rehearsal-v2\"") && err.contains("older than the chain"),
+        err.contains("went through upgrade \"rehearsal-v2\"")
+            && err.contains("older than the chain"),
         "{err}"
     );
     assert_eq!(spec["abci"].as_str().unwrap(), next_s);
