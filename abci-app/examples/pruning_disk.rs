@@ -27,7 +27,10 @@ fn du(path: &Path) -> u64 {
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -45,7 +48,10 @@ fn run(store: &Storage, blocks: u64) -> anyhow::Result<f64> {
         let mut w = BTreeMap::new();
         for _ in 0..200 {
             let k = rng.next() % 20_000;
-            w.insert(format!("account/{k:08}"), Some(rng.next().to_be_bytes().repeat(12)));
+            w.insert(
+                format!("account/{k:08}"),
+                Some(rng.next().to_be_bytes().repeat(12)),
+            );
         }
         for _ in 0..20 {
             w.insert(format!("record/{next_record:010}"), Some(vec![2u8; 300]));
@@ -73,10 +79,26 @@ fn main() -> anyhow::Result<()> {
     let tp = run(&pruned, blocks)?;
     archive.compact()?;
     pruned.compact()?;
-    let (a, p) = (du(&dir.path().join("archive")), du(&dir.path().join("pruned")));
+    let (a, p) = (
+        du(&dir.path().join("archive")),
+        du(&dir.path().join("pruned")),
+    );
     println!("blocks {blocks}, keep_recent {keep}");
-    println!("archive: {:.1} MiB, {:.0} blocks/s", a as f64 / 1048576.0, blocks as f64 / ta);
-    println!("pruned:  {:.1} MiB, {:.0} blocks/s (earliest height {:?})", p as f64 / 1048576.0, blocks as f64 / tp, pruned.earliest_height()?);
-    println!("pruned/archive disk ratio: {:.3}; commit speed ratio {:.2}", p as f64 / a as f64, ta / tp);
+    println!(
+        "archive: {:.1} MiB, {:.0} blocks/s",
+        a as f64 / 1048576.0,
+        blocks as f64 / ta
+    );
+    println!(
+        "pruned:  {:.1} MiB, {:.0} blocks/s (earliest height {:?})",
+        p as f64 / 1048576.0,
+        blocks as f64 / tp,
+        pruned.earliest_height()?
+    );
+    println!(
+        "pruned/archive disk ratio: {:.3}; commit speed ratio {:.2}",
+        p as f64 / a as f64,
+        ta / tp
+    );
     Ok(())
 }

@@ -522,7 +522,11 @@ impl Node {
                 .into());
             }
             AtBlock::Migrate(u, plan) => {
-                tracing::warn!(upgrade = u.name, height, "running the upgrade's state migration");
+                tracing::warn!(
+                    upgrade = u.name,
+                    height,
+                    "running the upgrade's state migration"
+                );
                 let changes = {
                     let reader: &dyn crate::state::StateRead = &state;
                     let mut migration = StateDelta::new(reader);
@@ -899,7 +903,11 @@ impl Node {
         match restore.apply(index, chunk) {
             Ok(Applied::More) => answer(R::Accept),
             Ok(Applied::Refetch) => {
-                tracing::warn!(index, sender, "snapshot chunk does not match its hash; refetching from another peer");
+                tracing::warn!(
+                    index,
+                    sender,
+                    "snapshot chunk does not match its hash; refetching from another peer"
+                );
                 response::ApplySnapshotChunk {
                     result: R::Retry,
                     refetch_chunks: vec![index],

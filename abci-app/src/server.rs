@@ -5,13 +5,13 @@ use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context as _;
-use clap::Parser;
 use crate::abci::{Listen, Node, serve};
 use crate::extension::{Attester, key_file_address};
 use crate::governance::upgrade::Upgrade;
 use crate::snapshot::Snapshots;
 use crate::storage::Storage;
+use anyhow::Context as _;
+use clap::Parser;
 
 /// Runs the NeuroData state machine behind an ABCI socket.
 #[derive(Parser, Debug)]
@@ -114,8 +114,12 @@ pub async fn run(upgrades: Vec<Upgrade>) -> anyhow::Result<()> {
             .unwrap_or(std::path::Path::new("."))
             .join("snapshots")
     });
-    let snapshots = Snapshots::new(snapshot_dir.clone(), cli.snapshot_interval, cli.snapshot_keep)
-        .with_context(|| format!("snapshot directory {}", snapshot_dir.display()))?;
+    let snapshots = Snapshots::new(
+        snapshot_dir.clone(),
+        cli.snapshot_interval,
+        cli.snapshot_keep,
+    )
+    .with_context(|| format!("snapshot directory {}", snapshot_dir.display()))?;
     tracing::info!(
         dir = %snapshot_dir.display(),
         interval = cli.snapshot_interval,

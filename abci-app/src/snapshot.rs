@@ -126,8 +126,11 @@ fn push_record(chunk: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Result<(), Snap
     Ok(())
 }
 
+/// One key and its value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
 /// The records of one chunk.
-pub fn decode_chunk(mut chunk: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, SnapshotError> {
+pub fn decode_chunk(mut chunk: &[u8]) -> Result<Vec<Record>, SnapshotError> {
     let mut out = Vec::new();
     let take = |chunk: &mut &[u8]| -> Result<Vec<u8>, SnapshotError> {
         let (len, rest) = chunk
@@ -177,27 +180,27 @@ pub fn write_snapshot(
         Ok(())
     };
     let mut failed = None;
-    storage.for_each_entry(|k, v| {
-        if let Err(e) = push_record(&mut chunk, k, v) {
-            failed = Some(e);
-            return Err(StorageError::Corrupt("a record over 4 GiB".into()));
-        }
-        meta.entries += 1;
-        if chunk.len() >= chunk_bytes
-            && let Err(e) = flush(&mut chunk, &mut meta)
-        {
-            failed = Some(e);
-            return Err(StorageError::Corrupt("writing a chunk failed".into()));
-        }
-        Ok(())
-    })
-    .map_err(|e| failed.take().unwrap_or(SnapshotError::Storage(e)))?;
+    storage
+        .for_each_entry(|k, v| {
+            if let Err(e) = push_record(&mut chunk, k, v) {
+                failed = Some(e);
+                return Err(StorageError::Corrupt("a record over 4 GiB".into()));
+            }
+            meta.entries += 1;
+            if chunk.len() >= chunk_bytes
+                && let Err(e) = flush(&mut chunk, &mut meta)
+            {
+                failed = Some(e);
+                return Err(StorageError::Corrupt("writing a chunk failed".into()));
+            }
+            Ok(())
+        })
+        .map_err(|e| failed.take().unwrap_or(SnapshotError::Storage(e)))?;
     if !chunk.is_empty() || meta.chunk_hashes.is_empty() {
         flush(&mut chunk, &mut meta)?;
     }
     let meta_path = tmp.join("metadata.json");
-    let bytes =
-        serde_json::to_vec(&meta).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
+    let bytes = serde_json::to_vec(&meta).map_err(|e| SnapshotError::Malformed(e.to_string()))?;
     std::fs::write(&meta_path, bytes).map_err(io(&meta_path))?;
     std::fs::rename(&tmp, out).map_err(io(out))?;
     Ok(meta)
@@ -276,7 +279,11 @@ impl Snapshots {
         });
     }
 
-    fn write_from(&self, checkpoint: &Path, committed: Committed) -> Result<Metadata, SnapshotError> {
+    fn write_from(
+        &self,
+        checkpoint: &Path,
+        committed: Committed,
+    ) -> Result<Metadata, SnapshotError> {
         let store = Storage::open_existing(checkpoint)?;
         if store.committed()? != Some(committed) {
             return Err(SnapshotError::Malformed(format!(
@@ -284,7 +291,11 @@ impl Snapshots {
                 committed.height
             )));
         }
-        let meta = write_snapshot(&store, &self.dir.join(committed.height.to_string()), CHUNK_BYTES)?;
+        let meta = write_snapshot(
+            &store,
+            &self.dir.join(committed.height.to_string()),
+            CHUNK_BYTES,
+        )?;
         self.prune()?;
         Ok(meta)
     }
@@ -313,21 +324,18 @@ impl Snapshots {
         for height in self.heights()?.into_iter().rev() {
             let path = self.dir.join(height.to_string()).join("metadata.json");
             // One unreadable snapshot (being pruned right now, or damaged) hides only itself.
-            let listed = std::fs::read(&path)
-                .map_err(io(&path))
-                .and_then(|bytes| {
-                    let meta: Metadata = serde_json::from_slice(&bytes).map_err(|e| {
-                        SnapshotError::Malformed(format!("{}: {e}", path.display()))
-                    })?;
-                    Ok(Listed {
-                        height,
-                        format: FORMAT,
-                        chunks: u32::try_from(meta.chunk_hashes.len())
-                            .map_err(|_| SnapshotError::Malformed("too many chunks".into()))?,
-                        hash: meta.hash()?,
-                        metadata: bytes,
-                    })
-                });
+            let listed = std::fs::read(&path).map_err(io(&path)).and_then(|bytes| {
+                let meta: Metadata = serde_json::from_slice(&bytes)
+                    .map_err(|e| SnapshotError::Malformed(format!("{}: {e}", path.display())))?;
+                Ok(Listed {
+                    height,
+                    format: FORMAT,
+                    chunks: u32::try_from(meta.chunk_hashes.len())
+                        .map_err(|_| SnapshotError::Malformed("too many chunks".into()))?,
+                    hash: meta.hash()?,
+                    metadata: bytes,
+                })
+            });
             match listed {
                 Ok(l) => out.push(l),
                 Err(e) => tracing::warn!(height, error = %e, "snapshot not offered"),
@@ -480,9 +488,10 @@ impl Restore {
     /// snapshot's height, and this build (which knows the upgrades `known`) must know every
     /// upgrade the state went through — else it would run that state under older rules.
     pub fn finish(self, storage: &Storage, known: &[&str]) -> Result<Committed, SnapshotError> {
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut entries: Vec<Record> = Vec::new();
         for chunk in self.chunks {
-            let chunk = chunk.ok_or_else(|| SnapshotError::Malformed("a chunk is missing".into()))?;
+            let chunk =
+                chunk.ok_or_else(|| SnapshotError::Malformed("a chunk is missing".into()))?;
             for (k, v) in decode_chunk(&chunk)? {
                 if entries.last().is_some_and(|(last, _)| *last >= k) {
                     return Err(SnapshotError::Malformed(
@@ -521,7 +530,12 @@ impl Restore {
                 }
             }
         }
-        Ok(storage.restore(self.meta.genesis_height, self.height, self.app_hash, &entries)?)
+        Ok(storage.restore(
+            self.meta.genesis_height,
+            self.height,
+            self.app_hash,
+            &entries,
+        )?)
     }
 }
 
@@ -587,8 +601,16 @@ mod tests {
         bad[0] ^= 1;
         assert_eq!(r.apply(1, &bad).unwrap(), Applied::Refetch);
         for i in (0..chunks.len()).rev() {
-            let want = if i == 0 { Applied::Complete } else { Applied::More };
-            assert_eq!(r.apply(i as u32, &chunks[i]).unwrap(), want, "chunk {i} of {last}");
+            let want = if i == 0 {
+                Applied::Complete
+            } else {
+                Applied::More
+            };
+            assert_eq!(
+                r.apply(i as u32, &chunks[i]).unwrap(),
+                want,
+                "chunk {i} of {last}"
+            );
         }
         assert_eq!(r.finish(&dst, &[]).unwrap(), at);
         assert_eq!(dst.genesis_height().unwrap(), Some(4));
@@ -608,6 +630,49 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_of_a_state_this_build_cannot_run_or_of_another_height_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = Storage::open(&dir.path().join("src")).unwrap();
+        let block = |height: u64| {
+            prost::Message::encode_to_vec(&neurodata_proto::chain::v1::BlockInfo {
+                height,
+                ..Default::default()
+            })
+        };
+        let mut w = BTreeMap::new();
+        w.insert(
+            crate::governance::state_key::upgrade_applied("v9"),
+            Some(b"applied".to_vec()),
+        );
+        w.insert(crate::app::state_key::block().to_owned(), Some(block(4)));
+        src.commit(src.prepare(4, true, w).unwrap()).unwrap();
+        let mut w = BTreeMap::new();
+        w.insert(crate::app::state_key::block().to_owned(), Some(block(5)));
+        src.commit(src.prepare(5, false, w).unwrap()).unwrap();
+        let at = src.committed().unwrap().unwrap();
+        let (listed, chunks) = listed_of(dir.path(), &src, 1 << 20);
+        let restore = |l: &Listed| {
+            let mut r = offer(l, &at.app_hash).unwrap();
+            for (i, c) in chunks.iter().enumerate() {
+                r.apply(i as u32, c).unwrap();
+            }
+            r
+        };
+        let dst = Storage::open(&dir.path().join("dst")).unwrap();
+        // A build that does not know "v9" would run the state under the old rules.
+        let e = restore(&listed).finish(&dst, &[]).unwrap_err();
+        assert!(matches!(&e, SnapshotError::UnknownUpgrade(n) if n == "v9"), "{e}");
+        assert!(dst.committed().unwrap().is_none());
+        // The state says height 5; a snapshot claiming 6 is refused.
+        let mut later = listed.clone();
+        later.height = 6;
+        let e = restore(&later).finish(&dst, &["v9"]).unwrap_err();
+        assert!(e.to_string().contains("the state is of height 5"), "{e}");
+        assert!(dst.committed().unwrap().is_none());
+        assert_eq!(restore(&listed).finish(&dst, &["v9"]).unwrap(), at);
+    }
+
+    #[test]
     fn offers_that_do_not_hold_together_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let src = store(&dir.path().join("src"), 5);
@@ -615,7 +680,10 @@ mod tests {
         let (l, _) = listed_of(dir.path(), &src, 300);
         let mut wrong = l.clone();
         wrong.format = 2;
-        assert_eq!(offer(&wrong, &at.app_hash).unwrap_err(), OfferError::Format(2));
+        assert_eq!(
+            offer(&wrong, &at.app_hash).unwrap_err(),
+            OfferError::Format(2)
+        );
         let mut wrong = l.clone();
         wrong.chunks += 1;
         assert!(offer(&wrong, &at.app_hash).is_err());
@@ -645,7 +713,10 @@ mod tests {
         }
         let dst = Storage::open(&dir.path().join("dst")).unwrap();
         let e = r.finish(&dst, &[]).unwrap_err();
-        assert!(e.to_string().contains("is not the verified app hash"), "{e}");
+        assert!(
+            e.to_string().contains("is not the verified app hash"),
+            "{e}"
+        );
         assert_eq!(dst.committed().unwrap(), None);
 
         // Records out of order (a forged but self-consistent snapshot) are refused.

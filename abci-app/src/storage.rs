@@ -121,7 +121,9 @@ pub enum StorageError {
         got: String,
     },
     /// A restore into a store that already holds state.
-    #[error("the state store already holds state (height {height}): restore only into an empty one")]
+    #[error(
+        "the state store already holds state (height {height}): restore only into an empty one"
+    )]
     NotEmpty {
         /// Its last committed height.
         height: u64,
@@ -355,7 +357,10 @@ impl Storage {
         &self,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        for entry in self.db.iterator_cf(cf(&self.db, LATEST)?, IteratorMode::Start) {
+        for entry in self
+            .db
+            .iterator_cf(cf(&self.db, LATEST)?, IteratorMode::Start)
+        {
             let (k, v) = entry?;
             f(&k, &v)?;
         }
@@ -616,8 +621,8 @@ impl Storage {
     ) -> Result<(), StorageError> {
         let (stale, values) = (cf(&self.db, STALE)?, cf(&self.db, VALUES)?);
         for index in &prepared.tree.stale_node_index_batch {
-            let node = borsh::to_vec(&index.node_key)
-                .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+            let node =
+                borsh::to_vec(&index.node_key).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             batch.put_cf(
                 stale,
                 stale_key(index.stale_since_version, STALE_NODE, &node),
@@ -924,7 +929,8 @@ mod tests {
                     None => model.remove(k),
                 };
             }
-            s.commit(s.prepare(i as u64 + 1, false, w).unwrap()).unwrap();
+            s.commit(s.prepare(i as u64 + 1, false, w).unwrap())
+                .unwrap();
             states.push(model.clone());
         }
         states
@@ -964,7 +970,10 @@ mod tests {
         for h in 0..=30u64 {
             if h < 28 {
                 let e = pruned.get_with_proof("k1", h).unwrap_err();
-                assert!(matches!(e, StorageError::Pruned { earliest: 28, .. }), "{e}");
+                assert!(
+                    matches!(e, StorageError::Pruned { earliest: 28, .. }),
+                    "{e}"
+                );
                 assert!(e.to_string().contains("was pruned"), "{e}");
                 continue;
             }
@@ -994,9 +1003,14 @@ mod tests {
         // A pruned store reopened as an archive keeps what it has and reads what it kept.
         drop(pruned);
         let reopened = Storage::open(&dir.path().join("p")).unwrap();
-        assert_eq!(reopened.get_at("k1", 30).unwrap(), archive.get_at("k1", 30).unwrap());
+        assert_eq!(
+            reopened.get_at("k1", 30).unwrap(),
+            archive.get_at("k1", 30).unwrap()
+        );
         assert!(matches!(
-            Storage::open(&dir.path().join("x")).unwrap().with_pruning(1),
+            Storage::open(&dir.path().join("x"))
+                .unwrap()
+                .with_pruning(1),
             Err(StorageError::KeepRecentTooSmall(1))
         ));
     }
@@ -1041,7 +1055,10 @@ mod tests {
         assert_eq!(dst.committed().unwrap(), None);
         assert_eq!(count(&dst, NODES), 0);
 
-        assert_eq!(dst.restore(0, at.height, at.app_hash, &entries).unwrap(), at);
+        assert_eq!(
+            dst.restore(0, at.height, at.app_hash, &entries).unwrap(),
+            at
+        );
         assert_eq!(dst.earliest_height().unwrap(), Some(10));
         assert!(matches!(
             dst.get_at("k1", 9),
@@ -1058,7 +1075,9 @@ mod tests {
                 .map(|(k, v)| (k.clone(), v.as_ref().map(|v| v.as_bytes().to_vec())))
                 .collect();
             let h = 11 + i as u64;
-            let a = src.commit(src.prepare(h, false, w.clone()).unwrap()).unwrap();
+            let a = src
+                .commit(src.prepare(h, false, w.clone()).unwrap())
+                .unwrap();
             let b = dst.commit(dst.prepare(h, false, w).unwrap()).unwrap();
             assert_eq!(a, b, "height {h}");
         }
@@ -1073,8 +1092,11 @@ mod tests {
             .unwrap();
         // And a restored store prunes like any other.
         let dst = dst.with_pruning(2).unwrap();
-        dst.commit(dst.prepare(13, false, writes(&[("k1", Some("q"))])).unwrap())
-            .unwrap();
+        dst.commit(
+            dst.prepare(13, false, writes(&[("k1", Some("q"))]))
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(dst.earliest_height().unwrap(), Some(12));
     }
 

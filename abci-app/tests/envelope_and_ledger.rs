@@ -266,17 +266,36 @@ fn a_proposal_puts_each_signers_txs_in_nonce_order_and_holds_back_gaps_and_reuse
     let bob = c.signer(1, Role::Provider);
     n.ok(&bob, vec![msg::transfer(alice.address(), Amount(1))]);
     let pay = |who, nonce, amount| {
-        n.sign_with(who, nonce, vec![msg::transfer(bob.address(), Amount(amount))])
+        n.sign_with(
+            who,
+            nonce,
+            vec![msg::transfer(bob.address(), Amount(amount))],
+        )
     };
-    let (a0, a1, a2, a4) = (pay(&alice, 0, 10), pay(&alice, 1, 11), pay(&alice, 2, 12), pay(&alice, 4, 14));
+    let (a0, a1, a2, a4) = (
+        pay(&alice, 0, 10),
+        pay(&alice, 1, 11),
+        pay(&alice, 2, 12),
+        pay(&alice, 4, 14),
+    );
     let a1_again = pay(&alice, 1, 99);
     let (b0, b1, b2) = (pay(&bob, 0, 1), pay(&bob, 1, 2), pay(&bob, 2, 3));
     // As a busy node's mempool may list them: alice's 1 before her 0, a gap to 4, a re-signed 1;
     // bob's 0 already committed (a replay), then his 1 and 2.
-    let mempool: Vec<bytes::Bytes> = [&a1, &b0, &a0, &b1, &a4, &a1_again, &a2, &b2, &b"junk"[..].to_vec()]
-        .into_iter()
-        .map(|t| bytes::Bytes::from(t.clone()))
-        .collect();
+    let mempool: Vec<bytes::Bytes> = [
+        &a1,
+        &b0,
+        &a0,
+        &b1,
+        &a4,
+        &a1_again,
+        &a2,
+        &b2,
+        &b"junk"[..].to_vec(),
+    ]
+    .into_iter()
+    .map(|t| bytes::Bytes::from(t.clone()))
+    .collect();
     let proposed = n.node.in_nonce_order(mempool).unwrap();
     let expect: Vec<bytes::Bytes> = [&a0, &a1, &b1, &a2, &b2]
         .into_iter()

@@ -12,11 +12,11 @@
 
 pub mod action;
 pub mod jail;
-pub mod upgrade;
 pub mod params;
 pub mod rewards;
 pub mod state_key;
 mod submit;
+pub mod upgrade;
 pub mod view;
 mod vote;
 

@@ -231,7 +231,9 @@ mod tests {
         // Once applied, the name cannot be scheduled again.
         assert!(matches!(
             check_schedule(&s, "v2", 20, 11),
-            Err(TxError::Governance(GovernanceError::UpgradeAlreadyApplied { height: 10, .. }))
+            Err(TxError::Governance(
+                GovernanceError::UpgradeAlreadyApplied { height: 10, .. }
+            ))
         ));
     }
 
@@ -241,11 +243,15 @@ mod tests {
         let mut s = StateDelta::new(&base);
         assert!(matches!(
             check_schedule(&s, "v2", 5, 5),
-            Err(TxError::Governance(GovernanceError::UpgradeHeightPassed { .. }))
+            Err(TxError::Governance(
+                GovernanceError::UpgradeHeightPassed { .. }
+            ))
         ));
         assert!(matches!(
             check_schedule(&s, "v2", 0, 5),
-            Err(TxError::Governance(GovernanceError::NoUpgradeToCancel { .. }))
+            Err(TxError::Governance(
+                GovernanceError::NoUpgradeToCancel { .. }
+            ))
         ));
         for bad in ["", "V2", "v 2", "v2/x", &"x".repeat(65)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
