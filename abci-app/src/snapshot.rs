@@ -661,7 +661,10 @@ mod tests {
         let dst = Storage::open(&dir.path().join("dst")).unwrap();
         // A build that does not know "v9" would run the state under the old rules.
         let e = restore(&listed).finish(&dst, &[]).unwrap_err();
-        assert!(matches!(&e, SnapshotError::UnknownUpgrade(n) if n == "v9"), "{e}");
+        assert!(
+            matches!(&e, SnapshotError::UnknownUpgrade(n) if n == "v9"),
+            "{e}"
+        );
         assert!(dst.committed().unwrap().is_none());
         // The state says height 5; a snapshot claiming 6 is refused.
         let mut later = listed.clone();
