@@ -230,6 +230,7 @@ mod tests {
             UpgradeAlreadyApplied { name: s(), height: 1 },
             NoUpgradeToCancel { name: s(), pending: s() },
             UpgradeInfoTooLong { len: 1025 },
+            JailedAfterProposal { pub_key: s(), jailed_height: 2, submitted_height: 1 },
         }));
         all.extend(every!(Mk {
             UnknownDataset(1),

@@ -344,3 +344,45 @@ fn evidence_and_a_re_admission_in_one_block_hand_cometbft_one_update() {
     let b = t.apply_with_misbehaviour(&[tx], &[double_sign(&key, 2)]);
     assert_eq!(b.validator_updates, vec![(key, 5)]);
 }
+
+#[test]
+fn a_proposal_submitted_before_the_jail_does_not_re_admit() {
+    // Its voters weighed the validator as it was: giving power back after a double sign takes a
+    // proposal submitted after the jail.
+    let c = Consortium::new(3, 4);
+    let mut t = Twin::start(&c);
+    let key = c.validators[2].0;
+    let v = t.a.storage().validator(&key).unwrap().unwrap();
+    let rename = msg::propose(
+        "rename v2",
+        A::SetValidator(pb::SetValidator {
+            pub_key: key.to_vec(),
+            power: v.power,
+            org_id: v.org_id.clone(),
+            name: "v2-renamed".into(),
+            operators: v.operators.clone(),
+        }),
+    );
+    t.ok(&c.signer(2, Role::Admin), vec![rename]);
+    t.ok(&c.signer(0, Role::Admin), vec![msg::vote(1, true)]);
+    t.apply_with_misbehaviour(&[], &[double_sign(&key, 1)]);
+    let tx =
+        t.a.sign(&c.signer(1, Role::Admin), vec![msg::vote(1, true)]);
+    let b = t.apply(&[tx]);
+    let o = &b.outcomes[0];
+    assert_eq!(o.code, 0, "the vote itself counts: {}", o.log);
+    let failed: Vec<_> = o
+        .events
+        .iter()
+        .filter(|e| e.kind == "proposal.failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", o.events);
+    let reason = failed[0].get("reason").unwrap_or_default();
+    assert!(
+        reason.contains("was jailed at height") && reason.contains("submit a new proposal"),
+        "{reason}"
+    );
+    assert!(b.validator_updates.is_empty());
+    assert!(t.a.storage().jailed(&key).unwrap().is_some());
+    assert_ne!(power(&t.a, &key), Some(v.power), "still out of the set");
+}

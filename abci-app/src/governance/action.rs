@@ -543,6 +543,20 @@ impl ProposalAction {
                 name,
                 operators,
             } => {
+                // A re-admission voted on before the jail would re-admit without the consortium
+                // having weighed the misbehaviour.
+                if *power > 0
+                    && let Some(jail) = state.jailed(pub_key)?
+                    && let Some(proposal) = state.proposal(proposal_id)?
+                    && jail.jailed_height > proposal.submitted_height
+                {
+                    return Err(GovernanceError::JailedAfterProposal {
+                        pub_key: hex::encode(pub_key),
+                        jailed_height: jail.jailed_height,
+                        submitted_height: proposal.submitted_height,
+                    }
+                    .into());
+                }
                 state.put_validator(
                     pub_key,
                     &pb::Validator {

@@ -30,7 +30,9 @@
 //!    (`already_jailed`, `not_in_set`).
 //! 5. **The way back** is a vote of the consortium: a governance `SetValidator` that gives the
 //!    key power again re-admits the validator and clears its jail (`validator.unjailed`). Its
-//!    operators should first make sure the key runs in one place only.
+//!    operators should first make sure the key runs in one place only. The proposal must have
+//!    been submitted at or after the jail's height: one opened before it fails
+//!    (`JailedAfterProposal`), its voters not having weighed the misbehaviour.
 //!
 //! Everything here is a function of the block (its evidence list and height) and the state, so
 //! every node jails the same validators and returns the same validator updates.

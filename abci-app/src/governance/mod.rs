@@ -241,6 +241,20 @@ pub enum GovernanceError {
         /// Its length.
         len: usize,
     },
+    /// A proposal to give power back to a validator that was jailed after the proposal was
+    /// submitted: its voters could not have weighed the misbehaviour.
+    #[error(
+        "validator {pub_key} was jailed at height {jailed_height}, after this proposal was \
+         submitted at height {submitted_height}: submit a new proposal to re-admit it"
+    )]
+    JailedAfterProposal {
+        /// The validator's key, hex.
+        pub_key: String,
+        /// When it was jailed.
+        jailed_height: u64,
+        /// When the proposal was submitted.
+        submitted_height: u64,
+    },
 }
 
 impl GovernanceError {
@@ -281,6 +295,7 @@ impl GovernanceError {
             GovernanceError::UpgradeAlreadyApplied { .. } => 210,
             GovernanceError::NoUpgradeToCancel { .. } => 211,
             GovernanceError::UpgradeInfoTooLong { .. } => 212,
+            GovernanceError::JailedAfterProposal { .. } => 213,
         }
     }
 }
