@@ -407,26 +407,9 @@ impl Storage {
                 got: hex::encode(root.0),
             });
         }
-        let (nodes, values, latest, meta) = (
-            cf(&self.db, NODES)?,
-            cf(&self.db, VALUES)?,
-            cf(&self.db, LATEST)?,
-            cf(&self.db, META)?,
-        );
+        let (latest, meta) = (cf(&self.db, LATEST)?, cf(&self.db, META)?);
         let mut wb = WriteBatch::default();
-        for (key, node) in batch.node_batch.nodes() {
-            let k = borsh::to_vec(key).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            let v = borsh::to_vec(node).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            wb.put_cf(nodes, k, v);
-        }
-        for ((v, key_hash), value) in batch.node_batch.values() {
-            if let Some(value) = value {
-                let mut stored = Vec::with_capacity(1 + value.len());
-                stored.push(1);
-                stored.extend_from_slice(value);
-                wb.put_cf(values, value_key(key_hash, *v), stored);
-            }
-        }
+        self.put_tree(&mut wb, &batch)?;
         for (k, v) in entries {
             wb.put_cf(latest, k, v);
         }
@@ -549,21 +532,16 @@ impl Storage {
         })
     }
 
-    /// Writes a prepared block atomically and durably (one synced write batch).
-    pub fn commit(&self, prepared: PreparedCommit) -> Result<Committed, StorageError> {
-        let (nodes, values, latest, meta) = (
-            cf(&self.db, NODES)?,
-            cf(&self.db, VALUES)?,
-            cf(&self.db, LATEST)?,
-            cf(&self.db, META)?,
-        );
-        let mut batch = WriteBatch::default();
-        for (key, node) in prepared.tree.node_batch.nodes() {
+    /// Puts jmt's new tree nodes and versioned values into `batch` (a deleted value is stored as
+    /// the tombstone tag 0, a present one as 1 and its bytes).
+    fn put_tree(&self, batch: &mut WriteBatch, tree: &TreeUpdateBatch) -> Result<(), StorageError> {
+        let (nodes, values) = (cf(&self.db, NODES)?, cf(&self.db, VALUES)?);
+        for (key, node) in tree.node_batch.nodes() {
             let k = borsh::to_vec(key).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             let v = borsh::to_vec(node).map_err(|e| StorageError::Corrupt(e.to_string()))?;
             batch.put_cf(nodes, k, v);
         }
-        for ((version, key_hash), value) in prepared.tree.node_batch.values() {
+        for ((version, key_hash), value) in tree.node_batch.values() {
             let mut v = Vec::with_capacity(1 + value.as_ref().map_or(0, Vec::len));
             match value {
                 Some(value) => {
@@ -574,6 +552,14 @@ impl Storage {
             }
             batch.put_cf(values, value_key(key_hash, *version), v);
         }
+        Ok(())
+    }
+
+    /// Writes a prepared block atomically and durably (one synced write batch).
+    pub fn commit(&self, prepared: PreparedCommit) -> Result<Committed, StorageError> {
+        let (latest, meta) = (cf(&self.db, LATEST)?, cf(&self.db, META)?);
+        let mut batch = WriteBatch::default();
+        self.put_tree(&mut batch, &prepared.tree)?;
         for (k, v) in &prepared.writes {
             match v {
                 Some(v) => batch.put_cf(latest, k.as_bytes(), v),

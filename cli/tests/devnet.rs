@@ -171,6 +171,36 @@ impl Net {
     }
 
     /// Polls node0's validator set until `found` returns Some (bounded by `T`).
+    /// Waits until the validator of base64 ed25519 `key` is in the set, then asserts that it
+    /// signs the next block's commit; returns its address.
+    fn wait_signing(&self, client: &HttpClient, key: &str, node: &str) -> tendermint::account::Id {
+        let pub_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(key)).unwrap();
+        let address = self.wait_validators(
+            client,
+            &format!("{node} to join the validator set"),
+            |vals| {
+                vals.iter()
+                    .find(|v| v.pub_key == pub_key)
+                    .map(|v| v.address)
+            },
+        );
+        let h = self.height(0).unwrap();
+        self.wait_height(0, h + 2, T);
+        let commit = rt()
+            .block_on(client.commit(tendermint::block::Height::try_from(h + 1).unwrap()))
+            .unwrap();
+        assert!(
+            commit
+                .signed_header
+                .commit
+                .signatures
+                .iter()
+                .any(|s| s.validator_address() == Some(address)),
+            "{node} signs blocks"
+        );
+        address
+    }
+
     fn wait_validators<R>(
         &self,
         client: &HttpClient,
@@ -445,27 +475,9 @@ fn a_validator_added_by_governance_signs_blocks_and_a_removed_one_leaves() {
     propose("10", &key, "medlab");
     vote("1");
     let client = HttpClient::new(net.rpcs[0].as_str()).unwrap();
-    let new_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key)).unwrap();
     // Validator updates take effect two blocks after the block that made them.
-    let address = net.wait_validators(&client, "node4 to join the validator set", |vals| {
-        vals.iter()
-            .find(|v| v.pub_key == new_key)
-            .map(|v| v.address)
-    });
-    let h = net.height(0).unwrap();
-    net.wait_height(0, h + 2, T);
-    let commit = rt()
-        .block_on(client.commit(tendermint::block::Height::try_from(h + 1).unwrap()))
-        .unwrap();
-    assert!(
-        commit
-            .signed_header
-            .commit
-            .signatures
-            .iter()
-            .any(|s| s.validator_address() == Some(address)),
-        "node4 signs blocks"
-    );
+    net.wait_signing(&client, &key, "node4");
+    let new_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key)).unwrap();
 
     // Audit finding: two passing set-validator proposals for one key whose last approvals land
     // in one block (the last voter sends both votes in one tx) used to hand CometBFT two updates
@@ -1176,26 +1188,7 @@ fn a_new_validator_joins_by_state_sync_and_pruned_heights_answer_a_clear_error()
         .unwrap();
     net.tx(2, "datacorp", "admin", &["vote", "--proposal", "1"])
         .unwrap();
-    let new_key = tendermint::PublicKey::from_raw_ed25519(&base64_decode(&key)).unwrap();
-    let address = net.wait_validators(&client0, "node4 to join the validator set", |vals| {
-        vals.iter()
-            .find(|v| v.pub_key == new_key)
-            .map(|v| v.address)
-    });
-    let h = net.height(0).unwrap();
-    net.wait_height(0, h + 2, T);
-    let commit = rt()
-        .block_on(client0.commit(tendermint::block::Height::try_from(h + 1).unwrap()))
-        .unwrap();
-    assert!(
-        commit
-            .signed_header
-            .commit
-            .signatures
-            .iter()
-            .any(|s| s.validator_address() == Some(address)),
-        "node4 signs blocks"
-    );
+    net.wait_signing(&client0, &key, "node4");
     pay(&net, 4, "24");
     net.assert_converged(&[0, 1, 2, 3, 4]);
     let balance = ndctl(
