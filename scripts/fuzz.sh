@@ -20,7 +20,10 @@
 #
 # Needs the nightly toolchain (cargo-fuzz builds with nightly-only flags): exits 2 with a message
 # when `cargo +nightly` is not there. Installs cargo-fuzz (pinned) into the cache when missing.
+# Exit status: 0 no crash, 1 a crash (or a regression input failing again), 2 no nightly,
+# 3 the build ran out of NEURODATA_FUZZ_BUILD_TIMEOUT (nothing fuzzed).
 # Environment: NEURODATA_FUZZ_TARGET_DIR (default ~/.cache/neurodata/fuzz-target),
+# NEURODATA_FUZZ_BUILD_TIMEOUT (seconds; default none),
 # NEURODATA_FUZZ_SANITIZER (none; `address` for ASan, slower), CARGO_BUILD_JOBS (cargo's own).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,9 +71,23 @@ fi
 export PATH="$FUZZ_ROOT/bin:$PATH"
 
 # 3. Build every target (release, debug assertions and overflow checks on), with fuzz/Cargo.lock.
+# NEURODATA_FUZZ_BUILD_TIMEOUT=<seconds> bounds the build (CI gives it what its time budget has
+# left): past it, cargo stops, what it finished stays in the target directory, and the script exits
+# 3 saying so; the next run continues the build where it stopped.
 build_start=$(date +%s)
-(cd fuzz && cargo +nightly fuzz build -O --debug-assertions --sanitizer "$SANITIZER" \
-  --target-dir "$TARGET_DIR")
+build_timeout=${NEURODATA_FUZZ_BUILD_TIMEOUT:-0}
+set +e
+(cd fuzz && timeout "$build_timeout" cargo +nightly fuzz build -O --debug-assertions \
+  --sanitizer "$SANITIZER" --target-dir "$TARGET_DIR")
+rc=$?
+set -e
+if [[ $rc -eq 124 ]]; then
+  echo "fuzz: the build did not finish within ${build_timeout} s; what it built is cached in $TARGET_DIR and the next run goes on from there" >&2
+  exit 3
+elif [[ $rc -ne 0 ]]; then
+  echo "fuzz: building the targets failed (exit $rc)" >&2
+  exit "$rc"
+fi
 echo "fuzz: built in $(( $(date +%s) - build_start )) s ($BIN)"
 
 if [[ $mode == seeds ]]; then

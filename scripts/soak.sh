@@ -12,18 +12,23 @@
 #     approve); the sales and governance use the buyers, providers and admins, the transfers the
 #     trainers, so no two clients race for a nonce;
 #  3. a sampler every 5 s: resident memory (VmRSS) of each process in the devnet's pids.json
-#     (cometbft and neurodata-abci x4, gateways x3), disk use of each node's directory, height;
-#     the load generator writes each 5 s window's committed txs and p50/p99 commit latency;
+#     (cometbft and neurodata-abci x4, gateways x3), disk use of each node's directory, height,
+#     each app's store caches (its "store memory" log line: RocksDB's block cache, which the
+#     memtables and index and filter blocks are charged to, and the tree node cache; both
+#     bounded), and node0's CometBFT metrics (block interval, FinalizeBlock and Commit timings,
+#     mempool size); the load generator writes each 5 s window's committed txs and p50/p99
+#     commit latency;
 #  4. at the end the exactly-once check (every tx CheckTx accepted is in exactly one block and in
 #     another node's tx index, every signer's nonce and balance are what the accepted transfers
 #     imply; see the example) and the flatness verdict, last third against first third of the
 #     run after a warm-up (the first 10%, at least 20 s):
-#       RSS: each process's mean grows by at most 25% (ratio <= 1.25);
+#       RSS: each process's mean grows by at most 25% (ratio <= 1.25); for an app, its RSS
+#       outside the store's caches (which fill up to their bound by design);
 #       p99: the median of the windows' p99 grows by at most 50% plus 100 ms;
 #       disk: the growth rate (MB/min) grows by at most 50% plus 1 MB/min (the chain's data grows
 #       with its blocks; flat means the rate does not climb).
 # Writes samples.csv, windows.csv, ops.log (each sale and proposal: ok, or FAILED and why) and, with matplotlib (installed into a venv in the cache when pip
-# can reach PyPI, unless NEURODATA_SOAK_INSTALL=0; skipped with a message otherwise), rss.png, p99.png and disk.png into
+# can reach PyPI, unless NEURODATA_SOAK_INSTALL=0; skipped with a message otherwise), rss.png, abci-memory.png, p99.png, blocks.png and disk.png into
 # NEURODATA_SOAK_OUT (default docs/soak). Last line: one JSON object.
 # Exits non-zero when the exactly-once check fails; the flatness verdict fails the run only with
 # NEURODATA_SOAK_STRICT=1 (a 2-minute run is too short to judge drift: CI reports it only).
@@ -67,6 +72,9 @@ net=$work/net
 C=$net/consortium
 rpcs="http://127.0.0.1:$((base + 7)),http://127.0.0.1:$((base + 17)),http://127.0.0.1:$((base + 27)),http://127.0.0.1:$((base + 37))"
 export NEURODATA_DEVNET=$net NEURODATA_TRUST_DIR=$net/trusted
+# The apps log their store's memory every 5 s (the sampler's pace), so that the report can tell
+# the store's bounded caches filling from growth outside them.
+export NEURODATA_MEMORY_LOG_SECS=5
 
 echo "== devnet: 4 validators, gateways of medlab, healthtech, datacorp (base port $base, $profile build)" >&2
 "$ndctl" devnet up --dir "$net" --base-port "$base" --gateways >&2
@@ -82,7 +90,7 @@ rate=$(python3 -c 'import sys; print(max(1.0, round(0.7 * float(sys.argv[1]), 1)
 echo "capacity $capacity tx/s: the soak sends $rate tx/s" >&2
 
 # Sampler: one CSV line every 5 s.
-export SOAK_RPC0="http://127.0.0.1:$((base + 7))"
+export SOAK_RPC0="http://127.0.0.1:$((base + 7))" SOAK_METRICS0="http://127.0.0.1:$((base + 4))/metrics"
 python3 - "$net" "$work/samples.csv" <<'PY' &
 import json, os, subprocess, sys, time, urllib.request
 net, out = sys.argv[1], sys.argv[2]
@@ -103,6 +111,46 @@ def rss_kb(pid):
 def du_kb(path):
     r = subprocess.run(["du", "-sk", path], capture_output=True, text=True)
     return int(r.stdout.split()[0]) if r.stdout else 0
+def store_kb(node):
+    """The app's last "store memory" log line: block cache (with memtables, index and filter
+    blocks) plus tree node cache, in KiB; 0 before the first."""
+    try:
+        with open(os.path.join(net, node, "abci.log"), "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 65536))
+            tail = f.read().decode("utf-8", "replace")
+    except OSError:
+        return 0
+    for line in reversed(tail.splitlines()):
+        if "store memory" in line:
+            kv = dict(w.split("=", 1) for w in line.split() if "=" in w)
+            return int(kv.get("cache_kib", 0)) + int(kv.get("tree_kib", 0))
+    return 0
+METRICS = ["mempool_txs", "block_interval_s_sum", "block_interval_s_count", "finalize_block_s_sum",
+           "finalize_block_s_count", "commit_s_sum", "commit_s_count"]
+def metrics():
+    """node0's CometBFT metrics: mempool size, and the running sums and counts of the block
+    interval and of FinalizeBlock and Commit as CometBFT times them (the report takes deltas)."""
+    m = dict.fromkeys(METRICS, "")
+    try:
+        with urllib.request.urlopen(os.environ["SOAK_METRICS0"], timeout=3) as r:
+            text = r.read().decode()
+    except Exception:
+        return [m[k] for k in METRICS]
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        base, _, labels = name.partition("{")
+        if base == "cometbft_mempool_size":
+            m["mempool_txs"] = value
+        elif base.startswith("cometbft_consensus_block_interval_seconds_"):
+            m["block_interval_s_" + base.rsplit("_", 1)[1]] = value
+        elif base.startswith("cometbft_abci_connection_method_timing_seconds_") and base.rsplit("_", 1)[1] in ("sum", "count"):
+            for method in ("finalize_block", "commit"):
+                if f'method="{method}"' in labels:
+                    m[f"{method}_s_" + base.rsplit("_", 1)[1]] = value
+    return [m[k] for k in METRICS]
 def height():
     try:
         with urllib.request.urlopen(rpc + "/status", timeout=3) as r:
@@ -111,9 +159,9 @@ def height():
         return -1
 rpc = os.environ["SOAK_RPC0"]
 with open(out, "w") as f:
-    f.write(",".join(["unix", "height"] + [f"rss_kb_{n}" for n, _ in procs] + [f"disk_kb_{n}" for n in nodes]) + "\n")
+    f.write(",".join(["unix", "height"] + [f"rss_kb_{n}" for n, _ in procs] + [f"disk_kb_{n}" for n in nodes] + [f"store_kb_abci{n[4:]}" for n in nodes] + METRICS) + "\n")
     while True:
-        row = [f"{time.time():.1f}", str(height())] + [str(rss_kb(p)) for _, p in procs] + [str(du_kb(os.path.join(net, n))) for n in nodes]
+        row = [f"{time.time():.1f}", str(height())] + [str(rss_kb(p)) for _, p in procs] + [str(du_kb(os.path.join(net, n))) for n in nodes] + [str(store_kb(n)) for n in nodes] + metrics()
         f.write(",".join(row) + "\n")
         f.flush()
         time.sleep(5)
@@ -211,13 +259,26 @@ def thirds(points):
     return (pts[:k], pts[-k:]) if k else ([], [])
 def mean(xs):
     return statistics.fmean(xs) if xs else 0.0
-reasons, rss_ratio = [], {}
+def growth(points):
+    a, b = thirds(points)
+    return round(mean([v for _, v in b]) / mean([v for _, v in a]), 3) if a and mean([v for _, v in a]) else None
+reasons, rss_ratio, outside_ratio, store_mib = [], {}, {}, {}
 for col in [c for c in rows[0] if c.startswith("rss_kb_")] if rows else []:
-    a, b = thirds([(float(r["unix"]), float(r[col])) for r in rows])
-    ratio = round(mean([v for _, v in b]) / mean([v for _, v in a]), 3) if a and mean([v for _, v in a]) else None
-    rss_ratio[col[7:]] = ratio
-    if ratio is not None and ratio > 1.25:
-        reasons.append(f"RSS of {col[7:]} grew x{ratio}")
+    name = col[7:]
+    ratio = growth([(float(r["unix"]), float(r[col])) for r in rows])
+    rss_ratio[name] = ratio
+    # An app's RSS includes its store's caches, which fill up to their bound (block cache and
+    # tree node cache, logged by the app): growth is judged on what lies outside them.
+    store = f"store_kb_{name}"
+    if store in rows[0]:
+        outside_ratio[name] = growth([(float(r["unix"]), float(r[col]) - float(r[store])) for r in rows if float(r[store]) > 0])
+        store_mib[name] = round(max(float(r[store]) for r in rows) / 1024, 1)
+        judged_ratio = outside_ratio[name]
+    else:
+        judged_ratio = ratio
+    if judged_ratio is not None and judged_ratio > 1.25:
+        what = "RSS outside the store's caches" if store in rows[0] else "RSS"
+        reasons.append(f"{what} of {name} grew x{judged_ratio}")
 a, b = thirds([(float(w[0]), float(w[3])) for w in wins if int(w[1]) > 0])
 p99_first, p99_last = (round(statistics.median([v for _, v in x])) if x else None for x in (a, b))
 if p99_first is not None and p99_last > 1.5 * p99_first + 100:
@@ -230,6 +291,25 @@ disk_first, disk_last = rate(a), rate(b)
 if disk_first is not None and disk_last > 1.5 * max(disk_first, 0) + 1:
     reasons.append(f"disk growth rose from {disk_first:.2f} to {disk_last:.2f} MB/min")
 total_rate = rate(disk)
+# node0's block timing per sampling interval, from CometBFT's cumulative metrics: where the
+# latency goes when it moves (the block interval, FinalizeBlock, Commit, the mempool's backlog).
+def per_interval(kind):
+    pts = []
+    for r0, r1 in zip(rows, rows[1:]):
+        try:
+            ds = float(r1[kind + "_sum"]) - float(r0[kind + "_sum"])
+            dc = float(r1[kind + "_count"]) - float(r0[kind + "_count"])
+        except (KeyError, ValueError):
+            continue
+        if dc > 0:
+            pts.append((float(r1["unix"]), 1000 * ds / dc))
+    return pts
+timing = {k: per_interval(k) for k in ("block_interval_s", "finalize_block_s", "commit_s")}
+timing["mempool_txs"] = [(float(r["unix"]), float(r["mempool_txs"])) for r in rows if r.get("mempool_txs")]
+def first_last(pts):
+    a, b = thirds(pts)
+    return [round(statistics.median([v for _, v in x]), 1) if x else None for x in (a, b)]
+timing_first_last = {k.replace("_s", "_ms") if k != "mempool_txs" else k: first_last(v) for k, v in timing.items()}
 judged = bool(a and b)
 verdict = ("flat" if not reasons else "growing: " + "; ".join(reasons)) if judged else "too short to judge"
 ops = [l.split()[:2] for l in open(ops_log)]
@@ -244,17 +324,37 @@ try:
         ax.plot(ts, [float(r[col]) / 1024 for r in rows], label=col[7:])
     ax.set(xlabel="minutes", ylabel="RSS (MiB)", title="resident memory per process")
     ax.legend(fontsize=7, ncol=4); fig.tight_layout(); fig.savefig(os.path.join(out, "rss.png"), dpi=90)
+    stores = [c for c in rows[0] if c.startswith("store_kb_")]
+    if stores:
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for col in stores:
+            name = col[9:]
+            line, = ax.plot(ts, [float(r["rss_kb_" + name]) / 1024 for r in rows], label=f"{name} RSS")
+            ax.plot(ts, [float(r[col]) / 1024 for r in rows], ls="--", color=line.get_color(), label=f"{name} store caches")
+            ax.plot(ts, [(float(r["rss_kb_" + name]) - float(r[col])) / 1024 for r in rows], ls=":", color=line.get_color(), label=f"{name} outside them")
+        ax.set(xlabel="minutes", ylabel="MiB", title="neurodata-abci: RSS, the store's bounded caches, and the rest")
+        ax.legend(fontsize=7, ncol=4); fig.tight_layout(); fig.savefig(os.path.join(out, "abci-memory.png"), dpi=90)
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.plot([(float(w[0]) - t0) / 60 for w in wins], [float(w[3]) for w in wins], label="p99")
     ax.plot([(float(w[0]) - t0) / 60 for w in wins], [float(w[2]) for w in wins], label="p50")
     ax.set(xlabel="minutes", ylabel="commit latency (ms)", title="transfer commit latency per 5 s window")
     ax.legend(); fig.tight_layout(); fig.savefig(os.path.join(out, "p99.png"), dpi=90)
+    if any(timing.values()):
+        fig, ax = plt.subplots(figsize=(9, 4))
+        for k, label in (("block_interval_s", "block interval"), ("finalize_block_s", "FinalizeBlock"), ("commit_s", "Commit")):
+            ax.plot([(t - t0) / 60 for t, _ in timing[k]], [v for _, v in timing[k]], label=label, lw=0.8)
+        ax.set(xlabel="minutes", ylabel="ms (mean per 5 s)", title="node0: block interval and ABCI timings (CometBFT metrics), mempool")
+        ax2 = ax.twinx()
+        ax2.plot([(t - t0) / 60 for t, _ in timing["mempool_txs"]], [v for _, v in timing["mempool_txs"]], color="grey", lw=0.6, label="mempool txs")
+        ax2.set_ylabel("mempool txs")
+        ax.legend(loc="upper left", fontsize=7); ax2.legend(loc="upper right", fontsize=7)
+        fig.tight_layout(); fig.savefig(os.path.join(out, "blocks.png"), dpi=90)
     fig, ax = plt.subplots(figsize=(9, 3.5))
     for col in [c for c in rows[0] if c.startswith("disk_kb_")]:
         ax.plot(ts, [float(r[col]) / 1024 for r in rows], label=col[8:])
     ax.set(xlabel="minutes", ylabel="MB", title="disk use per node directory")
     ax.legend(); fig.tight_layout(); fig.savefig(os.path.join(out, "disk.png"), dpi=90)
-    print(f"plots: {out}/rss.png, p99.png, disk.png", file=sys.stderr)
+    print(f"plots: {out}/rss.png, abci-memory.png, p99.png, blocks.png, disk.png", file=sys.stderr)
 except ImportError:
     print("no matplotlib: no plots (figures are in samples.csv and windows.csv)", file=sys.stderr)
 e = soak["exactly_once"]
@@ -267,7 +367,9 @@ print(json.dumps({
     "probe_exactly_once": probe["exactly_once"]["ok"],
     "sales_ok": count("sale", "ok"), "sales_failed": count("sale", "FAILED"),
     "governance_ok": count("governance", "ok"), "governance_failed": count("governance", "FAILED"),
-    "rss_growth": rss_ratio, "p99_ms_first": p99_first, "p99_ms_last": p99_last,
+    "rss_growth": rss_ratio, "abci_rss_outside_store_growth": outside_ratio, "abci_store_caches_mib_max": store_mib,
+    "p99_ms_first": p99_first, "p99_ms_last": p99_last,
+    "node0_first_last_third": timing_first_last,
     "p50_ms": soak["p50_ms"], "p99_ms": soak["p99_ms"],
     "disk_mb_per_min": round(total_rate, 2) if total_rate is not None else None,
     "disk_mb_per_min_first": round(disk_first, 2) if disk_first is not None else None,

@@ -4,6 +4,9 @@
 //! commits BLOCKS blocks (default 2000) of a consortium-like write mix — 200 account updates, 20
 //! new records and 5 deletions a block over 20,000 live keys — into an archive store and into one
 //! keeping KEEP_RECENT heights (default 100), compacts both, and prints their sizes and ratio.
+//! Along the way it prints the process's resident memory beside the store's own account of its
+//! memory (block cache with the memtables charged to it, tree node cache): the caches fill up to
+//! their bounds, and what lies outside them should stay level.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,7 +38,40 @@ impl Lcg {
     }
 }
 
-fn run(store: &Storage, blocks: u64) -> anyhow::Result<f64> {
+/// This process's VmRSS and RssAnon, in KiB.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("RssAnon:"))
+}
+
+fn print_memory(label: &str, h: u64, store: &Storage) -> anyhow::Result<()> {
+    let m = store.memory()?;
+    let (rss, anon) = rss_kib();
+    let mib = |b: u64| b as f64 / 1048576.0;
+    println!(
+        "{label} height {h:>5}: RSS {:6.1} MiB (anon {:6.1}); block cache {:5.1} of {:.0} MiB \
+         (memtables {:5.1}), table readers {:4.1} MiB, tree cache {:5.1} MiB ({} nodes)",
+        rss as f64 / 1024.0,
+        anon as f64 / 1024.0,
+        mib(m.cache_bytes as u64),
+        mib(m.cache_capacity as u64),
+        mib(m.memtable_bytes),
+        mib(m.table_reader_bytes),
+        mib(m.tree_bytes as u64),
+        m.tree_nodes
+    );
+    Ok(())
+}
+
+fn run(label: &str, store: &Storage, blocks: u64) -> anyhow::Result<f64> {
     let mut rng = Lcg(7);
     let mut genesis = BTreeMap::new();
     for k in 0..20_000u64 {
@@ -64,6 +100,9 @@ fn run(store: &Storage, blocks: u64) -> anyhow::Result<f64> {
             }
         }
         store.commit(store.prepare(h, false, w)?)?;
+        if h % (blocks / 5).max(1) == 0 {
+            print_memory(label, h, store)?;
+        }
     }
     Ok(start.elapsed().as_secs_f64())
 }
@@ -75,8 +114,8 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let archive = Storage::open(&dir.path().join("archive"))?;
     let pruned = Storage::open(&dir.path().join("pruned"))?.with_pruning(keep)?;
-    let ta = run(&archive, blocks)?;
-    let tp = run(&pruned, blocks)?;
+    let ta = run("archive", &archive, blocks)?;
+    let tp = run("pruned ", &pruned, blocks)?;
     archive.compact()?;
     pruned.compact()?;
     let (a, p) = (

@@ -4,6 +4,7 @@
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::abci::{Listen, Node, serve};
 use crate::extension::{Attester, key_file_address};
@@ -52,6 +53,14 @@ struct Cli {
     /// a clear error); 0 keeps every height (an archive node). At least 2 otherwise.
     #[arg(long, env = "NEURODATA_PRUNING_KEEP_RECENT", default_value_t = 0)]
     pruning_keep_recent: u64,
+    /// MiB of RocksDB block cache. It bounds the store's RocksDB memory: the memtables and the
+    /// index and filter blocks are charged to it.
+    #[arg(long, env = "NEURODATA_STORE_CACHE_MIB", default_value_t = 128, value_parser = clap::value_parser!(u64).range(8..=65536))]
+    store_cache_mib: u64,
+    /// Log the store's memory (block cache, memtables, tree node cache) every this many seconds
+    /// (0: never).
+    #[arg(long, env = "NEURODATA_MEMORY_LOG_SECS", default_value_t = 300)]
+    memory_log_secs: u64,
 }
 
 /// Who this node attests as, from `--validator-key` and `--verdicts`.
@@ -86,6 +95,28 @@ fn parse_listen(s: &str) -> anyhow::Result<Listen> {
     }
 }
 
+/// Logs the store's memory every `every`, so that an operator (and the soak) can tell the bounded
+/// caches filling from growth outside them.
+fn log_memory(storage: Storage, every: Duration) {
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(every);
+            match storage.memory() {
+                Ok(m) => tracing::info!(
+                    cache_kib = m.cache_bytes >> 10,
+                    cache_capacity_kib = m.cache_capacity >> 10,
+                    memtable_kib = m.memtable_bytes >> 10,
+                    table_reader_kib = m.table_reader_bytes >> 10,
+                    tree_nodes = m.tree_nodes,
+                    tree_kib = m.tree_bytes >> 10,
+                    "store memory"
+                ),
+                Err(e) => tracing::warn!(error = %e, "reading the store's memory failed"),
+            }
+        }
+    });
+}
+
 /// Runs the app process of a build that knows `upgrades` (see
 /// [`crate::governance::upgrade::known`]).
 pub async fn run(upgrades: Vec<Upgrade>) -> anyhow::Result<()> {
@@ -105,7 +136,7 @@ pub async fn run(upgrades: Vec<Upgrade>) -> anyhow::Result<()> {
     }
     let listen = parse_listen(&cli.listen)?;
     let attester = attester(&cli)?;
-    let storage = Storage::open(&cli.home)
+    let storage = Storage::open_sized(&cli.home, (cli.store_cache_mib << 20) as usize)
         .with_context(|| format!("opening state store {}", cli.home.display()))?
         .with_pruning(cli.pruning_keep_recent)?;
     let snapshot_dir = cli.snapshot_dir.clone().unwrap_or_else(|| {
@@ -135,6 +166,9 @@ pub async fn run(upgrades: Vec<Upgrade>) -> anyhow::Result<()> {
             tracing::info!(height = c.height, app_hash = %hex::encode(c.app_hash), "resuming")
         }
         None => tracing::info!("empty store: waiting for InitChain"),
+    }
+    if cli.memory_log_secs > 0 {
+        log_memory(storage.clone(), Duration::from_secs(cli.memory_log_secs));
     }
     tracing::info!(?listen, "ABCI server listening");
     let node = Node::new(storage)

@@ -31,7 +31,7 @@ use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{KeyHash, OwnedValue, Sha256Jmt, Version};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options,
-    WriteBatch, WriteOptions,
+    WriteBatch, WriteBufferManager, WriteOptions,
 };
 use sha2::Sha256;
 
@@ -169,27 +169,96 @@ impl PreparedCommit {
     }
 }
 
-/// Tree nodes kept in memory: nodes are immutable once written (a key names a version), so any
-/// cached node is correct; the newest ones are the top of the tree every block rewrites.
-const NODE_CACHE_MAX: usize = 200_000;
+/// Bytes of tree nodes kept in memory (an estimate, see [`node_bytes`]).
+const NODE_CACHE_BYTES: usize = 64 << 20;
 
-type NodeCache = std::sync::Mutex<BTreeMap<NodeKey, Node>>;
+/// The store's RocksDB memory when no other size is given: the block cache, which also carries
+/// the index and filter blocks and the memtables (charged to it), so one number bounds it.
+pub const DEFAULT_CACHE_BYTES: usize = 128 << 20;
+
+/// Tree nodes kept in memory. Nodes are immutable once written (a key names a version), so any
+/// cached node is correct. Commit inserts the nodes it writes and evicts those they replace, so
+/// the cache holds the live tree (what the next block reads) rather than its history; nodes of
+/// older versions enter only when a query reads them. Past [`NODE_CACHE_BYTES`] it starts over.
+#[derive(Default)]
+struct NodeCache {
+    nodes: BTreeMap<NodeKey, Node>,
+    bytes: usize,
+}
+
+/// About what one cached node costs: the map entry, the path's bytes, and an internal node's
+/// boxed array of 16 child slots.
+fn node_bytes(key: &NodeKey, node: &Node) -> usize {
+    let children = match node {
+        Node::Internal(_) => 16 * (32 + 8 + 16) + 16,
+        _ => 0,
+    };
+    std::mem::size_of::<(NodeKey, Node)>()
+        + 32
+        + key.nibble_path().num_nibbles().div_ceil(2)
+        + children
+}
+
+impl NodeCache {
+    fn get(&self, key: &NodeKey) -> Option<&Node> {
+        self.nodes.get(key)
+    }
+
+    fn insert(&mut self, key: NodeKey, node: Node) {
+        let size = node_bytes(&key, &node);
+        if self.bytes + size > NODE_CACHE_BYTES {
+            self.nodes.clear();
+            self.bytes = 0;
+        }
+        if self.nodes.insert(key, node).is_none() {
+            self.bytes += size;
+        }
+    }
+
+    fn remove(&mut self, key: &NodeKey) {
+        if let Some(node) = self.nodes.remove(key) {
+            self.bytes = self.bytes.saturating_sub(node_bytes(key, &node));
+        }
+    }
+}
+
+type SharedNodeCache = std::sync::Mutex<NodeCache>;
+
+/// The store's memory: RocksDB's (bounded by the block cache's capacity, which the memtables and
+/// the index and filter blocks are charged to) and the tree node cache's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// Bytes in RocksDB's block cache: data, index and filter blocks, and the memtables' charge.
+    pub cache_bytes: usize,
+    /// The block cache's capacity.
+    pub cache_capacity: usize,
+    /// Bytes in memtables (part of `cache_bytes`).
+    pub memtable_bytes: u64,
+    /// Table-reader memory outside the cache (small: index and filter blocks are in it).
+    pub table_reader_bytes: u64,
+    /// Tree nodes cached, and about their bytes.
+    pub tree_nodes: usize,
+    /// About the tree node cache's bytes (at most its own bound).
+    pub tree_bytes: usize,
+}
 
 /// The RocksDB-backed, Merkle-committed store.
 #[derive(Clone)]
 pub struct Storage {
     db: Arc<DB>,
-    nodes: Arc<NodeCache>,
+    cache: Cache,
+    cache_capacity: usize,
+    nodes: Arc<SharedNodeCache>,
     /// Heights kept readable (0: all).
     keep_recent: u64,
 }
 
 struct Tree<'a> {
     db: &'a DB,
-    nodes: &'a NodeCache,
+    nodes: &'a SharedNodeCache,
 }
 
-fn lock_nodes(c: &NodeCache) -> std::sync::MutexGuard<'_, BTreeMap<NodeKey, Node>> {
+fn lock_nodes(c: &SharedNodeCache) -> std::sync::MutexGuard<'_, NodeCache> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -229,11 +298,7 @@ impl TreeReader for Tree<'_> {
             None => Ok(None),
             Some(bytes) => {
                 let node: Node = borsh::from_slice(&bytes)?;
-                let mut cache = lock_nodes(self.nodes);
-                if cache.len() >= NODE_CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(node_key.clone(), node.clone());
+                lock_nodes(self.nodes).insert(node_key.clone(), node.clone());
                 Ok(Some(node))
             }
         }
@@ -271,9 +336,16 @@ impl TreeReader for Tree<'_> {
 }
 
 impl Storage {
-    /// Opens (or creates) the store in `path`.
+    /// Opens (or creates) the store in `path`, with the default memory bound
+    /// ([`DEFAULT_CACHE_BYTES`]).
     pub fn open(path: &Path) -> Result<Self, StorageError> {
-        Self::open_with(path, true)
+        Self::open_with(path, true, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the store in `path` with `cache_bytes` of RocksDB block cache, which
+    /// the memtables and the index and filter blocks are charged to.
+    pub fn open_sized(path: &Path, cache_bytes: usize) -> Result<Self, StorageError> {
+        Self::open_with(path, true, cache_bytes)
     }
 
     /// Opens the store in `path`, which must exist, taking its lock as a running app does: so it
@@ -285,20 +357,30 @@ impl Storage {
                 path: path.display().to_string(),
             });
         }
-        Self::open_with(path, false)
+        Self::open_with(path, false, DEFAULT_CACHE_BYTES)
     }
 
-    fn open_with(path: &Path, create: bool) -> Result<Self, StorageError> {
+    fn open_with(path: &Path, create: bool, cache_bytes: usize) -> Result<Self, StorageError> {
         let mut opts = Options::default();
         opts.create_if_missing(create);
         opts.create_missing_column_families(true);
-        // One shared block cache, and bloom filters so that reads of absent keys (a revocation
-        // that does not exist, a fresh account) rarely touch an SST file.
-        let cache = Cache::new_lru_cache(256 << 20);
+        // One shared block cache bounds RocksDB's memory: the memtables are charged to it (a
+        // quarter of it fills before the largest is flushed), and so are the index and filter
+        // blocks, which would otherwise grow with the number of SST files, that is with the
+        // chain's age. Bloom filters, so that reads of absent keys (a revocation that does not
+        // exist, a fresh account) rarely touch an SST file.
+        let cache = Cache::new_lru_cache(cache_bytes);
+        opts.set_write_buffer_manager(&WriteBufferManager::new_write_buffer_manager_with_cache(
+            cache_bytes / 4,
+            false,
+            cache.clone(),
+        ));
         let cfs = [NODES, VALUES, LATEST, META, STALE].into_iter().map(|n| {
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             table.set_bloom_filter(10.0, false);
+            table.set_cache_index_and_filter_blocks(true);
+            table.set_pin_l0_filter_and_index_blocks_in_cache(true);
             let mut cf_opts = Options::default();
             cf_opts.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(n, cf_opts)
@@ -316,7 +398,9 @@ impl Storage {
         })?;
         Ok(Storage {
             db: Arc::new(db),
-            nodes: Arc::new(NodeCache::default()),
+            cache,
+            cache_capacity: cache_bytes,
+            nodes: Arc::new(SharedNodeCache::default()),
             keep_recent: 0,
         })
     }
@@ -430,6 +514,28 @@ impl Storage {
     pub fn checkpoint(&self, dir: &Path) -> Result<(), StorageError> {
         rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
         Ok(())
+    }
+
+    /// What the store holds in memory now.
+    pub fn memory(&self) -> Result<StoreMemory, StorageError> {
+        let (mut memtable_bytes, mut table_reader_bytes) = (0, 0);
+        for name in [NODES, VALUES, LATEST, META, STALE] {
+            let cf = cf(&self.db, name)?;
+            let prop = |p: &str| -> Result<u64, StorageError> {
+                Ok(self.db.property_int_value_cf(cf, p)?.unwrap_or(0))
+            };
+            memtable_bytes += prop("rocksdb.cur-size-all-mem-tables")?;
+            table_reader_bytes += prop("rocksdb.estimate-table-readers-mem")?;
+        }
+        let nodes = lock_nodes(&self.nodes);
+        Ok(StoreMemory {
+            cache_bytes: self.cache.get_usage(),
+            cache_capacity: self.cache_capacity,
+            memtable_bytes,
+            table_reader_bytes,
+            tree_nodes: nodes.nodes.len(),
+            tree_bytes: nodes.bytes,
+        })
     }
 
     fn tree(&self) -> Tree<'_> {
@@ -580,17 +686,12 @@ impl Storage {
         self.db.write_opt(batch, &opts)?;
         crate::fault::hit(crate::fault::Point::AfterWrite, prepared.height);
         let mut cache = lock_nodes(&self.nodes);
-        if cache.len() + prepared.tree.node_batch.nodes().len() > NODE_CACHE_MAX {
-            cache.clear();
+        for index in &prepared.tree.stale_node_index_batch {
+            cache.remove(&index.node_key);
         }
-        cache.extend(
-            prepared
-                .tree
-                .node_batch
-                .nodes()
-                .iter()
-                .map(|(k, n)| (k.clone(), n.clone())),
-        );
+        for (key, node) in prepared.tree.node_batch.nodes() {
+            cache.insert(key.clone(), node.clone());
+        }
         Ok(Committed {
             height: prepared.height,
             app_hash: prepared.app_hash,
@@ -1106,5 +1207,39 @@ mod tests {
             .map(|(k, _)| k)
             .collect();
         assert_eq!(keys, vec!["p/a", "p/b"]);
+    }
+
+    #[test]
+    fn the_tree_node_cache_holds_the_live_tree_not_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Storage::open_sized(dir.path(), 16 << 20).unwrap();
+        let keys = |b: usize| -> BTreeMap<String, Option<Vec<u8>>> {
+            (0..200)
+                .map(|k| (format!("k{k}"), Some(format!("{b}-{k}").into_bytes())))
+                .collect()
+        };
+        s.commit(s.prepare(0, true, keys(0)).unwrap()).unwrap();
+        let live = s.memory().unwrap().tree_nodes;
+        // Every block rewrites every key: each version replaces the whole tree.
+        for b in 1..300 {
+            s.commit(s.prepare(b as u64, false, keys(b)).unwrap())
+                .unwrap();
+        }
+        let m = s.memory().unwrap();
+        assert_eq!(m.tree_nodes, live, "{m:?}");
+        assert!(
+            m.tree_bytes > 0 && m.tree_bytes <= NODE_CACHE_BYTES,
+            "{m:?}"
+        );
+        assert_eq!(m.cache_capacity, 16 << 20);
+        assert!(m.cache_bytes <= m.cache_capacity, "{m:?}");
+        // Reading old versions caches their nodes too, within the bound; the reads are exact.
+        for b in 1..300u64 {
+            assert_eq!(
+                s.get_at("k7", b).unwrap(),
+                Some(format!("{b}-7").into_bytes())
+            );
+        }
+        assert!(s.memory().unwrap().tree_bytes <= NODE_CACHE_BYTES);
     }
 }

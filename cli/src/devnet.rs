@@ -288,7 +288,11 @@ fn configure_node(devnet: &Devnet, dir: &Path, node: &NodeSpec) -> anyhow::Resul
     // Loopback peers reconnect fast after a restart.
     doc["p2p"]["persistent_peers_max_dial_period"] = toml_edit::value("2s");
     doc["consensus"]["timeout_commit"] = toml_edit::value("800ms");
-    doc["instrumentation"]["prometheus"] = toml_edit::value(false);
+    // CometBFT's own metrics (block interval, ABCI call timings, mempool size) next to the
+    // node's RPC port, for the soak's report and for an operator watching the devnet.
+    doc["instrumentation"]["prometheus"] = toml_edit::value(true);
+    doc["instrumentation"]["prometheus_listen_addr"] =
+        toml_edit::value(format!("127.0.0.1:{}", node.p2p_port - 2));
     std::fs::write(&path, doc.to_string())?;
     Ok(())
 }
