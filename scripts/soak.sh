@@ -57,9 +57,14 @@ export NEURODATA_COMETBFT
 work=$(mktemp -d /tmp/ndsoak.XXXX)
 bg=()
 cleanup() {
+  local rc=$?
   for p in "${bg[@]}"; do kill "$p" 2>/dev/null || true; done
   "$work/bin/ndctl" devnet down --dir "$work/net" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  if [ "$rc" = 0 ]; then
+    rm -rf "$work"
+  else
+    echo "soak failed (exit $rc): its devnet, logs and samples are kept in $work" >&2
+  fi
 }
 trap cleanup EXIT
 # The shared build cache may be rebuilt by another checkout while this runs: run private copies.
