@@ -121,8 +121,23 @@ impl Model {
         } else {
             let arch: Architecture = serde_json::from_str(architecture)
                 .map_err(|e| FormatError(format!("architecture: {e}")))?;
+            // The output must fit the target: a logistic unit predicts two classes, softmax
+            // one unit per class (at least two), identity a value (no classes). A file that
+            // pairs them otherwise would predict a class list of the wrong length.
+            let classes = preprocessing.classes.len();
+            let fits = match arch.output {
+                Output::Logistic => classes == 2,
+                Output::Softmax => classes >= 2,
+                Output::Identity => classes == 0,
+            };
+            if !fits {
+                return Err(FormatError(format!(
+                    "a {:?} output does not fit {classes} target classes",
+                    arch.output
+                )));
+            }
             let outputs = match arch.output {
-                Output::Softmax => preprocessing.classes.len(),
+                Output::Softmax => classes,
                 Output::Logistic | Output::Identity => 1,
             };
             let chained = arch.layers.windows(2).all(|w| w[0].1 == w[1].0);
@@ -238,4 +253,22 @@ impl Model {
 
 fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the `safetensors` fuzz target: a net with a logistic output whose preprocessing
+    /// lists one class was read, and predicted two probabilities for it.
+    #[test]
+    fn an_output_that_does_not_fit_the_target_classes_is_refused() {
+        let bytes = include_bytes!("../../fuzz/regressions/safetensors/logistic-output-one-class");
+        let err = Model::from_bytes(bytes).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("does not fit 1 target classes")),
+            "{err:?}"
+        );
+    }
 }
