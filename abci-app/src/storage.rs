@@ -236,7 +236,7 @@ pub struct StoreMemory {
     pub memtable_bytes: u64,
     /// Table-reader memory outside the cache (small: index and filter blocks are in it).
     pub table_reader_bytes: u64,
-    /// Tree nodes cached, and about their bytes.
+    /// Tree nodes cached.
     pub tree_nodes: usize,
     /// About the tree node cache's bytes (at most its own bound).
     pub tree_bytes: usize,
